@@ -1,0 +1,52 @@
+"""Shared test fixtures.
+
+Data and weights that are not part of the project (``../shared`` beside the
+checkout, or the folder named by ``CRL_UIQA_SHARED``) are found here; tests that
+need them skip with a clear message when they are absent.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("CRL_UIQA_SHARED", ROOT.parent / "shared"))
+SONONET_DIR = SHARED / "weights" / "sononet"
+SONONET16 = SONONET_DIR / "SonoNet16.npz"
+HC18_DIR = SHARED / "data" / "hc18"
+EXAMPLES_DIR = SHARED / "data" / "sononet_examples"
+
+
+def _need(path: Path, what: str) -> Path:
+    if not path.exists():
+        pytest.skip(f"{what} not found at {path} (set CRL_UIQA_SHARED to the shared/ folder)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def sononet16_path() -> Path:
+    return _need(SONONET16, "SonoNet-16 weights")
+
+
+@pytest.fixture(scope="session")
+def hc18_dir() -> Path:
+    return _need(HC18_DIR / "images", "HC18 images").parent
+
+
+@pytest.fixture(scope="session")
+def examples_dir() -> Path:
+    return _need(EXAMPLES_DIR, "SonoNet example planes")
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
+
+
+@pytest.fixture(autouse=True)
+def _no_download(monkeypatch):
+    """Tests never download: point the weight cache at an empty place and forbid network."""
+    monkeypatch.setenv("CRL_UIQA_NO_DOWNLOAD", "1")
