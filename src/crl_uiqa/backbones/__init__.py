@@ -1,0 +1,91 @@
+"""Pluggable embedding networks P(.) and quality-model trunks.
+
+A backbone is a ``torch.nn.Module`` that takes gray images ``(B, 1, H, W)`` in
+[0, 1] and offers:
+
+* ``embed(x, layer) -> (B, D)``: a pooled embedding from a named layer
+  (``embedding_layers`` lists them);
+* ``feature_maps(x) -> (B, C, h, w)``: the conv trunk used by the quality
+  model, with ``out_channels = C``;
+* ``input_size``: the (H, W) it was trained at.
+
+Backbones are looked up by name in a small registry. Besides the built-in
+``sononet16``, any importable builder can serve: ``python:package.module:function``
+names a function ``function(weights=None) -> nn.Module`` following the protocol
+above (e.g. a wrapper around a timm/torchvision model with your own weights).
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .sononet import CLASS_NAMES, SonoNet, sononet16
+
+Builder = Callable[..., nn.Module]
+_REGISTRY: dict[str, Builder] = {}
+
+
+def register_backbone(name: str, builder: Builder | None = None):
+    """Register ``builder(weights=None, pretrained=True) -> nn.Module`` under ``name``.
+
+    Usable as a decorator: ``@register_backbone("mynet")``.
+    """
+
+    def _add(fn: Builder) -> Builder:
+        _REGISTRY[name.lower()] = fn
+        return fn
+
+    return _add(builder) if builder is not None else _add
+
+
+def available_backbones() -> list[str]:
+    """Names accepted by :func:`get_backbone` (plus ``python:module:function``)."""
+    return sorted(_REGISTRY)
+
+
+def get_backbone(
+    name: str = "sononet16",
+    weights: str | os.PathLike | None = None,
+    *,
+    pretrained: bool = True,
+    device: str | torch.device | None = None,
+) -> nn.Module:
+    """Build backbone ``name`` in eval mode, with pretrained weights by default."""
+    key = name.lower()
+    if key.startswith("python:"):
+        try:
+            _, mod, fn = name.split(":", 2)
+            builder = getattr(importlib.import_module(mod), fn)
+        except (ValueError, ImportError, AttributeError) as exc:
+            raise ValueError(f"cannot import backbone builder {name!r}: {exc}") from exc
+        model = builder(weights=weights)
+    elif key in _REGISTRY:
+        model = _REGISTRY[key](weights=weights, pretrained=pretrained)
+    else:
+        raise ValueError(
+            f"unknown backbone {name!r}; choose from {', '.join(available_backbones())} "
+            "or give python:package.module:function"
+        )
+    for attr in ("embed", "feature_maps", "input_size"):
+        if not hasattr(model, attr):
+            raise ValueError(f"backbone {name!r} lacks {attr!r} (see crl_uiqa.backbones docstring)")
+    model.eval()
+    if device is not None:
+        model.to(device)
+    return model
+
+
+register_backbone("sononet16", sononet16)
+
+__all__ = [
+    "CLASS_NAMES",
+    "SonoNet",
+    "available_backbones",
+    "get_backbone",
+    "register_backbone",
+    "sononet16",
+]

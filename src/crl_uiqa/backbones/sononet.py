@@ -1,0 +1,194 @@
+"""SonoNet (Baumgartner et al., IEEE TMI 2017, arXiv:1612.05601) in PyTorch.
+
+SonoNet is a fully convolutional fetal standard-plane classifier trained on
+fetal ultrasound; crl-uiqa uses it as the embedding P(.) of the pseudo-labels
+(paper Eq. 1) and as the pretrained trunk of the quality regressor.
+
+Architecture of SonoNet-16 (the published Lasagne model, ported by layout):
+
+* input 1 x 224 x 288 gray; each image standardised by its own mean and
+  standard deviation and multiplied by 255 (the network was trained that way;
+  done inside :meth:`SonoNet.forward`, so callers pass images in [0, 1]);
+* 13 conv 3x3 (pad 1) layers in blocks of 2, 2, 3, 3, 3 with 16, 32, 64, 128,
+  128 channels, max-pool 2 after blocks 1-4;
+* adaptation: 1x1 conv to 64 and 1x1 conv to 14 classes;
+* every conv is followed by batch norm and (except the last) ReLU; global
+  average pooling of the 14 class maps gives the logits.
+
+The ``.npz`` holds ``arr_0 ... arr_74`` in layer order, five per layer: conv
+weight (no bias), BN beta, BN gamma, BN running mean, BN inverse std (Lasagne,
+epsilon 1e-4). The stored kernels are used as they are (PyTorch
+cross-correlation): flipping them, as a true-convolution Lasagne layer would
+need, drops the example planes from 13/13 to 6/13 correct.
+
+SmallNet (same repository) is not offered: its layout (conv 7x7/5x5/3x3/3x3
+with biases, 1x1 adaptation) is not documented and no pooling/stride layout we
+tried classifies more than 4 of the 13 example planes, so a port could not be
+verified.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..weights import resolve_weights
+
+CLASS_NAMES: tuple[str, ...] = (
+    "3VV",
+    "4CH",
+    "Abdominal",
+    "Background",
+    "Brain (Cb.)",
+    "Brain (Tv.)",
+    "Femur",
+    "Kidneys",
+    "Lips",
+    "LVOT",
+    "Profile",
+    "RVOT",
+    "Spine (cor.)",
+    "Spine (sag.)",
+)
+
+INPUT_SIZE = (224, 288)
+LASAGNE_BN_EPS = 1e-4
+
+
+def standardize(x: torch.Tensor, scale: float = 255.0, eps: float = 1e-6) -> torch.Tensor:
+    """Per-image standardisation used to train SonoNet: (x - mean) / std * scale.
+
+    Note the consequence for quality assessment: a global change of gain or
+    contrast (a linear intensity map) is invisible to SonoNet.
+    """
+    flat = x.flatten(1)
+    mean = flat.mean(dim=1).view(-1, 1, 1, 1)
+    std = flat.std(dim=1).view(-1, 1, 1, 1)
+    return (x - mean) / (std + eps) * scale
+
+
+def _conv_bn_relu(cin: int, cout: int, k: int, relu: bool = True) -> nn.Sequential:
+    layers: list[nn.Module] = [
+        nn.Conv2d(cin, cout, k, padding=k // 2, bias=False),
+        nn.BatchNorm2d(cout, eps=LASAGNE_BN_EPS),
+    ]
+    if relu:
+        layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+class SonoNet(nn.Module):
+    """SonoNet-16/32/64 with named embeddings.
+
+    Parameters
+    ----------
+    features:
+        16, 32 or 64: the width of the first block (SonoNet-16 is published here).
+    num_classes:
+        number of plane classes (14 for the published models).
+
+    Embedding layers (:meth:`embed`): ``block1`` ... ``block5`` (global average
+    of each conv block's output, ``block5`` = the pooled last conv block, 128-d
+    for SonoNet-16), ``adaptation`` (the pooled 64-d pre-logit layer),
+    ``logits`` (14) and ``probs`` (softmax of the logits).
+    """
+
+    embedding_layers = ("block1", "block2", "block3", "block4", "block5", "adaptation", "logits", "probs")
+    class_names = CLASS_NAMES
+    input_size = INPUT_SIZE
+
+    def __init__(self, features: int = 16, num_classes: int = 14):
+        super().__init__()
+        w = [features, features * 2, features * 4, features * 8, features * 8]
+        depth = [2, 2, 3, 3, 3]
+        blocks = []
+        cin = 1
+        for width, n in zip(w, depth):
+            layers = []
+            for _ in range(n):
+                layers.append(_conv_bn_relu(cin, width, 3))
+                cin = width
+            blocks.append(nn.Sequential(*layers))
+        self.blocks = nn.ModuleList(blocks)
+        self.adaptation = nn.Sequential(
+            _conv_bn_relu(cin, 64, 1), _conv_bn_relu(64, num_classes, 1, relu=False)
+        )
+        self.out_channels = cin  # channels of the trunk's last feature map
+        self.num_classes = num_classes
+
+    # -- trunk ------------------------------------------------------------
+    def feature_maps(self, x: torch.Tensor, until: str = "block5", standardized: bool = False) -> torch.Tensor:
+        """Conv feature map after block ``until`` (``block1``..``block5``) for images in [0, 1]."""
+        if not standardized:
+            x = standardize(x)
+        last = int(until.removeprefix("block"))
+        for i, block in enumerate(self.blocks[:last]):
+            if i > 0:
+                x = F.max_pool2d(x, 2)
+            x = block(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits (B, 14) for gray images (B, 1, H, W) in [0, 1]."""
+        return self.adaptation(self.feature_maps(x)).mean(dim=(2, 3))
+
+    def embed(self, x: torch.Tensor, layer: str = "block5") -> torch.Tensor:
+        """Pooled embedding (B, D) from ``layer`` (see the class docstring)."""
+        if layer not in self.embedding_layers:
+            raise ValueError(f"unknown SonoNet layer {layer!r}; choose from {', '.join(self.embedding_layers)}")
+        if layer.startswith("block"):
+            return self.feature_maps(x, until=layer).mean(dim=(2, 3))
+        fmap = self.feature_maps(x)
+        if layer == "adaptation":
+            return self.adaptation[0](fmap).mean(dim=(2, 3))
+        logits = self.adaptation(fmap).mean(dim=(2, 3))
+        return logits if layer == "logits" else logits.softmax(dim=1)
+
+    # -- weights ----------------------------------------------------------
+    def load_lasagne(self, path: str | os.PathLike) -> "SonoNet":
+        """Load the published Lasagne ``.npz`` (five arrays per layer, in order)."""
+        arrays = _read_npz(path)
+        layers = [m for m in self.modules() if isinstance(m, nn.Sequential) and isinstance(m[0], nn.Conv2d)]
+        if len(arrays) != 5 * len(layers):
+            raise ValueError(f"{path}: expected {5 * len(layers)} arrays for this SonoNet, found {len(arrays)}")
+        with torch.no_grad():
+            for i, layer in enumerate(layers):
+                w, beta, gamma, mean, inv_std = arrays[5 * i : 5 * i + 5]
+                conv, bn = layer[0], layer[1]
+                _copy(conv.weight, w, path, i)
+                _copy(bn.bias, beta, path, i)
+                _copy(bn.weight, gamma, path, i)
+                _copy(bn.running_mean, mean, path, i)
+                var = 1.0 / np.square(inv_std.astype(np.float64)) - LASAGNE_BN_EPS
+                _copy(bn.running_var, np.maximum(var, 0.0).astype(np.float32), path, i)
+        return self
+
+
+def _read_npz(path: str | os.PathLike) -> list[np.ndarray]:
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            names = sorted(data.files, key=lambda s: int(s.split("_")[-1]))
+            return [data[n] for n in names]
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read weights {path}: {exc}") from exc
+
+
+def _copy(dst: torch.Tensor, src: np.ndarray, path, layer: int) -> None:
+    if tuple(dst.shape) != tuple(src.shape):
+        raise ValueError(f"{path}: layer {layer} has shape {src.shape}, model expects {tuple(dst.shape)}")
+    if not np.all(np.isfinite(src)):
+        raise ValueError(f"{path}: layer {layer} holds NaN or inf")
+    dst.copy_(torch.from_numpy(np.array(src, dtype=np.float32, order="C", copy=True)))
+
+
+def sononet16(weights: str | os.PathLike | None = None, pretrained: bool = True) -> SonoNet:
+    """SonoNet-16 with the published fetal standard-plane weights."""
+    model = SonoNet(16)
+    if pretrained:
+        model.load_lasagne(resolve_weights("SonoNet16.npz", weights))
+    return model.eval()

@@ -1,0 +1,114 @@
+"""Embeddings P(x) of image files with a backbone (paper Eq. 1's P(.))."""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .io import Crop, ReadFailure, iter_batches
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; a clear error for an absent CUDA."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but no CUDA device is available")
+    return dev
+
+
+def prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """Eval mode on ``device``, channels-last memory (faster convs on CPU and GPU)."""
+    return model.eval().to(device=device, memory_format=torch.channels_last)
+
+
+@dataclass
+class Embeddings:
+    """Embeddings of the readable images, in input order, and the files that failed."""
+
+    paths: list[str]
+    vectors: np.ndarray  # (N, D) float32
+    layer: str
+    failures: list[ReadFailure] = field(default_factory=list)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Save as ``.npy`` (vectors only, paths in a sibling ``.paths.txt``) or ``.safetensors``."""
+        from .files import atomic_path, write_text
+
+        path = Path(path)
+        if path.suffix == ".safetensors":
+            from safetensors.numpy import save_file
+
+            with atomic_path(path) as tmp:
+                save_file({"embeddings": self.vectors}, str(tmp), metadata={"layer": self.layer, "paths": "\n".join(self.paths)})
+        elif path.suffix == ".npy":
+            with atomic_path(path) as tmp:
+                with open(tmp, "wb") as fh:
+                    np.save(fh, self.vectors)
+            write_text(path.with_suffix(".paths.txt"), "\n".join(self.paths) + "\n")
+        else:
+            raise ValueError(f"embedding output must end in .npy or .safetensors, got {path}")
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Embeddings":
+        path = Path(path)
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="numpy") as fh:
+                meta = fh.metadata() or {}
+                vec = fh.get_tensor("embeddings")
+            return cls(meta.get("paths", "").split("\n") if meta.get("paths") else [], vec, meta.get("layer", ""))
+        vec = np.load(path, allow_pickle=False)
+        side = path.with_suffix(".paths.txt")
+        paths = side.read_text().splitlines() if side.exists() else []
+        return cls(paths, vec, "")
+
+
+@torch.inference_mode()
+def compute_embeddings(
+    paths: Sequence[str],
+    backbone: torch.nn.Module,
+    *,
+    layer: str = "block5",
+    size: tuple[int, int] | None = None,
+    batch_size: int = 32,
+    device: str | torch.device | None = "auto",
+    crop: Crop | None = None,
+    strict: bool = False,
+    num_workers: int | None = None,
+    progress: bool | str = True,
+) -> Embeddings:
+    """Embed image files with ``backbone.embed(x, layer)``.
+
+    Images are resized to ``size`` (default: the backbone's ``input_size``).
+    NaN or inf in an embedding is an error (it would poison every distance).
+    """
+    dev = resolve_device(device)
+    model = prepare_model(backbone, dev)
+    size = tuple(size or getattr(backbone, "input_size", (224, 288)))
+    failures: list[ReadFailure] = []
+    chunks, kept = [], []
+    desc = progress if isinstance(progress, str) else f"embedding ({layer})"
+    for batch in iter_batches(paths, size=size, batch_size=batch_size, crop=crop, strict=strict,
+                              num_workers=num_workers, failures=failures, progress=desc if progress else False):
+        x = batch.images.to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        chunks.append(model.embed(x, layer).float().cpu())
+        kept.extend(batch.indices)
+    if not chunks:
+        raise ValueError(f"none of the {len(paths)} images could be read (first failure: {failures[0].path}: {failures[0].reason})")
+    vectors = torch.cat(chunks).numpy()
+    bad = ~np.isfinite(vectors).all(axis=1)
+    if bad.any():
+        first = paths[kept[int(np.flatnonzero(bad)[0])]]
+        raise ValueError(f"{int(bad.sum())} embedding(s) contain NaN or inf (first: {first})")
+    return Embeddings([paths[i] for i in kept], vectors, layer, failures)

@@ -1,0 +1,304 @@
+"""Image input: finding images, decoding them to gray [0, 1], batching them.
+
+Sources (:func:`list_images`): a folder (searched recursively), a glob pattern,
+a manifest CSV with a ``path`` column (optional ``label`` and other columns;
+relative paths are taken relative to the CSV's folder), a single image file, or
+a list of any of these.
+
+Decoding (:func:`read_gray`): PNG, JPEG, BMP, TIFF; 8- and 16-bit; gray, RGB,
+RGBA, palette (to gray with ITU-R 601 luma, alpha ignored); an optional crop
+box ``(top, left, height, width)`` for vendor overlays. Anything else (float or
+32-bit integer images, CMYK, empty or truncated files) raises
+:class:`ImageReadError`, which names the file.
+
+Batching (:func:`iter_batches`): decoding and resizing run in DataLoader
+worker processes so the model is fed while it computes; unreadable files are
+skipped and reported (or raise with ``strict=True``).
+"""
+from __future__ import annotations
+
+import glob
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+Crop = tuple[int, int, int, int]  # top, left, height, width
+
+
+class ImageReadError(ValueError):
+    """An image file that cannot be used; the message names the file."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+# --------------------------------------------------------------------------- listing
+def list_images(source: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
+    """List the image paths of ``source`` (see the module docstring), in a stable order.
+
+    Raises ``FileNotFoundError`` when the source does not exist and
+    ``ValueError`` when it holds no image.
+    """
+    if isinstance(source, (list, tuple)):
+        out: list[str] = []
+        for s in source:
+            out.extend(list_images(s))
+        return out
+    src = str(source)
+    p = Path(src)
+    if p.is_dir():
+        paths = sorted(
+            str(q) for q in p.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS
+        )
+        if not paths:
+            raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under folder {src}")
+        return paths
+    if p.is_file() and p.suffix.lower() == ".csv":
+        return read_manifest(p).paths
+    if p.is_file():
+        return [src]
+    if glob.has_magic(src):
+        paths = sorted(q for q in glob.glob(src, recursive=True) if Path(q).suffix.lower() in IMAGE_EXTENSIONS)
+        if not paths:
+            raise ValueError(f"the pattern {src} matches no image")
+        return paths
+    raise FileNotFoundError(f"image source not found: {src}")
+
+
+@dataclass
+class Manifest:
+    """A manifest CSV: paths plus every other column (``label`` among them)."""
+
+    paths: list[str]
+    columns: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def labels(self) -> list[str] | None:
+        return self.columns.get("label")
+
+
+def read_manifest(path: str | os.PathLike) -> Manifest:
+    """Read a manifest CSV with a ``path`` column (or headerless ``path[,label]`` rows)."""
+    import csv
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"manifest not found: {path}")
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        rows = [r for r in csv.reader(fh) if r and any(c.strip() for c in r)]
+    if not rows:
+        raise ValueError(f"manifest {path} is empty")
+    header = [c.strip() for c in rows[0]]
+    if "path" in header:
+        body = rows[1:]
+    else:  # headerless path[,label]
+        header = ["path", "label"][: len(rows[0])] + [f"col{i}" for i in range(2, len(rows[0]))]
+        body = rows
+    idx = header.index("path")
+    base = path.parent
+    paths, columns = [], {h: [] for h in header if h != "path"}
+    for r in body:
+        raw = r[idx].strip()
+        q = Path(raw)
+        paths.append(raw if q.is_absolute() else str(base / q))
+        for j, h in enumerate(header):
+            if h != "path":
+                columns[h].append(r[j].strip() if j < len(r) else "")
+    if not paths:
+        raise ValueError(f"manifest {path} lists no image")
+    return Manifest(paths, columns)
+
+
+# --------------------------------------------------------------------------- decoding
+def read_gray(path: str | os.PathLike, crop: Crop | None = None) -> np.ndarray:
+    """Decode one image to a float32 gray array (H, W) in [0, 1].
+
+    8-bit images are divided by 255, 16-bit by 65535. ``crop`` is
+    ``(top, left, height, width)``.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = str(path)
+    try:
+        if os.path.getsize(path) == 0:
+            raise ImageReadError(path, "empty file")
+        with Image.open(path) as im:
+            im.load()
+            arr = _to_gray(im, path)
+    except FileNotFoundError:
+        raise ImageReadError(path, "file not found") from None
+    except UnidentifiedImageError:
+        raise ImageReadError(path, "not a readable image (unknown or corrupt format)") from None
+    except (OSError, SyntaxError) as exc:  # truncated / corrupt data
+        raise ImageReadError(path, f"cannot decode image ({exc})") from None
+    if crop is not None:
+        arr = apply_crop(arr, crop, path)
+    if arr.size == 0:
+        raise ImageReadError(path, "image has no pixels")
+    return arr
+
+
+def _to_gray(im, path: str) -> np.ndarray:
+    mode = im.mode
+    if mode in ("L", "P", "RGB", "RGBA", "LA", "1", "YCbCr"):
+        if mode != "L":
+            im = im.convert("RGB").convert("L") if mode in ("P", "RGBA", "LA") else im.convert("L")
+        return np.asarray(im, dtype=np.float32) / 255.0
+    if mode.startswith("I;16"):
+        return np.asarray(im, dtype=np.uint16).astype(np.float32) / 65535.0
+    if mode == "I":  # PIL opens 16-bit PNG/TIFF as 32-bit signed ints
+        a = np.asarray(im, dtype=np.int64)
+        if a.size and (a.min() < 0 or a.max() > 65535):
+            raise ImageReadError(path, "32-bit integer image: only 8- and 16-bit images are supported")
+        return a.astype(np.float32) / 65535.0
+    if mode == "F":
+        raise ImageReadError(path, "32-bit float image: only 8- and 16-bit images are supported")
+    raise ImageReadError(path, f"unsupported image mode {mode!r} (8/16-bit gray, RGB or RGBA expected)")
+
+
+def apply_crop(arr: np.ndarray, crop: Crop, path: str = "<array>") -> np.ndarray:
+    """Crop ``arr`` to ``(top, left, height, width)``, with a clear error if it does not fit."""
+    top, left, h, w = (int(v) for v in crop)
+    H, W = arr.shape[:2]
+    if top < 0 or left < 0 or h <= 0 or w <= 0 or top + h > H or left + w > W:
+        raise ImageReadError(path, f"crop box (top={top}, left={left}, height={h}, width={w}) does not fit a {H}x{W} image")
+    return arr[top : top + h, left : left + w]
+
+
+def write_gray_png(path: str | os.PathLike, image: np.ndarray) -> Path:
+    """Write a float [0, 1] gray image as an 8-bit PNG, atomically."""
+    from PIL import Image
+
+    from .files import atomic_path
+
+    a = np.clip(np.asarray(image, dtype=np.float32), 0.0, 1.0)
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.round(a * 255.0).astype(np.uint8), mode="L").save(tmp, format="PNG")
+    return Path(path)
+
+
+# --------------------------------------------------------------------------- batching
+def to_tensor(image: np.ndarray, size: tuple[int, int] | None):
+    """(H, W) float array -> (1, h, w) float tensor resized to ``size`` (antialiased bilinear)."""
+    import torch
+    from torch.nn import functional as F
+
+    t = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
+    if size is not None and tuple(t.shape[-2:]) != tuple(size):
+        t = F.interpolate(t, size=tuple(size), mode="bilinear", antialias=True, align_corners=False)
+    return t[0]
+
+
+class ImageDataset:
+    """A map-style dataset of image files, decoded to ``(1, H, W)`` tensors in [0, 1].
+
+    Unreadable files yield ``ok=False`` and a zero image (the loader's consumer
+    drops them) unless ``strict`` is set, in which case the error is raised.
+    """
+
+    def __init__(self, paths: Sequence[str], size: tuple[int, int] | None = (224, 288), crop: Crop | None = None, strict: bool = False):
+        self.paths = list(paths)
+        self.size = tuple(size) if size is not None else None
+        self.crop = crop
+        self.strict = strict
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> dict:
+        import torch
+
+        path = self.paths[i]
+        try:
+            img = to_tensor(read_gray(path, self.crop), self.size)
+            return {"image": img, "index": i, "ok": True, "error": ""}
+        except ImageReadError as exc:
+            if self.strict:
+                raise
+            shape = (1, *self.size) if self.size else (1, 1, 1)
+            return {"image": torch.zeros(shape), "index": i, "ok": False, "error": exc.reason}
+
+
+@dataclass
+class Batch:
+    images: "object"  # torch.Tensor (B, 1, H, W) of the readable images
+    indices: list[int]  # their positions in the path list
+
+
+@dataclass
+class ReadFailure:
+    path: str
+    reason: str
+
+
+def default_workers() -> int:
+    """Decoding workers: one per core beyond the first, at least one, at most four."""
+    n = os.cpu_count() or 1
+    return max(1, min(4, n - 1)) if n > 1 else 0
+
+
+def iter_batches(
+    paths: Sequence[str],
+    *,
+    size: tuple[int, int] | None = (224, 288),
+    batch_size: int = 32,
+    crop: Crop | None = None,
+    strict: bool = False,
+    num_workers: int | None = None,
+    failures: list[ReadFailure] | None = None,
+    progress: bool | str = False,
+) -> Iterator[Batch]:
+    """Decode ``paths`` in background workers and yield batches of readable images.
+
+    Unreadable files are appended to ``failures`` (and logged) or, with
+    ``strict=True``, raise :class:`ImageReadError`. ``size=None`` keeps the
+    native size (then ``batch_size`` must be 1 unless all images agree).
+    """
+    import torch
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    if len(paths) == 0:
+        raise ValueError("no images to read")
+    ds = ImageDataset(paths, size=size, crop=crop, strict=strict)
+    workers = default_workers() if num_workers is None else num_workers
+    workers = min(workers, max(0, (len(paths) + batch_size - 1) // batch_size))
+    loader = DataLoader(
+        ds,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=_collate,
+        prefetch_factor=4 if workers else None,
+    )
+    desc = progress if isinstance(progress, str) else "images"
+    with tqdm(total=len(paths), desc=desc, unit="img", disable=not progress or None) as bar:
+        for items in loader:
+            good = [it for it in items if it["ok"]]
+            for it in items:
+                if not it["ok"]:
+                    log.warning("skipping %s: %s", paths[it["index"]], it["error"])
+                    if failures is not None:
+                        failures.append(ReadFailure(paths[it["index"]], it["error"]))
+            bar.update(len(items))
+            if good:
+                yield Batch(torch.stack([it["image"] for it in good]), [it["index"] for it in good])
+
+
+def _collate(items: list[dict]) -> list[dict]:
+    return items
+
+
+def load_images(paths: Iterable[str | os.PathLike], crop: Crop | None = None) -> list[np.ndarray]:
+    """Read several images at native size (for the classical baselines)."""
+    return [read_gray(p, crop) for p in paths]

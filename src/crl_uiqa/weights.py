@@ -1,0 +1,142 @@
+"""Where pretrained weights come from.
+
+Resolution order for a weight file (e.g. ``SonoNet16.npz``):
+
+1. an explicit path given by the user (``--weights PATH``: the file itself or a
+   folder that holds it);
+2. the folder named by the environment variable ``CRL_UIQA_WEIGHTS_DIR``;
+3. the user cache (``$CRL_UIQA_CACHE`` or ``$XDG_CACHE_HOME/crl-uiqa`` or
+   ``~/.cache/crl-uiqa``) ``/weights/``;
+4. a download of the public file into that cache, accepted only when its
+   SHA-256 matches the published checksum. Setting ``CRL_UIQA_NO_DOWNLOAD=1``
+   forbids the download (the test suite does).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from .files import atomic_path
+
+log = logging.getLogger(__name__)
+
+ENV_DIR = "CRL_UIQA_WEIGHTS_DIR"
+ENV_CACHE = "CRL_UIQA_CACHE"
+ENV_NO_DOWNLOAD = "CRL_UIQA_NO_DOWNLOAD"
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    """A public weight file: its name, where to fetch it, and its checksum."""
+
+    filename: str
+    url: str
+    sha256: str
+    licence: str
+
+
+_SONONET_BASE = "https://github.com/baumgach/SonoNet-weights/raw/master/"
+
+KNOWN_WEIGHTS: dict[str, WeightFile] = {
+    "SonoNet16.npz": WeightFile(
+        "SonoNet16.npz",
+        _SONONET_BASE + "SonoNet16.npz",
+        "bbbf9dde2b3af686c247a3074d890ceb685cd63fc1fc2af7e704edc07810c53f",
+        "Apache-2.0 (Baumgartner et al., IEEE TMI 2017)",
+    ),
+    "SmallNet.npz": WeightFile(
+        "SmallNet.npz",
+        _SONONET_BASE + "SmallNet.npz",
+        "5c85b2463cbca099a8db86126a002b1a0f35f70764f182d5d4aa88cef15b581f",
+        "Apache-2.0 (Baumgartner et al., IEEE TMI 2017)",
+    ),
+}
+
+
+def cache_dir() -> Path:
+    """The folder where downloaded weights are kept."""
+    if os.environ.get(ENV_CACHE):
+        return Path(os.environ[ENV_CACHE]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "crl-uiqa"
+
+
+def sha256sum(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while True:
+            block = fh.read(chunk)
+            if not block:
+                break
+            h.update(block)
+    return h.hexdigest()
+
+
+def resolve_weights(filename: str, path: str | os.PathLike | None = None, *, download: bool = True) -> Path:
+    """Find the weight file ``filename`` (see the module docstring for the order).
+
+    Raises
+    ------
+    FileNotFoundError
+        When the file is nowhere to be found and cannot be downloaded; the
+        message lists every place that was searched.
+    """
+    searched: list[str] = []
+    if path is not None:
+        p = Path(path).expanduser()
+        if p.is_dir():
+            p = p / filename
+        if p.is_file():
+            return p
+        raise FileNotFoundError(f"weights not found at {p} (given with --weights)")
+    env = os.environ.get(ENV_DIR)
+    if env:
+        p = Path(env).expanduser() / filename
+        if p.is_file():
+            return p
+        searched.append(f"${ENV_DIR}={env}")
+    cached = cache_dir() / "weights" / filename
+    known = KNOWN_WEIGHTS.get(filename)
+    if cached.is_file():
+        if known is None or sha256sum(cached) == known.sha256:
+            return cached
+        log.warning("cached %s has a wrong checksum; ignoring it", cached)
+    searched.append(str(cached))
+    no_dl = os.environ.get(ENV_NO_DOWNLOAD, "").strip() not in ("", "0")
+    if known is not None and download and not no_dl:
+        try:
+            return download_weights(known, cached)
+        except OSError as exc:  # network errors are OSError subclasses
+            searched.append(f"download from {known.url} failed: {exc}")
+    elif known is not None:
+        searched.append(f"download disabled (${ENV_NO_DOWNLOAD} set or download=False)")
+    raise FileNotFoundError(
+        f"{filename} not found. Give it with --weights PATH or set {ENV_DIR}. Searched: "
+        + "; ".join(searched)
+    )
+
+
+def download_weights(spec: WeightFile, dest: Path) -> Path:
+    """Download ``spec`` to ``dest`` atomically and verify its checksum."""
+    from tqdm.auto import tqdm
+
+    log.info("downloading %s (%s) to %s", spec.filename, spec.licence, dest)
+    with atomic_path(dest) as tmp:
+        with urllib.request.urlopen(spec.url, timeout=60) as resp, open(tmp, "wb") as out:
+            total = int(resp.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=spec.filename, disable=None) as bar:
+                while True:
+                    block = resp.read(1 << 16)
+                    if not block:
+                        break
+                    out.write(block)
+                    bar.update(len(block))
+        got = sha256sum(tmp)
+        if got != spec.sha256:
+            raise OSError(f"checksum mismatch for {spec.filename}: got {got}, expected {spec.sha256}")
+    return dest
