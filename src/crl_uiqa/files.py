@@ -89,17 +89,17 @@ def write_csv(
 
 
 def _fmt(v: Any) -> Any:
-    if isinstance(v, float):
-        return repr(v)
     try:
         import numpy as np
 
-        if isinstance(v, np.floating):
+        if isinstance(v, np.floating):  # before float: np.float64 subclasses float
             return repr(float(v))
         if isinstance(v, np.integer):
             return int(v)
     except ImportError:  # pragma: no cover
         pass
+    if isinstance(v, float):
+        return repr(v)
     return v
 
 
