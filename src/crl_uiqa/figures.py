@@ -1,0 +1,513 @@
+"""Matplotlib figures for quality reports.
+
+Every function returns a :class:`matplotlib.figure.Figure` built directly on the
+Agg canvas (no :mod:`matplotlib.pyplot`, no global state, no display needed), so
+figures can be made from worker threads, servers and headless machines alike.
+Turn one into PNG bytes with :func:`fig_to_png` or hand it to
+:meth:`crl_uiqa.report.Report.add_figure`.
+
+Images follow the package convention: float arrays ``(H, W)`` in ``[0, 1]``,
+grayscale. Scores: higher means better quality.
+"""
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+__all__ = [
+    "quality_curve",
+    "ranked_strip",
+    "views_figure",
+    "training_curves",
+    "score_scatter",
+    "spearman_rho",
+    "fig_to_png",
+]
+
+#: colour of the best frame marker (and of its thumbnail frame)
+BEST_COLOR = "#d62728"
+#: colour of additional picked frames
+PICK_COLOR = "#ff7f0e"
+#: history keys that are bookkeeping, not losses, in :func:`training_curves`
+BOOKKEEPING_KEYS = frozenset({"epoch", "step", "steps", "lr", "learning_rate", "time", "seconds", "elapsed"})
+#: most frames per row in :func:`ranked_strip`
+STRIP_COLUMNS = 8
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    """A figure on its own Agg canvas, with constrained layout."""
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _as_image(image: Any, what: str) -> np.ndarray:
+    """Validate one grayscale image and return it as float32 clipped to [0, 1]."""
+    arr = np.asarray(image)
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim == 3 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim != 2 or arr.size == 0:
+        raise ValueError(f"{what}: expected a grayscale image of shape (H, W), got shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
+        raise ValueError(f"{what}: expected a real numeric image, got dtype {arr.dtype}")
+    arr = np.nan_to_num(arr.astype(np.float32, copy=False), nan=0.0, posinf=1.0, neginf=0.0)
+    return np.clip(arr, 0.0, 1.0)
+
+
+def _as_scores(scores: Any, what: str = "scores") -> np.ndarray:
+    """Validate a 1-D sequence of scores (NaN allowed) and return it as float64."""
+    try:
+        arr = np.asarray(scores, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{what}: expected a sequence of numbers ({exc})") from None
+    if arr.ndim != 1:
+        raise ValueError(f"{what}: expected a 1-D sequence, got shape {arr.shape}")
+    return arr
+
+
+def _show(ax, image: np.ndarray) -> None:
+    """Draw a grayscale [0, 1] image on ``ax`` without ticks."""
+    ax.imshow(image, cmap="gray", vmin=0.0, vmax=1.0, interpolation="antialiased")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _fmt_value(value: Any) -> str:
+    """Short text for a caption value: numbers with 3 significant decimals."""
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return "n/a" if not math.isfinite(float(value)) else f"{float(value):.3f}"
+    return str(value)
+
+
+def _check_index(index: Any, n: int, what: str) -> int:
+    try:
+        i = int(index)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what}: expected a frame index, got {index!r}") from None
+    if i != index or not 0 <= i < n:
+        raise ValueError(f"{what}: frame index {index!r} out of range for {n} scores")
+    return i
+
+
+def quality_curve(
+    scores: Sequence[float] | np.ndarray,
+    *,
+    times: Sequence[float] | np.ndarray | None = None,
+    best: int | None = None,
+    picks: Sequence[int] = (),
+    title: str = "",
+    thumbnails: Any = None,
+    xlabel: str | None = None,
+) -> Figure:
+    """Quality score along a sweep or scan, with the chosen frame(s) marked.
+
+    Parameters
+    ----------
+    scores : sequence of float
+        One quality score per frame, in frame order (NaN = not scored, drawn as
+        a gap).
+    times : sequence of float, optional
+        x position of each frame (e.g. seconds); the frame index when omitted.
+    best : int, optional
+        Index of the best frame, marked with a star and a dashed line. Defaults
+        to the highest finite score; nothing is marked when all are NaN.
+    picks : sequence of int
+        Further chosen frames (e.g. the other top-k frames), marked with
+        triangles.
+    title : str
+        Figure title.
+    thumbnails : array, mapping or sequence, optional
+        The best frame's image shown in a panel beside the curve. Either the
+        image itself (``(H, W)`` in [0, 1]), a mapping ``{frame index: image}``
+        or a sequence of images aligned with ``scores``. When it holds no image
+        for the best frame, no panel is drawn.
+    xlabel : str, optional
+        x-axis label; ``"time (s)"`` when ``times`` is given, else ``"frame"``.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One axes for the curve, plus one image axes when a thumbnail is shown.
+    """
+    y = _as_scores(scores)
+    n = y.size
+    if n == 0:
+        raise ValueError("scores: need at least one score to draw a quality curve")
+    if times is None:
+        x = np.arange(n, dtype=np.float64)
+    else:
+        x = _as_scores(times, "times")
+        if x.size != n:
+            raise ValueError(f"times: got {x.size} values for {n} scores")
+    if best is None:
+        best_i = int(np.nanargmax(y)) if np.isfinite(y).any() else None
+    else:
+        best_i = _check_index(best, n, "best")
+    pick_idx = [_check_index(p, n, "picks") for p in picks]
+    pick_idx = [p for p in dict.fromkeys(pick_idx) if p != best_i]
+
+    xlabel = xlabel or ("time (s)" if times is not None else "frame")
+
+    def where(i: int) -> str:
+        return f"frame {i}" if times is None else f"{xlabel} {x[i]:g}"
+
+    thumb = None
+    if thumbnails is not None and best_i is not None:
+        if isinstance(thumbnails, np.ndarray) and thumbnails.ndim == 2:
+            thumb = thumbnails
+        elif isinstance(thumbnails, Mapping):
+            thumb = thumbnails.get(best_i)
+        else:
+            if len(thumbnails) != n:
+                raise ValueError(
+                    f"thumbnails: expected one image per score ({n}), a mapping or a single image; "
+                    f"got {len(thumbnails)} items"
+                )
+            thumb = thumbnails[best_i]
+        if thumb is not None:
+            thumb = _as_image(thumb, f"thumbnail of frame {best_i}")
+
+    if thumb is None:
+        fig = _new_figure(8.0, 3.2)
+        ax = fig.add_subplot()
+    else:
+        fig = _new_figure(10.5, 3.2)
+        aspect = thumb.shape[1] / thumb.shape[0]
+        gs = fig.add_gridspec(1, 2, width_ratios=[3.2, max(0.6, min(2.0, aspect)) * 1.0])
+        ax = fig.add_subplot(gs[0, 0])
+        tax = fig.add_subplot(gs[0, 1])
+        _show(tax, thumb)
+        for spine in tax.spines.values():
+            spine.set_edgecolor(BEST_COLOR)
+            spine.set_linewidth(2.5)
+        tax.set_title(f"best: {where(best_i)}\nscore {_fmt_value(y[best_i])}", fontsize=9, color=BEST_COLOR)
+
+    ax.plot(x, y, color="#1f77b4", linewidth=1.3, marker="." if n <= 200 else None, markersize=4, label="score")
+    if pick_idx:
+        ax.plot(x[pick_idx], y[pick_idx], linestyle="none", marker="v", markersize=8,
+                color=PICK_COLOR, markeredgecolor="black", markeredgewidth=0.5, label="picked", zorder=3)
+    if best_i is not None:
+        ax.axvline(x[best_i], color=BEST_COLOR, linestyle="--", linewidth=1.0, alpha=0.7)
+        ax.plot([x[best_i]], [y[best_i]], linestyle="none", marker="*", markersize=15, color=BEST_COLOR,
+                markeredgecolor="black", markeredgewidth=0.6,
+                label=f"best ({where(best_i)}, {_fmt_value(y[best_i])})", zorder=4)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("quality score (higher = better)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="best", fontsize=8, framealpha=0.85)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def ranked_strip(
+    images: Sequence[np.ndarray],
+    scores: Sequence[float] | np.ndarray,
+    *,
+    labels: Sequence[Any] | None = None,
+    n: int = 8,
+    title: str = "",
+    first_rank: int = 1,
+) -> Figure:
+    """Frames ranked from best to worst score, each captioned with its score.
+
+    Parameters
+    ----------
+    images : sequence of ndarray
+        Grayscale images ``(H, W)`` in [0, 1].
+    scores : sequence of float
+        One score per image; NaN scores rank last.
+    labels : sequence, optional
+        One extra caption line per image (e.g. the true quality); numbers are
+        shown with 3 decimals.
+    n : int
+        Number of best-scored images shown (at most ``len(images)``); rows wrap
+        after 8 frames.
+    title : str
+        Figure title.
+    first_rank : int
+        Rank printed on the first frame (``#first_rank``, then counting up);
+        e.g. 93 for a strip of the 8 worst of 100 images.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One image axes per shown frame, best first.
+    """
+    y = _as_scores(scores)
+    if len(images) != y.size:
+        raise ValueError(f"ranked_strip: got {len(images)} images but {y.size} scores")
+    if labels is not None and len(labels) != y.size:
+        raise ValueError(f"ranked_strip: got {len(labels)} labels for {y.size} images")
+    if y.size == 0:
+        raise ValueError("ranked_strip: no images to show")
+    if int(n) != n or n < 1:
+        raise ValueError(f"ranked_strip: n must be a positive integer, got {n!r}")
+    # stable descending order, NaN last
+    key = np.where(np.isnan(y), -np.inf, y)
+    order = np.argsort(-key, kind="stable")
+    order = np.concatenate([order[~np.isnan(y[order])], order[np.isnan(y[order])]])[: int(n)]
+    shown = [_as_image(images[i], f"image {i}") for i in order]
+
+    cols = min(len(shown), STRIP_COLUMNS)
+    rows = math.ceil(len(shown) / cols)
+    aspect = float(np.median([im.shape[1] / im.shape[0] for im in shown]))
+    cell_w = 1.7
+    cell_h = cell_w / max(0.4, min(2.5, aspect)) + (0.55 if labels is not None else 0.4)
+    fig = _new_figure(max(3.0, cols * cell_w), rows * cell_h + (0.4 if title else 0.0))
+    for k, (i, im) in enumerate(zip(order, shown)):
+        ax = fig.add_subplot(rows, cols, k + 1)
+        _show(ax, im)
+        caption = f"#{first_rank + k}  {_fmt_value(y[i])}"
+        if labels is not None:
+            caption += f"\n{_fmt_value(labels[i])}"
+        ax.set_title(caption, fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def views_figure(
+    source: np.ndarray,
+    source_score: float,
+    weak: Sequence[tuple[np.ndarray, float, str]],
+    strong: Sequence[tuple[np.ndarray, float, str]],
+) -> Figure:
+    """One image with its weak and strong views and their scores (paper Fig. 2).
+
+    Layout: (a) the source view on the left; (b) the weakly augmented views
+    (flip, rotation: same quality, scores should match the source) on the top
+    row; (c) the strongly augmented views at increasing distortion degree
+    (scores should drop) on the bottom row.
+
+    Parameters
+    ----------
+    source : ndarray
+        The source image ``(H, W)`` in [0, 1].
+    source_score : float
+        Its predicted quality score.
+    weak, strong : list of (image, score, caption)
+        The views, each with its score and a short caption (e.g. ``"hflip"``,
+        ``"blur sigma=2"``).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        ``1 + len(weak) + len(strong)`` image axes.
+    """
+    src = _as_image(source, "source")
+
+    def _check(views, name):
+        out = []
+        for k, view in enumerate(views):
+            if not isinstance(view, (tuple, list)) or len(view) != 3:
+                raise ValueError(f"{name}[{k}]: expected an (image, score, caption) tuple")
+            img, score, caption = view
+            out.append((_as_image(img, f"{name}[{k}] image"), score, str(caption)))
+        return out
+
+    weak_v = _check(weak, "weak")
+    strong_v = _check(strong, "strong")
+    cols = max(1, len(weak_v), len(strong_v))
+    aspect = src.shape[1] / src.shape[0]
+    cell = 1.6
+    fig = _new_figure(cell * (cols + 2) * max(0.6, min(1.6, aspect)), cell * 2 + 1.0)
+    gs = fig.add_gridspec(2, cols + 1, width_ratios=[2.0] + [1.0] * cols)
+    ax = fig.add_subplot(gs[:, 0])
+    _show(ax, src)
+    ax.set_title(f"(a) source\nscore {_fmt_value(source_score)}", fontsize=10)
+    for row, (views, label) in enumerate(((weak_v, "(b) weak"), (strong_v, "(c) strong"))):
+        for k, (img, score, caption) in enumerate(views):
+            vax = fig.add_subplot(gs[row, 1 + k])
+            _show(vax, img)
+            vax.set_title(f"{caption}\n{_fmt_value(score)}", fontsize=8)
+            if k == 0:
+                vax.set_ylabel(label, fontsize=9)
+    return fig
+
+
+def _history_series(history: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Epoch numbers and one NaN-padded float series per numeric key."""
+    epochs = []
+    keys: list[str] = []
+    for i, row in enumerate(history):
+        if not isinstance(row, Mapping):
+            raise ValueError(f"history[{i}]: expected a dict of per-epoch values, got {type(row).__name__}")
+        epochs.append(row.get("epoch", i + 1))
+        for k, v in row.items():
+            if k not in keys and _is_number(v):
+                keys.append(k)
+    series = {}
+    for k in keys:
+        vals = [row.get(k) for row in history]
+        series[k] = np.array([float(v) if _is_number(v) else np.nan for v in vals], dtype=np.float64)
+    try:
+        x = np.asarray(epochs, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError("history: the 'epoch' values must be numbers") from None
+    return x, series
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+
+
+def training_curves(history: Sequence[Mapping[str, Any]]) -> Figure:
+    """Per-epoch training losses and validation pairwise accuracy.
+
+    Parameters
+    ----------
+    history : list of dict
+        One dict per epoch, e.g. ``{"epoch": 1, "loss": 0.8, "L_d": 0.5,
+        "L_c": 0.1, "L_r": 0.2, "val_accuracy": 0.71}``. Every numeric key
+        other than ``epoch`` and bookkeeping keys (``lr``, ``time``, ...; see
+        :data:`BOOKKEEPING_KEYS`) is drawn in the loss panel, except keys
+        containing ``accuracy``, which go to the accuracy panel (with the 95 %
+        interval shaded when ``val_accuracy_ci_low``/``val_accuracy_ci_high``
+        are present). Missing values leave gaps.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Two axes (losses, accuracy) when an accuracy key is present, else one.
+    """
+    if len(history) == 0:
+        raise ValueError("history: no epochs to plot")
+    x, series = _history_series(history)
+    acc_keys = [k for k in series if "accuracy" in k and not k.endswith(("_ci_low", "_ci_high"))]
+    ci_keys = {k for k in series if k.endswith(("_ci_low", "_ci_high"))}
+    loss_keys = [k for k in series if k not in BOOKKEEPING_KEYS and k not in acc_keys and k not in ci_keys]
+    if not loss_keys and not acc_keys:
+        raise ValueError("history: no numeric loss or accuracy values besides 'epoch'")
+
+    panels = (1 if loss_keys else 0) + (1 if acc_keys else 0)
+    fig = _new_figure(5.2 * panels, 3.4)
+    col = 1
+    marker = "o" if x.size <= 30 else None
+    if loss_keys:
+        ax = fig.add_subplot(1, panels, col)
+        col += 1
+        for k in loss_keys:
+            ok = np.isfinite(series[k])
+            lw = 2.0 if k == "loss" else 1.2
+            ax.plot(x[ok], series[k][ok], marker=marker, markersize=3, linewidth=lw, label=k)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("loss")
+        ax.set_title("training losses")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    if acc_keys:
+        ax = fig.add_subplot(1, panels, col)
+        for k in acc_keys:
+            ok = np.isfinite(series[k])
+            (line,) = ax.plot(x[ok], series[k][ok], marker=marker, markersize=3, linewidth=1.6, label=k)
+            lo, hi = series.get(f"{k}_ci_low"), series.get(f"{k}_ci_high")
+            if lo is not None and hi is not None:
+                band = np.isfinite(lo) & np.isfinite(hi)
+                ax.fill_between(x[band], lo[band], hi[band], color=line.get_color(), alpha=0.2,
+                                label=f"{k} 95% CI")
+        ax.axhline(0.5, color="gray", linestyle=":", linewidth=1.0, label="chance")
+        ax.set_ylim(min(0.4, float(np.nanmin([np.nanmin(series[k]) for k in acc_keys])) - 0.05), 1.02)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("pairwise accuracy")
+        ax.set_title("validation accuracy")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+    return fig
+
+
+def score_scatter(
+    x: Sequence[float] | np.ndarray,
+    y: Sequence[float] | np.ndarray,
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str = "",
+) -> Figure:
+    """Scatter of two score series with Spearman's rank correlation in the title.
+
+    Parameters
+    ----------
+    x, y : sequence of float
+        Paired values (e.g. true quality and predicted score); pairs with a NaN
+        are left out.
+    xlabel, ylabel : str
+        Axis labels.
+    title : str
+        Title; ``"Spearman rho = ..., n = ..."`` is appended.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One axes.
+    """
+    xs = _as_scores(x, "x")
+    ys = _as_scores(y, "y")
+    if xs.size != ys.size:
+        raise ValueError(f"score_scatter: x has {xs.size} values but y has {ys.size}")
+    ok = np.isfinite(xs) & np.isfinite(ys)
+    xs, ys = xs[ok], ys[ok]
+    rho = spearman_rho(xs, ys)
+    stats = f"Spearman \u03c1 = {_fmt_value(rho)}, n = {xs.size}"
+    fig = _new_figure(5.0, 4.2)
+    ax = fig.add_subplot()
+    ax.scatter(xs, ys, s=16, alpha=0.7, edgecolors="none")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    ax.set_title(f"{title}\n{stats}" if title else stats, fontsize=10)
+    return fig
+
+
+def spearman_rho(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float:
+    """Spearman's rank correlation of finite pairs; NaN when undefined.
+
+    Undefined means fewer than 2 finite pairs or a constant series.
+    """
+    from scipy.stats import spearmanr
+
+    xs = _as_scores(x, "x")
+    ys = _as_scores(y, "y")
+    if xs.size != ys.size:
+        raise ValueError(f"spearman_rho: x has {xs.size} values but y has {ys.size}")
+    ok = np.isfinite(xs) & np.isfinite(ys)
+    xs, ys = xs[ok], ys[ok]
+    if xs.size < 2 or np.ptp(xs) == 0 or np.ptp(ys) == 0:
+        return float("nan")
+    return float(spearmanr(xs, ys).statistic)
+
+
+def fig_to_png(fig: Figure, dpi: int = 100) -> bytes:
+    """Render ``fig`` to PNG bytes.
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+        The figure (any canvas; rendered with Agg).
+    dpi : int
+        Resolution in dots per inch.
+
+    Returns
+    -------
+    bytes
+        The PNG file content.
+    """
+    if not isinstance(fig, Figure):
+        raise ValueError(f"fig_to_png: expected a matplotlib Figure, got {type(fig).__name__}")
+    if dpi <= 0:
+        raise ValueError(f"fig_to_png: dpi must be positive, got {dpi}")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()

@@ -1,0 +1,441 @@
+"""HTML quality report for a CSV of per-image scores (``crl-uiqa report``).
+
+The scores CSV has the columns ``path`` and ``score`` (higher = better) and may
+carry ``frame``, ``time``, ``sweep``, ``true_quality`` or any other column. The
+report shows a summary, the best and worst images ranked, one quality curve per
+group of frames (a sweep, or the folder of each image) with its best frame, the
+predicted score against ``true_quality`` when present, and the pairwise
+accuracy on a CSV of ``better,worse[,type]`` pairs when one is given.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .files import read_csv
+from .report import Report
+
+__all__ = ["ScoreRecord", "load_scores", "group_records", "load_pairs", "build_score_report"]
+
+log = logging.getLogger(__name__)
+
+#: longest side, in pixels, of the images drawn in the report figures
+THUMB_SIZE = 256
+
+
+@dataclass
+class ScoreRecord:
+    """One row of a scores CSV.
+
+    Attributes
+    ----------
+    key : str
+        The ``path`` value as written in the CSV (used to match pairs).
+    file : Path
+        That path resolved against the root folder.
+    score : float
+        Quality score (NaN when the cell is empty).
+    row : int
+        Line number in the CSV (the header is line 1).
+    extra : dict
+        The other columns, as strings.
+    """
+
+    key: str
+    file: Path
+    score: float
+    row: int
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def _parse_float(text: str | None, what: str) -> float:
+    if text is None or str(text).strip() == "":
+        return float("nan")
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{what}: {text!r} is not a number") from None
+
+
+def _resolve(path: str, base: Path) -> Path:
+    p = Path(os.path.expanduser(path))
+    return p if p.is_absolute() else base / p
+
+
+def load_scores(scores_csv: str | os.PathLike, root: str | os.PathLike | None = None) -> list[ScoreRecord]:
+    """Read a scores CSV.
+
+    Parameters
+    ----------
+    scores_csv : path
+        CSV with at least the columns ``path`` and ``score``.
+    root : path, optional
+        Folder that relative paths are resolved against; the CSV's folder by
+        default.
+
+    Returns
+    -------
+    list of ScoreRecord
+        In file order. Empty score cells give NaN.
+    """
+    scores_csv = Path(scores_csv)
+    rows = read_csv(scores_csv)
+    if not rows:
+        raise ValueError(f"{scores_csv}: no rows (expected a header 'path,score' and one row per image)")
+    missing = [c for c in ("path", "score") if c not in rows[0]]
+    if missing:
+        raise ValueError(
+            f"{scores_csv}: missing column(s) {', '.join(missing)}; found {', '.join(map(str, rows[0]))}"
+        )
+    base = Path(root) if root is not None else scores_csv.parent
+    if root is not None and not base.is_dir():
+        raise FileNotFoundError(f"--root folder not found: {base}")
+    records = []
+    for i, row in enumerate(rows, start=2):
+        key = (row.get("path") or "").strip()
+        if not key:
+            raise ValueError(f"{scores_csv} line {i}: empty 'path'")
+        score = _parse_float(row.get("score"), f"{scores_csv} line {i}, column 'score'")
+        extra = {k: (v or "") for k, v in row.items() if k not in ("path", "score") and k is not None}
+        records.append(ScoreRecord(key=key, file=_resolve(key, base), score=score, row=i, extra=extra))
+    return records
+
+
+def _numeric_column(records: list[ScoreRecord], column: str) -> np.ndarray | None:
+    """The column as floats, or None when absent or not all numeric."""
+    if not records or column not in records[0].extra:
+        return None
+    try:
+        return np.array([_parse_float(r.extra.get(column), column) for r in records], dtype=np.float64)
+    except ValueError:
+        return None
+
+
+def group_records(records: list[ScoreRecord], group_by: str = "auto") -> dict[str, list[ScoreRecord]]:
+    """Split records into groups of frames (sweeps, scans), each in frame order.
+
+    Parameters
+    ----------
+    records : list of ScoreRecord
+        From :func:`load_scores`.
+    group_by : str
+        A column name; ``"folder"`` for the folder of each image; ``"auto"``
+        for the ``sweep`` column when present, else ``"folder"``; ``"none"``
+        for a single group.
+
+    Returns
+    -------
+    dict
+        Group name -> records, sorted by the ``frame`` column when it is
+        numeric, else by ``time``, else in file order.
+    """
+    if not records:
+        return {}
+    columns = set(records[0].extra)
+    if group_by == "auto":
+        group_by = "sweep" if "sweep" in columns else "folder"
+    groups: dict[str, list[ScoreRecord]] = {}
+    if group_by == "none":
+        groups["all images"] = list(records)
+    elif group_by in columns:
+        for r in records:
+            groups.setdefault(r.extra.get(group_by, "") or "(empty)", []).append(r)
+    elif group_by == "folder":
+        for r in records:
+            groups.setdefault(str(Path(r.key).parent), []).append(r)
+    else:
+        raise ValueError(
+            f"--group-by {group_by!r}: no such column; use one of "
+            f"{', '.join(sorted(columns)) or '(none)'}, 'auto', 'folder' or 'none'"
+        )
+    for name, members in groups.items():
+        for column in ("frame", "time"):
+            values = _numeric_column(members, column)
+            if values is not None and np.isfinite(values).all():
+                order = np.argsort(values, kind="stable")
+                groups[name] = [members[i] for i in order]
+                break
+    return groups
+
+
+def load_pairs(pairs_csv: str | os.PathLike) -> list[tuple[str, str, str | None]]:
+    """Read a CSV of ranked pairs ``better,worse[,type]`` as tuples."""
+    pairs_csv = Path(pairs_csv)
+    rows = read_csv(pairs_csv)
+    if not rows:
+        raise ValueError(f"{pairs_csv}: no rows (expected a header 'better,worse[,type]')")
+    missing = [c for c in ("better", "worse") if c not in rows[0]]
+    if missing:
+        raise ValueError(
+            f"{pairs_csv}: missing column(s) {', '.join(missing)}; found {', '.join(map(str, rows[0]))}"
+        )
+    pairs = []
+    for i, row in enumerate(rows, start=2):
+        better, worse = (row.get("better") or "").strip(), (row.get("worse") or "").strip()
+        if not better or not worse:
+            raise ValueError(f"{pairs_csv} line {i}: empty 'better' or 'worse'")
+        ptype = (row.get("type") or "").strip() or None
+        pairs.append((better, worse, ptype))
+    return pairs
+
+
+def _match_pairs(
+    pairs: list[tuple[str, str, str | None]], records: list[ScoreRecord], base: Path
+) -> tuple[list[tuple[str, str, str | None]], int]:
+    """Map pair paths onto score keys (as written, or by resolved file); count the unmatched."""
+    by_key = {r.key: r.key for r in records}
+    by_file = {os.path.normpath(os.path.abspath(r.file)): r.key for r in records}
+
+    def find(p: str) -> str | None:
+        if p in by_key:
+            return by_key[p]
+        return by_file.get(os.path.normpath(os.path.abspath(_resolve(p, base))))
+
+    matched, unmatched = [], 0
+    for better, worse, ptype in pairs:
+        b, w = find(better), find(worse)
+        if b is None or w is None:
+            unmatched += 1
+        else:
+            matched.append((b, w, ptype))
+    return matched, unmatched
+
+
+def _read_thumb(record: ScoreRecord, failures: dict[str, str]) -> np.ndarray | None:
+    """The record's image shrunk to :data:`THUMB_SIZE`, or None (failure noted) if unreadable."""
+    if record.key in failures:
+        return None
+    from PIL import Image
+
+    from .io import read_gray
+
+    try:
+        img = read_gray(record.file)
+    except (OSError, ValueError) as exc:
+        failures[record.key] = str(exc)
+        log.warning("cannot read %s: %s", record.file, exc)
+        return None
+    pil = Image.fromarray(np.asarray(img, dtype=np.float32), mode="F")
+    pil.thumbnail((THUMB_SIZE, THUMB_SIZE), Image.Resampling.LANCZOS)
+    return np.clip(np.asarray(pil, dtype=np.float32), 0.0, 1.0)
+
+
+def _label(record: ScoreRecord) -> str:
+    """Short caption for an image: its folder and file name, shortened to 24 characters."""
+    name = "/".join(Path(record.key).parts[-2:])
+    return name if len(name) <= 24 else name[:11] + "\u2026" + name[-12:]
+
+
+def _strip(report: Report, records: list[ScoreRecord], title: str, failures: dict[str, str],
+           has_truth: bool, first_rank: int = 1) -> None:
+    from .figures import ranked_strip
+
+    shown = [(r, _read_thumb(r, failures)) for r in records]
+    if all(img is None for _, img in shown):
+        report.add_text(f"{title}: none of the images could be read.")
+        return
+    labels = []
+    for k, (r, img) in enumerate(shown):
+        lab = _label(r)
+        if img is None:  # keep its place (and the ranks) with a black placeholder
+            shown[k] = (r, np.zeros((48, 64), dtype=np.float32))
+            lab += "\n(unreadable)"
+        if has_truth:
+            lab += f"\ntrue {_parse_float(r.extra.get('true_quality'), 'true_quality'):.3f}"
+        labels.append(lab)
+    fig = ranked_strip([img for _, img in shown], [r.score for r, _ in shown], labels=labels,
+                       n=len(shown), title=title, first_rank=first_rank)
+    report.add_figure(fig, caption=f"{title}; caption: rank, score, file")
+
+
+def build_score_report(
+    scores_csv: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    pairs_csv: str | os.PathLike | None = None,
+    root: str | os.PathLike | None = None,
+    group_by: str = "auto",
+    top: int = 8,
+    title: str | None = None,
+    max_groups: int = 24,
+    timestamp: Any = None,
+) -> Path:
+    """Write an HTML report about the scores in ``scores_csv``.
+
+    Parameters
+    ----------
+    scores_csv : path
+        CSV with ``path,score`` and optional ``frame``, ``time``, ``sweep``,
+        ``true_quality`` columns.
+    out : path
+        The HTML file to write (atomically).
+    pairs_csv : path, optional
+        CSV of ranked pairs ``better,worse[,type]`` (paths as in the scores
+        CSV, or resolving to the same files); adds a pairwise accuracy table.
+    root : path, optional
+        Folder that relative paths are resolved against; by default the folder
+        of each CSV.
+    group_by : str
+        Column that groups frames into sweeps; ``"auto"`` uses ``sweep`` when
+        present, else each image's folder; ``"none"`` makes one group.
+    top : int
+        Number of best and of worst images shown.
+    title : str, optional
+        Report title.
+    max_groups : int
+        Most quality curves drawn (the largest groups); all groups are listed
+        in the table.
+    timestamp : datetime or str, optional
+        Fixed generation time (for reproducible output).
+
+    Returns
+    -------
+    Path
+        ``out``.
+    """
+    from .figures import quality_curve, score_scatter, spearman_rho
+
+    if int(top) != top or top < 1:
+        raise ValueError(f"--top must be a positive integer, got {top!r}")
+    if max_groups < 0:
+        raise ValueError(f"max_groups must be >= 0, got {max_groups}")
+    scores_csv = Path(scores_csv)
+    records = load_scores(scores_csv, root)
+    groups = group_records(records, group_by)
+    scores = np.array([r.score for r in records], dtype=np.float64)
+    finite = np.isfinite(scores)
+    if not finite.any():
+        raise ValueError(f"{scores_csv}: no finite scores to report")
+    truth = _numeric_column(records, "true_quality")
+    has_truth = truth is not None and np.isfinite(truth).sum() >= 2
+    failures: dict[str, str] = {}
+
+    report = Report(title or f"Quality report: {scores_csv.name}", timestamp=timestamp)
+
+    # -- summary ---------------------------------------------------------------
+    ranked = sorted((r for r in records if math.isfinite(r.score)), key=lambda r: -r.score)
+    summary: dict[str, Any] = {
+        "scores file": str(scores_csv),
+        "images": len(records),
+        "scored (finite)": int(finite.sum()),
+        "groups": len(groups),
+        "mean score": float(np.mean(scores[finite])),
+        "std score": float(np.std(scores[finite])),
+        "min score": float(np.min(scores[finite])),
+        "median score": float(np.median(scores[finite])),
+        "max score": float(np.max(scores[finite])),
+        "best image": f"{ranked[0].key} ({ranked[0].score:.4g})",
+        "worst image": f"{ranked[-1].key} ({ranked[-1].score:.4g})",
+    }
+    if has_truth:
+        summary["Spearman rho (score vs true_quality)"] = spearman_rho(truth, scores)
+    report.add_heading("Summary")
+    report.add_text("Scores: higher = better quality.")
+    report.add_key_values(summary)
+
+    # -- pairwise accuracy -----------------------------------------------------
+    if pairs_csv is not None:
+        from .evaluation import pairwise_accuracy
+
+        pairs = load_pairs(pairs_csv)
+        base = Path(root) if root is not None else Path(pairs_csv).parent
+        matched, unmatched = _match_pairs(pairs, records, base)
+        scored = {r.key: r.score for r in records if math.isfinite(r.score)}
+        unscored = sum(1 for b, w, _ in matched if b not in scored or w not in scored)
+        matched = [p for p in matched if p[0] in scored and p[1] in scored]
+        left_out = []
+        if unmatched:
+            left_out.append(f"{unmatched} name an image missing from the scores file")
+        if unscored:
+            left_out.append(f"{unscored} name an image without a score")
+        report.add_heading("Pairwise accuracy")
+        report.add_text(
+            f"Ranked pairs from `{pairs_csv}`: a pair counts as correct when the image marked "
+            f"better gets the higher score (a tie counts half). {len(matched)} of {len(pairs)} pairs "
+            f"have both images scored" + (f"; left out: {', '.join(left_out)}." if left_out else ".")
+        )
+        if matched:
+            result = pairwise_accuracy(scored, matched)
+            rows = [{"pairs": "all", **result["overall"]}]
+            rows += [{"pairs": str(t), **v} for t, v in sorted(result.get("by_type", {}).items(),
+                                                                key=lambda kv: str(kv[0]))]
+            columns = ["pairs", "accuracy", "n", "ci_low", "ci_high"]
+            report.add_table(rows, columns=columns, caption="Pairwise accuracy T/(T+F) with 95% interval")
+
+    # -- best and worst --------------------------------------------------------
+    n_top = min(int(top), len(ranked))
+    report.add_heading("Best and worst images")
+    if len(ranked) <= 2 * n_top:
+        _strip(report, ranked, f"All {len(ranked)} scored images, best first", failures, has_truth)
+    else:
+        _strip(report, ranked[:n_top], f"Top {n_top} (highest scores)", failures, has_truth)
+        _strip(report, ranked[-n_top:], f"Bottom {n_top} (lowest scores)", failures, has_truth,
+               first_rank=len(ranked) - n_top + 1)
+    table = []
+    for rank, r in enumerate(ranked, start=1):
+        if rank <= n_top or rank > len(ranked) - n_top:
+            row = {"rank": rank, "path": r.key, "score": r.score}
+            if has_truth:
+                row["true_quality"] = _parse_float(r.extra.get("true_quality"), "true_quality")
+            table.append(row)
+    report.add_table(table, caption=f"Top and bottom {n_top} of {len(ranked)} scored images", float_format="{:.4f}")
+
+    # -- quality curves --------------------------------------------------------
+    report.add_heading("Quality along each sweep")
+    group_rows = []
+    for name, members in groups.items():
+        s = np.array([m.score for m in members], dtype=np.float64)
+        if not np.isfinite(s).any():
+            group_rows.append({"group": name, "frames": len(members), "best": "", "best score": float("nan"),
+                               "mean score": float("nan")})
+            continue
+        b = int(np.nanargmax(s))
+        group_rows.append({"group": name, "frames": len(members), "best": members[b].key,
+                           "best score": float(s[b]), "mean score": float(np.nanmean(s))})
+    curve_groups = sorted((g for g in groups.items() if len(g[1]) >= 2), key=lambda g: -len(g[1]))[:max_groups]
+    if curve_groups:
+        report.add_text(
+            "Each curve is the score of every frame in the group in frame order; the star marks the "
+            "best frame, shown on the right."
+        )
+    for name, members in sorted(curve_groups, key=lambda g: g[0]):
+        s = np.array([m.score for m in members], dtype=np.float64)
+        if not np.isfinite(s).any():
+            continue
+        b = int(np.nanargmax(s))
+        times = _numeric_column(members, "time")
+        frames = _numeric_column(members, "frame")
+        if times is not None and np.isfinite(times).all():
+            x, xlabel = times, "time (s)"
+        elif frames is not None and np.isfinite(frames).all():
+            x, xlabel = frames, "frame"
+        else:
+            x, xlabel = None, "frame (order in the scores file)"
+        thumb = _read_thumb(members[b], failures)
+        fig = quality_curve(s, times=x, best=b, title=f"{name} ({len(members)} frames)",
+                            thumbnails=thumb, xlabel=xlabel)
+        report.add_figure(fig, caption=f"{name}: best frame {members[b].key} (score {s[b]:.4g})")
+    skipped = len([g for g in groups.values() if len(g) >= 2]) - len(curve_groups)
+    if skipped > 0:
+        report.add_text(f"Curves drawn for the {len(curve_groups)} largest groups; {skipped} more are in the table.")
+    report.add_table(sorted(group_rows, key=lambda r: r["group"]), caption="Best frame of each group",
+                     float_format="{:.4f}")
+
+    # -- true quality ----------------------------------------------------------
+    if has_truth:
+        report.add_heading("Score against true quality")
+        fig = score_scatter(truth, scores, xlabel="true quality", ylabel="predicted score",
+                            title="Predicted score vs true quality")
+        report.add_figure(fig, caption="Each point is one image; rho is Spearman's rank correlation.")
+
+    if failures:
+        report.add_heading("Unreadable images")
+        report.add_table([{"path": k, "error": v} for k, v in sorted(failures.items())],
+                         caption=f"{len(failures)} image(s) could not be read and are not shown")
+    return report.write(out)

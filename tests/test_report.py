@@ -1,0 +1,302 @@
+"""Tests of the report figures, the HTML report builder and ``crl-uiqa report``."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from crl_uiqa import __version__
+from crl_uiqa import figures as F
+from crl_uiqa.report import PNG_SIGNATURE, Report, image_to_png
+
+TS = "2024-10-06 12:00:00"
+
+
+def _images(rng, n, shape=(24, 32)):
+    return [rng.random(shape).astype(np.float32) for _ in range(n)]
+
+
+def _n_images(fig: Figure) -> int:
+    return sum(len(ax.images) for ax in fig.axes)
+
+
+def _png_size(png: bytes) -> tuple[int, int]:
+    assert png[:8] == PNG_SIGNATURE
+    assert png[12:16] == b"IHDR"
+    return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+
+
+# -- figures -------------------------------------------------------------------
+def test_fig_to_png_is_png_with_dpi_scaling():
+    fig = F.score_scatter([1, 2, 3], [3, 1, 2], xlabel="a", ylabel="b")
+    w1, h1 = _png_size(F.fig_to_png(fig, dpi=50))
+    w2, h2 = _png_size(F.fig_to_png(fig, dpi=100))
+    # constrained layout keeps the figure size: the pixel size scales with dpi
+    assert (w1, h1) == (250, 210)
+    assert (w2, h2) == (500, 420)
+    with pytest.raises(ValueError):
+        F.fig_to_png("not a figure")
+
+
+def test_quality_curve_marks_best_and_picks(rng):
+    scores = np.array([0.1, 0.4, np.nan, 0.9, 0.3, 0.5])
+    fig = F.quality_curve(scores, picks=[1, 5], title="sweep")
+    assert isinstance(fig, Figure)
+    assert len(fig.axes) == 1 and _n_images(fig) == 0
+    lines = {ln.get_label(): ln for ln in fig.axes[0].lines}
+    best = next(ln for lab, ln in lines.items() if lab.startswith("best"))
+    # default best = highest finite score, NaN ignored
+    assert list(best.get_xdata()) == [3.0] and list(best.get_ydata()) == [0.9]
+    assert list(lines["picked"].get_xdata()) == [1.0, 5.0]
+    assert fig.axes[0].get_title() == "sweep"
+    assert fig.axes[0].get_xlabel() == "frame"
+
+
+def test_quality_curve_thumbnail_and_times(rng):
+    imgs = _images(rng, 4)
+    times = [0.0, 0.5, 1.0, 1.5]
+    fig = F.quality_curve([0.2, 0.8, 0.5, 0.1], times=times, thumbnails=imgs)
+    assert len(fig.axes) == 2 and _n_images(fig) == 1
+    np.testing.assert_array_equal(fig.axes[1].images[0].get_array(), imgs[1])
+    assert fig.axes[1].get_title() == "best: time (s) 0.5\nscore 0.800"
+    best = next(ln for ln in fig.axes[0].lines if ln.get_label().startswith("best"))
+    assert list(best.get_xdata()) == [0.5]
+    assert fig.axes[0].get_xlabel() == "time (s)"
+    # an explicit best, a single image as thumbnail, a mapping without it
+    fig = F.quality_curve([0.2, 0.8, 0.5], best=2, thumbnails=imgs[0])
+    assert _n_images(fig) == 1 and "frame 2" in fig.axes[1].get_title()
+    assert len(F.quality_curve([0.2, 0.8], thumbnails={0: imgs[0]}).axes) == 1
+    with pytest.raises(ValueError, match="out of range"):
+        F.quality_curve([0.2, 0.8], picks=[2])
+    with pytest.raises(ValueError, match="times"):
+        F.quality_curve([0.2, 0.8], times=[1.0])
+    assert _png_size(F.fig_to_png(fig))[0] > 0
+
+
+def test_ranked_strip_orders_best_first(rng):
+    imgs = _images(rng, 10)
+    scores = [0.3, 0.9, np.nan, 0.1, 0.7, 0.5, 0.2, 0.8, 0.6, 0.4]
+    fig = F.ranked_strip(imgs, scores, labels=[f"q{i}" for i in range(10)], n=4, title="top")
+    assert len(fig.axes) == 4 and _n_images(fig) == 4
+    assert [ax.get_title() for ax in fig.axes] == ["#1  0.900\nq1", "#2  0.800\nq7", "#3  0.700\nq4",
+                                                   "#4  0.600\nq8"]
+    np.testing.assert_array_equal(fig.axes[0].images[0].get_array(), imgs[1])
+    # all 10: wraps after 8 per row, NaN ranks last, first_rank offsets the numbering
+    fig = F.ranked_strip(imgs, scores, n=20, first_rank=5)
+    assert len(fig.axes) == 10
+    assert fig.axes[-1].get_title() == "#14  n/a"
+    assert fig.axes[0].get_subplotspec().get_geometry()[:2] == (2, 8)
+    with pytest.raises(ValueError, match="images"):
+        F.ranked_strip(imgs[:3], scores)
+
+
+def test_views_figure_counts(rng):
+    src, *rest = _images(rng, 9)
+    weak = [(rest[i], 0.8, name) for i, name in enumerate(["hflip", "vflip", "rot90"])]
+    strong = [(rest[3 + i], 0.8 - 0.1 * i, f"blur {i}") for i in range(5)]
+    fig = F.views_figure(src, 0.81, weak, strong)
+    assert len(fig.axes) == 9 and _n_images(fig) == 9
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[0] == "(a) source\nscore 0.810"
+    assert "hflip\n0.800" in titles and "blur 4\n0.400" in titles
+    with pytest.raises(ValueError, match="weak"):
+        F.views_figure(src, 0.8, [(src, 0.8)], [])
+
+
+def test_training_curves_panels():
+    hist = [
+        {"epoch": e, "loss": 1.0 / e, "L_d": 0.5 / e, "L_c": 0.1 / e, "L_r": 0.2 / e, "lr": 1e-4,
+         "val_accuracy": 0.6 + 0.02 * e}
+        for e in range(1, 6)
+    ]
+    hist[2].pop("val_accuracy")  # a missing value leaves a gap
+    fig = F.training_curves(hist)
+    assert len(fig.axes) == 2
+    losses, acc = fig.axes
+    assert [ln.get_label() for ln in losses.lines] == ["loss", "L_d", "L_c", "L_r"]
+    val = next(ln for ln in acc.lines if ln.get_label() == "val_accuracy")
+    assert list(val.get_xdata()) == [1, 2, 4, 5]
+    np.testing.assert_allclose(val.get_ydata(), [0.62, 0.64, 0.68, 0.70])
+    fig = F.training_curves([{"epoch": 1, "loss": 1.0}, {"epoch": 2, "loss": 0.5}])
+    assert len(fig.axes) == 1
+    with pytest.raises(ValueError):
+        F.training_curves([{"epoch": 1}])
+
+
+def test_score_scatter_spearman():
+    # d = (0, 1, -1, 0): rho = 1 - 6 * 2 / (4 * 15) = 0.8
+    assert F.spearman_rho([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(0.8)
+    assert np.isnan(F.spearman_rho([1, 2, 3], [5, 5, 5]))
+    fig = F.score_scatter([1, 2, 3, 4, np.nan], [1, 3, 2, 4, 7], xlabel="true", ylabel="pred", title="t")
+    assert len(fig.axes) == 1
+    assert fig.axes[0].get_title() == "t\nSpearman \u03c1 = 0.800, n = 4"
+    assert fig.axes[0].get_xlabel() == "true"
+
+
+# -- HTML report ---------------------------------------------------------------
+def _srcs(text: str) -> list[str]:
+    return re.findall(r'src="([^"]*)"', text)
+
+
+def test_report_html_contents(tmp_path, rng):
+    rep = Report("Sweep <quality>", timestamp=TS)
+    rep.add_heading("Summary").add_key_values({"frames": 12, "best score": 0.91234, "name": "a&b"})
+    rep.add_text("First **bold** and `code`.\n\n- one\n- two")
+    rep.add_heading("Table")
+    rep.add_table([{"path": "a.png", "score": 0.5, "n": 3}, {"path": "b.png", "score": float("nan")}],
+                  caption="Scores", float_format="{:.2f}")
+    rep.add_heading("Figures")
+    rep.add_figure(F.score_scatter([1, 2, 3], [1, 2, 3], xlabel="x", ylabel="y"), caption="scatter")
+    rep.add_images(_images(rng, 3, (40, 60)), ["i1", "i2", "i3"], size=30)
+    out = rep.write(tmp_path / "sub" / "report.html")
+    assert out == tmp_path / "sub" / "report.html"
+    assert sorted(p.name for p in out.parent.iterdir()) == ["report.html"]  # no temp file left behind
+    text = out.read_text(encoding="utf-8")
+    assert text == rep.to_html()
+    assert text.startswith("<!DOCTYPE html>")
+    assert "<title>Sweep &lt;quality&gt;</title>" in text
+    for anchor, heading in [("summary", "Summary"), ("table", "Table"), ("figures", "Figures")]:
+        assert f'<h2 id="{anchor}">{heading}</h2>' in text
+        assert f'<a href="#{anchor}">{heading}</a>' in text  # table of contents
+    assert "<strong>bold</strong>" in text and "<code>code</code>" in text
+    assert "<ul><li>one</li><li>two</li></ul>" in text
+    assert "<caption>Scores</caption>" in text
+    assert '<td class="num">0.50</td>' in text and '<td class="num">n/a</td>' in text
+    assert '<td class="num">3</td>' in text and "<td></td>" in text  # missing key: empty cell
+    assert '<th>best score</th><td class="num">0.9123</td>' in text and "<td>a&amp;b</td>" in text
+    assert f"crl-uiqa {__version__}" in text and TS in text
+    srcs = _srcs(text)
+    assert len(srcs) == 4 and all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert "http://" not in text and "https://" not in text
+    assert "<figcaption>i2</figcaption>" in text
+
+
+def test_report_escapes_user_text():
+    evil = "<script>alert('x')</script>"
+    rep = Report(evil, timestamp=TS)
+    rep.add_heading(evil).add_text(evil).add_table([{evil: evil}], caption=evil)
+    rep.add_key_values({evil: evil})
+    text = rep.to_html()
+    assert "<script>" not in text
+    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in text
+
+
+def test_report_input_checks(rng):
+    rep = Report("r", timestamp=TS)
+    with pytest.raises(ValueError, match="PNG"):
+        rep.add_figure(b"GIF89a....")
+    with pytest.raises(ValueError, match="captions"):
+        rep.add_images(_images(rng, 2), ["only one"])
+    with pytest.raises(ValueError, match="image 0"):
+        rep.add_images([np.zeros((2, 3, 4))])
+    with pytest.raises(ValueError, match="float_format"):
+        rep.add_table([{"a": 1.0}], float_format="{:d}")
+    with pytest.raises(ValueError, match="level"):
+        rep.add_heading("x", level=1)
+    # PNG bytes are embedded as they are; thumbnails only shrink
+    png = image_to_png(np.full((10, 40), 0.5), size=20)
+    assert _png_size(png) == (20, 5)
+    assert _png_size(image_to_png(np.zeros((10, 40)), size=100)) == (40, 10)
+    rep.add_figure(png)
+    assert "data:image/png;base64," in rep.to_html()
+
+
+# -- build_score_report / CLI ----------------------------------------------------
+@pytest.fixture
+def score_folder(tmp_path, rng):
+    """Two sweeps of 3 PNG frames, a scores CSV and a pairs CSV."""
+    from PIL import Image
+
+    rows = ["path,score,frame,true_quality"]
+    for sweep, base in (("s1", 0.2), ("s2", 0.5)):
+        (tmp_path / sweep).mkdir()
+        for frame in range(3):
+            arr = (rng.random((20, 28)) * 255).astype(np.uint8)
+            Image.fromarray(arr).save(tmp_path / sweep / f"f{frame}.png")
+            score = base + 0.1 * (frame if frame != 2 else 0.5)  # frame 1 is the best of each sweep
+            rows.append(f"{sweep}/f{frame}.png,{score},{frame},{score * 2}")
+    (tmp_path / "scores.csv").write_text("\n".join(rows) + "\n")
+    # 3 of 4 pairs are ordered like the scores
+    (tmp_path / "pairs.csv").write_text(
+        "better,worse,type\n"
+        "s2/f1.png,s1/f1.png,inter\n"
+        "s2/f0.png,s1/f2.png,inter\n"
+        "s1/f1.png,s1/f0.png,intra\n"
+        "s1/f0.png,s1/f1.png,intra\n"
+    )
+    return tmp_path
+
+
+def test_build_score_report(score_folder):
+    from crl_uiqa.report_scores import build_score_report
+
+    out = build_score_report(score_folder / "scores.csv", score_folder / "out" / "report.html",
+                             pairs_csv=score_folder / "pairs.csv", top=2, timestamp=TS)
+    text = out.read_text(encoding="utf-8")
+    for heading in ["Summary", "Pairwise accuracy", "Best and worst images", "Quality along each sweep",
+                    "Score against true quality"]:
+        assert f">{heading}</h2>" in text
+    srcs = _srcs(text)
+    # top strip, bottom strip, one curve per sweep, the scatter
+    assert len(srcs) == 5 and all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert "http://" not in text and "https://" not in text
+    assert "4 of 4 pairs have both images scored." in text
+    assert re.search(r"<td>all</td><td class=\"num\">0\.750</td><td class=\"num\">4</td>", text)
+    assert re.search(r"<td>intra</td><td class=\"num\">0\.500</td><td class=\"num\">2</td>", text)
+    assert re.search(r"<td>inter</td><td class=\"num\">1\.000</td><td class=\"num\">2</td>", text)
+    # the best frame of each sweep is frame 1
+    assert "<td>s1/f1.png</td>" in text and "s2: best frame s2/f1.png" in text
+    assert "Spearman rho (score vs true_quality)</th><td class=\"num\">1</td>" in text
+
+
+def test_report_command(score_folder, capsys):
+    from crl_uiqa.cli import main
+
+    out = score_folder / "r.html"
+    rc = main(["report", "--scores", str(score_folder / "scores.csv"), "--group-by", "none",
+               "--top", "3", "--out", str(out)])
+    assert rc == 0 and out.is_file()
+    assert "report written to" in capsys.readouterr().out
+    text = out.read_text(encoding="utf-8")
+    assert len(_srcs(text)) == 3  # one strip with all 6 images, one curve, the scatter
+    assert "Pairwise accuracy" not in text
+    bad = score_folder / "bad.csv"
+    bad.write_text("file,quality\na.png,1\n")
+    rc = main(["report", "--scores", str(bad), "--out", str(score_folder / "x.html")])
+    assert rc == 1
+    assert "missing column(s) path, score" in capsys.readouterr().err
+    rc = main(["report", "--scores", str(score_folder / "scores.csv"), "--group-by", "nope",
+               "--out", str(score_folder / "x.html")])
+    assert rc == 1 and "no such column" in capsys.readouterr().err
+
+
+def test_build_score_report_unreadable_image(score_folder):
+    from crl_uiqa.report_scores import build_score_report
+
+    csv = score_folder / "scores.csv"
+    csv.write_text(csv.read_text() + "s1/missing.png,0.95,3,1.9\n")
+    out = build_score_report(csv, score_folder / "r.html", top=2, group_by="folder", timestamp=TS)
+    text = out.read_text(encoding="utf-8")
+    # the best-scored image cannot be read: listed, and left out of the top strip
+    assert ">Unreadable images</h2>" in text and "<td>s1/missing.png</td>" in text
+    assert "file not found" in text
+    assert "<th>best image</th><td>s1/missing.png (0.95)</td>" in text
+
+
+def test_build_score_report_matches_pairs_by_file(score_folder):
+    from crl_uiqa.report_scores import build_score_report
+
+    other = score_folder / "elsewhere"
+    other.mkdir()
+    a, b = score_folder / "s2" / "f1.png", score_folder / "s1" / "f0.png"
+    (other / "pairs.csv").write_text(
+        f"better,worse\n{a},{b}\n{b},{a}\n{a},{score_folder / 'nope.png'}\n../s1/f1.png,../s1/f0.png\n"
+    )
+    out = build_score_report(score_folder / "scores.csv", score_folder / "r.html",
+                             pairs_csv=other / "pairs.csv", timestamp=TS)
+    text = out.read_text(encoding="utf-8")
+    # absolute paths and paths relative to the pairs file both match the scores' files
+    assert "3 of 4 pairs have both images scored; left out: 1 name an image missing" in text
+    assert re.search(r"<td>all</td><td class=\"num\">0\.667</td><td class=\"num\">3</td>", text)
