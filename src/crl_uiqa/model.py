@@ -1,0 +1,111 @@
+"""The quality regressor: pretrained backbone + projection + pooling + FC (paper Sec. 3.2).
+
+The paper adds a classification branch to a YOLOv5 backbone pretrained for
+key-anatomical-structure detection: "a projection layer to reduce the number
+of feature map channels and feeds pooled features into a fully connected layer
+to output quality scores". We have no such detector; the default trunk is the
+SonoNet-16 conv trunk pretrained on fetal standard planes. Choices the paper
+leaves open, made here and documented:
+
+* projection: 1x1 conv from the trunk's C channels to ``proj_channels`` (64),
+  batch norm, ReLU;
+* pooling: global average;
+* FC: ``proj_channels`` -> 1;
+* output activation: ``linear`` by default (``sigmoid`` available). With the
+  paper's lr a sigmoid head barely moves from its initial constant output; a
+  linear head regresses the [0, 1] pseudo-labels directly (BENCHMARKS.md);
+* trainable layers: everything (the paper trains end to end), with the
+  backbone's batch-norm statistics frozen at their pretrained values
+  (batches of 16 mixed views would otherwise shift them); ``train_from``
+  freezes the earlier blocks to trade accuracy for CPU speed.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a :class:`QualityModel` (saved as JSON)."""
+
+    backbone: str = "sononet16"
+    proj_channels: int = 64
+    activation: str = "linear"  # linear | sigmoid
+    image_size: tuple[int, int] = (224, 288)
+    freeze_bn: bool = True
+    train_from: str = "block1"  # first trainable trunk block; "head" trains only the head
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["image_size"] = list(self.image_size)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        d = dict(d)
+        d["image_size"] = tuple(d.get("image_size", (224, 288)))
+        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        return cls(**known)
+
+
+class QualityModel(nn.Module):
+    """Backbone trunk -> 1x1 projection -> global average pooling -> FC -> score (B,)."""
+
+    def __init__(self, backbone: nn.Module, config: ModelConfig | None = None):
+        super().__init__()
+        self.config = config or ModelConfig()
+        if self.config.activation not in ("linear", "sigmoid"):
+            raise ValueError(f"activation must be linear or sigmoid, got {self.config.activation!r}")
+        self.backbone = backbone
+        c = int(getattr(backbone, "out_channels"))
+        p = self.config.proj_channels
+        self.projection = nn.Sequential(nn.Conv2d(c, p, 1, bias=False), nn.BatchNorm2d(p), nn.ReLU(inplace=True))
+        self.fc = nn.Linear(p, 1)
+        self._apply_trainable()
+
+    def _trunk_blocks(self) -> list[nn.Module]:
+        return list(getattr(self.backbone, "blocks", []))
+
+    def _apply_trainable(self) -> None:
+        start = self.config.train_from
+        for p in self.backbone.parameters():
+            p.requires_grad_(True)
+        if start == "head":
+            for p in self.backbone.parameters():
+                p.requires_grad_(False)
+        elif start != "block1":
+            try:
+                first = int(start.removeprefix("block")) - 1
+            except ValueError:
+                raise ValueError(f"train_from must be head or blockN, got {start!r}") from None
+            for block in self._trunk_blocks()[:first]:
+                for p in block.parameters():
+                    p.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "QualityModel":
+        super().train(mode)
+        if mode and self.config.freeze_bn:
+            for m in self.backbone.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Quality scores (B,) for gray images (B, 1, H, W) in [0, 1]; higher = better."""
+        f = self.backbone.feature_maps(x)
+        h = self.projection(f).mean(dim=(2, 3))
+        out = self.fc(h).squeeze(1)
+        return torch.sigmoid(out) if self.config.activation == "sigmoid" else out
+
+
+def build_model(config: ModelConfig | None = None, weights=None, pretrained: bool = True) -> QualityModel:
+    """A quality model whose trunk starts from the pretrained backbone ``config.backbone``."""
+    from .backbones import get_backbone
+
+    config = config or ModelConfig()
+    backbone = get_backbone(config.backbone, weights, pretrained=pretrained)
+    return QualityModel(backbone, config)

@@ -1,0 +1,372 @@
+"""Score consistency and relativity co-learning (paper Sec. 2.2 and 3.2).
+
+Each step takes a batch of source images x with pseudo-labels q, builds the
+weak view (flips, rotation) and the strong view (a corruption of degree d with
+margin epsilon), runs the three views through the shared model in one forward
+pass and minimises Eq. 7. Defaults are the paper's (SGD, lr 1e-3, 35 epochs,
+batch 16, alpha/theta/beta 0.05/0.1/0.1); "YOLOv5 default parameters for the
+rest" gives SGD momentum 0.937, weight decay 5e-4 and a linear learning-rate
+decay to 1 % of the initial rate over the run.
+
+Repeatability: the shuffling and the views of epoch e come from a generator
+seeded with (seed, e), and every epoch ends with a checkpoint holding the
+model and optimizer state, so a run resumed after an interruption follows the
+same path as an uninterrupted one (bit for bit on the CPU).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from .checkpoint import load_tensors, optimizer_tensors, restore_optimizer, save_tensors
+from .embed import resolve_device
+from .files import write_csv
+from .io import iter_batches
+from .losses import LossWeights, total_loss
+from .model import ModelConfig, QualityModel, build_model
+from .views import StrongViews, parse_strong_views, weak_view
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Training settings; the defaults are the paper's where it gives one."""
+
+    epochs: int = 35
+    batch_size: int = 16
+    lr: float = 1e-3
+    momentum: float = 0.937
+    weight_decay: float = 5e-4
+    lr_schedule: str = "linear"  # linear (YOLOv5: to lr*final_lr_fraction) | constant
+    final_lr_fraction: float = 0.01
+    alpha: float = 0.05
+    theta: float = 0.1
+    beta: float = 0.1
+    consistency: bool = True
+    relativity: bool = True
+    strong_views: str = "paper"
+    degree_range: tuple[float, float] = (0.1, 1.0)
+    margin_scale: float = 0.1
+    calibration: dict = field(default_factory=dict)
+    max_rotation: float = 15.0
+    val_fraction: float = 0.15
+    seed: int = 0
+    amp: bool = True  # mixed precision (bfloat16) on CUDA only
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["degree_range"] = list(self.degree_range)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        d = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        if "degree_range" in d:
+            d["degree_range"] = tuple(d["degree_range"])
+        return cls(**d)
+
+
+# the settings that must not change when a run is resumed
+_RESUME_KEYS = ("batch_size", "lr", "momentum", "weight_decay", "lr_schedule", "final_lr_fraction", "alpha", "theta",
+                "beta", "consistency", "relativity", "strong_views", "degree_range", "margin_scale", "max_rotation",
+                "val_fraction", "seed")
+
+
+@dataclass
+class TrainResult:
+    model: QualityModel
+    history: list[dict]
+    run_dir: Path | None
+    train_paths: list[str]
+    val_paths: list[str]
+
+
+def _validate_labels(paths: Sequence[str], labels: Sequence[float]) -> np.ndarray:
+    q = np.asarray(labels, dtype=np.float64)
+    if len(paths) != q.size:
+        raise ValueError(f"{len(paths)} paths but {q.size} labels")
+    if q.size < 2:
+        raise ValueError(f"training needs at least 2 labelled images, got {q.size}")
+    if not np.isfinite(q).all():
+        bad = paths[int(np.flatnonzero(~np.isfinite(q))[0])]
+        raise ValueError(f"pseudo-labels contain NaN or inf (first: {bad})")
+    if np.ptp(q) == 0:
+        raise ValueError("all pseudo-labels are equal: there is nothing to learn")
+    return q
+
+
+def load_image_cache(paths: Sequence[str], size: tuple[int, int], *, crop=None, num_workers=None,
+                     progress: bool = True, desc: str = "loading") -> tuple[torch.Tensor, list[int], list]:
+    """Decode and resize every image once into a uint8 tensor (N, 1, H, W).
+
+    Training revisits each image 3 x epochs times; decoding it once keeps the
+    CPU for the model. (N images at 224x288 take N x 64 KB.)
+    """
+    failures: list = []
+    chunks, kept = [], []
+    for b in iter_batches(paths, size=size, batch_size=64, crop=crop, failures=failures, num_workers=num_workers,
+                          progress=desc if progress else False):
+        chunks.append((b.images * 255.0).round_().clamp_(0, 255).to(torch.uint8))
+        kept.extend(b.indices)
+    if not chunks:
+        raise ValueError("no readable training image")
+    return torch.cat(chunks), kept, failures
+
+
+def split_train_val(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Random split of ``range(n)`` (at least one image on each side when val_fraction > 0)."""
+    if not 0 <= val_fraction < 1:
+        raise ValueError("val_fraction must be in [0, 1)")
+    perm = np.random.default_rng(seed).permutation(n)
+    n_val = int(round(n * val_fraction))
+    if val_fraction > 0:
+        n_val = min(max(n_val, 1), n - 2)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def _lr_factor(cfg: TrainConfig, epoch: int) -> float:
+    if cfg.lr_schedule == "constant" or cfg.epochs <= 1:
+        return 1.0
+    if cfg.lr_schedule != "linear":
+        raise ValueError(f"lr_schedule must be linear or constant, got {cfg.lr_schedule!r}")
+    return 1.0 - (1.0 - cfg.final_lr_fraction) * epoch / (cfg.epochs - 1)
+
+
+@torch.inference_mode()
+def predict_cache(model: QualityModel, cache: torch.Tensor, device, batch_size: int = 64, amp: bool = False) -> np.ndarray:
+    """Scores of cached uint8 images."""
+    model.eval()
+    out = []
+    for i in range(0, cache.shape[0], batch_size):
+        x = cache[i : i + batch_size].to(device).float().div_(255.0).contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
+            out.append(model(x).float().cpu())
+    return torch.cat(out).numpy().astype(np.float64)
+
+
+def _val_metrics(model, val_cache, val_q, device, strong: StrongViews | None, seed: int, amp: bool,
+                 val_pairs=None) -> dict:
+    from scipy import stats
+
+    from .evaluation import pair_outcomes
+
+    if val_cache is None or val_cache.shape[0] == 0:
+        return {}
+    p = predict_cache(model, val_cache, device, amp=amp)
+    m = {"val_l_d": float(np.mean((p - val_q) ** 2))}
+    if val_q.size >= 3 and np.ptp(p) > 0:
+        m["val_srcc"] = float(stats.spearmanr(p, val_q).statistic)
+    else:
+        m["val_srcc"] = float("nan")
+    if strong is not None:  # does the model rank each clean image above a fixed corruption of it?
+        g = torch.Generator().manual_seed(10_000 + seed)
+        x = val_cache.float().div(255.0)
+        xs, _ = strong(x, generator=g)
+        ps = predict_cache(model, (xs * 255).round().to(torch.uint8), device, amp=amp)
+        m["val_strong_accuracy"] = float(pair_outcomes(p, ps).mean())
+    if val_pairs is not None:
+        cache_b, cache_w = val_pairs
+        pb = predict_cache(model, cache_b, device, amp=amp)
+        pw = predict_cache(model, cache_w, device, amp=amp)
+        m["val_accuracy"] = float(pair_outcomes(pb, pw).mean())
+    return m
+
+
+def train(
+    paths: Sequence[str],
+    labels: Sequence[float],
+    *,
+    config: TrainConfig | None = None,
+    model_config: ModelConfig | None = None,
+    weights=None,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    device="auto",
+    crop=None,
+    num_workers: int | None = None,
+    val_pairs: Sequence[tuple[str, str]] | None = None,
+    progress: bool = True,
+    on_epoch: Callable[[dict], None] | None = None,
+    extra_meta: dict | None = None,
+) -> TrainResult:
+    """Train a CRL-UIQA quality model on images with pseudo-labels.
+
+    ``run_dir`` receives the per-epoch checkpoint (``last.*``), ``history.csv``,
+    ``training_curves.png`` and the final ``model.*``. With ``resume=True`` a
+    run continues from ``run_dir/last.*``. ``val_pairs`` (better, worse
+    paths) adds the validation pairwise accuracy to each epoch's metrics.
+    """
+    from tqdm.auto import tqdm
+
+    cfg = config or TrainConfig()
+    mcfg = model_config or ModelConfig()
+    q_all = _validate_labels(paths, labels)
+    if cfg.epochs < 1 or cfg.batch_size < 1:
+        raise ValueError("epochs and batch_size must be positive")
+    dev = resolve_device(device)
+    amp = bool(cfg.amp and dev.type == "cuda")
+    run_dir = Path(run_dir) if run_dir is not None else None
+    torch.manual_seed(cfg.seed)
+
+    model = build_model(mcfg, weights=weights, pretrained=not (resume and run_dir and (run_dir / "last.json").exists()))
+    model.to(dev).to(memory_format=torch.channels_last)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
+    history: list[dict] = []
+    start_epoch = 0
+    if resume:
+        if run_dir is None or not (run_dir / "last.json").exists():
+            raise FileNotFoundError(f"--resume: no checkpoint last.json in {run_dir}")
+        tensors, meta = load_tensors(run_dir / "last.safetensors", device=dev)
+        old = meta["train_config"]
+        changed = [k for k in _RESUME_KEYS if k in old and TrainConfig.from_dict(old).to_dict()[k] != cfg.to_dict()[k]]
+        if changed or ModelConfig.from_dict(meta["model_config"]).to_dict() != mcfg.to_dict():
+            raise ValueError(f"cannot resume {run_dir}: settings differ from the checkpoint ({', '.join(changed) or 'model'})")
+        model.load_state_dict({k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")})
+        restore_optimizer(opt, tensors, meta["optimizer"])
+        start_epoch = int(meta["epoch"]) + 1
+        history = list(meta.get("history", []))
+        log.info("resuming %s at epoch %d", run_dir, start_epoch + 1)
+
+    # data
+    cache, kept, failures = load_image_cache(paths, mcfg.image_size, crop=crop, num_workers=num_workers,
+                                             progress=progress, desc="loading images")
+    kept_paths = [paths[i] for i in kept]
+    q_all = q_all[kept]
+    tr_idx, va_idx = split_train_val(len(kept_paths), cfg.val_fraction, cfg.seed)
+    tr_cache, va_cache = cache[tr_idx], cache[va_idx] if len(va_idx) else None
+    q_tr = torch.tensor(q_all[tr_idx], dtype=torch.float32)
+    q_va = q_all[va_idx]
+    vp_cache = None
+    if val_pairs:
+        b_cache, _, fb = load_image_cache([b for b, w in val_pairs], mcfg.image_size, crop=crop,
+                                          num_workers=num_workers, progress=False)
+        w_cache, _, fw = load_image_cache([w for b, w in val_pairs], mcfg.image_size, crop=crop,
+                                          num_workers=num_workers, progress=False)
+        if fb or fw:
+            raise ValueError("some validation-pair images cannot be read")
+        vp_cache = (b_cache, w_cache)
+
+    strong = StrongViews(parse_strong_views(cfg.strong_views), tuple(cfg.degree_range), cfg.margin_scale,
+                         dict(cfg.calibration)) if cfg.relativity else None
+    weights_ = LossWeights(cfg.alpha, cfg.theta, cfg.beta)
+    n = tr_cache.shape[0]
+    steps = math.ceil(n / cfg.batch_size)
+    meta_base = {"model_config": mcfg.to_dict(), "train_config": cfg.to_dict(), **(extra_meta or {})}
+
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.perf_counter()
+        lr = cfg.lr * _lr_factor(cfg, epoch)
+        for grp in opt.param_groups:
+            grp["lr"] = lr
+        model.train()
+        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+        perm = torch.randperm(n, generator=g)
+        sums: dict[str, float] = {}
+        bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not progress or None,
+                   leave=False)
+        for s in bar:
+            idx = perm[s * cfg.batch_size : (s + 1) * cfg.batch_size]
+            x = tr_cache[idx].to(dev, non_blocking=True).float().div_(255.0)
+            q = q_tr[idx].to(dev)
+            views = [x]
+            if cfg.consistency:
+                views.append(weak_view(x, max_rotation=cfg.max_rotation, generator=g))
+            eps = 0.0
+            if strong is not None:
+                xs, eps = strong(x, generator=g)
+                views.append(xs)
+            xb = torch.cat(views).contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
+                out = model(xb).float()
+            parts_out = out.split(x.shape[0])
+            p = parts_out[0]
+            p_weak = parts_out[1] if cfg.consistency else None
+            p_strong = parts_out[-1] if strong is not None else None
+            loss, parts = total_loss(p, q, p_weak, p_strong, eps, weights_)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss became {float(loss)} at epoch {epoch + 1}; lower --lr")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0.0) + v * x.shape[0]
+            bar.set_postfix(loss=f"{parts['loss']:.4f}")
+        bar.close()
+        row = {"epoch": epoch + 1, "lr": lr, **{k: v / n for k, v in sums.items()}}
+        row.update(_val_metrics(model, va_cache, q_va, dev, strong or StrongViews(), cfg.seed, amp, vp_cache))
+        row["seconds"] = time.perf_counter() - t0
+        history.append(row)
+        if progress:
+            log.info("epoch %d/%d  %s", epoch + 1, cfg.epochs,
+                     "  ".join(f"{k}={v:.4f}" for k, v in row.items() if k not in ("epoch",) and isinstance(v, float)))
+        if on_epoch is not None:
+            on_epoch(row)
+        if run_dir is not None:
+            opt_t, opt_meta = optimizer_tensors(opt)
+            tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+            tensors.update(opt_t)
+            save_tensors(run_dir / "last.safetensors", tensors,
+                         {**meta_base, "epoch": epoch, "optimizer": opt_meta, "history": history})
+            _write_history(run_dir, history)
+
+    model.eval()
+    if run_dir is not None:
+        save_model(model, run_dir, history=history, extra=extra_meta,
+                   train_config=cfg, train_paths=[kept_paths[i] for i in tr_idx])
+    if failures:
+        log.warning("%d training image(s) could not be read and were skipped", len(failures))
+    return TrainResult(model, history, run_dir, [kept_paths[i] for i in tr_idx], [kept_paths[i] for i in va_idx])
+
+
+def _write_history(run_dir: Path, history: list[dict]) -> None:
+    keys: list[str] = []
+    for r in history:
+        keys += [k for k in r if k not in keys]
+    write_csv(run_dir / "history.csv", history, keys)
+    try:
+        from .figures import fig_to_png, training_curves
+        from .files import write_bytes
+
+        write_bytes(run_dir / "training_curves.png", fig_to_png(training_curves(history)))
+    except Exception as exc:  # a plot must never stop training
+        log.warning("could not draw training curves: %s", exc)
+
+
+def save_model(model: QualityModel, run_dir: str | Path, *, history=None, extra=None, train_config=None,
+               train_paths=None) -> Path:
+    """Write ``model.safetensors`` + ``model.json`` into ``run_dir``."""
+    from . import __version__
+
+    run_dir = Path(run_dir)
+    meta = {"crl_uiqa_version": __version__, "model_config": model.config.to_dict(), "history": history or [],
+            **(extra or {})}
+    if train_config is not None:
+        meta["train_config"] = train_config.to_dict()
+    if train_paths is not None:
+        meta["n_train"] = len(train_paths)
+    return save_tensors(run_dir / "model.safetensors", model.state_dict(), meta)
+
+
+def load_model(run_dir: str | Path, device="cpu") -> tuple[QualityModel, dict]:
+    """Load a trained model from a run directory (or its ``model.safetensors``), without pickle."""
+    p = Path(run_dir)
+    if p.is_dir():
+        p = p / "model.safetensors"
+    if not p.exists() and (p.parent / "last.safetensors").exists():
+        raise FileNotFoundError(f"{p.parent} holds an unfinished run (last.safetensors); finish it with --resume")
+    tensors, meta = load_tensors(p, device=device)
+    mcfg = ModelConfig.from_dict(meta["model_config"])
+    model = build_model(mcfg, pretrained=False)
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{p} does not match the model ({len(missing)} missing, {len(unexpected)} unexpected tensors)")
+    return model.to(device).eval(), meta
