@@ -57,3 +57,68 @@ def report_failures(failures, out_path=None) -> None:
         side = Path(str(out_path) + ".skipped.csv")
         write_csv(side, [{"path": f.path, "reason": f.reason} for f in failures], ["path", "reason"])
         print(f"the list is in {side}", file=sys.stderr)
+
+
+def add_training(parser: argparse.ArgumentParser) -> None:
+    """Training options; defaults are the paper's (Sec. 3.2) unless BENCHMARKS.md says otherwise."""
+    g = parser.add_argument_group("co-learning (paper defaults)")
+    g.add_argument("--epochs", type=int, default=35, help="training epochs (paper: 35)")
+    g.add_argument("--batch-size", type=int, default=16, help="source images per step; each brings 3 views (paper: 16)")
+    g.add_argument("--lr", type=float, default=1e-3, help="SGD learning rate (paper: 1e-3)")
+    g.add_argument("--momentum", type=float, default=0.937, help="SGD momentum (YOLOv5 default, as the paper says)")
+    g.add_argument("--weight-decay", type=float, default=5e-4, help="weight decay (YOLOv5 default)")
+    g.add_argument("--lr-schedule", choices=["linear", "constant"], default="linear",
+                   help="linear decay to 1%% of --lr over the run (YOLOv5 default) or constant")
+    g.add_argument("--alpha", type=float, default=0.05, help="weight of L_d (paper 0.05)")
+    g.add_argument("--theta", type=float, default=0.1, help="weight of L_c (paper 0.1)")
+    g.add_argument("--beta", type=float, default=0.1, help="weight of L_r (paper 0.1)")
+    g.add_argument("--no-consistency", action="store_true", help="drop the weak view and L_c (ablation)")
+    g.add_argument("--no-relativity", action="store_true", help="drop the strong view and L_r (ablation)")
+    g.add_argument("--strong-views", default="paper",
+                   help="strong-view corruptions: paper (gaussian+motion blur), ultrasound (all families) or a "
+                   "comma list of families (see crl_uiqa.corruptions)")
+    g.add_argument("--margin-scale", type=float, default=0.1,
+                   help="epsilon_i = margin-scale x degree_i in the relativity loss (default 0.1)")
+    g.add_argument("--max-rotation", type=float, default=15.0, help="weak-view rotation range in degrees (default 15)")
+    g.add_argument("--val-fraction", type=float, default=0.15, help="share of images held out for validation")
+    g.add_argument("--seed", type=int, default=0, help="random seed (runs repeat exactly on the CPU)")
+    g.add_argument("--activation", choices=["linear", "sigmoid"], default="linear", help="output activation")
+    g.add_argument("--train-from", default="block1",
+                   help="first trainable backbone block (block1 = whole network, head = frozen backbone)")
+    g.add_argument("--image-size", nargs=2, type=int, default=[224, 288], metavar=("H", "W"),
+                   help="training/scoring resolution (default 224 288; 112 144 is 4x faster on a CPU)")
+    g.add_argument("--resume", action="store_true", help="continue an interrupted run from OUT/last.*")
+    g.add_argument("--val-pairs", default=None, help="optional pairs CSV (better,worse) for validation accuracy per epoch")
+
+
+def training_configs(args):
+    from ..model import ModelConfig
+    from ..training import TrainConfig
+
+    tc = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
+                     weight_decay=args.weight_decay, lr_schedule=args.lr_schedule, alpha=args.alpha,
+                     theta=args.theta, beta=args.beta, consistency=not args.no_consistency,
+                     relativity=not args.no_relativity, strong_views=args.strong_views,
+                     margin_scale=args.margin_scale, max_rotation=args.max_rotation,
+                     val_fraction=args.val_fraction, seed=args.seed)
+    mc = ModelConfig(backbone=args.backbone, activation=args.activation, image_size=tuple(args.image_size),
+                     train_from=args.train_from)
+    return tc, mc
+
+
+def val_pairs_arg(path):
+    if not path:
+        return None
+    from pathlib import Path
+
+    from ..evaluation import align, read_pairs
+
+    _, pairs = align({}, read_pairs(path), pairs_root=Path(path).parent)
+    return [(b, w) for b, w, _ in pairs]
+
+
+def add_runtime_eval(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("runtime")
+    g.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda[:N]")
+    g.add_argument("--workers", type=int, default=None, help="image decoding processes (default: cores - 1, max 4)")
+    g.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -1,0 +1,98 @@
+"""The paper's ablation (Table 1) on one data set.
+
+Rows (the paper's order): pseudo-label regression alone; + distribution
+smoothing; + smoothing + L_c; + smoothing + L_r; + all three. A row
+"distance score" (s_i itself, no training) is added in front: it is what the
+regressors learn from, so it is the bar they have to clear.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from .model import ModelConfig
+from .training import TrainConfig
+
+ABLATION_ROWS: list[tuple[str, dict]] = [
+    ("pseudo-label", {"smoothing": False, "consistency": False, "relativity": False}),
+    ("+ smoothing", {"smoothing": True, "consistency": False, "relativity": False}),
+    ("+ smoothing + L_c", {"smoothing": True, "consistency": True, "relativity": False}),
+    ("+ smoothing + L_r", {"smoothing": True, "consistency": False, "relativity": True}),
+    ("+ smoothing + L_c + L_r (CRL-UIQA)", {"smoothing": True, "consistency": True, "relativity": True}),
+]
+
+
+def run_ablation(images, references, pairs_csv, out_dir, *, k: int = 5, layer: str = "block5",
+                 backbone: str = "sononet16", weights=None, train_config: TrainConfig | None = None,
+                 model_config: ModelConfig | None = None, rows: list[str] | None = None, device="auto", crop=None,
+                 num_workers=None, progress: bool = True, root=None) -> list[dict]:
+    """Train each configuration and evaluate it on ``pairs_csv``; returns table rows.
+
+    Embeddings are computed once; the smoothed and unsmoothed labels come from
+    the same distances.
+    """
+    from .backbones import get_backbone
+    from .embed import compute_embeddings, resolve_device
+    from .evaluation import align, pairwise_accuracy, read_pairs
+    from .files import write_csv, write_json
+    from .io import list_images
+    from .pseudo_labels import pseudo_labels_from_distances, topk_mean_distance
+    from .scoring import score_paths
+    from .training import train
+
+    out_dir = Path(out_dir)
+    tc = train_config or TrainConfig()
+    mc = model_config or ModelConfig(backbone=backbone)
+    dev = resolve_device(device)
+    root = root if root is not None else Path(pairs_csv).parent
+    _, pairs = align({}, read_pairs(pairs_csv), pairs_root=root)
+    test_paths = sorted({p for pr in pairs for p in pr[:2]})
+
+    net = get_backbone(backbone, weights)
+    common = dict(layer=layer, device=dev, num_workers=num_workers, crop=crop)
+    refs = compute_embeddings(list_images(references), net, strict=True, progress="references" if progress else False, **common)
+    embs = compute_embeddings(list_images(images), net, progress="images" if progress else False, **common)
+    dist = topk_mean_distance(embs.vectors, refs.vectors, k, device=dev)
+    test_emb = compute_embeddings(test_paths, net, strict=True, progress="test images" if progress else False, **common)
+    test_dist = topk_mean_distance(test_emb.vectors, refs.vectors, k, device=dev)
+
+    def summarise(name, scores: dict, seconds: float) -> dict:
+        acc = pairwise_accuracy(scores, pairs)
+        row = {"configuration": name, "accuracy": acc["overall"]["accuracy"], "ci_low": acc["overall"]["ci_low"],
+               "ci_high": acc["overall"]["ci_high"], "n_pairs": acc["overall"]["n"], "seconds": round(seconds, 1)}
+        row.update({f"acc_{t}": v["accuracy"] for t, v in acc["by_type"].items()})
+        return row
+
+    table = [summarise("distance score (no training)", dict(zip(test_emb.paths, -test_dist)), 0.0)]
+    wanted = [r for r in ABLATION_ROWS if rows is None or r[0] in rows]
+    for name, opts in wanted:
+        t0 = time.perf_counter()
+        pl = pseudo_labels_from_distances(dist, k=k, smoothing=opts["smoothing"])
+        cfg = replace(tc, consistency=opts["consistency"], relativity=opts["relativity"])
+        slug = name.replace("+", "").replace("(", "").replace(")", "").split()
+        res = train(embs.paths, pl.label, config=cfg, model_config=mc, weights=weights,
+                    run_dir=out_dir / "_".join(slug).lower(), device=dev, crop=crop, num_workers=num_workers,
+                    progress=progress)
+        sc = score_paths(res.model, test_paths, device=dev, crop=crop, num_workers=num_workers, progress=False)
+        table.append(summarise(name, sc.as_dict(), time.perf_counter() - t0))
+    keys: list[str] = []
+    for r in table:
+        keys += [k for k in r if k not in keys]
+    write_csv(out_dir / "ablation.csv", table, keys)
+    write_json(out_dir / "ablation.json", table)
+    return table
+
+
+def format_table(table: list[dict]) -> str:
+    """Markdown table of :func:`run_ablation` rows."""
+    types = sorted({k for r in table for k in r if k.startswith("acc_")})
+    head = ["configuration", "accuracy", "95% CI", *[t.removeprefix("acc_") for t in types], "seconds"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in table:
+        cells = [r["configuration"], f"{r['accuracy']:.3f}", f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]",
+                 *[f"{r[t]:.3f}" if t in r else "" for t in types], f"{r['seconds']}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,33 @@
+"""``crl-uiqa score``: quality scores of images with a trained model."""
+from __future__ import annotations
+
+from ._common import add_crop, add_runtime, crop_tuple, report_failures
+
+
+def register(sub) -> None:
+    p = sub.add_parser("score", help="score images with a trained model (path,score; higher = better)",
+                       description="Writes path,score with the paths exactly as given. Unreadable files are skipped "
+                       "and listed in OUT.skipped.csv (or stop the run with --strict).")
+    p.add_argument("--model", required=True, help="run directory of `fit`/`train` (or its model.safetensors)")
+    p.add_argument("--images", required=True, nargs="+", help="folder(s), glob(s) or manifest CSV(s)")
+    p.add_argument("--out", required=True, help="output CSV")
+    add_crop(p)
+    add_runtime(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..embed import resolve_device
+    from ..io import list_images
+    from ..scoring import score_paths
+    from ..training import load_model
+
+    dev = resolve_device(args.device)
+    model, _ = load_model(args.model, device=dev)
+    res = score_paths(model, list_images(args.images), batch_size=args.batch_size, device=dev,
+                      crop=crop_tuple(args.crop), strict=args.strict, num_workers=args.workers,
+                      progress=not args.quiet)
+    res.to_csv(args.out)
+    print(f"wrote {len(res.paths)} scores to {args.out}")
+    report_failures(res.failures, args.out)
+    return 0

@@ -1,0 +1,52 @@
+"""``crl-uiqa train``: co-learning on a pseudo-label CSV."""
+from __future__ import annotations
+
+from ._common import add_crop, add_runtime_eval, add_training, crop_tuple, training_configs, val_pairs_arg
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "train", help="train the quality model on pseudo-labels (consistency + relativity co-learning)",
+        description="Train a CRL-UIQA quality regressor on a labels CSV (path,pseudo_label as written by "
+        "`crl-uiqa pseudo-label`). OUT receives model.safetensors/.json, history.csv, training_curves.png "
+        "and a per-epoch checkpoint last.* for --resume.",
+    )
+    p.add_argument("--labels", required=True, help="CSV with columns path,pseudo_label (relative paths: to the CSV)")
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--backbone", default="sononet16", help="pretrained trunk (default sononet16)")
+    p.add_argument("--weights", default=None, metavar="PATH", help="backbone weights file or folder")
+    add_crop(p)
+    add_training(p)
+    add_runtime_eval(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from ..files import read_csv
+    from ..training import train
+
+    rows = read_csv(args.labels)
+    if not rows or "path" not in rows[0] or "pseudo_label" not in rows[0]:
+        raise ValueError(f"{args.labels} must have columns path,pseudo_label")
+    base = Path(args.labels).parent
+    paths = [r["path"] if Path(r["path"]).is_absolute() or Path(r["path"]).exists() else str(base / r["path"])
+             for r in rows]
+    try:
+        labels = [float(r["pseudo_label"]) for r in rows]
+    except ValueError as exc:
+        raise ValueError(f"{args.labels}: non-numeric pseudo_label ({exc})") from None
+    tc, mc = training_configs(args)
+    res = train(paths, labels, config=tc, model_config=mc, weights=args.weights, run_dir=args.out,
+                resume=args.resume, device=args.device, crop=crop_tuple(args.crop), num_workers=args.workers,
+                val_pairs=val_pairs_arg(args.val_pairs), progress=not args.quiet)
+    _print_summary(res.history, args.out)
+    return 0
+
+
+def _print_summary(history, out) -> None:
+    last = history[-1] if history else {}
+    keys = [k for k in ("loss", "l_d", "l_c", "l_r", "val_srcc", "val_strong_accuracy", "val_accuracy") if k in last]
+    print(f"trained {len(history)} epochs; last: " + ", ".join(f"{k}={last[k]:.4f}" for k in keys))
+    print(f"model written to {out}/model.safetensors (+ model.json, history.csv, training_curves.png)")

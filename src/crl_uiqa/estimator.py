@@ -1,0 +1,144 @@
+"""A scikit-learn-style front to the whole method.
+
+>>> est = CRLUIQA(k=5, epochs=35)                     # doctest: +SKIP
+>>> est.fit("frames/", references="best_planes/")     # pseudo-label + co-learning
+>>> scores = est.predict(["a.png", "b.png"])          # higher = better
+>>> est.save("run/"); est = CRLUIQA.load("run/")
+
+``fit`` = :func:`crl_uiqa.pseudo_labels.label_images` then
+:func:`crl_uiqa.training.train`; ``predict`` = :func:`crl_uiqa.scoring.score_paths`.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .model import ModelConfig
+from .training import TrainConfig
+
+
+@dataclass
+class PseudoLabelConfig:
+    """Settings of the pseudo-label step (paper Sec. 2.1); defaults chosen on the dev protocol."""
+
+    k: int = 5
+    layer: str = "block5"
+    backbone: str = "sononet16"
+    smoothing: bool = True
+
+
+class CRLUIQA:
+    """Unsupervised ultrasound quality model: ``fit(images, references)`` then ``predict(images)``."""
+
+    def __init__(self, *, k: int = 5, layer: str = "block5", smoothing: bool = True, backbone: str = "sononet16",
+                 weights=None, image_size: tuple[int, int] = (224, 288), device="auto", batch_size_eval: int = 32,
+                 num_workers: int | None = None, progress: bool = True, train_config: TrainConfig | None = None,
+                 model_config: ModelConfig | None = None, **train_kwargs):
+        self.pseudo = PseudoLabelConfig(k, layer, backbone, smoothing)
+        self.weights = weights
+        self.device = device
+        self.batch_size_eval = batch_size_eval
+        self.num_workers = num_workers
+        self.progress = progress
+        self.train_config = train_config or TrainConfig(**train_kwargs)
+        self.model_config = model_config or ModelConfig(backbone=backbone, image_size=tuple(image_size))
+        self.model_ = None
+        self.labels_ = None
+        self.history_: list[dict] = []
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, images, references, *, run_dir=None, resume: bool = False, crop=None, reference_crop=None,
+            val_pairs=None) -> "CRLUIQA":
+        """Pseudo-label ``images`` against ``references`` and train the quality model."""
+        from .pseudo_labels import label_images
+
+        run_dir = Path(run_dir) if run_dir is not None else None
+        labels_csv = run_dir / "labels.csv" if run_dir is not None else None
+        if resume and labels_csv is not None and labels_csv.exists():
+            from .files import read_csv
+
+            rows = read_csv(labels_csv)
+            paths, q = [r["path"] for r in rows], [float(r["pseudo_label"]) for r in rows]
+        else:
+            self.labels_ = label_images(images, references, k=self.pseudo.k, layer=self.pseudo.layer,
+                                        backbone=self.pseudo.backbone, weights=self.weights,
+                                        smoothing=self.pseudo.smoothing, device=self.device, crop=crop,
+                                        reference_crop=reference_crop, num_workers=self.num_workers,
+                                        progress=self.progress)
+            if labels_csv is not None:
+                self.labels_.to_csv(labels_csv)
+            paths, q = self.labels_.paths, self.labels_.labels.label
+        return self.fit_labels(paths, q, run_dir=run_dir, resume=resume, crop=crop, val_pairs=val_pairs)
+
+    def fit_labels(self, paths: Sequence[str], labels: Sequence[float], *, run_dir=None, resume: bool = False,
+                   crop=None, val_pairs=None) -> "CRLUIQA":
+        """Train on given (pseudo-)labels, skipping the labelling step."""
+        from .training import train
+
+        res = train(paths, labels, config=self.train_config, model_config=self.model_config, weights=self.weights,
+                    run_dir=run_dir, resume=resume, device=self.device, crop=crop, num_workers=self.num_workers,
+                    val_pairs=val_pairs, progress=self.progress,
+                    extra_meta={"pseudo_label_config": asdict(self.pseudo)})
+        self.model_ = res.model
+        self.history_ = res.history
+        return self
+
+    # -------------------------------------------------------------- predict
+    def _check_fitted(self):
+        if self.model_ is None:
+            raise RuntimeError("this CRLUIQA is not fitted yet: call fit() or CRLUIQA.load(run_dir)")
+
+    def predict(self, images, *, crop=None, strict: bool = False) -> np.ndarray:
+        """Quality scores of ``images`` (any source :func:`crl_uiqa.io.list_images` takes), higher = better.
+
+        Unreadable files raise here (use :meth:`score_files` to skip them).
+        """
+        return self.score_files(images, crop=crop, strict=True).scores
+
+    def score_files(self, images, *, crop=None, strict: bool = False):
+        """:class:`crl_uiqa.scoring.Scores` of image files (unreadable ones skipped and listed)."""
+        from .io import list_images
+        from .scoring import score_paths
+
+        self._check_fitted()
+        return score_paths(self.model_, list_images(images), batch_size=self.batch_size_eval, device=self.device,
+                           crop=crop, strict=strict, num_workers=self.num_workers, progress=self.progress)
+
+    def evaluate(self, pairs, *, root=None) -> dict:
+        """Pairwise accuracy on ``pairs`` (a pairs CSV path or (better, worse[, type]) tuples)."""
+        from .evaluation import align, pairwise_accuracy, read_pairs
+
+        if isinstance(pairs, (str, Path)):
+            root = root if root is not None else Path(pairs).parent
+            pairs = read_pairs(pairs)
+        pairs = [(p[0], p[1], p[2] if len(p) > 2 else None) for p in pairs]
+        s, pr = align({}, pairs, pairs_root=root)
+        paths = sorted({x for p in pr for x in p[:2]})
+        sc = self.score_files(paths, strict=True)
+        return pairwise_accuracy(sc.as_dict(), pr)
+
+    # ------------------------------------------------------------ save/load
+    def save(self, run_dir) -> Path:
+        from .training import save_model
+
+        self._check_fitted()
+        return save_model(self.model_, run_dir, history=self.history_,
+                          extra={"pseudo_label_config": asdict(self.pseudo)}, train_config=self.train_config)
+
+    @classmethod
+    def load(cls, run_dir, *, device="auto", **kwargs) -> "CRLUIQA":
+        from .embed import resolve_device
+        from .training import load_model
+
+        model, meta = load_model(run_dir, device=resolve_device(device))
+        pl = meta.get("pseudo_label_config", {})
+        est = cls(k=pl.get("k", 5), layer=pl.get("layer", "block5"), smoothing=pl.get("smoothing", True),
+                  backbone=model.config.backbone, image_size=model.config.image_size, device=device,
+                  train_config=TrainConfig.from_dict(meta.get("train_config", {})), model_config=model.config,
+                  **kwargs)
+        est.model_ = model
+        est.history_ = meta.get("history", [])
+        return est
