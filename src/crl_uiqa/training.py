@@ -308,8 +308,6 @@ def train(
         if progress:
             log.info("epoch %d/%d  %s", epoch + 1, cfg.epochs,
                      "  ".join(f"{k}={v:.4f}" for k, v in row.items() if k not in ("epoch",) and isinstance(v, float)))
-        if on_epoch is not None:
-            on_epoch(row)
         if run_dir is not None:
             opt_t, opt_meta = optimizer_tensors(opt)
             tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
@@ -317,6 +315,8 @@ def train(
             save_tensors(run_dir / "last.safetensors", tensors,
                          {**meta_base, "epoch": epoch, "optimizer": opt_meta, "history": history})
             _write_history(run_dir, history)
+        if on_epoch is not None:  # after the checkpoint: a callback that stops the run loses nothing
+            on_epoch(row)
 
     model.eval()
     if run_dir is not None:
