@@ -187,8 +187,37 @@ def _copy(dst: torch.Tensor, src: np.ndarray, path, layer: int) -> None:
 
 
 def sononet16(weights: str | os.PathLike | None = None, pretrained: bool = True) -> SonoNet:
-    """SonoNet-16 with the published fetal standard-plane weights."""
+    """SonoNet-16 with the published fetal standard-plane weights.
+
+    ``weights`` may also name a ``.safetensors`` file written by
+    :func:`save_sononet` (a SonoNet-16 trained or fine-tuned on your own planes,
+    with its class names in the metadata).
+    """
+    if weights is not None and str(weights).endswith(".safetensors"):
+        return load_sononet(weights)
     model = SonoNet(16)
     if pretrained:
         model.load_lasagne(resolve_weights("SonoNet16.npz", weights))
+    return model.eval()
+
+
+def save_sononet(model: SonoNet, path: str | os.PathLike) -> Path:
+    """Save a SonoNet (any class count) as safetensors with its class names and width."""
+    from ..checkpoint import save_tensors
+
+    return save_tensors(path, model.state_dict(), {"kind": "sononet", "features": model.blocks[0][0][0].out_channels,
+                                                   "class_names": list(model.class_names)})
+
+
+def load_sononet(path: str | os.PathLike) -> SonoNet:
+    """Load a SonoNet written by :func:`save_sononet` (no pickle)."""
+    from ..checkpoint import load_tensors
+
+    tensors, meta = load_tensors(path)
+    if meta.get("kind") != "sononet":
+        raise ValueError(f"{path} is not a SonoNet checkpoint")
+    names = tuple(meta["class_names"])
+    model = SonoNet(int(meta.get("features", 16)), num_classes=len(names))
+    model.class_names = names
+    model.load_state_dict(tensors)
     return model.eval()
