@@ -270,7 +270,9 @@ def iter_batches(
 
     if len(paths) == 0:
         raise ValueError("no images to read")
-    ds = ImageDataset(paths, size=size, crop=crop, strict=strict)
+    # Errors are raised here in the main process, not in the dataset: a DataLoader worker
+    # re-raises an ImageReadError as a RuntimeError wrapping the worker's traceback text.
+    ds = ImageDataset(paths, size=size, crop=crop, strict=False)
     workers = default_workers() if num_workers is None else num_workers
     workers = min(workers, max(0, (len(paths) + batch_size - 1) // batch_size))
     loader = DataLoader(
@@ -287,6 +289,8 @@ def iter_batches(
             good = [it for it in items if it["ok"]]
             for it in items:
                 if not it["ok"]:
+                    if strict:
+                        raise ImageReadError(paths[it["index"]], it["error"])
                     log.warning("skipping %s: %s", paths[it["index"]], it["error"])
                     if failures is not None:
                         failures.append(ReadFailure(paths[it["index"]], it["error"]))

@@ -1,0 +1,242 @@
+"""Tests of image input (crl_uiqa.io): listing, manifests, decoding, batching."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from crl_uiqa.io import (
+    ImageReadError,
+    ReadFailure,
+    apply_crop,
+    iter_batches,
+    list_images,
+    read_gray,
+    read_manifest,
+    write_gray_png,
+)
+
+torch.set_num_threads(1)
+
+
+def _png8(path: Path, values) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.asarray(values, dtype=np.uint8), mode="L").save(path)
+    return path
+
+
+def _luma601(r: int, g: int, b: int) -> float:
+    """ITU-R 601 luma, as an 8-bit value (PIL rounds to an integer)."""
+    return (299 * r + 587 * g + 114 * b) / 1000.0
+
+
+# --------------------------------------------------------------------------- listing
+def test_list_folder_recursive_and_sorted(tmp_path):
+    for rel in ("b.png", "a.PNG", "sub/c.tif", "sub/deeper/d.jpg", "notes.txt", "sub/e.csvx"):
+        p = tmp_path / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"x")
+    got = list_images(tmp_path)
+    want = sorted(str(tmp_path / r) for r in ("b.png", "a.PNG", "sub/c.tif", "sub/deeper/d.jpg"))
+    assert got == want
+
+
+def test_list_glob_single_file_and_list(tmp_path):
+    for rel in ("x1.png", "x2.png", "y.png", "sub/x3.png"):
+        _png8(tmp_path / rel, [[0]])
+    assert list_images(str(tmp_path / "x*.png")) == [str(tmp_path / "x1.png"), str(tmp_path / "x2.png")]
+    assert list_images(str(tmp_path / "**" / "x*.png")) == sorted(
+        str(tmp_path / r) for r in ("x1.png", "x2.png", "sub/x3.png")
+    )
+    assert list_images(tmp_path / "y.png") == [str(tmp_path / "y.png")]
+    assert list_images([tmp_path / "y.png", str(tmp_path / "x1.png")]) == [
+        str(tmp_path / "y.png"), str(tmp_path / "x1.png")]
+
+
+def test_list_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not found"):
+        list_images(tmp_path / "absent")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no images"):
+        list_images(tmp_path / "empty")
+    with pytest.raises(ValueError, match="matches no image"):
+        list_images(str(tmp_path / "*.png"))
+
+
+def test_manifest_with_header_relative_and_absolute(tmp_path):
+    sub = tmp_path / "lists"
+    sub.mkdir()
+    absolute = tmp_path / "elsewhere" / "z.png"
+    (sub / "m.csv").write_text(f"path,label,site\nimgs/a.png,good,1\n{absolute},bad,2\n")
+    m = read_manifest(sub / "m.csv")
+    assert m.paths == [str(sub / "imgs" / "a.png"), str(absolute)]
+    assert m.labels == ["good", "bad"]
+    assert m.columns["site"] == ["1", "2"]
+    # list_images accepts a manifest too
+    assert list_images(sub / "m.csv") == m.paths
+
+
+def test_manifest_headerless(tmp_path):
+    (tmp_path / "m.csv").write_text("a.png,3\n\nb.png,1\n")
+    m = read_manifest(tmp_path / "m.csv")
+    assert m.paths == [str(tmp_path / "a.png"), str(tmp_path / "b.png")]
+    assert m.labels == ["3", "1"]
+    (tmp_path / "only.csv").write_text("a.png\nb.png\n")
+    m2 = read_manifest(tmp_path / "only.csv")
+    assert m2.paths == [str(tmp_path / "a.png"), str(tmp_path / "b.png")]
+    assert m2.labels is None
+
+
+def test_manifest_errors(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        read_manifest(tmp_path / "none.csv")
+    (tmp_path / "e.csv").write_text("\n\n")
+    with pytest.raises(ValueError, match="empty"):
+        read_manifest(tmp_path / "e.csv")
+    (tmp_path / "h.csv").write_text("path,label\n")
+    with pytest.raises(ValueError, match="lists no image"):
+        read_manifest(tmp_path / "h.csv")
+
+
+# --------------------------------------------------------------------------- decoding
+def test_read_8bit_png_exact(tmp_path):
+    p = _png8(tmp_path / "g.png", [[0, 1, 128], [200, 254, 255]])
+    a = read_gray(p)
+    assert a.dtype == np.float32 and a.shape == (2, 3)
+    np.testing.assert_array_equal(a, np.array([[0, 1, 128], [200, 254, 255]], np.float32) / np.float32(255))
+
+
+@pytest.mark.parametrize("fmt", ["png", "tiff"])
+def test_read_16bit_exact(tmp_path, fmt):
+    raw = np.array([[0, 1, 257], [32768, 65534, 65535]], dtype=np.uint16)
+    p = tmp_path / f"g16.{fmt}"
+    Image.fromarray(raw).save(p)
+    a = read_gray(p)
+    assert a.dtype == np.float32
+    assert a[0, 0] == 0.0 and a[1, 2] == 1.0
+    assert a[0, 2] == pytest.approx(257 / 65535, abs=1e-7)
+    assert a[0, 1] == pytest.approx(1 / 65535, abs=1e-9)
+    np.testing.assert_allclose(a, raw.astype(np.float64) / 65535, rtol=0, atol=1e-7)
+
+
+def test_read_8bit_tiff_and_bmp(tmp_path):
+    vals = [[10, 20], [30, 40]]
+    for fmt in ("tif", "bmp"):
+        p = tmp_path / f"g.{fmt}"
+        Image.fromarray(np.asarray(vals, np.uint8), mode="L").save(p)
+        np.testing.assert_allclose(read_gray(p), np.asarray(vals) / 255.0, atol=1e-7)
+
+
+def test_rgb_and_rgba_to_gray(tmp_path):
+    rgb = np.array([[[255, 0, 0], [0, 255, 0], [0, 0, 255], [100, 150, 200]]], dtype=np.uint8)
+    Image.fromarray(rgb, mode="RGB").save(tmp_path / "c.png")
+    want = np.array([[_luma601(*map(int, px)) for px in rgb[0]]]) / 255.0
+    np.testing.assert_allclose(want * 255, [[76.245, 149.685, 29.07, 140.75]])  # the hand values
+    a = read_gray(tmp_path / "c.png")
+    assert a.shape == (1, 4)
+    np.testing.assert_allclose(a, want, atol=1.0 / 255)  # PIL rounds the luma to an integer
+    # alpha is ignored: a fully transparent pixel has the luma of its colour
+    rgba = np.concatenate([rgb, np.array([[[0], [255], [7], [128]]], np.uint8)], axis=2)
+    Image.fromarray(rgba, mode="RGBA").save(tmp_path / "ca.png")
+    np.testing.assert_allclose(read_gray(tmp_path / "ca.png"), a, atol=0)
+    # a gray RGB image decodes to its gray level exactly
+    g = np.full((2, 2, 3), 77, np.uint8)
+    Image.fromarray(g, mode="RGB").save(tmp_path / "gg.png")
+    np.testing.assert_allclose(read_gray(tmp_path / "gg.png"), 77 / 255.0, atol=1e-7)
+
+
+def test_crop_box(tmp_path):
+    vals = np.arange(30, dtype=np.uint8).reshape(5, 6)
+    p = _png8(tmp_path / "g.png", vals)
+    a = read_gray(p, crop=(1, 2, 3, 4))  # top, left, height, width
+    np.testing.assert_array_equal(a, vals[1:4, 2:6].astype(np.float32) / np.float32(255))
+    with pytest.raises(ImageReadError, match="g.png") as exc:
+        read_gray(p, crop=(3, 0, 3, 6))  # 3 + 3 > 5 rows
+    assert "does not fit" in str(exc.value) and exc.value.path == str(p)
+    with pytest.raises(ImageReadError, match="does not fit"):
+        apply_crop(np.zeros((4, 4)), (0, 0, 0, 2))
+
+
+def _bad_files(tmp_path: Path) -> dict[str, Path]:
+    good = _png8(tmp_path / "good.png", np.arange(64, dtype=np.uint8).reshape(8, 8))
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    data = good.read_bytes()
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(data[: len(data) // 2])
+    text = tmp_path / "text.png"
+    text.write_text("this is not an image\n")
+    flt = tmp_path / "float32.tif"
+    Image.fromarray(np.full((4, 4), 0.5, np.float32), mode="F").save(flt)
+    return {"empty": empty, "truncated": truncated, "text": text, "float32": flt}
+
+
+@pytest.mark.parametrize("kind", ["empty", "truncated", "text", "float32", "missing"])
+def test_unreadable_files_name_the_file(tmp_path, kind):
+    files = _bad_files(tmp_path)
+    files["missing"] = tmp_path / "missing.png"
+    p = files[kind]
+    with pytest.raises(ImageReadError) as exc:
+        read_gray(p)
+    assert str(p) in str(exc.value)
+    assert exc.value.path == str(p)
+    assert isinstance(exc.value, ValueError)  # the CLI prints ValueErrors without a traceback
+    if kind == "float32":
+        assert "float" in exc.value.reason
+
+
+def test_write_gray_png_roundtrip(tmp_path):
+    img = np.array([[0.0, 0.5, 1.0], [-0.2, 0.25, 1.7]], np.float32)
+    out = write_gray_png(tmp_path / "o" / "w.png", img)
+    back = read_gray(out)
+    np.testing.assert_array_equal(back * 255, np.array([[0, 128, 255], [0, 64, 255]], np.float32))
+
+
+# --------------------------------------------------------------------------- batching
+def _images(tmp_path: Path, n: int) -> list[str]:
+    paths = []
+    for i in range(n):
+        paths.append(str(_png8(tmp_path / f"im{i}.png", np.full((6, 8), 10 * (i + 1), np.uint8))))
+    return paths
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_iter_batches_order_indices_and_failures(tmp_path, workers):
+    good = _images(tmp_path, 5)
+    bad = _bad_files(tmp_path)
+    paths = [good[0], str(bad["text"]), good[1], good[2], str(bad["empty"]), good[3], str(bad["truncated"]), good[4]]
+    failures: list[ReadFailure] = []
+    batches = list(iter_batches(paths, size=(4, 4), batch_size=3, num_workers=workers, failures=failures))
+    indices = [i for b in batches for i in b.indices]
+    assert indices == [0, 2, 3, 5, 7]
+    images = torch.cat([b.images for b in batches])
+    assert images.shape == (5, 1, 4, 4) and images.dtype == torch.float32
+    # constant images stay constant through the antialiased resize: their value identifies them
+    np.testing.assert_allclose(images.mean(dim=(1, 2, 3)).numpy(), [10 / 255, 20 / 255, 30 / 255, 40 / 255, 50 / 255],
+                               atol=1e-6)
+    assert [f.path for f in failures] == [str(bad["text"]), str(bad["empty"]), str(bad["truncated"])]
+    assert all(f.reason for f in failures)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_iter_batches_strict_raises_image_read_error(tmp_path, workers):
+    good = _images(tmp_path, 2)
+    bad = _bad_files(tmp_path)["text"]
+    with pytest.raises(ImageReadError) as exc:
+        list(iter_batches([good[0], str(bad), good[1]], size=(4, 4), batch_size=2, num_workers=workers, strict=True))
+    assert exc.value.path == str(bad)
+
+
+def test_iter_batches_native_size_and_crop(tmp_path):
+    vals = np.arange(48, dtype=np.uint8).reshape(6, 8)
+    p = str(_png8(tmp_path / "a.png", vals))
+    (b,) = list(iter_batches([p], size=None, batch_size=1, crop=(1, 1, 4, 5), num_workers=0))
+    np.testing.assert_array_equal(b.images[0, 0].numpy(), vals[1:5, 1:6].astype(np.float32) / np.float32(255))
+
+
+def test_iter_batches_empty_list():
+    with pytest.raises(ValueError, match="no images"):
+        list(iter_batches([], num_workers=0))

@@ -1,0 +1,157 @@
+"""Tests of the SonoNet-16 port (crl_uiqa.backbones.sononet) and its use via crl_uiqa.embed."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from crl_uiqa.backbones import CLASS_NAMES, SonoNet, available_backbones, get_backbone
+from crl_uiqa.backbones.sononet import standardize
+from crl_uiqa.classify import classify_images, plane_index
+from crl_uiqa.embed import Embeddings, compute_embeddings
+
+torch.set_num_threads(1)
+
+EXAMPLES_CROP = (115, 81, 620, 794)  # rows 115-734, columns 81-874 (removes the vendor overlay)
+
+# the 13 example files and the class each one shows
+EXPECTED_PLANES = {
+    "3VV": "3VV",
+    "4CH": "4CH",
+    "ABDOMINAL": "Abdominal",
+    "BRAIN-CB": "Brain (Cb.)",
+    "BRAIN-TV": "Brain (Tv.)",
+    "FEMUR": "Femur",
+    "KIDNEYS": "Kidneys",
+    "LIPS": "Lips",
+    "LVOT": "LVOT",
+    "PROFILE": "Profile",
+    "RVOT": "RVOT",
+    "SPINE-CORONAL": "Spine (cor.)",
+    "SPINE-SAGITTAL": "Spine (sag.)",
+}
+
+
+@pytest.fixture(scope="module")
+def model(sononet16_path):
+    return get_backbone("sononet16", sononet16_path)
+
+
+@pytest.fixture(scope="module")
+def batch():
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(2, 1, 224, 288, generator=g)
+
+
+def test_plane_index_maps_file_names():
+    for stem, plane in EXPECTED_PLANES.items():
+        assert CLASS_NAMES[plane_index(stem)] == plane
+    assert CLASS_NAMES[plane_index("abdomen")] == "Abdominal"
+    with pytest.raises(ValueError, match="unknown plane"):
+        plane_index("elbow")
+
+
+def test_examples_are_classified_as_their_file_names(model, examples_dir):
+    res = classify_images(examples_dir, backbone=model, crop=EXAMPLES_CROP, device="cpu", num_workers=0,
+                          progress=False, batch_size=13)
+    assert len(res.paths) == 13 and not res.failures
+    got = {p.rsplit("/", 1)[-1].removesuffix(".png"): plane for p, plane in zip(res.paths, res.planes)}
+    want = {stem: CLASS_NAMES[plane_index(stem)] for stem in EXPECTED_PLANES}
+    assert got == want
+    np.testing.assert_allclose(res.probs.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_embedding_shapes_per_layer(model, batch):
+    dims = {"block1": 16, "block2": 32, "block3": 64, "block4": 128, "block5": 128, "adaptation": 64,
+            "logits": 14, "probs": 14}
+    assert set(dims) == set(model.embedding_layers)
+    with torch.inference_mode():
+        out = {layer: model.embed(batch, layer) for layer in dims}
+        logits = model(batch)
+        fmap = model.feature_maps(batch)
+    for layer, d in dims.items():
+        assert out[layer].shape == (2, d), layer
+        assert torch.isfinite(out[layer]).all(), layer
+    np.testing.assert_allclose(out["probs"].sum(dim=1).numpy(), 1.0, atol=1e-5)
+    torch.testing.assert_close(out["logits"], logits)
+    torch.testing.assert_close(out["probs"], logits.softmax(dim=1))
+    assert fmap.shape == (2, model.out_channels, 14, 18)  # 224/16 x 288/16
+    torch.testing.assert_close(out["block5"], fmap.mean(dim=(2, 3)))
+    assert (out["adaptation"] >= 0).all()  # pooled after a ReLU
+    with pytest.raises(ValueError, match="unknown SonoNet layer"):
+        model.embed(batch, "block6")
+
+
+def test_standardize_zero_mean_std_255():
+    g = torch.Generator().manual_seed(1)
+    x = torch.stack([torch.rand(1, 20, 30, generator=g) * 0.1 + 0.4, torch.rand(1, 20, 30, generator=g)])
+    y = standardize(x).double()
+    np.testing.assert_allclose(y.flatten(1).mean(dim=1).numpy(), 0.0, atol=1e-3)
+    np.testing.assert_allclose(y.flatten(1).std(dim=1).numpy(), 255.0, rtol=1e-3)
+    # gain and offset invariance (the consequence noted in the docstring)
+    torch.testing.assert_close(standardize(3 * x + 0.2), standardize(x), atol=1e-2, rtol=1e-4)
+
+
+def test_constant_image_gives_no_nan(model):
+    x = torch.full((2, 1, 224, 288), 0.5)
+    x[1] = 0.0
+    assert torch.equal(standardize(x), torch.zeros_like(x))
+    with torch.inference_mode():
+        for layer in model.embedding_layers:
+            assert torch.isfinite(model.embed(x, layer)).all(), layer
+
+
+def _save_npz(path, arrays):
+    np.savez(path, **{f"arr_{i}": a for i, a in enumerate(arrays)})
+
+
+def test_wrong_array_count_is_a_clear_error(tmp_path, sononet16_path):
+    with np.load(sononet16_path) as data:
+        arrays = [data[f"arr_{i}"] for i in range(len(data.files))]
+    assert len(arrays) == 75
+    _save_npz(tmp_path / "short.npz", arrays[:70])
+    with pytest.raises(ValueError, match="expected 75 arrays.*found 70"):
+        SonoNet(16).load_lasagne(tmp_path / "short.npz")
+
+
+def test_wrong_shape_is_a_clear_error(tmp_path, sononet16_path):
+    with np.load(sononet16_path) as data:
+        arrays = [data[f"arr_{i}"] for i in range(len(data.files))]
+    arrays[5] = arrays[5][:, :, :1, :1]  # layer 1's 3x3 kernel cut to 1x1
+    _save_npz(tmp_path / "shape.npz", arrays)
+    with pytest.raises(ValueError, match="layer 1 has shape"):
+        SonoNet(16).load_lasagne(tmp_path / "shape.npz")
+
+
+def test_unreadable_weights_are_a_clear_error(tmp_path):
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="cannot read weights"):
+        SonoNet(16).load_lasagne(tmp_path / "junk.npz")
+
+
+def test_registry():
+    assert "sononet16" in available_backbones()
+    with pytest.raises(ValueError, match="unknown backbone"):
+        get_backbone("resnet9000", pretrained=False)
+    with pytest.raises(ValueError, match="cannot import backbone builder"):
+        get_backbone("python:no_such_module_xyz:build")
+    m = get_backbone("sononet16", pretrained=False)
+    assert not m.training and m.input_size == (224, 288)
+
+
+def test_compute_embeddings_from_files_and_save(model, examples_dir, tmp_path):
+    paths = [str(examples_dir / "4CH.png"), str(tmp_path / "broken.png"), str(examples_dir / "FEMUR.png")]
+    (tmp_path / "broken.png").write_text("nope")
+    emb = compute_embeddings(paths, model, layer="adaptation", crop=EXAMPLES_CROP, device="cpu", num_workers=0,
+                             progress=False)
+    assert emb.paths == [paths[0], paths[2]]
+    assert emb.vectors.shape == (2, 64) and emb.vectors.dtype == np.float32
+    assert [f.path for f in emb.failures] == [paths[1]]
+    for name in ("e.npy", "e.safetensors"):
+        emb.save(tmp_path / name)
+        back = Embeddings.load(tmp_path / name)
+        np.testing.assert_array_equal(back.vectors, emb.vectors)
+        assert back.paths == emb.paths
+    assert Embeddings.load(tmp_path / "e.safetensors").layer == "adaptation"
+    with pytest.raises(ValueError, match=".npy or .safetensors"):
+        emb.save(tmp_path / "e.txt")
