@@ -25,7 +25,7 @@ ABLATION_ROWS: list[tuple[str, dict]] = [
 ]
 
 
-def run_ablation(images, references, pairs_csv, out_dir, *, k: int = 5, layer: str = "block5",
+def run_ablation(images, references, pairs_csv, out_dir, *, k: int = 5, layer: str = "block4",
                  backbone: str = "sononet16", weights=None, train_config: TrainConfig | None = None,
                  model_config: ModelConfig | None = None, rows: list[str] | None = None, device="auto", crop=None,
                  num_workers=None, progress: bool = True, root=None) -> list[dict]:
@@ -66,7 +66,13 @@ def run_ablation(images, references, pairs_csv, out_dir, *, k: int = 5, layer: s
         row.update({f"acc_{t}": v["accuracy"] for t, v in acc["by_type"].items()})
         return row
 
-    table = [summarise("distance score (no training)", dict(zip(test_emb.paths, -test_dist)), 0.0)]
+    size = tuple(getattr(net, "input_size", (224, 288)))
+    table = [summarise(f"distance score at {size[0]}x{size[1]} (no training)", dict(zip(test_emb.paths, -test_dist)), 0.0)]
+    if tuple(mc.image_size) != size:  # the same score at the resolution the regressors see
+        small = compute_embeddings(test_paths, net, strict=True, size=mc.image_size, progress=False, **common)
+        d_small = topk_mean_distance(small.vectors, refs.vectors, k, device=dev)
+        table.append(summarise(f"distance score at {mc.image_size[0]}x{mc.image_size[1]} (no training)",
+                               dict(zip(small.paths, -d_small)), 0.0))
     wanted = [r for r in ABLATION_ROWS if rows is None or r[0] in rows]
     for name, opts in wanted:
         t0 = time.perf_counter()

@@ -79,7 +79,7 @@ def compute_embeddings(
     paths: Sequence[str],
     backbone: torch.nn.Module,
     *,
-    layer: str = "block5",
+    layer: str = "block4",
     size: tuple[int, int] | None = None,
     batch_size: int = 32,
     device: str | torch.device | None = "auto",

@@ -25,7 +25,7 @@ class PseudoLabelConfig:
     """Settings of the pseudo-label step (paper Sec. 2.1); defaults chosen on the dev protocol."""
 
     k: int = 5
-    layer: str = "block5"
+    layer: str = "block4"
     backbone: str = "sononet16"
     smoothing: bool = True
 
@@ -33,7 +33,7 @@ class PseudoLabelConfig:
 class CRLUIQA:
     """Unsupervised ultrasound quality model: ``fit(images, references)`` then ``predict(images)``."""
 
-    def __init__(self, *, k: int = 5, layer: str = "block5", smoothing: bool = True, backbone: str = "sononet16",
+    def __init__(self, *, k: int = 5, layer: str = "block4", smoothing: bool = True, backbone: str = "sononet16",
                  weights=None, image_size: tuple[int, int] = (224, 288), device="auto", batch_size_eval: int = 32,
                  num_workers: int | None = None, progress: bool = True, train_config: TrainConfig | None = None,
                  model_config: ModelConfig | None = None, **train_kwargs):
@@ -135,7 +135,7 @@ class CRLUIQA:
 
         model, meta = load_model(run_dir, device=resolve_device(device))
         pl = meta.get("pseudo_label_config", {})
-        est = cls(k=pl.get("k", 5), layer=pl.get("layer", "block5"), smoothing=pl.get("smoothing", True),
+        est = cls(k=pl.get("k", 5), layer=pl.get("layer", "block4"), smoothing=pl.get("smoothing", True),
                   backbone=model.config.backbone, image_size=model.config.image_size, device=device,
                   train_config=TrainConfig.from_dict(meta.get("train_config", {})), model_config=model.config,
                   **kwargs)

@@ -19,9 +19,9 @@ def add_backbone(parser: argparse.ArgumentParser, layer: bool = True) -> None:
     g.add_argument("--weights", default=None, metavar="PATH",
                    help="weight file or folder; default: $CRL_UIQA_WEIGHTS_DIR, then the user cache, then a checksummed download")
     if layer:
-        g.add_argument("--layer", default="block5",
+        g.add_argument("--layer", default="block4",
                        help="embedding layer: block1..block5 (pooled conv blocks), adaptation (pooled pre-logit), "
-                       "logits, probs (default block5: best on the dev protocol, see BENCHMARKS.md)")
+                       "logits, probs (default block4: best on the dev protocol, see BENCHMARKS.md)")
 
 
 def add_runtime(parser: argparse.ArgumentParser, batch_size: int = 32) -> None:

@@ -15,7 +15,7 @@ def register(sub) -> None:
     p.add_argument("--root", default=None, help="folder the pair paths are relative to (default: the CSV's folder)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--k", type=int, default=5, help="nearest references averaged (default 5)")
-    p.add_argument("--layer", default="block5", help="embedding layer (default block5)")
+    p.add_argument("--layer", default="block4", help="embedding layer (default block4, chosen on the dev protocol)")
     p.add_argument("--backbone", default="sononet16", help="P(.) and trunk")
     p.add_argument("--weights", default=None, metavar="PATH", help="backbone weights")
     add_crop(p)

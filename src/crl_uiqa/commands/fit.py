@@ -14,7 +14,7 @@ def register(sub) -> None:
     p.add_argument("--references", required=True, nargs="+", help="high-quality reference standard planes")
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--k", type=int, default=5, help="nearest references averaged for the pseudo-label (default 5)")
-    p.add_argument("--layer", default="block5", help="embedding layer of P(.) (default block5)")
+    p.add_argument("--layer", default="block4", help="embedding layer of P(.) (default block4, chosen on the dev protocol)")
     p.add_argument("--no-smoothing", action="store_true", help="no Yeo-Johnson smoothing of the pseudo-labels")
     p.add_argument("--backbone", default="sononet16", help="P(.) and pretrained trunk (default sononet16)")
     p.add_argument("--weights", default=None, metavar="PATH", help="backbone weights file or folder")
