@@ -25,7 +25,7 @@ niqe-ref   :func:`.niqe.niqe_ref_score` (-NIQE, refs)     required
 mssim      :func:`.mssim.mssim_score` (mean SSIM)         required
 serfiq     :func:`.serfiq.serfiq_score` (SER-FIQ)         --
 sddfiqa    :func:`.sddfiqa.sddfiqa_score` (SDD-FIQA)      --
-weighted   :func:`.weighted.weighted_score` (plane conf.) optional
+weighted   :func:`.weighted.weighted_score` (confidence)  optional
 =========  =============================================  ==========
 
 ``serfiq``, ``sddfiqa`` and ``weighted`` run SonoNet-16 (``weights`` and

@@ -1,0 +1,156 @@
+"""Shared plumbing of the network-based baselines (SER-FIQ, SDD-FIQA, weighted score).
+
+These baselines all run SonoNet-16 on in-memory images: validate the arrays,
+resize them to the network's input size (antialiased bilinear, as
+:func:`crl_uiqa.io.to_tensor` does for files, so scoring an array and scoring
+the file it came from agree), batch them, and run the trunk once per image.
+Error messages name inputs as ``images[i]`` so that callers holding the file
+list can substitute the path (``crl-uiqa baseline`` and ``crl-uiqa compare`` do).
+"""
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import numpy as np
+
+__all__ = ["check_array_images", "check_size", "load_sononet", "iter_tensor_batches", "sononet_features"]
+
+#: Tolerance on the [0, 1] value range (interpolation may overshoot slightly).
+_RANGE_TOL = 1e-4
+
+
+def check_array_images(images, what: str = "images") -> list[np.ndarray]:
+    """Validate a sequence of grayscale (H, W) images in [0, 1] without copying them.
+
+    Parameters
+    ----------
+    images : sequence of numpy.ndarray
+        Images of shape (H, W), values in [0, 1]. An (N, H, W) stack is accepted too.
+    what : str
+        Name used in error messages.
+
+    Returns
+    -------
+    list of numpy.ndarray
+        The images as arrays (views, not copies).
+
+    Raises
+    ------
+    ValueError
+        Empty sequence, non-2-D, empty, non-real, non-finite or out-of-range image.
+    """
+    if isinstance(images, np.ndarray):
+        if images.ndim == 2:
+            images = [images]
+        elif images.ndim == 3:
+            images = list(images)
+        else:
+            raise ValueError(f"{what}: expected a sequence of (H, W) images, got an array of shape {images.shape}")
+    try:
+        images = list(images)
+    except TypeError:
+        raise ValueError(f"{what}: expected a sequence of (H, W) images, got {type(images).__name__}") from None
+    if not images:
+        raise ValueError(f"{what}: the list of images is empty")
+    out = []
+    for i, img in enumerate(images):
+        arr = np.asarray(img)
+        if arr.ndim != 2:
+            raise ValueError(f"{what}[{i}]: expected a grayscale (H, W) image, got shape {arr.shape} "
+                             "(convert colour images to grayscale first)")
+        if arr.size == 0:
+            raise ValueError(f"{what}[{i}]: empty image of shape {arr.shape}")
+        if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
+            raise ValueError(f"{what}[{i}]: expected a real-valued image, got dtype {arr.dtype}")
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"{what}[{i}]: the image contains NaN or infinite values")
+        lo, hi = float(arr.min()), float(arr.max())
+        if lo < -_RANGE_TOL or hi > 1 + _RANGE_TOL:
+            raise ValueError(f"{what}[{i}]: values must lie in [0, 1], got [{lo:g}, {hi:g}] (divide 8-bit images by 255)")
+        out.append(arr)
+    return out
+
+
+def check_size(size) -> tuple[int, int]:
+    """``(height, width)`` of the network input; at least 16 x 16 (SonoNet pools four times)."""
+    try:
+        h, w = (int(v) for v in size)
+    except (TypeError, ValueError):
+        raise ValueError(f"size must be (height, width), got {size!r}") from None
+    if h < 16 or w < 16:
+        raise ValueError(f"size must be at least 16x16 pixels (SonoNet halves it four times), got {size!r}")
+    return h, w
+
+
+def check_positive_int(value, name: str) -> int:
+    """``value`` as a positive int, or a ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def load_sononet(weights=None, device=None):
+    """SonoNet-16 (eval mode) and the torch device; ``weights`` may also be a ready ``nn.Module``.
+
+    ``weights`` None resolves the published weights (``$CRL_UIQA_WEIGHTS_DIR``,
+    the user cache, a checksummed download); a missing file raises
+    ``FileNotFoundError`` naming the places searched.
+    """
+    import torch
+
+    from ..backbones import get_backbone
+    from ..embed import resolve_device
+
+    dev = resolve_device("auto" if device is None else device)
+    if isinstance(weights, torch.nn.Module):
+        model = weights
+    else:
+        model = get_backbone("sononet16", weights)
+    for attr in ("feature_maps", "adaptation"):
+        if not hasattr(model, attr):
+            raise ValueError(f"the network must be a SonoNet (it lacks {attr!r})")
+    return model.eval().to(dev), dev
+
+
+def iter_tensor_batches(images: Sequence[np.ndarray], size: tuple[int, int], batch_size: int,
+                        device=None) -> Iterator[tuple[int, "object"]]:
+    """Yield ``(start, tensor (B, 1, H, W))`` for consecutive batches of ``images`` at ``size``."""
+    import torch
+
+    from ..io import to_tensor
+
+    for start in range(0, len(images), batch_size):
+        chunk = images[start : start + batch_size]
+        x = torch.stack([to_tensor(np.asarray(img, dtype=np.float32), size) for img in chunk]).clamp_(0.0, 1.0)
+        if device is not None:
+            x = x.to(device)
+        yield start, x
+
+
+def sononet_features(images: Sequence[np.ndarray], model, device, *, size: tuple[int, int], batch_size: int,
+                     outputs: tuple[str, ...] = ("block5", "probs"), progress: bool | str = False) -> dict:
+    """Pooled block5 embeddings and/or class probabilities of in-memory images, one trunk pass each.
+
+    Returns ``{name: float64 array (N, D)}`` for each name of ``outputs``
+    (``block5``: global average of the last conv block, 128-d; ``probs``:
+    softmax of the 14 plane logits).
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    chunks: dict[str, list] = {k: [] for k in outputs}
+    with torch.inference_mode(), tqdm(total=len(images), desc=progress if isinstance(progress, str) else "SonoNet",
+                                      unit="img", disable=not progress or None, leave=False) as bar:
+        for _, x in iter_tensor_batches(images, size, batch_size, device):
+            f = model.feature_maps(x)
+            if "block5" in chunks:
+                chunks["block5"].append(f.mean(dim=(2, 3)).double().cpu())
+            if "probs" in chunks:
+                chunks["probs"].append(model.adaptation(f).mean(dim=(2, 3)).softmax(dim=1).double().cpu())
+            bar.update(x.shape[0])
+    out = {k: torch.cat(v).numpy() for k, v in chunks.items()}
+    for k, v in out.items():
+        bad = ~np.isfinite(v).all(axis=1)
+        if bad.any():
+            raise ValueError(f"images[{int(np.flatnonzero(bad)[0])}]: the network output ({k}) is NaN or infinite")
+    return out
