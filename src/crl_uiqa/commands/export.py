@@ -1,0 +1,58 @@
+"""``crl-uiqa export``: a trained model as ONNX or TorchScript, checked against PyTorch."""
+from __future__ import annotations
+
+from ._common import add_crop, crop_tuple
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "export",
+        help="export a trained model to ONNX or TorchScript (checked to give PyTorch's scores)",
+        description=(
+            "Write the model as ONNX (torch.onnx dynamo exporter; legacy exporter when onnxscript is missing) "
+            "or TorchScript (torch.jit.trace), with a dynamic batch axis: input 'images' (batch, 1, H, W) "
+            "float32 in [0, 1] at the model's training size, output 'scores' (batch,), higher = better. "
+            "The export is then run (ONNX Runtime / TorchScript) on random images, and on --check-images, "
+            "and compared with PyTorch: the command fails, writing nothing, when a score differs by more "
+            "than --atol. `select`/`live --runtime onnx|torchscript` use RUN_DIR/model.onnx or "
+            "RUN_DIR/model.torchscript.pt when present."
+        ),
+    )
+    p.add_argument("--model", required=True, help="run directory of `train`/`fit` (or its model.safetensors)")
+    p.add_argument("--format", choices=["onnx", "torchscript"], default=None,
+                   help="export format (default: from the --out suffix, .onnx or .pt; onnx without --out)")
+    p.add_argument("--out", default=None, metavar="FILE",
+                   help="output file (default: RUN_DIR/model.onnx or RUN_DIR/model.torchscript.pt)")
+    p.add_argument("--atol", type=float, default=1e-4,
+                   help="largest allowed |exported - PyTorch| score difference (default 1e-4)")
+    p.add_argument("--check-images", nargs="+", default=None, metavar="IMAGES",
+                   help="real images (folders, globs, manifest CSVs) scored in the check besides random ones")
+    p.add_argument("--max-check-images", type=int, default=32, help="use at most this many check images (default 32)")
+    add_crop(p, what="check images")
+    p.add_argument("--no-check", action="store_true", help="skip the comparison with PyTorch")
+    p.add_argument("--exporter", choices=["auto", "dynamo", "legacy"], default="auto",
+                   help="ONNX exporter: dynamo (torch.export-based, needs onnxscript), legacy (TorchScript-based) "
+                   "or auto (dynamo when onnxscript is installed)")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..export import default_export_path, export_model, format_from_path
+
+    fmt = args.format or (format_from_path(args.out) if args.out else "onnx")
+    out = args.out or default_export_path(args.model, fmt)
+    images = None
+    if args.check_images:
+        from ..io import list_images, read_gray
+
+        paths = list_images(args.check_images)[: max(0, args.max_check_images)]
+        images = [read_gray(p, crop=crop_tuple(args.crop)) for p in paths]
+    res = export_model(args.model, out, fmt, check=not args.no_check, atol=args.atol, check_images=images,
+                       exporter=args.exporter, opset=args.opset)
+    print(f"wrote {res.path} ({res.format}, {res.exporter} exporter, input (batch, 1, {res.image_size[0]}, "
+          f"{res.image_size[1]}))")
+    if res.max_abs_diff is not None:
+        print(f"check: max |{res.format} - pytorch| = {res.max_abs_diff:.3g} over {res.n_checked} images "
+              f"(atol {args.atol:g}): OK")
+    return 0

@@ -1,0 +1,136 @@
+"""``crl-uiqa select``: the best frames of ultrasound scans (videos, DICOM cine loops, image sequences)."""
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "select",
+        help="pick the best-quality frames (optionally of one standard plane) from videos or DICOM scans",
+        description=(
+            "Stream every sampled frame of each scan, cut it to the ultrasound region, score its quality and "
+            "(with --plane) check that it shows the target standard plane; then pick the top-K eligible frames "
+            "at distinct moments. Writes the picks (PNG), frames.csv (frame,time,plane,plane_probability,"
+            "quality,quality_smoothed,eligible), picks.csv, quality.png, region.png and report.html; with "
+            "several scans, one folder per scan plus summary.csv. A damaged scan keeps the frames decoded "
+            "before the fault; the error is reported and the exit code is 1."
+        ),
+    )
+    p.add_argument("--model", required=True,
+                   help="run directory of `train`/`fit` (or its model.safetensors), or a file from `export`")
+    p.add_argument("--input", required=True, nargs="+", metavar="SCAN",
+                   help="video (.mp4, .avi...), DICOM file, folder of frame images or glob pattern; several allowed")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    g = p.add_argument_group("standard plane")
+    g.add_argument("--plane", default=None, metavar="NAME",
+                   help="require this SonoNet plane (e.g. 4CH, abdominal, brain-tv); frames below "
+                   "--plane-threshold are not eligible. Default: no plane check")
+    g.add_argument("--plane-threshold", type=float, default=0.5, metavar="P",
+                   help="smallest probability of the target plane (default 0.5)")
+    g.add_argument("--plane-weights", default=None, metavar="PATH",
+                   help="SonoNet-16 weight file or folder (default: $CRL_UIQA_WEIGHTS_DIR, the cache, a download)")
+    g = p.add_argument_group("picking")
+    g.add_argument("--top", type=int, default=1, metavar="K", help="number of frames to pick per scan (default 1)")
+    g.add_argument("--min-gap", type=float, default=1.0, metavar="SECONDS",
+                   help="smallest time between two picks: non-maximum suppression in time (default 1.0)")
+    g.add_argument("--smooth", type=float, default=0.0, metavar="SECONDS",
+                   help="rank by the Gaussian-weighted mean score over +-SECONDS (default 0: raw scores)")
+    g = p.add_argument_group("frames")
+    g.add_argument("--every", type=int, default=1, metavar="N", help="score every N-th source frame (default 1)")
+    g.add_argument("--fps", type=float, default=None, metavar="F",
+                   help="then at most F frames per second (default: all)")
+    g.add_argument("--frame-rate", type=float, default=None, metavar="F",
+                   help="frame rate of image sequences and of DICOM files without timing (default 30)")
+    reg = g.add_mutually_exclusive_group()
+    reg.add_argument("--crop", nargs=4, type=int, default=None, metavar=("T", "L", "H", "W"),
+                     help="manual ultrasound region (top, left, height, width) in source pixels")
+    reg.add_argument("--region", choices=["auto", "dicom", "none"], default="auto",
+                     help="auto: DICOM region, else detected on the first 30 sampled frames; dicom: DICOM "
+                     "region only; none: whole frames (default auto)")
+    g = p.add_argument_group("runtime")
+    g.add_argument("--runtime", choices=["auto", "torch", "torchscript", "onnx"], default="auto",
+                   help="inference engine (default auto: from the --model file type, torch for run directories)")
+    g.add_argument("--device", default="cpu", help="device of the torch engines and the plane classifier: cpu, "
+                   "cuda[:N] or auto (default cpu)")
+    g.add_argument("--batch-size", type=int, default=32, help="frames per forward pass (default 32)")
+    g.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: CPU cores)")
+    g.add_argument("--no-report", action="store_true", help="skip the HTML report(s)")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def _unique(name: str, used: set[str]) -> str:
+    """``name``, or ``name-2``, ``name-3``... when already used (two scans with the same file name)."""
+    out, k = name, 2
+    while out in used:
+        out, k = f"{name}-{k}", k + 1
+    used.add(out)
+    return out
+
+
+def run(args) -> int:
+    import sys
+    from pathlib import Path
+
+    from ..export import load_runtime
+    from ..select import SUMMARY_COLUMNS, _load_plane_model, select_frames, write_selection, write_summary
+
+    out = Path(args.out)
+    runtime = load_runtime(args.model, args.runtime, device=args.device, threads=args.threads)
+    plane_model = None
+    if args.plane:
+        from ..classify import plane_index
+
+        plane_index(args.plane)  # unknown names fail before any work
+        plane_model, _ = _load_plane_model(None, args.plane_weights, args.device)
+    several = len(args.input) > 1
+    used: set[str] = set()
+    results, failed, status = [], [], 0
+    for scan in args.input:
+        try:
+            res = select_frames(
+                runtime, scan, device=args.device, plane=args.plane, plane_threshold=args.plane_threshold,
+                plane_model=plane_model, top_k=args.top, min_gap=args.min_gap, every=args.every, fps=args.fps,
+                frame_rate=args.frame_rate, crop=args.crop, region=args.region, smooth=args.smooth,
+                batch_size=args.batch_size, progress=not args.quiet,
+            )
+        except (FileNotFoundError, ValueError) as exc:
+            if not several:
+                raise
+            print(f"crl-uiqa select: error: {exc}", file=sys.stderr)
+            failed.append((scan, str(exc)))
+            status = 1
+            continue
+        dest = out / _unique(res.name, used) if several else out
+        write_selection(res, dest, report=not args.no_report)
+        results.append(res)
+        best = res.best
+        msg = (f"{scan}: {res.n_scored} frames scored in {res.seconds:.1f} s ({res.frames_per_second:.1f}/s); "
+               + (f"best frame {best.frame} at {best.time:.2f} s, score {best.quality_smoothed:.4f}"
+                  if best else "no eligible frame") + f" -> {dest}")
+        print(msg)
+        if res.error is not None:
+            print(f"crl-uiqa select: error: {res.error} (the {res.n_scored} frames before it were scored and "
+                  "written)", file=sys.stderr)
+            status = 1
+    write_summary(results, out, errors=failed, report=several and not args.no_report)
+    _print_table([r.summary_row() for r in results] + [
+        {"scan": s, "frames_scored": 0, "best_frame": "", "time": "", "score": "", "error": "could not be opened"}
+        for s, _ in failed], SUMMARY_COLUMNS)
+    print(f"summary: {out / 'summary.csv'}")
+    return status
+
+
+def _print_table(rows: list[dict], columns: list[str]) -> None:
+    cols = [c for c in columns if c != "eligible" and (c != "error" or any(r.get("error") for r in rows))]
+    cells = [[_fmt(r.get(c, "")) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) if cells else len(c) for i, c in enumerate(cols)]
+    print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    text = str(v)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -1,0 +1,696 @@
+"""Export a trained quality model to ONNX or TorchScript, and run it through one interface.
+
+Export (:func:`export_model`)
+    * **ONNX** with :func:`torch.onnx.export`. Since PyTorch 2.9 the default
+      exporter is the ``torch.export``-based one (``dynamo=True``), which needs
+      the ``onnxscript`` package; it is used when ``onnxscript`` is importable,
+      else the legacy TorchScript-based exporter (``dynamo=False``, deprecated
+      upstream but still shipped) is used. The graph has one input ``images``
+      ``(batch, 1, H, W)`` and one output ``scores`` ``(batch,)``; the batch
+      axis is dynamic, ``H x W`` is the model's training size
+      (``ModelConfig.image_size``).
+    * **TorchScript** with :func:`torch.jit.trace` (the model has no
+      data-dependent control flow, so tracing is exact for every batch size;
+      :func:`torch.jit.script` does not compile the backbone). TorchScript is
+      deprecated upstream in favour of ``torch.export`` but still works in the
+      PyTorch versions crl-uiqa supports.
+
+    The exported file carries its own metadata (image size, model
+    configuration, crl-uiqa version, SHA-256 of the source weights): ONNX in
+    the model's ``metadata_props``, TorchScript as the extra file
+    ``crl_uiqa.json``. After writing, the export is checked: its scores must
+    match the PyTorch model's on random inputs (and optional real images) to
+    within ``atol`` (default 1e-4), else the file is not kept.
+
+Runtimes (:func:`load_runtime`)
+    A :class:`Runtime` maps a batch ``(B, 1, H, W)`` float32 in ``[0, 1]`` at
+    the model's image size (numpy array or torch tensor) to the scores
+    ``(B,)`` as a float32 numpy array (higher = better quality). Three kinds:
+    ``"torch"`` (eager PyTorch, any device), ``"torchscript"`` (CPU or CUDA,
+    frozen and optimised for inference at load) and ``"onnx"`` (ONNX Runtime,
+    CPU execution provider, intra-op threads = CPU cores). ``select`` and
+    ``live`` score through this interface.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "FORMATS",
+    "RUNTIMES",
+    "ExportResult",
+    "ExportCheckError",
+    "Runtime",
+    "TorchRuntime",
+    "TorchScriptRuntime",
+    "OnnxRuntime",
+    "export_model",
+    "compare_scores",
+    "load_runtime",
+    "default_export_path",
+    "format_from_path",
+    "cpu_cores",
+]
+
+#: Export formats and the file name :func:`default_export_path` gives them in a run directory.
+FORMATS = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
+#: Runtime kinds accepted by :func:`load_runtime`.
+RUNTIMES = ("torch", "torchscript", "onnx")
+#: Name of the metadata entry (ONNX metadata_props key / TorchScript extra file).
+META_KEY = "crl_uiqa.json"
+INPUT_NAME = "images"
+OUTPUT_NAME = "scores"
+#: Default largest allowed |exported - PyTorch| score difference.
+DEFAULT_ATOL = 1e-4
+
+_TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".torchscript", ".jit")
+
+
+class ExportCheckError(ValueError):
+    """The exported model's scores differ from the PyTorch model's by more than the tolerance."""
+
+
+@dataclass
+class ExportResult:
+    """What :func:`export_model` wrote.
+
+    Attributes
+    ----------
+    path : pathlib.Path
+        The exported file.
+    format : str
+        ``"onnx"`` or ``"torchscript"``.
+    image_size : tuple of int
+        ``(H, W)`` the exported model takes.
+    max_abs_diff : float or None
+        Largest ``|exported - PyTorch|`` score over the check inputs
+        (``None`` when the check was skipped).
+    n_checked : int
+        Number of images compared.
+    exporter : str
+        ``"dynamo"`` / ``"legacy"`` (ONNX) or ``"trace"`` (TorchScript).
+    seconds : float
+        Wall time of export and check.
+    """
+
+    path: Path
+    format: str
+    image_size: tuple[int, int]
+    max_abs_diff: float | None
+    n_checked: int
+    exporter: str
+    seconds: float
+
+
+def cpu_cores() -> int:
+    """CPU cores this process may use (the affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - macOS / Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def format_from_path(path: str | os.PathLike) -> str:
+    """``"onnx"`` for ``*.onnx``, ``"torchscript"`` for ``*.pt/.pth/.ts/.torchscript/.jit``.
+
+    Raises
+    ------
+    ValueError
+        For any other suffix.
+    """
+    name = str(path).lower()
+    if name.endswith(".onnx"):
+        return "onnx"
+    if name.endswith(_TORCHSCRIPT_SUFFIXES):
+        return "torchscript"
+    raise ValueError(
+        f"cannot tell the export format from {path}: use a .onnx file for ONNX or "
+        f"{'/'.join(_TORCHSCRIPT_SUFFIXES)} for TorchScript (or give the format)"
+    )
+
+
+def default_export_path(run_dir: str | os.PathLike, fmt: str) -> Path:
+    """Where an export of the model in ``run_dir`` goes by default (and where runtimes look first)."""
+    fmt = _check_format(fmt)
+    p = Path(run_dir)
+    if p.suffix == ".safetensors":
+        p = p.parent
+    return p / FORMATS[fmt]
+
+
+def _check_format(fmt: str) -> str:
+    key = str(fmt).strip().lower()
+    if key not in FORMATS:
+        raise ValueError(f"export format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    return key
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _weights_file(source: str | os.PathLike) -> Path:
+    p = Path(source)
+    if p.is_dir():
+        p = p / "model.safetensors"
+    if not p.is_file():
+        raise FileNotFoundError(f"no trained model at {source} (expected a run directory holding model.safetensors)")
+    return p
+
+
+def _load_torch_model(source: Any):
+    """``(QualityModel on CPU in eval mode, metadata dict)`` from a model, run directory or ``.safetensors``."""
+    from .model import QualityModel
+    from .training import load_model
+
+    if isinstance(source, QualityModel):
+        return source, {"source": "<in-memory model>", "source_sha256": None}
+    weights = _weights_file(source)
+    model, _ = load_model(weights, device="cpu")
+    return model, {"source": str(weights), "source_sha256": _sha256(weights)}
+
+
+def _metadata(model, extra: dict) -> dict:
+    from . import __version__
+
+    return {
+        "crl_uiqa_version": __version__,
+        "image_size": list(model.config.image_size),
+        "model_config": model.config.to_dict(),
+        "input": INPUT_NAME,
+        "output": OUTPUT_NAME,
+        **extra,
+    }
+
+
+# ----------------------------------------------------------------------------- export
+
+
+def export_model(
+    source: Any,
+    out: str | os.PathLike,
+    fmt: str | None = None,
+    *,
+    check: bool = True,
+    atol: float = DEFAULT_ATOL,
+    check_images: Sequence[np.ndarray] | None = None,
+    n_random: int = 4,
+    seed: int = 0,
+    exporter: str = "auto",
+    opset: int | None = None,
+) -> ExportResult:
+    """Export a quality model to ONNX or TorchScript and check it against PyTorch.
+
+    Parameters
+    ----------
+    source : QualityModel, str or os.PathLike
+        The model, a run directory of ``train``/``fit`` or its ``model.safetensors``.
+    out : str or os.PathLike
+        Output file (written atomically; not kept when the check fails).
+    fmt : {"onnx", "torchscript"}, optional
+        Format; by default from the suffix of ``out`` (see :func:`format_from_path`).
+    check : bool
+        Compare the exported model's scores with PyTorch's (see :func:`compare_scores`).
+    atol : float
+        Largest allowed absolute score difference.
+    check_images : sequence of numpy.ndarray, optional
+        Real gray images ``(H, W)`` in ``[0, 1]`` (any size: resized to the
+        model's) scored in the check besides ``n_random`` uniform-noise images.
+    n_random : int
+        Random images in the check; they are run as a batch of ``n_random``
+        and one by one, which also exercises the dynamic batch axis.
+    seed : int
+        Seed of the random images.
+    exporter : {"auto", "dynamo", "legacy"}
+        ONNX exporter: ``torch.export``-based (``dynamo``, needs onnxscript),
+        TorchScript-based (``legacy``), or ``dynamo`` when onnxscript is
+        installed else ``legacy`` (``auto``). Ignored for TorchScript.
+    opset : int, optional
+        ONNX opset (the exporter's default when omitted).
+
+    Returns
+    -------
+    ExportResult
+
+    Raises
+    ------
+    ExportCheckError
+        The scores differ by more than ``atol`` (nothing is written).
+    ValueError
+        Unknown format/exporter, missing onnx/onnxscript packages.
+    """
+    import torch
+
+    from .files import atomic_path
+
+    t0 = time.perf_counter()
+    out = Path(out)
+    fmt = _check_format(fmt) if fmt is not None else format_from_path(out)
+    if float(atol) <= 0:
+        raise ValueError(f"atol must be > 0, got {atol}")
+    if int(n_random) < (1 if check else 0):
+        raise ValueError(f"n_random must be >= 1 when checking, got {n_random}")
+    model, info = _load_torch_model(source)
+    model = model.eval()
+    meta = _metadata(model, info)
+    h, w = (int(v) for v in model.config.image_size)
+    example = torch.rand(2, 1, h, w, generator=torch.Generator().manual_seed(seed))
+    # Export from a float32 CPU copy: the graph must not depend on where training left the weights.
+    params = list(model.parameters())
+    device = params[0].device if params else torch.device("cpu")
+    model = model.to("cpu", dtype=torch.float32, memory_format=torch.contiguous_format)
+    try:
+        with atomic_path(out) as tmp:
+            if fmt == "onnx":
+                used = _export_onnx(model, example, tmp, meta, exporter=exporter, opset=opset)
+            else:
+                used = _export_torchscript(model, example, tmp, meta)
+            diff, n = (None, 0)
+            if check:
+                runtime = load_runtime(tmp, fmt, threads=None)
+                diff, n = compare_scores(model, runtime, n_random=n_random, images=check_images, seed=seed + 1)
+                if not diff <= atol:  # also catches NaN
+                    raise ExportCheckError(
+                        f"{out}: the exported {fmt} model's scores differ from PyTorch's by up to {diff:.3g} "
+                        f"(> atol {atol:g}) on {n} images; the file was not written"
+                    )
+    finally:
+        model.to(device)
+    secs = time.perf_counter() - t0
+    log.info("exported %s (%s, %s) in %.1f s; max |diff| %s", out, fmt, used, secs, diff)
+    return ExportResult(out, fmt, (h, w), diff, n, used, secs)
+
+
+@contextlib.contextmanager
+def _quiet_torch_export():
+    """Silence deprecation warnings of torch.jit and the ONNX exporter's registry chatter."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._export", "onnxscript", "onnx_ir")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*(deprecated|legacy TorchScript-based ONNX).*")
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            warnings.filterwarnings("ignore", category=DeprecationWarning)  # torch.jit / legacy exporter
+            warnings.filterwarnings("ignore", category=torch_jit_warning_category())
+            yield
+    finally:
+        for lg, lvl in zip(loggers, levels):
+            lg.setLevel(lvl)
+
+
+def torch_jit_warning_category():
+    """The warning class torch.jit uses for its tracer warnings (``TracerWarning``)."""
+    import torch
+
+    return getattr(torch.jit, "TracerWarning", UserWarning)
+
+
+def _export_onnx(model, example, path: Path, meta: dict, *, exporter: str, opset: int | None) -> str:
+    import torch
+
+    if importlib.util.find_spec("onnx") is None:
+        raise ValueError("ONNX export needs the onnx package: pip install onnx onnxscript")
+    import onnx
+
+    choice = str(exporter).lower()
+    if choice not in ("auto", "dynamo", "legacy"):
+        raise ValueError(f"exporter must be auto, dynamo or legacy, got {exporter!r}")
+    has_onnxscript = importlib.util.find_spec("onnxscript") is not None
+    if choice == "auto":
+        choice = "dynamo" if has_onnxscript else "legacy"
+    if choice == "dynamo" and not has_onnxscript:
+        raise ValueError("the dynamo ONNX exporter needs onnxscript: pip install onnxscript (or use exporter='legacy')")
+    kwargs: dict[str, Any] = {"input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME]}
+    if opset is not None:
+        kwargs["opset_version"] = int(opset)
+    with _quiet_torch_export(), torch.no_grad():
+        if choice == "dynamo":
+            batch = torch.export.Dim("batch", min=1)
+            try:
+                torch.onnx.export(model, (example,), str(path), dynamo=True, external_data=False, verbose=False,
+                                  dynamic_shapes=({0: batch},), **kwargs)
+            except Exception as exc:  # torch.export cannot trace some custom backbones
+                if str(exporter).lower() != "auto":
+                    raise ValueError(f"the dynamo ONNX exporter failed: {exc}") from exc
+                log.warning("the dynamo ONNX exporter failed (%s); using the legacy exporter", exc)
+                choice = "legacy"
+        if choice == "legacy":
+            torch.onnx.export(model, (example,), str(path), dynamo=False,
+                              dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}, **kwargs)
+    proto = onnx.load(str(path))
+    onnx.helper.set_model_props(proto, {META_KEY: json.dumps(meta)})
+    onnx.save(proto, str(path))
+    return choice
+
+
+def _export_torchscript(model, example, path: Path, meta: dict) -> str:
+    import torch
+
+    with _quiet_torch_export(), torch.no_grad():
+        traced = torch.jit.trace(model, (example,), check_trace=False)
+        torch.jit.save(traced, str(path), _extra_files={META_KEY: json.dumps(meta)})
+    return "trace"
+
+
+def _as_batch(images: Sequence[np.ndarray], size: tuple[int, int]):
+    import torch
+
+    from .io import to_tensor
+
+    out = []
+    for i, im in enumerate(images):
+        arr = np.asarray(im, dtype=np.float32)
+        if arr.ndim != 2:
+            raise ValueError(f"check image {i}: expected a gray (H, W) image, got shape {arr.shape}")
+        out.append(to_tensor(arr, size))
+    return torch.stack(out)
+
+
+def compare_scores(
+    model,
+    runtime: "Runtime",
+    *,
+    n_random: int = 4,
+    images: Sequence[np.ndarray] | None = None,
+    seed: int = 0,
+) -> tuple[float, int]:
+    """Largest ``|runtime - PyTorch|`` score over random and real images.
+
+    The ``n_random`` uniform-noise images are scored as one batch and one at
+    a time (the dynamic batch axis); ``images`` (gray ``(H, W)`` arrays, any
+    size) are resized to the model's image size and scored as one batch.
+
+    Returns
+    -------
+    (float, int)
+        The maximum absolute difference and the number of images compared.
+    """
+    import torch
+
+    h, w = (int(v) for v in model.config.image_size)
+    batches = []
+    if n_random:
+        x = torch.rand(int(n_random), 1, h, w, generator=torch.Generator().manual_seed(seed))
+        batches.append(x)
+        batches.extend(x[i : i + 1] for i in range(min(2, x.shape[0])))
+    if images is not None and len(images):
+        batches.append(_as_batch(images, (h, w)))
+    if not batches:
+        raise ValueError("compare_scores needs random or real images")
+    model = model.eval()
+    worst, n = 0.0, 0
+    for x in batches:
+        with torch.inference_mode():
+            ref = model(x).float().numpy()
+        got = np.asarray(runtime(x), dtype=np.float32)
+        if got.shape != ref.shape:
+            raise ExportCheckError(f"the exported model returned shape {got.shape} for a batch of {x.shape[0]}")
+        d = float(np.max(np.abs(got.astype(np.float64) - ref.astype(np.float64)))) if ref.size else 0.0
+        worst = d if (np.isnan(d) or np.isnan(worst)) else max(worst, d)
+        n += x.shape[0]
+    return worst, n
+
+
+# ----------------------------------------------------------------------------- runtimes
+
+
+class Runtime:
+    """Scores batches of images with some inference engine (see the module docstring).
+
+    Attributes
+    ----------
+    kind : str
+        ``"torch"``, ``"torchscript"`` or ``"onnx"``.
+    image_size : tuple of int
+        ``(H, W)`` the batches must have.
+    source : str
+        Where the model came from (for reports).
+    meta : dict
+        The model's metadata (configuration, version...).
+    """
+
+    kind = "runtime"
+
+    def __init__(self, image_size: Sequence[int], source: str, meta: dict | None = None) -> None:
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+        self.source = str(source)
+        self.meta = dict(meta or {})
+
+    def __call__(self, batch: Any) -> np.ndarray:
+        """Scores ``(B,)`` float32 of a batch ``(B, 1, H, W)`` float32 in ``[0, 1]``."""
+        x = self._check(batch)
+        if x.shape[0] == 0:
+            return np.zeros(0, dtype=np.float32)
+        return np.asarray(self._run(x), dtype=np.float32).reshape(-1)
+
+    def _check(self, batch: Any):
+        shape = tuple(batch.shape)
+        if len(shape) != 4 or shape[1] != 1 or tuple(shape[2:]) != self.image_size:
+            raise ValueError(
+                f"{self.kind} runtime: expected a batch (B, 1, {self.image_size[0]}, {self.image_size[1]}), "
+                f"got shape {shape}"
+            )
+        return batch
+
+    def _run(self, batch: Any) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the engine (optional; runtimes also free themselves when collected)."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(source={self.source!r}, image_size={self.image_size})"
+
+
+class TorchRuntime(Runtime):
+    """Eager PyTorch (channels-last, inference mode; bfloat16 autocast on CUDA as in ``score``)."""
+
+    kind = "torch"
+
+    def __init__(self, model, device: Any = "cpu", source: str = "<in-memory model>", meta: dict | None = None):
+        from .embed import prepare_model, resolve_device
+
+        self.device = resolve_device(device)
+        self.model = prepare_model(model, self.device)
+        super().__init__(model.config.image_size, source, meta or {"model_config": model.config.to_dict()})
+
+    def _run(self, batch):
+        import torch
+
+        from .scoring import score_tensor
+
+        x = torch.as_tensor(batch, dtype=torch.float32).to(self.device, non_blocking=True)
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            return score_tensor(self.model, x).cpu().numpy()
+
+
+class TorchScriptRuntime(Runtime):
+    """A TorchScript file from :func:`export_model`, frozen and optimised for inference at load."""
+
+    kind = "torchscript"
+
+    def __init__(self, path: str | os.PathLike, device: Any = "cpu", *, optimize: bool = True):
+        import torch
+
+        from .embed import resolve_device
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"TorchScript model not found: {path}")
+        self.device = resolve_device(device)
+        extra = {META_KEY: ""}
+        try:
+            with _quiet_torch_export():
+                module = torch.jit.load(str(path), map_location=self.device, _extra_files=extra)
+        except RuntimeError as exc:
+            raise ValueError(f"{path}: not a readable TorchScript model ({exc})") from None
+        meta = _parse_meta(extra[META_KEY], path)
+        module.eval()
+        if optimize:
+            with _quiet_torch_export():
+                module = torch.jit.optimize_for_inference(torch.jit.freeze(module))
+        self.module = module
+        super().__init__(meta["image_size"], str(path), meta)
+
+    def _run(self, batch):
+        import torch
+
+        x = torch.as_tensor(batch, dtype=torch.float32).to(self.device)
+        with torch.inference_mode():
+            return self.module(x).float().cpu().numpy()
+
+
+class OnnxRuntime(Runtime):
+    """An ONNX file from :func:`export_model` run by ONNX Runtime on the CPU."""
+
+    kind = "onnx"
+
+    def __init__(self, path: str | os.PathLike, *, threads: int | None = None):
+        ort = _import_onnxruntime()
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"ONNX model not found: {path}")
+        opts = ort.SessionOptions()
+        self.threads = int(threads) if threads else cpu_cores()
+        opts.intra_op_num_threads = self.threads
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ValueError(f"{path}: not a readable ONNX model ({exc})") from None
+        props = self.session.get_modelmeta().custom_metadata_map
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            raise ValueError(f"{path}: expected a model with one input, found {len(inputs)}")
+        self.input_name = inputs[0].name
+        if META_KEY in props:
+            meta = _parse_meta(props[META_KEY], path)
+        else:  # an ONNX model not written by crl-uiqa: take H, W from the input shape
+            shape = inputs[0].shape
+            if len(shape) != 4 or not all(isinstance(v, int) for v in shape[2:]):
+                raise ValueError(f"{path}: cannot tell the input image size from the input shape {shape}")
+            meta = {"image_size": [shape[2], shape[3]]}
+        super().__init__(meta["image_size"], str(path), meta)
+
+    def _run(self, batch):
+        if hasattr(batch, "detach"):
+            batch = batch.detach().cpu().numpy()
+        x = np.ascontiguousarray(batch, dtype=np.float32)
+        return self.session.run(None, {self.input_name: x})[0]
+
+
+def _parse_meta(text: str, path: Path) -> dict:
+    try:
+        meta = json.loads(text) if text else {}
+    except json.JSONDecodeError:
+        meta = {}
+    size = meta.get("image_size")
+    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
+        raise ValueError(f"{path}: not a crl-uiqa export (its {META_KEY} metadata with the image size is missing)")
+    return meta
+
+
+def _import_onnxruntime():
+    try:
+        import onnxruntime  # noqa: PLC0415
+    except ImportError:
+        raise ValueError(
+            "the onnx runtime needs onnxruntime: pip install onnxruntime  (or use --runtime torch)"
+        ) from None
+    return onnxruntime
+
+
+def _is_export_file(p: Path) -> bool:
+    return p.is_file() and p.suffix.lower() != ".safetensors"
+
+
+def load_runtime(
+    source: Any,
+    kind: str = "torch",
+    *,
+    device: Any = "cpu",
+    threads: int | None = None,
+) -> Runtime:
+    """A :class:`Runtime` of the given kind for a model, run directory or exported file.
+
+    Parameters
+    ----------
+    source : QualityModel, str or os.PathLike
+        An in-memory model, a run directory (or its ``model.safetensors``), or
+        a file written by :func:`export_model` (``.onnx``, ``.pt``...).
+    kind : {"torch", "torchscript", "onnx", "auto"}
+        The engine. ``"auto"``: from the file suffix, ``"torch"`` for run
+        directories and models. For ``"onnx"``/``"torchscript"`` and a run
+        directory, the export at :func:`default_export_path` is used when it
+        was made from the current ``model.safetensors`` (same SHA-256);
+        otherwise the model is exported to a temporary file first (a few
+        seconds; run ``crl-uiqa export`` once to skip this).
+    device : str or torch.device
+        Device of the torch and torchscript runtimes (ONNX runs on the CPU).
+    threads : int, optional
+        ONNX Runtime intra-op threads (default: the CPU cores).
+
+    Raises
+    ------
+    ValueError
+        Unknown kind, a file of another format, onnxruntime not installed.
+    FileNotFoundError
+        No model at ``source``.
+    """
+    from .model import QualityModel
+
+    key = str(kind).strip().lower()
+    if key == "auto":
+        if isinstance(source, QualityModel):
+            key = "torch"
+        else:
+            p = Path(source)
+            key = format_from_path(p) if _is_export_file(p) else "torch"
+    if key not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)} (or auto), got {kind!r}")
+    if key == "onnx":
+        _import_onnxruntime()  # fail early, before any export
+
+    if isinstance(source, QualityModel):
+        if key == "torch":
+            return TorchRuntime(source, device)
+        return _runtime_from_temp_export(source, key, device, threads)
+
+    p = Path(source)
+    if not p.exists():
+        raise FileNotFoundError(f"model not found: {p}")
+    if _is_export_file(p):
+        fmt = format_from_path(p)
+        if fmt != key:
+            raise ValueError(f"{p} is a {fmt} export; it cannot run with the {key} runtime (use --runtime {fmt})")
+        return _open_export(p, key, device, threads)
+    weights = _weights_file(p)
+    if key == "torch":
+        from .training import load_model
+
+        model, meta = load_model(weights, device="cpu")
+        return TorchRuntime(model, device, source=str(weights), meta={"model_config": meta.get("model_config")})
+    cached = default_export_path(weights, key)
+    if cached.is_file():
+        rt = _open_export(cached, key, device, threads)
+        if rt.meta.get("source_sha256") == _sha256(weights):
+            return rt
+        log.warning("%s was not exported from the current %s; exporting again to a temporary file", cached, weights)
+        rt.close()
+    return _runtime_from_temp_export(weights, key, device, threads)
+
+
+def _open_export(path: Path, kind: str, device: Any, threads: int | None) -> Runtime:
+    if kind == "onnx":
+        return OnnxRuntime(path, threads=threads)
+    return TorchScriptRuntime(path, device)
+
+
+def _runtime_from_temp_export(source: Any, kind: str, device: Any, threads: int | None) -> Runtime:
+    with tempfile.TemporaryDirectory(prefix="crl-uiqa-export-") as tmp:
+        path = Path(tmp) / FORMATS[kind]
+        log.info("exporting the model to %s for the %s runtime", kind, kind)
+        export_model(source, path, kind, check=False)
+        return _open_export(path, kind, device, threads)  # both engines hold the model in memory

@@ -1,0 +1,498 @@
+"""Score a live stream (a camera or a video played in real time), dropping frames rather than falling behind.
+
+:func:`run_live` runs two threads:
+
+* a **reader** decodes frames as they come: a camera at its own rate; a video
+  file paced by its timestamps (frame ``i`` is handed over ``t_i`` seconds
+  after the first one), as if it were live. Each frame goes into a
+  :class:`LatestFrameSlot`, a one-slot buffer: a frame not taken yet is
+  overwritten by the next one and counted as *dropped*;
+* the **scorer** (the calling thread) takes the newest frame, cuts it to the
+  ultrasound region, scores it and updates the running quality and the best
+  frame so far.
+
+So the scorer always works on the most recent frame and the run ends when the
+stream does, however slow the model is. With ``realtime=False`` (files only)
+the reader waits for the scorer instead: nothing is dropped and every frame is
+scored, as fast as the machine allows.
+
+The region: a manual crop, else the DICOM region, else (``region="auto"``)
+detection on the first ``region_frames`` frames taken (they are scored right
+after), or whole frames (``region="none"``).
+
+Camera input: an integer index (``0``) opens that camera with OpenCV when it
+is installed, else with PyAV (``v4l2`` ``/dev/videoN`` on Linux,
+``avfoundation`` on macOS, ``dshow`` on Windows).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from .region import Region, RegionDetection, detect_region
+from .scan import Frame
+
+log = logging.getLogger(__name__)
+
+__all__ = ["LatestFrameSlot", "LiveStatus", "LiveResult", "run_live", "open_camera", "is_camera"]
+
+#: Frames taken for region auto-detection in live mode.
+LIVE_REGION_FRAMES = 15
+#: Time constant (seconds) of the running mean quality.
+RUNNING_MEAN_SECONDS = 1.0
+
+
+class LatestFrameSlot:
+    """A one-slot buffer between a producer and a consumer thread.
+
+    ``put`` stores an item; when the slot still holds an item the consumer
+    has not taken, that item is overwritten (and counted in :attr:`dropped`)
+    or, with ``overwrite=False``, ``put`` waits until it is taken. ``get``
+    returns the newest item, waiting for one; ``None`` once the slot is
+    closed and empty.
+    """
+
+    def __init__(self, overwrite: bool = True) -> None:
+        self.overwrite = bool(overwrite)
+        self.dropped = 0
+        self._cond = threading.Condition()
+        self._item: Any = None
+        self._full = False
+        self._closed = False
+
+    def put(self, item: Any) -> None:
+        """Store ``item`` (overwriting or waiting, see the class docstring); ignored once closed."""
+        with self._cond:
+            if self._full and not self.overwrite:
+                self._cond.wait_for(lambda: not self._full or self._closed)
+            if self._closed:
+                return
+            if self._full:
+                self.dropped += 1
+            self._item, self._full = item, True
+            self._cond.notify_all()
+
+    def get(self, timeout: float | None = None) -> Any:
+        """The newest item; ``None`` when closed and empty (or after ``timeout`` seconds without one)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._full or self._closed, timeout=timeout)
+            if not self._full:
+                return None
+            item, self._item, self._full = self._item, None, False
+            self._cond.notify_all()
+            return item
+
+    def close(self) -> None:
+        """No more items: wake the consumer (it still gets the last item) and any waiting producer."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        with self._cond:
+            return self._closed and not self._full
+
+
+@dataclass
+class LiveStatus:
+    """Running numbers of a live session (passed to the status callback)."""
+
+    received: int
+    scored: int
+    dropped: int
+    elapsed: float
+    time: float
+    quality: float
+    running_quality: float
+    best_frame: int | None
+    best_time: float | None
+    best_quality: float
+
+    def line(self) -> str:
+        """One status line."""
+        best = (f"best {self.best_quality:.4f} (frame {self.best_frame} at {self.best_time:.2f} s)"
+                if self.best_frame is not None else "best -")
+        return (f"t {self.time:7.2f} s | quality {self.quality:.4f} (running {self.running_quality:.4f}) | {best} | "
+                f"received {self.received}, scored {self.scored}, dropped {self.dropped}")
+
+
+@dataclass
+class LiveResult:
+    """What a live session saw and scored.
+
+    Attributes
+    ----------
+    source : str
+        The file or camera.
+    received, scored, dropped : int
+        Frames delivered by the stream, scored, and overwritten before the
+        scorer could take them (``received = scored + dropped``, except frames
+        a read error or an interruption cut off).
+    frames, times, scores : numpy.ndarray
+        Index, stream time (s) and quality of each scored frame.
+    best_frame, best_time, best_quality, best_image :
+        The best scored frame (``None``/NaN when nothing was scored); the
+        image is cut to the region.
+    seconds : float
+        Wall time of the session.
+    stream_fps : float or None
+        Nominal frame rate of the source.
+    region : RegionDetection or None
+    error : Exception or None
+        A read error that ended the stream early.
+    """
+
+    source: str
+    received: int
+    scored: int
+    dropped: int
+    frames: np.ndarray
+    times: np.ndarray
+    scores: np.ndarray
+    best_frame: int | None
+    best_time: float | None
+    best_quality: float
+    best_image: np.ndarray | None = field(repr=False)
+    seconds: float
+    stream_fps: float | None
+    region: RegionDetection | None
+    error: Exception | None = None
+
+    @property
+    def scored_per_second(self) -> float:
+        """Frames scored per second of wall time."""
+        return self.scored / self.seconds if self.seconds > 0 else float("nan")
+
+    def summary(self) -> str:
+        """A human-readable summary paragraph."""
+        pct = 100.0 * self.dropped / self.received if self.received else 0.0
+        text = (f"{self.source}: received {self.received} frames, scored {self.scored}, dropped {self.dropped} "
+                f"({pct:.1f} %) in {self.seconds:.1f} s ({self.scored_per_second:.1f} scored/s"
+                + (f", stream {self.stream_fps:.1f} fps" if self.stream_fps else "") + ")")
+        if self.best_frame is not None:
+            text += f"; best frame {self.best_frame} at {self.best_time:.2f} s, score {self.best_quality:.4f}"
+        if self.error is not None:
+            text += f"; stopped by: {self.error}"
+        return text
+
+
+# ----------------------------------------------------------------------------- sources
+
+
+def is_camera(source: Any) -> bool:
+    """Whether ``source`` names a camera: an integer or a string of digits."""
+    if isinstance(source, bool):
+        return False
+    if isinstance(source, (int, np.integer)):
+        return True
+    return isinstance(source, str) and source.strip().isdigit()
+
+
+def open_camera(index: int) -> tuple[Iterator[Frame], float | None]:
+    """Frames of camera ``index`` (OpenCV if installed, else PyAV) and its nominal frame rate.
+
+    Frame times are seconds of the monotonic clock since the first frame.
+
+    Raises
+    ------
+    ValueError
+        When no backend can open the camera.
+    """
+    index = int(index)
+    errors = []
+    try:
+        import cv2  # noqa: PLC0415
+    except ImportError:
+        cv2 = None
+        errors.append("OpenCV is not installed (pip install opencv-python)")
+    if cv2 is not None:
+        cap = cv2.VideoCapture(index)
+        if cap.isOpened():
+            rate = cap.get(cv2.CAP_PROP_FPS) or None
+            return _cv2_frames(cap, cv2), (float(rate) if rate and rate > 0 else None)
+        cap.release()
+        errors.append(f"OpenCV could not open camera {index}")
+    try:
+        import av  # noqa: PLC0415
+    except ImportError:
+        av = None
+        errors.append("PyAV is not installed (pip install av)")
+    if av is not None:
+        if sys.platform.startswith("linux"):
+            url, fmt = f"/dev/video{index}", "v4l2"
+        elif sys.platform == "darwin":
+            url, fmt = str(index), "avfoundation"
+        else:
+            url, fmt = None, "dshow"
+        if url is None:
+            errors.append("PyAV on Windows needs a DirectShow device name; install opencv-python for indices")
+        else:
+            try:
+                container = av.open(url, format=fmt)
+                stream = container.streams.video[0]
+                rate = stream.average_rate or stream.guessed_rate
+                return _av_frames(container, stream), (float(rate) if rate else None)
+            except Exception as exc:  # FFmpeg errors, missing device, no video stream
+                errors.append(f"PyAV could not open {url} ({fmt}): {exc}")
+    raise ValueError(f"cannot open camera {index}: " + "; ".join(errors))
+
+
+def _cv2_frames(cap, cv2) -> Iterator[Frame]:
+    t0 = None
+    i = 0
+    try:
+        while True:
+            ok, img = cap.read()
+            if not ok:
+                return
+            now = time.monotonic()
+            t0 = now if t0 is None else t0
+            gray = img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+            yield Frame(i, now - t0, gray.astype(np.float32) / np.float32(255.0))
+            i += 1
+    finally:
+        cap.release()
+
+
+def _av_frames(container, stream) -> Iterator[Frame]:
+    t0 = None
+    i = 0
+    try:
+        for frame in container.decode(stream):
+            now = time.monotonic()
+            t0 = now if t0 is None else t0
+            gray = frame.to_ndarray(format="gray").astype(np.float32) / np.float32(255.0)
+            yield Frame(i, now - t0, gray)
+            i += 1
+    finally:
+        container.close()
+
+
+# ----------------------------------------------------------------------------- session
+
+
+def run_live(
+    model: Any,
+    source: Any,
+    *,
+    runtime: str = "auto",
+    device: Any = "cpu",
+    threads: int | None = None,
+    realtime: bool = True,
+    crop: Any = None,
+    region: str = "auto",
+    region_frames: int = LIVE_REGION_FRAMES,
+    frame_rate: float | None = None,
+    duration: float | None = None,
+    on_status: Callable[[LiveStatus], None] | None = None,
+    status_interval: float = 0.25,
+    stop_event: threading.Event | None = None,
+) -> LiveResult:
+    """Score a stream frame by frame at its own pace (see the module docstring).
+
+    Parameters
+    ----------
+    model : Runtime, QualityModel, str or os.PathLike
+        A :class:`crl_uiqa.export.Runtime`, model, run directory or exported file.
+    source : str, os.PathLike or int
+        A video/DICOM/image-sequence path, or a camera index.
+    runtime, device, threads :
+        Engine options when ``model`` is not a Runtime (see :func:`crl_uiqa.export.load_runtime`).
+    realtime : bool
+        Pace files by their timestamps and drop frames the scorer cannot
+        keep up with. ``False`` (files only) scores every frame.
+    crop, region, region_frames :
+        The ultrasound region (see the module docstring).
+    frame_rate : float, optional
+        Frame rate of image sequences and DICOM files without timing.
+    duration : float, optional
+        Stop after this many seconds of wall time (e.g. for a camera).
+    on_status : callable, optional
+        Called with a :class:`LiveStatus` at most every ``status_interval``
+        seconds, and once at the end.
+    stop_event : threading.Event, optional
+        Set it (from another thread) to end the session early.
+
+    Returns
+    -------
+    LiveResult
+    """
+    from .export import Runtime, load_runtime
+    from .select import _cut, _resize_batch, resolve_region
+
+    if isinstance(region_frames, bool) or int(region_frames) < 1:
+        raise ValueError(f"region_frames must be >= 1, got {region_frames}")
+    if duration is not None and not float(duration) > 0:
+        raise ValueError(f"duration must be > 0 seconds, got {duration}")
+    rt = model if isinstance(model, Runtime) else load_runtime(model, runtime, device=device, threads=threads)
+    camera = is_camera(source)
+    if camera:
+        if not realtime:
+            raise ValueError("a camera is always real time: --no-realtime applies to files only")
+        mode = str(region).strip().lower()
+        if crop is None and mode not in ("auto", "none"):
+            raise ValueError(f"a camera has no DICOM region: use region auto or none, or a crop box (got {region!r})")
+        manual = None if crop is None else Region.coerce(crop)
+        none_region = mode == "none" and manual is None
+        frames_iter, stream_fps = open_camera(int(source))
+        det = None  # set on the first frame(s), once their size is known
+        name = f"camera {int(source)}"
+    else:
+        from .scan import open_scan
+
+        scan = open_scan(source, frame_rate=frame_rate)
+        det = resolve_region(scan, crop=crop, region=region)
+        none_region, manual = False, None
+        frames_iter, stream_fps = iter(scan), scan.fps
+        name = str(source)
+
+    slot = LatestFrameSlot(overwrite=realtime)
+    stop = stop_event or threading.Event()
+    counters = {"received": 0, "error": None}
+
+    def reader() -> None:
+        t0 = None
+        try:
+            for frame in frames_iter:
+                if stop.is_set():
+                    break
+                if realtime and not camera:
+                    if t0 is None:
+                        t0 = time.perf_counter() - frame.time
+                    delay = t0 + frame.time - time.perf_counter()
+                    if delay > 0 and stop.wait(delay):
+                        break
+                counters["received"] += 1
+                slot.put(frame)
+        except Exception as exc:  # a read error ends the stream; reported in the result
+            counters["error"] = exc
+        finally:
+            close = getattr(frames_iter, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:  # pragma: no cover - closing a broken stream
+                    pass
+            slot.close()
+
+    size = rt.image_size
+    idx_l: list[int] = []
+    t_l: list[float] = []
+    q_l: list[float] = []
+    best = {"q": -math.inf, "frame": None, "time": None, "image": None}
+    running = [math.nan, None]  # value, time of last update
+    head: list[Frame] = []
+    last_status = [0.0]
+    t_start = time.perf_counter()
+
+    def status(force: bool = False) -> None:
+        if on_status is None:
+            return
+        now = time.perf_counter()
+        if not force and now - last_status[0] < status_interval:
+            return
+        last_status[0] = now
+        on_status(LiveStatus(
+            received=counters["received"], scored=len(q_l), dropped=slot.dropped, elapsed=now - t_start,
+            time=t_l[-1] if t_l else 0.0, quality=q_l[-1] if q_l else math.nan, running_quality=running[0],
+            best_frame=best["frame"], best_time=best["time"], best_quality=best["q"] if q_l else math.nan,
+        ))
+
+    def score(frames: list[Frame]) -> None:
+        q = np.asarray(rt(_resize_batch([f.image for f in frames], size)), dtype=np.float64)
+        for f, v in zip(frames, q):
+            v = float(v)
+            idx_l.append(f.index)
+            t_l.append(f.time)
+            q_l.append(v)
+            if math.isfinite(v):
+                if running[1] is None or not math.isfinite(running[0]):
+                    running[0] = v
+                else:
+                    a = 1.0 - math.exp(-max(f.time - running[1], 0.0) / RUNNING_MEAN_SECONDS)
+                    running[0] += a * (v - running[0])
+                running[1] = f.time
+                if v > best["q"]:
+                    best.update(q=v, frame=f.index, time=f.time, image=f.image)
+        status()
+
+    def region_of(frames: list[Frame]) -> RegionDetection:
+        shape = frames[0].image.shape
+        if manual is not None:
+            if not manual.fits(shape):
+                raise ValueError(f"{name}: crop box (top, left, height, width)={manual.as_tuple()} does not fit "
+                                 f"its {shape[0]}x{shape[1]} frames")
+            return RegionDetection.from_box(manual, shape, "manual")
+        if none_region:
+            return RegionDetection(Region(0, 0, *shape), np.ones(shape, dtype=bool), "none")
+        d = detect_region(np.stack([f.image for f in frames if f.image.shape == shape]))
+        log.info("%s: ultrasound region %s (top, left, height, width) found by %s", name, d.box.as_tuple(), d.method)
+        return d
+
+    thread = threading.Thread(target=reader, name="crl-uiqa-live-reader", daemon=True)
+    thread.start()
+    ctx = _ScanCtx(name)
+    try:
+        while True:
+            if duration is not None and time.perf_counter() - t_start >= float(duration):
+                break
+            frame = slot.get(timeout=0.1)
+            if frame is None:
+                if slot.closed:
+                    break
+                continue
+            if det is None:
+                head.append(frame)
+                if len(head) < (1 if (none_region or manual is not None) else int(region_frames)):
+                    continue
+                det = region_of(head)
+                batch, head = [_cut(f, det, ctx) for f in head], []
+                score(batch)
+                continue
+            score([_cut(frame, det, ctx)])
+        if head:  # the stream ended during region detection
+            det = region_of(head)
+            score([_cut(f, det, ctx) for f in head])
+    finally:
+        stop.set()
+        slot.close()
+        thread.join(timeout=5.0)
+    status(force=True)
+    seconds = time.perf_counter() - t_start
+    return LiveResult(
+        source=name, received=counters["received"], scored=len(q_l), dropped=slot.dropped,
+        frames=np.asarray(idx_l, dtype=np.int64), times=np.asarray(t_l, dtype=np.float64),
+        scores=np.asarray(q_l, dtype=np.float64), best_frame=best["frame"], best_time=best["time"],
+        best_quality=best["q"] if q_l else math.nan, best_image=best["image"], seconds=seconds,
+        stream_fps=stream_fps, region=det, error=counters["error"],
+    )
+
+
+class _ScanCtx:
+    """What :func:`crl_uiqa.select._cut` needs of a scan for its error messages."""
+
+    def __init__(self, name: str) -> None:
+        self.path = name
+
+
+def live_figure(result: LiveResult):
+    """Quality of the scored frames over stream time, the best frame marked."""
+    from .figures import quality_curve
+
+    if result.scored == 0:
+        raise ValueError("no frame was scored, nothing to plot")
+    best = int(np.flatnonzero(result.frames == result.best_frame)[0]) if result.best_frame is not None else None
+    return quality_curve(
+        result.scores, times=result.times, best=best,
+        title=f"{os.path.basename(result.source)}: live quality ({result.scored} scored, {result.dropped} dropped)",
+        thumbnails=result.best_image if result.best_image is not None else None,
+    )

@@ -1,0 +1,245 @@
+"""Tests for crl_uiqa.export and `crl-uiqa export`: ONNX / TorchScript export, checks and runtimes."""
+from __future__ import annotations
+
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from crl_uiqa.cli import main
+from crl_uiqa.export import (
+    ExportCheckError,
+    OnnxRuntime,
+    TorchRuntime,
+    TorchScriptRuntime,
+    compare_scores,
+    default_export_path,
+    export_model,
+    format_from_path,
+    load_runtime,
+)
+from crl_uiqa.model import ModelConfig, build_model
+from crl_uiqa.training import load_model, save_model
+
+torch.set_num_threads(1)
+SIZE = (48, 64)
+ATOL = 1e-4
+
+
+def spread_model(seed: int):
+    """A random-weight model whose scores vary across inputs like a trained model's.
+
+    A freshly initialised deep net maps every input to almost the same score
+    (activations shrink layer by layer), which would make a 1e-4 comparison
+    meaningless. He-initialised convolutions and batch-norm statistics
+    measured on random images (as training would set them) keep the
+    activations at unit scale, so scores differ by ~0.1-1 between images.
+    """
+    torch.manual_seed(seed)
+    m = build_model(ModelConfig(image_size=SIZE), pretrained=False).eval()
+    g = torch.Generator().manual_seed(seed)
+    bns = []
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(mod, torch.nn.Conv2d):
+                torch.nn.init.kaiming_normal_(mod.weight, nonlinearity="relu", generator=g)
+            elif isinstance(mod, torch.nn.BatchNorm2d):
+                mod.reset_running_stats()
+                mod.momentum = None  # cumulative average
+                mod.train()
+                bns.append(mod)
+        for _ in range(4):
+            x = torch.rand(16, 1, *SIZE, generator=g) * torch.rand(16, 1, 1, 1, generator=g)
+            m(x)
+        for mod in bns:
+            mod.eval()
+    return m
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    run = tmp_path_factory.mktemp("run")
+    save_model(spread_model(0), run)
+    return run
+
+
+@pytest.fixture(scope="module")
+def onnx_export(run_dir):
+    return export_model(run_dir, default_export_path(run_dir, "onnx"))
+
+
+def real_images():
+    rng = np.random.default_rng(1)
+    y, x = np.mgrid[0:90, 0:120]
+    fan = np.hypot(y, x - 60) < 85
+    return [np.where(fan, rng.rayleigh(0.15 * (k + 1), (90, 120)), 0).clip(0, 1).astype(np.float32) for k in range(4)]
+
+
+def test_spread_model_scores_vary(run_dir):
+    model, _ = load_model(run_dir)
+    with torch.inference_mode():
+        s = model(torch.rand(8, 1, *SIZE) * torch.linspace(0.1, 1, 8).view(-1, 1, 1, 1)).numpy()
+    assert s.std() > 0.02  # scores differ by far more than the 1e-4 tolerance
+
+
+def test_onnx_export_matches_pytorch(run_dir, onnx_export):
+    res = onnx_export
+    assert res.path == run_dir / "model.onnx" and res.path.is_file()
+    assert res.format == "onnx" and res.image_size == SIZE and res.exporter in ("dynamo", "legacy")
+    assert res.max_abs_diff is not None and res.max_abs_diff <= ATOL and res.n_checked == 6
+    model, _ = load_model(run_dir)
+    rt = load_runtime(res.path, "onnx")
+    assert isinstance(rt, OnnxRuntime) and rt.image_size == SIZE and rt.threads >= 1
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(res.path), providers=["CPUExecutionProvider"])
+    (inp,), (out,) = sess.get_inputs(), sess.get_outputs()
+    assert inp.name == "images" and inp.shape[1:] == [1, *SIZE] and not isinstance(inp.shape[0], int)
+    assert out.name == "scores" and len(out.shape) == 1
+    # dynamic batch axis, random and real images
+    for b in (1, 3, 7):
+        x = torch.rand(b, 1, *SIZE, generator=torch.Generator().manual_seed(b))
+        with torch.inference_mode():
+            ref = model(x).numpy()
+        got = rt(x)
+        assert got.shape == (b,) and got.dtype == np.float32
+        np.testing.assert_allclose(got, ref, atol=ATOL, rtol=0)
+        np.testing.assert_allclose(rt(x.numpy()), ref, atol=ATOL, rtol=0)  # numpy input too
+    diff, n = compare_scores(model, rt, n_random=0, images=real_images())
+    assert n == 4 and diff <= ATOL
+    assert rt.meta["source_sha256"] and rt.meta["model_config"]["image_size"] == list(SIZE)
+    with pytest.raises(ValueError, match=r"expected a batch \(B, 1, 48, 64\)"):
+        rt(torch.rand(2, 1, 32, 32))
+
+
+def test_legacy_onnx_exporter_matches_pytorch(run_dir, tmp_path):
+    res = export_model(run_dir, tmp_path / "legacy.onnx", exporter="legacy", check_images=real_images())
+    assert res.exporter == "legacy" and res.max_abs_diff <= ATOL and res.n_checked == 10
+    rt = load_runtime(res.path, "onnx")
+    x = torch.rand(5, 1, *SIZE, generator=torch.Generator().manual_seed(7))
+    model, _ = load_model(run_dir)
+    with torch.inference_mode():
+        np.testing.assert_allclose(rt(x), model(x).numpy(), atol=ATOL, rtol=0)
+    with pytest.raises(ValueError, match="exporter must be"):
+        export_model(run_dir, tmp_path / "x.onnx", exporter="tf2onnx")
+
+
+def test_torchscript_export_matches_pytorch(run_dir, tmp_path):
+    out = tmp_path / "scorer.pt"
+    res = export_model(run_dir, out, check_images=real_images())
+    assert res.format == "torchscript" and res.exporter == "trace"
+    assert res.max_abs_diff <= ATOL and res.n_checked == 10
+    model, _ = load_model(run_dir)
+    rt = load_runtime(out, "auto")
+    assert isinstance(rt, TorchScriptRuntime) and rt.image_size == SIZE
+    for b in (1, 5):
+        x = torch.rand(b, 1, *SIZE, generator=torch.Generator().manual_seed(10 + b))
+        with torch.inference_mode():
+            ref = model(x).numpy()
+        np.testing.assert_allclose(rt(x), ref, atol=ATOL, rtol=0)
+    # the plain (unoptimised) module loads with torch.jit alone
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated upstream
+        plain = torch.jit.load(str(out))
+    with torch.inference_mode():
+        np.testing.assert_allclose(plain(x).numpy(), ref, atol=ATOL, rtol=0)
+
+
+def test_runtime_selection_and_cached_exports(run_dir, onnx_export, tmp_path):
+    assert isinstance(load_runtime(run_dir, "torch"), TorchRuntime)
+    assert isinstance(load_runtime(run_dir, "auto"), TorchRuntime)
+    assert isinstance(load_runtime(onnx_export.path, "auto"), OnnxRuntime)
+    # a run directory uses its up-to-date export
+    rt = load_runtime(run_dir, "onnx")
+    assert rt.source == str(onnx_export.path)
+    # a stale export (the weights changed since) is not used: a fresh one is made from the new weights
+    run2 = tmp_path / "run2"
+    save_model(spread_model(0), run2)
+    (run2 / "model.onnx").write_bytes(onnx_export.path.read_bytes())
+    save_model(spread_model(5), run2)
+    new_model, _ = load_model(run2)
+    rt2 = load_runtime(run2, "onnx")
+    assert rt2.source != str(run2 / "model.onnx")
+    x = torch.rand(3, 1, *SIZE, generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        np.testing.assert_allclose(rt2(x), new_model(x).numpy(), atol=ATOL, rtol=0)
+    # an in-memory model through TorchScript
+    rt3 = load_runtime(new_model, "torchscript")
+    with torch.inference_mode():
+        np.testing.assert_allclose(rt3(x), new_model(x).numpy(), atol=ATOL, rtol=0)
+    # a mismatched runtime is caught by the comparison
+    diff, _ = compare_scores(new_model, load_runtime(run_dir, "torch"), n_random=4)
+    assert diff > 1e-2
+
+
+def test_runtime_errors(run_dir, onnx_export, tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="runtime must be one of"):
+        load_runtime(run_dir, "tensorrt")
+    with pytest.raises(ValueError, match="is a onnx export; it cannot run with the torchscript runtime"):
+        load_runtime(onnx_export.path, "torchscript")
+    with pytest.raises(FileNotFoundError, match="model not found"):
+        load_runtime(tmp_path / "nothing", "torch")
+    with pytest.raises(ValueError, match="cannot tell the export format"):
+        format_from_path("model.bin")
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(ValueError, match="bad.onnx: not a readable ONNX model"):
+        load_runtime(bad, "onnx")
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if it were not installed
+    with pytest.raises(ValueError, match="pip install onnxruntime"):
+        load_runtime(onnx_export.path, "onnx")
+    with pytest.raises(ValueError, match="pip install onnxruntime"):
+        load_runtime(run_dir, "onnx")
+
+
+def test_export_check_failure_writes_nothing(tmp_path):
+    # Scores of magnitude ~1e6: float32 rounding differences between engines exceed an atol of 1e-4.
+    model = spread_model(1)
+    with torch.no_grad():
+        model.fc.weight.mul_(1e6)
+        model.fc.bias.fill_(1e6)
+    out = tmp_path / "m.pt"
+    with pytest.raises(ExportCheckError, match="differ from PyTorch's by up to"):
+        export_model(model, out)
+    assert not out.exists() and not list(tmp_path.iterdir())
+    res = export_model(model, out, atol=10.0)  # a tolerance that fits the scale passes
+    assert 0 < res.max_abs_diff <= 10.0 and out.is_file()
+
+
+def test_cli_export(run_dir, tmp_path, capsys):
+    out = tmp_path / "cli.pt"
+    assert main(["export", "--model", str(run_dir), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "torchscript" in text and "max |torchscript - pytorch|" in text and "OK" in text
+    assert out.is_file()
+    assert main(["export", "--model", str(run_dir), "--out", str(tmp_path / "x.bin")]) == 1
+    assert "cannot tell the export format" in capsys.readouterr().err
+
+
+def test_select_scores_match_across_runtimes(run_dir, onnx_export, tmp_path):
+    av = pytest.importorskip("av")
+    from crl_uiqa.select import select_frames
+
+    path = tmp_path / "clip.mp4"
+    container = av.open(str(path), "w")
+    stream = container.add_stream("libx264", rate=10)
+    stream.width, stream.height, stream.pix_fmt = 128, 96, "yuv420p"
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        img = (rng.rayleigh(30 + 8 * i, (96, 128))).clip(0, 255).astype(np.uint8)
+        for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="gray")):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+    container.close()
+    export_model(run_dir, default_export_path(run_dir, "torchscript"))
+    results = {kind: select_frames(run_dir, path, runtime=kind, region="none", batch_size=5)
+               for kind in ("torch", "torchscript", "onnx")}
+    assert results["onnx"].runtime == "onnx" and results["torchscript"].runtime == "torchscript"
+    ref = results["torch"].quality
+    assert ref.std() > 1e-3
+    for kind in ("torchscript", "onnx"):
+        np.testing.assert_allclose(results[kind].quality, ref, atol=ATOL, rtol=0)
+        assert results[kind].best.frame == results["torch"].best.frame

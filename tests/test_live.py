@@ -1,0 +1,151 @@
+"""Tests for crl_uiqa.live and `crl-uiqa live`: real-time pacing, frame dropping, end of stream."""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+av = pytest.importorskip("av")
+
+from crl_uiqa.cli import main  # noqa: E402
+from crl_uiqa.export import Runtime, load_runtime  # noqa: E402
+from crl_uiqa.files import read_csv  # noqa: E402
+from crl_uiqa.live import LatestFrameSlot, is_camera, open_camera, run_live  # noqa: E402
+
+torch.set_num_threads(1)
+
+N, FPS = 40, 20  # a 2-second clip
+H, W = 48, 64
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    path = tmp_path_factory.mktemp("live") / "clip.mp4"
+    container = av.open(str(path), "w")
+    stream = container.add_stream("libx264", rate=FPS)
+    stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
+    rng = np.random.default_rng(0)
+    for i in range(N):
+        img = np.clip(rng.normal(40 + 4 * i, 10, (H, W)), 0, 255).astype(np.uint8)  # brighter and brighter
+        for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="gray")):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+    container.close()
+    return path
+
+
+@pytest.fixture(scope="module")
+def model_runtime(tmp_path_factory):
+    from crl_uiqa.model import ModelConfig, build_model
+
+    torch.manual_seed(0)
+    return load_runtime(build_model(ModelConfig(image_size=(32, 48)), pretrained=False), "torch")
+
+
+class MeanRuntime(Runtime):
+    """Score = mean intensity, optionally slowed down by ``delay`` seconds per call."""
+
+    kind = "mean"
+
+    def __init__(self, delay=0.0):
+        super().__init__((32, 48), "mean-intensity")
+        self.delay = delay
+        self.calls = 0
+
+    def _run(self, batch):
+        self.calls += 1
+        time.sleep(self.delay)
+        return torch.as_tensor(batch).float().mean(dim=(1, 2, 3)).numpy()
+
+
+def test_latest_frame_slot_overwrites_and_counts():
+    slot = LatestFrameSlot()
+    for i in range(3):
+        slot.put(i)
+    assert slot.dropped == 2 and slot.get(timeout=0) == 2
+    assert slot.get(timeout=0.01) is None and not slot.closed
+    slot.put(3)
+    slot.close()
+    slot.put(4)  # ignored once closed
+    assert slot.get() == 3 and slot.get() is None and slot.closed and slot.dropped == 2
+
+
+def test_latest_frame_slot_blocking_mode_keeps_everything():
+    slot = LatestFrameSlot(overwrite=False)
+    got = []
+
+    def consume():
+        while (item := slot.get()) is not None:
+            got.append(item)
+            time.sleep(0.002)
+
+    t = threading.Thread(target=consume)
+    t.start()
+    for i in range(30):
+        slot.put(i)
+    slot.close()
+    t.join(5)
+    assert got == list(range(30)) and slot.dropped == 0
+
+
+def test_slow_scorer_drops_frames_and_ends_with_the_stream(clip):
+    rt = MeanRuntime(delay=0.15)  # ~6 frames/s against a 20 fps stream
+    statuses = []
+    t0 = time.perf_counter()
+    res = run_live(rt, clip, region="none", on_status=statuses.append, status_interval=0.0)
+    wall = time.perf_counter() - t0
+    assert res.received == N
+    assert res.dropped > N / 3 and res.scored + res.dropped == res.received
+    assert 3 <= res.scored <= 20
+    assert rt.calls == res.scored
+    # the scorer always took the newest frame, and the last frame of the stream was scored
+    assert np.all(np.diff(res.frames) > 0) and res.frames[-1] == N - 1
+    # real-time pacing: the clip lasts (N - 1) / FPS seconds; the run ends with it
+    assert (N - 1) / FPS - 0.05 <= wall <= (N - 1) / FPS + 1.0
+    np.testing.assert_allclose(res.times, res.frames / FPS, atol=1e-6)
+    # frames get brighter: the best one is the last scored
+    assert res.best_frame == N - 1 and res.best_quality == pytest.approx(res.scores.max())
+    assert statuses and statuses[-1].scored == res.scored and statuses[-1].dropped == res.dropped
+    assert "dropped" in statuses[-1].line() and "best" in res.summary()
+
+
+def test_no_realtime_scores_every_frame(clip, model_runtime):
+    res = run_live(model_runtime, clip, realtime=False, region="none")
+    assert res.received == N and res.scored == N and res.dropped == 0
+    assert list(res.frames) == list(range(N)) and np.isfinite(res.scores).all()
+    assert res.best_image is not None and res.best_image.shape == (H, W)
+
+
+def test_region_detection_frames_are_scored_too(clip):
+    res = run_live(MeanRuntime(), clip, realtime=False, region="auto", region_frames=10)
+    assert res.region is not None and res.scored == N
+    res = run_live(MeanRuntime(), clip, realtime=False, crop=(4, 8, 30, 40))
+    assert res.region.method == "manual" and res.best_image.shape == (30, 40)
+
+
+def test_camera_errors():
+    assert is_camera(0) and is_camera("1") and not is_camera("clip.mp4") and not is_camera(True)
+    with pytest.raises(ValueError, match="cannot open camera 97"):
+        open_camera(97)
+    with pytest.raises(ValueError, match="applies to files only"):
+        run_live(MeanRuntime(), 97, realtime=False)
+
+
+def test_cli_live(clip, tmp_path, capsys):
+    from crl_uiqa.model import ModelConfig, build_model
+    from crl_uiqa.training import save_model
+
+    torch.manual_seed(0)
+    save_model(build_model(ModelConfig(image_size=(32, 48)), pretrained=False), tmp_path / "run")
+    rc = main(["live", "--model", str(tmp_path / "run"), "--input", str(clip), "--no-realtime", "--region", "none",
+               "--plot", str(tmp_path / "live.png"), "--best", str(tmp_path / "best.png"),
+               "--csv", str(tmp_path / "live.csv")])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert f"received {N} frames, scored {N}, dropped 0" in out
+    assert (tmp_path / "live.png").is_file() and (tmp_path / "best.png").is_file()
+    assert len(read_csv(tmp_path / "live.csv")) == N

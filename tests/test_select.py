@@ -1,0 +1,332 @@
+"""Tests for crl_uiqa.select and `crl-uiqa select`: region, scoring, plane check, smoothing, picks, outputs.
+
+Inputs are built here: short H.264 videos of a speckle fan (with a static
+text overlay outside it) whose brightness follows a known curve, a DICOM cine
+loop with a Sequence of Ultrasound Regions, and an image sequence of the
+SonoNet example planes. Selection logic is checked with a brightness scorer
+(a :class:`Runtime` whose score is the mean of the resized crop), so the
+expected picks are known by construction; one test runs a real model.
+"""
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+av = pytest.importorskip("av")
+
+from crl_uiqa.cli import main  # noqa: E402
+from crl_uiqa.export import Runtime  # noqa: E402
+from crl_uiqa.files import read_csv  # noqa: E402
+from crl_uiqa.scan import ScanReadError  # noqa: E402
+from crl_uiqa.select import (  # noqa: E402
+    FRAME_COLUMNS,
+    SUMMARY_COLUMNS,
+    _CandidatePool,
+    select_frames,
+    smooth_scores,
+    temporal_nms,
+    write_selection,
+)
+
+torch.set_num_threads(1)
+
+H, W = 96, 128
+FPS = 20
+
+
+class MeanRuntime(Runtime):
+    """Score = mean intensity of the (resized) frame: a scorer whose ranking is known by construction."""
+
+    kind = "mean"
+
+    def __init__(self, size=(48, 64)):
+        super().__init__(size, "mean-intensity")
+
+    def _run(self, batch):
+        return torch.as_tensor(batch).float().mean(dim=(1, 2, 3)).numpy()
+
+
+def fan_mask(h=H, w=W):
+    y, x = np.mgrid[0:h, 0:w]
+    r, ang = np.hypot(y - 6, x - w / 2), np.degrees(np.arctan2(x - w / 2, y - 6))
+    return (r >= 10) & (r <= 0.85 * h) & (np.abs(ang) <= 40)
+
+
+def capture_frames(levels, seed=0, h=H, w=W):
+    """uint8 frames: speckle fan of mean ~level, static text block top-left, black elsewhere."""
+    rng = np.random.default_rng(seed)
+    fan = fan_mask(h, w)
+    frames = []
+    for lv in levels:
+        f = np.zeros((h, w), np.uint8)
+        speckle = np.clip(lv * rng.uniform(0.8, 1.2, (h, w)), 0, 255).astype(np.uint8)
+        f[fan] = speckle[fan]
+        f[2:8, 2:30] = 220
+        frames.append(f)
+    return frames
+
+
+def write_video(path, frames, fps=FPS):
+    container = av.open(str(path), "w", options={"movflags": "+faststart"})  # index first: cut files stay readable
+    stream = container.add_stream("libx264", rate=fps)
+    stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+    stream.options = {"crf": "12"}
+    for img in frames:
+        for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="gray")):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+    container.close()
+    return Path(path)
+
+
+def bump(i, center, width, height):
+    return height * math.exp(-(((i - center) / width) ** 2))
+
+
+@pytest.fixture(scope="module")
+def spike_video(tmp_path_factory):
+    """60 frames at 20 fps: a lone bright frame at 25, a broad bright stretch around 48, a smaller one at 3."""
+    levels = [60 + bump(i, 48, 4, 50) + bump(i, 3, 2, 25) + (90 if i == 25 else 0) for i in range(60)]
+    return write_video(tmp_path_factory.mktemp("v") / "spike.mp4", capture_frames(levels))
+
+
+# ----------------------------------------------------------------------------- temporal helpers
+
+
+def test_smooth_scores_hand_values():
+    t = [0.0, 1.0, 2.0, 3.0]
+    s = [0.0, 0.0, 3.0, 0.0]
+    e = math.exp(-2.0)  # neighbour weight: dt = 1 s, sigma = 0.5 s
+    out = smooth_scores(t, s, 1.0)
+    np.testing.assert_allclose(out, [0.0, 3 * e / (1 + 2 * e), 3 / (1 + 2 * e), 3 * e / (1 + e)], rtol=1e-12)
+    np.testing.assert_array_equal(smooth_scores(t, s, 0.0), s)
+    # a range of the output equals the same range of the full computation
+    np.testing.assert_allclose(smooth_scores(t, s, 1.0, start=1, stop=3), out[1:3], rtol=0, atol=0)
+    # a non-finite score gets weight 0
+    out = smooth_scores(t, [1.0, np.nan, 3.0, 0.0], 1.0)
+    assert out[1] == pytest.approx((e * 1.0 + e * 3.0) / (2 * e))
+    with pytest.raises(ValueError, match="seconds >= 0"):
+        smooth_scores(t, s, -1.0)
+
+
+def test_temporal_nms_distinct_moments():
+    t = np.arange(10.0)
+    s = [1, 2, 9, 8.5, 3, 2, 7, 6.9, 1, 0]
+    # 3 is 1 s from the peak at 2 (suppressed), 7 is 1 s from 6; 4 is exactly 2 s away (kept)
+    assert temporal_nms(t, s, 3, 2.0) == [2, 6, 4]
+    assert temporal_nms(t, s, 3, 0.0) == [2, 3, 6]
+    assert temporal_nms(t, s, None, 5.0) == [2, 7]
+    eligible = np.ones(10, bool)
+    eligible[2] = False
+    assert temporal_nms(t, s, 2, 2.0, eligible) == [3, 6]
+    assert temporal_nms(t, [1, 1, 1, np.nan, 0, 0, 0, 0, 0, 0], 2, 0.5) == [0, 1]  # ties: earlier first
+    with pytest.raises(ValueError, match="k must be"):
+        temporal_nms(t, s, 0, 1.0)
+
+
+@pytest.mark.parametrize("k,gap", [(1, 0.0), (2, 0.3), (3, 1.0), (4, 1.5)])
+def test_candidate_pool_keeps_every_pick_and_stays_small(k, gap):
+    rng = np.random.default_rng(k)
+    for trial in range(6):
+        n = 3000  # 2 minutes at ~25 fps
+        times = np.cumsum(rng.uniform(0.02, 0.06, n))
+        # slow waves plus noise, sometimes long plateaus (ties)
+        scores = np.round(np.sin(times * rng.uniform(0.5, 3)) + 0.3 * rng.standard_normal(n), 1 + trial % 2)
+        pool = _CandidatePool(k, gap)
+        for p in range(n):
+            pool.offer(p, float(scores[p]), p, times, scores)
+        picks = temporal_nms(times, scores, k, gap)
+        assert set(picks) <= set(pool.images), (picks, sorted(pool.images)[:20])
+        assert len(pool.images) < n / 4
+
+
+# ----------------------------------------------------------------------------- selection
+
+
+def test_select_region_picks_and_smoothing(spike_video, tmp_path):
+    rt = MeanRuntime()
+    raw = select_frames(rt, spike_video, top_k=3, min_gap=1.0)
+    assert raw.error is None and raw.n_scored == 60
+    assert list(raw.frames) == list(range(60))
+    np.testing.assert_allclose(raw.times, np.arange(60) / FPS, atol=1e-6)
+    # region: the fan's bounding box (text overlay excluded), found on the first frames
+    fan = fan_mask()
+    rows, cols = np.flatnonzero(fan.any(1)), np.flatnonzero(fan.any(0))
+    box = raw.region.box
+    assert raw.region.method == "temporal-std"
+    assert abs(box.top - rows[0]) <= 4 and abs(box.bottom - rows[-1] - 1) <= 4
+    assert abs(box.left - cols[0]) <= 4 and abs(box.right - cols[-1] - 1) <= 4
+    assert box.top > 8 or box.left > 30  # the text block (rows 2-8, cols 2-30) is cut away
+    # raw scores: the lone spike wins; the other picks are at distinct moments
+    frames = [p.frame for p in raw.picks]
+    assert frames[0] == 25
+    assert abs(frames[1] - 48) <= 1 and abs(frames[2] - 3) <= 1
+    assert all(p.image.shape == (box.height, box.width) for p in raw.picks)
+    assert np.array_equal(raw.quality, raw.quality_smoothed)
+    # smoothing over +-0.5 s: the steady bright stretch beats the lone spike
+    smooth = select_frames(rt, spike_video, top_k=1, smooth=0.5)
+    assert abs(smooth.best.frame - 48) <= 1
+    expected = smooth_scores(smooth.times, smooth.quality, 0.5)
+    np.testing.assert_allclose(smooth.quality_smoothed, expected, rtol=1e-12)
+
+    files = write_selection(raw, tmp_path / "out")
+    rows_csv = read_csv(files["frames_csv"])
+    assert list(rows_csv[0]) == FRAME_COLUMNS and len(rows_csv) == 60
+    assert rows_csv[25]["frame"] == "25" and float(rows_csv[25]["quality"]) == pytest.approx(raw.quality[25])
+    assert all(r["eligible"] == "1" and r["plane"] == "" for r in rows_csv)
+    for name in ("plot", "region", "report", "picks_csv", "json"):
+        assert files[name].is_file()
+    assert files["pick_1"].name == "best_01_frame0025.png"
+    from PIL import Image
+
+    with Image.open(files["pick_1"]) as im:
+        assert im.size == (box.width, box.height)
+        np.testing.assert_allclose(np.asarray(im) / 255.0, raw.picks[0].image, atol=0.5 / 255 + 1e-6)
+    html = files["report"].read_text()
+    assert "Selected frames" in html and "spike.mp4" in html
+
+
+def test_select_sampling_and_manual_crop(spike_video):
+    res = select_frames(MeanRuntime(), spike_video, every=2, fps=5, crop=(20, 30, 40, 60), top_k=2, min_gap=0.0)
+    # every 2nd frame (0, 2, 4...), then at most 5 per second: one kept frame per 0.2 s slot
+    assert list(res.frames) == list(range(0, 60, 4))
+    assert res.region.method == "manual" and res.region.box.as_tuple() == (20, 30, 40, 60)
+    assert all(p.image.shape == (40, 60) for p in res.picks)
+    with pytest.raises(ValueError, match="does not fit"):
+        select_frames(MeanRuntime(), spike_video, crop=(0, 0, H + 1, 10))
+    with pytest.raises(ValueError, match="no DICOM Sequence of Ultrasound Regions"):
+        select_frames(MeanRuntime(), spike_video, region="dicom")
+    with pytest.raises(ValueError, match="region must be one of"):
+        select_frames(MeanRuntime(), spike_video, region="fan")
+    whole = select_frames(MeanRuntime(), spike_video, region="none", every=10)
+    assert whole.region.method == "none" and whole.picks[0].image.shape == (H, W)
+
+
+def test_truncated_video_keeps_frames_before_the_fault(spike_video, tmp_path):
+    data = spike_video.read_bytes()
+    bad = tmp_path / "cut.mp4"
+    bad.write_bytes(data[: int(len(data) * 0.6)])
+    res = select_frames(MeanRuntime(), bad, top_k=2, min_gap=1.0)
+    assert isinstance(res.error, ScanReadError)
+    assert str(bad) in str(res.error) and f"frame {res.error.frame_index}" in str(res.error)
+    assert 5 <= res.n_scored < 60 and list(res.frames) == list(range(res.n_scored))
+    assert res.picks and res.picks[0].frame == 25  # the spike is in the first 60 %
+    # the CLI writes everything, reports the error and exits non-zero
+    out = tmp_path / "out"
+    rc = main(["select", "--model", str(_tiny_run(tmp_path)), "--input", str(bad), "--out", str(out), "--quiet",
+               "--top", "2"])
+    assert rc == 1
+    assert (out / "frames.csv").is_file() and (out / "report.html").is_file()
+    assert len(read_csv(out / "frames.csv")) == res.n_scored
+    assert "cut.mp4" in read_csv(out / "summary.csv")[0]["error"]
+
+
+def test_dicom_region_and_timing(tmp_path):
+    pydicom = pytest.importorskip("pydicom")
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.sequence import Sequence as DicomSequence
+    from pydicom.uid import ExplicitVRLittleEndian, UltrasoundMultiFrameImageStorage, generate_uid
+
+    levels = [60 + bump(i, 7, 2, 80) for i in range(12)]
+    frames = np.stack(capture_frames(levels, seed=3))
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UltrasoundMultiFrameImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = meta.MediaStorageSOPClassUID, generate_uid(), "US"
+    ds.Rows, ds.Columns, ds.NumberOfFrames = H, W, len(frames)
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.FrameTime = 40.0  # ms: 25 fps
+    item = Dataset()
+    item.RegionSpatialFormat, item.RegionDataType = 1, 1
+    item.RegionLocationMinX0, item.RegionLocationMinY0, item.RegionLocationMaxX1, item.RegionLocationMaxY1 = (
+        20, 10, 107, 89)
+    ds.SequenceOfUltrasoundRegions = DicomSequence([item])
+    ds.PixelData = frames.tobytes()
+    path = tmp_path / "loop.dcm"
+    ds.save_as(str(path), enforce_file_format=True)
+    assert pydicom.dcmread(str(path)).NumberOfFrames == 12
+
+    res = select_frames(MeanRuntime(), path, top_k=1)
+    assert res.kind == "dicom" and res.region.method == "dicom"
+    assert res.region.box.as_tuple() == (10, 20, 80, 88)
+    np.testing.assert_allclose(res.times, np.arange(12) * 0.04, atol=1e-9)
+    assert res.best.frame == 7 and res.best.time == pytest.approx(0.28)
+    assert res.best.image.shape == (80, 88)
+
+
+def test_plane_check_restricts_to_standard_planes(examples_dir, sononet16_path, tmp_path):
+    from PIL import Image
+
+    def load(name, gain):
+        with Image.open(examples_dir / f"{name}.png") as im:
+            a = np.asarray(im.convert("L"), dtype=np.float32)
+        return Image.fromarray(np.clip(a * gain, 0, 255).astype(np.uint8))
+
+    # brighter abdominal frames would win without the plane check
+    seq = [("ABDOMINAL", 1.4), ("4CH", 1.0), ("ABDOMINAL", 1.3), ("4CH", 0.6), ("3VV", 1.5), ("4CH", 0.8)]
+    folder = tmp_path / "seq"
+    folder.mkdir()
+    for i, (name, gain) in enumerate(seq):
+        load(name, gain).save(folder / f"f{i}.png")
+    kw = dict(crop=(115, 81, 620, 794), frame_rate=2.0, top_k=2, min_gap=0.0)
+    free = select_frames(MeanRuntime(), folder, **kw)
+    assert free.best.frame in (0, 4) and free.plane is None
+    res = select_frames(MeanRuntime(), folder, plane="4ch", plane_weights=sononet16_path, plane_threshold=0.5, **kw)
+    assert res.plane == "4CH"
+    assert [n.upper() for n in res.plane_predicted] == [name for name, _ in seq]
+    assert list(res.eligible) == [name == "4CH" for name, _ in seq]
+    assert all(res.plane_probability[res.eligible] >= 0.5) and all(res.plane_probability[~res.eligible] < 0.5)
+    assert [p.frame for p in res.picks] == [1, 5]  # the two brightest 4CH frames, best first
+    assert res.picks[0].plane_probability == pytest.approx(res.plane_probability[1])
+    files = write_selection(res, tmp_path / "out")
+    rows = read_csv(files["frames_csv"])
+    assert [r["plane"] for r in rows] == res.plane_predicted
+    assert [r["eligible"] for r in rows] == ["0", "1", "0", "1", "0", "1"]
+    with pytest.raises(ValueError, match="unknown plane"):
+        select_frames(MeanRuntime(), folder, plane="elbow", plane_weights=sononet16_path, **kw)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def _tiny_run(tmp_path):
+    from crl_uiqa.model import ModelConfig, build_model
+    from crl_uiqa.training import save_model
+
+    run = tmp_path / "run"
+    if not (run / "model.safetensors").exists():
+        torch.manual_seed(0)
+        save_model(build_model(ModelConfig(image_size=(48, 64)), pretrained=False), run)
+    return run
+
+
+def test_cli_several_scans_summary(spike_video, tmp_path, capsys):
+    other = tmp_path / "spike.mp4"  # same file name in another folder: its own output folder
+    shutil.copy(spike_video, other)
+    out = tmp_path / "out"
+    rc = main(["select", "--model", str(_tiny_run(tmp_path)), "--input", str(spike_video), str(other),
+               str(tmp_path / "missing.mp4"), "--out", str(out), "--top", "2", "--every", "3", "--quiet"])
+    assert rc == 1  # one scan could not be opened
+    printed = capsys.readouterr()
+    assert "missing.mp4" in printed.err
+    rows = read_csv(out / "summary.csv")
+    assert list(rows[0]) == SUMMARY_COLUMNS and len(rows) == 3
+    assert [r["frames_scored"] for r in rows] == ["20", "20", "0"]
+    assert rows[0]["best_frame"] != "" and rows[0]["best_frame"] == rows[1]["best_frame"]
+    assert "scan" in printed.out and "best_frame" in printed.out
+    for folder in ("spike", "spike-2"):
+        picks = read_csv(out / folder / "picks.csv")
+        assert len(picks) == 2 and (out / folder / picks[0]["file"]).is_file()
+        frames = read_csv(out / folder / "frames.csv")
+        assert len(frames) == 20 and all(math.isfinite(float(r["quality"])) for r in frames)
+    assert (out / "report.html").is_file()
