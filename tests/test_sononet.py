@@ -1,6 +1,8 @@
 """Tests of the SonoNet-16 port (crl_uiqa.backbones.sononet) and its use via crl_uiqa.embed."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -155,3 +157,27 @@ def test_compute_embeddings_from_files_and_save(model, examples_dir, tmp_path):
     assert Embeddings.load(tmp_path / "e.safetensors").layer == "adaptation"
     with pytest.raises(ValueError, match=".npy or .safetensors"):
         emb.save(tmp_path / "e.txt")
+
+
+def test_smallnet_port_classifies_12_of_13_examples(examples_dir, sononet16_path):
+    """SmallNet (flipped Lasagne kernels) gets every example plane but the abdominal one."""
+    from crl_uiqa.backbones import get_backbone
+    from crl_uiqa.classify import classify_images
+
+    net = get_backbone("smallnet", sononet16_path.parent)
+    res = classify_images(str(examples_dir), backbone=net, crop=(115, 81, 620, 794), num_workers=0, progress=False)
+    truth = {"3VV": "3VV", "4CH": "4CH", "ABDOMINAL": "Abdominal", "BRAIN-CB": "Brain (Cb.)",
+             "BRAIN-TV": "Brain (Tv.)", "FEMUR": "Femur", "KIDNEYS": "Kidneys", "LIPS": "Lips", "LVOT": "LVOT",
+             "PROFILE": "Profile", "RVOT": "RVOT", "SPINE-CORONAL": "Spine (cor.)", "SPINE-SAGITTAL": "Spine (sag.)"}
+    right = [truth[Path(p).stem] == plane for p, plane in zip(res.paths, res.planes)]
+    assert sum(right) == 12
+    assert [Path(p).stem for p, ok in zip(res.paths, right) if not ok] == ["ABDOMINAL"]
+
+
+def test_smallnet_as_quality_trunk(sononet16_path):
+    import torch
+
+    from crl_uiqa.model import ModelConfig, build_model
+
+    m = build_model(ModelConfig(backbone="smallnet", image_size=(112, 144)), weights=sononet16_path.parent)
+    assert m(torch.rand(2, 1, 112, 144)).shape == (2,)

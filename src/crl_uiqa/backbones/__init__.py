@@ -10,7 +10,7 @@ A backbone is a ``torch.nn.Module`` that takes gray images ``(B, 1, H, W)`` in
 * ``input_size``: the (H, W) it was trained at.
 
 Backbones are looked up by name in a small registry. Besides the built-in
-``sononet16``, any importable builder can serve: ``python:package.module:function``
+``sononet16`` and ``smallnet``, any importable builder can serve: ``python:package.module:function``
 names a function ``function(weights=None) -> nn.Module`` following the protocol
 above (e.g. a wrapper around a timm/torchvision model with your own weights).
 """
@@ -23,7 +23,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .sononet import CLASS_NAMES, SonoNet, sononet16
+from .sononet import CLASS_NAMES, SmallNet, SonoNet, smallnet, sononet16
 
 Builder = Callable[..., nn.Module]
 _REGISTRY: dict[str, Builder] = {}
@@ -80,10 +80,13 @@ def get_backbone(
 
 
 register_backbone("sononet16", sononet16)
+register_backbone("smallnet", smallnet)
 
 __all__ = [
     "CLASS_NAMES",
+    "SmallNet",
     "SonoNet",
+    "smallnet",
     "available_backbones",
     "get_backbone",
     "register_backbone",

@@ -17,14 +17,17 @@ Architecture of SonoNet-16 (the published Lasagne model, ported by layout):
 
 The ``.npz`` holds ``arr_0 ... arr_74`` in layer order, five per layer: conv
 weight (no bias), BN beta, BN gamma, BN running mean, BN inverse std (Lasagne,
-epsilon 1e-4). The stored kernels are used as they are (PyTorch
-cross-correlation): flipping them, as a true-convolution Lasagne layer would
-need, drops the example planes from 13/13 to 6/13 correct.
+epsilon 1e-4). The published SonoNet layers were built with
+``flip_filters=False`` (cross-correlation, as PyTorch's), so the stored kernels
+are used as they are; flipping them drops the example planes from 13/13 to
+6/13 correct.
 
-SmallNet (same repository) is not offered: its layout (conv 7x7/5x5/3x3/3x3
-with biases, 1x1 adaptation) is not documented and no pooling/stride layout we
-tried classifies more than 4 of the 13 example planes, so a port could not be
-verified.
+SmallNet (same repository) is the lighter plane classifier without batch norm:
+conv 7x7/2 (32, no padding) + max-pool 2, conv 5x5/2 (64, no padding) + max-pool 2,
+conv 3x3 (128) twice, 1x1 conv to 64, 1x1 conv to 14, every conv but the last
+followed by ReLU, global average pooling. Unlike SonoNet its Lasagne layers
+flip their kernels (the default ``flip_filters=True``), so its kernels are
+flipped here; that port classifies 12 of the 13 example planes (unflipped: 6).
 """
 from __future__ import annotations
 
@@ -166,6 +169,65 @@ class SonoNet(nn.Module):
                 var = 1.0 / np.square(inv_std.astype(np.float64)) - LASAGNE_BN_EPS
                 _copy(bn.running_var, np.maximum(var, 0.0).astype(np.float32), path, i)
         return self
+
+
+class SmallNet(nn.Module):
+    """SmallNet: the lighter SonoNet-family plane classifier (see the module docstring)."""
+
+    embedding_layers = ("block1", "block2", "block3", "block4", "adaptation", "logits", "probs")
+    class_names = CLASS_NAMES
+    input_size = INPUT_SIZE
+
+    def __init__(self, num_classes: int = 14):
+        super().__init__()
+        self.blocks = nn.ModuleList([nn.Conv2d(1, 32, 7, stride=2), nn.Conv2d(32, 64, 5, stride=2),
+                                     nn.Conv2d(64, 128, 3, padding=1), nn.Conv2d(128, 128, 3, padding=1)])
+        self.adaptation = nn.ModuleList([nn.Conv2d(128, 64, 1), nn.Conv2d(64, num_classes, 1)])
+        self.out_channels = 128
+        self.num_classes = num_classes
+
+    def feature_maps(self, x: torch.Tensor, until: str = "block4", standardized: bool = False) -> torch.Tensor:
+        if not standardized:
+            x = standardize(x)
+        for i, conv in enumerate(self.blocks[: int(until.removeprefix("block"))]):
+            x = F.relu(conv(x))
+            if i < 2:
+                x = F.max_pool2d(x, 2)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.adaptation[1](F.relu(self.adaptation[0](self.feature_maps(x)))).mean(dim=(2, 3))
+
+    def embed(self, x: torch.Tensor, layer: str = "block4") -> torch.Tensor:
+        if layer not in self.embedding_layers:
+            raise ValueError(f"unknown SmallNet layer {layer!r}; choose from {', '.join(self.embedding_layers)}")
+        if layer.startswith("block"):
+            return self.feature_maps(x, until=layer).mean(dim=(2, 3))
+        h = F.relu(self.adaptation[0](self.feature_maps(x)))
+        if layer == "adaptation":
+            return h.mean(dim=(2, 3))
+        logits = self.adaptation[1](h).mean(dim=(2, 3))
+        return logits if layer == "logits" else logits.softmax(dim=1)
+
+    def load_lasagne(self, path: str | os.PathLike) -> "SmallNet":
+        arrays = _read_npz(path)
+        convs = list(self.blocks) + list(self.adaptation)
+        if len(arrays) != 2 * len(convs):
+            raise ValueError(f"{path}: expected {2 * len(convs)} arrays for SmallNet, found {len(arrays)}")
+        with torch.no_grad():
+            for i, conv in enumerate(convs):
+                w, b = arrays[2 * i : 2 * i + 2]
+                _copy(conv.weight, w[:, :, ::-1, ::-1], path, i)  # Lasagne flip_filters=True
+                _copy(conv.bias, b, path, i)
+        return self
+
+
+def smallnet(weights: str | os.PathLike | None = None, pretrained: bool = True) -> SmallNet:
+    """SmallNet with the published weights."""
+    model = SmallNet()
+    if pretrained:
+        model.load_lasagne(resolve_weights("SmallNet.npz", weights))
+    return model.eval()
 
 
 def _read_npz(path: str | os.PathLike) -> list[np.ndarray]:
