@@ -30,11 +30,14 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from dev_protocol import BLUR_TYPES, MAIN_TYPES, build_dev_protocol  # noqa: E402
 
+FULL = {"smoothing": True, "consistency": True, "relativity": True}
 ROWS = {
     "all": None,
     "regression": ["pseudo-label", "+ smoothing"],
     "full": ["+ smoothing + L_c + L_r (CRL-UIQA)"],
     "regression+full": ["+ smoothing", "+ smoothing + L_c + L_r (CRL-UIQA)"],
+    # the paper's lr against the lr that the feasibility run found to learn, full model, same epochs
+    "lr": [("CRL-UIQA lr 1e-3 (paper)", {**FULL, "lr": 1e-3}), ("CRL-UIQA lr 1e-2", {**FULL, "lr": 1e-2})],
 }
 
 

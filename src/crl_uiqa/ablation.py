@@ -27,7 +27,7 @@ ABLATION_ROWS: list[tuple[str, dict]] = [
 
 def run_ablation(images, references, pairs_csv, out_dir, *, k: int = 5, layer: str = "block4",
                  backbone: str = "sononet16", weights=None, train_config: TrainConfig | None = None,
-                 model_config: ModelConfig | None = None, rows: list[str] | None = None, device="auto", crop=None,
+                 model_config: ModelConfig | None = None, rows: list | None = None, device="auto", crop=None,
                  num_workers=None, progress: bool = True, root=None) -> list[dict]:
     """Train each configuration and evaluate it on ``pairs_csv``; returns table rows.
 
@@ -73,12 +73,17 @@ def run_ablation(images, references, pairs_csv, out_dir, *, k: int = 5, layer: s
         d_small = topk_mean_distance(small.vectors, refs.vectors, k, device=dev)
         table.append(summarise(f"distance score at {mc.image_size[0]}x{mc.image_size[1]} (no training)",
                                dict(zip(small.paths, -d_small)), 0.0))
-    wanted = [r for r in ABLATION_ROWS if rows is None or r[0] in rows]
+    if rows is None:
+        wanted = ABLATION_ROWS
+    else:  # names of ABLATION_ROWS, or (name, options) with any TrainConfig field among the options
+        named = dict(ABLATION_ROWS)
+        wanted = [(r, named[r]) if isinstance(r, str) else tuple(r) for r in rows]
     for name, opts in wanted:
         t0 = time.perf_counter()
-        pl = pseudo_labels_from_distances(dist, k=k, smoothing=opts["smoothing"])
-        cfg = replace(tc, consistency=opts["consistency"], relativity=opts["relativity"])
-        slug = name.replace("+", "").replace("(", "").replace(")", "").split()
+        opts = dict(opts)
+        pl = pseudo_labels_from_distances(dist, k=k, smoothing=opts.pop("smoothing", True))
+        cfg = replace(tc, **opts)
+        slug = "".join(c if c.isalnum() else " " for c in name).split()
         res = train(embs.paths, pl.label, config=cfg, model_config=mc, weights=weights,
                     run_dir=out_dir / "_".join(slug).lower(), device=dev, crop=crop, num_workers=num_workers,
                     progress=progress)
