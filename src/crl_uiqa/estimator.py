@@ -5,8 +5,9 @@
 >>> scores = est.predict(["a.png", "b.png"])          # higher = better
 >>> est.save("run/"); est = CRLUIQA.load("run/")
 
-``fit`` = :func:`crl_uiqa.pseudo_labels.label_images` then
-:func:`crl_uiqa.training.train`; ``predict`` = :func:`crl_uiqa.scoring.score_paths`.
+``fit`` = :func:`crl_uiqa.pseudo_labels.label_images` (and, with
+``calibrate_margins=True``, :func:`crl_uiqa.calibration.backbone_calibration_table`
+on the references) then :func:`crl_uiqa.training.train`; ``predict`` = :func:`crl_uiqa.scoring.score_paths`.
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ class CRLUIQA:
     def __init__(self, *, k: int = 5, layer: str = "block4", smoothing: bool = True, backbone: str = "sononet16",
                  weights=None, image_size: tuple[int, int] = (224, 288), device="auto", batch_size_eval: int = 32,
                  num_workers: int | None = None, progress: bool = True, train_config: TrainConfig | None = None,
-                 model_config: ModelConfig | None = None, **train_kwargs):
+                 model_config: ModelConfig | None = None, calibrate_margins: bool = False, **train_kwargs):
         self.pseudo = PseudoLabelConfig(k, layer, backbone, smoothing)
         self.weights = weights
         self.device = device
@@ -45,6 +46,8 @@ class CRLUIQA:
         self.progress = progress
         self.train_config = train_config or TrainConfig(**train_kwargs)
         self.model_config = model_config or ModelConfig(backbone=backbone, image_size=tuple(image_size))
+        self.calibrate_margins = calibrate_margins
+        self.calibration_ = None  # crl_uiqa.calibration.CalibrationTable when calibrate_margins
         self.model_ = None
         self.labels_ = None
         self.history_: list[dict] = []
@@ -71,7 +74,27 @@ class CRLUIQA:
             if labels_csv is not None:
                 self.labels_.to_csv(labels_csv)
             paths, q = self.labels_.paths, self.labels_.labels.label
+        if self.calibrate_margins and self.train_config.relativity:
+            self._calibrate(references, reference_crop if reference_crop is not None else crop)
         return self.fit_labels(paths, q, run_dir=run_dir, resume=resume, crop=crop, val_pairs=val_pairs)
+
+    def _calibrate(self, references, crop) -> None:
+        """Per-family relativity margins measured on the references (:mod:`crl_uiqa.calibration`)."""
+        import logging
+        from dataclasses import replace
+
+        from .calibration import backbone_calibration_table
+        from .io import list_images
+        from .views import parse_strong_views
+
+        self.calibration_ = backbone_calibration_table(
+            list_images(references), self.pseudo.backbone, self.weights, self.pseudo.layer, None,
+            parse_strong_views(self.train_config.strong_views), k=self.pseudo.k, seed=self.train_config.seed,
+            device=self.device, crop=crop, num_workers=self.num_workers)
+        weights = self.calibration_.weights()
+        self.train_config = replace(self.train_config, calibration=weights)
+        logging.getLogger(__name__).info("calibrated margin weights: %s",
+                                         ", ".join(f"{f}={w:.3f}" for f, w in weights.items()))
 
     def fit_labels(self, paths: Sequence[str], labels: Sequence[float], *, run_dir=None, resume: bool = False,
                    crop=None, val_pairs=None) -> "CRLUIQA":

@@ -59,8 +59,12 @@ def report_failures(failures, out_path=None) -> None:
         print(f"the list is in {side}", file=sys.stderr)
 
 
-def add_training(parser: argparse.ArgumentParser) -> None:
-    """Training options; defaults are the paper's (Sec. 3.2) unless BENCHMARKS.md says otherwise."""
+def add_training(parser: argparse.ArgumentParser, calibrate_margins: bool = False) -> None:
+    """Training options; defaults are the paper's (Sec. 3.2) unless BENCHMARKS.md says otherwise.
+
+    ``calibrate_margins=True`` adds ``--calibrate-margins`` (for commands that
+    have the reference planes at hand, i.e. ``fit``).
+    """
     g = parser.add_argument_group("co-learning (paper defaults)")
     g.add_argument("--epochs", type=int, default=35, help="training epochs (paper: 35)")
     g.add_argument("--batch-size", type=int, default=16, help="source images per step; each brings 3 views (paper: 16)")
@@ -79,6 +83,11 @@ def add_training(parser: argparse.ArgumentParser) -> None:
                    "comma list of families (see crl_uiqa.corruptions)")
     g.add_argument("--margin-scale", type=float, default=0.1,
                    help="epsilon_i = margin-scale x degree_i in the relativity loss (default 0.1)")
+    if calibrate_margins:
+        g.add_argument("--calibrate-margins", action="store_true",
+                       help="weight each strong-view family's margin by how much it raises the pseudo-label distance "
+                       "of the reference planes in P(.)'s feature space (crl_uiqa.calibration; weights average 1, so "
+                       "--margin-scale keeps its meaning); the weights are printed and stored in model.json")
     g.add_argument("--max-rotation", type=float, default=15.0, help="weak-view rotation range in degrees (default 15)")
     g.add_argument("--val-fraction", type=float, default=0.15, help="share of images held out for validation")
     g.add_argument("--seed", type=int, default=0, help="random seed (runs repeat exactly on the CPU)")

@@ -20,7 +20,7 @@ def register(sub) -> None:
     p.add_argument("--weights", default=None, metavar="PATH", help="backbone weights file or folder")
     add_crop(p)
     add_crop(p, "--reference-crop", "references (default: --crop)")
-    add_training(p)
+    add_training(p, calibrate_margins=True)
     add_runtime_eval(p)
     p.set_defaults(func=run)
 
@@ -32,8 +32,11 @@ def run(args) -> int:
     tc, mc = training_configs(args)
     est = CRLUIQA(k=args.k, layer=args.layer, smoothing=not args.no_smoothing, backbone=args.backbone,
                   weights=args.weights, device=args.device, num_workers=args.workers, progress=not args.quiet,
-                  train_config=tc, model_config=mc)
+                  train_config=tc, model_config=mc, calibrate_margins=args.calibrate_margins)
     est.fit(args.images, args.references, run_dir=args.out, resume=args.resume, crop=crop_tuple(args.crop),
             reference_crop=crop_tuple(args.reference_crop), val_pairs=val_pairs_arg(args.val_pairs))
+    if est.calibration_ is not None:
+        print("calibrated margin weights (mean 1; stored in model.json under train_config.calibration):")
+        print(est.calibration_.to_markdown())
     _print_summary(est.history_, args.out)
     return 0

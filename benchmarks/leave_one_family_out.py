@@ -1,0 +1,359 @@
+"""Leave-one-family-out: do strong views beyond blur teach quality, or only "not this corruption"?
+
+The paper's strongly augmented views are Gaussian and motion blur. A model that
+is only pushed to rank a frame above its blurred copy may learn "sharper is
+better" and nothing about the other ways an ultrasound frame goes bad. This
+benchmark measures how the relativity loss generalises to a corruption family
+the model never saw during training.
+
+Pairs (built once in ``bench-out/lofo``, reused)
+------------------------------------------------
+Each of the 200 held-out test images of the development protocol
+(``dev_protocol.py``) is read, resized to 224 x 288 (antialiased bilinear,
+:func:`crl_uiqa.io.to_tensor`), quantised to 8 bits and written to
+``clean/``; for every family F of :data:`crl_uiqa.corruptions.ULTRASOUND_FAMILIES`
+it is corrupted with :func:`crl_uiqa.corruptions.corrupt` at degree 0.35
+(``F/mild/``) and 0.7 (``F/severe/``). The random draws of image ``i`` (its
+position in ``test.txt``) and family F come from a generator seeded with
+``SeedSequence([seed, i, crc32(F)])``, the same for both degrees (the same
+shadow, motion angle, noise field; only the strength differs). Pairs per image
+and family: clean > mild, mild > severe, clean > severe (type = F).
+
+Runs (one embedding pass, :func:`crl_uiqa.ablation.run_ablation`)
+-----------------------------------------------------------------
+* the untrained distance score (pseudo-label distance, at 224 x 288 and at the
+  training resolution);
+* ``paper blur-only``: strong views = Gaussian + motion blur;
+* ``all but F``, for each evaluated family F: strong views = every ultrasound
+  family except F, evaluated on F's pairs only (the other columns of that run
+  are families it was trained on, so they are not reported).
+
+With ``--calibrated`` the margins of each run are weighted by
+:mod:`crl_uiqa.calibration` (one calibration table over all families on the 45
+references, renormalised to mean 1 over each run's families).
+
+Kendall-tau check
+-----------------
+Pairwise accuracy on corrupted pairs cannot see a model that scores every
+clean image alike. Each trained model therefore also scores the held-out
+clean test images (``dev.test``), and the table reports Kendall's tau
+(:func:`scipy.stats.kendalltau`) between its scores and the distance score of
+those images (the quantity the pseudo-labels are built from), with the spread
+(standard deviation) of its scores.
+
+CPU budget
+----------
+The default ``--epochs 5`` (the paper trains 35) keeps the full run (12
+trainings on 754 images at 112 x 144) within a few hours of two CPU cores; the
+output says so.
+
+Usage::
+
+    python benchmarks/leave_one_family_out.py [--epochs 5] [--lr 1e-2] [--image-size 112 144] \
+        [--families shadow,over_gain] [--calibrated] [--limit-train N] [--limit-test N] [--tag NAME]
+
+Writes ``bench-out/lofo_<tag>.json`` and ``.md`` and the runs in ``bench-out/lofo_runs_<tag>/``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+import zlib
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from dev_protocol import build_dev_protocol  # noqa: E402
+
+LOFO_VERSION = 1
+PAIR_SIZE = (224, 288)
+DEGREES = {"mild": 0.35, "severe": 0.7}
+PAPER_ROW = "paper blur-only"
+
+
+def _log(msg: str) -> None:
+    print(f"[lofo {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- pairs
+def image_generator(seed: int, index: int, family: str):
+    """Generator of image ``index`` (position in test.txt) and ``family``: the same for mild and severe."""
+    import torch
+
+    state = np.random.SeedSequence([seed, index, zlib.crc32(family.encode())]).generate_state(2)
+    return torch.Generator().manual_seed(int(state[0]) << 31 | int(state[1]) >> 1)
+
+
+def build_pairs(test_paths: list[str], indices: list[int], families: list[str], out_dir: Path, seed: int = 0,
+                pairs_name: str = "pairs.csv") -> Path:
+    """Write clean/mild/severe PNGs of the given test images (missing ones only) and a pairs CSV.
+
+    ``indices`` are the images' positions in the full ``test.txt`` (they seed
+    the corruptions, so a file does not depend on which subset is built).
+    Existing files are reused when ``params.json`` matches this version,
+    size, degrees and seed; otherwise everything is rewritten.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from crl_uiqa.corruptions import corrupt
+    from crl_uiqa.files import write_csv, write_json
+    from crl_uiqa.io import read_gray, to_tensor, write_gray_png
+
+    params = {"version": LOFO_VERSION, "size": list(PAIR_SIZE), "degrees": DEGREES, "seed": seed}
+    pfile = out_dir / "params.json"
+    reuse = pfile.is_file() and json.loads(pfile.read_text()) == json.loads(json.dumps(params))
+    if not reuse:
+        pfile.unlink(missing_ok=True)
+    names = [Path(p).name for p in test_paths]
+    if len(set(names)) != len(names):
+        raise ValueError("test image names are not unique")
+    rows = []
+    for path, i, name in tqdm(list(zip(test_paths, indices, names)), desc="lofo pairs", disable=None):
+        clean_file = out_dir / "clean" / name
+        wanted = [out_dir / f / s / name for f in families for s in DEGREES]
+        if reuse and clean_file.is_file() and all(w.is_file() for w in wanted):
+            x = None
+        else:
+            x = to_tensor(read_gray(path), PAIR_SIZE)[None]  # (1, 1, H, W)
+            x = (x * 255).round() / 255  # exactly what the clean PNG holds
+            if not (reuse and clean_file.is_file()):
+                write_gray_png(clean_file, x[0, 0].numpy())
+        for f in families:
+            for s, d in DEGREES.items():
+                target = out_dir / f / s / name
+                if x is not None and not (reuse and target.is_file()):
+                    y = corrupt(x, f, torch.tensor([d]), generator=image_generator(seed, i, f))
+                    write_gray_png(target, y[0, 0].numpy())
+            c, m, v = f"clean/{name}", f"{f}/mild/{name}", f"{f}/severe/{name}"
+            rows += [(c, m, f), (m, v, f), (c, v, f)]
+    write_json(pfile, params)
+    pairs_csv = out_dir / pairs_name
+    write_csv(pairs_csv, rows, ["better", "worse", "type"])
+    return pairs_csv
+
+
+# --------------------------------------------------------------------------- helpers
+def _run_dir(out: Path, name: str) -> Path:
+    """The run folder :func:`crl_uiqa.ablation.run_ablation` gives row ``name``."""
+    slug = "".join(c if c.isalnum() else " " for c in name).split()
+    return out / "_".join(slug).lower()
+
+
+def _parse_families(spec: str | None) -> list[str]:
+    from crl_uiqa.corruptions import ULTRASOUND_FAMILIES
+
+    if not spec:
+        return list(ULTRASOUND_FAMILIES)
+    fams = [s.strip() for s in spec.split(",") if s.strip()]
+    bad = [f for f in fams if f not in ULTRASOUND_FAMILIES]
+    if bad or not fams:
+        raise SystemExit(f"--families: unknown {bad}; choose from {', '.join(ULTRASOUND_FAMILIES)}")
+    return fams
+
+
+def _fmt(v) -> str:
+    return "" if v is None else f"{v:.3f}"
+
+
+def format_markdown(result: dict) -> str:
+    meta, fam_rows, tau_rows = result["meta"], result["families"], result["kendall_tau"]
+    res = meta["image_size"]
+    lines = [
+        f"Leave-one-family-out on the HC18 dev split ({meta['n_test']} held-out images x 3 pairs per family; "
+        f"{meta['n_train']} training images, {meta['epochs']} epochs at lr {meta['lr']:g}, {res[0]}x{res[1]}, "
+        f"margins {'calibrated' if meta['calibrated'] else 'uncalibrated'}).",
+        "",
+        f"Note: {meta['epochs_note']}",
+        "",
+        "Pairwise accuracy on the pairs of family F (clean > mild > severe). `all but F`: trained with every "
+        "ultrasound family except F as strong views (F never seen). `paper blur-only`: Gaussian + motion blur "
+        "(* = F is one of its training families).",
+        "",
+        f"| family F | distance score 224x288 | distance score {res[0]}x{res[1]} | paper blur-only | all but F | "
+        "all but F - blur-only |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in fam_rows:
+        star = "*" if r["family"] in ("gaussian_blur", "motion_blur") else ""
+        diff = None if r["all_but_f"] is None else r["all_but_f"] - r["paper_blur_only"]
+        lines.append(f"| {r['family']} | {_fmt(r['distance_score'])} | {_fmt(r['distance_score_train_res'])} | "
+                     f"{_fmt(r['paper_blur_only'])}{star} | {_fmt(r['all_but_f'])} | "
+                     f"{'' if diff is None else f'{diff:+.3f}'} |")
+    mean = result["mean"]
+    mdiff = None if mean["all_but_f"] is None else mean["all_but_f"] - mean["paper_blur_only"]
+    lines.append(f"| **mean** | {_fmt(mean['distance_score'])} | {_fmt(mean['distance_score_train_res'])} | "
+                 f"{_fmt(mean['paper_blur_only'])} | {_fmt(mean['all_but_f'])} | "
+                 f"{'' if mdiff is None else f'{mdiff:+.3f}'} |")
+    lines += [
+        "",
+        f"Kendall-tau check: agreement of each trained model's score with the distance score (224x288) on the "
+        f"{meta['n_test']} held-out clean images; a model that scores every clean image alike shows up as tau ~ 0 "
+        "and a small spread.",
+        "",
+        "| run | strong views | Kendall tau | p | score std (clean) |",
+        "|---|---|---|---|---|",
+    ]
+    for r in tau_rows:
+        lines.append(f"| {r['run']} | {r['strong_views']} | {r['tau']:.3f} | {r['p']:.2g} | {r['score_std']:.4f} |")
+    if result.get("calibration"):
+        cal = result["calibration"]
+        lines += ["", "Margin calibration on the references (delta of the pseudo-label distance per degree; "
+                  "weights shown over all families, each run renormalises over its own):", "", cal["markdown"]]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- main
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--hc18", default=None, help="HC18 folder (default: see dev_protocol.py)")
+    ap.add_argument("--weights", default=None,
+                    help="SonoNet16.npz or its folder (default: shared/weights/sononet, else crl_uiqa.weights' search)")
+    ap.add_argument("--epochs", type=int, default=5,
+                    help="training epochs per run (default 5: a CPU budget; the paper trains 35)")
+    ap.add_argument("--lr", type=float, default=1e-2, help="SGD learning rate (default 1e-2)")
+    ap.add_argument("--batch-size", type=int, default=16, help="source images per step (default 16)")
+    ap.add_argument("--image-size", nargs=2, type=int, default=[112, 144], metavar=("H", "W"),
+                    help="training/scoring resolution (default 112 144)")
+    ap.add_argument("--families", default=None,
+                    help="comma list of held-out families to evaluate (default: all ultrasound families)")
+    ap.add_argument("--calibrated", action="store_true", help="calibrate the margins (crl_uiqa.calibration)")
+    ap.add_argument("--k", type=int, default=5, help="nearest references averaged (default 5)")
+    ap.add_argument("--layer", default="block4", help="embedding layer (default block4)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the pair corruptions and of training")
+    ap.add_argument("--limit-train", type=int, default=None, help="use only the first N training images (smoke runs)")
+    ap.add_argument("--limit-test", type=int, default=None, help="use only the first N test images (smoke runs)")
+    ap.add_argument("--workers", type=int, default=1, help="image decoding processes (default 1)")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--tag", default=None, help="output name (default from the options)")
+    args = ap.parse_args(argv)
+
+    import torch
+    from scipy import stats
+
+    from crl_uiqa.ablation import run_ablation
+    from crl_uiqa.backbones import get_backbone
+    from crl_uiqa.corruptions import PAPER_FAMILIES, ULTRASOUND_FAMILIES
+    from crl_uiqa.embed import compute_embeddings
+    from crl_uiqa.files import write_json, write_text
+    from crl_uiqa.model import ModelConfig
+    from crl_uiqa.pseudo_labels import topk_mean_distance
+    from crl_uiqa.scoring import score_paths
+    from crl_uiqa.training import TrainConfig, load_model
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.weights is None:
+        shared = Path(os.environ.get("CRL_UIQA_SHARED", ROOT.parent / "shared"))
+        if (shared / "weights" / "sononet" / "SonoNet16.npz").is_file():
+            args.weights = str(shared / "weights" / "sononet" / "SonoNet16.npz")
+    t0 = time.perf_counter()
+    families = _parse_families(args.families)
+    limited = args.limit_train is not None or args.limit_test is not None or args.families is not None
+    tag = args.tag or (f"e{args.epochs}_{'cal' if args.calibrated else 'uncal'}" + ("_limited" if limited else ""))
+    out_runs = ROOT / "bench-out" / f"lofo_runs_{tag}"
+
+    dev = build_dev_protocol(args.hc18)
+    train_paths = dev.train[: args.limit_train]
+    test_idx = list(range(len(dev.test)))[: args.limit_test]
+    test_paths = [dev.test[i] for i in test_idx]
+    lofo_dir = ROOT / "bench-out" / "lofo"
+    _log(f"building pairs for {len(test_paths)} test images x {len(families)} families in {lofo_dir}")
+    pairs_csv = build_pairs(test_paths, test_idx, families, lofo_dir, seed=args.seed,
+                            pairs_name="pairs.csv" if not limited else f"pairs_{tag}.csv")
+
+    # margins
+    calibration = None
+    weights_for = lambda fams: {}  # noqa: E731
+    if args.calibrated:
+        from crl_uiqa.calibration import backbone_calibration_table
+
+        _log("calibrating margins on the references")
+        table = backbone_calibration_table(dev.references, "sononet16", args.weights, args.layer, PAIR_SIZE,
+                                           ULTRASOUND_FAMILIES, k=args.k, seed=args.seed, device="cpu",
+                                           num_workers=args.workers)
+        calibration = {**table.to_dict(), "markdown": table.to_markdown()}
+        weights_for = table.weights
+
+    rows, row_views = [], {}
+    paper = list(PAPER_FAMILIES)
+    rows.append((PAPER_ROW, {"strong_views": ",".join(paper), "calibration": weights_for(paper)}))
+    row_views[PAPER_ROW] = paper
+    for f in families:
+        others = [g for g in ULTRASOUND_FAMILIES if g != f]
+        name = f"all but {f}"
+        rows.append((name, {"strong_views": ",".join(others), "calibration": weights_for(others)}))
+        row_views[name] = others
+
+    tc = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    mc = ModelConfig(image_size=tuple(args.image_size))
+    _log(f"training {len(rows)} runs ({args.epochs} epochs, {len(train_paths)} images) in {out_runs}")
+    table_rows = run_ablation(train_paths, dev.references, pairs_csv, out_runs, k=args.k, layer=args.layer,
+                              weights=args.weights, train_config=tc, model_config=mc, rows=rows, device="cpu",
+                              num_workers=args.workers, progress=False)
+    by_name = {r["configuration"]: r for r in table_rows}
+    dist_rows = [r for r in table_rows if r["configuration"].startswith("distance score")]
+    dist_full = dist_rows[0]
+    dist_small = dist_rows[1] if len(dist_rows) > 1 else dist_rows[0]
+
+    fam_rows = []
+    for f in families:
+        key = f"acc_{f}"
+        fam_rows.append({"family": f, "n_pairs": 3 * len(test_paths), "distance_score": dist_full.get(key),
+                         "distance_score_train_res": dist_small.get(key),
+                         "paper_blur_only": by_name[PAPER_ROW].get(key), "all_but_f": by_name[f"all but {f}"].get(key)})
+    mean = {c: (float(np.mean([r[c] for r in fam_rows])) if all(r[c] is not None for r in fam_rows) else None)
+            for c in ("distance_score", "distance_score_train_res", "paper_blur_only", "all_but_f")}
+
+    # Kendall-tau check on the clean held-out images
+    _log("Kendall-tau check on the clean test images")
+    net = get_backbone("sononet16", args.weights)
+    common = dict(layer=args.layer, device="cpu", num_workers=args.workers, strict=True, progress=False)
+    ref_emb = compute_embeddings(dev.references, net, **common)
+    test_emb = compute_embeddings(test_paths, net, **common)
+    dist_score = -topk_mean_distance(test_emb.vectors, ref_emb.vectors, args.k)
+    tau_rows = []
+    for name, _ in rows:
+        model, _meta = load_model(_run_dir(out_runs, name))
+        sc = score_paths(model, test_paths, device="cpu", num_workers=args.workers, strict=True, progress=False)
+        res = stats.kendalltau(sc.scores, dist_score)
+        tau_rows.append({"run": name, "strong_views": ",".join(row_views[name]) if name != PAPER_ROW else "paper",
+                         "tau": float(res.statistic), "p": float(res.pvalue),
+                         "score_std": float(np.std(sc.scores)), "n": len(sc.scores)})
+
+    meta = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+                   f"{torch.get_num_threads()} threads",
+        "command": "python benchmarks/leave_one_family_out.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "epochs": args.epochs,
+        "epochs_note": f"{args.epochs} epoch(s) per run is a CPU budget (the paper trains 35); the ranking of the "
+                       "runs, not the absolute accuracy, is the result.",
+        "lr": args.lr, "batch_size": args.batch_size, "image_size": args.image_size, "k": args.k,
+        "layer": args.layer, "seed": args.seed, "calibrated": args.calibrated, "families": families,
+        "pair_degrees": DEGREES, "pair_size": list(PAIR_SIZE), "pairs_csv": str(pairs_csv),
+        "n_train": len(train_paths), "n_test": len(test_paths), "n_references": len(dev.references),
+        "limit_train": args.limit_train, "limit_test": args.limit_test, "runs_dir": str(out_runs),
+        "total_seconds": round(time.perf_counter() - t0, 1),
+    }
+    result = {"meta": meta, "families": fam_rows, "mean": mean, "kendall_tau": tau_rows,
+              "ablation_rows": table_rows, "calibration": calibration}
+    md = format_markdown(result)
+    write_json(ROOT / "bench-out" / f"lofo_{tag}.json", result)
+    write_text(ROOT / "bench-out" / f"lofo_{tag}.md", md + "\n\n```json\n" + json.dumps(meta, indent=1) + "\n```\n")
+    print(md)
+    print(json.dumps(meta, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
