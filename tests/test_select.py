@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +18,8 @@ import torch
 
 av = pytest.importorskip("av")
 
+import _helpers  # noqa: E402
+from _helpers import us_dicom_dataset, us_region  # noqa: E402
 from crl_uiqa.cli import main  # noqa: E402
 from crl_uiqa.export import Runtime  # noqa: E402
 from crl_uiqa.files import read_csv  # noqa: E402
@@ -72,17 +73,9 @@ def capture_frames(levels, seed=0, h=H, w=W):
 
 
 def write_video(path, frames, fps=FPS):
-    container = av.open(str(path), "w", options={"movflags": "+faststart"})  # index first: cut files stay readable
-    stream = container.add_stream("libx264", rate=fps)
-    stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
-    stream.options = {"crf": "12"}
-    for img in frames:
-        for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="gray")):
-            container.mux(packet)
-    for packet in stream.encode():
-        container.mux(packet)
-    container.close()
-    return Path(path)
+    # +faststart puts the index first: cut files stay readable
+    return _helpers.write_video(path, frames, fps=fps, options={"movflags": "+faststart"},
+                                stream_options={"crf": "12"})
 
 
 def bump(i, center, width, height):
@@ -229,28 +222,16 @@ def test_truncated_video_keeps_frames_before_the_fault(spike_video, tmp_path):
 
 def test_dicom_region_and_timing(tmp_path):
     pydicom = pytest.importorskip("pydicom")
-    from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.sequence import Sequence as DicomSequence
-    from pydicom.uid import ExplicitVRLittleEndian, UltrasoundMultiFrameImageStorage, generate_uid
+    from pydicom.uid import ExplicitVRLittleEndian
 
     levels = [60 + bump(i, 7, 2, 80) for i in range(12)]
     frames = np.stack(capture_frames(levels, seed=3))
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = UltrasoundMultiFrameImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = meta.MediaStorageSOPClassUID, generate_uid(), "US"
-    ds.Rows, ds.Columns, ds.NumberOfFrames = H, W, len(frames)
+    ds = us_dicom_dataset(ExplicitVRLittleEndian, H, W, len(frames))
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
     ds.FrameTime = 40.0  # ms: 25 fps
-    item = Dataset()
-    item.RegionSpatialFormat, item.RegionDataType = 1, 1
-    item.RegionLocationMinX0, item.RegionLocationMinY0, item.RegionLocationMaxX1, item.RegionLocationMaxY1 = (
-        20, 10, 107, 89)
-    ds.SequenceOfUltrasoundRegions = DicomSequence([item])
+    ds.SequenceOfUltrasoundRegions = DicomSequence([us_region(20, 10, 107, 89)])
     ds.PixelData = frames.tobytes()
     path = tmp_path / "loop.dcm"
     ds.save_as(str(path), enforce_file_format=True)

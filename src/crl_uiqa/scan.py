@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import abc
 import glob as _glob
+import importlib
 import io
 import logging
 import math
@@ -364,9 +365,14 @@ class ScanSource(abc.ABC):
         yield from self._frames(FrameSampler(indices=np.linspace(0, total - 1, min(n, total)).round().astype(int)))
 
 
+def _is_pattern(text: str) -> bool:
+    """Whether ``text`` is a glob pattern (holds ``*``, ``?`` or ``[``)."""
+    return any(ch in text for ch in "*?[")
+
+
 def _scan_name(path: Path) -> str:
     text = str(path)
-    if any(ch in text for ch in "*?["):
+    if _is_pattern(text):
         # A glob: name it after the folder holding the pattern.
         parent = Path(text).parent
         return parent.name or "scan"
@@ -399,14 +405,18 @@ def _to_gray(arr: np.ndarray, *, max_value: float, what: str) -> np.ndarray:
 # ----------------------------------------------------------------------------- video
 
 
-def _import_av():
+def _import_optional(module: str, purpose: str, package: str, extra: str):
+    """Import an optional dependency, or raise a ValueError saying what to install."""
     try:
-        import av  # noqa: PLC0415
+        return importlib.import_module(module)
     except ImportError:  # pragma: no cover - depends on the environment
         raise ValueError(
-            "reading videos needs PyAV: pip install av  (or pip install 'crl-uiqa[video]')"
+            f"{purpose} needs {package}: pip install {module}  (or pip install 'crl-uiqa[{extra}]')"
         ) from None
-    return av
+
+
+def _import_av():
+    return _import_optional("av", "reading videos", "PyAV", "video")
 
 
 class VideoScan(ScanSource):
@@ -460,6 +470,16 @@ class VideoScan(ScanSource):
             stream = container.streams.video[0]
             state = {"first_pts": None, "prev": None}
             fault: str | None = None
+
+            def kept(frames):
+                """Number the decoded ``frames`` and yield those the sampler keeps."""
+                nonlocal decoded
+                for frame in frames:
+                    item = self._frame(frame, decoded, stream, state, sampler)
+                    decoded += 1
+                    if item is not None:
+                        yield item
+
             packets = container.demux(stream)
             while True:
                 try:
@@ -475,11 +495,7 @@ class VideoScan(ScanSource):
                 except av.error.FFmpegError as exc:
                     fault = f"damaged or truncated video data ({exc})"
                     break
-                for frame in frames:
-                    item = self._frame(frame, decoded, stream, state, sampler)
-                    decoded += 1
-                    if item is not None:
-                        yield item
+                yield from kept(frames)
             if fault is not None:
                 # Frames still inside the decoder (B-frame delay) were decoded
                 # from intact data: hand them out before reporting the fault.
@@ -487,11 +503,7 @@ class VideoScan(ScanSource):
                     remaining = stream.codec_context.decode(None)
                 except av.error.FFmpegError:
                     remaining = []
-                for frame in remaining:
-                    item = self._frame(frame, decoded, stream, state, sampler)
-                    decoded += 1
-                    if item is not None:
-                        yield item
+                yield from kept(remaining)
                 raise ScanReadError(self.path, decoded, fault)
             if self.n_frames is not None and decoded < self.n_frames:
                 raise ScanReadError(
@@ -573,13 +585,7 @@ _SUPPORTED_PHOTOMETRIC = (
 
 
 def _import_pydicom():
-    try:
-        import pydicom  # noqa: PLC0415
-    except ImportError:  # pragma: no cover - depends on the environment
-        raise ValueError(
-            "reading DICOM needs pydicom: pip install pydicom  (or pip install 'crl-uiqa[dicom]')"
-        ) from None
-    return pydicom
+    return _import_optional("pydicom", "reading DICOM", "pydicom", "dicom")
 
 
 def is_dicom_file(path: str | os.PathLike) -> bool:
@@ -760,9 +766,14 @@ def _dicom_times(ds: Any, n: int, frame_rate: float | None) -> tuple[list[float]
         rate = _num(ds.get(keyword), 0.0)
         if rate > 0 and math.isfinite(rate):
             return [i / rate for i in range(n)], rate, keyword
+    rate, timing = _fallback_rate(frame_rate)
+    return [i / rate for i in range(n)], rate, timing
+
+
+def _fallback_rate(frame_rate: Any) -> tuple[float, str]:
+    """The rate of a source without timing, and its timing label: ``frame_rate`` when given, else the default."""
     given = _check_fps(frame_rate, "frame_rate")
-    rate = given or DEFAULT_FRAME_RATE
-    return [i / rate for i in range(n)], rate, ("frame_rate" if given else "default")
+    return (given, "frame_rate") if given else (DEFAULT_FRAME_RATE, "default")
 
 
 # ----------------------------------------------------------------------------- image sequences
@@ -812,7 +823,7 @@ def read_image_file(path: str | os.PathLike) -> np.ndarray:
 
 def _list_images(path: Path) -> list[Path]:
     text = str(path)
-    if any(ch in text for ch in "*?["):
+    if _is_pattern(text):
         # Keep images and DICOM files (also extension-less ones such as IM0001).
         files = [
             Path(p)
@@ -854,9 +865,7 @@ class ImageSequenceScan(ScanSource):
     ) -> None:
         super().__init__(Path(path), every=every, fps=fps, crop=crop)
         self.files = _list_images(self.path)
-        rate = _check_fps(frame_rate, "frame_rate")
-        self.fps = rate or DEFAULT_FRAME_RATE
-        self.timing = "frame_rate" if rate else "default"
+        self.fps, self.timing = _fallback_rate(frame_rate)
         self.n_frames = len(self.files)
         self.shape = tuple(read_image_file(self.files[0]).shape[:2])
         self._check_crop()
@@ -890,7 +899,7 @@ def scan_kind(path: str | os.PathLike) -> str:
     """
     p = Path(path)
     text = str(path)
-    if any(ch in text for ch in "*?[") and not p.exists():
+    if _is_pattern(text) and not p.exists():
         return "images"
     if not p.exists():
         raise FileNotFoundError(f"scan not found: {p}")

@@ -13,7 +13,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-__all__ = ["check_array_images", "check_size", "load_sononet", "iter_tensor_batches", "sononet_features"]
+__all__ = ["check_array_images", "check_size", "check_positive_int", "check_integer", "load_sononet",
+           "iter_tensor_batches", "sononet_outputs", "sononet_features"]
 
 #: Tolerance on the [0, 1] value range (interpolation may overshoot slightly).
 _RANGE_TOL = 1e-4
@@ -22,22 +23,27 @@ _RANGE_TOL = 1e-4
 def check_array_images(images, what: str = "images") -> list[np.ndarray]:
     """Validate a sequence of grayscale (H, W) images in [0, 1] without copying them.
 
+    The one image validator of every baseline (the NSS metrics use it as
+    :func:`crl_uiqa.baselines._nss.check_images`).
+
     Parameters
     ----------
     images : sequence of numpy.ndarray
-        Images of shape (H, W), values in [0, 1]. An (N, H, W) stack is accepted too.
+        Images of shape (H, W), values in [0, 1]. A single (H, W) array or an
+        (N, H, W) stack is accepted too.
     what : str
-        Name used in error messages.
+        Name used in error messages (``"images"``, ``"references"``).
 
     Returns
     -------
     list of numpy.ndarray
-        The images as arrays (views, not copies).
+        The images as arrays (views, not copies), in their own dtype (metrics
+        convert them one at a time, so that a large set is not duplicated in float64).
 
     Raises
     ------
     ValueError
-        Empty sequence, non-2-D, empty, non-real, non-finite or out-of-range image.
+        Not a sequence, empty sequence, non-2-D, empty, non-real, non-finite or out-of-range image.
     """
     if isinstance(images, np.ndarray):
         if images.ndim == 2:
@@ -89,6 +95,13 @@ def check_positive_int(value, name: str) -> int:
     return int(value)
 
 
+def check_integer(value, name: str) -> int:
+    """``value`` as an int (any integer, e.g. a seed), or a ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    return int(value)
+
+
 def load_sononet(weights=None, device=None):
     """SonoNet-16 (eval mode) and the torch device; ``weights`` may also be a ready ``nn.Module``.
 
@@ -127,13 +140,29 @@ def iter_tensor_batches(images: Sequence[np.ndarray], size: tuple[int, int], bat
         yield start, x
 
 
+def sononet_outputs(model, x, outputs: tuple[str, ...] = ("block5", "probs")) -> dict:
+    """Pooled block5 embeddings and/or class probabilities of one batch ``x`` (B, 1, H, W), one trunk pass.
+
+    Returns ``{name: float64 CPU tensor (B, D)}`` for each name of ``outputs``
+    (``block5``: global average of the last conv block, 128-d; ``probs``:
+    softmax of the 14 plane logits). Call it under ``torch.inference_mode()``.
+    """
+    f = model.feature_maps(x)
+    out = {}
+    if "block5" in outputs:
+        out["block5"] = f.mean(dim=(2, 3)).double().cpu()
+    if "probs" in outputs:
+        out["probs"] = model.adaptation(f).mean(dim=(2, 3)).softmax(dim=1).double().cpu()
+    return out
+
+
 def sononet_features(images: Sequence[np.ndarray], model, device, *, size: tuple[int, int], batch_size: int,
                      outputs: tuple[str, ...] = ("block5", "probs"), progress: bool | str = False) -> dict:
     """Pooled block5 embeddings and/or class probabilities of in-memory images, one trunk pass each.
 
     Returns ``{name: float64 array (N, D)}`` for each name of ``outputs``
-    (``block5``: global average of the last conv block, 128-d; ``probs``:
-    softmax of the 14 plane logits).
+    (see :func:`sononet_outputs`); a NaN or infinite output raises a
+    ValueError naming ``images[i]``.
     """
     import torch
     from tqdm.auto import tqdm
@@ -142,11 +171,8 @@ def sononet_features(images: Sequence[np.ndarray], model, device, *, size: tuple
     with torch.inference_mode(), tqdm(total=len(images), desc=progress if isinstance(progress, str) else "SonoNet",
                                       unit="img", disable=not progress or None, leave=False) as bar:
         for _, x in iter_tensor_batches(images, size, batch_size, device):
-            f = model.feature_maps(x)
-            if "block5" in chunks:
-                chunks["block5"].append(f.mean(dim=(2, 3)).double().cpu())
-            if "probs" in chunks:
-                chunks["probs"].append(model.adaptation(f).mean(dim=(2, 3)).softmax(dim=1).double().cpu())
+            for k, v in sononet_outputs(model, x, outputs).items():
+                chunks[k].append(v)
             bar.update(x.shape[0])
     out = {k: torch.cat(v).numpy() for k, v in chunks.items()}
     for k, v in out.items():

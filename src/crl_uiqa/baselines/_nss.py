@@ -29,67 +29,10 @@ import scipy.signal
 from scipy.special import gamma as _gamma
 from scipy.special import gammaln, psi
 
+# One image validator for every baseline (grayscale (H, W) in [0, 1], errors naming ``images[i]``).
+from ._network import check_array_images as check_images
+
 __all__ = ["gaussian_window", "mscn", "pair_products", "AGGDFit", "aggd_fit", "check_images"]
-
-
-#: Tolerance on the [0, 1] value range (interpolation may overshoot slightly).
-_RANGE_TOL = 1e-4
-
-
-def check_images(images, what: str = "images") -> list[np.ndarray]:
-    """Validate a sequence of grayscale images and return them as a list of arrays (not copied).
-
-    Parameters
-    ----------
-    images : sequence of numpy.ndarray
-        Images of shape (H, W) with values in [0, 1]. A single (H, W) array or
-        an (N, H, W) stack is also accepted.
-    what : str
-        Name used in error messages (``"images"``, ``"references"``).
-
-    Returns
-    -------
-    list of numpy.ndarray
-        The images as arrays, in their own dtype (metrics convert them one at a
-        time, so that a large set is not duplicated in float64).
-
-    Raises
-    ------
-    ValueError
-        If the sequence is empty, an image is not 2-D, is empty, holds NaN
-        or infinite values, or has values outside [0, 1].
-    """
-    if isinstance(images, np.ndarray):
-        if images.ndim == 2:
-            images = [images]
-        elif images.ndim == 3:
-            images = list(images)
-        else:
-            raise ValueError(f"{what}: expected a sequence of (H, W) images, got an array of shape {images.shape}")
-    images = list(images)
-    if not images:
-        raise ValueError(f"{what}: the list of images is empty")
-    out = []
-    for i, img in enumerate(images):
-        arr = np.asarray(img)
-        if arr.ndim != 2:
-            raise ValueError(
-                f"{what}[{i}]: expected a grayscale (H, W) image, got shape {arr.shape} "
-                "(convert colour images to grayscale first)"
-            )
-        if arr.size == 0:
-            raise ValueError(f"{what}[{i}]: empty image of shape {arr.shape}")
-        if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
-            raise ValueError(f"{what}[{i}]: expected a real-valued image, got dtype {arr.dtype}")
-        if not np.all(np.isfinite(arr)):
-            raise ValueError(f"{what}[{i}]: the image contains NaN or infinite values")
-        lo, hi = float(arr.min()), float(arr.max())
-        if lo < -_RANGE_TOL or hi > 1 + _RANGE_TOL:
-            raise ValueError(
-                f"{what}[{i}]: values must lie in [0, 1], got [{lo:g}, {hi:g}] (divide 8-bit images by 255)"
-            )
-        out.append(arr)
-    return out
 
 
 def gaussian_window(size: int = 7, sigma: float = 7 / 6, ndim: int = 1) -> np.ndarray:

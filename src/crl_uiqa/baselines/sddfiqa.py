@@ -47,7 +47,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ._network import check_array_images, check_positive_int, check_size, load_sononet, sononet_features
+from ._network import (check_array_images, check_integer, check_positive_int, check_size, load_sononet,
+                       sononet_features, sononet_outputs)
 
 log = logging.getLogger(__name__)
 
@@ -169,8 +170,7 @@ def sddfiqa_from_embeddings(
     n_pairs = check_positive_int(n_pairs, "n_pairs")
     repetitions = check_positive_int(repetitions, "repetitions")
     chunk_size = check_positive_int(chunk_size, "chunk_size")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ValueError(f"seed must be an integer, got {seed!r}")
+    seed = check_integer(seed, "seed")
     codes = _check_labels(labels, e.shape[0])
     n = e.shape[0]
     classes, counts = np.unique(codes, return_counts=True)
@@ -344,9 +344,9 @@ def sddfiqa_files(
     with torch.inference_mode():
         for b in iter_batches(paths, size=size, batch_size=batch_size, crop=crop, num_workers=num_workers,
                               failures=failures, progress="SDD-FIQA embeddings" if progress else False):
-            f = model.feature_maps(b.images.to(dev))
-            block5.append(f.mean(dim=(2, 3)).double().cpu())
-            probs.append(model.adaptation(f).mean(dim=(2, 3)).softmax(dim=1).double().cpu())
+            o = sononet_outputs(model, b.images.to(dev))
+            block5.append(o["block5"])
+            probs.append(o["probs"])
             kept.extend(b.indices)
     if not kept:
         raise ValueError(f"none of the {len(paths)} images could be read")

@@ -41,7 +41,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ._network import check_array_images, check_positive_int, check_size, load_sononet
+from ._network import check_array_images, check_integer, check_positive_int, check_size, load_sononet
 
 __all__ = ["serfiq_quality", "dropout_masks", "stochastic_embeddings", "serfiq_score"]
 
@@ -204,8 +204,7 @@ def serfiq_score(
         raise ValueError(f"dropout must be a rate in [0, 1), got {dropout!r}")
     if embedding not in _EMBEDDINGS:
         raise ValueError(f"embedding must be one of {', '.join(_EMBEDDINGS)}, got {embedding!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ValueError(f"seed must be an integer, got {seed!r}")
+    seed = check_integer(seed, "seed")
     batch_size = check_positive_int(batch_size, "batch_size")
     size = check_size(size)
     model, dev = load_sononet(weights, device)

@@ -34,6 +34,30 @@ def add_runtime(parser: argparse.ArgumentParser, batch_size: int = 32) -> None:
     g.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def add_scan_region(group, detected_on: str) -> None:
+    """Frame timing and region of scans read with :func:`crl_uiqa.scan.open_scan` (``live``, ``select``).
+
+    ``group`` is a parser or an argument group; ``detected_on`` says which
+    frames ``--region auto`` detects the region on.
+    """
+    group.add_argument("--frame-rate", type=float, default=None, metavar="F",
+                       help="frame rate of image sequences and of DICOM files without timing (default 30)")
+    reg = group.add_mutually_exclusive_group()
+    reg.add_argument("--crop", nargs=4, type=int, default=None, metavar=("T", "L", "H", "W"),
+                     help="manual ultrasound region (top, left, height, width) in source pixels")
+    reg.add_argument("--region", choices=["auto", "dicom", "none"], default="auto",
+                     help=f"auto: DICOM region, else detected on {detected_on}; dicom: DICOM region only; "
+                     "none: whole frames (default auto)")
+
+
+def add_engine(group, device_use: str = "the torch engines") -> None:
+    """Inference engine of a trained or exported model (:func:`crl_uiqa.export.load_runtime`)."""
+    group.add_argument("--runtime", choices=["auto", "torch", "torchscript", "onnx"], default="auto",
+                       help="inference engine (default auto: from the --model file type, torch for run directories)")
+    group.add_argument("--device", default="cpu", help=f"device of {device_use}: cpu, cuda[:N] or auto (default cpu)")
+    group.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: CPU cores)")
+
+
 def crop_tuple(value):
     return tuple(value) if value else None
 

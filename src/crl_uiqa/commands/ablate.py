@@ -1,7 +1,7 @@
 """``crl-uiqa ablate``: the paper's Table 1 on your data."""
 from __future__ import annotations
 
-from ._common import add_crop, add_runtime_eval, add_training, crop_tuple, training_configs
+from ._common import add_backbone, add_crop, add_runtime_eval, add_training, crop_tuple, training_configs
 
 
 def register(sub) -> None:
@@ -15,9 +15,7 @@ def register(sub) -> None:
     p.add_argument("--root", default=None, help="folder the pair paths are relative to (default: the CSV's folder)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--k", type=int, default=5, help="nearest references averaged (default 5)")
-    p.add_argument("--layer", default="block4", help="embedding layer (default block4, chosen on the dev protocol)")
-    p.add_argument("--backbone", default="sononet16", help="P(.) and trunk")
-    p.add_argument("--weights", default=None, metavar="PATH", help="backbone weights")
+    add_backbone(p)  # P(.) of the pseudo-labels, also the trunk of the trained models
     add_crop(p)
     add_training(p)
     add_runtime_eval(p)

@@ -26,8 +26,7 @@ def register(sub) -> None:
                    help="high-quality reference images (standard planes) for methods that compare with them")
     p.add_argument("--out", metavar="CSV", help="output CSV with columns path,score")
     add_crop(p)
-    p.add_argument("--reference-crop", nargs=4, type=int, metavar=("TOP", "LEFT", "HEIGHT", "WIDTH"), default=None,
-                   help="crop box for the references (default: the --crop box)")
+    add_crop(p, "--reference-crop", "references (default: --crop)")
     p.add_argument("--weights", default=None, metavar="PATH", help="model file, for methods that use one")
     p.add_argument("--device", default=None,
                    help="torch device (cpu, cuda[:N]) for methods that use torch (ignored by the others)")

@@ -50,8 +50,7 @@ def register(sub) -> None:
     g.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for the intervals (default 2000)")
     g.add_argument("--no-cache", action="store_true", help="recompute every method even when cached scores match")
     add_crop(p)
-    p.add_argument("--reference-crop", nargs=4, type=int, metavar=("TOP", "LEFT", "HEIGHT", "WIDTH"), default=None,
-                   help="crop box for the references (default: the --crop box)")
+    add_crop(p, "--reference-crop", "references (default: --crop)")
     add_training(p)
     add_runtime_eval(p)
     p.set_defaults(func=run)

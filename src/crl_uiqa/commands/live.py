@@ -1,6 +1,8 @@
 """``crl-uiqa live``: score a camera or a video in real time, dropping frames rather than falling behind."""
 from __future__ import annotations
 
+from ._common import add_engine, add_scan_region
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -21,23 +23,13 @@ def register(sub) -> None:
     p.add_argument("--no-realtime", action="store_true",
                    help="files only: do not pace by timestamps and score every frame (nothing dropped)")
     p.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="stop after this long")
-    p.add_argument("--frame-rate", type=float, default=None, metavar="F",
-                   help="frame rate of image sequences and DICOM files without timing (default 30)")
-    reg = p.add_mutually_exclusive_group()
-    reg.add_argument("--crop", nargs=4, type=int, default=None, metavar=("T", "L", "H", "W"),
-                     help="manual ultrasound region (top, left, height, width)")
-    reg.add_argument("--region", choices=["auto", "dicom", "none"], default="auto",
-                     help="auto: DICOM region, else detected on the first --region-frames frames (default); "
-                     "dicom: DICOM region only; none: whole frames")
+    add_scan_region(p, "the first --region-frames frames")
     p.add_argument("--region-frames", type=int, default=15, help="frames used to detect the region (default 15)")
     p.add_argument("--plot", default=None, metavar="PNG", help="save the quality-over-time plot here at the end")
     p.add_argument("--best", default=None, metavar="PNG", help="save the best frame here at the end")
     p.add_argument("--csv", default=None, metavar="CSV", help="save frame,time,quality of the scored frames here")
     g = p.add_argument_group("runtime")
-    g.add_argument("--runtime", choices=["auto", "torch", "torchscript", "onnx"], default="auto",
-                   help="inference engine (auto: from the --model file type, torch for run directories)")
-    g.add_argument("--device", default="cpu", help="device of the torch engines: cpu, cuda[:N] or auto")
-    g.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: CPU cores)")
+    add_engine(g)
     g.add_argument("--quiet", action="store_true", help="no status line")
     p.set_defaults(func=run)
 

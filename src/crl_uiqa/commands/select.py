@@ -1,6 +1,8 @@
 """``crl-uiqa select``: the best frames of ultrasound scans (videos, DICOM cine loops, image sequences)."""
 from __future__ import annotations
 
+from ._common import add_engine, add_scan_region
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -38,21 +40,10 @@ def register(sub) -> None:
     g.add_argument("--every", type=int, default=1, metavar="N", help="score every N-th source frame (default 1)")
     g.add_argument("--fps", type=float, default=None, metavar="F",
                    help="then at most F frames per second (default: all)")
-    g.add_argument("--frame-rate", type=float, default=None, metavar="F",
-                   help="frame rate of image sequences and of DICOM files without timing (default 30)")
-    reg = g.add_mutually_exclusive_group()
-    reg.add_argument("--crop", nargs=4, type=int, default=None, metavar=("T", "L", "H", "W"),
-                     help="manual ultrasound region (top, left, height, width) in source pixels")
-    reg.add_argument("--region", choices=["auto", "dicom", "none"], default="auto",
-                     help="auto: DICOM region, else detected on the first 30 sampled frames; dicom: DICOM "
-                     "region only; none: whole frames (default auto)")
+    add_scan_region(g, "the first 30 sampled frames")
     g = p.add_argument_group("runtime")
-    g.add_argument("--runtime", choices=["auto", "torch", "torchscript", "onnx"], default="auto",
-                   help="inference engine (default auto: from the --model file type, torch for run directories)")
-    g.add_argument("--device", default="cpu", help="device of the torch engines and the plane classifier: cpu, "
-                   "cuda[:N] or auto (default cpu)")
+    add_engine(g, "the torch engines and the plane classifier")
     g.add_argument("--batch-size", type=int, default=32, help="frames per forward pass (default 32)")
-    g.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: CPU cores)")
     g.add_argument("--no-report", action="store_true", help="skip the HTML report(s)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)

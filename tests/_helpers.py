@@ -1,0 +1,121 @@
+"""Input builders shared by several test modules (import with ``from _helpers import ...``).
+
+* seeded test images of the NSS baselines (BRISQUE, NIQE): each test module
+  keeps its own reference scores, keyed by these functions;
+* writers of the scans the frame-source tests read: gray videos (PyAV) and
+  ultrasound DICOM datasets (pydicom).
+
+Optional packages (PyAV, pydicom, scikit-image) are imported inside the
+functions, so importing this module needs none of them; the test modules
+skip on their own when one is missing.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+# ----------------------------------------------------------------------------- NSS test images
+
+
+def noisy_gradient() -> np.ndarray:
+    """224 x 288 gradient with seeded Gaussian noise (sigma 0.05)."""
+    yy, xx = np.mgrid[0:224, 0:288] / 288.0
+    g = 0.2 + 0.6 * xx * (1 - 0.3 * yy)
+    noise = np.random.default_rng(0).normal(0.0, 0.05, g.shape)
+    return np.clip(g + noise, 0, 1).astype(np.float32)
+
+
+def camera_crop() -> np.ndarray:
+    """224 x 288 crop of scikit-image's ``camera``."""
+    from skimage import data
+
+    return (data.camera()[100:324, 100:388] / 255.0).astype(np.float32)
+
+
+def moon_odd() -> np.ndarray:
+    """Odd-sized (241 x 253) crop of ``moon``: exercises OpenCV's half-to-even output size (BRISQUE);
+    two 96-patches once cropped, half-resolution of an odd-free crop (NIQE)."""
+    from skimage import data
+
+    return (data.moon()[10:251, 60:313] / 255.0).astype(np.float32)
+
+
+def fake_ultrasound() -> np.ndarray:
+    """Speckle in a fan-shaped sector on black, with a flat white text box (seeded)."""
+    import scipy.ndimage
+
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[0:224, 0:288].astype(np.float64)
+    r = np.hypot(yy, xx - 144.0)
+    theta = np.arctan2(xx - 144.0, yy + 1e-9)
+    sector = (r < 215) & (np.abs(theta) < 0.6)
+    speckle = scipy.ndimage.gaussian_filter(rng.rayleigh(0.25, size=(224, 288)), 1.0)
+    img = np.where(sector, np.clip(speckle * (1.2 - r / 300.0), 0, 1), 0.0)
+    img[5:15, 5:60] = 1.0
+    return img.astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- videos
+
+
+def write_video(path, frames, *, fps, codec="libx264", pix_fmt="yuv420p", in_format="gray", options=None,
+                stream_options=None) -> Path:
+    """Encode uint8/uint16 (H, W) ``frames`` into a video file with PyAV.
+
+    ``options`` are container (muxer) options such as ``{"movflags": "+faststart"}``,
+    ``stream_options`` encoder options such as ``{"crf": "12"}``.
+    """
+    import av
+
+    container = av.open(str(path), "w", options=options or {})
+    stream = container.add_stream(codec, rate=fps)
+    stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], pix_fmt
+    if stream_options:
+        stream.options = stream_options
+    for img in frames:
+        for packet in stream.encode(av.VideoFrame.from_ndarray(img, format=in_format)):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+    container.close()
+    return Path(path)
+
+
+# ----------------------------------------------------------------------------- DICOM
+
+
+def us_dicom_dataset(ts, rows: int, cols: int, n_frames: int | None = None):
+    """File meta and identifying elements of an ultrasound multi-frame DICOM, without pixel data.
+
+    ``ts`` is the transfer syntax UID; ``NumberOfFrames`` is set only when
+    ``n_frames`` is given. The caller adds the image pixel module and saves.
+    """
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import UltrasoundMultiFrameImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UltrasoundMultiFrameImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ts
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "US"
+    ds.Rows, ds.Columns = rows, cols
+    if n_frames is not None:
+        ds.NumberOfFrames = n_frames
+    return ds
+
+
+def us_region(x0, y0, x1, y1):
+    """A Sequence of Ultrasound Regions item: a 2D tissue region with corners (x0, y0), (x1, y1)."""
+    from pydicom.dataset import Dataset
+
+    item = Dataset()
+    item.RegionSpatialFormat = 1
+    item.RegionDataType = 1
+    item.RegionLocationMinX0, item.RegionLocationMinY0 = x0, y0
+    item.RegionLocationMaxX1, item.RegionLocationMaxY1 = x1, y1
+    return item
