@@ -365,7 +365,7 @@ def _is_number(v: Any) -> bool:
 
 
 def training_curves(history: Sequence[Mapping[str, Any]]) -> Figure:
-    """Per-epoch training losses and validation pairwise accuracy.
+    """Per-epoch training losses, and validation accuracies and rank correlations (SRCC).
 
     Parameters
     ----------
@@ -386,7 +386,8 @@ def training_curves(history: Sequence[Mapping[str, Any]]) -> Figure:
     if len(history) == 0:
         raise ValueError("history: no epochs to plot")
     x, series = _history_series(history)
-    acc_keys = [k for k in series if "accuracy" in k and not k.endswith(("_ci_low", "_ci_high"))]
+    # pairwise accuracies and rank correlations share the right-hand [0, 1] panel
+    acc_keys = [k for k in series if ("accuracy" in k or "srcc" in k) and not k.endswith(("_ci_low", "_ci_high"))]
     ci_keys = {k for k in series if k.endswith(("_ci_low", "_ci_high"))}
     loss_keys = [k for k in series if k not in BOOKKEEPING_KEYS and k not in acc_keys and k not in ci_keys]
     if not loss_keys and not acc_keys:
@@ -421,8 +422,8 @@ def training_curves(history: Sequence[Mapping[str, Any]]) -> Figure:
         ax.axhline(0.5, color="gray", linestyle=":", linewidth=1.0, label="chance")
         ax.set_ylim(min(0.4, float(np.nanmin([np.nanmin(series[k]) for k in acc_keys])) - 0.05), 1.02)
         ax.set_xlabel("epoch")
-        ax.set_ylabel("pairwise accuracy")
-        ax.set_title("validation accuracy")
+        ax.set_ylabel("accuracy / rank correlation")
+        ax.set_title("validation")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
     return fig
