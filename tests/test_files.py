@@ -1,0 +1,32 @@
+import os
+import stat
+
+import numpy as np
+import pytest
+
+from crl_uiqa.files import atomic_path, read_csv, write_csv, write_text
+
+
+def test_atomic_write_leaves_target_untouched_on_error(tmp_path):
+    target = tmp_path / "out.txt"
+    write_text(target, "old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("interrupted")
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
+
+
+def test_outputs_get_the_usual_mode(tmp_path):
+    old = os.umask(0o022)
+    try:
+        write_text(tmp_path / "a.txt", "x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o644
+
+
+def test_csv_numpy_values_round_trip(tmp_path):
+    write_csv(tmp_path / "s.csv", [{"path": "a.png", "score": np.float64(0.25), "n": np.int64(3)}], ["path", "score", "n"])
+    assert read_csv(tmp_path / "s.csv") == [{"path": "a.png", "score": "0.25", "n": "3"}]
