@@ -6,7 +6,7 @@ def register(sub) -> None:
     p = sub.add_parser(
         "evaluate", help="pairwise accuracy T/(T+F) of a scores CSV on better/worse pairs",
         description="Accuracy on pairs where one image is known to be better (ties count 0.5), with a "
-        "bootstrap 95%% interval, per pair type when pairs.csv has a type column; SRCC/PLCC/KRCC with --mos.",
+        "bootstrap 95% interval, per pair type when pairs.csv has a type column; SRCC/PLCC/KRCC with --mos.",
     )
     p.add_argument("--scores", required=True, help="CSV with columns path,score (higher = better)")
     p.add_argument("--pairs", required=True, help="CSV with columns better,worse[,type]")
