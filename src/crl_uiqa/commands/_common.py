@@ -102,8 +102,9 @@ def add_training(parser: argparse.ArgumentParser, calibrate_margins: bool = Fals
     g.add_argument("--beta", type=float, default=0.1, help="weight of L_r (paper 0.1)")
     g.add_argument("--no-consistency", action="store_true", help="drop the weak view and L_c (ablation)")
     g.add_argument("--no-relativity", action="store_true", help="drop the strong view and L_r (ablation)")
-    g.add_argument("--strong-views", default="paper",
-                   help="strong-view corruptions: paper (gaussian+motion blur), ultrasound (all families) or a "
+    g.add_argument("--strong-views", default="ultrasound",
+                   help="strong-view corruptions: ultrasound (default: all 11 corruption families, better on "
+                   "held-out artifacts, see BENCHMARKS.md), paper (gaussian + motion blur, as the paper) or a "
                    "comma list of families (see crl_uiqa.corruptions)")
     g.add_argument("--margin-scale", type=float, default=0.1,
                    help="epsilon_i = margin-scale x degree_i in the relativity loss (default 0.1)")
