@@ -1,0 +1,73 @@
+"""Speed of ``crl-uiqa score`` against the bare model forward rate, in one run.
+
+End to end = list files + decode PNG (800x540 HC18) + resize in DataLoader
+workers + forward. Bare = the same model on an in-memory batch.
+
+Usage::
+
+    python benchmarks/score_speed.py [--n 400] [--sizes 224x288 112x144] [--batch-size 32]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--hc18", default=None)
+    ap.add_argument("--n", type=int, default=400)
+    ap.add_argument("--sizes", nargs="+", default=["224x288", "112x144"])
+    ap.add_argument("--batch-size", type=int, default=32)
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from crl_uiqa.io import list_images
+    from crl_uiqa.model import ModelConfig, build_model
+    from crl_uiqa.scoring import score_paths
+
+    shared = Path(os.environ.get("CRL_UIQA_SHARED", ROOT.parent / "shared"))
+    hc18 = Path(args.hc18) if args.hc18 else shared / "data" / "hc18"
+    if not (hc18 / "images").is_dir():
+        sys.exit(f"HC18 images not found under {hc18} (set CRL_UIQA_SHARED or --hc18)")
+    paths = list_images(hc18 / "images")[: args.n]
+    rows = []
+    for spec in args.sizes:
+        h, w = (int(v) for v in spec.split("x"))
+        model = build_model(ModelConfig(image_size=(h, w)), pretrained=False).eval()
+        model = model.to(memory_format=torch.channels_last)
+        x = torch.rand(args.batch_size, 1, h, w).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            model(x)
+            reps = max(2, (args.n // args.batch_size))
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                model(x)
+            bare = reps * args.batch_size / (time.perf_counter() - t0)
+        score_paths(model, paths[: args.batch_size * 2], batch_size=args.batch_size, progress=False)  # warm-up
+        t0 = time.perf_counter()
+        res = score_paths(model, paths, batch_size=args.batch_size, progress=False)
+        e2e = len(res.paths) / (time.perf_counter() - t0)
+        rows.append({"size": spec, "bare_img_per_s": round(bare, 1), "score_img_per_s": round(e2e, 1),
+                     "ratio": round(e2e / bare, 3), "images": len(res.paths)})
+        print(f"{spec}: bare {bare:.1f} img/s, score end to end {e2e:.1f} img/s ({e2e / bare:.0%})", flush=True)
+    meta = {"date": str(date.today()), "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch "
+            f"{torch.__version__}, {torch.get_num_threads()} threads", "batch_size": args.batch_size,
+            "command": "python benchmarks/score_speed.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+    (ROOT / "bench-out").mkdir(exist_ok=True)
+    (ROOT / "bench-out" / "score_speed.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
