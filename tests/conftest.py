@@ -47,6 +47,7 @@ def rng() -> np.random.Generator:
 
 
 @pytest.fixture(autouse=True)
-def _no_download(monkeypatch):
+def _no_download(monkeypatch, tmp_path_factory):
     """Tests never download: point the weight cache at an empty place and forbid network."""
     monkeypatch.setenv("CRL_UIQA_NO_DOWNLOAD", "1")
+    monkeypatch.setenv("CRL_UIQA_CACHE", str(tmp_path_factory.mktemp("empty-cache")))
