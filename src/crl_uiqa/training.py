@@ -156,7 +156,16 @@ def predict_cache(model: QualityModel, cache: torch.Tensor, device, batch_size: 
     return torch.cat(out).numpy().astype(np.float64)
 
 
-def _val_metrics(model, val_cache, val_q, device, strong: StrongViews | None, seed: int, amp: bool,
+def _fixed_strong_views(val_cache: torch.Tensor | None, strong: StrongViews, seed: int) -> torch.Tensor | None:
+    """One fixed corruption of each validation image (uint8), drawn once and reused every epoch."""
+    if val_cache is None or val_cache.shape[0] == 0:
+        return None
+    g = torch.Generator().manual_seed(10_000 + seed)
+    xs, _ = strong(val_cache.float().div(255.0), generator=g)
+    return (xs * 255).round().to(torch.uint8)
+
+
+def _val_metrics(model, val_cache, val_q, device, strong_cache: torch.Tensor | None, amp: bool,
                  val_pairs=None) -> dict:
     from scipy import stats
 
@@ -170,11 +179,8 @@ def _val_metrics(model, val_cache, val_q, device, strong: StrongViews | None, se
         m["val_srcc"] = float(stats.spearmanr(p, val_q).statistic)
     else:
         m["val_srcc"] = float("nan")
-    if strong is not None:  # does the model rank each clean image above a fixed corruption of it?
-        g = torch.Generator().manual_seed(10_000 + seed)
-        x = val_cache.float().div(255.0)
-        xs, _ = strong(x, generator=g)
-        ps = predict_cache(model, (xs * 255).round().to(torch.uint8), device, amp=amp)
+    if strong_cache is not None:  # does the model rank each clean image above a fixed corruption of it?
+        ps = predict_cache(model, strong_cache, device, amp=amp)
         m["val_strong_accuracy"] = float(pair_outcomes(p, ps).mean())
     if val_pairs is not None:
         cache_b, cache_w = val_pairs
@@ -261,6 +267,7 @@ def train(
 
     strong = StrongViews(parse_strong_views(cfg.strong_views), tuple(cfg.degree_range), cfg.margin_scale,
                          dict(cfg.calibration)) if cfg.relativity else None
+    va_strong = _fixed_strong_views(va_cache, strong or StrongViews(), cfg.seed)
     weights_ = LossWeights(cfg.alpha, cfg.theta, cfg.beta)
     n = tr_cache.shape[0]
     steps = math.ceil(n / cfg.batch_size)
@@ -306,7 +313,7 @@ def train(
             bar.set_postfix(loss=f"{parts['loss']:.4f}")
         bar.close()
         row = {"epoch": epoch + 1, "lr": lr, **{k: v / n for k, v in sums.items()}}
-        row.update(_val_metrics(model, va_cache, q_va, dev, strong or StrongViews(), cfg.seed, amp, vp_cache))
+        row.update(_val_metrics(model, va_cache, q_va, dev, va_strong, amp, vp_cache))
         row["seconds"] = time.perf_counter() - t0
         history.append(row)
         if progress:
