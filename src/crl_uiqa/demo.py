@@ -253,7 +253,7 @@ def run_demo(settings: DemoSettings | None = None) -> DemoResult:
                       "best_true_quality": float(tq[bt]), "_scores": pred, "_tq": tq, "_paths": [r[1] for r in rows]})
 
     _say("[6/6] writing the report")
-    report = _write_report(out, encoder, st, labels, res, table, picks, test_paths, scores, timings)
+    report = _write_report(out, encoder, st, labels, res, table, picks, truth, scores, timings)
     write_json(out / "results.json", {"encoder": encoder, "table": table,
                                       "picks": [{k: v for k, v in p.items() if not k.startswith("_")} for p in picks],
                                       "timings": timings})
@@ -262,7 +262,8 @@ def run_demo(settings: DemoSettings | None = None) -> DemoResult:
     return DemoResult(report, table, picks, encoder, total, timings)
 
 
-def _write_report(out, encoder, st, labels, res, table, picks, test_paths, scores, timings) -> Path:
+def _write_report(out, encoder, st, labels, res, table, picks, truth, scores, timings) -> Path:
+    """The demo's HTML report; ``truth`` maps resolved test-frame paths to their manifest rows."""
     from .figures import quality_curve, ranked_strip, score_scatter, training_curves
     from .io import read_gray
     from .report import Report
@@ -291,12 +292,7 @@ def _write_report(out, encoder, st, labels, res, table, picks, test_paths, score
     rep.add_heading("Frames ranked best to worst")
     rep.add_figure(ranked_strip([read_gray(scores.paths[i]) for i in ranked], [scores.scores[i] for i in ranked]),
                    caption="Eight held-out frames spread over the ranking, best first.")
-    tq = []
-    import csv
-
-    with open(Path(out) / "data" / "manifest.csv", newline="") as fh:
-        man = {str((Path(out) / "data" / r["path"]).resolve()): float(r["true_quality"]) for r in csv.DictReader(fh)}
-    tq = [man.get(str(Path(p).resolve()), np.nan) for p in scores.paths]
+    tq = [float(truth[str(Path(p).resolve())]["true_quality"]) for p in scores.paths]
     rep.add_figure(score_scatter(tq, scores.scores, xlabel="simulator true quality", ylabel="CRL-UIQA score"),
                    caption="Predicted score against the simulator's ground truth on held-out frames.")
     rep.add_heading("Views (as the paper's Fig. 2)")
