@@ -138,6 +138,14 @@ def _generator_device(generator: torch.Generator | None) -> torch.device:
     return torch.device("cpu") if generator is None else generator.device
 
 
+def _per_sample(draw, batch: int, shape: tuple[int, ...], generator: torch.Generator | None,
+                device: torch.device) -> Tensor:
+    """``draw(shape)`` once per sample, in batch order, on the generator's device, then moved to ``device``."""
+    gdev = _generator_device(generator)
+    draws = [draw(shape, generator=generator, device=gdev) for _ in range(batch)]
+    return torch.stack(draws).to(device) if draws else torch.empty((0, *shape), device=device)
+
+
 def per_sample_uniform(
     batch: int, shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device
 ) -> Tensor:
@@ -148,9 +156,7 @@ def per_sample_uniform(
     Tensor
         (batch, *shape) float32 on ``device``.
     """
-    gdev = _generator_device(generator)
-    draws = [torch.rand(shape, generator=generator, device=gdev) for _ in range(batch)]
-    return torch.stack(draws).to(device) if draws else torch.empty((0, *shape), device=device)
+    return _per_sample(torch.rand, batch, shape, generator, device)
 
 
 def per_sample_normal(
@@ -163,9 +169,7 @@ def per_sample_normal(
     Tensor
         (batch, *shape) float32 on ``device``.
     """
-    gdev = _generator_device(generator)
-    draws = [torch.randn(shape, generator=generator, device=gdev) for _ in range(batch)]
-    return torch.stack(draws).to(device) if draws else torch.empty((0, *shape), device=device)
+    return _per_sample(torch.randn, batch, shape, generator, device)
 
 
 def lerp_range(u: Tensor, lo: float, hi: float) -> Tensor:
