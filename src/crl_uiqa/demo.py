@@ -114,7 +114,7 @@ def _fallback_encoder(out: Path, st: DemoSettings) -> str:
 def _views_figure(model, image: np.ndarray, size):
     """The paper's Fig. 2 for one image: weak views and strong views of rising degree, with scores."""
     from .corruptions import corrupt
-    from .figures import views_figure
+    from .reporting.figures import views_figure
     from .io import to_tensor
 
     x = to_tensor(image, size)[None]
@@ -264,9 +264,9 @@ def run_demo(settings: DemoSettings | None = None) -> DemoResult:
 
 def _write_report(out, encoder, st, labels, res, table, picks, truth, scores, timings) -> Path:
     """The demo's HTML report; ``truth`` maps resolved test-frame paths to their manifest rows."""
-    from .figures import quality_curve, ranked_strip, score_scatter, training_curves
+    from .reporting.figures import quality_curve, ranked_strip, score_scatter, training_curves
     from .io import read_gray
-    from .report import Report
+    from .reporting.html import Report
 
     rep = Report("crl-uiqa demo — simulated fetal abdomen sweeps")
     rep.add_text("Everything here was produced offline by `crl-uiqa demo`: simulated B-mode sweeps, quality "

@@ -344,7 +344,7 @@ def _write_history(run_dir: Path, history: list[dict]) -> None:
         keys += [k for k in r if k not in keys]
     write_csv(run_dir / "history.csv", history, keys)
     try:
-        from .figures import fig_to_png, training_curves
+        from .reporting.figures import fig_to_png, training_curves
         from .files import write_bytes
 
         write_bytes(run_dir / "training_curves.png", fig_to_png(training_curves(history)))

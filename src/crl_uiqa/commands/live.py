@@ -37,7 +37,7 @@ def register(sub) -> None:
 def run(args) -> int:
     import sys
 
-    from ..live import is_camera, live_figure, run_live
+    from ..video.live import is_camera, live_figure, run_live
 
     tty = sys.stderr.isatty()
     state = {"width": 0}
@@ -63,7 +63,7 @@ def run(args) -> int:
         sys.stderr.write("\n")
     print(res.summary())
     if args.plot and res.scored:
-        from ..figures import fig_to_png
+        from ..reporting.figures import fig_to_png
         from ..files import write_bytes
 
         write_bytes(args.plot, fig_to_png(live_figure(res)))

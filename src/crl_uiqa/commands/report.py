@@ -47,7 +47,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build the report described by ``args``; print where it was written."""
-    from ..report_scores import build_score_report
+    from ..reporting.scores import build_score_report
 
     path = build_score_report(
         args.scores,

@@ -63,7 +63,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from ..export import load_runtime
-    from ..select import SUMMARY_COLUMNS, _load_plane_model, select_frames, write_selection, write_summary
+    from ..video.select import SUMMARY_COLUMNS, _load_plane_model, select_frames, write_selection, write_summary
 
     out = Path(args.out)
     runtime = load_runtime(args.model, args.runtime, device=args.device, threads=args.threads)

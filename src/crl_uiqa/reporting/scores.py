@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from .files import read_csv
-from .report import Report
+from ..files import read_csv
+from .html import Report
 
 __all__ = ["ScoreRecord", "load_scores", "group_records", "load_pairs", "build_score_report"]
 
@@ -213,7 +213,7 @@ def _read_thumb(record: ScoreRecord, failures: dict[str, str]) -> np.ndarray | N
         return None
     from PIL import Image
 
-    from .io import read_gray
+    from ..io import read_gray
 
     try:
         img = read_gray(record.file)
@@ -341,7 +341,7 @@ def build_score_report(
 
     # -- pairwise accuracy -----------------------------------------------------
     if pairs_csv is not None:
-        from .evaluation import pairwise_accuracy
+        from ..evaluation import pairwise_accuracy
 
         pairs = load_pairs(pairs_csv)
         base = Path(root) if root is not None else Path(pairs_csv).parent

@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
-from .files import write_text
+from .. import __version__
+from ..files import write_text
 
 __all__ = ["Report", "PNG_SIGNATURE", "png_data_uri", "image_to_png"]
 

@@ -65,8 +65,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from .io import IMAGE_EXTENSIONS as _IO_IMAGE_EXTENSIONS
-from .io import ImageReadError, read_gray
+from ..io import IMAGE_EXTENSIONS as _IO_IMAGE_EXTENSIONS
+from ..io import ImageReadError, read_gray
 from .region import Region, RegionDetection, detect_region, region_from_dicom
 
 __all__ = [

@@ -326,7 +326,7 @@ def run_live(
     -------
     LiveResult
     """
-    from .export import Runtime, load_runtime
+    from ..export import Runtime, load_runtime
     from .select import _cut, _resize_batch, resolve_region
 
     if isinstance(region_frames, bool) or int(region_frames) < 1:
@@ -486,7 +486,7 @@ class _ScanCtx:
 
 def live_figure(result: LiveResult):
     """Quality of the scored frames over stream time, the best frame marked."""
-    from .figures import quality_curve
+    from ..reporting.figures import quality_curve
 
     if result.scored == 0:
         raise ValueError("no frame was scored, nothing to plot")

@@ -456,8 +456,8 @@ def _resize_batch(images: list[np.ndarray], size: tuple[int, int]):
 
 
 def _load_plane_model(plane_model: Any, plane_weights: Any, device: Any):
-    from .backbones import get_backbone
-    from .embed import prepare_model, resolve_device
+    from ..backbones import get_backbone
+    from ..embed import prepare_model, resolve_device
 
     dev = resolve_device(device)
     model = plane_model if plane_model is not None else get_backbone("sononet16", plane_weights)
@@ -548,7 +548,7 @@ def select_frames(
     """
     from tqdm.auto import tqdm
 
-    from .export import Runtime, load_runtime
+    from ..export import Runtime, load_runtime
 
     t_start = time.perf_counter()
     top_k = _positive_int(top_k, "top_k")
@@ -564,7 +564,7 @@ def select_frames(
     plane_idx = None
     plane_net = plane_dev = class_names = plane_size = None
     if plane is not None:
-        from .classify import plane_index
+        from ..classify import plane_index
 
         plane_net, plane_dev = _load_plane_model(plane_model, plane_weights, device)
         class_names = tuple(getattr(plane_net, "class_names", ()))
@@ -609,7 +609,7 @@ def select_frames(
 
         q = np.asarray(rt(torch.stack([item.x for item in batch])), dtype=np.float64)
         if plane_net is not None:
-            from .classify import plane_probabilities
+            from ..classify import plane_probabilities
 
             xp = torch.stack([item.x_plane for item in batch])
             with torch.inference_mode():
@@ -735,7 +735,7 @@ def _prepared_frames(scan, state: dict, region_frames: int, size: tuple[int, int
     detected) and ``state["region_frame"]`` the first full frame. A read error
     is raised after every frame read before it has been yielded.
     """
-    from .io import to_tensor
+    from ..io import to_tensor
 
     def prep(frame) -> _Prepared:
         cut = _cut(frame, state["det"], scan)
@@ -830,7 +830,7 @@ def _rgb_png(image: np.ndarray) -> bytes:
 
 def quality_figure(result: SelectionResult):
     """Quality over time with the picks marked (raw scores faint when smoothed, ineligible frames shaded)."""
-    from .figures import quality_curve
+    from ..reporting.figures import quality_curve
 
     if result.n_scored == 0:
         raise ValueError(f"{result.scan}: no frame was scored, nothing to plot")
@@ -876,9 +876,9 @@ def write_selection(result: SelectionResult, out_dir: str | os.PathLike, *, repo
     dict
         Name -> path of every file written.
     """
-    from .figures import fig_to_png
-    from .files import write_bytes, write_csv, write_json
-    from .io import write_gray_png
+    from ..reporting.figures import fig_to_png
+    from ..files import write_bytes, write_csv, write_json
+    from ..io import write_gray_png
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -924,7 +924,7 @@ def _summary_json(result: SelectionResult) -> dict:
 
 
 def _report(result: SelectionResult, plot_png: bytes | None, region_png: bytes | None):
-    from .report import Report
+    from ..reporting.html import Report
 
     rep = Report(f"Best frames of {result.name}")
     det = result.region
@@ -977,8 +977,8 @@ def write_summary(results: Sequence[SelectionResult], out_dir: str | os.PathLike
 
     ``errors`` lists ``(scan, message)`` of scans that could not be opened at all.
     """
-    from .files import write_csv
-    from .report import Report
+    from ..files import write_csv
+    from ..reporting.html import Report
 
     out = Path(out_dir)
     rows = [r.summary_row() for r in results]
