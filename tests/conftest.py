@@ -51,3 +51,21 @@ def _no_download(monkeypatch, tmp_path_factory):
     """Tests never download: point the weight cache at an empty place and forbid network."""
     monkeypatch.setenv("CRL_UIQA_NO_DOWNLOAD", "1")
     monkeypatch.setenv("CRL_UIQA_CACHE", str(tmp_path_factory.mktemp("empty-cache")))
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """A headless system Chromium driven by Playwright (see tests/_browser.py); skips if absent."""
+    import _browser
+
+    reason = _browser.missing_reason()
+    if reason:
+        pytest.skip(f"no headless browser: {reason}")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = _browser.launch(pw)
+        try:
+            yield b
+        finally:
+            b.close()
