@@ -10,12 +10,15 @@ import importlib
 import logging
 import pkgutil
 import sys
+import traceback
+from pathlib import Path
 
 from . import __version__
 from . import commands as _commands
+from .errors import EXIT_BUG, EXIT_INTERRUPTED, EXIT_USAGE, EXIT_USER, CRLUIQAError, describe_os_error
 
 
-class CLIError(Exception):
+class CLIError(CRLUIQAError):
     """An error whose message is meant for the user, printed without a traceback."""
 
 
@@ -49,18 +52,48 @@ def main(argv: list[str] | None = None) -> int:
     )
     if not getattr(args, "func", None):
         parser.print_help()
-        return 2
+        return EXIT_USAGE
+    return run_command(args)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run a parsed command; turn every failure into an exit code (README, "Reliability").
+
+    * a :class:`~crl_uiqa.errors.CRLUIQAError` (bad input, setting, model or
+      output), an ``OSError`` on a user path, or a ``ValueError`` with a message
+      for the user: one line ``crl-uiqa CMD: error: ...``, exit 1;
+    * anything else is a bug: one line saying so and asking for a report, exit 3;
+      ``-v`` prints the full traceback.
+    """
+    prefix = f"crl-uiqa {args.command}"
     try:
-        rc = args.func(args)
+        return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except (CLIError, FileNotFoundError, ValueError) as exc:
+        print(f"{prefix}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (CRLUIQAError, OSError, ValueError) as exc:
         if args.verbose:
-            raise
-        print(f"crl-uiqa {args.command}: error: {exc}", file=sys.stderr)
-        return 1
-    return int(rc or 0)
+            traceback.print_exc()
+        if isinstance(exc, OSError) and not isinstance(exc, CRLUIQAError):
+            msg = describe_os_error(exc)
+        else:
+            msg = str(exc) or type(exc).__name__
+        print(f"{prefix}: error: {_one_line(msg)}", file=sys.stderr)
+        return EXIT_USER
+    except Exception as exc:  # a bug: say so, and how to get the details
+        if args.verbose:
+            traceback.print_exc()
+        where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+        at = f" at {Path(where.filename).name}:{where.lineno}" if where else ""
+        print(f"{prefix}: internal error{at}: {type(exc).__name__}: {_one_line(str(exc))}\n"
+              f"This is a bug in crl-uiqa {__version__}; please report it to the crl-uiqa issue tracker"
+              + ("" if args.verbose else " with the full traceback printed by `crl-uiqa -v " + str(args.command) + " ...`."),
+              file=sys.stderr)
+        return EXIT_BUG
+
+
+def _one_line(msg: str) -> str:
+    return " ".join(msg.split()) if "\n" in msg else msg
 
 
 if __name__ == "__main__":  # pragma: no cover

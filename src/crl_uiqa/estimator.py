@@ -17,6 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .errors import ConfigError
 from .model import ModelConfig
 from .training import TrainConfig
 
@@ -30,6 +31,16 @@ class PseudoLabelConfig:
     backbone: str = "sononet16"
     smoothing: bool = True
 
+    def __post_init__(self) -> None:
+        from . import validate as v
+        from .backbones import check_backbone_name
+
+        v.integer(v.flag("k"), self.k, minimum=1)
+        if not isinstance(self.layer, str) or not self.layer:
+            raise ConfigError(f"{v.flag('layer')} must be a layer name, got {self.layer!r}")
+        check_backbone_name(self.backbone)
+        v.boolean("smoothing", self.smoothing)
+
 
 class CRLUIQA:
     """Unsupervised ultrasound quality model: ``fit(images, references)`` then ``predict(images)``."""
@@ -38,7 +49,14 @@ class CRLUIQA:
                  weights=None, image_size: tuple[int, int] = (224, 288), device="auto", batch_size_eval: int = 32,
                  num_workers: int | None = None, progress: bool = True, train_config: TrainConfig | None = None,
                  model_config: ModelConfig | None = None, calibrate_margins: bool = False, **train_kwargs):
+        from . import validate as v
+        from .embed import resolve_device
+
         self.pseudo = PseudoLabelConfig(k, layer, backbone, smoothing)
+        resolve_device(device)  # refuse --device tpu (or an absent CUDA) before any work
+        v.integer("batch_size_eval", batch_size_eval, minimum=1)
+        if num_workers is not None:
+            v.integer(v.flag("workers"), num_workers, minimum=0)
         self.weights = weights
         self.device = device
         self.batch_size_eval = batch_size_eval

@@ -48,6 +48,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .errors import optional_import
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -329,9 +331,7 @@ def torch_jit_warning_category():
 def _export_onnx(model, example, path: Path, meta: dict, *, exporter: str, opset: int | None) -> str:
     import torch
 
-    if importlib.util.find_spec("onnx") is None:
-        raise ValueError("ONNX export needs the onnx package: pip install onnx onnxscript")
-    import onnx
+    onnx = optional_import("onnx", "onnx", purpose="ONNX export")
 
     choice = str(exporter).lower()
     if choice not in ("auto", "dynamo", "legacy"):
@@ -593,13 +593,7 @@ def _parse_meta(text: str, path: Path) -> dict:
 
 
 def _import_onnxruntime():
-    try:
-        import onnxruntime  # noqa: PLC0415
-    except ImportError:
-        raise ValueError(
-            "the onnx runtime needs onnxruntime: pip install onnxruntime  (or use --runtime torch)"
-        ) from None
-    return onnxruntime
+    return optional_import("onnxruntime", "onnx", purpose="the onnx runtime (or use --runtime torch)")
 
 
 def _is_export_file(p: Path) -> bool:

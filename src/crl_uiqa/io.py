@@ -26,6 +26,8 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from .errors import ImageError
+
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -33,7 +35,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 Crop = tuple[int, int, int, int]  # top, left, height, width
 
 
-class ImageReadError(ValueError):
+class ImageReadError(ImageError):
     """An image file that cannot be used; the message names the file."""
 
     def __init__(self, path: str | os.PathLike, reason: str):
@@ -268,8 +270,13 @@ def iter_batches(
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
+    from . import validate
+
     if len(paths) == 0:
         raise ValueError("no images to read")
+    validate.integer(validate.flag("batch_size"), batch_size, minimum=1)
+    if num_workers is not None:
+        validate.integer(validate.flag("workers"), num_workers, minimum=0)
     # Errors are raised here in the main process, not in the dataset: a DataLoader worker
     # re-raises an ImageReadError as a RuntimeError wrapping the worker's traceback text.
     ds = ImageDataset(paths, size=size, crop=crop, strict=False)

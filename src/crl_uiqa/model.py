@@ -26,6 +26,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from .errors import ConfigError
+
 
 @dataclass
 class ModelConfig:
@@ -39,6 +41,22 @@ class ModelConfig:
     train_from: str = "block1"  # first trainable trunk block; "head" trains only the head
     extra: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        """Refuse an invalid setting now, before any work (one :class:`~crl_uiqa.errors.ConfigError`)."""
+        from . import validate as v
+        from .backbones import check_backbone_name, min_input_size
+
+        check_backbone_name(self.backbone)
+        v.integer("proj_channels", self.proj_channels, minimum=1)
+        v.choice(v.flag("activation"), self.activation, ("linear", "sigmoid"))
+        self.image_size = v.image_size(v.flag("image_size"), self.image_size, minimum=min_input_size(self.backbone))
+        v.boolean("freeze_bn", self.freeze_bn)
+        if not (self.train_from == "head" or (isinstance(self.train_from, str) and self.train_from.startswith("block")
+                                              and self.train_from[5:].isdigit() and int(self.train_from[5:]) >= 1)):
+            raise ConfigError(f"{v.flag('train_from')} must be head or blockN (N >= 1), got {self.train_from!r}")
+        if not isinstance(self.extra, dict):
+            raise ConfigError(f"extra must be a dict, got {type(self.extra).__name__}")
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["image_size"] = list(self.image_size)
@@ -46,8 +64,11 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
+        if not isinstance(d, dict):
+            raise ConfigError(f"model_config must be a JSON object, got {type(d).__name__}")
         d = dict(d)
-        d["image_size"] = tuple(d.get("image_size", (224, 288)))
+        size = d.get("image_size", (224, 288))
+        d["image_size"] = tuple(size) if isinstance(size, (list, tuple)) else size
         known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
         return cls(**known)
 

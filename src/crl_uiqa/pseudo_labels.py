@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from scipy import stats
 
+from .errors import ConfigError
+
 
 def _check_embeddings(x: np.ndarray | torch.Tensor, name: str) -> torch.Tensor:
     t = torch.as_tensor(x)
@@ -183,15 +185,22 @@ def label_images(
     from .embed import compute_embeddings, resolve_device
     from .io import list_images
 
+    from . import validate
+
+    validate.integer(validate.flag("k"), k, minimum=1)
+    validate.integer(validate.flag("batch_size"), batch_size, minimum=1)
+    dev = resolve_device(device)
     img_paths = list_images(images)
     ref_paths = list_images(references)
     if len(img_paths) < 2:
         raise ValueError(f"pseudo-labels need at least 2 images, found {len(img_paths)}")
     if k > len(ref_paths):
         raise ValueError(f"k={k} is larger than the number of references n={len(ref_paths)}")
-    dev = resolve_device(device)
     name = backbone if isinstance(backbone, str) else type(backbone).__name__
     model = get_backbone(backbone, weights) if isinstance(backbone, str) else backbone
+    layers = getattr(model, "embedding_layers", None)
+    if layers is not None and layer not in layers:
+        raise ConfigError(f"layer (--layer) {layer!r} is not a layer of {name}; choose from {', '.join(layers)}")
     common = dict(layer=layer, size=size, batch_size=batch_size, device=dev, num_workers=num_workers)
     refs = compute_embeddings(ref_paths, model, crop=reference_crop if reference_crop is not None else crop,
                               strict=True, progress="references" if progress else False, **common)

@@ -31,6 +31,7 @@ import torch
 
 from .checkpoint import load_tensors, optimizer_tensors, restore_optimizer, save_tensors
 from .embed import resolve_device
+from .errors import ConfigError
 from .files import write_csv
 from .io import iter_batches
 from .losses import LossWeights, total_loss
@@ -65,6 +66,43 @@ class TrainConfig:
     seed: int = 0
     amp: bool = True  # mixed precision (bfloat16) on CUDA only
 
+    def __post_init__(self) -> None:
+        """Refuse an invalid setting now, before any work (one :class:`~crl_uiqa.errors.ConfigError`)."""
+        from . import validate as v
+
+        f = v.flag
+        v.integer(f("epochs"), self.epochs, minimum=1)
+        v.integer(f("batch_size"), self.batch_size, minimum=1)
+        v.real(f("lr"), self.lr, minimum=0, strict_min=True)
+        v.real(f("momentum"), self.momentum, minimum=0, maximum=1, strict_max=True)
+        v.real(f("weight_decay"), self.weight_decay, minimum=0)
+        v.choice(f("lr_schedule"), self.lr_schedule, ("linear", "constant"))
+        v.real("final_lr_fraction", self.final_lr_fraction, minimum=0, maximum=1, strict_min=True)
+        for name in ("alpha", "theta", "beta", "margin_scale"):
+            v.real(f(name), getattr(self, name), minimum=0)
+        v.boolean("consistency", self.consistency)
+        v.boolean("relativity", self.relativity)
+        if not isinstance(self.strong_views, str):
+            raise ConfigError(f"{f('strong_views')} must be a string, got {self.strong_views!r}")
+        try:
+            parse_strong_views(self.strong_views)
+        except (ValueError, KeyError) as exc:
+            raise ConfigError(f"{f('strong_views')}: {exc}") from None
+        try:
+            lo, hi = self.degree_range
+        except (TypeError, ValueError):
+            raise ConfigError(f"degree_range must be two numbers, got {self.degree_range!r}") from None
+        v.real("degree_range[0]", lo, minimum=0, strict_min=True, maximum=1)
+        v.real("degree_range[1]", hi, minimum=lo, maximum=1)
+        if not isinstance(self.calibration, dict):
+            raise ConfigError(f"calibration must be a dict of family -> weight, got {self.calibration!r}")
+        for fam, w in self.calibration.items():
+            v.real(f"calibration[{fam!r}]", w, minimum=0)
+        v.real(f("max_rotation"), self.max_rotation, minimum=0, maximum=180)
+        v.real(f("val_fraction"), self.val_fraction, minimum=0, maximum=1, strict_max=True)
+        v.integer(f("seed"), self.seed, minimum=0)
+        v.boolean("amp", self.amp)
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["degree_range"] = list(self.degree_range)
@@ -72,6 +110,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
+        if not isinstance(d, dict):
+            raise ConfigError(f"train_config must be a JSON object, got {type(d).__name__}")
         d = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         if "degree_range" in d:
             d["degree_range"] = tuple(d["degree_range"])

@@ -23,20 +23,25 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from .sononet import CLASS_NAMES, SmallNet, SonoNet, smallnet, sononet16
 
 Builder = Callable[..., nn.Module]
 _REGISTRY: dict[str, Builder] = {}
+_MIN_SIZE: dict[str, int] = {}
 
 
-def register_backbone(name: str, builder: Builder | None = None):
+def register_backbone(name: str, builder: Builder | None = None, *, min_input_size: int = 1):
     """Register ``builder(weights=None, pretrained=True) -> nn.Module`` under ``name``.
 
-    Usable as a decorator: ``@register_backbone("mynet")``.
+    ``min_input_size`` is the smallest image side the network accepts (settings
+    below it are refused before any work). Usable as a decorator:
+    ``@register_backbone("mynet")``.
     """
 
     def _add(fn: Builder) -> Builder:
         _REGISTRY[name.lower()] = fn
+        _MIN_SIZE[name.lower()] = int(min_input_size)
         return fn
 
     return _add(builder) if builder is not None else _add
@@ -45,6 +50,30 @@ def register_backbone(name: str, builder: Builder | None = None):
 def available_backbones() -> list[str]:
     """Names accepted by :func:`get_backbone` (plus ``python:module:function``)."""
     return sorted(_REGISTRY)
+
+
+def is_plugin(name: str) -> bool:
+    """Whether ``name`` is a ``python:module:function`` plug-in (code named by a string)."""
+    return str(name).lower().startswith("python:")
+
+
+def check_backbone_name(name: str) -> str:
+    """``name`` if it is a registered backbone or a ``python:module:function`` plug-in; else ConfigError."""
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"backbone must be a name, got {name!r}")
+    if is_plugin(name):
+        if len(name.split(":")) != 3 or not all(name.split(":")[1:]):
+            raise ConfigError(f"plug-in backbone must be python:package.module:function, got {name!r}")
+        return name
+    if name.lower() not in _REGISTRY:
+        raise ConfigError(f"unknown backbone {name!r}; choose from {', '.join(available_backbones())} "
+                          "or give python:package.module:function")
+    return name
+
+
+def min_input_size(name: str) -> int:
+    """Smallest image side backbone ``name`` accepts (1 when unknown, e.g. plug-ins)."""
+    return _MIN_SIZE.get(str(name).lower(), 1)
 
 
 def get_backbone(
@@ -79,8 +108,9 @@ def get_backbone(
     return model
 
 
-register_backbone("sononet16", sononet16)
-register_backbone("smallnet", smallnet)
+# four 2x2 max-pools (SonoNet) / two stride-2 convs and pools without padding (SmallNet)
+register_backbone("sononet16", sononet16, min_input_size=16)
+register_backbone("smallnet", smallnet, min_input_size=33)
 
 __all__ = [
     "CLASS_NAMES",
@@ -88,6 +118,9 @@ __all__ = [
     "SonoNet",
     "smallnet",
     "available_backbones",
+    "check_backbone_name",
+    "is_plugin",
+    "min_input_size",
     "get_backbone",
     "register_backbone",
     "sononet16",

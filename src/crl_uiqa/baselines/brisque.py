@@ -42,6 +42,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..errors import MissingDependencyError
 from ._nss import aggd_fit, check_images, gaussian_window, mscn, pair_products
 
 __all__ = ["BRISQUEModel", "load_brisque_model", "brisque_features", "brisque_score"]
@@ -90,7 +91,7 @@ class BRISQUEModel:
 def _brisque_model_dir() -> Path:
     spec = importlib.util.find_spec("brisque")
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError(
+        raise MissingDependencyError(
             "BRISQUE needs the pretrained LIVE model shipped by the PyPI package 'brisque'; "
             f"install it with `{_INSTALL_HINT}` (or `pip install brisque`)"
         )
@@ -150,7 +151,7 @@ def load_brisque_model() -> BRISQUEModel:
     svm_path, norm_path = root / "svm.txt", root / "normalize.pickle"
     for p in (svm_path, norm_path):
         if not p.is_file():
-            raise ImportError(f"BRISQUE model file {p} is missing; reinstall with `{_INSTALL_HINT}`")
+            raise MissingDependencyError(f"BRISQUE model file {p} is missing; reinstall with `{_INSTALL_HINT}`")
     sv, coef, rho, gamma = _read_libsvm_svr(svm_path)
     with norm_path.open("rb") as fh:
         ranges = _PlainDataUnpickler(fh).load()

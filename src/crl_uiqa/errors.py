@@ -1,0 +1,93 @@
+"""One error model for everything a user can get wrong.
+
+Every problem caused by the user's input (an image, a scan, a weights file, a
+model directory, a setting, an output path) raises a :class:`CRLUIQAError`
+subclass whose message is one line that names the offending file or setting.
+The command line prints that line and exits with :data:`EXIT_USER`; anything
+else is a bug in crl-uiqa and is reported as such (:mod:`crl_uiqa.cli`).
+
+The subclasses also derive from the built-in exception a Python caller would
+expect (``ValueError``, ``OSError``, ``ImportError``), so ``except ValueError``
+keeps working around library calls.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from types import ModuleType
+
+#: exit codes of the ``crl-uiqa`` command (README, "Reliability")
+EXIT_OK = 0
+EXIT_USER = 1  # bad input, settings, model or output: one line on stderr
+EXIT_USAGE = 2  # command-line syntax (argparse)
+EXIT_BUG = 3  # an unexpected exception: a bug, please report it
+EXIT_INTERRUPTED = 130
+
+
+class CRLUIQAError(Exception):
+    """Base of every error caused by what the user gave; ``str(exc)`` is one line for the user."""
+
+
+class ConfigError(CRLUIQAError, ValueError):
+    """An invalid setting (a command-line option or a config field); the message names it."""
+
+
+class InputError(CRLUIQAError, ValueError):
+    """An input set or table that cannot be used (no images, a malformed CSV...)."""
+
+
+class ImageError(CRLUIQAError, ValueError):
+    """An image that cannot be used (base of :class:`crl_uiqa.io.ImageReadError`)."""
+
+
+class ScanError(CRLUIQAError, ValueError):
+    """A video, DICOM or image-sequence scan that cannot be used (base of ``ScanReadError``)."""
+
+
+class WeightsError(CRLUIQAError, ValueError):
+    """A backbone weights file that is not what it should be."""
+
+
+class ModelError(CRLUIQAError, ValueError):
+    """A trained model or checkpoint that is missing, damaged, or not crl-uiqa's."""
+
+
+class OutputError(CRLUIQAError, OSError):
+    """An output path that cannot be written (a folder where a file is expected, read-only, disk full)."""
+
+
+class MissingDependencyError(CRLUIQAError, ImportError, ValueError):
+    """An optional dependency (an ``extra``) is not installed (also a ``ValueError``, as it used to be)."""
+
+
+def optional_import(module: str, extra: str, *, purpose: str | None = None, package: str | None = None) -> ModuleType:
+    """Import the optional dependency ``module`` or raise :class:`MissingDependencyError`.
+
+    ``extra`` is the crl-uiqa extra that installs it (``pip install 'crl-uiqa[extra]'``);
+    ``package`` the PyPI name when it differs from ``module``; ``purpose`` says
+    what needs it.
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        what = f"{purpose} needs" if purpose else "needs"
+        pip = package or module
+        raise MissingDependencyError(
+            f"{what} the optional package {pip!r} ({exc}): pip install 'crl-uiqa[{extra}]' (or pip install {pip})"
+        ) from None
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for an ``OSError``, naming its path (``[Errno 28] No space left on device: 'out.csv'``)."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    names = [n for n in (exc.filename, exc.filename2) if n is not None]
+    if not names:
+        return str(exc) if str(exc) else reason
+    return f"{os.fsdecode(names[0])}: {reason}" + (f" (and {os.fsdecode(names[1])})" if len(names) > 1 else "")
+
+
+__all__ = [
+    "CRLUIQAError", "ConfigError", "InputError", "ImageError", "ScanError", "WeightsError", "ModelError",
+    "OutputError", "MissingDependencyError", "optional_import", "describe_os_error",
+    "EXIT_OK", "EXIT_USER", "EXIT_USAGE", "EXIT_BUG", "EXIT_INTERRUPTED",
+]

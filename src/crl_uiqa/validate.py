@@ -1,0 +1,76 @@
+"""Checks of single settings, shared by every config's ``__post_init__``.
+
+Each check raises :class:`crl_uiqa.errors.ConfigError` naming the setting as
+the user typed it (``name`` is e.g. ``"batch_size (--batch-size)"``), so a bad
+value stops the run before any work is done.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Iterable
+
+from .errors import ConfigError
+
+#: largest training/scoring resolution accepted per side (a 8192 x 8192 batch of 16 views is already ~13 GB)
+MAX_IMAGE_SIDE = 8192
+
+
+def flag(field: str) -> str:
+    """``batch_size`` -> ``batch_size (--batch-size)``: the config field and its command-line option."""
+    return f"{field} (--{field.replace('_', '-')})"
+
+
+def integer(name: str, value: Any, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ConfigError(f"{name} must be an integer, got {value!r}")
+    v = int(value)
+    if minimum is not None and v < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {v}")
+    if maximum is not None and v > maximum:
+        raise ConfigError(f"{name} must be <= {maximum}, got {v}")
+    return v
+
+
+def real(name: str, value: Any, *, minimum: float | None = None, maximum: float | None = None,
+         strict_min: bool = False, strict_max: bool = False) -> float:
+    """A finite number within the bounds (``strict_*``: the bound itself excluded)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ConfigError(f"{name} must be a number, got {value!r}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise ConfigError(f"{name} must be a finite number, got {v}")
+    if minimum is not None and (v <= minimum if strict_min else v < minimum):
+        raise ConfigError(f"{name} must be {'>' if strict_min else '>='} {minimum:g}, got {v:g}")
+    if maximum is not None and (v >= maximum if strict_max else v > maximum):
+        raise ConfigError(f"{name} must be {'<' if strict_max else '<='} {maximum:g}, got {v:g}")
+    return v
+
+
+def choice(name: str, value: Any, choices: Iterable[str]) -> str:
+    choices = tuple(choices)
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def boolean(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be true or false, got {value!r}")
+    return value
+
+
+def image_size(name: str, value: Any, *, minimum: int = 1) -> tuple[int, int]:
+    """(H, W) of positive integers, each side within [minimum, MAX_IMAGE_SIDE]."""
+    try:
+        h, w = value
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be two integers H W, got {value!r}") from None
+    for v in (h, w):
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+            raise ConfigError(f"{name} must be two integers H W, got {value!r}")
+    h, w = int(h), int(w)
+    if min(h, w) < minimum or max(h, w) > MAX_IMAGE_SIDE:
+        raise ConfigError(f"{name} must be between {minimum} and {MAX_IMAGE_SIDE} pixels per side for this "
+                          f"backbone, got {h} {w}")
+    return h, w

@@ -1,0 +1,174 @@
+"""Nothing a user feeds crl-uiqa crashes it (issue 12): one error model, settings checked before any work.
+
+The bad inputs are generated here at test time (no binary fixtures). Each test
+names the case of the issue it covers.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from crl_uiqa import errors
+from crl_uiqa.cli import main
+from crl_uiqa.errors import ConfigError, CRLUIQAError, MissingDependencyError, optional_import
+from crl_uiqa.estimator import CRLUIQA, PseudoLabelConfig
+from crl_uiqa.io import ImageReadError, write_gray_png
+from crl_uiqa.model import ModelConfig
+from crl_uiqa.training import TrainConfig
+from crl_uiqa.video.scan import ScanReadError
+
+
+def _imgs(folder: Path, n: int = 6, size=(40, 48)) -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(n):
+        p = folder / f"im{i}.png"
+        write_gray_png(p, rng.uniform(0, 1, size) * (i + 1) / n)
+        out.append(str(p))
+    return out
+
+
+def _err_lines(capsys) -> list[str]:
+    return [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+
+
+# ----------------------------------------------------------------------------- the error model
+def test_error_classes_keep_their_names_and_builtin_bases():
+    assert issubclass(ImageReadError, errors.ImageError) and issubclass(ImageReadError, CRLUIQAError)
+    assert issubclass(ScanReadError, errors.ScanError) and issubclass(ScanReadError, ValueError)
+    assert issubclass(errors.OutputError, OSError) and issubclass(errors.ModelError, ValueError)
+    assert issubclass(MissingDependencyError, ImportError)
+
+
+def test_optional_import_names_the_extra(monkeypatch):
+    import sys
+
+    assert optional_import("json", "all").dumps([1]) == "[1]"
+    monkeypatch.setitem(sys.modules, "av", None)  # as if PyAV were not installed
+    with pytest.raises(MissingDependencyError, match=r"crl-uiqa\[video\]"):
+        optional_import("av", "video", purpose="reading videos")
+
+
+def test_cli_user_error_is_one_line_exit_1(tmp_path, capsys):
+    rc = main(["score", "--model", str(tmp_path / "nope"), "--images", str(tmp_path), "--out", str(tmp_path / "s.csv")])
+    lines = _err_lines(capsys)
+    assert rc == errors.EXIT_USER and len(lines) == 1 and lines[0].startswith("crl-uiqa score: error:")
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_cli_bug_asks_for_a_report_and_v_gives_the_traceback(monkeypatch, tmp_path, capsys):
+    from crl_uiqa.commands import score
+
+    def boom(args):
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(score, "run", boom)
+    argv = ["score", "--model", "m", "--images", "i", "--out", str(tmp_path / "s.csv")]
+    assert main(argv) == errors.EXIT_BUG
+    err = capsys.readouterr().err
+    assert "internal error" in err and "please report" in err and "-v" in err and "Traceback" not in err
+    assert main(["-v", *argv]) == errors.EXIT_BUG
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_cli_oserror_names_the_path(monkeypatch, tmp_path, capsys):
+    import errno
+    import os
+
+    from crl_uiqa.commands import score
+
+    def full(args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / "s.csv"))
+
+    monkeypatch.setattr(score, "run", full)
+    assert main(["score", "--model", "m", "--images", "i", "--out", str(tmp_path / "s.csv")]) == errors.EXIT_USER
+    (line,) = _err_lines(capsys)
+    assert str(tmp_path / "s.csv") in line and "No space left" in line
+
+
+# ----------------------------------------------------------------------------- settings
+@pytest.mark.parametrize("kw, match", [
+    (dict(batch_size=0), "batch-size"), (dict(epochs=0), "epochs"), (dict(lr=math.nan), "lr"),
+    (dict(lr=math.inf), "lr"), (dict(lr=-1e-3), "lr"), (dict(lr=0.0), "lr"), (dict(momentum=1.0), "momentum"),
+    (dict(strong_views="blurr"), "strong-views"), (dict(val_fraction=1.0), "val-fraction"),
+    (dict(lr_schedule="cosine"), "lr-schedule"), (dict(alpha=-1), "alpha"), (dict(seed=-1), "seed"),
+    (dict(degree_range=(0.5, 0.2)), "degree_range"), (dict(max_rotation=math.nan), "max-rotation"),
+    (dict(epochs=2.5), "epochs"), (dict(batch_size=True), "batch-size"),
+])
+def test_train_config_refuses_bad_settings(kw, match):
+    with pytest.raises(ConfigError, match=match):
+        TrainConfig(**kw)
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(image_size=(0, 0)), "image-size"), (dict(image_size=(15, 17)), "between 16"),
+    (dict(image_size=(224,)), "two integers"), (dict(image_size=(100_000, 100_000)), "8192"),
+    (dict(backbone="smallnet", image_size=(32, 64)), "between 33"), (dict(activation="relu"), "activation"),
+    (dict(backbone="resnet"), "unknown backbone"), (dict(train_from="block0"), "train-from"),
+    (dict(proj_channels=0), "proj_channels"),
+])
+def test_model_config_refuses_bad_settings(kw, match):
+    with pytest.raises(ConfigError, match=match):
+        ModelConfig(**kw)
+
+
+def test_accepted_sizes_run_through_the_network():
+    import torch
+
+    from crl_uiqa.model import build_model
+
+    for backbone, size in (("sononet16", (16, 17)), ("smallnet", (33, 40))):
+        m = build_model(ModelConfig(backbone=backbone, image_size=size), pretrained=False).eval()
+        with torch.no_grad():
+            assert m(torch.rand(2, 1, *size)).shape == (2,)
+
+
+def test_estimator_refuses_device_k_workers():
+    with pytest.raises(ConfigError, match="tpu"):
+        CRLUIQA(device="tpu")
+    with pytest.raises(ConfigError, match="k"):
+        PseudoLabelConfig(k=0)
+    with pytest.raises(ConfigError, match="workers"):
+        CRLUIQA(num_workers=-1)
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["--batch-size", "0"], "batch-size"), (["--image-size", "0", "0"], "image-size"),
+    (["--image-size", "15", "17"], "image-size"), (["--lr", "nan"], "lr"), (["--lr", "inf"], "lr"),
+    (["--device", "tpu"], "tpu"), (["--epochs", "0"], "epochs"), (["--strong-views", "nope"], "strong-views"),
+    (["--k", "0"], "k"),
+])
+def test_fit_checks_settings_before_any_work(tmp_path, capsys, extra, match):
+    imgs = _imgs(tmp_path / "imgs")
+    out = tmp_path / "run"
+    # --weights points nowhere: a check made after the settings would fail on it instead
+    rc = main(["fit", "--images", str(tmp_path / "imgs"), "--references", imgs[0], "--out", str(out),
+               "--weights", str(tmp_path / "no-weights.npz"), "--workers", "0", "--quiet", *extra])
+    (line,) = _err_lines(capsys)
+    assert rc == errors.EXIT_USER and match in line and "weights" not in line
+    assert not (out / "labels.csv").exists()
+
+
+def test_fit_k_larger_than_references_before_embedding(tmp_path, capsys):
+    imgs = _imgs(tmp_path / "imgs")
+    rc = main(["fit", "--images", str(tmp_path / "imgs"), "--references", *imgs[:2], "--out", str(tmp_path / "run"),
+               "--k", "3", "--weights", str(tmp_path / "no-weights.npz"), "--workers", "0", "--quiet"])
+    (line,) = _err_lines(capsys)
+    assert rc == errors.EXIT_USER and "k=3" in line and "n=2" in line
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["--batch-size", "0"], "batch-size"), (["--device", "tpu"], "tpu"), (["--workers", "-1"], "workers"),
+    (["--layer", "block9"], "layer"),
+])
+def test_pseudo_label_checks_settings(tmp_path, capsys, sononet16_path, extra, match):
+    imgs = _imgs(tmp_path / "imgs")
+    rc = main(["pseudo-label", "--images", *imgs, "--references", *imgs[:3], "--out", str(tmp_path / "pl.csv"),
+               "--k", "2", "--weights", str(sononet16_path), "--workers", "0", "--quiet", *extra])
+    (line,) = _err_lines(capsys)
+    assert rc == errors.EXIT_USER and match in line
+    assert not (tmp_path / "pl.csv").exists()
