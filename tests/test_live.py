@@ -1,6 +1,7 @@
 """Tests for crl_uiqa.live and `crl-uiqa live`: real-time pacing, frame dropping, end of stream."""
 from __future__ import annotations
 
+import math
 import threading
 import time
 
@@ -149,3 +150,21 @@ def test_cli_live(clip, tmp_path, capsys):
     assert f"received {N} frames, scored {N}, dropped 0" in out
     assert (tmp_path / "live.png").is_file() and (tmp_path / "best.png").is_file()
     assert len(read_csv(tmp_path / "live.csv")) == N
+
+
+def test_live_track_running_mean_and_best_without_a_stream():
+    from crl_uiqa.live import LiveTrack
+    from crl_uiqa.scan import Frame
+
+    track = LiveTrack()
+    img = np.zeros((2, 2), np.float32)
+    for i, (t, q) in enumerate([(0.0, 1.0), (1.0, 3.0), (1.5, float("nan")), (3.0, 2.0)]):
+        track.add(Frame(i, t, img + i), q)
+    a1 = 1 - math.exp(-1.0)  # 1 s after the first frame, time constant 1 s
+    r1 = 1.0 + a1 * (3.0 - 1.0)
+    a2 = 1 - math.exp(-2.0)  # the NaN frame neither moves the mean nor its clock
+    assert track.running == pytest.approx(r1 + a2 * (2.0 - r1), rel=1e-12)
+    assert (track.best_frame, track.best_time, track.best_quality) == (1, 1.0, 3.0)
+    assert float(track.best_image[0, 0]) == 1.0
+    st = track.status(received=6, dropped=2, elapsed=0.5)
+    assert (st.scored, st.received, st.dropped, st.quality, st.time) == (4, 6, 2, 2.0, 3.0)

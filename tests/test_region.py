@@ -220,3 +220,54 @@ def test_detect_region_single_frame_dark_tissue_and_flat_panels():
     got = (det.box.top, det.box.left, det.box.bottom, det.box.right)
     assert np.abs(np.subtract(got, (top, left, bottom, right))).max() <= 3, got
     assert not det.mask[0:6].any() and not det.mask[100:118, 0:20].any()
+
+
+# ----------------------------------------------------------------------------- the one region policy
+
+
+def test_region_policy_order():
+    from crl_uiqa.video.framing import RegionPolicy
+
+    dicom = Region(5, 6, 20, 30)
+    manual = RegionPolicy.create((1, 2, 10, 20), "dicom")
+    assert manual.known((64, 80), dicom, "s").method == "manual"  # a box wins over everything
+    assert RegionPolicy.create(None, "auto").known((64, 80), dicom, "s").box == dicom
+    assert RegionPolicy.create(None, "none").known((64, 80), dicom, "s").method == "none"
+    assert RegionPolicy.create(None, "auto").known((64, 80), None, "s") is None  # to be detected
+    with pytest.raises(ValueError, match="no DICOM Sequence"):
+        RegionPolicy.create(None, "dicom").known((64, 80), None, "s")
+    with pytest.raises(ValueError, match="does not fit"):
+        manual.known((8, 8), None, "s")
+    with pytest.raises(ValueError, match="region must be one of"):
+        RegionPolicy.create(None, "fan")
+    with pytest.raises(ValueError, match="region_frames"):
+        RegionPolicy.create(None, "auto", 0)
+
+
+def test_region_cutter_holds_frames_until_the_region_is_found():
+    from crl_uiqa.video.framing import RegionCutter, RegionPolicy
+    from crl_uiqa.video.scan import Frame
+
+    rng = np.random.default_rng(0)
+
+    def frame(i):
+        img = np.zeros((60, 80), np.float32)
+        img[10:50, 20:70] = rng.uniform(0.2, 0.8, (40, 50))  # speckle that changes frame to frame
+        return Frame(i, i / 10, img)
+
+    cutter = RegionCutter(RegionPolicy.create(None, "auto", 4, margin=0), "s")
+    assert [cutter.push(frame(i)) for i in range(3)] == [[], [], []]
+    ready = cutter.push(frame(3))
+    assert [f.index for f in ready] == [0, 1, 2, 3]
+    box = cutter.det.box
+    assert np.abs(np.subtract(box.as_tuple(), (10, 20, 40, 50))).max() <= 2  # the speckle area, give or take
+    assert ready[0].image.shape == (box.height, box.width)
+    assert cutter.first_image.shape == (60, 80)
+    assert [f.index for f in cutter.push(frame(4))] == [4] and cutter.flush() == []
+    # a stream shorter than the detection window: flush settles the region on what came
+    short = RegionCutter(RegionPolicy.create(None, "auto", 10, margin=0), "s")
+    assert short.push(frame(0)) == [] and short.push(frame(1)) == []
+    assert [f.index for f in short.flush()] == [0, 1] and short.det.box == box
+    # a box known up front: nothing is held; the frame size comes from the first frame when not given
+    boxed = RegionCutter(RegionPolicy.create((0, 0, 30, 30), "auto"), "camera 0")
+    assert boxed.push(frame(0))[0].image.shape == (30, 30)

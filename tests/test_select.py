@@ -27,12 +27,12 @@ from crl_uiqa.scan import ScanReadError  # noqa: E402
 from crl_uiqa.select import (  # noqa: E402
     FRAME_COLUMNS,
     SUMMARY_COLUMNS,
-    _CandidatePool,
     select_frames,
     smooth_scores,
     temporal_nms,
     write_selection,
 )
+from crl_uiqa.video.temporal import CandidatePool as _CandidatePool  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -311,3 +311,100 @@ def test_cli_several_scans_summary(spike_video, tmp_path, capsys):
         frames = read_csv(out / folder / "frames.csv")
         assert len(frames) == 20 and all(math.isfinite(float(r["quality"])) for r in frames)
     assert (out / "report.html").is_file()
+
+
+# ----------------------------------------------------------------------------- streaming parts, without a video
+
+
+def test_score_track_matches_the_batch_computation():
+    """Frames fed in uneven batches: smoothed scores and picks equal the whole-array computation."""
+    from crl_uiqa.video.temporal import ScoreTrack, TrackedFrame
+
+    rng = np.random.default_rng(3)
+    n = 500
+    times = np.cumsum(rng.uniform(0.02, 0.08, n))
+    quality = rng.normal(size=n)
+    eligible = rng.uniform(size=n) > 0.3
+    track = ScoreTrack(top_k=3, min_gap=0.5, smooth=0.4)
+    start = 0
+    while start < n:
+        stop = min(n, start + int(rng.integers(1, 40)))
+        track.add([TrackedFrame(i, float(times[i]), float(quality[i]), bool(eligible[i]), np.full((2, 2), i))
+                   for i in range(start, stop)])
+        start = stop
+    track.finish()
+    smoothed = smooth_scores(times, quality, 0.4)
+    np.testing.assert_allclose(track.smoothed, smoothed, rtol=1e-12, atol=1e-12)
+    expected = temporal_nms(times, smoothed, 3, 0.5, eligible)
+    assert track.picks() == expected
+    assert [int(track.image(p)[0, 0]) for p in expected] == expected  # the held images are the picked frames
+    assert len(track.pool.images) < n // 4  # most images were released on the way
+
+
+class _ConstantPlanes(torch.nn.Module):
+    """A plane classifier that calls every frame Background (p = 0.77) and 4CH (p = 0.23)."""
+
+    embedding_layers = ("probs",)
+    class_names = ("Background", "4CH")
+    input_size = (32, 32)
+
+    def embed(self, x, layer):
+        return torch.tensor([[0.77, 0.23]]).repeat(x.shape[0], 1)
+
+
+def test_no_eligible_frame_says_why_and_marks_no_best(spike_video, tmp_path):
+    res = select_frames(MeanRuntime(), spike_video, every=3, top_k=2, plane="4ch", plane_model=_ConstantPlanes())
+    assert res.picks == [] and res.best is None
+    assert res.plane_census() == "all 20 frames classified Background; highest 4CH probability 0.23 (threshold 0.5)"
+    assert res.shortfall() == ("0 of the 2 frames asked for: no frame was eligible (all 20 frames classified "
+                               "Background; highest 4CH probability 0.23 (threshold 0.5))")
+    from crl_uiqa.reporting.selection import quality_figure
+
+    fig = quality_figure(res)
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert not any("best" in lab for lab in labels) and len(fig.axes) == 1  # no star, no thumbnail
+    html = (write_selection(res, tmp_path / "out")["report"]).read_text()
+    assert "all 20 frames classified Background" in html
+
+
+def test_fewer_picks_than_asked_say_why(spike_video):
+    res = select_frames(MeanRuntime(), spike_video, top_k=5, min_gap=1.5)
+    assert len(res.picks) == 2  # a 3 s scan holds two moments 1.5 s apart
+    assert res.shortfall() == "2 of the 5 frames asked for: the other 58 eligible frames are within 1.5 s " \
+                              "(--min-gap) of a pick"
+    assert select_frames(MeanRuntime(), spike_video, every=30, top_k=3, min_gap=0).shortfall() == \
+        "2 of the 3 frames asked for: only 2 of 2 scored frames were eligible"
+    assert select_frames(MeanRuntime(), spike_video, top_k=1).shortfall() is None
+
+
+def test_cli_scan_names_stay_inside_out(spike_video, tmp_path, capsys):
+    """Scans called ``...mp4`` and ``..mp4`` (names ``..`` and ``.``) get folders inside --out."""
+    inputs = []
+    for sub, name in (("a", "...mp4"), ("b", "..mp4"), ("c", "spike.mp4")):
+        (tmp_path / sub).mkdir()
+        inputs.append(shutil.copy(spike_video, tmp_path / sub / name))
+    run = _tiny_run(tmp_path)
+    out = tmp_path / "deep" / "out"
+    before = sorted(p.name for p in tmp_path.iterdir())
+    rc = main(["select", "--model", str(run), "--input", *map(str, inputs), "--out", str(out),
+               "--every", "10", "--quiet", "--no-report"])
+    assert rc == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*before, "deep"])  # nothing beside --out
+    assert sorted(p.name for p in (tmp_path / "deep").iterdir()) == ["out"]
+    folders = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert len(folders) == 3 and "spike" in folders
+    assert all((out / f / "frames.csv").is_file() for f in folders)
+
+
+def test_cli_weights_option_has_one_name(spike_video, tmp_path, capsys):
+    """select takes the P(.) weights as --weights like every command; --plane-weights still works, unlisted."""
+    from crl_uiqa.cli import build_parser
+
+    sub = build_parser()
+    args = sub.parse_args(["select", "--model", "m", "--input", "s", "--out", "o", "--weights", "w.npz"])
+    assert args.weights == "w.npz"
+    args = sub.parse_args(["select", "--model", "m", "--input", "s", "--out", "o", "--plane-weights", "w.npz"])
+    assert args.weights == "w.npz"
+    with pytest.raises(SystemExit):
+        main(["select", "--help"])
+    assert "--plane-weights" not in capsys.readouterr().out

@@ -3,7 +3,8 @@
 Every file crl-uiqa writes goes through these helpers: the content is written to
 a temporary file in the destination folder and moved into place with
 :func:`os.replace`, so an interrupted run never leaves a half-written CSV,
-checkpoint or report behind.
+checkpoint or report behind. :func:`safe_name` turns a name taken from the
+user's input (a scan's file name) into one that stays inside the output folder.
 """
 from __future__ import annotations
 
@@ -12,9 +13,24 @@ import csv
 import io
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+#: Characters :func:`safe_name` replaces: path separators and control characters.
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\]+")
+
+
+def safe_name(name: str, default: str = "output") -> str:
+    """A single path component made from ``name`` that cannot leave the folder it is joined to.
+
+    Path separators and control characters become ``_``; leading dots
+    are dropped (no ``.``, ``..`` or hidden names); an empty result gives
+    ``default``. ``safe_name("../x") == "_x"``, ``safe_name("..") == default``.
+    """
+    text = _UNSAFE.sub("_", str(name)).strip().lstrip(".").strip()
+    return text[:200] or default
 
 
 @contextlib.contextmanager

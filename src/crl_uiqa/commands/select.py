@@ -1,6 +1,8 @@
 """``crl-uiqa select``: the best frames of ultrasound scans (videos, DICOM cine loops, image sequences)."""
 from __future__ import annotations
 
+import argparse
+
 from ._common import add_engine, add_scan_region
 
 
@@ -28,8 +30,9 @@ def register(sub) -> None:
                    "--plane-threshold are not eligible. Default: no plane check")
     g.add_argument("--plane-threshold", type=float, default=0.5, metavar="P",
                    help="smallest probability of the target plane (default 0.5)")
-    g.add_argument("--plane-weights", default=None, metavar="PATH",
+    g.add_argument("--weights", default=None, metavar="PATH",
                    help="SonoNet-16 weight file or folder (default: $CRL_UIQA_WEIGHTS_DIR, the cache, a download)")
+    g.add_argument("--plane-weights", dest="weights", default=None, help=argparse.SUPPRESS)  # the old spelling
     g = p.add_argument_group("picking")
     g.add_argument("--top", type=int, default=1, metavar="K", help="number of frames to pick per scan (default 1)")
     g.add_argument("--min-gap", type=float, default=1.0, metavar="SECONDS",
@@ -49,21 +52,13 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _unique(name: str, used: set[str]) -> str:
-    """``name``, or ``name-2``, ``name-3``... when already used (two scans with the same file name)."""
-    out, k = name, 2
-    while out in used:
-        out, k = f"{name}-{k}", k + 1
-    used.add(out)
-    return out
-
-
 def run(args) -> int:
     import sys
     from pathlib import Path
 
-    from ..export import load_runtime
-    from ..video.select import SUMMARY_COLUMNS, _load_plane_model, select_frames, write_selection, write_summary
+    from ..reporting.selection import scan_folder, write_selection, write_summary
+    from ..runtime import load_runtime
+    from ..video.select import SUMMARY_COLUMNS, _load_plane_model, select_frames
 
     out = Path(args.out)
     runtime = load_runtime(args.model, args.runtime, device=args.device, threads=args.threads)
@@ -72,7 +67,7 @@ def run(args) -> int:
         from ..classify import plane_index
 
         plane_index(args.plane)  # unknown names fail before any work
-        plane_model, _ = _load_plane_model(None, args.plane_weights, args.device)
+        plane_model, _ = _load_plane_model(None, args.weights, args.device)
     several = len(args.input) > 1
     used: set[str] = set()
     results, failed, status = [], [], 0
@@ -91,7 +86,7 @@ def run(args) -> int:
             failed.append((scan, str(exc)))
             status = 1
             continue
-        dest = out / _unique(res.name, used) if several else out
+        dest = scan_folder(out, res.name, used) if several else out
         write_selection(res, dest, report=not args.no_report)
         results.append(res)
         best = res.best
@@ -99,6 +94,9 @@ def run(args) -> int:
                + (f"best frame {best.frame} at {best.time:.2f} s, score {best.quality_smoothed:.4f}"
                   if best else "no eligible frame") + f" -> {dest}")
         print(msg)
+        for note in (res.shortfall(), res.plane_census()):
+            if note:
+                print(f"  {note}")
         if res.error is not None:
             print(f"crl-uiqa select: error: {res.error} (the {res.n_scored} frames before it were scored and "
                   "written)", file=sys.stderr)

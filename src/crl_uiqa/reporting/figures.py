@@ -110,6 +110,7 @@ def quality_curve(
     title: str = "",
     thumbnails: Any = None,
     xlabel: str | None = None,
+    mark_best: bool = True,
 ) -> Figure:
     """Quality score along a sweep or scan, with the chosen frame(s) marked.
 
@@ -135,6 +136,8 @@ def quality_curve(
         for the best frame, no panel is drawn.
     xlabel : str, optional
         x-axis label; ``"time (s)"`` when ``times`` is given, else ``"frame"``.
+    mark_best : bool
+        ``False``: mark no best frame at all (e.g. when no frame was eligible).
 
     Returns
     -------
@@ -151,7 +154,9 @@ def quality_curve(
         x = _as_scores(times, "times")
         if x.size != n:
             raise ValueError(f"times: got {x.size} values for {n} scores")
-    if best is None:
+    if not mark_best:
+        best_i = None
+    elif best is None:
         best_i = int(np.nanargmax(y)) if np.isfinite(y).any() else None
     else:
         best_i = _check_index(best, n, "best")

@@ -37,12 +37,13 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from .region import Region, RegionDetection, detect_region
+from .framing import RegionCutter, RegionPolicy, model_input
+from .region import RegionDetection
 from .scan import Frame
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LatestFrameSlot", "LiveStatus", "LiveResult", "run_live", "open_camera", "is_camera"]
+__all__ = ["LatestFrameSlot", "LiveStatus", "LiveResult", "LiveTrack", "run_live", "open_camera", "is_camera"]
 
 #: Frames taken for region auto-detection in live mode.
 LIVE_REGION_FRAMES = 15
@@ -280,6 +281,128 @@ def _av_frames(container, stream) -> Iterator[Frame]:
 # ----------------------------------------------------------------------------- session
 
 
+class _Reader:
+    """The reader thread: frames from the source into the slot, paced by their timestamps for files in real time."""
+
+    def __init__(self, frames: Iterator[Frame], slot: LatestFrameSlot, stop: threading.Event, paced: bool) -> None:
+        self.frames, self.slot, self.stop, self.paced = frames, slot, stop, paced
+        self.received = 0
+        self.error: Exception | None = None
+        self.thread = threading.Thread(target=self._run, name="crl-uiqa-live-reader", daemon=True)
+
+    def _run(self) -> None:
+        t0 = None
+        try:
+            for frame in self.frames:
+                if self.stop.is_set():
+                    break
+                if self.paced:
+                    if t0 is None:
+                        t0 = time.perf_counter() - frame.time
+                    delay = t0 + frame.time - time.perf_counter()
+                    if delay > 0 and self.stop.wait(delay):
+                        break
+                self.received += 1
+                self.slot.put(frame)
+        except Exception as exc:  # a read error ends the stream; reported in the result
+            self.error = exc
+        finally:
+            close = getattr(self.frames, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:  # pragma: no cover - closing a broken stream
+                    pass
+            self.slot.close()
+
+
+class LiveTrack:
+    """The scores of a live session so far: every scored frame, the running mean quality and the best frame.
+
+    The running mean is an exponential moving average in stream time with
+    time constant :data:`RUNNING_MEAN_SECONDS` (irregular frame times are
+    fine); non-finite scores are recorded but change neither it nor the best.
+    """
+
+    def __init__(self) -> None:
+        self.frames: list[int] = []
+        self.times: list[float] = []
+        self.scores: list[float] = []
+        self.running = math.nan
+        self._running_time: float | None = None
+        self.best_quality = -math.inf
+        self.best_frame: int | None = None
+        self.best_time: float | None = None
+        self.best_image: np.ndarray | None = None
+
+    def add(self, frame: Frame, score: float) -> None:
+        """Record the score of one frame (in stream order)."""
+        v = float(score)
+        self.frames.append(frame.index)
+        self.times.append(frame.time)
+        self.scores.append(v)
+        if not math.isfinite(v):
+            return
+        if self._running_time is None or not math.isfinite(self.running):
+            self.running = v
+        else:
+            a = 1.0 - math.exp(-max(frame.time - self._running_time, 0.0) / RUNNING_MEAN_SECONDS)
+            self.running += a * (v - self.running)
+        self._running_time = frame.time
+        if v > self.best_quality:
+            self.best_quality, self.best_frame = v, frame.index
+            self.best_time, self.best_image = frame.time, frame.image
+
+    def status(self, received: int, dropped: int, elapsed: float) -> LiveStatus:
+        """The :class:`LiveStatus` of the session now."""
+        n = len(self.scores)
+        return LiveStatus(
+            received=received, scored=n, dropped=dropped, elapsed=elapsed, time=self.times[-1] if n else 0.0,
+            quality=self.scores[-1] if n else math.nan, running_quality=self.running, best_frame=self.best_frame,
+            best_time=self.best_time, best_quality=self.best_quality if n else math.nan,
+        )
+
+
+class _LiveScorer:
+    """Scores frames into a :class:`LiveTrack` and reports the status at most every ``interval`` seconds."""
+
+    def __init__(self, rt: Any, track: LiveTrack, reader: _Reader, on_status: Callable[[LiveStatus], None] | None,
+                 interval: float, t_start: float) -> None:
+        self.rt, self.track, self.reader, self.on_status = rt, track, reader, on_status
+        self.interval, self.t_start, self.last = interval, t_start, -math.inf
+
+    def __call__(self, ready: list[Frame], force: bool = False) -> None:
+        if ready:
+            import torch
+
+            q = self.rt(torch.stack([model_input(f.image, self.rt.image_size) for f in ready]))
+            for f, v in zip(ready, np.asarray(q, dtype=np.float64)):
+                self.track.add(f, v)
+        now = time.perf_counter()
+        if self.on_status is not None and (force or now - self.last >= self.interval):
+            self.last = now
+            self.on_status(self.track.status(self.reader.received, self.reader.slot.dropped, now - self.t_start))
+
+
+def _open_source(source: Any, realtime: bool, policy: RegionPolicy,
+                 frame_rate: float | None) -> tuple[Iterator[Frame], float | None, str, RegionCutter]:
+    """The frames, nominal rate, name and region cutter of a camera or a file."""
+    if is_camera(source):
+        if not realtime:
+            raise ValueError("a camera is always real time: --no-realtime applies to files only")
+        if policy.crop is None and policy.mode == "dicom":
+            raise ValueError(f"a camera has no DICOM region: use region auto or none, or a crop box "
+                             f"(got {policy.mode!r})")
+        frames, fps = open_camera(int(source))
+        name = f"camera {int(source)}"
+        return frames, fps, name, RegionCutter(policy, name)  # the frame size is known from the first frame
+    from .scan import open_scan
+
+    scan = open_scan(source, frame_rate=frame_rate)
+    cutter = RegionCutter(policy, str(source), scan.shape, scan.region)
+    return iter(scan), scan.fps, str(source), cutter
+
+
 def run_live(
     model: Any,
     source: Any,
@@ -302,11 +425,11 @@ def run_live(
     Parameters
     ----------
     model : Runtime, QualityModel, str or os.PathLike
-        A :class:`crl_uiqa.export.Runtime`, model, run directory or exported file.
+        A :class:`crl_uiqa.runtime.Runtime`, model, run directory or exported file.
     source : str, os.PathLike or int
         A video/DICOM/image-sequence path, or a camera index.
     runtime, device, threads :
-        Engine options when ``model`` is not a Runtime (see :func:`crl_uiqa.export.load_runtime`).
+        Engine options when ``model`` is not a Runtime (see :func:`crl_uiqa.runtime.load_runtime`).
     realtime : bool
         Pace files by their timestamps and drop frames the scorer cannot
         keep up with. ``False`` (files only) scores every frame.
@@ -326,162 +449,40 @@ def run_live(
     -------
     LiveResult
     """
-    from ..export import Runtime, load_runtime
-    from .select import _cut, _resize_batch, resolve_region
+    from ..runtime import Runtime, load_runtime
 
-    if isinstance(region_frames, bool) or int(region_frames) < 1:
-        raise ValueError(f"region_frames must be >= 1, got {region_frames}")
+    policy = RegionPolicy.create(crop, region, region_frames)
     if duration is not None and not float(duration) > 0:
         raise ValueError(f"duration must be > 0 seconds, got {duration}")
     rt = model if isinstance(model, Runtime) else load_runtime(model, runtime, device=device, threads=threads)
-    camera = is_camera(source)
-    if camera:
-        if not realtime:
-            raise ValueError("a camera is always real time: --no-realtime applies to files only")
-        mode = str(region).strip().lower()
-        if crop is None and mode not in ("auto", "none"):
-            raise ValueError(f"a camera has no DICOM region: use region auto or none, or a crop box (got {region!r})")
-        manual = None if crop is None else Region.coerce(crop)
-        none_region = mode == "none" and manual is None
-        frames_iter, stream_fps = open_camera(int(source))
-        det = None  # set on the first frame(s), once their size is known
-        name = f"camera {int(source)}"
-    else:
-        from .scan import open_scan
-
-        scan = open_scan(source, frame_rate=frame_rate)
-        det = resolve_region(scan, crop=crop, region=region)
-        none_region, manual = False, None
-        frames_iter, stream_fps = iter(scan), scan.fps
-        name = str(source)
-
+    frames, stream_fps, name, cutter = _open_source(source, realtime, policy, frame_rate)
     slot = LatestFrameSlot(overwrite=realtime)
     stop = stop_event or threading.Event()
-    counters = {"received": 0, "error": None}
-
-    def reader() -> None:
-        t0 = None
-        try:
-            for frame in frames_iter:
-                if stop.is_set():
-                    break
-                if realtime and not camera:
-                    if t0 is None:
-                        t0 = time.perf_counter() - frame.time
-                    delay = t0 + frame.time - time.perf_counter()
-                    if delay > 0 and stop.wait(delay):
-                        break
-                counters["received"] += 1
-                slot.put(frame)
-        except Exception as exc:  # a read error ends the stream; reported in the result
-            counters["error"] = exc
-        finally:
-            close = getattr(frames_iter, "close", None)
-            if close is not None:
-                try:
-                    close()
-                except Exception:  # pragma: no cover - closing a broken stream
-                    pass
-            slot.close()
-
-    size = rt.image_size
-    idx_l: list[int] = []
-    t_l: list[float] = []
-    q_l: list[float] = []
-    best = {"q": -math.inf, "frame": None, "time": None, "image": None}
-    running = [math.nan, None]  # value, time of last update
-    head: list[Frame] = []
-    last_status = [0.0]
+    reader = _Reader(frames, slot, stop, paced=realtime and not is_camera(source))
+    track = LiveTrack()
     t_start = time.perf_counter()
-
-    def status(force: bool = False) -> None:
-        if on_status is None:
-            return
-        now = time.perf_counter()
-        if not force and now - last_status[0] < status_interval:
-            return
-        last_status[0] = now
-        on_status(LiveStatus(
-            received=counters["received"], scored=len(q_l), dropped=slot.dropped, elapsed=now - t_start,
-            time=t_l[-1] if t_l else 0.0, quality=q_l[-1] if q_l else math.nan, running_quality=running[0],
-            best_frame=best["frame"], best_time=best["time"], best_quality=best["q"] if q_l else math.nan,
-        ))
-
-    def score(frames: list[Frame]) -> None:
-        q = np.asarray(rt(_resize_batch([f.image for f in frames], size)), dtype=np.float64)
-        for f, v in zip(frames, q):
-            v = float(v)
-            idx_l.append(f.index)
-            t_l.append(f.time)
-            q_l.append(v)
-            if math.isfinite(v):
-                if running[1] is None or not math.isfinite(running[0]):
-                    running[0] = v
-                else:
-                    a = 1.0 - math.exp(-max(f.time - running[1], 0.0) / RUNNING_MEAN_SECONDS)
-                    running[0] += a * (v - running[0])
-                running[1] = f.time
-                if v > best["q"]:
-                    best.update(q=v, frame=f.index, time=f.time, image=f.image)
-        status()
-
-    def region_of(frames: list[Frame]) -> RegionDetection:
-        shape = frames[0].image.shape
-        if manual is not None:
-            if not manual.fits(shape):
-                raise ValueError(f"{name}: crop box (top, left, height, width)={manual.as_tuple()} does not fit "
-                                 f"its {shape[0]}x{shape[1]} frames")
-            return RegionDetection.from_box(manual, shape, "manual")
-        if none_region:
-            return RegionDetection(Region(0, 0, *shape), np.ones(shape, dtype=bool), "none")
-        d = detect_region(np.stack([f.image for f in frames if f.image.shape == shape]))
-        log.info("%s: ultrasound region %s (top, left, height, width) found by %s", name, d.box.as_tuple(), d.method)
-        return d
-
-    thread = threading.Thread(target=reader, name="crl-uiqa-live-reader", daemon=True)
-    thread.start()
-    ctx = _ScanCtx(name)
+    score = _LiveScorer(rt, track, reader, on_status, status_interval, t_start)
+    reader.thread.start()
     try:
-        while True:
-            if duration is not None and time.perf_counter() - t_start >= float(duration):
-                break
+        while duration is None or time.perf_counter() - t_start < float(duration):
             frame = slot.get(timeout=0.1)
-            if frame is None:
-                if slot.closed:
-                    break
-                continue
-            if det is None:
-                head.append(frame)
-                if len(head) < (1 if (none_region or manual is not None) else int(region_frames)):
-                    continue
-                det = region_of(head)
-                batch, head = [_cut(f, det, ctx) for f in head], []
-                score(batch)
-                continue
-            score([_cut(frame, det, ctx)])
-        if head:  # the stream ended during region detection
-            det = region_of(head)
-            score([_cut(f, det, ctx) for f in head])
+            if frame is not None:
+                score(cutter.push(frame))
+            elif slot.closed:
+                break
+        score(cutter.flush())  # the stream ended during region detection
     finally:
         stop.set()
         slot.close()
-        thread.join(timeout=5.0)
-    status(force=True)
-    seconds = time.perf_counter() - t_start
+        reader.thread.join(timeout=5.0)
+    score([], force=True)
     return LiveResult(
-        source=name, received=counters["received"], scored=len(q_l), dropped=slot.dropped,
-        frames=np.asarray(idx_l, dtype=np.int64), times=np.asarray(t_l, dtype=np.float64),
-        scores=np.asarray(q_l, dtype=np.float64), best_frame=best["frame"], best_time=best["time"],
-        best_quality=best["q"] if q_l else math.nan, best_image=best["image"], seconds=seconds,
-        stream_fps=stream_fps, region=det, error=counters["error"],
+        source=name, received=reader.received, scored=len(track.scores), dropped=slot.dropped,
+        frames=np.asarray(track.frames, dtype=np.int64), times=np.asarray(track.times, dtype=np.float64),
+        scores=np.asarray(track.scores, dtype=np.float64), best_frame=track.best_frame, best_time=track.best_time,
+        best_quality=track.best_quality if track.scores else math.nan, best_image=track.best_image,
+        seconds=time.perf_counter() - t_start, stream_fps=stream_fps, region=cutter.det, error=reader.error,
     )
-
-
-class _ScanCtx:
-    """What :func:`crl_uiqa.select._cut` needs of a scan for its error messages."""
-
-    def __init__(self, name: str) -> None:
-        self.path = name
 
 
 def live_figure(result: LiveResult):

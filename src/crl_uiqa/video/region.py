@@ -88,12 +88,12 @@ class Region:
         return (self.top, self.left, self.height, self.width)
 
     @classmethod
-    def from_bounds(cls, top: int, left: int, bottom: int, right: int) -> "Region":
+    def from_bounds(cls, top: int, left: int, bottom: int, right: int) -> Region:
         """Build a region from its edges (``bottom``/``right`` exclusive)."""
         return cls(int(top), int(left), int(bottom) - int(top), int(right) - int(left))
 
     @classmethod
-    def parse(cls, text: str) -> "Region":
+    def parse(cls, text: str) -> Region:
         """Parse ``"top,left,height,width"`` (commas or spaces), e.g. a ``--crop`` argument.
 
         Raises
@@ -111,7 +111,7 @@ class Region:
         return cls(*values)
 
     @classmethod
-    def coerce(cls, value: "Region | Sequence[int] | str") -> "Region":
+    def coerce(cls, value: Region | Sequence[int] | str) -> Region:
         """Return ``value`` as a :class:`Region` (a Region, a 4-sequence or a string)."""
         if isinstance(value, Region):
             return value
@@ -131,7 +131,7 @@ class Region:
         """Whether the box lies inside a frame of shape ``(H, W, ...)``."""
         return self.bottom <= int(shape[0]) and self.right <= int(shape[1])
 
-    def clip(self, shape: Sequence[int]) -> "Region":
+    def clip(self, shape: Sequence[int]) -> Region:
         """The part of the box inside a frame of shape ``(H, W, ...)``.
 
         Raises
@@ -146,7 +146,7 @@ class Region:
             raise ValueError(f"region {self.as_tuple()} lies outside a {h}x{w} frame")
         return Region.from_bounds(top, left, bottom, right)
 
-    def expand(self, margin: int, shape: Sequence[int]) -> "Region":
+    def expand(self, margin: int, shape: Sequence[int]) -> Region:
         """Grow the box by ``margin`` pixels on each side, clipped to a frame of ``shape``."""
         m = int(margin)
         if m < 0:
@@ -204,7 +204,7 @@ class RegionDetection:
         return float(self.mask.mean()) if self.mask.size else 0.0
 
     @classmethod
-    def from_box(cls, box: Region, shape: Sequence[int], method: str) -> "RegionDetection":
+    def from_box(cls, box: Region, shape: Sequence[int], method: str) -> RegionDetection:
         """A detection whose mask is the filled box, for manual and DICOM regions."""
         box = box.clip(shape)
         mask = np.zeros((int(shape[0]), int(shape[1])), dtype=bool)

@@ -67,7 +67,8 @@ import numpy as np
 from ..errors import ScanError, optional_import
 from ..io import IMAGE_EXTENSIONS as _IO_IMAGE_EXTENSIONS
 from ..io import ImageReadError, read_gray
-from .region import Region, RegionDetection, detect_region, region_from_dicom
+from .framing import RegionPolicy
+from .region import Region, RegionDetection, region_from_dicom
 
 __all__ = [
     "Frame",
@@ -337,18 +338,12 @@ class ScanSource(abc.ABC):
         A manual crop (``crop=(top, left, height, width)``) wins, then the DICOM
         Sequence of Ultrasound Regions, then :func:`crl_uiqa.region.detect_region`
         on :meth:`sample_frames` (``samples`` frames, box grown by ``margin``
-        pixels). Detection decodes the sampled frames on every call; the
+        pixels): the policy of :mod:`crl_uiqa.video.framing`. Detection decodes the sampled frames on every call; the
         ``crop="auto"`` box is computed once.
         """
-        if self._crop is not None and not self._auto_crop:
-            det = RegionDetection.from_box(self._crop, self.shape, "manual")
-        elif self.region is not None:
-            det = RegionDetection.from_box(self.region, self.shape, "dicom")
-        else:
-            frames = self.sample_frames(samples)
-            det = detect_region(frames, margin=margin)
-            log.debug("%s: region %s found by %s", self.path, det.box.as_tuple(), det.method)
-        return det
+        policy = RegionPolicy(crop=None if self._auto_crop else self._crop, mode="auto", margin=margin)
+        det = policy.known(self.shape, self.region, self.path)
+        return det if det is not None else policy.detect(self.sample_frames(samples), self.path)
 
     # -- subclass hooks -------------------------------------------------------------
 

@@ -1,0 +1,226 @@
+"""What ``select`` writes: the picks, per-frame and picks CSVs, the quality-over-time plot, the region
+picture, ``selection.json`` and the HTML report of one scan (:func:`write_selection`), and the summary of
+several scans (:func:`write_summary`).
+
+Every file goes under the output folder given; :func:`scan_folder` turns a scan's name into a safe
+sub-folder name (a scan called ``...mp4`` or ``..`` cannot write beside the output folder).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from ..files import safe_name
+from ..video.region import draw_region
+
+if TYPE_CHECKING:
+    from ..video.select import SelectionResult
+
+__all__ = ["write_selection", "write_summary", "quality_figure", "scan_folder"]
+
+
+def scan_folder(out_dir: str | os.PathLike, name: str, used: set[str] | None = None) -> Path:
+    """``out_dir/<name>``, the name made safe (:func:`crl_uiqa.files.safe_name`) and unique among ``used``.
+
+    Two scans with the same name get ``name``, ``name-2``, ``name-3``...; the
+    folder is always a direct child of ``out_dir``.
+    """
+    base = safe_name(name, default="scan")
+    used = set() if used is None else used
+    out, k = base, 2
+    while out in used:
+        out, k = f"{base}-{k}", k + 1
+    used.add(out)
+    return Path(out_dir) / out
+
+
+def _rgb_png(image: np.ndarray) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.round(np.clip(image, 0, 1) * 255).astype(np.uint8), mode="RGB").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def quality_figure(result: SelectionResult):
+    """Quality over time with the picks marked (raw scores faint when smoothed, ineligible frames shaded)."""
+    from .figures import quality_curve
+
+    if result.n_scored == 0:
+        raise ValueError(f"{result.scan}: no frame was scored, nothing to plot")
+    pos = {int(f): i for i, f in enumerate(result.frames)}
+    pick_pos = [pos[p.frame] for p in result.picks]
+    smoothing = result.settings.get("smooth", 0.0) > 0
+    title = f"{result.name}: quality over time"
+    if result.plane:
+        title += f" ({result.plane} >= {result.plane_threshold:g})"
+    fig = quality_curve(
+        result.quality_smoothed, times=result.times, best=pick_pos[0] if pick_pos else None,
+        picks=pick_pos[1:], title=title, mark_best=bool(pick_pos),
+        thumbnails={pick_pos[0]: result.picks[0].image} if pick_pos else None,
+    )
+    ax = fig.axes[0]
+    if smoothing:
+        ax.plot(result.times, result.quality, color="0.6", linewidth=0.7, alpha=0.6, zorder=1,
+                label="raw score")
+    if not result.eligible.all():
+        t = result.times
+        half = float(np.median(np.diff(t))) / 2 if t.size > 1 else 0.5
+        bad = np.concatenate([[False], ~result.eligible, [False]]).astype(np.int8)
+        starts = np.flatnonzero(np.diff(bad) == 1)
+        stops = np.flatnonzero(np.diff(bad) == -1)  # exclusive
+        for k, (a, b) in enumerate(zip(starts, stops)):
+            ax.axvspan(t[a] - half, t[b - 1] + half, color="0.85", alpha=0.6, zorder=0, linewidth=0,
+                       label="not eligible" if k == 0 else None)
+    ax.set_ylabel("quality score" + (f" (smoothed +-{result.settings['smooth']:g} s)" if smoothing else ""))
+    ax.legend(loc="best", fontsize=8, framealpha=0.85)
+    return fig
+
+
+def write_selection(result: SelectionResult, out_dir: str | os.PathLike, *, report: bool = True) -> dict[str, Path]:
+    """Write a selection: picks, CSVs, plot, region picture and HTML report.
+
+    Files in ``out_dir``: ``best_<rank>_frame<index>.png`` (the picks, cut to
+    the region, at full resolution), ``frames.csv`` (:data:`FRAME_COLUMNS`),
+    ``picks.csv``, ``quality.png``, ``region.png`` (the region drawn on the
+    first frame) and ``report.html``.
+
+    Returns
+    -------
+    dict
+        Name -> path of every file written.
+    """
+    from ..files import write_bytes, write_csv, write_json
+    from ..io import write_gray_png
+    from ..video.select import FRAME_COLUMNS, PICK_COLUMNS
+    from .figures import fig_to_png
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    digits = max(4, len(str(int(result.frames.max())))) if result.n_scored else 4
+    for p in result.picks:
+        p.path = write_gray_png(out / f"best_{p.rank:02d}_frame{p.frame:0{digits}d}.png", p.image)
+        written[f"pick_{p.rank}"] = p.path
+    written["frames_csv"] = write_csv(out / "frames.csv", result.rows(), FRAME_COLUMNS)
+    written["picks_csv"] = write_csv(out / "picks.csv", [
+        {"rank": p.rank, "frame": p.frame, "time": round(p.time, 6), "quality": p.quality,
+         "quality_smoothed": p.quality_smoothed,
+         "plane_probability": "" if p.plane_probability is None else p.plane_probability,
+         "file": p.path.name if p.path else ""}
+        for p in result.picks
+    ], PICK_COLUMNS)
+    plot_png = None
+    if result.n_scored:
+        plot_png = fig_to_png(quality_figure(result))
+        written["plot"] = write_bytes(out / "quality.png", plot_png)
+    region_png = None
+    if result.region is not None and result.region_frame is not None:
+        region_png = _rgb_png(draw_region(result.region_frame, result.region))
+        written["region"] = write_bytes(out / "region.png", region_png)
+    written["json"] = write_json(out / "selection.json", _summary_json(result))
+    if report:
+        written["report"] = _report(result, plot_png, region_png).write(out / "report.html")
+    return written
+
+
+def _summary_json(result: SelectionResult) -> dict:
+    det = result.region
+    return {
+        "scan": result.scan, "kind": result.kind, "runtime": result.runtime, "image_size": list(result.image_size),
+        "frames_scored": result.n_scored, "eligible": int(result.eligible.sum()),
+        "region": None if det is None else {"method": det.method, "box": list(det.box.as_tuple())},
+        "picks": [{"rank": p.rank, "frame": p.frame, "time": p.time, "quality": p.quality,
+                   "quality_smoothed": p.quality_smoothed, "plane_probability": p.plane_probability,
+                   "file": p.path.name if p.path else None} for p in result.picks],
+        "settings": result.settings, "seconds": round(result.seconds, 3),
+        "error": None if result.error is None else str(result.error),
+    }
+
+
+def _report(result: SelectionResult, plot_png: bytes | None, region_png: bytes | None):
+    from .html import Report
+
+    rep = Report(f"Best frames of {result.name}")
+    det = result.region
+    info = {
+        "scan": result.scan,
+        "type": result.kind,
+        "source frame rate": result.source_fps if result.source_fps else "unknown",
+        "frames in the source": result.source_frames if result.source_frames else "unknown",
+        "frames scored": result.n_scored,
+        "sampling": f"every {result.settings.get('every', 1)} frame(s)"
+        + (f", at most {result.settings['fps']:g}/s" if result.settings.get("fps") else ""),
+        "ultrasound region": "n/a" if det is None else f"{det.method}: top {det.box.top}, left {det.box.left}, "
+        f"{det.box.height} x {det.box.width} px",
+        "model": f"{result.runtime} runtime at {result.image_size[0]} x {result.image_size[1]}",
+        "plane check": (f"{result.plane}, probability >= {result.plane_threshold:g} "
+                        f"({int(result.eligible.sum())} of {result.n_scored} frames eligible)")
+        if result.plane else "none (every frame eligible)",
+        "smoothing": f"+-{result.settings['smooth']:g} s (Gaussian)" if result.settings.get("smooth") else "none",
+        "picks": f"top {result.settings.get('top_k')} at least {result.settings.get('min_gap'):g} s apart",
+        "time": f"{result.seconds:.1f} s ({result.frames_per_second:.1f} frames/s)",
+    }
+    rep.add_heading("Summary").add_key_values(info)
+    if result.error is not None:
+        rep.add_text(f"**Read error:** {result.error}. The {result.n_scored} frames decoded before it were "
+                     "scored; the picks come from them.")
+    rep.add_heading("Selected frames")
+    if result.picks:
+        rep.add_images([p.image for p in result.picks],
+                       [f"#{p.rank}: frame {p.frame}, {p.time:.2f} s, score {p.quality_smoothed:.3f}"
+                        for p in result.picks], size=288)
+        rep.add_table([{"rank": p.rank, "frame": p.frame, "time (s)": p.time, "quality": p.quality,
+                        "smoothed": p.quality_smoothed,
+                        **({"plane probability": p.plane_probability} if result.plane else {})}
+                       for p in result.picks])
+    else:
+        rep.add_text("No frame was eligible" + (f" (no frame reached {result.plane} probability "
+                                                f"{result.plane_threshold:g})." if result.plane else "."))
+    short = result.shortfall()
+    if result.picks and short:
+        rep.add_text(f"Fewer picks than asked for: {short}.")
+    census = result.plane_census()
+    if census:
+        rep.add_text(f"Plane check: {census}.")
+    if plot_png is not None:
+        rep.add_heading("Quality over time").add_figure(
+            plot_png, "Quality score per scored frame (higher = better); star: best pick, triangles: other picks.")
+    if region_png is not None:
+        rep.add_heading("Ultrasound region").add_figure(
+            region_png, "Green: detected image area; red: the box every frame is cut to before scoring.")
+    return rep
+
+
+def write_summary(results: Sequence[SelectionResult], out_dir: str | os.PathLike,
+                  *, errors: Sequence[tuple[str, str]] = (), report: bool = True) -> dict[str, Path]:
+    """Write ``summary.csv`` (:data:`SUMMARY_COLUMNS`) and a ``report.html`` for several scans.
+
+    ``errors`` lists ``(scan, message)`` of scans that could not be opened at all.
+    """
+    from ..files import write_csv
+    from ..video.select import SUMMARY_COLUMNS
+    from .html import Report
+
+    out = Path(out_dir)
+    rows = [r.summary_row() for r in results]
+    rows += [{"scan": s, "frames_scored": 0, "eligible": 0, "best_frame": "", "time": "", "score": "", "error": m}
+             for s, m in errors]
+    written = {"summary_csv": write_csv(out / "summary.csv", rows, SUMMARY_COLUMNS)}
+    if report:
+        rep = Report("Best frames of several scans")
+        rep.add_heading("Summary").add_table(rows, SUMMARY_COLUMNS)
+        best = [r for r in results if r.best is not None]
+        if best:
+            rep.add_heading("Best frame of each scan")
+            rep.add_images([r.best.image for r in best],
+                           [f"{r.name}: frame {r.best.frame}, {r.best.time:.2f} s, {r.best.quality_smoothed:.3f}"
+                            for r in best], size=256)
+        rep.add_text("Each scan's folder holds its own report, frames.csv and picks.")
+        written["report"] = rep.write(out / "report.html")
+    return written
