@@ -41,6 +41,16 @@ def examples_dir() -> Path:
     return _need(EXAMPLES_DIR, "SonoNet example planes")
 
 
+#: Fixtures that need ../shared: a test using one gets the ``shared`` marker (``-m "not shared"`` skips them).
+SHARED_FIXTURES = frozenset({"sononet16_path", "hc18_dir", "examples_dir"})
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SHARED_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.shared)
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)

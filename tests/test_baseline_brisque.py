@@ -23,9 +23,9 @@ import pickle
 
 import numpy as np
 import pytest
-from _helpers import camera_crop, fake_ultrasound, moon_odd, noisy_gradient
 from PIL import Image
 
+from _helpers import camera_crop, fake_ultrasound, moon_odd, noisy_gradient
 from crl_uiqa.baselines import _nss, brisque
 from crl_uiqa.baselines.brisque import brisque_features, brisque_score, load_brisque_model
 

@@ -17,9 +17,9 @@ import importlib.util
 import numpy as np
 import pytest
 import scipy.ndimage
-from _helpers import camera_crop, fake_ultrasound, moon_odd, noisy_gradient
 from PIL import Image
 
+from _helpers import camera_crop, fake_ultrasound, moon_odd, noisy_gradient
 from crl_uiqa.baselines import _nss, niqe
 from crl_uiqa.baselines.niqe import (
     NIQEModel,

@@ -8,7 +8,7 @@ from crl_uiqa.model import ModelConfig, build_model
 from crl_uiqa.scoring import score_paths
 from crl_uiqa.training import TrainConfig, train
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]
 
 
 def _images(tmp_path, n=8):

@@ -16,19 +16,19 @@ import pytest
 av = pytest.importorskip("av")
 pydicom = pytest.importorskip("pydicom")
 
-import _helpers  # noqa: E402
-from _helpers import us_dicom_dataset, us_region  # noqa: E402
 from PIL import Image  # noqa: E402
 from pydicom.encaps import encapsulate  # noqa: E402
 from pydicom.sequence import Sequence as DicomSequence  # noqa: E402
 from pydicom.uid import (  # noqa: E402
+    MPEG4HP41,
     ExplicitVRLittleEndian,
     JPEGBaseline8Bit,
     JPEGLSLossless,
-    MPEG4HP41,
     RLELossless,
 )
 
+import _helpers  # noqa: E402
+from _helpers import us_dicom_dataset, us_region  # noqa: E402
 from crl_uiqa.region import Region  # noqa: E402
 from crl_uiqa.scan import (  # noqa: E402
     DEFAULT_FRAME_RATE,

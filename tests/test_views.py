@@ -47,5 +47,6 @@ def test_strong_view_margin_is_scale_times_degree():
     assert out.shape == x.shape
     assert torch.allclose(eps, torch.full((4,), 0.2 * 2.0 * 0.5))
     # blur lowers high-frequency energy
-    lap = lambda t: (t[..., 1:, :] - t[..., :-1, :]).pow(2).mean()
+    def lap(t):
+        return (t[..., 1:, :] - t[..., :-1, :]).pow(2).mean()
     assert lap(out) < lap(x)

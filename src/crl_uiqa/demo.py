@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -114,8 +114,8 @@ def _fallback_encoder(out: Path, st: DemoSettings) -> str:
 def _views_figure(model, image: np.ndarray, size):
     """The paper's Fig. 2 for one image: weak views and strong views of rising degree, with scores."""
     from .corruptions import corrupt
-    from .reporting.figures import views_figure
     from .io import to_tensor
+    from .reporting.figures import views_figure
 
     x = to_tensor(image, size)[None]
     g = torch.Generator().manual_seed(0)
@@ -130,7 +130,8 @@ def _views_figure(model, image: np.ndarray, size):
     with torch.inference_mode():
         batch = torch.cat([x] + [v for v, _ in weak] + [v for v, _ in strong])
         s = model.eval()(batch).float().numpy()
-    arr = lambda t: t[0, 0].numpy()
+    def arr(t):
+        return t[0, 0].numpy()
     return views_figure(arr(x), float(s[0]),
                         [(arr(v), float(sc), c) for (v, c), sc in zip(weak, s[1:1 + len(weak)])],
                         [(arr(v), float(sc), c) for (v, c), sc in zip(strong, s[1 + len(weak):])])
@@ -264,8 +265,8 @@ def run_demo(settings: DemoSettings | None = None) -> DemoResult:
 
 def _write_report(out, encoder, st, labels, res, table, picks, truth, scores, timings) -> Path:
     """The demo's HTML report; ``truth`` maps resolved test-frame paths to their manifest rows."""
-    from .reporting.figures import quality_curve, ranked_strip, score_scatter, training_curves
     from .io import read_gray
+    from .reporting.figures import quality_curve, ranked_strip, score_scatter, training_curves
     from .reporting.html import Report
 
     rep = Report("crl-uiqa demo — simulated fetal abdomen sweeps")

@@ -70,7 +70,7 @@ class Embeddings:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Embeddings":
+    def load(cls, path: str | os.PathLike) -> Embeddings:
         path = Path(path)
         if path.suffix == ".safetensors":
             from safetensors import safe_open

@@ -11,7 +11,7 @@ on the references) then :func:`crl_uiqa.training.train`; ``predict`` = :func:`cr
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -72,7 +72,7 @@ class CRLUIQA:
 
     # ------------------------------------------------------------------ fit
     def fit(self, images, references, *, run_dir=None, resume: bool = False, crop=None, reference_crop=None,
-            val_pairs=None) -> "CRLUIQA":
+            val_pairs=None) -> CRLUIQA:
         """Pseudo-label ``images`` against ``references`` and train the quality model."""
         from .pseudo_labels import label_images
 
@@ -115,7 +115,7 @@ class CRLUIQA:
                                          ", ".join(f"{f}={w:.3f}" for f, w in weights.items()))
 
     def fit_labels(self, paths: Sequence[str], labels: Sequence[float], *, run_dir=None, resume: bool = False,
-                   crop=None, val_pairs=None) -> "CRLUIQA":
+                   crop=None, val_pairs=None) -> CRLUIQA:
         """Train on given (pseudo-)labels, skipping the labelling step."""
         from .training import train
 
@@ -170,7 +170,7 @@ class CRLUIQA:
                           extra={"pseudo_label_config": asdict(self.pseudo)}, train_config=self.train_config)
 
     @classmethod
-    def load(cls, run_dir, *, device="auto", **kwargs) -> "CRLUIQA":
+    def load(cls, run_dir, *, device="auto", **kwargs) -> CRLUIQA:
         from .embed import resolve_device
         from .training import load_model
 

@@ -233,7 +233,7 @@ class ImageDataset:
 
 @dataclass
 class Batch:
-    images: "object"  # torch.Tensor (B, 1, H, W) of the readable images
+    images: object  # torch.Tensor (B, 1, H, W) of the readable images
     indices: list[int]  # their positions in the path list
 
 

@@ -63,7 +63,7 @@ class ModelConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
+    def from_dict(cls, d: dict) -> ModelConfig:
         if not isinstance(d, dict):
             raise ConfigError(f"model_config must be a JSON object, got {type(d).__name__}")
         d = dict(d)
@@ -82,7 +82,7 @@ class QualityModel(nn.Module):
         if self.config.activation not in ("linear", "sigmoid"):
             raise ValueError(f"activation must be linear or sigmoid, got {self.config.activation!r}")
         self.backbone = backbone
-        c = int(getattr(backbone, "out_channels"))
+        c = int(backbone.out_channels)
         p = self.config.proj_channels
         self.projection = nn.Sequential(nn.Conv2d(c, p, 1, bias=False), nn.BatchNorm2d(p), nn.ReLU(inplace=True))
         self.fc = nn.Linear(p, 1)
@@ -107,7 +107,7 @@ class QualityModel(nn.Module):
                 for p in block.parameters():
                     p.requires_grad_(False)
 
-    def train(self, mode: bool = True) -> "QualityModel":
+    def train(self, mode: bool = True) -> QualityModel:
         super().train(mode)
         if mode and self.config.freeze_bn:
             for m in self.backbone.modules():

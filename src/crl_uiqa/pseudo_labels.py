@@ -150,7 +150,7 @@ class LabelledImages:
             for i, p in enumerate(self.paths)
         ]
 
-    def to_csv(self, path) -> "object":
+    def to_csv(self, path) -> object:
         """Write ``path,distance,score,smoothed,pseudo_label`` atomically."""
         from .files import write_csv
 
@@ -181,11 +181,10 @@ def label_images(
     accepts. Reference files that cannot be read are an error (a silently
     smaller reference set would change every label).
     """
+    from . import validate
     from .backbones import get_backbone
     from .embed import compute_embeddings, resolve_device
     from .io import list_images
-
-    from . import validate
 
     validate.integer(validate.flag("k"), k, minimum=1)
     validate.integer(validate.flag("batch_size"), batch_size, minimum=1)

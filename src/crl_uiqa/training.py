@@ -109,7 +109,7 @@ class TrainConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         if not isinstance(d, dict):
             raise ConfigError(f"train_config must be a JSON object, got {type(d).__name__}")
         d = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
@@ -384,8 +384,8 @@ def _write_history(run_dir: Path, history: list[dict]) -> None:
         keys += [k for k in r if k not in keys]
     write_csv(run_dir / "history.csv", history, keys)
     try:
-        from .reporting.figures import fig_to_png, training_curves
         from .files import write_bytes
+        from .reporting.figures import fig_to_png, training_curves
 
         write_bytes(run_dir / "training_curves.png", fig_to_png(training_curves(history)))
     except Exception as exc:  # a plot must never stop training

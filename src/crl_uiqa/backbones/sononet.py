@@ -152,7 +152,7 @@ class SonoNet(nn.Module):
         return logits if layer == "logits" else logits.softmax(dim=1)
 
     # -- weights ----------------------------------------------------------
-    def load_lasagne(self, path: str | os.PathLike) -> "SonoNet":
+    def load_lasagne(self, path: str | os.PathLike) -> SonoNet:
         """Load the published Lasagne ``.npz`` (five arrays per layer, in order)."""
         arrays = _read_npz(path)
         layers = [m for m in self.modules() if isinstance(m, nn.Sequential) and isinstance(m[0], nn.Conv2d)]
@@ -209,7 +209,7 @@ class SmallNet(nn.Module):
         logits = self.adaptation[1](h).mean(dim=(2, 3))
         return logits if layer == "logits" else logits.softmax(dim=1)
 
-    def load_lasagne(self, path: str | os.PathLike) -> "SmallNet":
+    def load_lasagne(self, path: str | os.PathLike) -> SmallNet:
         arrays = _read_npz(path)
         convs = list(self.blocks) + list(self.adaptation)
         if len(arrays) != 2 * len(convs):

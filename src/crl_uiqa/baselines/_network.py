@@ -126,7 +126,7 @@ def load_sononet(weights=None, device=None):
 
 
 def iter_tensor_batches(images: Sequence[np.ndarray], size: tuple[int, int], batch_size: int,
-                        device=None) -> Iterator[tuple[int, "object"]]:
+                        device=None) -> Iterator[tuple[int, object]]:
     """Yield ``(start, tensor (B, 1, H, W))`` for consecutive batches of ``images`` at ``size``."""
     import torch
 

@@ -47,8 +47,15 @@ from typing import Sequence
 
 import numpy as np
 
-from ._network import (check_array_images, check_integer, check_positive_int, check_size, load_sononet,
-                       sononet_features, sononet_outputs)
+from ._network import (
+    check_array_images,
+    check_integer,
+    check_positive_int,
+    check_size,
+    load_sononet,
+    sononet_features,
+    sononet_outputs,
+)
 
 log = logging.getLogger(__name__)
 

@@ -100,7 +100,7 @@ def serfiq_quality(embeddings) -> np.ndarray | float:
     return float(q[0]) if single else q
 
 
-def dropout_masks(passes: int, shape: tuple[int, ...], rate: float, generator) -> "object":
+def dropout_masks(passes: int, shape: tuple[int, ...], rate: float, generator) -> object:
     """``passes`` scaled Bernoulli keep-masks of ``shape``: 0 with probability ``rate``, else ``1 / (1 - rate)``."""
     import torch
 

@@ -51,7 +51,7 @@ def add_scan_region(group, detected_on: str) -> None:
 
 
 def add_engine(group, device_use: str = "the torch engines") -> None:
-    """Inference engine of a trained or exported model (:func:`crl_uiqa.export.load_runtime`)."""
+    """Inference engine of a trained or exported model (:func:`crl_uiqa.runtime.load_runtime`)."""
     group.add_argument("--runtime", choices=["auto", "torch", "torchscript", "onnx"], default="auto",
                        help="inference engine (default auto: from the --model file type, torch for run directories)")
     group.add_argument("--device", default="cpu", help=f"device of {device_use}: cpu, cuda[:N] or auto (default cpu)")

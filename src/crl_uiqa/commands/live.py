@@ -63,8 +63,8 @@ def run(args) -> int:
         sys.stderr.write("\n")
     print(res.summary())
     if args.plot and res.scored:
-        from ..reporting.figures import fig_to_png
         from ..files import write_bytes
+        from ..reporting.figures import fig_to_png
 
         write_bytes(args.plot, fig_to_png(live_figure(res)))
         print(f"plot: {args.plot}")

@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -137,7 +137,7 @@ class Ellipsoid:
         return np.stack([u, v])
 
 
-@lru_cache(maxsize=None)
+@cache
 def _texture_waves(name: str) -> tuple[float, ...]:
     r = np.random.default_rng(hash_name(name))
     k1, k2 = 2 * np.pi / r.uniform(5.0, 9.0, size=2)
@@ -400,7 +400,7 @@ class PlaneAnatomy:
 PLANES: tuple[str, ...] = ("abdomen", "4ch", "head")
 
 
-@lru_cache(maxsize=None)
+@cache
 def plane_anatomy(plane: str) -> PlaneAnatomy:
     """Return the :class:`PlaneAnatomy` of ``plane`` (one of :data:`PLANES`)."""
     if plane == "abdomen":

@@ -183,7 +183,7 @@ class Report:
         self._ids: set[str] = set()
 
     # -- content ---------------------------------------------------------------
-    def add_heading(self, text: str, level: int = 2) -> "Report":
+    def add_heading(self, text: str, level: int = 2) -> Report:
         """Add a section heading (``level`` 2 to 4; level 2 appears in the contents)."""
         if level not in (2, 3, 4):
             raise ValueError(f"heading level must be 2, 3 or 4, got {level!r}")
@@ -192,7 +192,7 @@ class Report:
         self._toc.append((level, anchor, str(text)))
         return self
 
-    def add_text(self, text: str) -> "Report":
+    def add_text(self, text: str) -> Report:
         """Add escaped text with light markdown.
 
         Blank lines separate paragraphs; a paragraph whose lines all start with
@@ -216,7 +216,7 @@ class Report:
         columns: Sequence[str] | None = None,
         caption: str = "",
         float_format: str = "{:.3f}",
-    ) -> "Report":
+    ) -> Report:
         """Add a table with one row per dict.
 
         Parameters
@@ -258,7 +258,7 @@ class Report:
         return self
 
     def add_key_values(self, values: Mapping[str, Any], caption: str = "",
-                       float_format: str = "{:.4g}") -> "Report":
+                       float_format: str = "{:.4g}") -> Report:
         """Add a two-column ``key | value`` table (e.g. a summary or settings)."""
         if not isinstance(values, Mapping):
             raise ValueError(f"add_key_values: expected a dict, got {type(values).__name__}")
@@ -275,7 +275,7 @@ class Report:
         self._blocks.append("".join(parts))
         return self
 
-    def add_figure(self, fig_or_png: Any, caption: str = "", *, dpi: int = 100) -> "Report":
+    def add_figure(self, fig_or_png: Any, caption: str = "", *, dpi: int = 100) -> Report:
         """Embed a matplotlib figure (rendered at ``dpi``) or PNG bytes."""
         if isinstance(fig_or_png, (bytes, bytearray)):
             png = bytes(fig_or_png)
@@ -295,7 +295,7 @@ class Report:
         return self
 
     def add_images(self, images: Sequence[np.ndarray], captions: Sequence[str] | None = None,
-                   *, size: int = 192) -> "Report":
+                   *, size: int = 192) -> Report:
         """Add a grid of thumbnails.
 
         Parameters
