@@ -59,6 +59,28 @@ def fake_ultrasound() -> np.ndarray:
 # ----------------------------------------------------------------------------- videos
 
 
+def matlab_test_image(name: str) -> np.ndarray:
+    """``"camera"``, ``"astronaut_blur"``, ``"camera_noise"``...: an image of benchmarks/baselines_matlab.py's set.
+
+    The 8-bit gray version of a scikit-image data image (MATLAB ``rgb2gray``
+    weights, rounded), optionally Gaussian-blurred (sigma 1.5) or with seeded
+    Gaussian noise (sigma 15 grey levels), returned in [0, 1].
+    """
+    import scipy.ndimage
+    from skimage import data
+
+    base, _, kind = name.partition("_")
+    a = getattr(data, base)()
+    if a.ndim == 3:
+        a = np.clip(np.round(a[..., :3] @ np.array([0.298936021293775, 0.587043074451121, 0.114020904255103])), 0, 255)
+    x = a.astype(np.uint8).astype(np.float64)
+    if kind == "blur":
+        x = scipy.ndimage.gaussian_filter(x, 1.5)
+    elif kind == "noise":
+        x = x + np.random.default_rng([sum(base.encode()), 1]).normal(0.0, 15.0, size=x.shape)
+    return (np.clip(np.round(x), 0, 255) / 255.0).astype(np.float32)
+
+
 def write_video(path, frames, *, fps, codec="libx264", pix_fmt="yuv420p", in_format="gray", options=None,
                 stream_options=None) -> Path:
     """Encode uint8/uint16 (H, W) ``frames`` into a video file with PyAV.

