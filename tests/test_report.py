@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -300,3 +301,55 @@ def test_build_score_report_matches_pairs_by_file(score_folder):
     # absolute paths and paths relative to the pairs file both match the scores' files
     assert "3 of 4 pairs have both images scored; left out: 1 name an image missing" in text
     assert re.search(r"<td>all</td><td class=\"num\">0\.667</td><td class=\"num\">3</td>", text)
+
+
+def test_score_then_report_and_evaluate_find_the_images(tmp_path, monkeypatch, capsys):
+    """`score --out results/scores.csv` writes paths relative to the current folder; `report` and `evaluate`
+    read them back the same way (report used to look for them beside the CSV: "none of the images could be read")."""
+    import torch
+    from PIL import Image
+
+    from crl_uiqa.cli import main
+    from crl_uiqa.model import ModelConfig, build_model
+    from crl_uiqa.training import save_model
+
+    monkeypatch.chdir(tmp_path)
+    Path("imgs").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray((rng.random((40, 52)) * 60 * (i + 1)).astype(np.uint8)).save(f"imgs/{i}.png")
+    torch.manual_seed(0)
+    save_model(build_model(ModelConfig(image_size=(32, 48)), pretrained=False), Path("run"))
+    assert main(["score", "--model", "run", "--images", "imgs", "--out", "results/scores.csv", "--device", "cpu",
+                 "--workers", "0"]) == 0
+    Path("results/pairs.csv").write_text("better,worse\n../imgs/3.png,../imgs/0.png\n")
+    assert main(["report", "--scores", "results/scores.csv", "--out", "results/report.html"]) == 0
+    text = Path("results/report.html").read_text(encoding="utf-8")
+    assert "could not be read" not in text and ">Unreadable images</h2>" not in text
+    assert main(["evaluate", "--scores", "results/scores.csv", "--pairs", "results/pairs.csv"]) == 0
+    capsys.readouterr()
+
+
+def test_stills_get_no_sweep_curves_unless_asked(score_folder):
+    from crl_uiqa.reporting.scores import build_score_report
+
+    csv = score_folder / "stills.csv"
+    csv.write_text("".join(line.rsplit(",", 2)[0] + "\n" for line in
+                           (score_folder / "scores.csv").read_text().splitlines()))
+    assert csv.read_text().startswith("path,score\n")
+    text = build_score_report(csv, score_folder / "r.html", top=2, timestamp=TS).read_text(encoding="utf-8")
+    assert ">Quality along each sweep</h2>" not in text and "unrelated stills" in text
+    assert len(_srcs(text)) == 2  # the top and bottom strips only
+    text = build_score_report(csv, score_folder / "r.html", top=2, timestamp=TS, curves=True).read_text()
+    assert ">Quality along each sweep</h2>" in text and len(_srcs(text)) == 4  # and a curve per folder
+
+
+def test_training_curves_all_nan_accuracy_warns_nothing():
+    """A validation column that is NaN in every epoch (e.g. no validation pairs scored) draws quietly."""
+    import warnings
+
+    hist = [{"epoch": e, "loss": 1.0 / e, "val_srcc": float("nan")} for e in range(1, 4)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fig = F.training_curves(hist)
+    assert len(fig.axes) == 2 and fig.axes[1].get_ylim() == pytest.approx((0.35, 1.02))

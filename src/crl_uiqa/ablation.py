@@ -34,11 +34,12 @@ def run_ablation(images, references, pairs_csv, out_dir, *, k: int = 5, layer: s
     """
     from .backbones import get_backbone
     from .embed import compute_embeddings, resolve_device
-    from .evaluation import align, pairwise_accuracy, read_pairs
+    from .evaluation import pairwise_accuracy
     from .files import write_csv, write_json
     from .io import list_images
     from .pseudo_labels import pseudo_labels_from_distances, topk_mean_distance
     from .scoring import score_paths
+    from .tables import pair_keys, read_pairs
     from .training import train
 
     out_dir = Path(out_dir)
@@ -46,7 +47,7 @@ def run_ablation(images, references, pairs_csv, out_dir, *, k: int = 5, layer: s
     mc = model_config or ModelConfig(backbone=backbone)
     dev = resolve_device(device)
     root = root if root is not None else Path(pairs_csv).parent
-    _, pairs = align({}, read_pairs(pairs_csv), pairs_root=root)
+    pairs = pair_keys(read_pairs(pairs_csv), root)
     test_paths = sorted({p for pr in pairs for p in pr[:2]})
 
     net = get_backbone(backbone, weights)

@@ -142,12 +142,13 @@ def run_demo(settings: DemoSettings | None = None) -> DemoResult:
     from .backbones import get_backbone
     from .data.simulate import simulate_dataset
     from .embed import compute_embeddings, resolve_device
-    from .evaluation import align, pairwise_accuracy, read_pairs
+    from .evaluation import pairwise_accuracy
     from .files import read_csv, write_csv, write_json
     from .io import list_images, load_images
     from .model import ModelConfig
     from .pseudo_labels import compute_pseudo_labels, topk_mean_distance
     from .scoring import score_paths
+    from .tables import pair_keys, read_pairs, score_keys
     from .training import TrainConfig, train
 
     st = settings or DemoSettings()
@@ -196,7 +197,7 @@ def run_demo(settings: DemoSettings | None = None) -> DemoResult:
     tc = TrainConfig(epochs=st.epochs, lr=st.lr, seed=st.seed)
     mc = ModelConfig(image_size=st.image_size)
     pairs_raw = read_pairs(ds.pairs_csv)
-    _, pairs = align({}, pairs_raw, pairs_root=ds.root)
+    pairs = pair_keys(pairs_raw, ds.root)
     _say(f"[4/6] co-learning: {st.epochs} epochs at {st.image_size[0]}x{st.image_size[1]}, lr {st.lr} "
          "(the paper's 35 epochs at lr 1e-3 take longer; see README)")
     res = train(embs.paths, labels.label, config=tc, model_config=mc, weights=weights, run_dir=out / "model",
@@ -210,11 +211,11 @@ def run_demo(settings: DemoSettings | None = None) -> DemoResult:
     write_csv(out / "scores.csv", [{"path": p, "score": s} for p, s in zip(scores.paths, scores.scores)],
               ["path", "score"])
     methods: dict[str, dict[str, float]] = {}
-    s_crl, _ = align(scores.as_dict(), [])
+    s_crl = score_keys(scores.as_dict())
     methods["CRL-UIQA"] = s_crl
     test_emb = compute_embeddings(test_paths, net, **kw)
     d = topk_mean_distance(test_emb.vectors, refs.vectors, k, device=dev)
-    methods["distance score (no training)"], _ = align(dict(zip(test_emb.paths, -d)), [])
+    methods["distance score (no training)"] = score_keys(dict(zip(test_emb.paths, -d)))
     test_imgs = load_images(test_paths)
     ref_imgs = load_images(ref_paths)
     for name in st.baselines:
@@ -223,7 +224,7 @@ def run_demo(settings: DemoSettings | None = None) -> DemoResult:
 
             needs_refs = get_spec(name).references != "none"
             b = run_baseline(name, test_imgs, references=ref_imgs if needs_refs else None)
-            methods[name], _ = align(dict(zip(test_paths, b)), [])
+            methods[name] = score_keys(dict(zip(test_paths, b)))
         except Exception as exc:  # an optional baseline must not stop the demo
             _say(f"      baseline {name} skipped: {exc}")
     table = []

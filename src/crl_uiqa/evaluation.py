@@ -15,7 +15,10 @@ from typing import Mapping, Sequence
 import numpy as np
 from scipy import stats
 
-Pair = tuple[str, str, "str | None"]
+from .tables import Pair, pair_keys, read_pairs, read_score_table, score_keys, table_base
+
+__all__ = ["Pair", "pair_outcomes", "bootstrap_ci", "pairwise_accuracy", "correlations", "read_scores", "read_pairs",
+           "align", "evaluate_files", "format_result"]
 
 
 def pair_outcomes(better: np.ndarray, worse: np.ndarray) -> np.ndarray:
@@ -94,61 +97,53 @@ def correlations(pred: Sequence[float], target: Sequence[float]) -> dict:
 
 
 # ------------------------------------------------------------------ files
-def _key(path: str, root: str | os.PathLike | None) -> str:
-    p = Path(path)
-    if root is not None and not p.is_absolute():
-        p = Path(root) / p
-    return os.path.normpath(os.path.abspath(p))
+# The CSV readers and the path rule live in crl_uiqa.tables; these names stay importable from here.
 
 
 def read_scores(path: str | os.PathLike, column: str = "score") -> dict[str, float]:
-    """Read a ``path,score`` CSV into a dict keyed by the path strings as written."""
-    from .files import read_csv
-
-    rows = read_csv(path)
-    if not rows or "path" not in rows[0] or column not in rows[0]:
-        raise ValueError(f"{path} must have columns path,{column}")
-    out = {}
-    for r in rows:
-        try:
-            out[r["path"]] = float(r[column])
-        except ValueError:
-            raise ValueError(f"{path}: non-numeric {column} {r[column]!r} for {r['path']}") from None
-    return out
+    """Read a ``path,score`` CSV into a dict keyed by the path strings as written (see :mod:`crl_uiqa.tables`)."""
+    return {r.path: r.value for r in read_score_table(path, column)}
 
 
-def read_pairs(path: str | os.PathLike) -> list[Pair]:
-    """Read a pairs CSV with columns ``better,worse[,type]``."""
-    from .files import read_csv
-
-    rows = read_csv(path)
-    if not rows or "better" not in rows[0] or "worse" not in rows[0]:
-        raise ValueError(f"{path} must have columns better,worse[,type]")
-    return [(r["better"], r["worse"], (r.get("type") or None)) for r in rows]
-
-
-def align(scores: Mapping[str, float], pairs: Sequence[Pair], *, scores_root=None, pairs_root=None) -> tuple[dict[str, float], list[Pair]]:
+def align(scores: Mapping[str, float], pairs: Sequence[Pair], *, scores_root=None,
+          pairs_root=None) -> tuple[dict[str, float], list[Pair]]:
     """Key scores and pairs by normalised absolute paths so they match.
 
     Relative paths in the scores resolve against ``scores_root`` (or the
     current folder), those in the pairs against ``pairs_root``.
     """
-    s = {_key(p, scores_root): v for p, v in scores.items()}
-    pr = [(_key(b, pairs_root), _key(w, pairs_root), t) for b, w, t in pairs]
-    return s, pr
+    return score_keys(scores, scores_root), pair_keys(pairs, pairs_root)
 
 
-def evaluate_files(scores_csv, pairs_csv, *, root=None, mos_csv=None, n_boot: int = 2000, missing: str = "error") -> dict:
-    """Pairwise accuracy (and correlations with a ``path,mos`` CSV) from files."""
-    scores = read_scores(scores_csv)
-    pairs = read_pairs(pairs_csv)
+def _keyed(values: Mapping[str, float], csv_path, wanted: set[str], *fallback_roots) -> dict[str, float]:
+    """``values`` keyed by the rule of :mod:`crl_uiqa.tables`; when no key is among ``wanted`` (paths not
+    on disk), the first of ``fallback_roots`` that matches some is used instead."""
+    keyed = score_keys(values, table_base(csv_path, values))
+    if keyed.keys() & wanted:
+        return keyed
+    for r in fallback_roots:
+        alt = score_keys(values, r)
+        if alt.keys() & wanted:
+            return alt
+    return keyed
+
+
+def evaluate_files(scores_csv, pairs_csv, *, root=None, mos_csv=None, n_boot: int = 2000,
+                   missing: str = "error") -> dict:
+    """Pairwise accuracy (and correlations with a ``path,mos`` CSV) from files.
+
+    Pair paths are relative to ``root``, else to the pairs CSV's folder; the
+    paths of the scores and MOS CSVs follow the rule of :mod:`crl_uiqa.tables`
+    (the current folder, else the CSV's folder), and when none of them match
+    (images not on disk) the scores are also tried relative to the pairs'
+    folder and the MOS relative to its own folder.
+    """
     pairs_root = root if root is not None else Path(pairs_csv).parent
-    s, p = align(scores, pairs, scores_root=None, pairs_root=pairs_root)
-    if not set(x for pr in p for x in pr[:2]) & set(s):  # scores relative to the pairs' root?
-        s, p = align(scores, pairs, scores_root=pairs_root, pairs_root=pairs_root)
-    result = pairwise_accuracy(s, p, n_boot=n_boot, missing=missing)
+    pairs = pair_keys(read_pairs(pairs_csv), pairs_root)
+    s = _keyed(read_scores(scores_csv), scores_csv, {x for pr in pairs for x in pr[:2]}, pairs_root)
+    result = pairwise_accuracy(s, pairs, n_boot=n_boot, missing=missing)
     if mos_csv is not None:
-        mos = {_key(k, Path(mos_csv).parent): v for k, v in read_scores(mos_csv, column="mos").items()}
+        mos = _keyed(read_scores(mos_csv, column="mos"), mos_csv, set(s), Path(mos_csv).parent)
         common = [k for k in s if k in mos]
         result["correlation"] = correlations([s[k] for k in common], [mos[k] for k in common])
     return result

@@ -39,6 +39,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from ..tables import path_key
 from ._network import check_array_images, check_positive_int, check_size, load_sononet, sononet_features
 
 log = logging.getLogger(__name__)
@@ -51,13 +52,6 @@ __all__ = [
     "detection_weighted_score",
     "weighted_score",
 ]
-
-
-def _norm_path(path, root=None) -> str:
-    p = Path(str(path))
-    if root is not None and not p.is_absolute():
-        p = Path(root) / p
-    return os.path.normpath(os.path.abspath(p))
 
 
 def _check_weight(value, what: str) -> float:
@@ -143,7 +137,7 @@ def read_detections(path: str | os.PathLike) -> dict[str, dict[str, float]]:
             raise ValueError(f"{path}, line {line}: confidence {r['confidence']!r} is not a number") from None
         if not 0.0 <= c <= 1.0:
             raise ValueError(f"{path}, line {line}: confidence must lie in [0, 1], got {r['confidence']!r}")
-        per = out.setdefault(_norm_path(img, root), {})
+        per = out.setdefault(path_key(img, root), {})
         per[s] = max(c, per.get(s, 0.0))
     return out
 
@@ -215,7 +209,7 @@ def detection_weighted_score(
                 if not 0.0 <= c <= 1.0:
                     raise ValueError(f"detections[{img!r}][{s!r}]: confidence must lie in [0, 1], got {c}")
                 clean[str(s).strip()] = c
-            det[_norm_path(img)] = clean
+            det[path_key(img)] = clean
         det_name = "the detections"
     else:
         det = read_detections(detections)
@@ -228,7 +222,7 @@ def detection_weighted_score(
             raise ValueError("structure_weights: the weights sum to 0")
     else:
         sw = read_structure_weights(structure_weights)
-    keys = [_norm_path(p) for p in paths]
+    keys = [path_key(p) for p in paths]
     if det and not any(k in det for k in keys):
         raise ValueError(f"none of the {len(keys)} images appears in {det_name} (first image: {keys[0]}; first "
                          f"listed: {next(iter(det))}); relative paths in a detections CSV are relative to its folder")

@@ -145,9 +145,9 @@ def val_pairs_arg(path):
         return None
     from pathlib import Path
 
-    from ..evaluation import align, read_pairs
+    from ..tables import pair_keys, read_pairs
 
-    _, pairs = align({}, read_pairs(path), pairs_root=Path(path).parent)
+    pairs = pair_keys(read_pairs(path), Path(path).parent)
     return [(b, w) for b, w, _ in pairs]
 
 

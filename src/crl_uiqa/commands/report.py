@@ -26,7 +26,8 @@ def register(subparsers) -> None:
     )
     parser.add_argument(
         "--root", metavar="DIR",
-        help="folder that relative image paths are resolved against (default: the folder of each CSV)",
+        help="folder that relative image paths are resolved against (default: the current folder when the "
+             "images are there, as `score` writes them, else the folder of the CSV)",
     )
     parser.add_argument(
         "--group-by", default="auto", metavar="COLUMN|auto",
@@ -37,6 +38,11 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--top", type=int, default=8, metavar="N",
         help="number of best and of worst images shown (default: 8)",
+    )
+    parser.add_argument(
+        "--curves", action="store_true",
+        help="draw a quality curve along each group even when the rows are unrelated stills (by default curves "
+             "are drawn only for frames of scans: a sweep, frame or time column, or an explicit --group-by)",
     )
     parser.add_argument("--title", help="report title (default: 'Quality report: <scores file name>')")
     parser.add_argument(
@@ -57,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         group_by=args.group_by,
         top=args.top,
         title=args.title,
+        curves=True if args.curves else None,
     )
     print(f"report written to {path}")
     return 0

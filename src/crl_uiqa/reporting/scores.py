@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from ..files import read_csv
+from ..tables import path_key, read_pairs, read_score_table, table_base
 from .html import Report
 
-__all__ = ["ScoreRecord", "load_scores", "group_records", "load_pairs", "build_score_report"]
+__all__ = ["ScoreRecord", "load_scores", "group_records", "load_pairs", "build_score_report", "SCAN_COLUMNS"]
 
 log = logging.getLogger(__name__)
 
@@ -63,48 +63,27 @@ def _parse_float(text: str | None, what: str) -> float:
         raise ValueError(f"{what}: {text!r} is not a number") from None
 
 
-def _resolve(path: str, base: Path) -> Path:
-    p = Path(os.path.expanduser(path))
-    return p if p.is_absolute() else base / p
-
-
 def load_scores(scores_csv: str | os.PathLike, root: str | os.PathLike | None = None) -> list[ScoreRecord]:
-    """Read a scores CSV.
+    """Read a scores CSV (:func:`crl_uiqa.tables.read_score_table`; empty score cells give NaN).
 
     Parameters
     ----------
     scores_csv : path
         CSV with at least the columns ``path`` and ``score``.
     root : path, optional
-        Folder that relative paths are resolved against; the CSV's folder by
-        default.
+        Folder that relative paths are resolved against; by default the rule
+        of :mod:`crl_uiqa.tables` (the current folder when the images are
+        there, as ``score`` writes them, else the CSV's folder).
 
     Returns
     -------
     list of ScoreRecord
-        In file order. Empty score cells give NaN.
+        In file order.
     """
-    scores_csv = Path(scores_csv)
-    rows = read_csv(scores_csv)
-    if not rows:
-        raise ValueError(f"{scores_csv}: no rows (expected a header 'path,score' and one row per image)")
-    missing = [c for c in ("path", "score") if c not in rows[0]]
-    if missing:
-        raise ValueError(
-            f"{scores_csv}: missing column(s) {', '.join(missing)}; found {', '.join(map(str, rows[0]))}"
-        )
-    base = Path(root) if root is not None else scores_csv.parent
-    if root is not None and not base.is_dir():
-        raise FileNotFoundError(f"--root folder not found: {base}")
-    records = []
-    for i, row in enumerate(rows, start=2):
-        key = (row.get("path") or "").strip()
-        if not key:
-            raise ValueError(f"{scores_csv} line {i}: empty 'path'")
-        score = _parse_float(row.get("score"), f"{scores_csv} line {i}, column 'score'")
-        extra = {k: (v or "") for k, v in row.items() if k not in ("path", "score") and k is not None}
-        records.append(ScoreRecord(key=key, file=_resolve(key, base), score=score, row=i, extra=extra))
-    return records
+    rows = read_score_table(scores_csv, allow_empty=True)
+    base = table_base(scores_csv, [r.path for r in rows], root)
+    return [ScoreRecord(key=r.path, file=base / os.path.expanduser(r.path), score=r.value, row=r.line,
+                        extra=r.extra) for r in rows]
 
 
 def _numeric_column(records: list[ScoreRecord], column: str) -> np.ndarray | None:
@@ -165,24 +144,8 @@ def group_records(records: list[ScoreRecord], group_by: str = "auto") -> dict[st
 
 
 def load_pairs(pairs_csv: str | os.PathLike) -> list[tuple[str, str, str | None]]:
-    """Read a CSV of ranked pairs ``better,worse[,type]`` as tuples."""
-    pairs_csv = Path(pairs_csv)
-    rows = read_csv(pairs_csv)
-    if not rows:
-        raise ValueError(f"{pairs_csv}: no rows (expected a header 'better,worse[,type]')")
-    missing = [c for c in ("better", "worse") if c not in rows[0]]
-    if missing:
-        raise ValueError(
-            f"{pairs_csv}: missing column(s) {', '.join(missing)}; found {', '.join(map(str, rows[0]))}"
-        )
-    pairs = []
-    for i, row in enumerate(rows, start=2):
-        better, worse = (row.get("better") or "").strip(), (row.get("worse") or "").strip()
-        if not better or not worse:
-            raise ValueError(f"{pairs_csv} line {i}: empty 'better' or 'worse'")
-        ptype = (row.get("type") or "").strip() or None
-        pairs.append((better, worse, ptype))
-    return pairs
+    """Read a CSV of ranked pairs ``better,worse[,type]`` as tuples (:func:`crl_uiqa.tables.read_pairs`)."""
+    return read_pairs(pairs_csv)
 
 
 def _match_pairs(
@@ -190,12 +153,12 @@ def _match_pairs(
 ) -> tuple[list[tuple[str, str, str | None]], int]:
     """Map pair paths onto score keys (as written, or by resolved file); count the unmatched."""
     by_key = {r.key: r.key for r in records}
-    by_file = {os.path.normpath(os.path.abspath(r.file)): r.key for r in records}
+    by_file = {path_key(r.file): r.key for r in records}
 
     def find(p: str) -> str | None:
         if p in by_key:
             return by_key[p]
-        return by_file.get(os.path.normpath(os.path.abspath(_resolve(p, base))))
+        return by_file.get(path_key(p, base))
 
     matched, unmatched = [], 0
     for better, worse, ptype in pairs:
@@ -254,6 +217,10 @@ def _strip(report: Report, records: list[ScoreRecord], title: str, failures: dic
     report.add_figure(fig, caption=f"{title}; caption: rank, score, file")
 
 
+#: Columns that say the rows are frames of scans (sweeps), not unrelated stills.
+SCAN_COLUMNS = ("sweep", "frame", "time")
+
+
 def build_score_report(
     scores_csv: str | os.PathLike,
     out: str | os.PathLike,
@@ -265,6 +232,7 @@ def build_score_report(
     title: str | None = None,
     max_groups: int = 24,
     timestamp: Any = None,
+    curves: bool | None = None,
 ) -> Path:
     """Write an HTML report about the scores in ``scores_csv``.
 
@@ -279,8 +247,8 @@ def build_score_report(
         CSV of ranked pairs ``better,worse[,type]`` (paths as in the scores
         CSV, or resolving to the same files); adds a pairwise accuracy table.
     root : path, optional
-        Folder that relative paths are resolved against; by default the folder
-        of each CSV.
+        Folder that relative paths are resolved against; by default the rule
+        of :mod:`crl_uiqa.tables` for the scores, the pairs CSV's folder for the pairs.
     group_by : str
         Column that groups frames into sweeps; ``"auto"`` uses ``sweep`` when
         present, else each image's folder; ``"none"`` makes one group.
@@ -293,14 +261,16 @@ def build_score_report(
         in the table.
     timestamp : datetime or str, optional
         Fixed generation time (for reproducible output).
+    curves : bool, optional
+        Draw a quality curve along each group. Default: only when the rows
+        are frames of scans (a ``sweep``, ``frame`` or ``time`` column) or
+        ``group_by`` is given; a folder of unrelated stills is not a sweep.
 
     Returns
     -------
     Path
         ``out``.
     """
-    from .figures import quality_curve, score_scatter, spearman_rho
-
     if int(top) != top or top < 1:
         raise ValueError(f"--top must be a positive integer, got {top!r}")
     if max_groups < 0:
@@ -308,17 +278,40 @@ def build_score_report(
     scores_csv = Path(scores_csv)
     records = load_scores(scores_csv, root)
     groups = group_records(records, group_by)
+    if curves is None:
+        curves = group_by != "auto" or any(c in records[0].extra for c in SCAN_COLUMNS)
+    truth = _numeric_column(records, "true_quality")
+    has_truth = truth is not None and np.isfinite(truth).sum() >= 2
+    failures: dict[str, str] = {}
+    report = Report(title or f"Quality report: {scores_csv.name}", timestamp=timestamp)
+    ranked = _summary_section(report, scores_csv, records, groups, truth if has_truth else None)
+    if pairs_csv is not None:
+        _pairs_section(report, pairs_csv, records, root)
+    _best_worst_section(report, ranked, int(top), failures, has_truth)
+    _groups_section(report, groups, failures, max_groups if curves else 0, curves)
+    if has_truth:
+        from .figures import score_scatter
+
+        report.add_heading("Score against true quality")
+        fig = score_scatter(truth, np.array([r.score for r in records], dtype=np.float64), xlabel="true quality",
+                            ylabel="predicted score", title="Predicted score vs true quality")
+        report.add_figure(fig, caption="Each point is one image; rho is Spearman's rank correlation.")
+    if failures:
+        report.add_heading("Unreadable images")
+        report.add_table([{"path": k, "error": v} for k, v in sorted(failures.items())],
+                         caption=f"{len(failures)} image(s) could not be read and are not shown")
+    return report.write(out)
+
+
+def _summary_section(report: Report, scores_csv: Path, records: list[ScoreRecord],
+                     groups: dict[str, list[ScoreRecord]], truth: np.ndarray | None) -> list[ScoreRecord]:
+    """The summary table; returns the finite-scored records, best first."""
+    from .figures import spearman_rho
+
     scores = np.array([r.score for r in records], dtype=np.float64)
     finite = np.isfinite(scores)
     if not finite.any():
         raise ValueError(f"{scores_csv}: no finite scores to report")
-    truth = _numeric_column(records, "true_quality")
-    has_truth = truth is not None and np.isfinite(truth).sum() >= 2
-    failures: dict[str, str] = {}
-
-    report = Report(title or f"Quality report: {scores_csv.name}", timestamp=timestamp)
-
-    # -- summary ---------------------------------------------------------------
     ranked = sorted((r for r in records if math.isfinite(r.score)), key=lambda r: -r.score)
     summary: dict[str, Any] = {
         "scores file": str(scores_csv),
@@ -333,43 +326,47 @@ def build_score_report(
         "best image": f"{ranked[0].key} ({ranked[0].score:.4g})",
         "worst image": f"{ranked[-1].key} ({ranked[-1].score:.4g})",
     }
-    if has_truth:
+    if truth is not None:
         summary["Spearman rho (score vs true_quality)"] = spearman_rho(truth, scores)
     report.add_heading("Summary")
     report.add_text("Scores: higher = better quality.")
     report.add_key_values(summary)
+    return ranked
 
-    # -- pairwise accuracy -----------------------------------------------------
-    if pairs_csv is not None:
-        from ..evaluation import pairwise_accuracy
 
-        pairs = load_pairs(pairs_csv)
-        base = Path(root) if root is not None else Path(pairs_csv).parent
-        matched, unmatched = _match_pairs(pairs, records, base)
-        scored = {r.key: r.score for r in records if math.isfinite(r.score)}
-        unscored = sum(1 for b, w, _ in matched if b not in scored or w not in scored)
-        matched = [p for p in matched if p[0] in scored and p[1] in scored]
-        left_out = []
-        if unmatched:
-            left_out.append(f"{unmatched} name an image missing from the scores file")
-        if unscored:
-            left_out.append(f"{unscored} name an image without a score")
-        report.add_heading("Pairwise accuracy")
-        report.add_text(
-            f"Ranked pairs from `{pairs_csv}`: a pair counts as correct when the image marked "
-            f"better gets the higher score (a tie counts half). {len(matched)} of {len(pairs)} pairs "
-            f"have both images scored" + (f"; left out: {', '.join(left_out)}." if left_out else ".")
-        )
-        if matched:
-            result = pairwise_accuracy(scored, matched)
-            rows = [{"pairs": "all", **result["overall"]}]
-            rows += [{"pairs": str(t), **v} for t, v in sorted(result.get("by_type", {}).items(),
-                                                                key=lambda kv: str(kv[0]))]
-            columns = ["pairs", "accuracy", "n", "ci_low", "ci_high"]
-            report.add_table(rows, columns=columns, caption="Pairwise accuracy T/(T+F) with 95% interval")
+def _pairs_section(report: Report, pairs_csv: str | os.PathLike, records: list[ScoreRecord],
+                   root: str | os.PathLike | None) -> None:
+    from ..evaluation import pairwise_accuracy
 
-    # -- best and worst --------------------------------------------------------
-    n_top = min(int(top), len(ranked))
+    pairs = load_pairs(pairs_csv)
+    base = Path(root) if root is not None else Path(pairs_csv).parent
+    matched, unmatched = _match_pairs(pairs, records, base)
+    scored = {r.key: r.score for r in records if math.isfinite(r.score)}
+    unscored = sum(1 for b, w, _ in matched if b not in scored or w not in scored)
+    matched = [p for p in matched if p[0] in scored and p[1] in scored]
+    left_out = []
+    if unmatched:
+        left_out.append(f"{unmatched} name an image missing from the scores file")
+    if unscored:
+        left_out.append(f"{unscored} name an image without a score")
+    report.add_heading("Pairwise accuracy")
+    report.add_text(
+        f"Ranked pairs from `{pairs_csv}`: a pair counts as correct when the image marked "
+        f"better gets the higher score (a tie counts half). {len(matched)} of {len(pairs)} pairs "
+        f"have both images scored" + (f"; left out: {', '.join(left_out)}." if left_out else ".")
+    )
+    if matched:
+        result = pairwise_accuracy(scored, matched)
+        rows = [{"pairs": "all", **result["overall"]}]
+        rows += [{"pairs": str(t), **v} for t, v in sorted(result.get("by_type", {}).items(),
+                                                            key=lambda kv: str(kv[0]))]
+        columns = ["pairs", "accuracy", "n", "ci_low", "ci_high"]
+        report.add_table(rows, columns=columns, caption="Pairwise accuracy T/(T+F) with 95% interval")
+
+
+def _best_worst_section(report: Report, ranked: list[ScoreRecord], top: int, failures: dict[str, str],
+                        has_truth: bool) -> None:
+    n_top = min(top, len(ranked))
     report.add_heading("Best and worst images")
     if len(ranked) <= 2 * n_top:
         _strip(report, ranked, f"All {len(ranked)} scored images, best first", failures, has_truth)
@@ -386,18 +383,24 @@ def build_score_report(
             table.append(row)
     report.add_table(table, caption=f"Top and bottom {n_top} of {len(ranked)} scored images", float_format="{:.4f}")
 
-    # -- quality curves --------------------------------------------------------
-    report.add_heading("Quality along each sweep")
-    group_rows = []
-    for name, members in groups.items():
-        s = np.array([m.score for m in members], dtype=np.float64)
-        if not np.isfinite(s).any():
-            group_rows.append({"group": name, "frames": len(members), "best": "", "best score": float("nan"),
-                               "mean score": float("nan")})
-            continue
-        b = int(np.nanargmax(s))
-        group_rows.append({"group": name, "frames": len(members), "best": members[b].key,
-                           "best score": float(s[b]), "mean score": float(np.nanmean(s))})
+
+def _group_row(name: str, members: list[ScoreRecord]) -> dict:
+    s = np.array([m.score for m in members], dtype=np.float64)
+    if not np.isfinite(s).any():
+        return {"group": name, "frames": len(members), "best": "", "best score": float("nan"),
+                "mean score": float("nan")}
+    b = int(np.nanargmax(s))
+    return {"group": name, "frames": len(members), "best": members[b].key, "best score": float(s[b]),
+            "mean score": float(np.nanmean(s))}
+
+
+def _groups_section(report: Report, groups: dict[str, list[ScoreRecord]], failures: dict[str, str],
+                    max_groups: int, curves: bool) -> None:
+    """The best frame of each group and, for sweeps, a quality curve along the largest ones."""
+    report.add_heading("Quality along each sweep" if curves else "Best image of each group")
+    if not curves:
+        report.add_text("The rows have no sweep, frame or time column, so the images are taken as unrelated "
+                        "stills: no curves are drawn (give --group-by to draw one per group).")
     curve_groups = sorted((g for g in groups.items() if len(g[1]) >= 2), key=lambda g: -len(g[1]))[:max_groups]
     if curve_groups:
         report.add_text(
@@ -405,37 +408,29 @@ def build_score_report(
             "best frame, shown on the right."
         )
     for name, members in sorted(curve_groups, key=lambda g: g[0]):
-        s = np.array([m.score for m in members], dtype=np.float64)
-        if not np.isfinite(s).any():
-            continue
-        b = int(np.nanargmax(s))
-        times = _numeric_column(members, "time")
-        frames = _numeric_column(members, "frame")
-        if times is not None and np.isfinite(times).all():
-            x, xlabel = times, "time (s)"
-        elif frames is not None and np.isfinite(frames).all():
-            x, xlabel = frames, "frame"
-        else:
-            x, xlabel = None, "frame (order in the scores file)"
-        thumb = _read_thumb(members[b], failures)
-        fig = quality_curve(s, times=x, best=b, title=f"{name} ({len(members)} frames)",
-                            thumbnails=thumb, xlabel=xlabel)
-        report.add_figure(fig, caption=f"{name}: best frame {members[b].key} (score {s[b]:.4g})")
+        _curve(report, name, members, failures)
     skipped = len([g for g in groups.values() if len(g) >= 2]) - len(curve_groups)
-    if skipped > 0:
+    if curves and skipped > 0:
         report.add_text(f"Curves drawn for the {len(curve_groups)} largest groups; {skipped} more are in the table.")
-    report.add_table(sorted(group_rows, key=lambda r: r["group"]), caption="Best frame of each group",
-                     float_format="{:.4f}")
+    report.add_table(sorted((_group_row(n, m) for n, m in groups.items()), key=lambda r: r["group"]),
+                     caption="Best frame of each group", float_format="{:.4f}")
 
-    # -- true quality ----------------------------------------------------------
-    if has_truth:
-        report.add_heading("Score against true quality")
-        fig = score_scatter(truth, scores, xlabel="true quality", ylabel="predicted score",
-                            title="Predicted score vs true quality")
-        report.add_figure(fig, caption="Each point is one image; rho is Spearman's rank correlation.")
 
-    if failures:
-        report.add_heading("Unreadable images")
-        report.add_table([{"path": k, "error": v} for k, v in sorted(failures.items())],
-                         caption=f"{len(failures)} image(s) could not be read and are not shown")
-    return report.write(out)
+def _curve(report: Report, name: str, members: list[ScoreRecord], failures: dict[str, str]) -> None:
+    from .figures import quality_curve
+
+    s = np.array([m.score for m in members], dtype=np.float64)
+    if not np.isfinite(s).any():
+        return
+    b = int(np.nanargmax(s))
+    times = _numeric_column(members, "time")
+    frames = _numeric_column(members, "frame")
+    if times is not None and np.isfinite(times).all():
+        x, xlabel = times, "time (s)"
+    elif frames is not None and np.isfinite(frames).all():
+        x, xlabel = frames, "frame"
+    else:
+        x, xlabel = None, "frame (order in the scores file)"
+    thumb = _read_thumb(members[b], failures)
+    fig = quality_curve(s, times=x, best=b, title=f"{name} ({len(members)} frames)", thumbnails=thumb, xlabel=xlabel)
+    report.add_figure(fig, caption=f"{name}: best frame {members[b].key} (score {s[b]:.4g})")
