@@ -16,8 +16,11 @@ sddfiqa*    SDD-FIQA*: our model trained on SDD-FIQA pseudo-labels of the
             :func:`crl_uiqa.baselines.sddfiqa.sddfiqa_star`
 =========== ====================================================================
 
-A method that cannot run here (no model, no references, no training images,
-a missing optional package or weight file) becomes a row with status
+Every method is a :class:`Method` entry: how it runs, what it needs (a
+model, references, training images) and what its cached scores depend on;
+the built-in ones are in :data:`BUILTIN`, the baselines come from the
+registry. A method that cannot run here (no model, no references, no training
+images, a missing optional package or weight file) becomes a row with status
 ``skipped`` and the reason; one that fails on the data (e.g. SDD-FIQA on a
 single class) a row with status ``failed``. Unreadable test images stop the
 comparison (every method must see the same images).
@@ -48,17 +51,20 @@ import logging
 import os
 import re
 import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
+from .tables import Pair, path_key, read_pairs
+
 log = logging.getLogger(__name__)
 
-__all__ = ["BUILTIN_METHODS", "available_methods", "compare_methods", "format_table", "method_slug"]
+__all__ = ["BUILTIN_METHODS", "BUILTIN", "Method", "CompareContext", "available_methods", "compare_methods",
+           "format_table", "method_slug", "get_method"]
 
-#: methods that are not registry baselines
-BUILTIN_METHODS = ("crl-uiqa", "distance", "sddfiqa*")
 #: registry baselines computed per image (safe to run in chunks at native resolution)
 _PER_IMAGE = frozenset({"brisque", "niqe", "niqe-ref", "mssim"})
 #: registry baselines that resize to the SonoNet input themselves (decoded straight to that size)
@@ -66,50 +72,12 @@ _NETWORK = frozenset({"serfiq", "sddfiqa", "weighted"})
 _NETWORK_SIZE = (224, 288)
 
 
-class _Skip(Exception):
-    """A method that cannot run with the inputs given (reported as skipped)."""
-
-
-def available_methods() -> list[str]:
-    """Every method name :func:`compare_methods` accepts, in table order."""
-    from .baselines import BASELINES
-
-    return ["crl-uiqa", "distance", *sorted(BASELINES), "sddfiqa*"]
-
-
 def method_slug(method: str) -> str:
     """File-name-safe form of a method name (``sddfiqa*`` -> ``sddfiqa_star``)."""
     return re.sub(r"[^a-z0-9_.-]+", "_", method.lower().replace("*", "_star"))
 
 
-def _parse_methods(methods) -> list[str]:
-    valid = available_methods()
-    if methods is None:
-        return valid
-    if isinstance(methods, str):
-        methods = methods.split(",")
-    out: list[str] = []
-    for m in methods:
-        key = str(m).strip().lower()
-        if not key:
-            continue
-        if key not in valid:
-            raise ValueError(f"unknown method {m!r}; valid methods: {', '.join(valid)}")
-        if key not in out:
-            out.append(key)
-    if not out:
-        raise ValueError(f"no method given; valid methods: {', '.join(valid)}")
-    return out
-
-
 # ----------------------------------------------------------------------------- files and hashing
-def _norm(path, root=None) -> str:
-    p = Path(str(path))
-    if root is not None and not p.is_absolute():
-        p = Path(root) / p
-    return os.path.normpath(os.path.abspath(p))
-
-
 def _file_sig(path) -> list:
     try:
         st = os.stat(path)
@@ -123,7 +91,7 @@ def _source_sig(source) -> list:
     if source is None:
         return []
     items = source if isinstance(source, (list, tuple)) else [source]
-    return [_file_sig(_norm(s)) for s in items if Path(str(s)).is_file()]
+    return [_file_sig(path_key(s)) for s in items if Path(str(s)).is_file()]
 
 
 def _canonical(value):
@@ -137,7 +105,7 @@ def _canonical(value):
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, (str, os.PathLike)) and len(str(value)) < 4096 and Path(str(value)).is_file():
-        return {"file": _file_sig(_norm(value))}
+        return {"file": _file_sig(path_key(value))}
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return repr(value)
@@ -185,6 +153,110 @@ def _write_cache(csv_path: Path, key: str, method: str, scores: Mapping[str, flo
                                                "n": len(scores), **extra})
 
 
+
+
+# ----------------------------------------------------------------------------- the context every method sees
+
+
+@dataclass
+class CompareContext:
+    """Everything the methods of one comparison share: the test images, references, model and settings."""
+
+    paths: list[str]
+    labels: list | None = None
+    ref_paths: list[str] | None = None
+    model: str | os.PathLike | None = None
+    train_images: Any = None
+    weights: Any = None
+    backbone: str = "sononet16"
+    layer: str = "block4"
+    k: int = 5
+    dev: Any = None
+    crop: tuple | None = None
+    reference_crop: tuple | None = None
+    train_config: Any = None
+    model_config: Any = None
+    chunk_size: int = 256
+    num_workers: int | None = None
+    progress: bool = True
+    out_dir: Path | None = None
+    image_sig: list = field(default_factory=list)
+    ref_sig: list | None = None
+    train_sig: list | None = None
+    _refs: dict = field(default_factory=dict, repr=False)
+    _wsig: list = field(default_factory=list, repr=False)
+
+    def bar(self, what: str) -> str | bool:
+        """A progress-bar label, or ``False`` when progress is off."""
+        return what if self.progress else False
+
+    def ref_arrays(self, native: bool) -> list[np.ndarray]:
+        """The reference images, at native size or at the SonoNet input size (decoded once each)."""
+        if native not in self._refs:
+            self._refs[native] = _read_arrays(self.ref_paths, None if native else _NETWORK_SIZE, self.reference_crop,
+                                              self.num_workers, self.bar("reading references"))
+        return self._refs[native]
+
+    def weights_sig(self) -> list | None:
+        """Signature of the SonoNet-16 weight file (looked up once)."""
+        if not self._wsig:
+            self._wsig.append(_weights_sig(self.weights))
+        return self._wsig[0]
+
+
+#: what a method may need, the reason given when it is missing, and how to tell
+_NEEDS: dict[str, tuple[str, Callable[[CompareContext], bool]]] = {
+    "model": ("needs a trained model (--model RUN_DIR)", lambda c: c.model is not None),
+    "references": ("needs reference images (--references)", lambda c: c.ref_paths is not None),
+    "train_images": ("needs training images (--train-images)", lambda c: c.train_images is not None),
+}
+
+
+@dataclass(frozen=True)
+class Method:
+    """One row of the comparison.
+
+    Attributes
+    ----------
+    name : str
+    run : callable
+        ``run(ctx, options) -> scores`` of ``ctx.paths`` (higher = better).
+    key : callable
+        ``key(ctx) -> dict``: what the scores depend on besides the images,
+        options, crop and crl-uiqa version (hashed for the cache).
+    needs : tuple of str
+        ``"model"``, ``"references"``, ``"train_images"``: without them the method is skipped.
+    no_options : str or None
+        When set, the method takes no options and this is said when some are given.
+    """
+
+    name: str
+    run: Callable[[CompareContext, dict], np.ndarray]
+    key: Callable[[CompareContext], dict]
+    needs: tuple[str, ...] = ()
+    no_options: str | None = None
+
+    def unavailable(self, ctx: CompareContext) -> str | None:
+        """Why the method cannot run with the inputs given, or ``None``."""
+        for need in self.needs:
+            reason, present = _NEEDS[need]
+            if not present(ctx):
+                return reason
+        return None
+
+    def __call__(self, ctx: CompareContext, opts: dict) -> np.ndarray:
+        if opts and self.no_options is not None:
+            raise ValueError(f"{self.name} takes no options{self.no_options}, got {', '.join(opts)}")
+        values = np.asarray(self.run(ctx, opts), dtype=np.float64)
+        if values.shape != (len(ctx.paths),):
+            raise RuntimeError(f"{self.name} returned {values.shape[0] if values.ndim else 0} scores for "
+                               f"{len(ctx.paths)} images")
+        bad = np.flatnonzero(~np.isfinite(values))
+        if bad.size:
+            raise ValueError(f"{bad.size} non-finite score(s), first for {ctx.paths[int(bad[0])]}")
+        return values
+
+
 # ----------------------------------------------------------------------------- reading images
 def _read_arrays(paths: Sequence[str], size, crop, num_workers, progress: bool | str) -> list[np.ndarray]:
     """Decode ``paths`` (all must be readable) to float32 (H, W) arrays, at ``size`` or native size."""
@@ -198,152 +270,167 @@ def _read_arrays(paths: Sequence[str], size, crop, num_workers, progress: bool |
     return out
 
 
-def _name_files(message: str, images: Sequence[str], references: Sequence[str]) -> str:
-    """Replace ``images[i]`` / ``references[i]`` in a baseline's error message by the file path."""
-
-    def sub(m: re.Match) -> str:
-        i = int(m.group(2))
-        paths = images if m.group(1) == "images" else references
-        return paths[i] if i < len(paths) else m.group(0)
-
-    return re.sub(r"\b(images|references)\[(\d+)\]", sub, message)
 
 
 # ----------------------------------------------------------------------------- the methods
-def _run_registry(name: str, paths: list[str], ctx: dict, opts: dict) -> np.ndarray:
-    from .baselines import get_spec, run_baseline
+
+
+def _run_crl(ctx: CompareContext, opts: dict) -> np.ndarray:
+    from .model import load_model
+    from .scoring import score_paths
+
+    model, _ = load_model(ctx.model, device=ctx.dev)
+    return score_paths(model, ctx.paths, device=ctx.dev, crop=ctx.crop, strict=True, num_workers=ctx.num_workers,
+                       progress=ctx.bar("crl-uiqa")).scores
+
+
+def _crl_key(ctx: CompareContext) -> dict:
+    m = Path(ctx.model) if ctx.model is not None else None
+    if m is not None and m.is_dir():
+        m = m / "model.safetensors"
+    return {"model": _file_sig(m) if m is not None else None, "device": ctx.dev.type}
+
+
+def _run_distance(ctx: CompareContext, opts: dict) -> np.ndarray:
+    from .backbones import get_backbone
+    from .embed import compute_embeddings
+    from .pseudo_labels import topk_mean_distance
+
+    net = get_backbone(ctx.backbone, ctx.weights)
+    common = dict(layer=ctx.layer, device=ctx.dev, num_workers=ctx.num_workers, strict=True)
+    refs = compute_embeddings(ctx.ref_paths, net, crop=ctx.reference_crop, progress=ctx.bar("references"), **common)
+    embs = compute_embeddings(ctx.paths, net, crop=ctx.crop, progress=ctx.bar("distance"), **common)
+    return -topk_mean_distance(embs.vectors, refs.vectors, ctx.k, device=ctx.dev)
+
+
+def _distance_key(ctx: CompareContext) -> dict:
+    return {"references": ctx.ref_sig, "reference_crop": ctx.reference_crop, "k": ctx.k, "layer": ctx.layer,
+            "backbone": ctx.backbone, "weights": ctx.weights_sig(), "device": ctx.dev.type}
+
+
+def _run_sddfiqa_star(ctx: CompareContext, opts: dict) -> np.ndarray:
+    from .baselines.sddfiqa import sddfiqa_star
+    from .scoring import score_paths
+
+    run_dir = ctx.out_dir / "sddfiqa_star" if ctx.out_dir is not None else None
+    res = sddfiqa_star(ctx.train_images, weights=ctx.weights, train_config=ctx.train_config,
+                       model_config=ctx.model_config, run_dir=run_dir, device=ctx.dev, crop=ctx.crop,
+                       num_workers=ctx.num_workers, progress=ctx.progress, **opts)
+    return score_paths(res.model, ctx.paths, device=ctx.dev, crop=ctx.crop, strict=True,
+                       num_workers=ctx.num_workers, progress=ctx.bar("sddfiqa*")).scores
+
+
+def _sddfiqa_star_key(ctx: CompareContext) -> dict:
+    tc, mc = ctx.train_config, ctx.model_config
+    return {"train_images": ctx.train_sig, "weights": ctx.weights_sig(), "device": ctx.dev.type,
+            "train_config": tc.to_dict() if tc is not None else None,
+            "model_config": mc.to_dict() if mc is not None else None}
+
+
+def _run_baseline(name: str, ctx: CompareContext, opts: dict) -> np.ndarray:
+    """A registry baseline, its images decoded the way it needs them (see the module docstring)."""
+    from .baselines import get_spec, name_files, run_baseline
 
     spec = get_spec(name)
-    refs = None
-    if spec.references == "required" and ctx["ref_paths"] is None:
-        raise _Skip("needs reference images (--references)")
-    if spec.references != "none" and ctx["ref_paths"] is not None:
-        refs = ctx["ref_arrays"](native=name not in _NETWORK)
+    refs = ctx.ref_arrays(native=name not in _NETWORK) if spec.references != "none" and ctx.ref_paths else None
     params = inspect.signature(spec.func).parameters
     opts = dict(opts)
     if "paths" in params and "paths" not in opts:
-        opts["paths"] = paths
-    if "labels" in params and "labels" not in opts and ctx["labels"] is not None:
-        opts["labels"] = ctx["labels"]
+        opts["paths"] = ctx.paths
+    if "labels" in params and "labels" not in opts and ctx.labels is not None:
+        opts["labels"] = ctx.labels
     if "progress" in params and "progress" not in opts:
-        opts["progress"] = ctx["progress"]
-    weights = ctx["weights"] if spec.weights != "none" else None
-    device = ctx["device"] if spec.device else None
-    progress = f"reading images ({name})" if ctx["progress"] else False
-    ref_paths = ctx["ref_paths"] or []
+        opts["progress"] = ctx.progress
+    weights = ctx.weights if spec.weights != "none" else None
+    device = str(ctx.dev) if spec.device else None
+    progress = ctx.bar(f"reading images ({name})")
 
     def call(images, offset, o):
         try:
             return run_baseline(name, images, references=refs, weights=weights, device=device, **o)
         except ValueError as exc:
-            raise ValueError(_name_files(str(exc), paths[offset: offset + len(images)], ref_paths)) from None
+            raise ValueError(name_files(str(exc), ctx.paths[offset: offset + len(images)], ctx.ref_paths or [])
+                             ) from None
 
     if name in _NETWORK:
         size = opts.get("size", _NETWORK_SIZE)
         size = tuple(size) if isinstance(size, (list, tuple)) else _NETWORK_SIZE  # a bad size: the method says so
-        return call(_read_arrays(paths, size, ctx["crop"], ctx["num_workers"], progress), 0, opts)
+        return call(_read_arrays(ctx.paths, size, ctx.crop, ctx.num_workers, progress), 0, opts)
     if name in _PER_IMAGE:
-        out = np.empty(len(paths))
-        step = ctx["chunk_size"]
-        for start in range(0, len(paths), step):
-            chunk = paths[start: start + step]
-            imgs = _read_arrays(chunk, None, ctx["crop"], ctx["num_workers"], progress)
-            out[start: start + len(chunk)] = call(imgs, start, opts)
+        out = np.empty(len(ctx.paths))
+        for start in range(0, len(ctx.paths), ctx.chunk_size):
+            chunk = ctx.paths[start: start + ctx.chunk_size]
+            out[start: start + len(chunk)] = call(_read_arrays(chunk, None, ctx.crop, ctx.num_workers, progress),
+                                                  start, opts)
         return out
-    return call(_read_arrays(paths, None, ctx["crop"], ctx["num_workers"], progress), 0, opts)
+    return call(_read_arrays(ctx.paths, None, ctx.crop, ctx.num_workers, progress), 0, opts)
 
 
-def _run_crl(paths: list[str], ctx: dict) -> np.ndarray:
-    from .scoring import score_paths
-    from .training import load_model
+def _baseline_key(name: str, ctx: CompareContext) -> dict:
+    from .baselines import get_spec
 
-    if ctx["model"] is None:
-        raise _Skip("needs a trained model (--model RUN_DIR)")
-    model, _ = load_model(ctx["model"], device=ctx["dev"])
-    res = score_paths(model, paths, device=ctx["dev"], crop=ctx["crop"], strict=True, num_workers=ctx["num_workers"],
-                      progress="crl-uiqa" if ctx["progress"] else False)
-    return res.scores
-
-
-def _run_distance(paths: list[str], ctx: dict) -> np.ndarray:
-    from .backbones import get_backbone
-    from .embed import compute_embeddings
-    from .pseudo_labels import topk_mean_distance
-
-    if ctx["ref_paths"] is None:
-        raise _Skip("needs reference images (--references)")
-    net = get_backbone(ctx["backbone"], ctx["weights"])
-    common = dict(layer=ctx["layer"], device=ctx["dev"], num_workers=ctx["num_workers"], strict=True)
-    refs = compute_embeddings(ctx["ref_paths"], net, crop=ctx["reference_crop"],
-                              progress="references" if ctx["progress"] else False, **common)
-    embs = compute_embeddings(paths, net, crop=ctx["crop"], progress="distance" if ctx["progress"] else False,
-                              **common)
-    return -topk_mean_distance(embs.vectors, refs.vectors, ctx["k"], device=ctx["dev"])
-
-
-def _run_sddfiqa_star(paths: list[str], ctx: dict, opts: dict) -> np.ndarray:
-    from .baselines.sddfiqa import sddfiqa_star
-    from .scoring import score_paths
-
-    if ctx["train_images"] is None:
-        raise _Skip("needs training images (--train-images)")
-    run_dir = Path(ctx["out_dir"]) / "sddfiqa_star" if ctx["out_dir"] is not None else None
-    res = sddfiqa_star(ctx["train_images"], weights=ctx["weights"], train_config=ctx["train_config"],
-                       model_config=ctx["model_config"], run_dir=run_dir, device=ctx["dev"], crop=ctx["crop"],
-                       num_workers=ctx["num_workers"], progress=ctx["progress"], **opts)
-    sc = score_paths(res.model, paths, device=ctx["dev"], crop=ctx["crop"], strict=True,
-                     num_workers=ctx["num_workers"], progress="sddfiqa*" if ctx["progress"] else False)
-    return sc.scores
-
-
-def _unavailable(method: str, ctx: dict) -> str | None:
-    """Why ``method`` cannot run with the inputs given, or None."""
-    if method == "crl-uiqa" and ctx["model"] is None:
-        return "needs a trained model (--model RUN_DIR)"
-    if method == "distance" and ctx["ref_paths"] is None:
-        return "needs reference images (--references)"
-    if method == "sddfiqa*" and ctx["train_images"] is None:
-        return "needs training images (--train-images)"
-    if method not in BUILTIN_METHODS:
-        from .baselines import get_spec
-
-        if get_spec(method).references == "required" and ctx["ref_paths"] is None:
-            return "needs reference images (--references)"
-    return None
-
-
-def _key_payload(method: str, ctx: dict, opts: dict) -> dict:
-    from . import __version__
-
-    payload: dict[str, Any] = {"method": method, "version": __version__, "options": _canonical(opts),
-                               "images": ctx["image_sig"], "crop": ctx["crop"]}
-    if method == "crl-uiqa":
-        m = Path(ctx["model"]) if ctx["model"] is not None else None
-        if m is not None and m.is_dir():
-            m = m / "model.safetensors"
-        payload.update(model=_file_sig(m) if m is not None else None, device=ctx["dev"].type)
-    elif method == "distance":
-        payload.update(references=ctx["ref_sig"], reference_crop=ctx["reference_crop"], k=ctx["k"],
-                       layer=ctx["layer"], backbone=ctx["backbone"], weights=ctx["weights_sig"](),
-                       device=ctx["dev"].type)
-    elif method == "sddfiqa*":
-        tc, mc = ctx["train_config"], ctx["model_config"]
-        payload.update(train_images=ctx["train_sig"], weights=ctx["weights_sig"](), device=ctx["dev"].type,
-                       train_config=tc.to_dict() if tc is not None else None,
-                       model_config=mc.to_dict() if mc is not None else None)
-    else:
-        from .baselines import get_spec
-
-        spec = get_spec(method)
-        if spec.references != "none":
-            payload.update(references=ctx["ref_sig"], reference_crop=ctx["reference_crop"])
-        if spec.weights != "none":
-            payload.update(weights=ctx["weights_sig"]())
-        if spec.device:
-            payload.update(device=ctx["dev"].type)
-        if "labels" in inspect.signature(spec.func).parameters:
-            payload.update(labels=ctx["labels"])
+    spec = get_spec(name)
+    payload: dict[str, Any] = {}
+    if spec.references != "none":
+        payload.update(references=ctx.ref_sig, reference_crop=ctx.reference_crop)
+    if spec.weights != "none":
+        payload.update(weights=ctx.weights_sig())
+    if spec.device:
+        payload.update(device=ctx.dev.type)
+    if "labels" in inspect.signature(spec.func).parameters:
+        payload.update(labels=ctx.labels)
     return payload
+
+
+#: The methods that are not registry baselines, in table order.
+BUILTIN: dict[str, Method] = {
+    "crl-uiqa": Method("crl-uiqa", _run_crl, _crl_key, needs=("model",), no_options=""),
+    "distance": Method("distance", _run_distance, _distance_key, needs=("references",),
+                       no_options=" (use k=, layer=)"),
+    "sddfiqa*": Method("sddfiqa*", _run_sddfiqa_star, _sddfiqa_star_key, needs=("train_images",)),
+}
+#: Their names.
+BUILTIN_METHODS = tuple(BUILTIN)
+
+
+def get_method(name: str) -> Method:
+    """The :class:`Method` of a name of :func:`available_methods`."""
+    if name in BUILTIN:
+        return BUILTIN[name]
+    from functools import partial
+
+    from .baselines import get_spec
+
+    spec = get_spec(name)
+    needs = ("references",) if spec.references == "required" else ()
+    return Method(name, partial(_run_baseline, name), partial(_baseline_key, name), needs=needs)
+
+
+def available_methods() -> list[str]:
+    """Every method name :func:`compare_methods` accepts, in table order."""
+    from .baselines import BASELINES
+
+    return ["crl-uiqa", "distance", *sorted(BASELINES), "sddfiqa*"]
+
+
+def _parse_methods(methods) -> list[str]:
+    valid = available_methods()
+    if methods is None:
+        return valid
+    if isinstance(methods, str):
+        methods = methods.split(",")
+    out: list[str] = []
+    for m in methods:
+        key = str(m).strip().lower()
+        if not key:
+            continue
+        if key not in valid:
+            raise ValueError(f"unknown method {m!r}; valid methods: {', '.join(valid)}")
+        if key not in out:
+            out.append(key)
+    if not out:
+        raise ValueError(f"no method given; valid methods: {', '.join(valid)}")
+    return out
 
 
 def _skip_reason_for(exc: BaseException) -> str:
@@ -435,12 +522,39 @@ def compare_methods(
         ``accuracy``, ``ci_low``, ``ci_high``, ``n_pairs``, ``acc_<type>`` per
         pair type, ``seconds``, ``cached``, ``note``.
     """
-    from .embed import resolve_device
-    from .evaluation import pairwise_accuracy, read_pairs
-    from .files import write_csv, write_json, write_text
-    from .io import ImageReadError, list_images
+    from .devices import resolve_device
 
     wanted = _parse_methods(methods)
+    options = _check_options(options, k, chunk_size)
+    pairs_csv = Path(pairs_csv)
+    raw_pairs = read_pairs(pairs_csv)
+    if not raw_pairs:
+        raise ValueError(f"{pairs_csv} lists no pairs")
+    images, references, train_images = _single(images), _single(references), _single(train_images)
+    paths, pairs = _test_set(raw_pairs, pairs_csv, images, root)
+    if model is not None and not Path(model).exists():
+        raise FileNotFoundError(f"model not found: {model}")
+    reference_crop = reference_crop if reference_crop is not None else crop
+    ctx = CompareContext(
+        paths=paths, labels=_labels(images, paths), model=model, train_images=train_images, weights=weights,
+        backbone=backbone, layer=layer, k=k, dev=resolve_device(device),
+        crop=tuple(crop) if crop is not None else None,
+        reference_crop=tuple(reference_crop) if reference_crop is not None else None,
+        train_config=train_config, model_config=model_config, chunk_size=chunk_size, num_workers=num_workers,
+        progress=progress, out_dir=Path(out_dir) if out_dir is not None else None,
+    )
+    _sign(ctx, images, references, train_images)
+    rows = [_row(get_method(m), ctx, pairs, options.get(m, {}), n_boot, use_cache) for m in wanted]
+    if ctx.out_dir is not None:
+        _write_outputs(ctx.out_dir, rows, pairs_csv, len(pairs), ctx)
+    return rows
+
+
+def _single(src):
+    return src[0] if isinstance(src, (list, tuple)) and len(src) == 1 else src
+
+
+def _check_options(options, k, chunk_size) -> dict[str, dict]:
     options = {str(m).strip().lower(): dict(v) for m, v in (options or {}).items()}
     bad = sorted(set(options) - set(available_methods()))
     if bad:
@@ -449,171 +563,141 @@ def compare_methods(
         raise ValueError(f"k must be a positive integer, got {k!r}")
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    pairs_csv = Path(pairs_csv)
-    raw_pairs = read_pairs(pairs_csv)
-    if not raw_pairs:
-        raise ValueError(f"{pairs_csv} lists no pairs")
-    for line, (b, w, _) in enumerate(raw_pairs, start=2):
-        if not (b or "").strip() or not (w or "").strip():
-            raise ValueError(f"{pairs_csv}, line {line}: empty better or worse path")
+    return options
 
-    def _single(src):
-        return src[0] if isinstance(src, (list, tuple)) and len(src) == 1 else src
 
-    images, references, train_images = _single(images), _single(references), _single(train_images)
-    # the test images and the pairs, keyed by normalised absolute paths
+def _test_set(raw_pairs: list[Pair], pairs_csv: Path, images, root) -> tuple[list[str], list[Pair]]:
+    """The test images and the pairs, keyed by :func:`crl_uiqa.tables.path_key`.
+
+    Pair paths are relative to ``root``, else to the pairs CSV's folder, else
+    (when ``images`` is one folder) to that folder.
+    """
+    from .io import list_images
+
     roots = [Path(root)] if root is not None else [pairs_csv.parent]
     if root is None and images is not None and not isinstance(images, (list, tuple)) and Path(str(images)).is_dir():
         roots.append(Path(str(images)))
-    if images is not None:
-        paths = list(dict.fromkeys(_norm(p) for p in list_images(images)))
-        listed = set(paths)
-        pairs = None
-        for r in roots:
-            cand = [(_norm(b, r), _norm(w, r), t) for b, w, t in raw_pairs]
-            if all(b in listed and w in listed for b, w, _ in cand):
-                pairs = cand
-                break
-        if pairs is None:
-            cand = [(_norm(b, roots[0]), _norm(w, roots[0]), t) for b, w, t in raw_pairs]
-            absent = next(p for pr in cand for p in pr[:2] if p not in listed)
-            raise ValueError(f"the pair image {absent} is not among the --images ({len(paths)} images); "
-                             f"pair paths are relative to {' or '.join(map(str, roots))} (set --root)")
-    else:
-        pairs = [(_norm(b, roots[0]), _norm(w, roots[0]), t) for b, w, t in raw_pairs]
+
+    def keyed(r) -> list[Pair]:
+        return [(path_key(b, r), path_key(w, r), t) for b, w, t in raw_pairs]
+
+    if images is None:
+        pairs = keyed(roots[0])
         paths = sorted({p for pr in pairs for p in pr[:2]})
         missing = [p for p in paths if not Path(p).is_file()]
         if missing:
             raise FileNotFoundError(f"{len(missing)} pair image(s) not found, first: {missing[0]} "
                                     f"(pair paths are relative to {roots[0]}; set --root)")
-    labels = None
-    if images is not None:
-        from .baselines.sddfiqa import manifest_labels
+        return paths, pairs
+    paths = list(dict.fromkeys(path_key(p) for p in list_images(images)))
+    listed = set(paths)
+    for r in roots:
+        pairs = keyed(r)
+        if all(b in listed and w in listed for b, w, _ in pairs):
+            return paths, pairs
+    absent = next(p for pr in keyed(roots[0]) for p in pr[:2] if p not in listed)
+    raise ValueError(f"the pair image {absent} is not among the --images ({len(paths)} images); "
+                     f"pair paths are relative to {' or '.join(map(str, roots))} (set --root)")
 
-        lab = manifest_labels(images)
-        if lab is not None:
-            by_path = {_norm(p): v for p, v in zip(list_images(images), lab)}
-            labels = [by_path[p] for p in paths]
 
-    ref_paths = [_norm(p) for p in list_images(references)] if references is not None else None
-    if model is not None and not Path(model).exists():
-        raise FileNotFoundError(f"model not found: {model}")
+def _labels(images, paths: list[str]) -> list | None:
+    """Class labels of the test images from a manifest's ``label`` column (for SDD-FIQA), if any."""
+    if images is None:
+        return None
+    from .baselines.sddfiqa import manifest_labels
+    from .io import list_images
+
+    lab = manifest_labels(images)
+    if lab is None:
+        return None
+    by_path = {path_key(p): v for p, v in zip(list_images(images), lab)}
+    return [by_path[p] for p in paths]
+
+
+def _sign(ctx: CompareContext, images, references, train_images) -> None:
+    """Fill in the reference and training paths and the file signatures the cache keys hash."""
+    from .io import list_images
+
+    ctx.ref_paths = [path_key(p) for p in list_images(references)] if references is not None else None
     train_paths = list_images(train_images) if train_images is not None else None
-    dev = resolve_device(device)
-    reference_crop = reference_crop if reference_crop is not None else crop
-    out = Path(out_dir) if out_dir is not None else None
+    ctx.image_sig = [_file_sig(p) for p in ctx.paths] + _source_sig(images)
+    if ctx.ref_paths is not None:
+        ctx.ref_sig = [_file_sig(p) for p in ctx.ref_paths] + _source_sig(references)
+    if train_paths is not None:
+        ctx.train_sig = [_file_sig(path_key(p)) for p in train_paths] + _source_sig(train_images)
 
-    ref_cache: dict[bool, list] = {}
 
-    def ref_arrays(native: bool) -> list[np.ndarray]:
-        if native not in ref_cache:
-            ref_cache[native] = _read_arrays(ref_paths, None if native else _NETWORK_SIZE, reference_crop,
-                                             num_workers, "reading references" if progress else False)
-        return ref_cache[native]
+def _scores(method: Method, ctx: CompareContext, opts: dict, use_cache: bool) -> tuple[dict[str, float], dict]:
+    """``(scores, row fields)``: from the cache when its key matches, else computed (and cached)."""
+    from . import __version__
 
-    wsig: list = []
+    csv_path = ctx.out_dir / f"scores_{method_slug(method.name)}.csv" if ctx.out_dir is not None else None
+    payload = {"method": method.name, "version": __version__, "options": _canonical(opts), "images": ctx.image_sig,
+               "crop": ctx.crop, **method.key(ctx)}
+    key = _hash(payload)
+    hit = _read_cache(csv_path, key, ctx.paths) if (csv_path is not None and use_cache) else None
+    if hit is not None:
+        log.info("%s: cached scores from %s", method.name, csv_path)
+        return hit[0], {"seconds": hit[1].get("seconds"), "cached": True, "scores_csv": str(csv_path)}
+    log.info("%s: scoring %d images", method.name, len(ctx.paths))
+    t0 = time.perf_counter()
+    scores = dict(zip(ctx.paths, method(ctx, opts).tolist()))
+    seconds = round(time.perf_counter() - t0, 3)
+    fields: dict[str, Any] = {"seconds": seconds}
+    if csv_path is not None:
+        _write_cache(csv_path, key, method.name, scores, seconds,
+                     {"options": _canonical(opts), "n_images": len(ctx.paths)})
+        fields["scores_csv"] = str(csv_path)
+    return scores, fields
 
-    def weights_sig():
-        if not wsig:
-            wsig.append(_weights_sig(weights))
-        return wsig[0]
 
-    ctx = {
-        "paths": paths, "ref_paths": ref_paths, "ref_arrays": ref_arrays, "labels": labels, "model": model,
-        "train_images": train_images, "weights": weights, "backbone": backbone, "layer": layer, "k": k, "dev": dev,
-        "device": str(dev), "crop": tuple(crop) if crop is not None else None,
-        "reference_crop": tuple(reference_crop) if reference_crop is not None else None,
-        "train_config": train_config, "model_config": model_config, "chunk_size": chunk_size,
-        "num_workers": num_workers, "progress": progress, "out_dir": out,
-        "image_sig": [_file_sig(p) for p in paths] + _source_sig(images),
-        "ref_sig": ([_file_sig(p) for p in ref_paths] + _source_sig(references)) if ref_paths is not None else None,
-        "train_sig": ([_file_sig(_norm(p)) for p in train_paths] + _source_sig(train_images))
-        if train_paths is not None else None,
-        "weights_sig": weights_sig,
-    }
+def _row(method: Method, ctx: CompareContext, pairs: list[Pair], opts: dict, n_boot: int,
+         use_cache: bool) -> dict:
+    """One table row: the method skipped, failed, or scored and evaluated on the pairs."""
+    from .evaluation import pairwise_accuracy
+    from .io import ImageReadError
 
-    rows: list[dict] = []
-    for method in wanted:
-        opts = options.get(method, {})
-        row: dict[str, Any] = {"method": method, "status": "ok", "accuracy": None, "ci_low": None, "ci_high": None,
-                               "n_pairs": len(pairs), "seconds": None, "cached": False, "note": ""}
-        csv_path = out / f"scores_{method_slug(method)}.csv" if out is not None else None
-        try:
-            reason = _unavailable(method, ctx)
-            if reason is not None:
-                raise _Skip(reason)
-            key = _hash(_key_payload(method, ctx, opts))
-            hit = _read_cache(csv_path, key, paths) if (csv_path is not None and use_cache) else None
-            if hit is not None:
-                scores, meta = hit
-                row.update(seconds=meta.get("seconds"), cached=True)
-                log.info("%s: cached scores from %s", method, csv_path)
-            else:
-                log.info("%s: scoring %d images", method, len(paths))
-                t0 = time.perf_counter()
-                if method == "crl-uiqa":
-                    if opts:
-                        raise ValueError(f"crl-uiqa takes no options, got {', '.join(opts)}")
-                    values = _run_crl(paths, ctx)
-                elif method == "distance":
-                    if opts:
-                        raise ValueError(f"distance takes no options (use k=, layer=), got {', '.join(opts)}")
-                    values = _run_distance(paths, ctx)
-                elif method == "sddfiqa*":
-                    values = _run_sddfiqa_star(paths, ctx, opts)
-                else:
-                    values = _run_registry(method, paths, ctx, opts)
-                seconds = time.perf_counter() - t0
-                values = np.asarray(values, dtype=np.float64)
-                if values.shape != (len(paths),):
-                    raise RuntimeError(f"{method} returned {values.shape[0] if values.ndim else 0} scores for "
-                                       f"{len(paths)} images")
-                bad_idx = np.flatnonzero(~np.isfinite(values))
-                if bad_idx.size:
-                    raise ValueError(f"{bad_idx.size} non-finite score(s), first for {paths[int(bad_idx[0])]}")
-                scores = dict(zip(paths, values.tolist()))
-                row["seconds"] = round(seconds, 3)
-                if csv_path is not None:
-                    _write_cache(csv_path, key, method, scores, row["seconds"],
-                                 {"options": _canonical(opts), "n_images": len(paths)})
-        except _Skip as exc:
-            row.update(status="skipped", note=str(exc), n_pairs=None)
-            log.info("%s: skipped (%s)", method, exc)
-            rows.append(row)
-            continue
-        except ImageReadError:
-            raise
-        except (ImportError, FileNotFoundError) as exc:
-            row.update(status="skipped", note=_skip_reason_for(exc), n_pairs=None)
-            log.warning("%s: skipped (%s)", method, row["note"])
-            rows.append(row)
-            continue
-        except (ValueError, TypeError, RuntimeError, FloatingPointError) as exc:
-            row.update(status="failed", note=str(exc), n_pairs=None)
-            log.warning("%s: failed (%s)", method, exc)
-            log.debug("%s failure", method, exc_info=True)
-            rows.append(row)
-            continue
-        acc = pairwise_accuracy(scores, pairs, n_boot=n_boot)
-        ov = acc["overall"]
-        row.update(accuracy=ov["accuracy"], ci_low=ov["ci_low"], ci_high=ov["ci_high"], n_pairs=ov["n"])
-        for t, s in acc["by_type"].items():
-            row[f"acc_{t}"] = s["accuracy"]
-            row[f"n_{t}"] = s["n"]
-        if csv_path is not None:
-            row["scores_csv"] = str(csv_path)
-        rows.append(row)
+    row: dict[str, Any] = {"method": method.name, "status": "ok", "accuracy": None, "ci_low": None,
+                           "ci_high": None, "n_pairs": len(pairs), "seconds": None, "cached": False, "note": ""}
+    reason = method.unavailable(ctx)
+    if reason is not None:
+        log.info("%s: skipped (%s)", method.name, reason)
+        return {**row, "status": "skipped", "note": reason, "n_pairs": None}
+    try:
+        scores, fields = _scores(method, ctx, opts, use_cache)
+    except ImageReadError:
+        raise
+    except (ImportError, FileNotFoundError) as exc:
+        log.warning("%s: skipped (%s)", method.name, _skip_reason_for(exc))
+        return {**row, "status": "skipped", "note": _skip_reason_for(exc), "n_pairs": None}
+    except (ValueError, TypeError, RuntimeError, FloatingPointError) as exc:
+        log.warning("%s: failed (%s)", method.name, exc)
+        log.debug("%s failure", method.name, exc_info=True)
+        return {**row, "status": "failed", "note": str(exc), "n_pairs": None}
+    scores_csv = fields.pop("scores_csv", None)
+    row.update(fields)
+    acc = pairwise_accuracy(scores, pairs, n_boot=n_boot)
+    ov = acc["overall"]
+    row.update(accuracy=ov["accuracy"], ci_low=ov["ci_low"], ci_high=ov["ci_high"], n_pairs=ov["n"])
+    for t, sub in acc["by_type"].items():
+        row[f"acc_{t}"] = sub["accuracy"]
+        row[f"n_{t}"] = sub["n"]
+    if scores_csv is not None:
+        row["scores_csv"] = scores_csv
+    return row
 
-    if out is not None:
-        keys: list[str] = []
-        for r in rows:
-            keys += [c for c in r if c not in keys]
-        write_csv(out / "compare.csv", rows, keys)
-        write_text(out / "compare.md", format_table(rows) + "\n")
-        write_json(out / "compare.json", {"pairs": str(pairs_csv), "n_pairs": len(pairs), "n_images": len(paths),
-                                          "references": len(ref_paths) if ref_paths is not None else 0,
-                                          "methods": rows})
-    return rows
+
+def _write_outputs(out: Path, rows: list[dict], pairs_csv: Path, n_pairs: int, ctx: CompareContext) -> None:
+    from .files import write_csv, write_json, write_text
+
+    keys: list[str] = []
+    for r in rows:
+        keys += [c for c in r if c not in keys]
+    write_csv(out / "compare.csv", rows, keys)
+    write_text(out / "compare.md", format_table(rows) + "\n")
+    write_json(out / "compare.json", {"pairs": str(pairs_csv), "n_pairs": n_pairs, "n_images": len(ctx.paths),
+                                      "references": len(ctx.ref_paths) if ctx.ref_paths is not None else 0,
+                                      "methods": rows})
 
 
 def format_table(rows: Sequence[Mapping[str, Any]]) -> str:

@@ -39,6 +39,7 @@ SDD-FIQA* (SDD-FIQA scores as pseudo-labels of our training) is
 from __future__ import annotations
 
 import inspect
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -56,6 +57,7 @@ __all__ = [
     "get_baseline",
     "get_spec",
     "run_baseline",
+    "name_files",
     "brisque_score",
     "niqe_score",
     "niqe_ref_score",
@@ -219,6 +221,18 @@ register_baseline(
 )
 
 # -- learning-based baselines of Table 2 (SonoNet-16 based) --
+def name_files(message: str, images: Sequence[str], references: Sequence[str]) -> str:
+    """A baseline's error message with ``images[i]`` / ``references[i]`` (``reference_images[i]``) replaced by the
+    file path, so the user sees which file is at fault."""
+
+    def sub(m: re.Match) -> str:
+        paths = images if m.group(1) == "images" else references
+        i = int(m.group(2))
+        return paths[i] if i < len(paths) else m.group(0)
+
+    return re.sub(r"\b(images|references|reference_images)\[(\d+)\]", sub, message)
+
+
 from .sddfiqa import sddfiqa_score, sddfiqa_star  # noqa: E402
 from .serfiq import serfiq_score  # noqa: E402
 from .weighted import weighted_score  # noqa: E402

@@ -6,8 +6,6 @@ are available here without changes.
 """
 from __future__ import annotations
 
-import re
-
 from ._common import add_crop, crop_tuple, report_failures
 
 
@@ -75,17 +73,6 @@ def _read(paths: list[str], crop, strict: bool, failures: list, desc: str):
     return images, kept
 
 
-def _name_files(message: str, images: list[str], references: list[str]) -> str:
-    """Replace ``images[i]`` / ``references[i]`` (``reference_images[i]``) in an error message by the file path."""
-
-    def sub(m: re.Match) -> str:
-        paths = images if m.group(1) == "images" else references
-        i = int(m.group(2))
-        return paths[i] if i < len(paths) else m.group(0)
-
-    return re.sub(r"\b(images|references|reference_images)\[(\d+)\]", sub, message)
-
-
 def _list_methods() -> None:
     from ..baselines import SPECS
 
@@ -98,7 +85,7 @@ def _list_methods() -> None:
 
 
 def run(args) -> int:
-    from ..baselines import get_spec, run_baseline
+    from ..baselines import get_spec, name_files, run_baseline
     from ..files import write_csv
     from ..io import list_images
 
@@ -135,7 +122,7 @@ def run(args) -> int:
         scores = run_baseline(args.name, images, references=references, weights=args.weights,
                               device=args.device, **options)
     except ValueError as exc:
-        raise ValueError(_name_files(str(exc), paths, ref_paths)) from None
+        raise ValueError(name_files(str(exc), paths, ref_paths)) from None
     except ImportError as exc:  # a missing optional dependency: its message says what to install
         from ..cli import CLIError
 
