@@ -46,11 +46,11 @@ class CRLUIQA:
     """Unsupervised ultrasound quality model: ``fit(images, references)`` then ``predict(images)``."""
 
     def __init__(self, *, k: int = 5, layer: str = "block4", smoothing: bool = True, backbone: str = "sononet16",
-                 weights=None, image_size: tuple[int, int] = (224, 288), device="auto", batch_size_eval: int = 32,
+                 weights=None, image_size: tuple[int, int] | None = None, device="auto", batch_size_eval: int = 32,
                  num_workers: int | None = None, progress: bool = True, train_config: TrainConfig | None = None,
                  model_config: ModelConfig | None = None, calibrate_margins: bool = False, **train_kwargs):
         from . import validate as v
-        from .embed import resolve_device
+        from .devices import resolve_device
 
         self.pseudo = PseudoLabelConfig(k, layer, backbone, smoothing)
         resolve_device(device)  # refuse --device tpu (or an absent CUDA) before any work
@@ -62,8 +62,15 @@ class CRLUIQA:
         self.batch_size_eval = batch_size_eval
         self.num_workers = num_workers
         self.progress = progress
+        if train_config is not None and train_kwargs:
+            raise ConfigError(f"give the training settings either as train_config or as keyword arguments, not both "
+                              f"(got train_config and {', '.join(sorted(train_kwargs))})")
+        if model_config is not None and image_size is not None and tuple(image_size) != model_config.image_size:
+            raise ConfigError(f"image_size {tuple(image_size)} contradicts model_config.image_size "
+                              f"{model_config.image_size}; give one of them")
         self.train_config = train_config or TrainConfig(**train_kwargs)
-        self.model_config = model_config or ModelConfig(backbone=backbone, image_size=tuple(image_size))
+        self.model_config = model_config or ModelConfig(backbone=backbone,
+                                                        image_size=tuple(image_size or (224, 288)))
         self.calibrate_margins = calibrate_margins
         self.calibration_ = None  # crl_uiqa.calibration.CalibrationTable when calibrate_margins
         self.model_ = None
@@ -132,12 +139,19 @@ class CRLUIQA:
         if self.model_ is None:
             raise RuntimeError("this CRLUIQA is not fitted yet: call fit() or CRLUIQA.load(run_dir)")
 
-    def predict(self, images, *, crop=None, strict: bool = False) -> np.ndarray:
+    def predict(self, images, *, crop=None, strict: bool = True) -> np.ndarray:
         """Quality scores of ``images`` (any source :func:`crl_uiqa.io.list_images` takes), higher = better.
 
-        Unreadable files raise here (use :meth:`score_files` to skip them).
+        An unreadable file raises (``strict=True``) or gets NaN at its place
+        (``strict=False``); use :meth:`score_files` to get the failures listed.
         """
-        return self.score_files(images, crop=crop, strict=True).scores
+        res = self.score_files(images, crop=crop, strict=strict)
+        if strict:
+            return res.scores
+        from .io import list_images
+
+        by_path = res.as_dict()
+        return np.array([by_path.get(p, np.nan) for p in list_images(images)], dtype=np.float64)
 
     def score_files(self, images, *, crop=None, strict: bool = False):
         """:class:`crl_uiqa.scoring.Scores` of image files (unreadable ones skipped and listed)."""
@@ -150,20 +164,20 @@ class CRLUIQA:
 
     def evaluate(self, pairs, *, root=None) -> dict:
         """Pairwise accuracy on ``pairs`` (a pairs CSV path or (better, worse[, type]) tuples)."""
-        from .evaluation import align, pairwise_accuracy, read_pairs
+        from .evaluation import pairwise_accuracy
+        from .tables import pair_keys, read_pairs
 
         if isinstance(pairs, (str, Path)):
             root = root if root is not None else Path(pairs).parent
             pairs = read_pairs(pairs)
-        pairs = [(p[0], p[1], p[2] if len(p) > 2 else None) for p in pairs]
-        s, pr = align({}, pairs, pairs_root=root)
+        pr = pair_keys(pairs, root)
         paths = sorted({x for p in pr for x in p[:2]})
         sc = self.score_files(paths, strict=True)
         return pairwise_accuracy(sc.as_dict(), pr)
 
     # ------------------------------------------------------------ save/load
     def save(self, run_dir) -> Path:
-        from .training import save_model
+        from .model import save_model
 
         self._check_fitted()
         return save_model(self.model_, run_dir, history=self.history_,
@@ -171,8 +185,8 @@ class CRLUIQA:
 
     @classmethod
     def load(cls, run_dir, *, device="auto", **kwargs) -> CRLUIQA:
-        from .embed import resolve_device
-        from .training import load_model
+        from .devices import resolve_device
+        from .model import load_model
 
         model, meta = load_model(run_dir, device=resolve_device(device))
         pl = meta.get("pseudo_label_config", {})

@@ -172,8 +172,7 @@ def _weights_file(source: str | os.PathLike) -> Path:
 
 def _load_torch_model(source: Any):
     """``(QualityModel on CPU in eval mode, metadata dict)`` from a model, run directory or ``.safetensors``."""
-    from .model import QualityModel
-    from .training import load_model
+    from .model import QualityModel, load_model
 
     if isinstance(source, QualityModel):
         return source, {"source": "<in-memory model>", "source_sha256": None}

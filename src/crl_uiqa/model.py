@@ -22,6 +22,7 @@ leaves open, made here and documented:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -130,3 +131,40 @@ def build_model(config: ModelConfig | None = None, weights=None, pretrained: boo
     config = config or ModelConfig()
     backbone = get_backbone(config.backbone, weights, pretrained=pretrained)
     return QualityModel(backbone, config)
+
+
+# ----------------------------------------------------------------------------- run directories
+
+
+def save_model(model: QualityModel, run_dir: str | Path, *, history=None, extra=None, train_config=None,
+               train_paths=None) -> Path:
+    """Write ``model.safetensors`` + ``model.json`` into ``run_dir``."""
+    from . import __version__
+    from .checkpoint import save_tensors
+
+    run_dir = Path(run_dir)
+    meta = {"crl_uiqa_version": __version__, "model_config": model.config.to_dict(), "history": history or [],
+            **(extra or {})}
+    if train_config is not None:
+        meta["train_config"] = train_config.to_dict()
+    if train_paths is not None:
+        meta["n_train"] = len(train_paths)
+    return save_tensors(run_dir / "model.safetensors", model.state_dict(), meta)
+
+
+def load_model(run_dir: str | Path, device="cpu") -> tuple[QualityModel, dict]:
+    """Load a trained model from a run directory (or its ``model.safetensors``), without pickle."""
+    from .checkpoint import load_tensors
+
+    p = Path(run_dir)
+    if p.is_dir():
+        p = p / "model.safetensors"
+    if not p.exists() and (p.parent / "last.safetensors").exists():
+        raise FileNotFoundError(f"{p.parent} holds an unfinished run (last.safetensors); finish it with --resume")
+    tensors, meta = load_tensors(p, device=device)
+    mcfg = ModelConfig.from_dict(meta["model_config"])
+    model = build_model(mcfg, pretrained=False)
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{p} does not match the model ({len(missing)} missing, {len(unexpected)} unexpected tensors)")
+    return model.to(device).eval(), meta

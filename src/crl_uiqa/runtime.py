@@ -103,7 +103,7 @@ class TorchRuntime(Runtime):
     kind = "torch"
 
     def __init__(self, model, device: Any = "cpu", source: str = "<in-memory model>", meta: dict | None = None):
-        from .embed import prepare_model, resolve_device
+        from .devices import prepare_model, resolve_device
 
         self.device = resolve_device(device)
         self.model = prepare_model(model, self.device)
@@ -127,7 +127,7 @@ class TorchScriptRuntime(Runtime):
     def __init__(self, path: str | os.PathLike, device: Any = "cpu", *, optimize: bool = True):
         import torch
 
-        from .embed import resolve_device
+        from .devices import resolve_device
 
         path = Path(path)
         if not path.is_file():
@@ -276,7 +276,7 @@ def load_runtime(
         return _open_export(p, key, device, threads)
     weights = _weights_file(p)
     if key == "torch":
-        from .training import load_model
+        from .model import load_model
 
         model, meta = load_model(weights, device="cpu")
         return TorchRuntime(model, device, source=str(weights), meta={"model_config": meta.get("model_config")})

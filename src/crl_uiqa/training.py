@@ -35,7 +35,7 @@ from .errors import ConfigError
 from .files import write_csv
 from .io import iter_batches
 from .losses import LossWeights, total_loss
-from .model import ModelConfig, QualityModel, build_model
+from .model import ModelConfig, QualityModel, build_model, load_model, save_model  # noqa: F401 - kept importable from here
 from .views import StrongViews, parse_strong_views, weak_view
 
 log = logging.getLogger(__name__)
@@ -390,34 +390,3 @@ def _write_history(run_dir: Path, history: list[dict]) -> None:
         write_bytes(run_dir / "training_curves.png", fig_to_png(training_curves(history)))
     except Exception as exc:  # a plot must never stop training
         log.warning("could not draw training curves: %s", exc)
-
-
-def save_model(model: QualityModel, run_dir: str | Path, *, history=None, extra=None, train_config=None,
-               train_paths=None) -> Path:
-    """Write ``model.safetensors`` + ``model.json`` into ``run_dir``."""
-    from . import __version__
-
-    run_dir = Path(run_dir)
-    meta = {"crl_uiqa_version": __version__, "model_config": model.config.to_dict(), "history": history or [],
-            **(extra or {})}
-    if train_config is not None:
-        meta["train_config"] = train_config.to_dict()
-    if train_paths is not None:
-        meta["n_train"] = len(train_paths)
-    return save_tensors(run_dir / "model.safetensors", model.state_dict(), meta)
-
-
-def load_model(run_dir: str | Path, device="cpu") -> tuple[QualityModel, dict]:
-    """Load a trained model from a run directory (or its ``model.safetensors``), without pickle."""
-    p = Path(run_dir)
-    if p.is_dir():
-        p = p / "model.safetensors"
-    if not p.exists() and (p.parent / "last.safetensors").exists():
-        raise FileNotFoundError(f"{p.parent} holds an unfinished run (last.safetensors); finish it with --resume")
-    tensors, meta = load_tensors(p, device=device)
-    mcfg = ModelConfig.from_dict(meta["model_config"])
-    model = build_model(mcfg, pretrained=False)
-    missing, unexpected = model.load_state_dict(tensors, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"{p} does not match the model ({len(missing)} missing, {len(unexpected)} unexpected tensors)")
-    return model.to(device).eval(), meta

@@ -19,8 +19,8 @@ def register(sub) -> None:
 def run(args) -> int:
     from ..embed import resolve_device
     from ..io import list_images
+    from ..model import load_model
     from ..scoring import score_paths
-    from ..training import load_model
 
     dev = resolve_device(args.device)
     model, _ = load_model(args.model, device=dev)

@@ -206,11 +206,6 @@ def lateral_sigma(radius: np.ndarray, focus_mm: float, sigma0_mm: float = 0.8,
     return sigma0_mm * np.sqrt(1.0 + ((radius - focus_mm) / rayleigh_mm) ** 2)
 
 
-@functools.lru_cache(maxsize=32)
-def _axial_transfer(n: int, sigma: float) -> np.ndarray:
-    return _gaussian_transfer(n, np.array([sigma]))[0]
-
-
 def sampled_gaussian_transfer(freq: np.ndarray, sigma: np.ndarray) -> np.ndarray:
     """DFT of a Gaussian kernel sampled at the integers, ``sum_k exp(-2 pi^2 sigma^2 (f - k)^2)``.
 

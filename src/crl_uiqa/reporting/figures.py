@@ -425,7 +425,8 @@ def training_curves(history: Sequence[Mapping[str, Any]]) -> Figure:
                 ax.fill_between(x[band], lo[band], hi[band], color=line.get_color(), alpha=0.2,
                                 label=f"{k} 95% CI")
         ax.axhline(0.5, color="gray", linestyle=":", linewidth=1.0, label="chance")
-        ax.set_ylim(min(0.4, float(np.nanmin([np.nanmin(series[k]) for k in acc_keys])) - 0.05), 1.02)
+        seen = np.concatenate([series[k][np.isfinite(series[k])] for k in acc_keys])  # all NaN: nothing seen
+        ax.set_ylim(min(0.4, float(seen.min()) - 0.05) if seen.size else 0.35, 1.02)
         ax.set_xlabel("epoch")
         ax.set_ylabel("accuracy / rank correlation")
         ax.set_title("validation")

@@ -280,7 +280,7 @@ class SelectionSettings:
 
 def _load_plane_model(plane_model: Any, plane_weights: Any, device: Any):
     from ..backbones import get_backbone
-    from ..embed import prepare_model, resolve_device
+    from ..devices import prepare_model, resolve_device
 
     dev = resolve_device(device)
     model = plane_model if plane_model is not None else get_backbone("sononet16", plane_weights)
