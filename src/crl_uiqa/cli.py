@@ -34,7 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Start with `crl-uiqa demo`. Each command has its own --help.",
     )
     parser.add_argument("--version", action="version", version=f"crl-uiqa {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="print debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true", help="print debug logging and full tracebacks")
+    parser.add_argument("--allow-plugin-backbones", action="store_true",
+                        help="let a model whose model.json names a python:module:function backbone import and run "
+                        "that code (off by default: a model is data)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     names = sorted(m.name for m in pkgutil.iter_modules(_commands.__path__) if not m.name.startswith("_"))
     for name in names:
@@ -53,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
+    from .backbones import allow_plugin_backbones
+
+    allow_plugin_backbones(args.allow_plugin_backbones)
     return run_command(args)
 
 
@@ -67,6 +73,7 @@ def run_command(args: argparse.Namespace) -> int:
     """
     prefix = f"crl-uiqa {args.command}"
     try:
+        _check_out(args)
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print(f"{prefix}: interrupted", file=sys.stderr)
@@ -90,6 +97,23 @@ def run_command(args: argparse.Namespace) -> int:
               + ("" if args.verbose else " with the full traceback printed by `crl-uiqa -v " + str(args.command) + " ...`."),
               file=sys.stderr)
         return EXIT_BUG
+
+
+#: what --out names, per command: checked before any work (a folder where a file is expected, a path under a
+#: regular file, a folder that cannot be written)
+OUT_KIND = {"baseline": "file", "classify": "file", "embed": "file", "export": "file", "pseudo-label": "file",
+            "report": "file", "score": "file", "ablate": "dir", "compare": "dir", "demo": "dir", "fit": "dir",
+            "select": "dir", "simulate": "dir", "train": "dir"}
+
+
+def _check_out(args: argparse.Namespace) -> None:
+    out = getattr(args, "out", None)
+    kind = OUT_KIND.get(args.command)
+    if not out or kind is None:
+        return
+    from .files import check_output_dir, check_output_file
+
+    (check_output_dir if kind == "dir" else check_output_file)(out)
 
 
 def _one_line(msg: str) -> str:

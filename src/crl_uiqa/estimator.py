@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import ConfigError
+from .errors import ConfigError, InputError
 from .model import ModelConfig
 from .training import TrainConfig
 
@@ -40,6 +40,19 @@ class PseudoLabelConfig:
             raise ConfigError(f"{v.flag('layer')} must be a layer name, got {self.layer!r}")
         check_backbone_name(self.backbone)
         v.boolean("smoothing", self.smoothing)
+
+
+def _listing(paths: Sequence[str]) -> list:
+    """Paths and sizes: what identifies an input set for ``--resume`` without reading every image."""
+    import os
+
+    out = []
+    for p in paths:
+        try:
+            out.append([str(p), os.path.getsize(p)])
+        except OSError:
+            out.append([str(p), None])
+    return out
 
 
 class CRLUIQA:
@@ -78,13 +91,43 @@ class CRLUIQA:
         self.history_: list[dict] = []
 
     # ------------------------------------------------------------------ fit
-    def fit(self, images, references, *, run_dir=None, resume: bool = False, crop=None, reference_crop=None,
-            val_pairs=None) -> CRLUIQA:
-        """Pseudo-label ``images`` against ``references`` and train the quality model."""
+    def fit(self, images, references, *, run_dir=None, resume: bool = False, overwrite: bool = False, crop=None,
+            reference_crop=None, val_pairs=None) -> CRLUIQA:
+        """Pseudo-label ``images`` against ``references`` and train the quality model.
+
+        ``run_dir`` holding a run is refused unless ``resume`` (same images,
+        references and settings, checked by ``run_dir/fit.json``) or
+        ``overwrite``.
+        """
+        from .checkpoint import check_run_dir, inputs_digest
+        from .files import write_json
+        from .io import list_images
         from .pseudo_labels import label_images
 
         run_dir = Path(run_dir) if run_dir is not None else None
         labels_csv = run_dir / "labels.csv" if run_dir is not None else None
+        img_list, ref_list = list_images(images), list_images(references)
+        if self.pseudo.k > len(ref_list):
+            raise ConfigError(f"k={self.pseudo.k} (--k) is larger than the number of references n={len(ref_list)}")
+        if len(img_list) < 2:
+            raise InputError(f"fit needs at least 2 images, found {len(img_list)}")
+        run_json = run_dir / "fit.json" if run_dir is not None else None
+        if run_dir is not None:
+            check_run_dir(run_dir, resume=resume, overwrite=overwrite)
+            inputs = {"images": _listing(img_list), "references": _listing(ref_list),
+                      "crop": crop, "reference_crop": reference_crop, "pseudo_label_config": asdict(self.pseudo)}
+            digest = inputs_digest(inputs)
+            fit_meta = {"inputs_sha256": digest, "n_images": len(img_list), "n_references": len(ref_list)}
+            if resume and run_json.exists():
+                from .checkpoint import read_json_object
+
+                if read_json_object(run_json, "fit run description").get("inputs_sha256") != digest:
+                    raise ConfigError(f"cannot resume {run_dir}: --images, --references, the crops or the pseudo-label "
+                                      "settings differ from those of the interrupted run; give the same ones, or start "
+                                      "anew with --overwrite (or another --out)")
+            elif resume and any((run_dir / f).exists() for f in ("labels.csv", "last.safetensors")):
+                raise ConfigError(f"cannot resume {run_dir}: it has no fit.json to check the inputs against "
+                                  "(written by an older crl-uiqa); start anew with --overwrite")
         if resume and labels_csv is not None and labels_csv.exists():
             from .files import read_csv
 
@@ -96,12 +139,14 @@ class CRLUIQA:
                                         smoothing=self.pseudo.smoothing, device=self.device, crop=crop,
                                         reference_crop=reference_crop, num_workers=self.num_workers,
                                         progress=self.progress)
-            if labels_csv is not None:
+            if labels_csv is not None:  # fit.json first: a kill in between makes --resume label again
+                write_json(run_json, fit_meta)
                 self.labels_.to_csv(labels_csv)
             paths, q = self.labels_.paths, self.labels_.labels.label
         if self.calibrate_margins and self.train_config.relativity:
             self._calibrate(references, reference_crop if reference_crop is not None else crop)
-        return self.fit_labels(paths, q, run_dir=run_dir, resume=resume, crop=crop, val_pairs=val_pairs)
+        return self.fit_labels(paths, q, run_dir=run_dir, resume=resume, overwrite=True, crop=crop,
+                               val_pairs=val_pairs)
 
     def _calibrate(self, references, crop) -> None:
         """Per-family relativity margins measured on the references (:mod:`crl_uiqa.calibration`)."""
@@ -122,12 +167,12 @@ class CRLUIQA:
                                          ", ".join(f"{f}={w:.3f}" for f, w in weights.items()))
 
     def fit_labels(self, paths: Sequence[str], labels: Sequence[float], *, run_dir=None, resume: bool = False,
-                   crop=None, val_pairs=None) -> CRLUIQA:
+                   overwrite: bool = False, crop=None, val_pairs=None) -> CRLUIQA:
         """Train on given (pseudo-)labels, skipping the labelling step."""
         from .training import train
 
         res = train(paths, labels, config=self.train_config, model_config=self.model_config, weights=self.weights,
-                    run_dir=run_dir, resume=resume, device=self.device, crop=crop, num_workers=self.num_workers,
+                    run_dir=run_dir, resume=resume, overwrite=overwrite, device=self.device, crop=crop, num_workers=self.num_workers,
                     val_pairs=val_pairs, progress=self.progress,
                     extra_meta={"pseudo_label_config": asdict(self.pseudo)})
         self.model_ = res.model

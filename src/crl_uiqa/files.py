@@ -5,11 +5,25 @@ a temporary file in the destination folder and moved into place with
 :func:`os.replace`, so an interrupted run never leaves a half-written CSV,
 checkpoint or report behind. :func:`safe_name` turns a name taken from the
 user's input (a scan's file name) into one that stays inside the output folder.
+Temporary files are named ``.NAME.crl-uiqa-PID-XXXX.tmp...``; one left by a killed process (its PID no
+longer running) is removed the next time that file is written. A failed write
+(disk full, read-only folder) raises :class:`~crl_uiqa.errors.OutputError`
+naming the destination, and the destination keeps its previous content.
+
+:func:`check_output_file` and :func:`check_output_dir` test an output path
+before any work: a folder where a file is expected, a path under a regular
+file, a folder that cannot be written.
+
+CSV cells are written exactly as given, file paths included: a path that starts
+with ``=``, ``+``, ``-`` or ``@`` stays as it is, because programs join the
+outputs on these strings (README, "Reliability": open such CSVs in a
+spreadsheet with the import dialog, as text).
 """
 from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import io
 import json
 import os
@@ -17,6 +31,13 @@ import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+from .errors import CRLUIQAError, OutputError
+
+_TMP_TAG = "crl-uiqa"
+_TMP_PID = re.compile(r"\." + _TMP_TAG + r"-(\d+)-[^/]*\.tmp")
+# errors of the destination whatever file they name (disk full, quota, read-only file system)
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
 
 #: Characters :func:`safe_name` replaces: path separators and control characters.
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\]+")
@@ -42,18 +63,116 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     is left untouched.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
-    os.close(fd)
+    try:
+        if path.is_dir():
+            raise OutputError(f"{path}: is a folder, a file name is expected")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_TMP_TAG}-{os.getpid()}-", suffix=".tmp" + path.suffix,
+                                   dir=path.parent)
+        os.close(fd)
+    except CRLUIQAError:
+        raise
+    except OSError as exc:
+        raise _output_error(path, exc) from None
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give outputs the usual mode
         os.replace(tmp_path, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
             tmp_path.unlink()
+        if isinstance(exc, OSError) and not isinstance(exc, CRLUIQAError) and (
+                exc.errno in _WRITE_ERRNOS or exc.filename in (None, str(tmp_path), str(path))):
+            raise _output_error(path, exc) from None
         raise
+
+
+def _output_error(path: Path, exc: OSError) -> OutputError:
+    where = exc.filename if exc.filename and not _TMP_PID.search(os.fsdecode(exc.filename)) else path
+    return OutputError(f"{where}: cannot write {path.name}: {exc.strerror or exc}")
+
+
+def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files of ``path`` left by crl-uiqa processes that no longer run."""
+    path = Path(path)
+    removed = []
+    with contextlib.suppress(OSError):
+        for tmp in path.parent.glob(f".{glob_escape(path.name)}.{_TMP_TAG}-*.tmp*"):
+            m = _TMP_PID.search(tmp.name)
+            if m and not _pid_alive(int(m.group(1))):
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+                    removed.append(tmp)
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    import glob
+
+    return glob.escape(name)
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _blocking_file(path: Path) -> Path | None:
+    """The nearest existing ancestor of ``path`` (itself excluded) when it is not a folder."""
+    for parent in path.parents:
+        if parent.exists():
+            return None if parent.is_dir() else parent
+    return None
+
+
+def _probe_writable(folder: Path, what: Path) -> None:
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{_TMP_TAG}-{os.getpid()}-", suffix=".probe.tmp", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OutputError(f"{what}: cannot write into {folder} ({exc.strerror or exc})") from None
+
+
+def check_output_file(path: str | os.PathLike) -> Path:
+    """Check, before any work, that the file ``path`` can be written (its folder is created)."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{path}: is a folder, a file name is expected")
+    block = _blocking_file(path)
+    if block is not None:
+        raise OutputError(f"{path}: {block} is a file, not a folder")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot create its folder {path.parent} ({exc.strerror or exc})") from None
+    _probe_writable(path.parent, path)
+    return path
+
+
+def check_output_dir(path: str | os.PathLike) -> Path:
+    """Check, before any work, that the folder ``path`` exists or can be created, and can be written."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{path}: is a file, a folder is expected")
+    block = _blocking_file(path)
+    if block is not None:
+        raise OutputError(f"{path}: {block} is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot create the folder ({exc.strerror or exc})") from None
+    _probe_writable(path, path)
+    return path
 
 
 def _umask() -> int:

@@ -152,19 +152,41 @@ def save_model(model: QualityModel, run_dir: str | Path, *, history=None, extra=
     return save_tensors(run_dir / "model.safetensors", model.state_dict(), meta)
 
 
-def load_model(run_dir: str | Path, device="cpu") -> tuple[QualityModel, dict]:
-    """Load a trained model from a run directory (or its ``model.safetensors``), without pickle."""
+def load_model(run_dir: str | Path, device="cpu", *, allow_plugins: bool | None = None) -> tuple[QualityModel, dict]:
+    """Load a trained model from a run directory (or its ``model.safetensors``), without pickle.
+
+    A model is data: a ``python:module:function`` backbone named in it is
+    refused unless ``allow_plugins`` (default: :func:`crl_uiqa.backbones.plugins_allowed`,
+    set by the command line's ``--allow-plugin-backbones``). Damaged files are
+    refused by :func:`crl_uiqa.checkpoint.load_tensors`.
+    """
+    from .backbones import is_plugin, plugins_allowed
     from .checkpoint import load_tensors
+    from .errors import ModelError
 
     p = Path(run_dir)
     if p.is_dir():
         p = p / "model.safetensors"
     if not p.exists() and (p.parent / "last.safetensors").exists():
         raise FileNotFoundError(f"{p.parent} holds an unfinished run (last.safetensors); finish it with --resume")
+    if not p.exists():
+        raise FileNotFoundError(f"model not found: {p}")
     tensors, meta = load_tensors(p, device=device)
-    mcfg = ModelConfig.from_dict(meta["model_config"])
+    if not isinstance(meta.get("model_config"), dict):
+        raise ModelError(f"{p}: no model_config in its description: not a crl-uiqa quality model")
+    try:
+        mcfg = ModelConfig.from_dict(meta["model_config"])
+    except (ConfigError, TypeError) as exc:
+        raise ModelError(f"{p}: invalid model_config: {exc}") from None
+    if is_plugin(mcfg.backbone) and not (plugins_allowed() if allow_plugins is None else allow_plugins):
+        raise ModelError(f"{p}: names the plug-in backbone {mcfg.backbone!r}; a model is data and loading it does "
+                         "not import code. If you trust this model, pass --allow-plugin-backbones "
+                         "(Python: allow_plugins=True)")
     model = build_model(mcfg, pretrained=False)
-    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(tensors, strict=False)
+    except RuntimeError as exc:  # shapes that disagree with model_config
+        raise ModelError(f"{p} does not match its model_config: {str(exc).splitlines()[-1].strip()}") from None
     if missing or unexpected:
-        raise ValueError(f"{p} does not match the model ({len(missing)} missing, {len(unexpected)} unexpected tensors)")
+        raise ModelError(f"{p} does not match the model ({len(missing)} missing, {len(unexpected)} unexpected tensors)")
     return model.to(device).eval(), meta

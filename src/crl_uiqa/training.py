@@ -29,9 +29,10 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .checkpoint import load_tensors, optimizer_tensors, restore_optimizer, save_tensors
+from .checkpoint import (check_run_dir, inputs_digest, load_tensors, optimizer_tensors, restore_optimizer,
+                         save_tensors)
 from .embed import resolve_device
-from .errors import ConfigError
+from .errors import ConfigError, ModelError
 from .files import write_csv
 from .io import iter_batches
 from .losses import LossWeights, total_loss
@@ -246,6 +247,7 @@ def train(
     progress: bool = True,
     on_epoch: Callable[[dict], None] | None = None,
     extra_meta: dict | None = None,
+    overwrite: bool = True,
 ) -> TrainResult:
     """Train a CRL-UIQA quality model on images with pseudo-labels.
 
@@ -253,38 +255,57 @@ def train(
     ``training_curves.png`` and the final ``model.*``. With ``resume=True`` a
     run continues from ``run_dir/last.*``. ``val_pairs`` (better, worse
     paths) adds the validation pairwise accuracy to each epoch's metrics.
+
+    Without ``resume``, a ``run_dir`` holding a run is refused unless
+    ``overwrite`` (the default of this low-level function; the ``fit`` and
+    ``train`` commands and :class:`~crl_uiqa.estimator.CRLUIQA` default to
+    refusing). A resumed run must train on the same paths and labels.
     """
     from tqdm.auto import tqdm
 
     cfg = config or TrainConfig()
     mcfg = model_config or ModelConfig()
     q_all = _validate_labels(paths, labels)
-    if cfg.epochs < 1 or cfg.batch_size < 1:
-        raise ValueError("epochs and batch_size must be positive")
     dev = resolve_device(device)
     amp = bool(cfg.amp and dev.type == "cuda")
     run_dir = Path(run_dir) if run_dir is not None else None
+    if resume and run_dir is None:
+        raise ConfigError("--resume needs a run directory")
+    if run_dir is not None:
+        check_run_dir(run_dir, resume=resume, overwrite=overwrite,
+                      files=("last.safetensors", "last.json", "model.safetensors", "model.json"))
+    digest = inputs_digest([str(p) for p in paths], [float(v) for v in q_all])
+    last = run_dir / "last.safetensors" if run_dir is not None else None
+    if resume and not last.exists() and not any((run_dir / f).exists() for f in ("labels.csv", "fit.json")):
+        raise FileNotFoundError(f"--resume: {run_dir} holds no interrupted run (no last.safetensors)")
     torch.manual_seed(cfg.seed)
 
-    model = build_model(mcfg, weights=weights, pretrained=not (resume and run_dir and (run_dir / "last.json").exists()))
+    model = build_model(mcfg, weights=weights, pretrained=not (resume and last.exists()))
     model.to(dev).to(memory_format=torch.channels_last)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
     history: list[dict] = []
     start_epoch = 0
-    if resume:
-        if run_dir is None or not (run_dir / "last.json").exists():
-            raise FileNotFoundError(f"--resume: no checkpoint last.json in {run_dir}")
-        tensors, meta = load_tensors(run_dir / "last.safetensors", device=dev)
-        old = meta["train_config"]
-        changed = [k for k in _RESUME_KEYS if k in old and TrainConfig.from_dict(old).to_dict()[k] != cfg.to_dict()[k]]
-        if changed or ModelConfig.from_dict(meta["model_config"]).to_dict() != mcfg.to_dict():
-            raise ValueError(f"cannot resume {run_dir}: settings differ from the checkpoint ({', '.join(changed) or 'model'})")
+    if resume and last.exists():  # (killed before the first checkpoint: start at epoch 1)
+        tensors, meta = load_tensors(last, device=dev)
+        try:
+            old = meta["train_config"]
+            changed = [k for k in _RESUME_KEYS if k in old and TrainConfig.from_dict(old).to_dict()[k] != cfg.to_dict()[k]]
+            same_model = ModelConfig.from_dict(meta["model_config"]).to_dict() == mcfg.to_dict()
+        except (KeyError, TypeError, ConfigError) as exc:
+            raise ModelError(f"{last}: not a crl-uiqa training checkpoint ({exc})") from None
+        if changed or not same_model:
+            raise ConfigError(f"cannot resume {run_dir}: settings differ from the checkpoint ({', '.join(changed) or 'model'})")
+        if meta.get("inputs_sha256", digest) != digest:
+            raise ConfigError(f"cannot resume {run_dir}: the training images or labels differ from those of the "
+                              "interrupted run; give the same inputs, or start anew with --overwrite (or another --out)")
         model.load_state_dict({k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")})
         restore_optimizer(opt, tensors, meta["optimizer"])
         start_epoch = int(meta["epoch"]) + 1
         history = list(meta.get("history", []))
         log.info("resuming %s at epoch %d", run_dir, start_epoch + 1)
+    elif resume:
+        log.info("%s has no checkpoint yet: training from epoch 1", run_dir)
 
     # data
     cache, kept, failures = load_image_cache(paths, mcfg.image_size, crop=crop, num_workers=num_workers,
@@ -311,7 +332,10 @@ def train(
     weights_ = LossWeights(cfg.alpha, cfg.theta, cfg.beta)
     n = tr_cache.shape[0]
     steps = math.ceil(n / cfg.batch_size)
-    meta_base = {"model_config": mcfg.to_dict(), "train_config": cfg.to_dict(), **(extra_meta or {})}
+    meta_base = {"model_config": mcfg.to_dict(), "train_config": cfg.to_dict(), "inputs_sha256": digest,
+                 **(extra_meta or {})}
+    if run_dir is not None and history:  # history.csv may lag the checkpoint by one epoch after a kill
+        _write_history(run_dir, history)
 
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()

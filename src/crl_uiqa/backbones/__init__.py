@@ -52,6 +52,20 @@ def available_backbones() -> list[str]:
     return sorted(_REGISTRY)
 
 
+_PLUGINS_ALLOWED = False
+
+
+def allow_plugin_backbones(allowed: bool = True) -> None:
+    """Let model files that name a ``python:module:function`` backbone load (command line: ``--allow-plugin-backbones``)."""
+    global _PLUGINS_ALLOWED
+    _PLUGINS_ALLOWED = bool(allowed)
+
+
+def plugins_allowed() -> bool:
+    """Whether loading a model may import the plug-in backbone it names (off unless asked for)."""
+    return _PLUGINS_ALLOWED
+
+
 def is_plugin(name: str) -> bool:
     """Whether ``name`` is a ``python:module:function`` plug-in (code named by a string)."""
     return str(name).lower().startswith("python:")
@@ -117,7 +131,9 @@ __all__ = [
     "SmallNet",
     "SonoNet",
     "smallnet",
+    "allow_plugin_backbones",
     "available_backbones",
+    "plugins_allowed",
     "check_backbone_name",
     "is_plugin",
     "min_input_size",

@@ -121,7 +121,10 @@ def add_training(parser: argparse.ArgumentParser, calibrate_margins: bool = Fals
                    help="first trainable backbone block (block1 = whole network, head = frozen backbone)")
     g.add_argument("--image-size", nargs=2, type=int, default=[224, 288], metavar=("H", "W"),
                    help="training/scoring resolution (default 224 288; 112 144 is 4x faster on a CPU)")
-    g.add_argument("--resume", action="store_true", help="continue an interrupted run from OUT/last.*")
+    g.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run from OUT/last.safetensors (same inputs and settings)")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace the run OUT already holds (without it, an interrupted or finished run is refused)")
     g.add_argument("--val-pairs", default=None, help="optional pairs CSV (better,worse) for validation accuracy per epoch")
 
 

@@ -33,7 +33,8 @@ def run(args) -> int:
     est = CRLUIQA(k=args.k, layer=args.layer, smoothing=not args.no_smoothing, backbone=args.backbone,
                   weights=args.weights, device=args.device, num_workers=args.workers, progress=not args.quiet,
                   train_config=tc, model_config=mc, calibrate_margins=args.calibrate_margins)
-    est.fit(args.images, args.references, run_dir=args.out, resume=args.resume, crop=crop_tuple(args.crop),
+    est.fit(args.images, args.references, run_dir=args.out, resume=args.resume, overwrite=args.overwrite,
+            crop=crop_tuple(args.crop),
             reference_crop=crop_tuple(args.reference_crop), val_pairs=val_pairs_arg(args.val_pairs))
     if est.calibration_ is not None:
         print("calibrated margin weights (mean 1; stored in model.json under train_config.calibration):")

@@ -27,6 +27,9 @@ def run(args) -> int:
     from ..files import read_csv
     from ..training import train
 
+    from ..checkpoint import check_run_dir
+
+    check_run_dir(args.out, resume=args.resume, overwrite=args.overwrite)
     rows = read_csv(args.labels)
     if not rows or "path" not in rows[0] or "pseudo_label" not in rows[0]:
         raise ValueError(f"{args.labels} must have columns path,pseudo_label")
@@ -39,7 +42,7 @@ def run(args) -> int:
         raise ValueError(f"{args.labels}: non-numeric pseudo_label ({exc})") from None
     tc, mc = training_configs(args)
     res = train(paths, labels, config=tc, model_config=mc, weights=args.weights, run_dir=args.out,
-                resume=args.resume, device=args.device, crop=crop_tuple(args.crop), num_workers=args.workers,
+                resume=args.resume, overwrite=args.overwrite, device=args.device, crop=crop_tuple(args.crop), num_workers=args.workers,
                 val_pairs=val_pairs_arg(args.val_pairs), progress=not args.quiet)
     _print_summary(res.history, args.out)
     return 0

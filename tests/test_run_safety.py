@@ -1,0 +1,180 @@
+"""Crash-consistent checkpoints, resume and overwrite (issue 12, items 4 and 5).
+
+Fault tests run the training in a subprocess and kill it with SIGKILL at the
+worst moments (between the checkpoint file and its JSON copy; in the middle of
+writing the checkpoint), then resume and compare with an uninterrupted run,
+bit for bit (CPU).
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from crl_uiqa import errors
+from crl_uiqa.cli import main
+from crl_uiqa.errors import ConfigError, OutputError
+from crl_uiqa.io import write_gray_png
+from crl_uiqa.model import ModelConfig
+from crl_uiqa.training import TrainConfig, load_model, train
+
+SIZE = (32, 40)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _images(folder: Path, n: int = 10) -> tuple[list[str], list[float]]:
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:40, 0:48]
+    paths, labels = [], []
+    for i in range(n):
+        q = i / (n - 1)
+        img = q * (0.5 + 0.3 * np.sin(xx / 4.0)) + (1 - q) * rng.uniform(0, 1, xx.shape)
+        p = folder / f"img{i:02d}.png"
+        write_gray_png(p, img)
+        paths.append(str(p))
+        labels.append(q)
+    return paths, labels
+
+
+def _cfg(epochs=3):
+    return TrainConfig(epochs=epochs, batch_size=4, lr=1e-2, val_fraction=0.2, seed=0)
+
+
+def _train(paths, labels, run, weights, **kw):
+    return train(paths, labels, config=_cfg(kw.pop("epochs", 3)), model_config=ModelConfig(image_size=SIZE),
+                 weights=weights, run_dir=run, num_workers=0, progress=False, **kw)
+
+
+def _same_weights(a: Path, b: Path) -> None:
+    ma, _ = load_model(a)
+    mb, _ = load_model(b)
+    for (k, va), (_, vb) in zip(ma.state_dict().items(), mb.state_dict().items()):
+        assert torch.equal(va, vb), k
+
+
+KILLER = """
+import json, os, signal, sys
+import crl_uiqa.checkpoint as ck
+from crl_uiqa.model import ModelConfig
+from crl_uiqa.training import TrainConfig, train
+
+paths, labels, run, weights, where = json.loads(sys.argv[1])
+real_write_json, real_save_file = ck.write_json, ck.save_file
+
+def write_json(path, obj):  # the JSON copy of the epoch-2 checkpoint: die before it
+    if where == "between" and path.name == "last.json" and obj.get("epoch") == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_write_json(path, obj)
+
+def save_file(tensors, filename, metadata=None):  # die half-way through writing the epoch-2 checkpoint
+    if where == "mid-write" and json.loads(metadata["crl_uiqa"]).get("epoch") == 1:
+        real_save_file(tensors, filename, metadata=metadata)
+        size = os.path.getsize(filename)
+        os.truncate(filename, size // 2)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_save_file(tensors, filename, metadata=metadata)
+
+ck.write_json, ck.save_file = write_json, save_file
+train(paths, labels, config=TrainConfig(epochs=3, batch_size=4, lr=1e-2, val_fraction=0.2, seed=0),
+      model_config=ModelConfig(image_size=(32, 40)), weights=weights, run_dir=run, num_workers=0, progress=False)
+"""
+
+
+@pytest.mark.parametrize("where", ["between", "mid-write"])
+def test_kill_then_resume_equals_the_uninterrupted_run(tmp_path, sononet16_path, where):
+    (tmp_path / "imgs").mkdir()
+    paths, labels = _images(tmp_path / "imgs")
+    _train(paths, labels, tmp_path / "full", sononet16_path)
+    run = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.run([sys.executable, "-c", KILLER, json.dumps([paths, labels, str(run), str(sononet16_path), where])],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert not (run / "model.safetensors").exists()
+    if where == "mid-write":
+        assert list(run.glob(".last.safetensors.crl-uiqa-*.tmp*"))  # the half-written temporary is left...
+    # the checkpoint on disk is one consistent unit: epoch 2 (between) or epoch 1 (mid-write)
+    _, meta = torch.zeros(0), None
+    from crl_uiqa.checkpoint import load_tensors
+
+    _, meta = load_tensors(run / "last.safetensors")
+    assert meta["epoch"] == (1 if where == "between" else 0) and len(meta["history"]) == meta["epoch"] + 1
+    res = _train(paths, labels, run, sononet16_path, resume=True)
+    assert [r["epoch"] for r in res.history] == [1, 2, 3]  # no epoch trained twice
+    _same_weights(tmp_path / "full", run)
+    assert not list(run.glob(".*.tmp*"))  # ...and removed by the next run (its process is gone)
+    hist = (run / "history.csv").read_text().splitlines()
+    assert len(hist) == 4
+
+
+def test_resume_with_other_labels_is_refused(tmp_path, sononet16_path):
+    (tmp_path / "imgs").mkdir()
+    paths, labels = _images(tmp_path / "imgs")
+    _train(paths, labels, tmp_path / "r", sononet16_path, epochs=1)
+    with pytest.raises(ConfigError, match="images or labels differ"):
+        _train(paths, labels[::-1], tmp_path / "r", sononet16_path, epochs=2, resume=True)
+    with pytest.raises(ConfigError, match="images or labels differ"):
+        _train(paths[:-1], labels[:-1], tmp_path / "r", sononet16_path, epochs=2, resume=True)
+
+
+def test_new_run_into_an_existing_one_is_refused_unless_overwrite(tmp_path, sononet16_path):
+    (tmp_path / "imgs").mkdir()
+    paths, labels = _images(tmp_path / "imgs")
+    _train(paths, labels, tmp_path / "r", sononet16_path, epochs=1)
+    before = (tmp_path / "r" / "model.safetensors").read_bytes()
+    with pytest.raises(OutputError, match="already holds a finished run.*--overwrite"):
+        _train(paths, labels, tmp_path / "r", sononet16_path, epochs=1, overwrite=False)
+    assert (tmp_path / "r" / "model.safetensors").read_bytes() == before
+    _train(paths, labels, tmp_path / "r", sononet16_path, epochs=1, overwrite=True)
+
+
+def _fit(tmp_path, weights, images, refs, *extra) -> tuple[int, list[str]]:
+    return main(["fit", "--images", str(images), "--references", str(refs), "--out", str(tmp_path / "run"), "--k", "2",
+                 "--epochs", "1", "--batch-size", "4", "--image-size", *map(str, SIZE), "--weights", str(weights),
+                 "--workers", "0", "--quiet", *extra])
+
+
+def test_fit_refuses_other_inputs_on_resume_and_an_existing_run(tmp_path, sononet16_path, capsys):
+    imgs, other, refs = tmp_path / "imgs", tmp_path / "other", tmp_path / "refs"
+    for d in (imgs, other, refs):
+        d.mkdir()
+    paths, _ = _images(imgs)
+    _images(other, n=8)
+    for p in paths[-3:]:
+        (refs / Path(p).name).write_bytes(Path(p).read_bytes())
+    assert _fit(tmp_path, sononet16_path, imgs, refs) == 0
+    capsys.readouterr()
+    model = (tmp_path / "run" / "model.safetensors").read_bytes()
+    # a new run into the finished one
+    assert _fit(tmp_path, sononet16_path, imgs, refs) == errors.EXIT_USER
+    err = capsys.readouterr().err
+    assert "already holds a finished run" in err and "--overwrite" in err and err.count("\n") == 1
+    # resume with other images
+    assert _fit(tmp_path, sononet16_path, other, refs, "--resume") == errors.EXIT_USER
+    err = capsys.readouterr().err
+    assert "--images, --references" in err and "differ" in err
+    assert (tmp_path / "run" / "model.safetensors").read_bytes() == model  # nothing lost
+    # an interrupted run (no final model) is refused too
+    (tmp_path / "run" / "model.safetensors").unlink()
+    assert _fit(tmp_path, sononet16_path, imgs, refs) == errors.EXIT_USER
+    assert "an interrupted run" in capsys.readouterr().err
+    # --overwrite replaces it; --resume with the same inputs finishes it
+    assert _fit(tmp_path, sononet16_path, imgs, refs, "--resume") == 0
+    assert _fit(tmp_path, sononet16_path, other, refs, "--overwrite") == 0
+    assert json.loads((tmp_path / "run" / "fit.json").read_text())["n_images"] == 8
+
+
+def test_resume_of_an_empty_folder_is_one_line(tmp_path, capsys):
+    (tmp_path / "labels.csv").write_text("path,pseudo_label\na.png,0.1\nb.png,0.9\n")
+    rc = main(["train", "--labels", str(tmp_path / "labels.csv"), "--out", str(tmp_path / "run"), "--resume",
+               "--workers", "0", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == errors.EXIT_USER and "no interrupted run" in err and err.count("\n") == 1
