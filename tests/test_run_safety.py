@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -62,11 +61,13 @@ def _same_weights(a: Path, b: Path) -> None:
 
 KILLER = """
 import json, os, signal, sys
+import torch
 import crl_uiqa.checkpoint as ck
 from crl_uiqa.model import ModelConfig
 from crl_uiqa.training import TrainConfig, train
 
-paths, labels, run, weights, where = json.loads(sys.argv[1])
+paths, labels, run, weights, where, threads = json.loads(sys.argv[1])
+torch.set_num_threads(threads)  # as the test process: bit-equality needs the same reduction order
 real_write_json, real_save_file = ck.write_json, ck.save_file
 
 def write_json(path, obj):  # the JSON copy of the epoch-2 checkpoint: die before it
@@ -95,7 +96,8 @@ def test_kill_then_resume_equals_the_uninterrupted_run(tmp_path, sononet16_path,
     _train(paths, labels, tmp_path / "full", sononet16_path)
     run = tmp_path / "killed"
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    proc = subprocess.run([sys.executable, "-c", KILLER, json.dumps([paths, labels, str(run), str(sononet16_path), where])],
+    proc = subprocess.run([sys.executable, "-c", KILLER, json.dumps([paths, labels, str(run), str(sononet16_path), where,
+                                                             torch.get_num_threads()])],
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert not (run / "model.safetensors").exists()

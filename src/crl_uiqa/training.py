@@ -29,8 +29,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .checkpoint import (check_run_dir, inputs_digest, load_tensors, optimizer_tensors, restore_optimizer,
-                         save_tensors)
+from .checkpoint import check_run_dir, inputs_digest, load_tensors, optimizer_tensors, restore_optimizer, save_tensors
 from .embed import resolve_device
 from .errors import ConfigError, ModelError
 from .files import write_csv

@@ -24,10 +24,9 @@ def register(sub) -> None:
 def run(args) -> int:
     from pathlib import Path
 
+    from ..checkpoint import check_run_dir
     from ..files import read_csv
     from ..training import train
-
-    from ..checkpoint import check_run_dir
 
     check_run_dir(args.out, resume=args.resume, overwrite=args.overwrite)
     rows = read_csv(args.labels)
