@@ -460,12 +460,7 @@ def score_scatter(
     matplotlib.figure.Figure
         One axes.
     """
-    xs = _as_scores(x, "x")
-    ys = _as_scores(y, "y")
-    if xs.size != ys.size:
-        raise ValueError(f"score_scatter: x has {xs.size} values but y has {ys.size}")
-    ok = np.isfinite(xs) & np.isfinite(ys)
-    xs, ys = xs[ok], ys[ok]
+    xs, ys = _finite_pairs(x, y, "score_scatter")
     rho = spearman_rho(xs, ys)
     stats = f"Spearman \u03c1 = {_fmt_value(rho)}, n = {xs.size}"
     fig = _new_figure(5.0, 4.2)
@@ -478,6 +473,16 @@ def score_scatter(
     return fig
 
 
+def _finite_pairs(x, y, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """``x`` and ``y`` as float arrays of equal length, keeping the pairs where both are finite."""
+    xs = _as_scores(x, "x")
+    ys = _as_scores(y, "y")
+    if xs.size != ys.size:
+        raise ValueError(f"{what}: x has {xs.size} values but y has {ys.size}")
+    ok = np.isfinite(xs) & np.isfinite(ys)
+    return xs[ok], ys[ok]
+
+
 def spearman_rho(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float:
     """Spearman's rank correlation of finite pairs; NaN when undefined.
 
@@ -485,12 +490,7 @@ def spearman_rho(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarra
     """
     from scipy.stats import spearmanr
 
-    xs = _as_scores(x, "x")
-    ys = _as_scores(y, "y")
-    if xs.size != ys.size:
-        raise ValueError(f"spearman_rho: x has {xs.size} values but y has {ys.size}")
-    ok = np.isfinite(xs) & np.isfinite(ys)
-    xs, ys = xs[ok], ys[ok]
+    xs, ys = _finite_pairs(x, y, "spearman_rho")
     if xs.size < 2 or np.ptp(xs) == 0 or np.ptp(ys) == 0:
         return float("nan")
     return float(spearmanr(xs, ys).statistic)

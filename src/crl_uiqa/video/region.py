@@ -271,13 +271,18 @@ def region_from_dicom(ds: Any) -> Region | None:
     return best
 
 
-def _int_or_none(value: Any) -> int | None:
+def dicom_number(value: Any, default: Any = None, cast: Any = int) -> Any:
+    """A DICOM attribute value as a number (``cast`` of it), or ``default`` when absent, empty or malformed."""
     if value is None or value == "":
-        return None
+        return default
     try:
-        return int(value)
+        return cast(value)
     except (TypeError, ValueError):
-        return None
+        return default
+
+
+def _int_or_none(value: Any) -> int | None:
+    return dicom_number(value)
 
 
 # ----------------------------------------------------------------------------- detection

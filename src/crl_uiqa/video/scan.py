@@ -68,7 +68,7 @@ from ..errors import ScanError, optional_import
 from ..io import IMAGE_EXTENSIONS as _IO_IMAGE_EXTENSIONS
 from ..io import ImageReadError, read_gray
 from .framing import RegionPolicy
-from .region import Region, RegionDetection, region_from_dicom
+from .region import Region, RegionDetection, dicom_number, region_from_dicom
 
 __all__ = [
     "Frame",
@@ -252,6 +252,7 @@ class ScanSource(abc.ABC):
         every: int = 1,
         fps: float | None = None,
         crop: Region | Sequence[int] | str | None = None,
+        frame_rate: float | None = None,
     ) -> None:
         self.path = Path(path)
         self.name = _scan_name(self.path)
@@ -259,12 +260,14 @@ class ScanSource(abc.ABC):
         self.sample_fps = _check_fps(fps, "fps")
         self._auto_crop = isinstance(crop, str) and crop.strip().lower() == "auto"
         self._crop = None if (crop is None or self._auto_crop) else Region.coerce(crop)
-        # Set by subclasses.
+        # Set by _read_header.
         self.fps: float | None = None
         self.n_frames: int | None = None
         self.shape: tuple[int, int] = (0, 0)
         self.region: Region | None = None
         self.timing = "frame_rate"
+        self._read_header(frame_rate)
+        self._check_crop()
 
     def _check_crop(self) -> None:
         """Reject a manual crop box that does not fit the frames (called once the shape is known)."""
@@ -348,6 +351,13 @@ class ScanSource(abc.ABC):
     # -- subclass hooks -------------------------------------------------------------
 
     @abc.abstractmethod
+    def _read_header(self, frame_rate: float | None) -> None:
+        """Open the source and set :attr:`fps`, :attr:`n_frames`, :attr:`shape`, :attr:`region`, :attr:`timing`.
+
+        ``frame_rate`` is the user's rate for sources without timing.
+        """
+
+    @abc.abstractmethod
     def _frames(self, sampler: FrameSampler) -> Iterator[tuple[int, float, np.ndarray]]:
         """Yield ``(index, time, image)`` for the frames the sampler keeps, in source order.
 
@@ -409,20 +419,14 @@ class VideoScan(ScanSource):
 
     kind = "video"
 
-    def __init__(
-        self,
-        path: str | os.PathLike,
-        *,
-        every: int = 1,
-        fps: float | None = None,
-        crop: Region | Sequence[int] | str | None = None,
-        frame_rate: float | None = None,
-        _opener: Callable[[], Any] | None = None,
-        _constant_rate: bool = False,
-    ) -> None:
-        super().__init__(Path(path), every=every, fps=fps, crop=crop)
-        _import_av()
+    def __init__(self, path: str | os.PathLike, *, _opener: Callable[[], Any] | None = None,
+                 _constant_rate: bool = False, **kwargs: Any) -> None:
         self._opener = _opener
+        self._constant_rate = _constant_rate
+        super().__init__(Path(path), **kwargs)
+
+    def _read_header(self, frame_rate: float | None) -> None:
+        _import_av()
         container = self._open(None)
         try:
             if not container.streams.video:
@@ -431,14 +435,13 @@ class VideoScan(ScanSource):
             rate = stream.average_rate or stream.guessed_rate or stream.base_rate
             fmt_names = set((container.format.name or "").split(","))
             # AVI (and raw elementary streams inside DICOM) have no presentation timestamps.
-            self._constant_rate = _constant_rate or "avi" in fmt_names
+            self._constant_rate = self._constant_rate or "avi" in fmt_names
             self.fps = float(frame_rate) if frame_rate else (float(rate) if rate else None)
             self.n_frames = int(stream.frames) if stream.frames else None
             self.shape = (int(stream.height), int(stream.width))
             self.timing = "constant-rate" if self._constant_rate else "pts"
         finally:
             container.close()
-        self._check_crop()
 
     def _open(self, frame_index: int | None):
         av = _import_av()
@@ -588,16 +591,7 @@ class DicomScan(ScanSource):
 
     kind = "dicom"
 
-    def __init__(
-        self,
-        path: str | os.PathLike,
-        *,
-        every: int = 1,
-        fps: float | None = None,
-        crop: Region | Sequence[int] | str | None = None,
-        frame_rate: float | None = None,
-    ) -> None:
-        super().__init__(Path(path), every=every, fps=fps, crop=crop)
+    def _read_header(self, frame_rate: float | None) -> None:
         pydicom = _import_pydicom()
         try:
             ds = pydicom.dcmread(str(self.path), stop_before_pixels=True, force=True)
@@ -624,7 +618,6 @@ class DicomScan(ScanSource):
         self._times, self.fps, self.timing = _dicom_times(ds, self.n_frames, frame_rate)
         if self._video_codec is None:
             self._check_decoder()
-        self._check_crop()
 
     def _check_decoder(self) -> None:
         from pydicom.pixels import get_decoder  # noqa: PLC0415
@@ -720,12 +713,7 @@ class DicomScan(ScanSource):
 
 
 def _num(value: Any, default: float) -> float:
-    if value is None or value == "":
-        return default
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return default
+    return dicom_number(value, default, float)
 
 
 def _dicom_times(ds: Any, n: int, frame_rate: float | None) -> tuple[list[float], float | None, str]:
@@ -839,21 +827,11 @@ class ImageSequenceScan(ScanSource):
 
     kind = "images"
 
-    def __init__(
-        self,
-        path: str | os.PathLike,
-        *,
-        every: int = 1,
-        fps: float | None = None,
-        crop: Region | Sequence[int] | str | None = None,
-        frame_rate: float | None = None,
-    ) -> None:
-        super().__init__(Path(path), every=every, fps=fps, crop=crop)
+    def _read_header(self, frame_rate: float | None) -> None:
         self.files = _list_images(self.path)
         self.fps, self.timing = _fallback_rate(frame_rate)
         self.n_frames = len(self.files)
         self.shape = tuple(read_image_file(self.files[0]).shape[:2])
-        self._check_crop()
 
     def _frames(self, sampler: FrameSampler) -> Iterator[tuple[int, float, np.ndarray]]:
         for index, file in enumerate(self.files):

@@ -34,7 +34,6 @@ quality-over-time plot, the region picture and an HTML report.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -236,22 +235,6 @@ def resolve_region(scan: ScanSource, *, crop: Any = None, region: str = "auto") 
 # ----------------------------------------------------------------------------- settings and plane check
 
 
-def _positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return int(value)
-
-
-def _non_negative(value: Any, name: str) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number of seconds >= 0, got {value!r}") from None
-    if not math.isfinite(v) or v < 0:
-        raise ValueError(f"{name} must be a number of seconds >= 0, got {value!r}")
-    return v
-
-
 @dataclass(frozen=True)
 class SelectionSettings:
     """The validated settings of one selection (``select_frames``' keyword arguments)."""
@@ -269,13 +252,16 @@ class SelectionSettings:
                plane: str | None = None, plane_threshold: Any = 0.5, crop: Any = None, region: str = "auto",
                region_frames: Any = REGION_FRAMES) -> SelectionSettings:
         """Validate everything before any work (a bad value raises :class:`ValueError`)."""
-        top_k = _positive_int(top_k, "top_k")
-        batch_size = _positive_int(batch_size, "batch_size")
-        _positive_int(region_frames, "region_frames")
-        if plane is not None and not 0.0 <= float(plane_threshold) <= 1.0:
-            raise ValueError(f"plane_threshold must be in [0, 1], got {plane_threshold}")
-        return cls(top_k, _non_negative(min_gap, "min_gap"), _non_negative(smooth, "smooth"), batch_size, plane,
-                   float(plane_threshold), RegionPolicy.create(crop, region, region_frames))
+        from .. import validate as v
+
+        top_k = v.integer("top_k (--top)", top_k, minimum=1)
+        batch_size = v.integer(v.flag("batch_size"), batch_size, minimum=1)
+        min_gap = v.real(v.flag("min_gap"), min_gap, minimum=0)
+        smooth = v.real(v.flag("smooth"), smooth, minimum=0)
+        if plane is not None:
+            plane_threshold = v.real(v.flag("plane_threshold"), plane_threshold, minimum=0, maximum=1)
+        return cls(top_k, min_gap, smooth, batch_size, plane, float(plane_threshold),
+                   RegionPolicy.create(crop, region, region_frames))
 
 
 def _load_plane_model(plane_model: Any, plane_weights: Any, device: Any):
