@@ -37,7 +37,8 @@ def register(sub) -> None:
 def run(args) -> int:
     import sys
 
-    from ..video.live import is_camera, live_figure, run_live
+    from ..reporting.selection import live_figure
+    from ..video.live import is_camera, run_live
 
     tty = sys.stderr.isatty()
     state = {"width": 0}

@@ -1,6 +1,8 @@
-"""What ``select`` writes: the picks, per-frame and picks CSVs, the quality-over-time plot, the region
-picture, ``selection.json`` and the HTML report of one scan (:func:`write_selection`), and the summary of
-several scans (:func:`write_summary`).
+"""What ``select`` and ``live`` draw and write.
+
+``select``: the picks, per-frame and picks CSVs, the quality-over-time plot, the region picture,
+``selection.json`` and the HTML report of one scan (:func:`write_selection`), and the summary of
+several scans (:func:`write_summary`). ``live``: its quality over stream time (:func:`live_figure`).
 
 Every file goes under the output folder given; :func:`scan_folder` turns a scan's name into a safe
 sub-folder name (a scan called ``...mp4`` or ``..`` cannot write beside the output folder).
@@ -17,9 +19,10 @@ from ..files import safe_name
 from ..video.region import draw_region
 
 if TYPE_CHECKING:
+    from ..video.live import LiveResult
     from ..video.select import SelectionResult
 
-__all__ = ["write_selection", "write_summary", "quality_figure", "scan_folder"]
+__all__ = ["write_selection", "write_summary", "quality_figure", "scan_folder", "live_figure"]
 
 
 def scan_folder(out_dir: str | os.PathLike, name: str, used: set[str] | None = None) -> Path:
@@ -224,3 +227,17 @@ def write_summary(results: Sequence[SelectionResult], out_dir: str | os.PathLike
         rep.add_text("Each scan's folder holds its own report, frames.csv and picks.")
         written["report"] = rep.write(out / "report.html")
     return written
+
+
+def live_figure(result: LiveResult):
+    """Quality of the scored frames over stream time, the best frame marked."""
+    from .figures import quality_curve
+
+    if result.scored == 0:
+        raise ValueError("no frame was scored, nothing to plot")
+    best = int(np.flatnonzero(result.frames == result.best_frame)[0]) if result.best_frame is not None else None
+    return quality_curve(
+        result.scores, times=result.times, best=best,
+        title=f"{os.path.basename(result.source)}: live quality ({result.scored} scored, {result.dropped} dropped)",
+        thumbnails=result.best_image if result.best_image is not None else None,
+    )

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import sys
 import threading
 import time
@@ -43,7 +42,8 @@ from .scan import Frame
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LatestFrameSlot", "LiveStatus", "LiveResult", "LiveTrack", "run_live", "open_camera", "is_camera"]
+__all__ = ["LatestFrameSlot", "LiveStatus", "LiveResult", "LiveTrack", "run_live", "open_camera", "is_camera",
+           "live_figure"]
 
 #: Frames taken for region auto-detection in live mode.
 LIVE_REGION_FRAMES = 15
@@ -485,15 +485,5 @@ def run_live(
     )
 
 
-def live_figure(result: LiveResult):
-    """Quality of the scored frames over stream time, the best frame marked."""
-    from ..reporting.figures import quality_curve
-
-    if result.scored == 0:
-        raise ValueError("no frame was scored, nothing to plot")
-    best = int(np.flatnonzero(result.frames == result.best_frame)[0]) if result.best_frame is not None else None
-    return quality_curve(
-        result.scores, times=result.times, best=best,
-        title=f"{os.path.basename(result.source)}: live quality ({result.scored} scored, {result.dropped} dropped)",
-        thumbnails=result.best_image if result.best_image is not None else None,
-    )
+# The figure lives with the other report code; importable from here as before.
+from ..reporting.selection import live_figure  # noqa: E402
