@@ -141,3 +141,53 @@ def us_region(x0, y0, x1, y1):
     item.RegionLocationMinX0, item.RegionLocationMinY0 = x0, y0
     item.RegionLocationMaxX1, item.RegionLocationMaxY1 = x1, y1
     return item
+
+
+# ----------------------------------------------------------------------------- scans and models for app tests
+
+
+def fan_frames(levels, *, seed: int = 0, h: int = 96, w: int = 128) -> list[np.ndarray]:
+    """uint8 frames of a speckle fan whose mean follows ``levels``, a static text block top-left, black elsewhere."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w]
+    r, ang = np.hypot(y - 6, x - w / 2), np.degrees(np.arctan2(x - w / 2, y - 6))
+    fan = (r >= 10) & (r <= 0.85 * h) & (np.abs(ang) <= 40)
+    frames = []
+    for lv in levels:
+        f = np.zeros((h, w), np.uint8)
+        speckle = np.clip(lv * rng.uniform(0.8, 1.2, (h, w)), 0, 255).astype(np.uint8)
+        f[fan] = speckle[fan]
+        f[2:8, 2:30] = 220
+        frames.append(f)
+    return frames
+
+
+def write_dicom_cine(path, frames, *, frame_time_ms: float = 40.0, region=None) -> Path:
+    """An uncompressed 8-bit ultrasound multi-frame DICOM of ``frames`` (optionally with a region (x0, y0, x1, y1))."""
+    from pydicom.sequence import Sequence as DicomSequence
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    arr = np.stack(frames).astype(np.uint8)
+    ds = us_dicom_dataset(ExplicitVRLittleEndian, arr.shape[1], arr.shape[2], arr.shape[0])
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.FrameTime = float(frame_time_ms)
+    if region is not None:
+        ds.SequenceOfUltrasoundRegions = DicomSequence([us_region(*region)])
+    ds.PixelData = arr.tobytes()
+    ds.save_as(str(path), enforce_file_format=True)
+    return Path(path)
+
+
+def tiny_run(folder, image_size=(48, 64), seed: int = 0) -> Path:
+    """A run folder holding an untrained quality model (random head, no pretrained weights): fast to load and run."""
+    import torch
+
+    from crl_uiqa.model import ModelConfig, build_model
+    from crl_uiqa.training import save_model
+
+    run = Path(folder)
+    if not (run / "model.safetensors").exists():
+        torch.manual_seed(seed)
+        save_model(build_model(ModelConfig(image_size=tuple(image_size)), pretrained=False), run)
+    return run

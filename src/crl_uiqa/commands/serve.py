@@ -1,0 +1,104 @@
+"""``crl-uiqa serve``: a local web page to drop a scan on and get its best frames (plus a JSON API)."""
+from __future__ import annotations
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="a local web page: drop a scan, get its quality curve and best frames (JSON API included)",
+        description=(
+            "Start a web app on this machine: drop a video (MP4/MOV/AVI), a DICOM cine loop or several still "
+            "images on the page and get the quality curve, the best frames (as `select`), the per-frame CSV, "
+            "the picks and the HTML report. Scoring runs in one background worker; further uploads wait in a "
+            "bounded queue. Binds to 127.0.0.1 unless --host says otherwise. The JSON API is described at "
+            "/openapi.json. Uploads and results are deleted after --keep-minutes and when the server stops."
+        ),
+    )
+    p.add_argument("--model", required=True, action="append", metavar="RUN",
+                   help="run folder of `fit`/`train`, exported model file, or a folder of runs; repeat for a "
+                   "models menu (the first is the default)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="interface to listen on (default 127.0.0.1: this machine only; 0.0.0.0 exposes the page "
+                   "to the network: there is no login)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    g = p.add_argument_group("limits")
+    g.add_argument("--max-upload-mb", type=float, default=1024, metavar="MB",
+                   help="largest upload, MiB (default 1024)")
+    g.add_argument("--max-frames", type=int, default=20_000, metavar="N",
+                   help="most frames per scan (default 20000: 11 minutes at 30 fps)")
+    g.add_argument("--max-files", type=int, default=1000, metavar="N",
+                   help="most still images per upload (default 1000)")
+    g.add_argument("--queue", type=int, default=4, metavar="N",
+                   help="uploads that may wait behind the one being scored; more are refused (default 4)")
+    g.add_argument("--keep-minutes", type=float, default=60, metavar="MIN",
+                   help="delete an upload and its results this long after it finished (default 60)")
+    g.add_argument("--workdir", default=None, metavar="DIR",
+                   help="where uploads and results are kept meanwhile (default: a private temporary folder)")
+    g.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="extra Host header to accept (the name clients use to reach a non-local --host)")
+    g = p.add_argument_group("scoring")
+    g.add_argument("--runtime", choices=["auto", "torch", "torchscript", "onnx"], default="auto",
+                   help="inference engine (default auto: from the --model file type, torch for run folders)")
+    g.add_argument("--device", default="cpu", help="device of the torch engines: cpu, cuda[:N] or auto (default cpu)")
+    g.add_argument("--threads", type=int, default=None, help="torch/ONNX Runtime threads (default: all cores)")
+    g.add_argument("--batch-size", type=int, default=32, help="frames per forward pass (default 32)")
+    g.add_argument("--plane-weights", default=None, metavar="PATH",
+                   help="SonoNet-16 weights for the plane check (default: found locally, never downloaded; "
+                   "without them the plane check is off)")
+    p.set_defaults(func=run)
+
+
+def settings_from_args(args):
+    """:class:`ServeSettings` from the command line (``ValueError`` on bad values)."""
+    from pathlib import Path
+
+    from ..serving.settings import LOCAL_HOSTS, ServeSettings
+
+    if not 1 <= args.port <= 65535:
+        raise ValueError(f"--port must be between 1 and 65535, got {args.port}")
+    if not args.max_upload_mb > 0:
+        raise ValueError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
+    if not args.keep_minutes > 0:
+        raise ValueError(f"--keep-minutes must be positive, got {args.keep_minutes}")
+    hosts = list(LOCAL_HOSTS) + list(args.allow_host)
+    if args.host in ("0.0.0.0", "::", ""):
+        hosts = ["*"]
+    elif args.host not in LOCAL_HOSTS:
+        hosts.append(args.host)
+    return ServeSettings(
+        max_upload_bytes=int(args.max_upload_mb * 2**20), max_frames=args.max_frames, max_files=args.max_files,
+        queue_size=args.queue, job_ttl=float(args.keep_minutes) * 60, batch_size=args.batch_size,
+        workdir=Path(args.workdir) if args.workdir else None, allowed_hosts=tuple(hosts),
+    )
+
+
+def run(args) -> int:
+    import sys
+
+    settings = settings_from_args(args)  # bad settings fail before any model is loaded
+    try:
+        import uvicorn
+    except ImportError:
+        raise ValueError("crl-uiqa serve needs FastAPI and uvicorn: pip install 'crl-uiqa[serve]'") from None
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
+    from ..serving.app import create_app
+    from ..serving.models import ModelRegistry
+
+    models = ModelRegistry.load(args.model, runtime=args.runtime, device=args.device, threads=args.threads)
+    app = create_app(models, settings=settings, plane_weights=args.plane_weights)
+    if args.host not in LOCAL_HOSTS:
+        print(f"crl-uiqa serve: warning: listening on {args.host}: anyone who can reach this machine can upload "
+              "scans and read results (there is no login)", file=sys.stderr)
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"crl-uiqa serve: {len(models)} model(s) ({', '.join(m.name for m in models)}); plane check "
+          f"{'on' if app.state.planes.available else 'off'}; open http://{shown}:{args.port}/  (Ctrl-C stops and "
+          "deletes every upload)", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=False)
+    return 0

@@ -1,0 +1,389 @@
+"""The web app: a page to drop a scan on, and the JSON API under it (FastAPI).
+
+:func:`create_app` builds the application; ``crl-uiqa serve`` runs it with
+uvicorn. The API (schema at ``/openapi.json``):
+
+=======  =====================================  ===========================================
+method   path                                   what
+=======  =====================================  ===========================================
+GET      ``/api/config``                        limits, models, plane check, defaults
+GET      ``/api/models``                        the models menu
+POST     ``/api/scans``                         upload a scan (multipart), 202 + job
+GET      ``/api/scans/{id}``                    status, progress and (when done) the result
+DELETE   ``/api/scans/{id}``                    cancel and delete a job and its files
+GET      ``/api/scans/{id}/frames/{n}.png``     a scored frame, cut to the region
+GET      ``/api/scans/{id}/picks/{rank}.png``   a picked frame
+GET      ``/api/scans/{id}/files/{name}``       downloads: frames.csv, picks.csv, picks.zip,
+                                                report.html, selection.json, quality.png,
+                                                region.png
+=======  =====================================  ===========================================
+
+Errors are JSON ``{"detail": "one line"}`` with 400 (bad upload), 404
+(unknown job, frame or file), 409 (not finished), 411/413 (size), 415
+(content not a scan), 422 (bad option) or 429 (queue full).
+"""
+from __future__ import annotations
+
+import atexit
+import logging
+import re
+import shutil
+import tempfile
+import threading
+import unicodedata
+from collections import OrderedDict
+from contextlib import asynccontextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Sequence
+
+try:
+    from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+    from fastapi.encoders import jsonable_encoder
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import FileResponse, JSONResponse, Response
+    from fastapi.staticfiles import StaticFiles
+    from starlette.concurrency import run_in_threadpool
+    try:  # python-multipart parses the uploads (module renamed in 0.0.13)
+        import python_multipart  # noqa: F401
+    except ImportError:
+        import multipart  # noqa: F401
+except ImportError as _exc:  # pragma: no cover - depends on the install
+    raise ImportError(
+        f"crl-uiqa serve needs FastAPI, uvicorn and python-multipart: pip install 'crl-uiqa[serve]' ({_exc})"
+    ) from None
+
+from .engine import DOWNLOADS, render_frame, run_selection
+from .jobs import JobQueue, QueueFull, job_status
+from .models import ModelRegistry, PlaneChecker
+from .settings import ScanOptions, ServeSettings
+from .sniff import SNIFF_BYTES, UnsupportedContent, sniff
+
+log = logging.getLogger(__name__)
+
+__all__ = ["create_app"]
+
+_ID = re.compile(r"^[0-9a-f]{32}$")
+_API_DESCRIPTION = (
+    "Score every frame of an ultrasound scan and pick its best frames, as `crl-uiqa select` does. "
+    "Upload with `POST /api/scans` (multipart field `files`: one video or DICOM file, or several still "
+    "images), poll `GET /api/scans/{id}` until `status` is `done` or `failed`, then fetch the picks and "
+    "downloads it lists. Content is recognised from its bytes, not its name. Jobs and their files are "
+    "deleted after the server's time-to-live, on `DELETE`, and when the server stops."
+)
+
+
+def display_name(filename: str | None, fallback: str = "scan") -> str:
+    """A file name safe to show (never used as a path): last component, no control characters, <= 120 chars."""
+    text = str(filename or "").replace("\\", "/").rsplit("/", 1)[-1]
+    text = "".join(ch for ch in text if unicodedata.category(ch)[0] != "C").strip()
+    if len(text) > 120:
+        text = text[:117] + "..."
+    return text or fallback
+
+
+def create_app(
+    models: ModelRegistry | Sequence[Any],
+    *,
+    settings: ServeSettings | None = None,
+    planes: PlaneChecker | None = None,
+    plane_weights: str | None = None,
+    runtime: str = "auto",
+    device: str = "cpu",
+):
+    """The FastAPI application serving ``models``.
+
+    Parameters
+    ----------
+    models : ModelRegistry or sequence
+        Run folders, exported files, folders of runs, or
+        :class:`crl_uiqa.export.Runtime` objects (see :class:`ModelRegistry`).
+    settings : ServeSettings, optional
+        Limits (defaults: :class:`ServeSettings`).
+    planes : PlaneChecker, optional
+        The plane check (default: SonoNet-16 with ``plane_weights`` or the
+        weights found on this machine; off when there are none).
+    runtime, device : str
+        Engine and device of models given as paths.
+
+    The app starts one background worker; its jobs' files live in a private
+    temporary folder deleted when the app shuts down (``app.state.close()``
+    does the same by hand).
+    """
+    settings = settings or ServeSettings()
+    registry = models if isinstance(models, ModelRegistry) else ModelRegistry.load(models, runtime=runtime,
+                                                                                   device=device)
+    planes = planes if planes is not None else PlaneChecker(plane_weights)
+    if settings.workdir is not None:
+        Path(settings.workdir).mkdir(parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix="crl-uiqa-serve-", dir=settings.workdir))
+    jobs = JobQueue(settings, lambda job: run_selection(job, registry, planes, settings), root)
+    closed = threading.Event()
+
+    def close() -> None:
+        if closed.is_set():
+            return
+        closed.set()
+        jobs.close()
+        shutil.rmtree(root, ignore_errors=True)
+        log.info("stopped; every upload and result is deleted")
+
+    atexit.register(close)
+
+    @asynccontextmanager
+    async def lifespan(app):
+        try:
+            yield
+        finally:
+            close()
+
+    app = FastAPI(
+        title="crl-uiqa", summary="Best frames of ultrasound scans", description=_API_DESCRIPTION,
+        version=_version(), lifespan=lifespan,
+        docs_url=None, redoc_url=None,  # their pages load scripts from a CDN; the schema stays at /openapi.json
+    )
+    app.state.jobs = jobs
+    app.state.models = registry
+    app.state.planes = planes
+    app.state.settings = settings
+    app.state.workdir = root
+    app.state.close = close
+    frame_cache: OrderedDict[tuple[str, int], bytes] = OrderedDict()
+    cache_lock = threading.Lock()
+
+    # -- protections -------------------------------------------------------------------------
+
+    if "*" not in settings.allowed_hosts:
+        from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(settings.allowed_hosts))
+
+    @app.middleware("http")
+    async def limits_and_headers(request: Request, call_next):
+        if request.method in ("POST", "PUT", "PATCH"):
+            length = request.headers.get("content-length")
+            if length is None:
+                return JSONResponse({"detail": "uploads must say their size (Content-Length)"}, status_code=411)
+            try:
+                n = int(length)
+            except ValueError:
+                return JSONResponse({"detail": "invalid Content-Length"}, status_code=400)
+            if n > settings.max_upload_bytes:
+                return JSONResponse({"detail": f"the upload is {_size(n)}; this server accepts at most "
+                                     f"{_size(settings.max_upload_bytes)} (--max-upload-mb)"}, status_code=413)
+        response = await call_next(request)
+        response.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
+            "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+        )
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        if request.url.path.startswith("/api/"):
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError):
+        parts = []
+        for err in exc.errors():
+            where = ".".join(str(x) for x in err.get("loc", ()) if x not in ("body", "path", "query"))
+            parts.append(f"{where}: {err.get('msg', 'invalid')}" if where else str(err.get("msg", "invalid")))
+        return JSONResponse({"detail": "; ".join(parts) or "invalid request"}, status_code=422)
+
+    def find_job(job_id: str):
+        job = jobs.get(job_id) if _ID.match(job_id) else None
+        if job is None:
+            raise HTTPException(404, "unknown scan id (finished scans are deleted after a while)")
+        return job
+
+    def finished_job(job_id: str):
+        job = find_job(job_id)
+        if job.status != "done":
+            if job.status in ("failed", "cancelled"):
+                raise HTTPException(409, f"the scan {job.status}: {job.message}")
+            raise HTTPException(409, "the scan is still being scored; poll GET /api/scans/{id} until status is done")
+        return job
+
+    # -- page ------------------------------------------------------------------------------------
+
+    static = resources.files("crl_uiqa.serving") / "static"
+
+    @app.get("/", include_in_schema=False)
+    def index():
+        return FileResponse(str(static / "index.html"), media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=str(static)), name="static")
+
+    # -- API ---------------------------------------------------------------------------------------
+
+    @app.get("/api/models", tags=["models"], summary="The models this server offers (the first is the default)")
+    def list_models() -> list[dict]:
+        return registry.info()
+
+    @app.get("/api/config", tags=["models"], summary="Limits, models, plane check and default options")
+    def config() -> dict:
+        return {
+            "version": _version(),
+            "limits": settings.public(),
+            "models": registry.info(),
+            "planes": {"available": planes.available, "names": list(planes.class_names) if planes.available else [],
+                       "reason": planes.reason},
+            "defaults": ScanOptions().as_dict(),
+            "max_top": ScanOptions.MAX_TOP,
+        }
+
+    @app.post("/api/scans", status_code=202, tags=["scans"],
+              summary="Upload a scan to score: one video (MP4/MOV/AVI) or DICOM file, or several still images",
+              responses={400: {"description": "bad upload"}, 413: {"description": "too large"},
+                         415: {"description": "content is not a scan"}, 422: {"description": "bad option"},
+                         429: {"description": "queue full"}})
+    async def create_scan(
+        files: Annotated[list[UploadFile], File(description="the scan: one video or DICOM file, or still images "
+                                                "(in this order)")],
+        model: Annotated[str, Form(description="model name from /api/models (empty: the default)")] = "",
+        top_k: Annotated[int, Form(description="frames to pick")] = ScanOptions.top_k,
+        min_gap: Annotated[float, Form(description="smallest time between two picks, seconds")] = ScanOptions.min_gap,
+        smooth: Annotated[float, Form(description="Gaussian smoothing of the scores over +-S seconds")] = 0.0,
+        plane: Annotated[str, Form(description="required standard plane (SonoNet class), empty: none")] = "",
+        plane_threshold: Annotated[float, Form(description="smallest probability of the plane")] = 0.5,
+        every: Annotated[int, Form(description="score every N-th frame")] = 1,
+        fps: Annotated[float | None, Form(description="then at most F frames per second")] = None,
+    ):
+        if not jobs.has_room():
+            raise HTTPException(429, f"{settings.queue_size} uploads are already waiting; try again when one has "
+                                "finished", headers={"Retry-After": "30"})
+        try:
+            options = ScanOptions(model=model.strip(), top_k=top_k, min_gap=min_gap, smooth=smooth,
+                                  plane=plane.strip(), plane_threshold=plane_threshold, every=every, fps=fps)
+            registry.get(options.model)
+            if options.plane:
+                planes.check(options.plane)
+        except (ValueError, KeyError) as exc:
+            raise HTTPException(422, str(exc).strip("'\"")) from None
+        uploads = [f for f in files if f is not None]
+        if not uploads:
+            raise HTTPException(400, "no file in the upload (multipart field 'files')")
+        if len(uploads) > settings.max_files:
+            raise HTTPException(400, f"{len(uploads)} files; this server accepts at most {settings.max_files}")
+        kinds = []
+        for f in uploads:
+            head = await f.read(SNIFF_BYTES)
+            await f.seek(0)
+            try:
+                kinds.append(sniff(head))
+            except UnsupportedContent as exc:
+                raise HTTPException(415, f"{display_name(f.filename)}: {exc}") from None
+        if len(uploads) > 1 and any(k.kind != "image" for k in kinds):
+            raise HTTPException(400, "several files must all be still images (PNG/JPEG/TIFF/BMP); upload a video "
+                                "or DICOM file on its own")
+        kind = kinds[0].kind
+        name = display_name(uploads[0].filename, f"scan{kinds[0].suffix}")
+        if len(uploads) > 1:
+            name = f"{len(uploads)} images ({name}, ...)"
+        job = jobs.new_job(name, kind, options)
+        try:
+            await run_in_threadpool(_store, job, uploads, kinds, settings.max_upload_bytes)
+            jobs.submit(job)
+        except QueueFull as exc:
+            raise HTTPException(429, str(exc), headers={"Retry-After": "30"}) from None
+        except BaseException:
+            shutil.rmtree(job.dir, ignore_errors=True)
+            raise
+        return JSONResponse(jsonable_encoder(job_status(job, jobs)), status_code=202,
+                            headers={"Location": f"/api/scans/{job.id}"})
+
+    @app.get("/api/scans/{job_id}", tags=["scans"], summary="Status, progress and, once done, the result",
+             responses={404: {"description": "unknown id"}})
+    def get_scan(job_id: str) -> dict:
+        return jsonable_encoder(job_status(find_job(job_id), jobs))
+
+    @app.delete("/api/scans/{job_id}", tags=["scans"], summary="Cancel a scan and delete its files",
+                status_code=204, responses={404: {"description": "unknown id"}})
+    def delete_scan(job_id: str):
+        find_job(job_id)
+        jobs.delete(job_id)
+        return Response(status_code=204)
+
+    @app.get("/api/scans/{job_id}/frames/{frame}.png", tags=["scans"], response_class=Response,
+             summary="A scored frame (source index), cut to the ultrasound region as the picks are",
+             responses={200: {"content": {"image/png": {}}}, 404: {"description": "unknown id or frame"}})
+    def get_frame(job_id: str, frame: int):
+        job = finished_job(job_id)
+        if frame not in job.private.get("frames", ()):
+            raise HTTPException(404, f"frame {frame} was not scored in this scan")
+        key = (job.id, frame)
+        with cache_lock:
+            png = frame_cache.get(key)
+        if png is None:
+            try:
+                png = render_frame(job, frame)
+            except (KeyError, ValueError, OSError) as exc:
+                raise HTTPException(404, job.public_message(str(exc).strip("'\""))) from None
+            with cache_lock:
+                frame_cache[key] = png
+                while len(frame_cache) > 64:
+                    frame_cache.popitem(last=False)
+        return Response(png, media_type="image/png")
+
+    @app.get("/api/scans/{job_id}/picks/{rank}.png", tags=["scans"], response_class=FileResponse,
+             summary="A picked frame (rank 1 = best), full resolution, cut to the region",
+             responses={200: {"content": {"image/png": {}}}, 404: {"description": "unknown id or rank"}})
+    def get_pick(job_id: str, rank: int):
+        job = finished_job(job_id)
+        path = job.private.get("pick_files", {}).get(rank)
+        if path is None:
+            raise HTTPException(404, f"no pick of rank {rank} in this scan")
+        return FileResponse(path, media_type="image/png")
+
+    @app.get("/api/scans/{job_id}/files/{name}", tags=["scans"], response_class=FileResponse,
+             summary="A download the job produced: " + ", ".join(DOWNLOADS),
+             responses={404: {"description": "unknown id or file"}})
+    def get_file(job_id: str, name: str):
+        job = finished_job(job_id)
+        path = job.files.get(name)
+        if path is None:
+            raise HTTPException(404, f"no file {name!r}; this scan offers {', '.join(job.files)}")
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(job.name).stem)[:60] or "scan"
+        return FileResponse(path, media_type=DOWNLOADS[name][1], filename=f"{stem}_{name}",
+                            content_disposition_type="attachment")
+
+    return app
+
+
+def _store(job, uploads, kinds, limit: int) -> None:
+    """Copy the uploads into the job's folder under server-made names (the only names ever used as paths)."""
+    total = 0
+    if job.kind == "image":
+        targets = [job.input / f"{i:05d}{k.suffix}" for i, k in enumerate(kinds)]
+    else:
+        targets = [job.input / f"scan{kinds[0].suffix}"]
+        job.input = targets[0]
+    for upload, target in zip(uploads, targets):
+        if job.kind == "image":
+            job.aliases[str(target)] = display_name(upload.filename, target.name)
+        upload.file.seek(0)
+        with open(target, "xb") as out:
+            while True:
+                chunk = upload.file.read(1 << 20)
+                if not chunk:
+                    break
+                total += len(chunk)
+                if total > limit:
+                    raise _too_large(limit)
+                out.write(chunk)
+
+
+def _too_large(limit: int):
+    return HTTPException(413, f"the upload is larger than {_size(limit)} (--max-upload-mb)")
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n} bytes"
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__

@@ -1,0 +1,115 @@
+"""Limits and defaults of the web app (one place, validated before anything starts)."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+__all__ = ["ServeSettings", "ScanOptions", "LOCAL_HOSTS"]
+
+#: Host names a browser may use to reach a server bound to the loopback interface.
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+MiB = 2**20
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """What ``crl-uiqa serve`` accepts and keeps.
+
+    Attributes
+    ----------
+    max_upload_bytes : int
+        Largest request body (all files of one upload together); larger
+        uploads are refused with 413 before they are read.
+    max_frames : int
+        Most frames one scan may have (source frames of a video or DICOM, or
+        images of a still-image upload); longer scans fail with a message
+        instead of occupying the worker.
+    max_files : int
+        Most files in one upload (still images).
+    queue_size : int
+        Uploads waiting behind the one being scored; more are refused (429).
+    job_ttl : float
+        Seconds a finished job (its upload, results and downloads) is kept;
+        then every file of it is deleted. Everything is deleted on shutdown.
+    max_jobs : int
+        Most finished jobs kept at once (the oldest go first).
+    batch_size : int
+        Frames per forward pass of the scorer.
+    workdir : Path or None
+        Where uploads and results live (a private temporary folder by
+        default, removed on shutdown).
+    allowed_hosts : tuple of str
+        Host headers accepted (protects a local server from DNS rebinding);
+        ``("*",)`` accepts any.
+    """
+
+    max_upload_bytes: int = 1024 * MiB
+    max_frames: int = 20_000
+    max_files: int = 2_000
+    queue_size: int = 4
+    job_ttl: float = 3600.0
+    max_jobs: int = 50
+    batch_size: int = 32
+    workdir: Path | None = None
+    allowed_hosts: tuple[str, ...] = field(default=LOCAL_HOSTS)
+
+    def __post_init__(self) -> None:
+        for name in ("max_upload_bytes", "max_frames", "max_files", "queue_size", "max_jobs", "batch_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+        if not isinstance(self.job_ttl, (int, float)) or not math.isfinite(self.job_ttl) or self.job_ttl <= 0:
+            raise ValueError(f"job_ttl must be a positive number of seconds, got {self.job_ttl!r}")
+        if not self.allowed_hosts:
+            raise ValueError("allowed_hosts must name at least one host (or '*')")
+
+    def public(self) -> dict:
+        """The limits a client needs to know (no paths)."""
+        d = asdict(self)
+        d.pop("workdir")
+        d["allowed_hosts"] = list(self.allowed_hosts)
+        return d
+
+
+@dataclass(frozen=True)
+class ScanOptions:
+    """Per-upload choices of the page (validated; the engine's own checks still apply).
+
+    Attributes mirror ``crl-uiqa select``: ``top_k``, ``min_gap`` and
+    ``smooth`` (seconds), ``plane`` and ``plane_threshold`` (plane check),
+    ``every`` and ``fps`` (frame sub-sampling), ``model`` (a name from the
+    models menu; empty = the default model).
+    """
+
+    model: str = ""
+    top_k: int = 5
+    min_gap: float = 1.0
+    smooth: float = 0.0
+    plane: str = ""
+    plane_threshold: float = 0.5
+    every: int = 1
+    fps: float | None = None
+
+    #: Most picks a page may ask for.
+    MAX_TOP = 50
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.top_k <= self.MAX_TOP:
+            raise ValueError(f"top_k must be between 1 and {self.MAX_TOP}, got {self.top_k}")
+        for name in ("min_gap", "smooth"):
+            v = getattr(self, name)
+            if not math.isfinite(v) or v < 0 or v > 3600:
+                raise ValueError(f"{name} must be a number of seconds between 0 and 3600, got {v}")
+        if not 0.0 <= self.plane_threshold <= 1.0:
+            raise ValueError(f"plane_threshold must be in [0, 1], got {self.plane_threshold}")
+        if not 1 <= self.every <= 10_000:
+            raise ValueError(f"every must be an integer between 1 and 10000, got {self.every}")
+        if self.fps is not None and (not math.isfinite(self.fps) or self.fps <= 0):
+            raise ValueError(f"fps must be a positive number of frames per second, got {self.fps}")
+        if len(self.model) > 200 or len(self.plane) > 64:
+            raise ValueError("model or plane name too long")
+
+    def as_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,418 @@
+"""Tests for crl_uiqa.serving (`crl-uiqa serve`): the JSON API with FastAPI's test client.
+
+Scans are made here (an H.264 video and a DICOM cine loop of a speckle fan whose
+brightness follows a known curve, and still PNG images); picks are checked with a
+brightness scorer (score = mean of the resized crop) so the expected frames are known
+by construction, and one test serves a real run folder.
+"""
+from __future__ import annotations
+
+import io
+import math
+import threading
+import time
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+av = pytest.importorskip("av")
+
+from fastapi.testclient import TestClient  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from _helpers import fan_frames, tiny_run, write_dicom_cine, write_video  # noqa: E402
+from crl_uiqa.cli import main  # noqa: E402
+from crl_uiqa.export import Runtime  # noqa: E402
+from crl_uiqa.serving import ScanOptions, ServeSettings, create_app  # noqa: E402
+from crl_uiqa.serving.jobs import JobQueue  # noqa: E402
+from crl_uiqa.serving.sniff import UnsupportedContent, sniff  # noqa: E402
+
+torch.set_num_threads(1)
+
+FPS = 20
+TEST_HOSTS = ("testserver", "127.0.0.1", "localhost")
+
+
+class MeanRuntime(Runtime):
+    """Score = mean intensity of the (resized) frame: the ranking is known by construction."""
+
+    kind = "mean"
+
+    def __init__(self, size=(48, 64)):
+        super().__init__(size, "mean-intensity")
+
+    def _run(self, batch):
+        return torch.as_tensor(batch).float().mean(dim=(1, 2, 3)).numpy()
+
+
+class GateRuntime(MeanRuntime):
+    """A mean scorer that waits for ``gate`` before scoring (keeps a job running while a test looks)."""
+
+    def __init__(self):
+        super().__init__()
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+
+    def _run(self, batch):
+        self.entered.set()
+        self.gate.wait(60)
+        return super()._run(batch)
+
+
+def bump(i, center, width, height):
+    return height * math.exp(-(((i - center) / width) ** 2))
+
+
+def levels(n=60):
+    """Bright stretch around frame 40, a smaller one at frame 8."""
+    return [60 + bump(i, 40, 4, 60) + bump(i, 8, 2, 30) for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def scans(tmp_path_factory):
+    d = tmp_path_factory.mktemp("scans")
+    video = write_video(d / "sweep.mp4", fan_frames(levels()), fps=FPS, options={"movflags": "+faststart"},
+                        stream_options={"crf": "12"})
+    pytest.importorskip("pydicom")
+    dicom = write_dicom_cine(d / "loop.dcm", fan_frames([60 + bump(i, 7, 2, 80) for i in range(12)], seed=3),
+                             frame_time_ms=40.0, region=(20, 10, 107, 89))
+    images = []
+    for i, lv in enumerate([80, 150, 60, 120]):
+        p = d / f"still_{i}.png"
+        Image.fromarray(fan_frames([lv], seed=i)[0]).save(p)
+        images.append(p)
+    return {"video": video, "dicom": dicom, "images": images, "dir": d}
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    return tiny_run(tmp_path_factory.mktemp("run") / "tiny")
+
+
+def make_client(models, **settings):
+    settings.setdefault("allowed_hosts", TEST_HOSTS)
+    app = create_app(models, settings=ServeSettings(**settings))
+    return app, TestClient(app)
+
+
+@pytest.fixture(scope="module")
+def served(run_dir):
+    app, client = make_client([("brightness", MeanRuntime()), run_dir], queue_size=8)
+    yield app, client
+    app.state.close()
+
+
+def upload(client, paths, **options):
+    files = [("files", (p.name, p.read_bytes())) for p in paths]
+    return client.post("/api/scans", files=files, data={k: str(v) for k, v in options.items()})
+
+
+def wait(client, job_id, timeout=120.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = client.get(f"/api/scans/{job_id}").json()
+        if body["status"] in ("done", "failed", "cancelled"):
+            return body
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not finish: {body}")
+
+
+def scored(client, paths, **options):
+    r = upload(client, paths, **options)
+    assert r.status_code == 202, r.text
+    assert r.headers["location"] == f"/api/scans/{r.json()['id']}"
+    return wait(client, r.json()["id"])
+
+
+# ----------------------------------------------------------------------------- sniffing
+
+
+@pytest.mark.parametrize("head,kind,suffix", [
+    (b"\x00\x00\x00\x20ftypisom" + b"\x00" * 20, "video", ".mp4"),
+    (b"\x00\x00\x00\x14ftypqt  " + b"\x00" * 20, "video", ".mov"),
+    (b"RIFF\x10\x00\x00\x00AVI LIST", "video", ".avi"),
+    (b"\x00" * 128 + b"DICM", "dicom", ".dcm"),
+    (b"\x89PNG\r\n\x1a\n" + b"\x00" * 8, "image", ".png"),
+    (b"\xff\xd8\xff\xe0" + b"\x00" * 8, "image", ".jpg"),
+    (b"II*\x00" + b"\x00" * 8, "image", ".tif"),
+])
+def test_sniff_recognises_content_not_names(head, kind, suffix):
+    s = sniff(head)
+    assert (s.kind, s.suffix) == (kind, suffix)
+
+
+def test_sniff_refuses_other_content():
+    for head in (b"hello world, this is text", b"%PDF-1.7\n", b"\x1aE\xdf\xa3 matroska", b"PK\x03\x04zip"):
+        with pytest.raises(UnsupportedContent, match="not a supported scan"):
+            sniff(head)
+    with pytest.raises(UnsupportedContent, match="empty"):
+        sniff(b"")
+
+
+# ----------------------------------------------------------------------------- results
+
+
+def test_video_upload_result_frames_and_downloads(served, scans):
+    app, client = served
+    body = scored(client, [scans["video"]], model="brightness", top_k=2, min_gap=1.0)
+    assert body["status"] == "done", body
+    assert body["progress"] == {"done": 60, "total": 60}
+    res = body["result"]
+    assert res["kind"] == "video" and res["scan"] == "sweep.mp4" and res["model"] == "brightness"
+    assert res["frames_scored"] == 60 and res["frames"]["frame"] == list(range(60))
+    np.testing.assert_allclose(res["frames"]["time"], np.arange(60) / FPS, atol=1e-6)
+    assert res["region"]["method"] == "temporal-std"
+    picks = res["picks"]
+    assert [p["rank"] for p in picks] == [1, 2]
+    assert abs(picks[0]["frame"] - 40) <= 1 and abs(picks[1]["frame"] - 8) <= 1
+    q = np.array(res["frames"]["quality"])
+    assert picks[0]["quality"] == pytest.approx(q.max(), rel=1e-6)
+
+    jid = body["id"]
+    top, left, h, w = res["region"]["box"]
+    # a pick, at full resolution cut to the region
+    r = client.get(picks[0]["image"])
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    with Image.open(io.BytesIO(r.content)) as im:
+        assert im.size == (w, h)
+    # any scored frame, decoded again and cut the same way; the pick's frame is the same image
+    r = client.get(f"/api/scans/{jid}/frames/{picks[0]['frame']}.png")
+    assert r.status_code == 200
+    with Image.open(io.BytesIO(r.content)) as im, Image.open(io.BytesIO(client.get(picks[0]["image"]).content)) as pk:
+        assert im.size == (w, h)
+        np.testing.assert_allclose(np.asarray(im, float), np.asarray(pk, float), atol=1.0)
+    assert client.get(f"/api/scans/{jid}/frames/3.png").status_code == 200
+    assert client.get(f"/api/scans/{jid}/frames/60.png").status_code == 404
+    assert client.get(f"/api/scans/{jid}/picks/3.png").status_code == 404
+
+    # downloads: exactly the files the job produced
+    assert set(res["downloads"]) >= {"frames.csv", "picks.zip", "report.html", "picks.csv"}
+    r = client.get(res["downloads"]["frames.csv"])
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    assert "attachment" in r.headers["content-disposition"] and "sweep_frames.csv" in r.headers["content-disposition"]
+    lines = r.text.strip().splitlines()
+    assert lines[0].split(",")[:3] == ["frame", "time", "plane"] and len(lines) == 61
+    with zipfile.ZipFile(io.BytesIO(client.get(res["downloads"]["picks.zip"]).content)) as zf:
+        names = sorted(zf.namelist())
+    assert len(names) == 2 and names[0].startswith("best_01_frame")
+    html = client.get(res["downloads"]["report.html"]).text
+    assert "sweep.mp4" in html and "Selected frames" in html
+    assert str(app.state.workdir) not in html  # no server path in what a user downloads
+    for bad in ("../../etc/passwd", "..%2F..%2Fetc%2Fpasswd", "model.safetensors", "scan.mp4"):
+        assert client.get(f"/api/scans/{jid}/files/{bad}").status_code == 404
+
+
+def test_dicom_cine_uses_its_region_and_timing(served, scans):
+    _, client = served
+    body = scored(client, [scans["dicom"]], model="brightness", top_k=1)
+    assert body["status"] == "done", body
+    res = body["result"]
+    assert res["kind"] == "dicom" and res["region"] == {"method": "dicom", "box": [10, 20, 80, 88]}
+    np.testing.assert_allclose(res["frames"]["time"], np.arange(12) * 0.04, atol=1e-9)
+    assert res["picks"][0]["frame"] == 7
+
+
+def test_still_images_are_one_scan_in_upload_order(served, scans):
+    _, client = served
+    body = scored(client, scans["images"], model="brightness", top_k=2, min_gap=0)
+    assert body["status"] == "done", body
+    res = body["result"]
+    assert res["kind"] == "images" and body["kind"] == "image"
+    assert res["scan"].startswith("4 images (still_0.png")
+    assert res["frames"]["frame"] == [0, 1, 2, 3] and res["frames"]["time"] == [0.0, 1.0, 2.0, 3.0]
+    assert [p["frame"] for p in res["picks"]] == [1, 3]  # the brightest images, best first
+
+
+def test_real_run_folder_and_models_menu(served, scans):
+    _, client = served
+    models = client.get("/api/models").json()
+    assert [m["name"] for m in models] == ["brightness", "tiny"]
+    assert models[0]["default"] and not models[1]["default"] and models[1]["image_size"] == [48, 64]
+    body = scored(client, [scans["video"]], model="tiny", top_k=3, every=3, smooth=0.5)
+    assert body["status"] == "done", body
+    res = body["result"]
+    assert res["model"] == "tiny" and res["runtime"] == "torch" and res["frames_scored"] == 20
+    assert all(math.isfinite(v) for v in res["frames"]["quality"])
+    assert res["smooth"] == 0.5 and len(res["picks"]) == 3
+    cfg = client.get("/api/config").json()
+    assert cfg["defaults"]["top_k"] == ScanOptions().top_k and cfg["limits"]["queue_size"] == 8
+    assert "workdir" not in cfg["limits"]
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def test_upload_errors_are_one_clear_line(served, scans, tmp_path):
+    _, client = served
+    text = tmp_path / "notes.mp4"  # the name says video, the bytes do not
+    text.write_bytes(b"just some text, not a video at all" * 10)
+    r = upload(client, [text])
+    assert r.status_code == 415 and r.json()["detail"].startswith("notes.mp4: the content is not a supported scan")
+    r = upload(client, [scans["video"], scans["images"][0]])
+    assert r.status_code == 400 and "still images" in r.json()["detail"]
+    r = client.post("/api/scans", data={"top_k": "2"})
+    assert r.status_code == 422 and "files" in r.json()["detail"]
+    for opts, words in [({"top_k": 0}, "top_k must be between"), ({"top_k": "many"}, "top_k"),
+                        ({"min_gap": -1}, "min_gap"), ({"model": "nope"}, "unknown model"),
+                        ({"plane": "4CH"}, "plane check is not available")]:
+        r = upload(client, [scans["video"]], **opts)
+        assert r.status_code == 422, (opts, r.text)
+        assert words in r.json()["detail"] and "\n" not in r.json()["detail"]
+    for jid in ("0" * 32, "not-an-id", "..%2F..%2Fetc"):
+        assert client.get(f"/api/scans/{jid}").status_code == 404
+        assert client.get(f"/api/scans/{jid}/files/frames.csv").status_code == 404
+    assert client.delete("/api/scans/" + "f" * 32).status_code == 404
+
+
+def test_unreadable_scan_fails_with_its_name_not_a_server_path(served, scans, tmp_path):
+    app, client = served
+    bad = tmp_path / "broken.mp4"  # an MP4 header, then garbage
+    bad.write_bytes(b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2" + bytes(range(256)) * 40)
+    body = scored(client, [bad], model="brightness")
+    assert body["status"] == "failed"
+    assert "broken.mp4" in body["message"] and str(app.state.workdir) not in body["message"]
+    assert "result" not in body
+    r = client.get(f"/api/scans/{body['id']}/files/frames.csv")
+    assert r.status_code == 409 and "failed" in r.json()["detail"]
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(scans["images"][0].read_bytes()[:60])
+    body = scored(client, [cut], model="brightness")
+    assert body["status"] == "failed" and "cut.png" in body["message"]
+
+
+def test_size_and_frame_limits(run_dir, scans):
+    app, client = make_client([("brightness", MeanRuntime())], max_upload_bytes=2000, max_frames=30)
+    try:
+        r = upload(client, [scans["video"]])
+        assert r.status_code == 413 and "at most" in r.json()["detail"]
+        def chunks():
+            yield scans["images"][0].read_bytes()
+        r = client.post("/api/scans", content=chunks(), headers={"content-type": "multipart/form-data; boundary=x"})
+        assert r.status_code == 411 and "Content-Length" in r.json()["detail"]
+    finally:
+        app.state.close()
+    app, client = make_client([("brightness", MeanRuntime())], max_frames=30)
+    try:
+        body = scored(client, [scans["video"]])
+        assert body["status"] == "failed" and "60 frames" in body["message"] and "at most 30" in body["message"]
+    finally:
+        app.state.close()
+
+
+def test_queue_full_busy_results_and_delete(scans):
+    gate = GateRuntime()
+    app, client = make_client([("gate", gate)], queue_size=1)
+    try:
+        first = upload(client, [scans["dicom"]]).json()
+        assert gate.entered.wait(30)  # the worker is busy with the first upload
+        second = upload(client, [scans["dicom"]])
+        assert second.status_code == 202 and second.json()["position"] == 1
+        third = upload(client, [scans["dicom"]])
+        assert third.status_code == 429 and "already waiting" in third.json()["detail"]
+        assert third.headers["retry-after"]
+        assert len(list(app.state.workdir.iterdir())) == 2  # the refused upload left nothing behind
+        busy = client.get(f"/api/scans/{first['id']}").json()
+        assert busy["status"] == "running" and busy["phase"] == "decoding and scoring frames"
+        r = client.get(f"/api/scans/{first['id']}/files/frames.csv")
+        assert r.status_code == 409 and "still being scored" in r.json()["detail"]
+        # deleting the waiting job cancels it and removes its files
+        sid = second.json()["id"]
+        assert client.delete(f"/api/scans/{sid}").status_code == 204
+        assert client.get(f"/api/scans/{sid}").status_code == 404
+        assert not (app.state.workdir / sid).exists()
+        gate.gate.set()
+        assert wait(client, first["id"])["status"] == "done"
+    finally:
+        gate.gate.set()
+        app.state.close()
+
+
+def test_expiry_and_shutdown_delete_every_file(scans):
+    app, client = make_client([("brightness", MeanRuntime())], job_ttl=60.0)
+    workdir = app.state.workdir
+    body = scored(client, [scans["dicom"]])
+    jid = body["id"]
+    assert (workdir / jid / "out" / "frames.csv").is_file()
+    jobs: JobQueue = app.state.jobs
+    assert jobs.expire(now=time.time() + 30) == 0 and (workdir / jid).exists()
+    assert jobs.expire(now=time.time() + 120) == 1
+    assert not (workdir / jid).exists() and client.get(f"/api/scans/{jid}").status_code == 404
+    scored(client, [scans["dicom"]])
+    app.state.close()
+    assert not workdir.exists()
+
+
+def test_page_assets_headers_and_openapi(served):
+    _, client = served
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert 'src="/static/app.js"' in page.text and "http" not in page.text.replace('href="/openapi.json"', "")
+    for asset in ("/static/app.js", "/static/style.css"):
+        r = client.get(asset)
+        assert r.status_code == 200 and "https://" not in r.text and "http://" not in r.text.replace(SVG_NS, "")
+    schema = client.get("/openapi.json").json()
+    paths = set(schema["paths"])
+    assert {"/api/scans", "/api/scans/{job_id}", "/api/scans/{job_id}/frames/{frame}.png",
+            "/api/scans/{job_id}/files/{name}", "/api/models", "/api/config"} <= paths
+    assert client.get("/docs").status_code == 404  # Swagger UI would load scripts from a CDN
+    # a page on another origin resolving to this machine (DNS rebinding) is refused
+    assert client.get("/api/models", headers={"host": "evil.example"}).status_code == 400
+
+
+SVG_NS = "http://www.w3.org/2000/svg"
+
+
+def test_plane_check(sononet16_path, scans):
+    from crl_uiqa.serving.models import PlaneChecker
+
+    planes = PlaneChecker(sononet16_path)
+    app = create_app([("brightness", MeanRuntime())], planes=planes,
+                     settings=ServeSettings(allowed_hosts=TEST_HOSTS))
+    client = TestClient(app)
+    try:
+        cfg = client.get("/api/config").json()
+        assert cfg["planes"]["available"] and "4CH" in cfg["planes"]["names"]
+        r = upload(client, [scans["dicom"]], plane="elbow")
+        assert r.status_code == 422 and "unknown plane" in r.json()["detail"]
+        body = scored(client, [scans["dicom"]], plane="4ch", plane_threshold=0.0, top_k=2, min_gap=0)
+        res = body["result"]
+        assert res["plane"] == "4CH" and res["plane_threshold"] == 0.0
+        probs = res["frames"]["plane_probability"]
+        assert len(probs) == 12 and all(0.0 <= p <= 1.0 for p in probs)
+        assert all(res["frames"]["eligible"]) and res["picks"][0]["plane"] in cfg["planes"]["names"]
+        body = scored(client, [scans["dicom"]], plane="4ch", plane_threshold=1.0)
+        elig = body["result"]["frames"]["eligible"]
+        probs = body["result"]["frames"]["plane_probability"]
+        assert elig == [p >= 1.0 for p in probs]
+        assert all(elig[p["frame"]] for p in body["result"]["picks"])
+    finally:
+        app.state.close()
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def test_cli_checks_settings_before_loading(tmp_path, capsys):
+    assert main(["serve", "--model", str(tmp_path / "missing"), "--port", "0"]) == 1
+    assert "--port" in capsys.readouterr().err
+    assert main(["serve", "--model", str(tmp_path / "missing")]) == 1
+    assert "model not found" in capsys.readouterr().err
+    assert main(["serve", "--model", str(tmp_path), "--queue", "0"]) == 1
+    assert "queue_size" in capsys.readouterr().err
+
+
+def test_cli_models_menu_from_a_folder_of_runs(tmp_path):
+    from crl_uiqa.serving.models import discover_models
+
+    for name in ("b-run", "a-run"):
+        tiny_run(tmp_path / "runs" / name)
+    (tmp_path / "runs" / "notes").mkdir()
+    found = discover_models([tmp_path / "runs", tmp_path / "runs" / "a-run"])
+    assert [n for n, _ in found] == ["a-run", "b-run", "a-run-2"]
+    with pytest.raises(FileNotFoundError, match="neither a run folder"):
+        discover_models([tmp_path / "runs" / "notes"])
