@@ -273,7 +273,7 @@ function showFrame(job, frame, src) {
 function curve(job) {
   const res = job.result;
   const F = res.frames;
-  const W = 860, H = 280, L = 52, R = 14, T = 14, B = 36;
+  const W = 860, H = 290, L = 52, R = 14, T = 24, B = 36;
   const times = F.time, q = F.quality_smoothed, raw = F.quality;
   const vals = q.concat(res.smooth > 0 ? raw : []).filter((v) => v != null);
   let t0 = times.length ? times[0] : 0, t1 = times.length ? times[times.length - 1] : 1;
@@ -306,7 +306,7 @@ function curve(job) {
   s.append(svg("line", { class: "axis", x1: L, x2: W - R, y1: H - B, y2: H - B }));
   s.append(svg("line", { class: "axis", x1: L, x2: L, y1: T, y2: H - B }));
   s.append(svg("text", { x: (L + W - R) / 2, y: H - 4, "text-anchor": "middle" }, res.kind === "image" ? "image number" : "time (s)"));
-  s.append(svg("text", { x: 12, y: (T + H - B) / 2, "text-anchor": "middle", transform: `rotate(-90 12 ${(T + H - B) / 2})` }, "quality"));
+  s.append(svg("text", { x: 6, y: 12, "text-anchor": "start" }, res.smooth > 0 ? `quality (smoothed over \u00b1${res.smooth} s; grey: raw)` : "quality"));
   const path = (ys, cls) => {
     let d = "", pen = false;
     for (let i = 0; i < times.length; i++) {
