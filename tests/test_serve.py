@@ -26,7 +26,7 @@ from PIL import Image  # noqa: E402
 
 from _helpers import fan_frames, tiny_run, write_dicom_cine, write_video  # noqa: E402
 from crl_uiqa.cli import main  # noqa: E402
-from crl_uiqa.export import Runtime  # noqa: E402
+from crl_uiqa.runtime import Runtime  # noqa: E402
 from crl_uiqa.serving import ScanOptions, ServeSettings, create_app  # noqa: E402
 from crl_uiqa.serving.jobs import JobQueue  # noqa: E402
 from crl_uiqa.serving.sniff import UnsupportedContent, sniff  # noqa: E402
@@ -404,6 +404,29 @@ def test_cli_checks_settings_before_loading(tmp_path, capsys):
     assert "model not found" in capsys.readouterr().err
     assert main(["serve", "--model", str(tmp_path), "--queue", "0"]) == 1
     assert "queue_size" in capsys.readouterr().err
+
+
+def test_cli_starts_uvicorn_with_its_settings(run_dir, tmp_path, monkeypatch, capsys):
+    import uvicorn
+
+    started = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: started.update(app=app, **kw))
+    assert main(["serve", "--model", str(run_dir), "--port", "8123", "--max-upload-mb", "5", "--max-frames", "99",
+                 "--queue", "2", "--keep-minutes", "1", "--workdir", str(tmp_path / "work")]) == 0
+    assert started["host"] == "127.0.0.1" and started["port"] == 8123
+    app = started["app"]
+    try:
+        cfg = TestClient(app, base_url="http://127.0.0.1:8123").get("/api/config").json()
+        assert cfg["limits"]["max_upload_bytes"] == 5 * 2**20 and cfg["limits"]["max_frames"] == 99
+        assert cfg["limits"]["queue_size"] == 2 and cfg["limits"]["job_ttl"] == 60.0
+        assert [m["name"] for m in cfg["models"]] == ["tiny"]
+        assert app.state.workdir.parent == tmp_path / "work"
+        assert "open http://127.0.0.1:8123/" in capsys.readouterr().out
+        # a request under another host name is refused
+        assert TestClient(app, base_url="http://evil.example").get("/api/config").status_code == 400
+    finally:
+        app.state.close()
+    assert list((tmp_path / "work").iterdir()) == []
 
 
 def test_cli_models_menu_from_a_folder_of_runs(tmp_path):

@@ -23,9 +23,8 @@ pytest.importorskip("pydicom")
 
 from _browser import check_page, open_page  # noqa: E402
 from _helpers import fan_frames, tiny_run, write_dicom_cine, write_video  # noqa: E402
-from test_serve import MeanRuntime, bump, levels  # noqa: E402
-
 from crl_uiqa.serving import ServeSettings, create_app  # noqa: E402
+from test_serve import MeanRuntime, bump, levels  # noqa: E402
 
 TIMEOUT_MS = 120_000
 

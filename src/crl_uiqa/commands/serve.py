@@ -1,6 +1,8 @@
 """``crl-uiqa serve``: a local web page to drop a scan on and get its best frames (plus a JSON API)."""
 from __future__ import annotations
 
+from ..errors import ConfigError, optional_import
+
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
@@ -51,17 +53,17 @@ def register(sub) -> None:
 
 
 def settings_from_args(args):
-    """:class:`ServeSettings` from the command line (``ValueError`` on bad values)."""
+    """:class:`ServeSettings` from the command line (:class:`ConfigError` on bad values)."""
     from pathlib import Path
 
     from ..serving.settings import LOCAL_HOSTS, ServeSettings
 
     if not 1 <= args.port <= 65535:
-        raise ValueError(f"--port must be between 1 and 65535, got {args.port}")
+        raise ConfigError(f"--port must be between 1 and 65535, got {args.port}")
     if not args.max_upload_mb > 0:
-        raise ValueError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
+        raise ConfigError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
     if not args.keep_minutes > 0:
-        raise ValueError(f"--keep-minutes must be positive, got {args.keep_minutes}")
+        raise ConfigError(f"--keep-minutes must be positive, got {args.keep_minutes}")
     hosts = list(LOCAL_HOSTS) + list(args.allow_host)
     if args.host in ("0.0.0.0", "::", ""):
         hosts = ["*"]
@@ -78,13 +80,11 @@ def run(args) -> int:
     import sys
 
     settings = settings_from_args(args)  # bad settings fail before any model is loaded
-    try:
-        import uvicorn
-    except ImportError:
-        raise ValueError("crl-uiqa serve needs FastAPI and uvicorn: pip install 'crl-uiqa[serve]'") from None
+    uvicorn = optional_import("uvicorn", "serve", purpose="crl-uiqa serve")
+    optional_import("fastapi", "serve", purpose="crl-uiqa serve")
     if args.threads is not None:
         if args.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+            raise ConfigError(f"--threads must be >= 1, got {args.threads}")
         import torch
 
         torch.set_num_threads(args.threads)
@@ -93,7 +93,7 @@ def run(args) -> int:
 
     models = ModelRegistry.load(args.model, runtime=args.runtime, device=args.device, threads=args.threads)
     app = create_app(models, settings=settings, plane_weights=args.plane_weights)
-    if args.host not in LOCAL_HOSTS:
+    if args.host not in LOOPBACK:
         print(f"crl-uiqa serve: warning: listening on {args.host}: anyone who can reach this machine can upload "
               "scans and read results (there is no login)", file=sys.stderr)
     shown = f"[{args.host}]" if ":" in args.host else args.host

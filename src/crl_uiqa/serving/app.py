@@ -49,7 +49,9 @@ try:
     except ImportError:
         import multipart  # noqa: F401
 except ImportError as _exc:  # pragma: no cover - depends on the install
-    raise ImportError(
+    from ..errors import MissingDependencyError
+
+    raise MissingDependencyError(
         f"crl-uiqa serve needs FastAPI, uvicorn and python-multipart: pip install 'crl-uiqa[serve]' ({_exc})"
     ) from None
 
@@ -97,7 +99,7 @@ def create_app(
     ----------
     models : ModelRegistry or sequence
         Run folders, exported files, folders of runs, or
-        :class:`crl_uiqa.export.Runtime` objects (see :class:`ModelRegistry`).
+        :class:`crl_uiqa.runtime.Runtime` objects (see :class:`ModelRegistry`).
     settings : ServeSettings, optional
         Limits (defaults: :class:`ServeSettings`).
     planes : PlaneChecker, optional
@@ -124,6 +126,7 @@ def create_app(
         if closed.is_set():
             return
         closed.set()
+        atexit.unregister(close)
         jobs.close()
         shutil.rmtree(root, ignore_errors=True)
         log.info("stopped; every upload and result is deleted")

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ScanError
 from .jobs import Job, JobCancelled
 from .models import ModelRegistry, PlaneChecker
 from .settings import ServeSettings
@@ -38,13 +39,13 @@ DOWNLOADS = {
 STILLS_FRAME_RATE = 1.0
 
 
-class FrameLimit(ValueError):
+class FrameLimit(ScanError):
     """The scan has more frames than the server accepts."""
 
 
 def _observed(runtime: Any, job: Job, max_frames: int):
     """``runtime`` reporting each batch to ``job`` (progress, cancellation, frame limit)."""
-    from ..export import Runtime
+    from ..runtime import Runtime
 
     class Observed(Runtime):
         kind = runtime.kind
@@ -182,6 +183,7 @@ def render_frame(job: Job, frame: int) -> bytes:
     """
     from PIL import Image
 
+    from ..video.region import Region
     from ..video.scan import open_scan
 
     region = job.private.get("region")
@@ -192,9 +194,10 @@ def render_frame(job: Job, frame: int) -> bytes:
         if f.index > frame:
             break
         image = f.image
-        if region is not None and image.shape[0] >= region[0] + region[2] and image.shape[1] >= region[1] + region[3]:
-            t, l, h, w = region
-            image = image[t:t + h, l:l + w]
+        if region is not None:
+            box = Region.coerce(region)
+            if box.fits(image.shape[:2]):
+                image = box.crop(image)
         buf = io.BytesIO()
         Image.fromarray(np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)).save(buf, format="PNG")
         return buf.getvalue()

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from ..errors import CRLUIQAError
 from .settings import ScanOptions, ServeSettings
 
 log = logging.getLogger(__name__)
@@ -239,7 +240,7 @@ class JobQueue:
         except JobCancelled:
             job.status, job.message = "cancelled", "cancelled"
         except Exception as exc:  # the message is for the user; the trace for the log
-            log.warning("job %s failed: %s", job.id, exc, exc_info=not isinstance(exc, (ValueError, OSError)))
+            log.warning("job %s failed: %s", job.id, exc, exc_info=not isinstance(exc, (CRLUIQAError, OSError)))
             job.status, job.message = "failed", job.public_message(_one_line(exc))
         else:
             job.status = "cancelled" if job.cancel.is_set() else "done"

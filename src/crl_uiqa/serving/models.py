@@ -27,7 +27,7 @@ class ServedModel:
 
     name: str
     source: Path
-    runtime: Any  # crl_uiqa.export.Runtime
+    runtime: Any  # crl_uiqa.runtime.Runtime
 
     def info(self) -> dict:
         meta = getattr(self.runtime, "meta", {}) or {}
@@ -96,13 +96,13 @@ class ModelRegistry:
 
     @classmethod
     def load(cls, paths: Sequence[Any], *, runtime: str = "auto", device: str = "cpu",
-             threads: int | None = None) -> "ModelRegistry":
+             threads: int | None = None) -> ModelRegistry:
         """Load every model under ``paths`` (see :func:`discover_models`).
 
-        ``paths`` may also hold :class:`crl_uiqa.export.Runtime` objects or
+        ``paths`` may also hold :class:`crl_uiqa.runtime.Runtime` objects or
         ``(name, runtime)`` pairs (for embedding the app in Python).
         """
-        from ..export import Runtime, load_runtime
+        from ..runtime import Runtime, load_runtime
 
         models: list[ServedModel] = []
         files: list[Any] = []
@@ -165,6 +165,15 @@ class PlaneChecker:
                 log.info("plane check off: %s", self.reason)
         if self.model is not None:
             self.class_names = tuple(getattr(self.model, "class_names", ()) or self.class_names)
+
+    @classmethod
+    def off(cls, reason: str = "switched off") -> PlaneChecker:
+        """A plane check that is not available (looks for no weights)."""
+        self = cls.__new__(cls)
+        from ..backbones import CLASS_NAMES
+
+        self.model, self.reason, self.class_names = None, reason, tuple(CLASS_NAMES)
+        return self
 
     @property
     def available(self) -> bool:

@@ -5,6 +5,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..errors import ConfigError
+
 __all__ = ["ServeSettings", "ScanOptions", "LOCAL_HOSTS"]
 
 #: Host names a browser may use to reach a server bound to the loopback interface.
@@ -59,11 +61,11 @@ class ServeSettings:
         for name in ("max_upload_bytes", "max_frames", "max_files", "queue_size", "max_jobs", "batch_size"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+                raise ConfigError(f"{name} must be an integer >= 1, got {v!r}")
         if not isinstance(self.job_ttl, (int, float)) or not math.isfinite(self.job_ttl) or self.job_ttl <= 0:
-            raise ValueError(f"job_ttl must be a positive number of seconds, got {self.job_ttl!r}")
+            raise ConfigError(f"job_ttl must be a positive number of seconds, got {self.job_ttl!r}")
         if not self.allowed_hosts:
-            raise ValueError("allowed_hosts must name at least one host (or '*')")
+            raise ConfigError("allowed_hosts must name at least one host (or '*')")
 
     def public(self) -> dict:
         """The limits a client needs to know (no paths)."""
@@ -97,19 +99,19 @@ class ScanOptions:
 
     def __post_init__(self) -> None:
         if not 1 <= self.top_k <= self.MAX_TOP:
-            raise ValueError(f"top_k must be between 1 and {self.MAX_TOP}, got {self.top_k}")
+            raise ConfigError(f"top_k must be between 1 and {self.MAX_TOP}, got {self.top_k}")
         for name in ("min_gap", "smooth"):
             v = getattr(self, name)
             if not math.isfinite(v) or v < 0 or v > 3600:
-                raise ValueError(f"{name} must be a number of seconds between 0 and 3600, got {v}")
+                raise ConfigError(f"{name} must be a number of seconds between 0 and 3600, got {v}")
         if not 0.0 <= self.plane_threshold <= 1.0:
-            raise ValueError(f"plane_threshold must be in [0, 1], got {self.plane_threshold}")
+            raise ConfigError(f"plane_threshold must be in [0, 1], got {self.plane_threshold}")
         if not 1 <= self.every <= 10_000:
-            raise ValueError(f"every must be an integer between 1 and 10000, got {self.every}")
+            raise ConfigError(f"every must be an integer between 1 and 10000, got {self.every}")
         if self.fps is not None and (not math.isfinite(self.fps) or self.fps <= 0):
-            raise ValueError(f"fps must be a positive number of frames per second, got {self.fps}")
+            raise ConfigError(f"fps must be a positive number of frames per second, got {self.fps}")
         if len(self.model) > 200 or len(self.plane) > 64:
-            raise ValueError("model or plane name too long")
+            raise ConfigError("model or plane name too long")
 
     def as_dict(self) -> dict:
         return asdict(self)

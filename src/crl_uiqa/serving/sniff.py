@@ -20,13 +20,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import InputError
+
 __all__ = ["Sniffed", "sniff", "SNIFF_BYTES", "UnsupportedContent"]
 
 #: Bytes needed to recognise every supported format (DICOM's marker ends at 132).
 SNIFF_BYTES = 132
 
 
-class UnsupportedContent(ValueError):
+class UnsupportedContent(InputError):
     """The bytes are none of the supported scan formats."""
 
 

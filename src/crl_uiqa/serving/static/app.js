@@ -27,7 +27,7 @@ function svg(tag, attrs = {}, text) {
   return e;
 }
 
-function fmt(x, digits = 3) {
+function fmt(x, digits = 4) {
   return x == null || !isFinite(x) ? "n/a" : Number(x).toFixed(digits);
 }
 
@@ -273,7 +273,7 @@ function showFrame(job, frame, src) {
 function curve(job) {
   const res = job.result;
   const F = res.frames;
-  const W = 860, H = 290, L = 52, R = 14, T = 24, B = 36;
+  const W = 860, H = 290, L = 66, R = 14, T = 24, B = 36;
   const times = F.time, q = F.quality_smoothed, raw = F.quality;
   const vals = q.concat(res.smooth > 0 ? raw : []).filter((v) => v != null);
   let t0 = times.length ? times[0] : 0, t1 = times.length ? times[times.length - 1] : 1;
@@ -293,10 +293,11 @@ function curve(job) {
     }
   }
   // grid and axes
+  const digits = Math.min(6, Math.max(2, Math.ceil(-Math.log10((y1 - y0) / 4)) + 1));
   for (let k = 0; k <= 4; k++) {
     const v = y0 + ((y1 - y0) * k) / 4, y = sy(v);
     s.append(svg("line", { class: "grid", x1: L, x2: W - R, y1: y, y2: y }));
-    s.append(svg("text", { x: L - 6, y: y + 4, "text-anchor": "end" }, v.toFixed(2)));
+    s.append(svg("text", { x: L - 6, y: y + 4, "text-anchor": "end" }, v.toFixed(digits)));
   }
   const step = niceStep((t1 - t0) / 8);
   for (let t = Math.ceil(t0 / step) * step; t <= t1 + 1e-9; t += step) {
