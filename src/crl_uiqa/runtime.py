@@ -16,7 +16,7 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence, TypeAlias
 
 import numpy as np
 
@@ -32,9 +32,19 @@ from .export import (
     format_from_path,
 )
 
+if TYPE_CHECKING:
+    import torch
+
+    from .model import QualityModel
+
 log = logging.getLogger(__name__)
 
-__all__ = ["RUNTIMES", "Runtime", "TorchRuntime", "TorchScriptRuntime", "OnnxRuntime", "load_runtime", "cpu_cores"]
+#: A device name (``"cpu"``, ``"cuda:0"``, ``"auto"``) or a :class:`torch.device`.
+Device: TypeAlias = "str | torch.device"
+#: What :func:`load_runtime` (and ``select``/``live``) take as a model.
+ModelSource: TypeAlias = "Runtime | QualityModel | str | os.PathLike"
+
+__all__ = ["Device", "ModelSource", "RUNTIMES", "Runtime", "TorchRuntime", "TorchScriptRuntime", "OnnxRuntime", "load_runtime", "cpu_cores"]
 
 #: Runtime kinds accepted by :func:`load_runtime`.
 RUNTIMES = ("torch", "torchscript", "onnx")
@@ -102,7 +112,8 @@ class TorchRuntime(Runtime):
 
     kind = "torch"
 
-    def __init__(self, model, device: Any = "cpu", source: str = "<in-memory model>", meta: dict | None = None):
+    def __init__(self, model: QualityModel, device: Device = "cpu", source: str = "<in-memory model>",
+                 meta: dict | None = None):
         from .devices import prepare_model, resolve_device
 
         self.device = resolve_device(device)
@@ -124,7 +135,7 @@ class TorchScriptRuntime(Runtime):
 
     kind = "torchscript"
 
-    def __init__(self, path: str | os.PathLike, device: Any = "cpu", *, optimize: bool = True):
+    def __init__(self, path: str | os.PathLike, device: Device = "cpu", *, optimize: bool = True):
         import torch
 
         from .devices import resolve_device
@@ -215,10 +226,10 @@ def _is_export_file(p: Path) -> bool:
 
 
 def load_runtime(
-    source: Any,
+    source: ModelSource,
     kind: str = "torch",
     *,
-    device: Any = "cpu",
+    device: Device = "cpu",
     threads: int | None = None,
 ) -> Runtime:
     """A :class:`Runtime` of the given kind for a model, run directory or exported file.
@@ -290,13 +301,14 @@ def load_runtime(
     return _runtime_from_temp_export(weights, key, device, threads)
 
 
-def _open_export(path: Path, kind: str, device: Any, threads: int | None) -> Runtime:
+def _open_export(path: Path, kind: str, device: Device, threads: int | None) -> Runtime:
     if kind == "onnx":
         return OnnxRuntime(path, threads=threads)
     return TorchScriptRuntime(path, device)
 
 
-def _runtime_from_temp_export(source: Any, kind: str, device: Any, threads: int | None) -> Runtime:
+def _runtime_from_temp_export(source: QualityModel | str | os.PathLike, kind: str, device: Device,
+                              threads: int | None) -> Runtime:
     with tempfile.TemporaryDirectory(prefix="crl-uiqa-export-") as tmp:
         path = Path(tmp) / FORMATS[kind]
         log.info("exporting the model to %s for the %s runtime", kind, kind)

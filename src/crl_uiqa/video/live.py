@@ -28,17 +28,21 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 
 from .framing import RegionCutter, RegionPolicy, model_input
-from .region import RegionDetection
+from .region import Region, RegionDetection
 from .scan import Frame
+
+if TYPE_CHECKING:
+    from ..runtime import Device, ModelSource, Runtime
 
 log = logging.getLogger(__name__)
 
@@ -366,7 +370,7 @@ class LiveTrack:
 class _LiveScorer:
     """Scores frames into a :class:`LiveTrack` and reports the status at most every ``interval`` seconds."""
 
-    def __init__(self, rt: Any, track: LiveTrack, reader: _Reader, on_status: Callable[[LiveStatus], None] | None,
+    def __init__(self, rt: Runtime, track: LiveTrack, reader: _Reader, on_status: Callable[[LiveStatus], None] | None,
                  interval: float, t_start: float) -> None:
         self.rt, self.track, self.reader, self.on_status = rt, track, reader, on_status
         self.interval, self.t_start, self.last = interval, t_start, -math.inf
@@ -384,7 +388,7 @@ class _LiveScorer:
             self.on_status(self.track.status(self.reader.received, self.reader.slot.dropped, now - self.t_start))
 
 
-def _open_source(source: Any, realtime: bool, policy: RegionPolicy,
+def _open_source(source: str | os.PathLike | int, realtime: bool, policy: RegionPolicy,
                  frame_rate: float | None) -> tuple[Iterator[Frame], float | None, str, RegionCutter]:
     """The frames, nominal rate, name and region cutter of a camera or a file."""
     if is_camera(source):
@@ -404,14 +408,14 @@ def _open_source(source: Any, realtime: bool, policy: RegionPolicy,
 
 
 def run_live(
-    model: Any,
-    source: Any,
+    model: ModelSource,
+    source: str | os.PathLike | int,
     *,
     runtime: str = "auto",
-    device: Any = "cpu",
+    device: Device = "cpu",
     threads: int | None = None,
     realtime: bool = True,
-    crop: Any = None,
+    crop: Region | Sequence[int] | str | None = None,
     region: str = "auto",
     region_frames: int = LIVE_REGION_FRAMES,
     frame_rate: float | None = None,

@@ -38,15 +38,20 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
 from .framing import REGION_FRAMES, REGION_MODES, RegionCutter, RegionPolicy, model_input
 from .prefetch import prefetch, prefetch_depth
 from .region import Region, RegionDetection
-from .scan import ScanReadError, ScanSource, open_scan
+from .scan import Frame, ScanReadError, ScanSource, open_scan
 from .temporal import ScoreTrack, TrackedFrame, smooth_scores, temporal_nms
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..runtime import Device, ModelSource, Runtime
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +221,7 @@ class SelectionResult:
         }
 
 
-def resolve_region(scan: ScanSource, *, crop: Any = None, region: str = "auto") -> RegionDetection | None:
+def resolve_region(scan: ScanSource, *, crop: Region | Sequence[int] | str | None = None, region: str = "auto") -> RegionDetection | None:
     """The region known before reading pixels: a manual crop or the DICOM region (see :mod:`.framing`).
 
     Returns ``None`` when the region must be detected from frames
@@ -264,7 +269,8 @@ class SelectionSettings:
                    RegionPolicy.create(crop, region, region_frames))
 
 
-def _load_plane_model(plane_model: Any, plane_weights: Any, device: Any):
+def _load_plane_model(plane_model: torch.nn.Module | str | None, plane_weights: str | os.PathLike | None,
+                      device: Device) -> tuple[torch.nn.Module, torch.device]:
     from ..backbones import get_backbone
     from ..devices import prepare_model, resolve_device
 
@@ -290,8 +296,8 @@ class PlaneCheck:
         The classifier (default SonoNet-16 with ``weights``) and its device.
     """
 
-    def __init__(self, plane: str, threshold: float, *, model: Any = None, weights: Any = None,
-                 device: Any = "cpu") -> None:
+    def __init__(self, plane: str, threshold: float, *, model: torch.nn.Module | str | None = None,
+                 weights: str | os.PathLike | None = None, device: Device = "cpu") -> None:
         from ..classify import plane_index
 
         self.net, self.device = _load_plane_model(model, weights, device)
@@ -321,9 +327,9 @@ class PlaneCheck:
 class _Prepared:
     """A frame cut to the region, with its model input(s) (``(1, h, w)`` tensors)."""
 
-    frame: Any
-    x: Any
-    x_plane: Any = None
+    frame: Frame
+    x: torch.Tensor
+    x_plane: torch.Tensor | None = None
 
 
 class _FramePreparer:
@@ -356,7 +362,7 @@ class _FramePreparer:
 class _Scorer:
     """Scores prepared batches (quality, then the plane check) into a :class:`ScoreTrack`."""
 
-    def __init__(self, runtime: Any, plane_check: PlaneCheck | None, track: ScoreTrack, bar: Any) -> None:
+    def __init__(self, runtime: Runtime, plane_check: PlaneCheck | None, track: ScoreTrack, bar: Any) -> None:
         self.runtime, self.plane_check, self.track, self.bar = runtime, plane_check, track, bar
 
     def __call__(self, batch: list[_Prepared]) -> None:
@@ -397,15 +403,15 @@ def _stream(scan: ScanSource, preparer: _FramePreparer, scorer: _Scorer, batch_s
 
 
 def select_frames(
-    model: Any,
+    model: ModelSource,
     scan_path: str | os.PathLike,
     *,
     runtime: str = "auto",
-    device: Any = "cpu",
+    device: Device = "cpu",
     threads: int | None = None,
     plane: str | None = None,
     plane_threshold: float = 0.5,
-    plane_model: Any = None,
+    plane_model: torch.nn.Module | str | None = None,
     plane_weights: str | os.PathLike | None = None,
     top_k: int = 1,
     min_gap: float = 1.0,
@@ -498,7 +504,7 @@ def select_frames(
 
 
 def _result(scan: ScanSource, scan_path: str, cfg: SelectionSettings, track: ScoreTrack, cutter: RegionCutter,
-            check: PlaneCheck | None, error: ScanReadError | None, rt: Any, frame_rate: float | None,
+            check: PlaneCheck | None, error: ScanReadError | None, rt: Runtime, frame_rate: float | None,
             seconds: float) -> SelectionResult:
     """Assemble the :class:`SelectionResult` of a finished stream."""
     times, quality, smoothed = track.times, track.quality, track.smoothed
