@@ -30,3 +30,12 @@ def test_outputs_get_the_usual_mode(tmp_path):
 def test_csv_numpy_values_round_trip(tmp_path):
     write_csv(tmp_path / "s.csv", [{"path": "a.png", "score": np.float64(0.25), "n": np.int64(3)}], ["path", "score", "n"])
     assert read_csv(tmp_path / "s.csv") == [{"path": "a.png", "score": "0.25", "n": "3"}]
+
+
+def test_safe_name_stays_one_component():
+    from crl_uiqa.files import safe_name
+
+    assert safe_name("..") == "output" and safe_name(".") == "output" and safe_name(" .. ", "scan") == "scan"
+    assert safe_name("../x") == "_x" and safe_name("a/b\\c") == "a_b_c" and safe_name(".hidden") == "hidden"
+    assert safe_name("scan 1") == "scan 1" and safe_name("ü.mp4") == "ü.mp4"
+    assert "\n" not in safe_name("a\nb") and len(safe_name("x" * 500)) == 200
