@@ -11,9 +11,13 @@ skip on their own when one is missing.
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
+import torch
+
+from crl_uiqa.runtime import Runtime
 
 # ----------------------------------------------------------------------------- NSS test images
 
@@ -146,12 +150,17 @@ def us_region(x0, y0, x1, y1):
 # ----------------------------------------------------------------------------- scans and models for app tests
 
 
+def fan_mask(h: int = 96, w: int = 128) -> np.ndarray:
+    """The fan (sector) of a curvilinear probe capture, apex at the top centre."""
+    y, x = np.mgrid[0:h, 0:w]
+    r, ang = np.hypot(y - 6, x - w / 2), np.degrees(np.arctan2(x - w / 2, y - 6))
+    return (r >= 10) & (r <= 0.85 * h) & (np.abs(ang) <= 40)
+
+
 def fan_frames(levels, *, seed: int = 0, h: int = 96, w: int = 128) -> list[np.ndarray]:
     """uint8 frames of a speckle fan whose mean follows ``levels``, a static text block top-left, black elsewhere."""
     rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:h, 0:w]
-    r, ang = np.hypot(y - 6, x - w / 2), np.degrees(np.arctan2(x - w / 2, y - 6))
-    fan = (r >= 10) & (r <= 0.85 * h) & (np.abs(ang) <= 40)
+    fan = fan_mask(h, w)
     frames = []
     for lv in levels:
         f = np.zeros((h, w), np.uint8)
@@ -191,3 +200,23 @@ def tiny_run(folder, image_size=(48, 64), seed: int = 0) -> Path:
         torch.manual_seed(seed)
         save_model(build_model(ModelConfig(image_size=tuple(image_size)), pretrained=False), run)
     return run
+
+
+class MeanRuntime(Runtime):
+    """Score = mean intensity of the (resized) frame: a scorer whose ranking is known by construction.
+
+    ``delay`` seconds per call make it slow on purpose; ``calls`` counts the batches scored.
+    """
+
+    kind = "mean"
+
+    def __init__(self, size=(48, 64), delay: float = 0.0):
+        super().__init__(size, "mean-intensity")
+        self.delay = delay
+        self.calls = 0
+
+    def _run(self, batch):
+        self.calls += 1
+        if self.delay:
+            time.sleep(self.delay)
+        return torch.as_tensor(batch).float().mean(dim=(1, 2, 3)).numpy()

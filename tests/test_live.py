@@ -11,8 +11,9 @@ import torch
 
 av = pytest.importorskip("av")
 
+import _helpers  # noqa: E402
 from crl_uiqa.cli import main  # noqa: E402
-from crl_uiqa.export import Runtime, load_runtime  # noqa: E402
+from crl_uiqa.export import load_runtime  # noqa: E402
 from crl_uiqa.files import read_csv  # noqa: E402
 from crl_uiqa.live import LatestFrameSlot, is_camera, open_camera, run_live  # noqa: E402
 
@@ -47,20 +48,9 @@ def model_runtime(tmp_path_factory):
     return load_runtime(build_model(ModelConfig(image_size=(32, 48)), pretrained=False), "torch")
 
 
-class MeanRuntime(Runtime):
-    """Score = mean intensity, optionally slowed down by ``delay`` seconds per call."""
-
-    kind = "mean"
-
-    def __init__(self, delay=0.0):
-        super().__init__((32, 48), "mean-intensity")
-        self.delay = delay
-        self.calls = 0
-
-    def _run(self, batch):
-        self.calls += 1
-        time.sleep(self.delay)
-        return torch.as_tensor(batch).float().mean(dim=(1, 2, 3)).numpy()
+def MeanRuntime(delay=0.0):  # noqa: N802 - reads like the class it builds
+    """Score = mean intensity at 32x48, optionally slowed down by ``delay`` seconds per call."""
+    return _helpers.MeanRuntime((32, 48), delay)
 
 
 def test_latest_frame_slot_overwrites_and_counts():

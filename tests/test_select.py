@@ -19,9 +19,8 @@ import torch
 av = pytest.importorskip("av")
 
 import _helpers  # noqa: E402
-from _helpers import us_dicom_dataset, us_region  # noqa: E402
+from _helpers import MeanRuntime, fan_frames, fan_mask, us_dicom_dataset, us_region  # noqa: E402
 from crl_uiqa.cli import main  # noqa: E402
-from crl_uiqa.export import Runtime  # noqa: E402
 from crl_uiqa.files import read_csv  # noqa: E402
 from crl_uiqa.scan import ScanReadError  # noqa: E402
 from crl_uiqa.select import (  # noqa: E402
@@ -40,36 +39,9 @@ H, W = 96, 128
 FPS = 20
 
 
-class MeanRuntime(Runtime):
-    """Score = mean intensity of the (resized) frame: a scorer whose ranking is known by construction."""
-
-    kind = "mean"
-
-    def __init__(self, size=(48, 64)):
-        super().__init__(size, "mean-intensity")
-
-    def _run(self, batch):
-        return torch.as_tensor(batch).float().mean(dim=(1, 2, 3)).numpy()
-
-
-def fan_mask(h=H, w=W):
-    y, x = np.mgrid[0:h, 0:w]
-    r, ang = np.hypot(y - 6, x - w / 2), np.degrees(np.arctan2(x - w / 2, y - 6))
-    return (r >= 10) & (r <= 0.85 * h) & (np.abs(ang) <= 40)
-
-
 def capture_frames(levels, seed=0, h=H, w=W):
     """uint8 frames: speckle fan of mean ~level, static text block top-left, black elsewhere."""
-    rng = np.random.default_rng(seed)
-    fan = fan_mask(h, w)
-    frames = []
-    for lv in levels:
-        f = np.zeros((h, w), np.uint8)
-        speckle = np.clip(lv * rng.uniform(0.8, 1.2, (h, w)), 0, 255).astype(np.uint8)
-        f[fan] = speckle[fan]
-        f[2:8, 2:30] = 220
-        frames.append(f)
-    return frames
+    return fan_frames(levels, seed=seed, h=h, w=w)
 
 
 def write_video(path, frames, fps=FPS):

@@ -24,9 +24,8 @@ av = pytest.importorskip("av")
 from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from _helpers import fan_frames, tiny_run, write_dicom_cine, write_video  # noqa: E402
+from _helpers import MeanRuntime, fan_frames, tiny_run, write_dicom_cine, write_video  # noqa: E402
 from crl_uiqa.cli import main  # noqa: E402
-from crl_uiqa.runtime import Runtime  # noqa: E402
 from crl_uiqa.serving import ScanOptions, ServeSettings, create_app  # noqa: E402
 from crl_uiqa.serving.jobs import JobQueue  # noqa: E402
 from crl_uiqa.serving.sniff import UnsupportedContent, sniff  # noqa: E402
@@ -35,18 +34,6 @@ torch.set_num_threads(1)
 
 FPS = 20
 TEST_HOSTS = ("testserver", "127.0.0.1", "localhost")
-
-
-class MeanRuntime(Runtime):
-    """Score = mean intensity of the (resized) frame: the ranking is known by construction."""
-
-    kind = "mean"
-
-    def __init__(self, size=(48, 64)):
-        super().__init__(size, "mean-intensity")
-
-    def _run(self, batch):
-        return torch.as_tensor(batch).float().mean(dim=(1, 2, 3)).numpy()
 
 
 class GateRuntime(MeanRuntime):
