@@ -340,6 +340,6 @@ def test_corrupt_image_numpy_wrapper():
     out = corrupt_image(img, "gaussian_noise", 0.5, seed=1)
     assert out.shape == img.shape and out.dtype == np.float32
     ref = corrupt(torch.from_numpy(img)[None, None], "gaussian_noise", 0.5, torch.Generator().manual_seed(1))
-    np.testing.assert_array_equal(out, ref[0, 0].numpy())
+    np.testing.assert_array_equal(out, ref[0, 0].numpy())  # the wrapper calls corrupt(): same path, same bits
     with pytest.raises(ValueError, match="2-D"):
         corrupt_image(img[None], "haze", 0.5)

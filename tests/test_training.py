@@ -60,6 +60,7 @@ def test_train_checkpoint_and_exact_resume(tmp_path, sononet16_path):
     a, _ = load_model(tmp_path / "full")
     b, _ = load_model(tmp_path / "part")
     for (k, va), (_, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+        # bit-identity is the point of resume, and one machine runs both along the same path
         assert torch.equal(va, vb), k
     s1 = score_paths(a, paths[:4], num_workers=0, progress=False)
     assert s1.paths == paths[:4] and np.isfinite(s1.scores).all()
