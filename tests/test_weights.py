@@ -24,6 +24,8 @@ def clean_env(monkeypatch, tmp_path):
     monkeypatch.delenv(weights.ENV_DIR, raising=False)
     monkeypatch.setenv(weights.ENV_CACHE, str(tmp_path / "cache"))
     monkeypatch.setenv(weights.ENV_NO_DOWNLOAD, "1")
+    # as if the package shipped no weights: these tests are about the other places
+    monkeypatch.setattr(weights, "PACKAGED_DIR", tmp_path / "no-packaged-weights")
     return tmp_path
 
 
@@ -121,6 +123,7 @@ def test_download_disabled_lists_searched_places(clean_env):
     assert str(cache_dir() / "weights" / "SonoNet16.npz") in msg
     assert "download disabled" in msg and weights.ENV_NO_DOWNLOAD in msg
     assert "--weights" in msg and weights.ENV_DIR in msg
+    assert "the package" in msg and "missing or damaged" in msg
 
 
 def test_download_false_without_env_never_downloads(clean_env, monkeypatch, tiny_known):

@@ -5,9 +5,13 @@ Resolution order for a weight file (e.g. ``SonoNet16.npz``):
 1. an explicit path given by the user (``--weights PATH``: the file itself or a
    folder that holds it);
 2. the folder named by the environment variable ``CRL_UIQA_WEIGHTS_DIR``;
-3. the user cache (``$CRL_UIQA_CACHE`` or ``$XDG_CACHE_HOME/crl-uiqa`` or
+3. the copy shipped inside the package (SonoNet-16 and SmallNet, converted to
+   safetensors: the same float32 arrays under the same names; Apache-2.0, the
+   licence text beside them in ``crl_uiqa/backbones/weights/``), used only
+   when its SHA-256 matches the one recorded here;
+4. the user cache (``$CRL_UIQA_CACHE`` or ``$XDG_CACHE_HOME/crl-uiqa`` or
    ``~/.cache/crl-uiqa``) ``/weights/``;
-4. a download of the public file into that cache, accepted only when its
+5. a download of the public file into that cache, accepted only when its
    SHA-256 matches the published checksum. Setting ``CRL_UIQA_NO_DOWNLOAD=1``
    forbids the download (the test suite does).
 """
@@ -57,6 +61,30 @@ KNOWN_WEIGHTS: dict[str, WeightFile] = {
 }
 
 
+# The published weights shipped as package data (tools/package_weights.py converts them):
+# the name asked for -> (the shipped file, its SHA-256, checked at every load).
+PACKAGED_DIR = Path(__file__).resolve().parent / "backbones" / "weights"
+PACKAGED_WEIGHTS: dict[str, tuple[str, str]] = {
+    "SonoNet16.npz": ("SonoNet16.safetensors", "6ac78830abe5e4a7d17ce39b8d1dbd11ea06a994c6d95682c05ca98ca0f69e7f"),
+    "SmallNet.npz": ("SmallNet.safetensors", "8727b038a4e32beb5459fd116d0fff7f6baf295c08795fdeb230713a0cc78365"),
+}
+
+
+def packaged_weights(filename: str) -> Path | None:
+    """The shipped copy of ``filename`` when it is installed and intact, else None (with a warning
+    when it is there but its checksum is wrong)."""
+    entry = PACKAGED_WEIGHTS.get(filename)
+    if entry is None:
+        return None
+    p = PACKAGED_DIR / entry[0]
+    if not p.is_file():
+        return None
+    if sha256sum(p) != entry[1]:
+        log.warning("the packaged %s is damaged (wrong SHA-256); reinstall crl-uiqa. Ignoring it", p)
+        return None
+    return p
+
+
 def cache_dir() -> Path:
     """The folder where downloaded weights are kept."""
     if os.environ.get(ENV_CACHE):
@@ -100,6 +128,11 @@ def resolve_weights(filename: str, path: str | os.PathLike | None = None, *, dow
         if p.is_file():
             return p
         searched.append(f"${ENV_DIR}={env}")
+    shipped = packaged_weights(filename)
+    if shipped is not None:
+        return shipped
+    if filename in PACKAGED_WEIGHTS:
+        searched.append(f"the package ({PACKAGED_DIR / PACKAGED_WEIGHTS[filename][0]}: missing or damaged)")
     cached = cache_dir() / "weights" / filename
     known = KNOWN_WEIGHTS.get(filename)
     if cached.is_file():

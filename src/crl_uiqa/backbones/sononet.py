@@ -154,7 +154,7 @@ class SonoNet(nn.Module):
     # -- weights ----------------------------------------------------------
     def load_lasagne(self, path: str | os.PathLike) -> SonoNet:
         """Load the published Lasagne ``.npz`` (five arrays per layer, in order)."""
-        arrays = _read_npz(path)
+        arrays = _read_lasagne(path)
         layers = [m for m in self.modules() if isinstance(m, nn.Sequential) and isinstance(m[0], nn.Conv2d)]
         if len(arrays) != 5 * len(layers):
             raise ValueError(f"{path}: expected {5 * len(layers)} arrays for this SonoNet, found {len(arrays)}")
@@ -210,7 +210,7 @@ class SmallNet(nn.Module):
         return logits if layer == "logits" else logits.softmax(dim=1)
 
     def load_lasagne(self, path: str | os.PathLike) -> SmallNet:
-        arrays = _read_npz(path)
+        arrays = _read_lasagne(path)
         convs = list(self.blocks) + list(self.adaptation)
         if len(arrays) != 2 * len(convs):
             raise ValueError(f"{path}: expected {2 * len(convs)} arrays for SmallNet, found {len(arrays)}")
@@ -230,14 +230,33 @@ def smallnet(weights: str | os.PathLike | None = None, pretrained: bool = True) 
     return model.eval()
 
 
-def _read_npz(path: str | os.PathLike) -> list[np.ndarray]:
+def _read_lasagne(path: str | os.PathLike) -> list[np.ndarray]:
+    """The Lasagne arrays ``arr_0 ... arr_N`` in order, from the published ``.npz`` or from the
+    safetensors copy shipped in the package (the same arrays under the same names)."""
     path = Path(path)
     try:
+        if path.suffix == ".safetensors":
+            from safetensors.numpy import load_file
+
+            data = load_file(str(path))
+            names = sorted(data, key=lambda s: int(s.split("_")[-1]))
+            return [data[n] for n in names]
         with np.load(path, allow_pickle=False) as data:
             names = sorted(data.files, key=lambda s: int(s.split("_")[-1]))
             return [data[n] for n in names]
     except (OSError, ValueError) as exc:
         raise ValueError(f"cannot read weights {path}: {exc}") from exc
+
+
+def _is_lasagne_safetensors(path: str | os.PathLike) -> bool:
+    """True for a safetensors file holding the published Lasagne arrays (the packaged weights)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as fh:
+            return "lasagne-arrays" in ((fh.metadata() or {}).get("crl_uiqa") or "")
+    except Exception:  # not a readable safetensors file: load_sononet says why
+        return False
 
 
 def _copy(dst: torch.Tensor, src: np.ndarray, path, layer: int) -> None:
@@ -255,7 +274,7 @@ def sononet16(weights: str | os.PathLike | None = None, pretrained: bool = True)
     :func:`save_sononet` (a SonoNet-16 trained or fine-tuned on your own planes,
     with its class names in the metadata).
     """
-    if weights is not None and str(weights).endswith(".safetensors"):
+    if weights is not None and str(weights).endswith(".safetensors") and not _is_lasagne_safetensors(weights):
         return load_sononet(weights)
     model = SonoNet(16)
     if pretrained:
