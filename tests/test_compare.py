@@ -110,7 +110,7 @@ def test_input_errors(tiny):
         compare_methods(tiny / "bad.csv", "mssim", images=tiny / "test")
     with pytest.raises(FileNotFoundError, match="missing.png"):
         compare_methods(tiny / "bad.csv", "mssim")
-    with pytest.raises(FileNotFoundError, match="model not found"):
+    with pytest.raises(FileNotFoundError, match="no model at"):
         compare_methods(tiny / "pairs.csv", "crl-uiqa", model=tiny / "nowhere")
     (tiny / "test" / "broken.png").write_bytes(b"not a png")
     (tiny / "broken.csv").write_text("better,worse\ntest/clean0.png,test/broken.png\n")

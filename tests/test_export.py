@@ -179,7 +179,7 @@ def test_runtime_errors(run_dir, onnx_export, tmp_path, monkeypatch):
         load_runtime(run_dir, "tensorrt")
     with pytest.raises(ValueError, match="is a onnx export; it cannot run with the torchscript runtime"):
         load_runtime(onnx_export.path, "torchscript")
-    with pytest.raises(FileNotFoundError, match="model not found"):
+    with pytest.raises(FileNotFoundError, match="no model at"):
         load_runtime(tmp_path / "nothing", "torch")
     with pytest.raises(ValueError, match="cannot tell the export format"):
         format_from_path("model.bin")

@@ -533,7 +533,7 @@ def compare_methods(
     images, references, train_images = _single(images), _single(references), _single(train_images)
     paths, pairs = _test_set(raw_pairs, pairs_csv, images, root)
     if model is not None and not Path(model).exists():
-        raise FileNotFoundError(f"model not found: {model}")
+        raise FileNotFoundError(f"no model at {model}")
     reference_crop = reference_crop if reference_crop is not None else crop
     ctx = CompareContext(
         paths=paths, labels=_labels(images, paths), model=model, train_images=train_images, weights=weights,

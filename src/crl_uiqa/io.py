@@ -268,7 +268,7 @@ def iter_batches(
     """
     import torch
     from torch.utils.data import DataLoader
-    from tqdm.auto import tqdm
+    from .progress import progress as _progress
 
     from . import validate
 
@@ -291,7 +291,7 @@ def iter_batches(
         prefetch_factor=4 if workers else None,
     )
     desc = progress if isinstance(progress, str) else "images"
-    with tqdm(total=len(paths), desc=desc, unit="img", disable=not progress or None) as bar:
+    with _progress(total=len(paths), desc=desc, unit="img", enabled=bool(progress)) as bar:
         for items in loader:
             good = [it for it in items if it["ok"]]
             for it in items:

@@ -169,8 +169,9 @@ def load_model(run_dir: str | Path, device="cpu", *, allow_plugins: bool | None 
         p = p / "model.safetensors"
     if not p.exists() and (p.parent / "last.safetensors").exists():
         raise FileNotFoundError(f"{p.parent} holds an unfinished run (last.safetensors); finish it with --resume")
-    if not p.exists():
-        raise FileNotFoundError(f"model not found: {p}")
+    if not p.is_file():
+        raise FileNotFoundError(f"no model at {run_dir} (expected a run folder from fit or train, holding "
+                                "model.safetensors and model.json)")
     tensors, meta = load_tensors(p, device=device)
     if not isinstance(meta.get("model_config"), dict):
         raise ModelError(f"{p}: no model_config in its description: not a crl-uiqa quality model")

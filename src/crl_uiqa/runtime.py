@@ -279,7 +279,7 @@ def load_runtime(
 
     p = Path(source)
     if not p.exists():
-        raise FileNotFoundError(f"model not found: {p}")
+        raise FileNotFoundError(f"no model at {p}")
     if _is_export_file(p):
         fmt = format_from_path(p)
         if fmt != key:

@@ -260,7 +260,7 @@ def train(
     ``train`` commands and :class:`~crl_uiqa.estimator.CRLUIQA` default to
     refusing). A resumed run must train on the same paths and labels.
     """
-    from tqdm.auto import tqdm
+    from .progress import eta, format_duration, progress as _progress
 
     cfg = config or TrainConfig()
     mcfg = model_config or ModelConfig()
@@ -336,6 +336,7 @@ def train(
     if run_dir is not None and history:  # history.csv may lag the checkpoint by one epoch after a kill
         _write_history(run_dir, history)
 
+    t_run = time.perf_counter()
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         lr = cfg.lr * _lr_factor(cfg, epoch)
@@ -345,8 +346,7 @@ def train(
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
         perm = torch.randperm(n, generator=g)
         sums: dict[str, float] = {}
-        bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not progress or None,
-                   leave=False)
+        bar = _progress(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", enabled=progress)
         for s in bar:
             idx = perm[s * cfg.batch_size : (s + 1) * cfg.batch_size]
             x = tr_cache[idx].to(dev, non_blocking=True).float().div_(255.0)
@@ -380,8 +380,11 @@ def train(
         row["seconds"] = time.perf_counter() - t0
         history.append(row)
         if progress:
-            log.info("epoch %d/%d  %s", epoch + 1, cfg.epochs,
-                     "  ".join(f"{k}={v:.4f}" for k, v in row.items() if k not in ("epoch",) and isinstance(v, float)))
+            elapsed = time.perf_counter() - t_run
+            left = eta(elapsed, epoch + 1 - start_epoch, cfg.epochs - start_epoch)
+            log.info("epoch %d/%d  %s  (%s elapsed, about %s left)", epoch + 1, cfg.epochs,
+                     "  ".join(f"{k}={v:.4f}" for k, v in row.items() if k not in ("epoch", "seconds")
+                               and isinstance(v, float)), format_duration(elapsed), format_duration(left or 0))
         if run_dir is not None:
             opt_t, opt_meta = optimizer_tensors(opt)
             tensors = {f"model.{k}": v for k, v in model.state_dict().items()}

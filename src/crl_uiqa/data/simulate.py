@@ -868,7 +868,7 @@ def simulate_dataset(
     -------
     SimulatedDataset
     """
-    from tqdm.auto import tqdm
+    from ..progress import progress as _progress
 
     if isinstance(planes, str):
         planes = (planes,)
@@ -916,8 +916,7 @@ def simulate_dataset(
                 k += 1
 
     manifest: list[dict[str, Any]] = []
-    for plane, split, k in tqdm(plan, desc="simulating sweeps", unit="sweep",
-                                disable=None if progress else True):
+    for plane, split, k in _progress(plan, desc="simulating sweeps", unit="sweep", enabled=progress):
         sweep_id = f"{plane}_s{k:03d}"
         sweep_ranges = ref_ranges if split == "reference" else train_ranges
         frames, truths = simulate_sweep(plane, int(n_frames), seed=_sweep_seed(seed, plane, k),
