@@ -24,9 +24,18 @@ def add_backbone(parser: argparse.ArgumentParser, layer: bool = True) -> None:
                        "logits, probs (default block4: best on the dev protocol, see BENCHMARKS.md)")
 
 
+# one --device policy for every command: CUDA when there is one, else the CPU
+DEVICE_DEFAULT = "auto"
+DEVICE_HELP = "auto (CUDA if available, else CPU; the default), cpu or cuda[:N]"
+
+
+def add_device(group, what: str = "") -> None:
+    group.add_argument("--device", default=DEVICE_DEFAULT, help=DEVICE_HELP + (f"; {what}" if what else ""))
+
+
 def add_runtime(parser: argparse.ArgumentParser, batch_size: int = 32) -> None:
     g = parser.add_argument_group("runtime")
-    g.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda[:N]")
+    add_device(g)
     g.add_argument("--batch-size", type=int, default=batch_size, help=f"images per forward pass (default {batch_size})")
     g.add_argument("--workers", type=int, default=None, help="image decoding processes (default: cores - 1, max 4)")
     g.add_argument("--strict", action="store_true",
@@ -54,7 +63,7 @@ def add_engine(group, device_use: str = "the torch engines") -> None:
     """Inference engine of a trained or exported model (:func:`crl_uiqa.runtime.load_runtime`)."""
     group.add_argument("--runtime", choices=["auto", "torch", "torchscript", "onnx"], default="auto",
                        help="inference engine (default auto: from the --model file type, torch for run directories)")
-    group.add_argument("--device", default="cpu", help=f"device of {device_use}: cpu, cuda[:N] or auto (default cpu)")
+    add_device(group, f"used by {device_use}")
     group.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: CPU cores)")
 
 
@@ -156,6 +165,6 @@ def val_pairs_arg(path):
 
 def add_runtime_eval(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("runtime")
-    g.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda[:N]")
+    add_device(g)
     g.add_argument("--workers", type=int, default=None, help="image decoding processes (default: cores - 1, max 4)")
     g.add_argument("--quiet", action="store_true", help="no progress bars")

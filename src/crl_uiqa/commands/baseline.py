@@ -6,7 +6,7 @@ are available here without changes.
 """
 from __future__ import annotations
 
-from ._common import add_crop, crop_tuple, report_failures
+from ._common import add_crop, add_device, crop_tuple, report_failures
 
 
 def register(sub) -> None:
@@ -26,8 +26,7 @@ def register(sub) -> None:
     add_crop(p)
     add_crop(p, "--reference-crop", "references (default: --crop)")
     p.add_argument("--weights", default=None, metavar="PATH", help="model file, for methods that use one")
-    p.add_argument("--device", default=None,
-                   help="torch device (cpu, cuda[:N]) for methods that use torch (ignored by the others)")
+    add_device(p, "for methods that use torch (ignored by the others)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="extra method argument, VALUE parsed as JSON when possible, repeatable "
                    "(e.g. --option reduction=max --option size=[224,288] for mssim, "

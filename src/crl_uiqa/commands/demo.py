@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 
+from ._common import add_device
+
+
 def register(sub) -> None:
     p = sub.add_parser("demo", help="run the whole method on built-in simulated sweeps and write an HTML report",
                        description="Simulate fetal abdomen sweeps, pseudo-label them, train the co-learning model "
@@ -13,7 +16,7 @@ def register(sub) -> None:
     p.add_argument("--weights", default=None, metavar="PATH",
                    help="SonoNet16.npz (file or folder); without it $CRL_UIQA_WEIGHTS_DIR or the cache, else a "
                    "fallback encoder trained on simulated planes")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    add_device(p)
     p.add_argument("--quick", action="store_true", help="a smaller data set (for tests and slow machines)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
