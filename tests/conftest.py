@@ -79,3 +79,17 @@ def browser():
             yield b
         finally:
             b.close()
+
+
+@pytest.fixture(scope="session")
+def quick_demo(tmp_path_factory) -> Path:
+    """``crl-uiqa demo --quick`` once per session, with the packaged SonoNet-16 weights (offline)."""
+    from crl_uiqa.cli import main
+
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("CRL_UIQA_WEIGHTS_DIR", raising=False)
+        mp.setenv("CRL_UIQA_NO_DOWNLOAD", "1")
+        mp.setenv("CRL_UIQA_CACHE", str(tmp_path_factory.mktemp("empty-cache")))
+        assert main(["demo", "--quick", "--out", str(out), "--quiet"]) == 0
+    return out

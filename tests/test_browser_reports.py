@@ -76,13 +76,6 @@ def test_select_report_in_browser(browser, tmp_path, rng):
         _shot(page, tmp_path, f"select_{i}")
 
 
-@pytest.fixture(scope="module")
-def quick_demo(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo") / "demo"
-    assert main(["demo", "--quick", "--out", str(out), "--quiet"]) == 0
-    return out
-
-
 def test_demo_report_in_browser(browser, quick_demo, tmp_path):
     page = open_page(browser, quick_demo / "report.html")
     assert check_page(page, min_images=5) == []

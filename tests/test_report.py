@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import matplotlib.text
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
@@ -104,6 +105,44 @@ def test_views_figure_counts(rng):
     assert "hflip\n0.800" in titles and "blur 4\n0.400" in titles
     with pytest.raises(ValueError, match="weak"):
         F.views_figure(src, 0.8, [(src, 0.8)], [])
+
+
+def _smallest_text_px(fig, column_px=1120, dpi=100):
+    """Smallest text of ``fig`` in screen pixels once shown at ``dpi`` in a report column ``column_px`` wide."""
+    fig.canvas.draw()
+    width_px = fig.get_figwidth() * dpi
+    scale = min(1.0, column_px / width_px)
+    sizes = [t.get_fontsize() for t in fig.findobj(matplotlib.text.Text) if t.get_visible() and t.get_text()]
+    return min(sizes) * dpi / 72 * scale
+
+
+def test_views_figure_labels_are_legible_in_the_report(rng):
+    """Four weak views and two families of four degrees (the demo's Fig. 2): no label under 11 px."""
+    src, *rest = _images(rng, 13, shape=(112, 144))
+    weak = [(rest[i], 0.8, name) for i, name in enumerate(["h-flip", "v-flip", "rot 12°", "h-flip + rot -10°"])]
+    strong = [(rest[4 + i], 0.7, f"{fam} {d:.2f}") for i, (fam, d) in
+              enumerate((f, d) for f in ("gaussian blur", "motion blur") for d in (0.25, 0.5, 0.75, 1.0))]
+    fig = F.views_figure(src, 0.81, weak, strong, columns=4)
+    assert fig.axes[1].get_subplotspec().get_geometry()[:2] == (3, 5)  # weak row + one row per family
+    assert _smallest_text_px(fig) >= 11
+    # the old one-row layout of ten views shrank 8-pt labels to 7.5 px
+    wide = F.views_figure(src, 0.81, weak[:4], strong[:6])
+    assert _smallest_text_px(wide) >= 11
+
+
+def test_views_caption_states_what_the_numbers_show():
+    # a flip that drops the score, as in the demo report of issue 11
+    text = F.views_caption(0.62, [("h-flip", 0.50), ("v-flip", 0.61)],
+                           [("gaussian blur", 0.5, 0.55), ("gaussian blur", 1.0, 0.40),
+                            ("motion blur", 0.5, 0.64), ("motion blur", 1.0, 0.58)])
+    assert "largest change h-flip, 0.620 → 0.500" in text
+    assert "gaussian blur 0.620 → 0.550 → 0.400" in text and "falls at every step" in text
+    assert "motion blur 0.620 → 0.640 → 0.580" in text and "not at every step" in text
+    assert "not consistent on this frame" in text and "keep" not in text.split("Weak views")[1].split(":")[1]
+    good = F.views_caption(0.62, [("h-flip", 0.61)], [("blur", 0.5, 0.5), ("blur", 1.0, 0.3)])
+    assert "at most 0.010, less than the strongest corruption lowers it (at least 0.320)" in good
+    flat = F.views_caption(0.5, [], [("blur", 1.0, 0.6)])
+    assert "does not fall" in flat
 
 
 def test_training_curves_panels():

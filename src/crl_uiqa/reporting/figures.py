@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 __all__ = [
     "quality_curve",
     "ranked_strip",
+    "views_caption",
     "views_figure",
     "training_curves",
     "score_scatter",
@@ -289,13 +290,14 @@ def views_figure(
     source_score: float,
     weak: Sequence[tuple[np.ndarray, float, str]],
     strong: Sequence[tuple[np.ndarray, float, str]],
+    columns: int | None = None,
 ) -> Figure:
     """One image with its weak and strong views and their scores (paper Fig. 2).
 
     Layout: (a) the source view on the left; (b) the weakly augmented views
-    (flip, rotation: same quality, scores should match the source) on the top
-    row; (c) the strongly augmented views at increasing distortion degree
-    (scores should drop) on the bottom row.
+    (flip, rotation: same quality, scores should match the source) in the top
+    row(s); (c) the strongly augmented views at increasing distortion degree
+    (scores should drop) below, ``columns`` views per row (e.g. one family per row).
 
     Parameters
     ----------
@@ -306,11 +308,14 @@ def views_figure(
     weak, strong : list of (image, score, caption)
         The views, each with its score and a short caption (e.g. ``"hflip"``,
         ``"blur sigma=2"``).
+    columns : int, optional
+        Views per row (default: all of ``weak`` or ``strong`` on one row, at most 6).
 
     Returns
     -------
     matplotlib.figure.Figure
-        ``1 + len(weak) + len(strong)`` image axes.
+        ``1 + len(weak) + len(strong)`` image axes, at most 11.2 inches wide so that its
+        labels (9 pt and up) stay legible in a report column about 1100 px wide at 100 dpi.
     """
     src = _as_image(source, "source")
 
@@ -325,22 +330,78 @@ def views_figure(
 
     weak_v = _check(weak, "weak")
     strong_v = _check(strong, "strong")
-    cols = max(1, len(weak_v), len(strong_v))
-    aspect = src.shape[1] / src.shape[0]
-    cell = 1.6
-    fig = _new_figure(cell * (cols + 2) * max(0.6, min(1.6, aspect)), cell * 2 + 1.0)
-    gs = fig.add_gridspec(2, cols + 1, width_ratios=[2.0] + [1.0] * cols)
+    cols = int(columns) if columns else min(6, max(1, len(weak_v), len(strong_v)))
+    if cols < 1:
+        raise ValueError("columns must be at least 1")
+    rows_of = lambda v: max(1, math.ceil(len(v) / cols)) if v else 0  # noqa: E731
+    n_weak_rows, n_strong_rows = rows_of(weak_v), rows_of(strong_v)
+    n_rows = max(1, n_weak_rows + n_strong_rows)
+    aspect = max(0.6, min(1.6, src.shape[1] / src.shape[0]))
+    cell = min(1.9, 11.2 / ((cols + 2) * aspect))  # inches per view
+    fig = _new_figure(cell * (cols + 2) * aspect, (cell + 0.45) * n_rows + 0.3)
+    gs = fig.add_gridspec(n_rows, cols + 1, width_ratios=[2.0] + [1.0] * cols)
     ax = fig.add_subplot(gs[:, 0])
     _show(ax, src)
-    ax.set_title(f"(a) source\nscore {_fmt_value(source_score)}", fontsize=10)
-    for row, (views, label) in enumerate(((weak_v, "(b) weak"), (strong_v, "(c) strong"))):
+    ax.set_title(f"(a) source\nscore {_fmt_value(source_score)}", fontsize=11)
+    for first_row, views, label in ((0, weak_v, "(b) weak"), (n_weak_rows, strong_v, "(c) strong")):
         for k, (img, score, caption) in enumerate(views):
-            vax = fig.add_subplot(gs[row, 1 + k])
+            r, c = divmod(k, cols)
+            vax = fig.add_subplot(gs[first_row + r, 1 + c])
             _show(vax, img)
-            vax.set_title(f"{caption}\n{_fmt_value(score)}", fontsize=8)
-            if k == 0:
-                vax.set_ylabel(label, fontsize=9)
+            vax.set_title(f"{caption}\n{_fmt_value(score)}", fontsize=9)
+            if c == 0:
+                vax.set_ylabel(label, fontsize=10)
     return fig
+
+
+def views_caption(source_score: float, weak: Sequence[tuple[str, float]],
+                  strong: Sequence[tuple[str, float, float]]) -> str:
+    """A caption for :func:`views_figure` that states what its numbers show.
+
+    ``weak``: ``(name, score)``; ``strong``: ``(family, degree, score)``. The caption gives the
+    range of the weak views' scores and the largest change, how each strong family's score moves
+    with its degree, and whether the weak views move the score less than the strongest views do.
+    """
+    s0 = float(source_score)
+    f = _fmt_value
+    parts = [f"Source score {f(s0)}."]
+    biggest = 0.0
+    if weak:
+        names, ws = zip(*[(str(n), float(v)) for n, v in weak])
+        k = int(np.argmax(np.abs(np.array(ws) - s0)))
+        biggest = abs(ws[k] - s0)
+        parts.append(f"Weak views (trained to keep the source's score): {f(min(ws))} to {f(max(ws))}; "
+                     f"largest change {names[k]}, {f(s0)} → {f(ws[k])}.")
+    drops = []
+    if strong:
+        fams: dict[str, list[tuple[float, float]]] = {}
+        for fam, deg, v in strong:
+            fams.setdefault(str(fam), []).append((float(deg), float(v)))
+        texts = []
+        for fam, pts in fams.items():
+            pts.sort()
+            vals = [v for _, v in pts]
+            drops.append(s0 - vals[-1])
+            steps = np.diff([s0, *vals])
+            if vals[-1] >= s0:
+                how = "does not fall"
+            elif np.all(steps < 0):
+                how = "falls at every step"
+            else:
+                how = "falls overall, not at every step"
+            chain = " → ".join(f(v) for v in [s0, *vals])
+            texts.append(f"{fam} {chain} "
+                         f"(degree {pts[0][0]:.2f} to {pts[-1][0]:.2f}: {how})")
+        parts.append("Strong views of rising degree (trained to score lower): " + "; ".join(texts) + ".")
+    if weak and drops:
+        strongest = min(drops)
+        if biggest < strongest:
+            parts.append(f"Here the weak views move the score by at most {f(biggest)}, less than the strongest "
+                         f"corruption lowers it (at least {f(strongest)}).")
+        else:
+            parts.append(f"Here a weak view moves the score by {f(biggest)}, as much as or more than the strongest "
+                         f"corruption lowers it ({f(strongest)}): the model is not consistent on this frame.")
+    return " ".join(parts)
 
 
 def _history_series(history: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
