@@ -129,8 +129,9 @@ def test_packaged_sononet16_classifies_13_of_13_examples(no_env, examples_dir):
 def test_pyproject_ships_the_weight_files():
     """A wheel or a non-editable install carries the files only if package-data names them."""
     import fnmatch
-    import tomllib
     from pathlib import Path
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
     root = Path(__file__).resolve().parents[1]
     globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]

@@ -268,9 +268,9 @@ def iter_batches(
     """
     import torch
     from torch.utils.data import DataLoader
-    from .progress import progress as _progress
 
     from . import validate
+    from .progress import progress as _progress
 
     if len(paths) == 0:
         raise ValueError("no images to read")

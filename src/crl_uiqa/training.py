@@ -260,7 +260,8 @@ def train(
     ``train`` commands and :class:`~crl_uiqa.estimator.CRLUIQA` default to
     refusing). A resumed run must train on the same paths and labels.
     """
-    from .progress import eta, format_duration, progress as _progress
+    from .progress import eta, format_duration
+    from .progress import progress as _progress
 
     cfg = config or TrainConfig()
     mcfg = model_config or ModelConfig()

@@ -1,7 +1,6 @@
 """``crl-uiqa demo``: the whole method on built-in simulated data."""
 from __future__ import annotations
 
-
 from ._common import add_device
 
 
