@@ -4,7 +4,8 @@
    frames are the high-quality standard planes, held-out test sweeps with
    ground-truth pairs);
 2. choose P(.): SonoNet-16 when its weights are found (``--weights``,
-   ``$CRL_UIQA_WEIGHTS_DIR`` or the user cache; the demo never downloads),
+   ``$CRL_UIQA_WEIGHTS_DIR``, the copy shipped in the package or the user
+   cache; the demo never downloads),
    otherwise a SonoNet-16 trained here, in the demo, to classify the simulated
    planes (abdomen, four-chamber heart, head, off-plane background) — a
    "pre-trained US image classification model" as the paper asks, labelled
@@ -179,7 +180,7 @@ def run_demo(settings: DemoSettings | None = None) -> DemoResult:
     if weights:
         encoder = f"SonoNet-16, published fetal standard-plane weights ({weights})"
     else:
-        _say("      SonoNet-16 weights not found (no --weights, $CRL_UIQA_WEIGHTS_DIR or cache; the demo never "
+        _say("      SonoNet-16 weights not found (no --weights, $CRL_UIQA_WEIGHTS_DIR, packaged copy or cache; the demo never "
              "downloads): training a fallback plane classifier on simulated planes")
         weights = _fallback_encoder(out, st)
         encoder = ("FALLBACK: SonoNet-16 architecture trained in this demo to classify simulated planes "

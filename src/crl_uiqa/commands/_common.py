@@ -17,7 +17,8 @@ def add_backbone(parser: argparse.ArgumentParser, layer: bool = True) -> None:
     g.add_argument("--backbone", default="sononet16",
                    help="backbone name (default sononet16) or python:package.module:function")
     g.add_argument("--weights", default=None, metavar="PATH",
-                   help="weight file or folder; default: $CRL_UIQA_WEIGHTS_DIR, then the user cache, then a checksummed download")
+                   help="weight file or folder; default: $CRL_UIQA_WEIGHTS_DIR, then the weights shipped in the "
+                   "package, then the user cache, then a checksummed download")
     if layer:
         g.add_argument("--layer", default="block4",
                        help="embedding layer: block1..block5 (pooled conv blocks), adaptation (pooled pre-logit), "

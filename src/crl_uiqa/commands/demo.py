@@ -13,8 +13,8 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--epochs", type=int, default=8, help="training epochs (default 8, a demo budget)")
     p.add_argument("--weights", default=None, metavar="PATH",
-                   help="SonoNet16.npz (file or folder); without it $CRL_UIQA_WEIGHTS_DIR or the cache, else a "
-                   "fallback encoder trained on simulated planes")
+                   help="SonoNet16.npz (file or folder); default: $CRL_UIQA_WEIGHTS_DIR, else the weights shipped "
+                   "in the package, else the cache, else a fallback encoder trained on simulated planes")
     add_device(p)
     p.add_argument("--quick", action="store_true", help="a smaller data set (for tests and slow machines)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -31,7 +31,7 @@ def register(sub) -> None:
     g.add_argument("--plane-threshold", type=float, default=0.5, metavar="P",
                    help="smallest probability of the target plane (default 0.5)")
     g.add_argument("--weights", default=None, metavar="PATH",
-                   help="SonoNet-16 weight file or folder (default: $CRL_UIQA_WEIGHTS_DIR, the cache, a download)")
+                   help="SonoNet-16 weight file or folder (default: $CRL_UIQA_WEIGHTS_DIR, the packaged weights, the cache, a download)")
     g.add_argument("--plane-weights", dest="weights", default=None, help=argparse.SUPPRESS)  # the old spelling
     g = p.add_argument_group("picking")
     g.add_argument("--top", type=int, default=1, metavar="K", help="number of frames to pick per scan (default 1)")
