@@ -25,6 +25,7 @@ def test_demo_quick_uses_packaged_sononet(quick_demo):
     html, res = _check_outputs(quick_demo)
     assert res["encoder"].startswith("SonoNet-16, published") and "SonoNet16.safetensors" in res["encoder"]
     assert not (quick_demo / "encoder").exists()  # no fallback trained
+    assert set(res["cpu_seconds"]) == set(res["timings"]) and all(v >= 0 for v in res["cpu_seconds"].values())
     assert "Encoder: SonoNet-16 with its published weights" in html
     # the time row is readable text, not a Python dict
     time_row = re.search(r"<th>time</th><td>([^<]*)</td>", html).group(1)

@@ -75,6 +75,16 @@ def quick(st: DemoSettings) -> DemoSettings:
     return st
 
 
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its finished children (image-reading workers)."""
+    try:
+        import resource
+    except ImportError:  # not on Windows: this process only
+        return time.process_time()
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def _say(msg: str) -> None:
     print(msg, flush=True)
 
@@ -163,19 +173,21 @@ def run_demo(settings: DemoSettings | None = None) -> DemoResult:
     st = settings or DemoSettings()
     out = Path(st.out_dir)
     t_start = time.perf_counter()
-    timings: dict[str, float] = {}
+    timings: dict[str, float] = {}  # wall-clock seconds per stage
+    cpu: dict[str, float] = {}  # CPU seconds per stage (this process and its finished workers)
     dev = resolve_device(st.device)
 
     _say(f"[1/6] simulating {st.n_train_sweeps + st.n_reference_sweeps + st.n_test_sweeps} fetal abdomen sweeps "
          f"of {st.n_frames} frames into {out / 'data'}")
-    t = time.perf_counter()
+    t, c = time.perf_counter(), _cpu_seconds()
     ds = simulate_dataset(out / "data", planes=(DEMO_PLANE,), n_train_sweeps=st.n_train_sweeps,
                           n_reference_sweeps=st.n_reference_sweeps, n_test_sweeps=st.n_test_sweeps,
                           n_frames=st.n_frames, seed=st.seed, progress=st.progress)
     timings["simulate"] = time.perf_counter() - t
+    cpu["simulate"] = _cpu_seconds() - c
     _say(f"      {timings['simulate']:.0f} s")
 
-    t = time.perf_counter()
+    t, c = time.perf_counter(), _cpu_seconds()
     weights = _find_sononet(st.weights)
     if weights:
         encoder = f"SonoNet-16, published fetal standard-plane weights ({weights})"
@@ -186,9 +198,10 @@ def run_demo(settings: DemoSettings | None = None) -> DemoResult:
         encoder = ("FALLBACK: SonoNet-16 architecture trained in this demo to classify simulated planes "
                    f"(abdomen, 4ch, head, background) — {weights}")
     timings["encoder"] = time.perf_counter() - t
+    cpu["encoder"] = _cpu_seconds() - c
     _say(f"[2/6] P(.) = {encoder}")
 
-    t = time.perf_counter()
+    t, c = time.perf_counter(), _cpu_seconds()
     net = get_backbone("sononet16", weights)
     train_paths = list_images(ds.train_dir)
     ref_paths = list_images(ds.references_dir)
@@ -200,10 +213,11 @@ def run_demo(settings: DemoSettings | None = None) -> DemoResult:
     write_csv(out / "labels.csv", [{"path": p, "pseudo_label": q} for p, q in zip(embs.paths, labels.label)],
               ["path", "pseudo_label"])
     timings["pseudo_labels"] = time.perf_counter() - t
+    cpu["pseudo_labels"] = _cpu_seconds() - c
     _say(f"[3/6] pseudo-labels for {len(embs.paths)} frames from {len(ref_paths)} reference planes "
          f"(layer {st.layer}, k={k}, Yeo-Johnson lambda={labels.lmbda:.3g}; {timings['pseudo_labels']:.0f} s)")
 
-    t = time.perf_counter()
+    t, c = time.perf_counter(), _cpu_seconds()
     tc = TrainConfig(epochs=st.epochs, lr=st.lr, seed=st.seed)
     mc = ModelConfig(image_size=st.image_size)
     pairs_raw = read_pairs(ds.pairs_csv)
@@ -213,10 +227,11 @@ def run_demo(settings: DemoSettings | None = None) -> DemoResult:
     res = train(embs.paths, labels.label, config=tc, model_config=mc, weights=weights, run_dir=out / "model",
                 device=dev, progress=st.progress)
     timings["train"] = time.perf_counter() - t
+    cpu["train"] = _cpu_seconds() - c
     _say(f"      {timings['train']:.0f} s")
 
     _say("[5/6] scoring held-out sweeps and comparing with baselines")
-    t = time.perf_counter()
+    t, c = time.perf_counter(), _cpu_seconds()
     test_paths = list_images(ds.test_dir)
     scores = score_paths(res.model, test_paths, device=dev, progress=st.progress and "scoring held-out frames")
     write_csv(out / "scores.csv", [{"path": p, "score": s} for p, s in zip(scores.paths, scores.scores)],
@@ -246,6 +261,7 @@ def run_demo(settings: DemoSettings | None = None) -> DemoResult:
         row.update({f"{t_}": v["accuracy"] for t_, v in acc["by_type"].items()})
         table.append(row)
     timings["evaluate"] = time.perf_counter() - t
+    cpu["evaluate"] = _cpu_seconds() - c
     _say(f"      {timings['evaluate']:.0f} s")
 
     # best frame per held-out sweep
@@ -270,9 +286,9 @@ def run_demo(settings: DemoSettings | None = None) -> DemoResult:
     report = _write_report(out, encoder, st, labels, res, table, picks, truth, scores, timings)
     write_json(out / "results.json", {"encoder": encoder, "table": table,
                                       "picks": [{k: v for k, v in p.items() if not k.startswith("_")} for p in picks],
-                                      "timings": timings})
+                                      "timings": timings, "cpu_seconds": cpu})
     total = time.perf_counter() - t_start
-    _print_summary(table, picks, encoder, report, total)
+    _print_summary(table, picks, encoder, report, total, sum(cpu.values()))
     return DemoResult(report, table, picks, encoder, total, timings)
 
 
@@ -351,7 +367,7 @@ def _encoder_meaning(encoder: str) -> str:
             "method on this simulator, not on patients.")
 
 
-def _print_summary(table, picks, encoder, report, total) -> None:
+def _print_summary(table, picks, encoder, report, total, cpu_total=None) -> None:
     types = [k for k in table[0] if k not in ("method", "accuracy", "ci_low", "ci_high", "pairs")]
     print()
     print(f"P(.): {encoder}")
@@ -368,4 +384,4 @@ def _print_summary(table, picks, encoder, report, total) -> None:
               f"{p['picked_true_quality']:>16.3f} / {p['best_true_quality']:.3f}")
     print()
     print(f"report: {report}")
-    print(f"done in {total:.0f} s")
+    print(f"done in {total:.0f} s" + (f" ({cpu_total:.0f} CPU seconds)" if cpu_total is not None else ""))
