@@ -87,8 +87,13 @@ def make_client(models, **settings):
 
 
 @pytest.fixture(scope="module")
-def served(run_dir):
-    app, client = make_client([("brightness", MeanRuntime()), run_dir], queue_size=8)
+def served(run_dir, tmp_path_factory):
+    # a machine without SonoNet-16 weights (not even the packaged copy): the plane check is off
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("crl_uiqa.weights.PACKAGED_DIR", tmp_path_factory.mktemp("no-packaged-weights"))
+        mp.delenv("CRL_UIQA_WEIGHTS_DIR", raising=False)
+        mp.setenv("CRL_UIQA_CACHE", str(tmp_path_factory.mktemp("empty-cache")))
+        app, client = make_client([("brightness", MeanRuntime()), run_dir], queue_size=8)
     yield app, client
     app.state.close()
 

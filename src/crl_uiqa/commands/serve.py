@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..errors import ConfigError, optional_import
+from ._common import add_device
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -43,7 +44,7 @@ def register(sub) -> None:
     g = p.add_argument_group("scoring")
     g.add_argument("--runtime", choices=["auto", "torch", "torchscript", "onnx"], default="auto",
                    help="inference engine (default auto: from the --model file type, torch for run folders)")
-    g.add_argument("--device", default="cpu", help="device of the torch engines: cpu, cuda[:N] or auto (default cpu)")
+    add_device(g, "used by the torch engines")
     g.add_argument("--threads", type=int, default=None, help="torch/ONNX Runtime threads (default: all cores)")
     g.add_argument("--batch-size", type=int, default=32, help="frames per forward pass (default 32)")
     g.add_argument("--plane-weights", default=None, metavar="PATH",
