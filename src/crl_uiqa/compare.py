@@ -127,7 +127,7 @@ def _weights_sig(weights) -> list | None:
 
 
 def _read_cache(csv_path: Path, key: str, paths: list[str]) -> tuple[dict[str, float], dict] | None:
-    from .files import read_csv
+    from .tables import read_score_table
 
     meta_path = csv_path.with_suffix(".json")
     if not (csv_path.is_file() and meta_path.is_file()):
@@ -136,7 +136,7 @@ def _read_cache(csv_path: Path, key: str, paths: list[str]) -> tuple[dict[str, f
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         if meta.get("key") != key:
             return None
-        scores = {r["path"]: float(r["score"]) for r in read_csv(csv_path)}
+        scores = {r.path: r.value for r in read_score_table(csv_path)}
     except (OSError, ValueError, KeyError, TypeError):
         return None
     if any(p not in scores for p in paths):

@@ -25,20 +25,14 @@ def run(args) -> int:
     from pathlib import Path
 
     from ..checkpoint import check_run_dir
-    from ..files import read_csv
+    from ..tables import read_score_table, table_base
     from ..training import train
 
     check_run_dir(args.out, resume=args.resume, overwrite=args.overwrite)
-    rows = read_csv(args.labels)
-    if not rows or "path" not in rows[0] or "pseudo_label" not in rows[0]:
-        raise ValueError(f"{args.labels} must have columns path,pseudo_label")
-    base = Path(args.labels).parent
-    paths = [r["path"] if Path(r["path"]).is_absolute() or Path(r["path"]).exists() else str(base / r["path"])
-             for r in rows]
-    try:
-        labels = [float(r["pseudo_label"]) for r in rows]
-    except ValueError as exc:
-        raise ValueError(f"{args.labels}: non-numeric pseudo_label ({exc})") from None
+    rows = read_score_table(args.labels, "pseudo_label")  # paths: the rule of crl_uiqa.tables
+    base = table_base(args.labels, [r.path for r in rows])
+    paths = [r.path if Path(r.path).is_absolute() or base == Path.cwd() else str(base / r.path) for r in rows]
+    labels = [r.value for r in rows]
     tc, mc = training_configs(args)
     res = train(paths, labels, config=tc, model_config=mc, weights=args.weights, run_dir=args.out,
                 resume=args.resume, overwrite=args.overwrite, device=args.device, crop=crop_tuple(args.crop), num_workers=args.workers,
