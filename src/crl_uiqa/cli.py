@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--allow-plugin-backbones", action="store_true",
                         help="let a model whose model.json names a python:module:function backbone import and run "
                         "that code (off by default: a model is data)")
+    parser.add_argument("--max-pixels", type=int, default=None, metavar="N",
+                        help="skip images larger than N pixels (width x height), read from their header before "
+                        "decoding (default 50000000, or $CRL_UIQA_MAX_PIXELS)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     names = sorted(m.name for m in pkgutil.iter_modules(_commands.__path__) if not m.name.startswith("_"))
     for name in names:
@@ -56,10 +59,27 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
+    import os
+
     from .backbones import allow_plugin_backbones
+    from .io import ENV_MAX_PIXELS, set_max_pixels
 
     allow_plugin_backbones(args.allow_plugin_backbones)
-    return run_command(args)
+    saved = os.environ.get(ENV_MAX_PIXELS)
+    try:
+        if args.max_pixels is not None:
+            try:
+                set_max_pixels(args.max_pixels)
+            except CRLUIQAError as exc:
+                print(f"crl-uiqa: error: {exc}", file=sys.stderr)
+                return EXIT_USAGE
+        return run_command(args)
+    finally:  # the settings of one command do not outlive it (main() may be called again in-process)
+        allow_plugin_backbones(False)
+        if saved is None:
+            os.environ.pop(ENV_MAX_PIXELS, None)
+        else:
+            os.environ[ENV_MAX_PIXELS] = saved
 
 
 def run_command(args: argparse.Namespace) -> int:

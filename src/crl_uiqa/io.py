@@ -14,6 +14,18 @@ box ``(top, left, height, width)`` for vendor overlays. Anything else (float or
 Batching (:func:`iter_batches`): decoding and resizing run in DataLoader
 worker processes so the model is fed while it computes; unreadable files are
 skipped and reported (or raise with ``strict=True``).
+
+Limits (README, "Reliability"): an image of more than :func:`max_pixels`
+pixels (default 50 megapixels, ``--max-pixels`` or ``$CRL_UIQA_MAX_PIXELS``)
+is refused from its header, before it is decoded, so one decode worker never
+holds more than about 5 bytes per allowed pixel (the 8-bit decode and its
+float32 copy); a huge PNG is skipped and listed instead of stopping the run
+with PIL's decompression-bomb error. Images are decoded at full resolution
+(no JPEG draft scaling), so an image gets the same pixels whichever command
+reads it. The model pipeline also skips images with a side below
+:data:`MIN_IMAGE_SIDE` pixels (after the crop): a 1x1 frame carries no quality
+information and would move every other image's pseudo-label. A folder's
+broken or looping symbolic links are listed as skipped, not dropped.
 """
 from __future__ import annotations
 
@@ -32,6 +44,10 @@ log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
+ENV_MAX_PIXELS = "CRL_UIQA_MAX_PIXELS"
+DEFAULT_MAX_PIXELS = 50_000_000  # 7071 x 7071; ultrasound frames are well under 2 megapixels
+MIN_IMAGE_SIDE = 8  # smallest side (after the crop) the model pipeline accepts
+
 Crop = tuple[int, int, int, int]  # top, left, height, width
 
 
@@ -42,6 +58,30 @@ class ImageReadError(ImageError):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"{path}: {reason}")
+
+
+def max_pixels() -> int:
+    """Largest image (width x height) decoded: ``$CRL_UIQA_MAX_PIXELS`` or :data:`DEFAULT_MAX_PIXELS`."""
+    raw = os.environ.get(ENV_MAX_PIXELS, "").strip()
+    if not raw:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        from .errors import ConfigError
+
+        raise ConfigError(f"${ENV_MAX_PIXELS} (--max-pixels) must be a positive integer, got {raw!r}")
+    return value
+
+
+def set_max_pixels(value: int) -> None:
+    """Set the image size limit (through the environment, so decoding worker processes see it too)."""
+    from . import validate
+
+    validate.integer("--max-pixels", value, minimum=1)
+    os.environ[ENV_MAX_PIXELS] = str(int(value))
 
 
 # --------------------------------------------------------------------------- listing
@@ -59,8 +99,10 @@ def list_images(source: str | os.PathLike | Sequence[str | os.PathLike]) -> list
     src = str(source)
     p = Path(src)
     if p.is_dir():
+        # broken and looping links stay in the list: reading them fails and lists them as skipped
         paths = sorted(
-            str(q) for q in p.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS
+            str(q) for q in p.rglob("*")
+            if (q.is_file() or (q.is_symlink() and not q.exists())) and q.suffix.lower() in IMAGE_EXTENSIONS
         )
         if not paths:
             raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under folder {src}")
@@ -126,23 +168,54 @@ def read_gray(path: str | os.PathLike, crop: Crop | None = None) -> np.ndarray:
     """Decode one image to a float32 gray array (H, W) in [0, 1].
 
     8-bit images are divided by 255, 16-bit by 65535. ``crop`` is
-    ``(top, left, height, width)``.
+    ``(top, left, height, width)``. Images above :func:`max_pixels` are
+    refused from their header, before decoding.
     """
+    import errno
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     path = str(path)
+    limit = max_pixels()
+    if Image.MAX_IMAGE_PIXELS is not None and limit > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = limit  # the user raised our limit above PIL's: theirs to decide
     try:
         if os.path.getsize(path) == 0:
             raise ImageReadError(path, "empty file")
-        with Image.open(path) as im:
-            im.load()
-            arr = _to_gray(im, path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies
+            with Image.open(path) as im:
+                w, h = im.size
+                if w * h > limit:
+                    raise ImageReadError(path, _too_large(w, h, limit))
+                im.load()
+                arr = _to_gray(im, path)
+    except ImageReadError:
+        raise
     except FileNotFoundError:
+        if os.path.islink(path):
+            raise ImageReadError(path, "broken symbolic link") from None
         raise ImageReadError(path, "file not found") from None
     except UnidentifiedImageError:
         raise ImageReadError(path, "not a readable image (unknown or corrupt format)") from None
-    except (OSError, SyntaxError) as exc:  # truncated / corrupt data
-        raise ImageReadError(path, f"cannot decode image ({exc})") from None
+    except Image.DecompressionBombError as exc:  # PIL refuses twice its own limit while opening
+        import re
+
+        m = re.search(r"\((\d+) pixels\)", str(exc))
+        n = f"{int(m.group(1)) / 1e6:.1f} megapixels" if m else "more pixels"
+        raise ImageReadError(path, f"image too large: {n}, above the limit of {limit / 1e6:g} "
+                             f"(--max-pixels or ${ENV_MAX_PIXELS})") from None
+    except MemoryError:
+        raise ImageReadError(path, "not enough memory to decode the image; lower --workers or --max-pixels") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ImageReadError(path, "symbolic link loop") from None
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EISDIR):
+            raise ImageReadError(path, f"cannot open ({exc.strerror})") from None
+        raise ImageReadError(path, f"cannot decode image ({exc})") from None  # truncated / corrupt data
+    except Exception as exc:  # noqa: BLE001 - any failure of the decoder on hostile bytes is a bad image
+        raise ImageReadError(path, f"cannot decode image ({type(exc).__name__}: {exc})") from None
     if crop is not None:
         arr = apply_crop(arr, crop, path)
     if arr.size == 0:
@@ -150,16 +223,25 @@ def read_gray(path: str | os.PathLike, crop: Crop | None = None) -> np.ndarray:
     return arr
 
 
+def _too_large(w: int, h: int, limit: int) -> str:
+    return (f"image too large: {w}x{h} = {w * h / 1e6:.1f} megapixels, above the limit of {limit / 1e6:g} "
+            f"(--max-pixels or ${ENV_MAX_PIXELS})")
+
+
 def _to_gray(im, path: str) -> np.ndarray:
     mode = im.mode
     if mode in ("L", "P", "RGB", "RGBA", "LA", "1", "YCbCr"):
         if mode != "L":
             im = im.convert("RGB").convert("L") if mode in ("P", "RGBA", "LA") else im.convert("L")
-        return np.asarray(im, dtype=np.float32) / 255.0
+        a = np.asarray(im, dtype=np.float32)
+        a /= np.float32(255.0)  # in place: one float32 copy per decode
+        return a
     if mode.startswith("I;16"):
-        return np.asarray(im, dtype=np.uint16).astype(np.float32) / 65535.0
+        a = np.asarray(im, dtype=np.uint16).astype(np.float32)
+        a /= np.float32(65535.0)
+        return a
     if mode == "I":  # PIL opens 16-bit PNG/TIFF as 32-bit signed ints
-        a = np.asarray(im, dtype=np.int64)
+        a = np.asarray(im, dtype=np.int32)
         if a.size and (a.min() < 0 or a.max() > 65535):
             raise ImageReadError(path, "32-bit integer image: only 8- and 16-bit images are supported")
         return a.astype(np.float32) / 65535.0
@@ -222,7 +304,11 @@ class ImageDataset:
 
         path = self.paths[i]
         try:
-            img = to_tensor(read_gray(path, self.crop), self.size)
+            arr = read_gray(path, self.crop)
+            if min(arr.shape) < MIN_IMAGE_SIDE:
+                raise ImageReadError(path, f"image too small: {arr.shape[0]}x{arr.shape[1]} pixels, below the "
+                                     f"minimum of {MIN_IMAGE_SIDE} per side")
+            img = to_tensor(arr, self.size)
             return {"image": img, "index": i, "ok": True, "error": ""}
         except ImageReadError as exc:
             if self.strict:
@@ -275,6 +361,7 @@ def iter_batches(
     if len(paths) == 0:
         raise ValueError("no images to read")
     validate.integer(validate.flag("batch_size"), batch_size, minimum=1)
+    max_pixels()  # a bad $CRL_UIQA_MAX_PIXELS is a setting error here, not a failure in every worker
     if num_workers is not None:
         validate.integer(validate.flag("workers"), num_workers, minimum=0)
     # Errors are raised here in the main process, not in the dataset: a DataLoader worker

@@ -113,7 +113,7 @@ class TrainConfig:
         if not isinstance(d, dict):
             raise ConfigError(f"train_config must be a JSON object, got {type(d).__name__}")
         d = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        if "degree_range" in d:
+        if isinstance(d.get("degree_range"), list):
             d["degree_range"] = tuple(d["degree_range"])
         return cls(**d)
 

@@ -39,6 +39,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..errors import WeightsError
 from ..weights import resolve_weights
 
 CLASS_NAMES: tuple[str, ...] = (
@@ -157,7 +158,7 @@ class SonoNet(nn.Module):
         arrays = _read_lasagne(path)
         layers = [m for m in self.modules() if isinstance(m, nn.Sequential) and isinstance(m[0], nn.Conv2d)]
         if len(arrays) != 5 * len(layers):
-            raise ValueError(f"{path}: expected {5 * len(layers)} arrays for this SonoNet, found {len(arrays)}")
+            raise WeightsError(f"{path}: expected {5 * len(layers)} arrays for this SonoNet, found {len(arrays)}")
         with torch.no_grad():
             for i, layer in enumerate(layers):
                 w, beta, gamma, mean, inv_std = arrays[5 * i : 5 * i + 5]
@@ -213,7 +214,7 @@ class SmallNet(nn.Module):
         arrays = _read_lasagne(path)
         convs = list(self.blocks) + list(self.adaptation)
         if len(arrays) != 2 * len(convs):
-            raise ValueError(f"{path}: expected {2 * len(convs)} arrays for SmallNet, found {len(arrays)}")
+            raise WeightsError(f"{path}: expected {2 * len(convs)} arrays for SmallNet, found {len(arrays)}")
         with torch.no_grad():
             for i, conv in enumerate(convs):
                 w, b = arrays[2 * i : 2 * i + 2]
@@ -232,20 +233,49 @@ def smallnet(weights: str | os.PathLike | None = None, pretrained: bool = True) 
 
 def _read_lasagne(path: str | os.PathLike) -> list[np.ndarray]:
     """The Lasagne arrays ``arr_0 ... arr_N`` in order, from the published ``.npz`` or from the
-    safetensors copy shipped in the package (the same arrays under the same names)."""
-    path = Path(path)
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.numpy import load_file
+    safetensors copy shipped in the package (the same arrays under the same names);
+    :class:`WeightsError` for anything else."""
+    import zipfile
 
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors.numpy import load_file
+
+        try:
             data = load_file(str(path))
-            names = sorted(data, key=lambda s: int(s.split("_")[-1]))
-            return [data[n] for n in names]
+        except Exception as exc:  # noqa: BLE001 - SafetensorError and friends for damaged files
+            raise WeightsError(f"{path}: damaged or not a safetensors weight file ({exc})") from None
+        return [data[n] for n in _lasagne_names(list(data), path)]
+    if not zipfile.is_zipfile(path):
+        raise WeightsError(f"{path}: not a .npz weight file (a zip archive of numpy arrays, as the published "
+                           "SonoNet weights are)")
+    try:
         with np.load(path, allow_pickle=False) as data:
-            names = sorted(data.files, key=lambda s: int(s.split("_")[-1]))
-            return [data[n] for n in names]
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"cannot read weights {path}: {exc}") from exc
+            return [_plain_array(data, n, path) for n in _lasagne_names(list(data.files), path)]
+    except WeightsError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - zip and numpy raise many types for damaged archives
+        raise WeightsError(f"{path}: damaged .npz weight file ({type(exc).__name__})") from None
+
+
+def _lasagne_names(names: list[str], path: Path) -> list[str]:
+    import re
+
+    if not names or not all(re.fullmatch(r"arr_\d+", n) for n in names):
+        shown = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+        raise WeightsError(f"{path}: not SonoNet-family weights (arrays arr_0, arr_1, ... expected; "
+                           f"found {shown or 'no arrays'})")
+    return sorted(names, key=lambda s: int(s[4:]))
+
+
+def _plain_array(data, name: str, path: Path) -> np.ndarray:
+    try:
+        arr = data[name]
+    except ValueError:  # an object array: it would need pickle, which is never used
+        raise WeightsError(f"{path}: array {name} holds Python objects, not numbers: not a weight file") from None
+    if arr.dtype.kind not in "fiu":
+        raise WeightsError(f"{path}: array {name} has type {arr.dtype}, numbers expected")
+    return arr
 
 
 def _is_lasagne_safetensors(path: str | os.PathLike) -> bool:
@@ -261,9 +291,9 @@ def _is_lasagne_safetensors(path: str | os.PathLike) -> bool:
 
 def _copy(dst: torch.Tensor, src: np.ndarray, path, layer: int) -> None:
     if tuple(dst.shape) != tuple(src.shape):
-        raise ValueError(f"{path}: layer {layer} has shape {src.shape}, model expects {tuple(dst.shape)}")
+        raise WeightsError(f"{path}: layer {layer} has shape {src.shape}, model expects {tuple(dst.shape)}")
     if not np.all(np.isfinite(src)):
-        raise ValueError(f"{path}: layer {layer} holds NaN or inf")
+        raise WeightsError(f"{path}: layer {layer} holds NaN or inf")
     dst.copy_(torch.from_numpy(np.array(src, dtype=np.float32, order="C", copy=True)))
 
 
@@ -295,10 +325,13 @@ def load_sononet(path: str | os.PathLike) -> SonoNet:
     from ..checkpoint import load_tensors
 
     tensors, meta = load_tensors(path)
-    if meta.get("kind") != "sononet":
-        raise ValueError(f"{path} is not a SonoNet checkpoint")
-    names = tuple(meta["class_names"])
-    model = SonoNet(int(meta.get("features", 16)), num_classes=len(names))
-    model.class_names = names
-    model.load_state_dict(tensors)
+    if meta.get("kind") != "sononet" or not isinstance(meta.get("class_names"), list):
+        raise WeightsError(f"{path} is not a SonoNet checkpoint (written by crl_uiqa.backbones.save_sononet)")
+    names = tuple(str(n) for n in meta["class_names"])
+    try:
+        model = SonoNet(int(meta.get("features", 16)), num_classes=len(names))
+        model.class_names = names
+        model.load_state_dict(tensors)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise WeightsError(f"{path}: does not match its SonoNet description ({str(exc).splitlines()[0]})") from None
     return model.eval()

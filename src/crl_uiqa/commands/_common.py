@@ -73,10 +73,16 @@ def crop_tuple(value):
 
 
 def report_failures(failures, out_path=None) -> None:
-    """Print skipped files, and write them next to the output when there are any."""
+    """Print skipped files, and write them next to the output when there are any.
+
+    A clean run removes the list an earlier run left beside the same output.
+    """
     import sys
+    from pathlib import Path
 
     if not failures:
+        if out_path is not None:
+            Path(str(out_path) + ".skipped.csv").unlink(missing_ok=True)
         return
     print(f"skipped {len(failures)} unreadable image(s):", file=sys.stderr)
     for f in failures[:20]:
@@ -84,8 +90,6 @@ def report_failures(failures, out_path=None) -> None:
     if len(failures) > 20:
         print(f"  ... and {len(failures) - 20} more", file=sys.stderr)
     if out_path is not None:
-        from pathlib import Path
-
         from ..files import write_csv
 
         side = Path(str(out_path) + ".skipped.csv")

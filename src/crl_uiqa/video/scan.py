@@ -572,6 +572,18 @@ _SUPPORTED_PHOTOMETRIC = (
 )
 
 
+def _quiet_pydicom_decoders() -> None:
+    """pydicom logs every failed frame decode with its traceback; the ScanReadError raised here says it once."""
+    logger = logging.getLogger("pydicom.pixels.decoders.base")
+    if not any(isinstance(f, _DropTracebacks) for f in logger.filters):
+        logger.addFilter(_DropTracebacks())
+
+
+class _DropTracebacks(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.exc_info is None
+
+
 def _import_pydicom():
     return optional_import("pydicom", "dicom", purpose="reading DICOM")
 
@@ -659,6 +671,7 @@ class DicomScan(ScanSource):
             return
         from pydicom.pixels import iter_pixels  # noqa: PLC0415
 
+        _quiet_pydicom_decoders()
         frames = iter_pixels(str(self.path), indices=indices if len(indices) < self.n_frames else None)
         k = 0
         try:

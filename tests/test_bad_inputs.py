@@ -1,0 +1,437 @@
+"""A bad-input corpus, generated here (no binary fixtures), through the library and the command line (issue 12).
+
+Images: truncated, empty, random bytes, huge dimensions in the header, 1x1,
+16-bit, odd modes, broken and looping symlinks. Tables: bad manifests and label
+CSVs. Weights: random bytes, a foreign or damaged .npz. Scans: a garbage JPEG
+DICOM. Outputs: --out a folder or under a file, disk full (patched writer and,
+where the test may mount one, a real 64 KB tmpfs), stale side files, temporary
+files of a killed writer, spreadsheet-looking file names. Property-based tests
+(hypothesis) feed arbitrary bytes, text and values to the image decoder, the CSV
+readers and the config parsers.
+"""
+from __future__ import annotations
+
+import errno
+import io
+import math
+import os
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from crl_uiqa import errors
+from crl_uiqa.cli import main
+from crl_uiqa.errors import ConfigError, CRLUIQAError, OutputError, WeightsError
+from crl_uiqa.files import atomic_path, write_csv, write_text
+from crl_uiqa.io import MIN_IMAGE_SIDE, ImageReadError, iter_batches, list_images, read_gray, read_manifest
+
+FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+# ----------------------------------------------------------------------------- corpus builders
+def png_bytes(a: np.ndarray, mode: str | None = None) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(a, mode=mode).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose IHDR announces width x height (8-bit gray) followed by a tiny IDAT: a decompression bomb's header."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def good(size=(40, 48), seed=0) -> np.ndarray:
+    return (np.random.default_rng(seed).uniform(0, 255, size)).astype(np.uint8)
+
+
+@pytest.fixture
+def corpus(tmp_path) -> dict[str, Path]:
+    d = tmp_path / "corpus"
+    d.mkdir()
+    ok = png_bytes(good())
+    files = {
+        "good.png": ok,
+        "good2.png": png_bytes(good(seed=1)),
+        "truncated.png": ok[: len(ok) // 2],
+        "empty.png": b"",
+        "random.png": np.random.default_rng(0).bytes(3000),
+        "text.jpg": b"this is not an image\n",
+        "huge.png": png_header_only(20000, 20000),
+        "tiny.png": png_bytes(np.full((1, 1), 128, np.uint8)),
+        "sixteen.png": png_bytes(np.arange(40 * 48, dtype=np.uint16).reshape(40, 48) * 30),
+    }
+    for name, data in files.items():
+        (d / name).write_bytes(data)
+    buf = io.BytesIO()
+    Image.new("CMYK", (40, 48)).save(buf, format="JPEG")
+    (d / "cmyk.jpg").write_bytes(buf.getvalue())
+    Image.fromarray(np.full((40, 48), 0.5, np.float32)).save(d / "float.tif")
+    os.symlink(d / "loop_a.png", d / "loop_b.png")
+    os.symlink(d / "loop_b.png", d / "loop_a.png")
+    os.symlink(d / "gone.png", d / "dangling.png")
+    return {p.name: p for p in d.iterdir()}
+
+
+EXPECTED_REASON = {
+    "truncated.png": "cannot decode", "empty.png": "empty file", "random.png": "not a readable image",
+    "text.jpg": "not a readable image", "huge.png": "image too large: 400.0 megapixels", "cmyk.jpg": "unsupported image mode",
+    "float.tif": "32-bit float", "loop_a.png": "symbolic link loop", "loop_b.png": "symbolic link loop",
+    "dangling.png": "broken symbolic link",
+}
+
+
+# ----------------------------------------------------------------------------- images
+def test_each_bad_image_gives_its_reason(corpus):
+    for name, reason in EXPECTED_REASON.items():
+        with pytest.raises(ImageReadError, match=reason) as ei:
+            read_gray(corpus[name])
+        assert ei.value.path == str(corpus[name])
+    a = read_gray(corpus["sixteen.png"])
+    assert a.dtype == np.float32 and a.max() == pytest.approx((40 * 48 - 1) * 30 / 65535)
+
+
+def test_folder_listing_keeps_looping_and_broken_links(corpus):
+    listed = {Path(p).name for p in list_images(corpus["good.png"].parent)}
+    assert {"loop_a.png", "loop_b.png", "dangling.png", "huge.png"} <= listed
+
+
+def test_batches_skip_and_list_every_bad_image(corpus):
+    paths = sorted(str(p) for p in corpus.values())
+    failures: list = []
+    kept = []
+    for b in iter_batches(paths, size=(32, 32), batch_size=4, num_workers=0, failures=failures):
+        kept += [paths[i] for i in b.indices]
+    assert sorted(Path(p).name for p in kept) == ["good.png", "good2.png", "sixteen.png"]
+    reasons = {Path(f.path).name: f.reason for f in failures}
+    for name, reason in EXPECTED_REASON.items():
+        assert reason in reasons[name], (name, reasons[name])
+    assert f"below the minimum of {MIN_IMAGE_SIDE}" in reasons["tiny.png"]
+
+
+def test_huge_image_is_refused_before_decoding_even_above_pils_own_limit(corpus, monkeypatch):
+    from PIL import Image
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # restored after the test
+    monkeypatch.setenv("CRL_UIQA_MAX_PIXELS", str(2 * 10**8))  # above PIL's own limit: ours applies, from the header
+    with pytest.raises(ImageReadError, match="image too large: 20000x20000 = 400.0 megapixels, above the limit of 200"):
+        read_gray(corpus["huge.png"])
+    monkeypatch.setenv("CRL_UIQA_MAX_PIXELS", "100")  # 40 x 48 is above a limit of 100 pixels
+    with pytest.raises(ImageReadError, match="above the limit of 0.0001"):
+        read_gray(corpus["good.png"])
+    monkeypatch.setenv("CRL_UIQA_MAX_PIXELS", "lots")
+    with pytest.raises(ConfigError, match="max-pixels"):
+        list(iter_batches([str(corpus["good.png"])], num_workers=0))
+
+
+def test_score_skips_and_lists_bad_images_and_a_clean_rerun_drops_the_list(corpus, tmp_path, capsys):
+    from crl_uiqa.model import ModelConfig, build_model, save_model
+
+    save_model(build_model(ModelConfig(image_size=(32, 40)), pretrained=False), tmp_path / "m")
+    out = tmp_path / "s.csv"
+    rc = main(["--max-pixels", "1000000", "score", "--model", str(tmp_path / "m"), "--images",
+               str(corpus["good.png"].parent), "--out", str(out), "--workers", "0", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 0 and "Traceback" not in err and "image too large" in err
+    skipped = (tmp_path / "s.csv.skipped.csv").read_text()
+    for name in EXPECTED_REASON:
+        assert name in skipped
+    assert len(out.read_text().splitlines()) == 4  # header + the three good images
+    rc = main(["score", "--model", str(tmp_path / "m"), "--images", str(corpus["good.png"]), "--out", str(out),
+               "--workers", "0", "--quiet"])
+    assert rc == 0 and not (tmp_path / "s.csv.skipped.csv").exists()  # no stale list from the earlier run
+
+
+def test_a_1x1_image_does_not_move_the_other_pseudo_labels(tmp_path, sononet16_path):
+    from crl_uiqa.pseudo_labels import label_images
+
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for i in range(6):
+        Image.fromarray(good((64, 80), seed=i)).save(imgs / f"{i}.png")
+    refs = sorted(str(p) for p in imgs.glob("*.png"))[:3]
+    kw = dict(k=2, weights=sononet16_path, size=(48, 64), num_workers=0, progress=False)
+    clean = label_images(str(imgs), refs, **kw)
+    Image.fromarray(np.zeros((1, 1), np.uint8)).save(imgs / "dot.png")
+    with_dot = label_images(str(imgs), refs, **kw)
+    assert with_dot.paths == clean.paths and [Path(f.path).name for f in with_dot.failures] == ["dot.png"]
+    np.testing.assert_allclose(with_dot.labels.label, clean.labels.label, rtol=0, atol=1e-12)
+    assert with_dot.labels.lmbda == pytest.approx(clean.labels.lmbda, rel=1e-9)
+
+
+# ----------------------------------------------------------------------------- tables
+@pytest.mark.parametrize("text, match", [
+    ("", "empty"), ("\n\n,,\n", "empty"), ("path\n", "lists no image"),
+])
+def test_bad_manifests_are_clear(tmp_path, text, match):
+    m = tmp_path / "m.csv"
+    m.write_text(text)
+    with pytest.raises(ValueError, match=match):
+        read_manifest(m)
+
+
+@pytest.mark.parametrize("text, match", [
+    ("path,score\na.png,1\n", "path,pseudo_label"), ("path,pseudo_label\na.png,high\n", "non-numeric"),
+    ("", "path,pseudo_label"), ("\xff\xfe\x00garbage", "path,pseudo_label|UTF-8|decode"),
+])
+def test_bad_label_csvs_are_one_line(tmp_path, capsys, text, match):
+    labels = tmp_path / "labels.csv"
+    labels.write_bytes(text.encode("latin-1"))
+    rc = main(["train", "--labels", str(labels), "--out", str(tmp_path / "run"), "--workers", "0", "--quiet"])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert rc == errors.EXIT_USER and len(err) == 1, err
+
+
+def test_paths_that_look_like_formulas_are_kept_exactly(tmp_path):
+    """The documented choice: path strings are never altered (programs join on them)."""
+    rows = [{"path": p, "score": 0.5} for p in ("=cmd|'/c calc'!A1", "+1.png", "-x.png", "@sum.png")]
+    write_csv(tmp_path / "s.csv", rows, ["path", "score"])
+    import csv
+
+    with open(tmp_path / "s.csv", newline="") as fh:
+        assert [r["path"] for r in csv.DictReader(fh)] == [r["path"] for r in rows]
+
+
+# ----------------------------------------------------------------------------- weights
+def _npz(path: Path, **arrays) -> Path:
+    np.savez(path, **arrays)
+    return path
+
+
+@pytest.mark.parametrize("kind, match", [
+    ("random", "not a .npz weight file"), ("foreign", "not SonoNet-family weights"), ("objects", "Python objects"),
+    ("truncated", "not a .npz|damaged"), ("shapes", "layer 0 has shape"),
+])
+def test_bad_weights_files_are_clear_and_never_suggest_pickle(tmp_path, capsys, kind, match):
+    w = tmp_path / "w.npz"
+    if kind == "random":
+        w.write_bytes(np.random.default_rng(0).bytes(5000))
+    elif kind == "foreign":
+        _npz(w, conv1_weight=np.zeros(3), features=np.zeros(2))
+    elif kind == "objects":
+        np.savez(w, arr_0=np.array([{"a": 1}], dtype=object))
+    elif kind == "truncated":
+        _npz(w, **{f"arr_{i}": np.zeros(100) for i in range(3)})
+        w.write_bytes(w.read_bytes()[:300])
+    else:
+        _npz(w, **{f"arr_{i}": np.zeros(2, np.float32) for i in range(75)})
+    from crl_uiqa.backbones import get_backbone
+
+    with pytest.raises(WeightsError, match=match):
+        get_backbone("sononet16", w)
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for i in range(3):
+        Image.fromarray(good(seed=i)).save(imgs / f"{i}.png")
+    rc = main(["pseudo-label", "--images", str(imgs), "--references", str(imgs), "--k", "1", "--weights", str(w),
+               "--out", str(tmp_path / "pl.csv"), "--workers", "0", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == errors.EXIT_USER and err.count("\n") == 1 and "pickle" not in err and str(w) in err
+
+
+# ----------------------------------------------------------------------------- scans
+def test_garbage_jpeg_dicom_is_one_error_without_pydicom_traceback(tmp_path, caplog):
+    pytest.importorskip("pydicom")
+    from _helpers import us_dicom_dataset
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit
+
+    from crl_uiqa.video.scan import ScanReadError, open_scan
+
+    ds = us_dicom_dataset(JPEGBaseline8Bit, 32, 40, 2)
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    rng = np.random.default_rng(0)
+    ds.PixelData = encapsulate([b"\xff\xd8" + rng.bytes(200), b"\xff\xd8" + rng.bytes(200)])
+    ds["PixelData"].VR = "OB"
+    ds.save_as(tmp_path / "garbage.dcm", enforce_file_format=True)
+    caplog.set_level("DEBUG")
+    with pytest.raises(ScanReadError, match="damaged or truncated pixel data"):
+        list(open_scan(tmp_path / "garbage.dcm").sample_frames())
+    assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records]
+
+
+# ----------------------------------------------------------------------------- outputs
+def _model(tmp_path) -> Path:
+    from crl_uiqa.model import ModelConfig, build_model, save_model
+
+    save_model(build_model(ModelConfig(image_size=(32, 40)), pretrained=False), tmp_path / "m")
+    return tmp_path / "m"
+
+
+@pytest.mark.parametrize("where, match", [("dir", "is a folder, a file name is expected"),
+                                          ("under-file", "is a file, not a folder")])
+def test_bad_out_is_refused_before_any_work(tmp_path, capsys, corpus, where, match):
+    (tmp_path / "plain.txt").write_text("keep me")
+    out = {"dir": tmp_path, "under-file": tmp_path / "plain.txt" / "s.csv"}[where]
+    rc = main(["score", "--model", str(tmp_path / "no-model"), "--images", str(corpus["good.png"]), "--out", str(out)])
+    (line,) = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert rc == errors.EXIT_USER and match in line and str(out) in line and "no-model" not in line
+    assert (tmp_path / "plain.txt").read_text() == "keep me"
+
+
+def test_fit_out_that_is_a_file_is_refused(tmp_path, capsys):
+    (tmp_path / "run").write_text("x")
+    rc = main(["fit", "--images", str(tmp_path), "--references", str(tmp_path), "--out", str(tmp_path / "run")])
+    assert rc == errors.EXIT_USER and "is a file, a folder is expected" in capsys.readouterr().err
+
+
+def test_disk_full_via_a_patched_writer_keeps_the_old_file(tmp_path, monkeypatch, corpus, capsys):
+    out = tmp_path / "s.csv"
+    out.write_text("path,score\nold.png,0.5\n")
+    real = Path.write_bytes
+
+    def full(self, data):
+        real(self, data[: len(data) // 2])  # some bytes went out before the disk filled up
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    model = _model(tmp_path)
+    monkeypatch.setattr(Path, "write_bytes", full)
+    with pytest.raises(OutputError, match="No space left on device"):
+        write_text(out, "path,score\nnew.png,0.7\n")
+    rc = main(["score", "--model", str(model), "--images", str(corpus["good.png"]), "--out", str(out),
+               "--workers", "0", "--quiet"])
+    (line,) = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert rc == errors.EXIT_USER and str(out) in line and "No space left on device" in line
+    monkeypatch.setattr(Path, "write_bytes", real)
+    assert out.read_text() == "path,score\nold.png,0.5\n"  # nothing half-written
+    assert not list(tmp_path.glob(".s.csv*"))  # and no temporary left
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A real 64 KB tmpfs (needs root and mount; skipped elsewhere)."""
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)],
+                                            capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield mnt
+    subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_disk_full_on_a_real_small_disk(tiny_disk):
+    target = tiny_disk / "big.csv"
+    target.write_text("previous\n")
+    with pytest.raises(OutputError, match=f"{target}.*No space left on device"):
+        write_text(target, "x" * 200_000)
+    assert target.read_text() == "previous\n"
+    assert [p.name for p in tiny_disk.iterdir()] == ["big.csv"]
+
+
+def test_a_killed_writers_temporary_is_removed_on_the_next_write(tmp_path):
+    out = tmp_path / "s.csv"
+    code = ("import os, signal, sys; from crl_uiqa.files import atomic_path\n"
+            f"with atomic_path({str(out)!r}) as tmp:\n"
+            "    tmp.write_text('half'); os.kill(os.getpid(), signal.SIGKILL)\n")
+    proc = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+                          capture_output=True)
+    assert proc.returncode == -9
+    left = list(tmp_path.glob(".s.csv.crl-uiqa-*.tmp*"))
+    assert len(left) == 1 and not out.exists()
+    with atomic_path(out) as tmp:  # a live writer's temporary is kept while it writes
+        tmp.write_text("ok")
+        assert tmp.exists()
+    assert out.read_text() == "ok" and not list(tmp_path.glob(".s.csv.*"))
+
+
+# ----------------------------------------------------------------------------- property-based
+SEED_PNG = png_bytes(good((12, 10)))
+
+
+@FAST
+@given(data=st.one_of(st.binary(max_size=600),
+                      st.tuples(st.integers(0, len(SEED_PNG) - 1), st.integers(0, 255)).map(
+                          lambda t: SEED_PNG[: t[0]] + bytes([t[1]]) + SEED_PNG[t[0] + 1:]),
+                      st.integers(0, len(SEED_PNG)).map(lambda n: SEED_PNG[:n])))
+def test_decoding_any_bytes_gives_an_image_or_an_image_error(tmp_path, data):
+    p = tmp_path / "x.png"
+    p.write_bytes(data)
+    try:
+        a = read_gray(p)
+    except ImageReadError as exc:
+        assert exc.path == str(p) and exc.reason
+        return
+    assert a.ndim == 2 and a.dtype == np.float32 and np.isfinite(a).all() and a.min() >= 0 and a.max() <= 1
+
+
+@FAST
+@given(width=st.integers(1, 2**31 - 1), height=st.integers(1, 2**31 - 1))
+def test_any_announced_size_is_decoded_or_refused(tmp_path, width, height):
+    p = tmp_path / "h.png"
+    p.write_bytes(png_header_only(width, height))
+    try:
+        read_gray(p)
+    except ImageReadError as exc:
+        if width * height > 50_000_000:
+            assert "too large" in exc.reason
+
+
+@FAST
+@given(text=st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=300))
+def test_manifest_reader_accepts_or_raises_value_errors(tmp_path, text):
+    m = tmp_path / "m.csv"
+    m.write_text(text, encoding="utf-8")
+    try:
+        man = read_manifest(m)
+    except ValueError:
+        return
+    assert man.paths and all(isinstance(p, str) for p in man.paths)
+    assert all(len(v) == len(man.paths) for v in man.columns.values())
+
+
+@FAST
+@given(text=st.text(max_size=300))
+def test_pairs_and_label_csvs_accept_or_raise_user_errors(tmp_path, text):
+    from crl_uiqa.evaluation import read_pairs
+    from crl_uiqa.files import read_csv
+
+    p = tmp_path / "p.csv"
+    p.write_bytes(text.encode("utf-8", errors="replace"))
+    for reader in (read_pairs, read_csv):
+        try:
+            reader(p)
+        except (ValueError, CRLUIQAError):
+            pass
+
+
+VALUES = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True),
+                   st.text(max_size=8), st.lists(st.integers(-5, 500), max_size=3))
+
+
+@FAST
+@given(fields=st.dictionaries(st.sampled_from(["epochs", "batch_size", "lr", "momentum", "weight_decay", "lr_schedule",
+                                               "alpha", "theta", "beta", "strong_views", "margin_scale",
+                                               "max_rotation", "val_fraction", "seed", "degree_range"]), VALUES))
+def test_train_config_from_any_values_is_valid_or_a_config_error(fields):
+    from crl_uiqa.training import TrainConfig
+
+    try:
+        cfg = TrainConfig.from_dict(fields)
+    except ConfigError:
+        return
+    assert cfg.epochs >= 1 and cfg.batch_size >= 1 and math.isfinite(cfg.lr) and cfg.lr > 0
+
+
+@FAST
+@given(fields=st.dictionaries(st.sampled_from(["backbone", "proj_channels", "activation", "image_size", "freeze_bn",
+                                               "train_from"]), VALUES))
+def test_model_config_from_any_values_is_valid_or_a_config_error(fields):
+    from crl_uiqa.model import ModelConfig
+
+    try:
+        cfg = ModelConfig.from_dict(fields)
+    except ConfigError:
+        return
+    assert len(cfg.image_size) == 2 and min(cfg.image_size) >= 16
