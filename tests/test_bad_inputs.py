@@ -243,10 +243,10 @@ def test_bad_weights_files_are_clear_and_never_suggest_pickle(tmp_path, capsys, 
 # ----------------------------------------------------------------------------- scans
 def test_garbage_jpeg_dicom_is_one_error_without_pydicom_traceback(tmp_path, caplog):
     pytest.importorskip("pydicom")
-    from _helpers import us_dicom_dataset
     from pydicom.encaps import encapsulate
     from pydicom.uid import JPEGBaseline8Bit
 
+    from _helpers import us_dicom_dataset
     from crl_uiqa.video.scan import ScanReadError, open_scan
 
     ds = us_dicom_dataset(JPEGBaseline8Bit, 32, 40, 2)
