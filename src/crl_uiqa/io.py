@@ -46,7 +46,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 ENV_MAX_PIXELS = "CRL_UIQA_MAX_PIXELS"
 DEFAULT_MAX_PIXELS = 50_000_000  # 7071 x 7071; ultrasound frames are well under 2 megapixels
-MIN_IMAGE_SIDE = 8  # smallest side (after the crop) the model pipeline accepts
+MIN_IMAGE_SIDE = 4  # smallest side (after the crop) the model pipeline accepts
 
 Crop = tuple[int, int, int, int]  # top, left, height, width
 
