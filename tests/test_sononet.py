@@ -128,7 +128,7 @@ def test_wrong_shape_is_a_clear_error(tmp_path, sononet16_path):
 
 def test_unreadable_weights_are_a_clear_error(tmp_path):
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
-    with pytest.raises(ValueError, match="cannot read weights"):
+    with pytest.raises(ValueError, match="junk.npz: not a .npz weight file"):
         SonoNet(16).load_lasagne(tmp_path / "junk.npz")
 
 
