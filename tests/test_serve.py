@@ -248,7 +248,7 @@ def test_upload_errors_are_one_clear_line(served, scans, tmp_path):
     assert r.status_code == 400 and "still images" in r.json()["detail"]
     r = client.post("/api/scans", data={"top_k": "2"})
     assert r.status_code == 422 and "files" in r.json()["detail"]
-    for opts, words in [({"top_k": 0}, "top_k must be between"), ({"top_k": "many"}, "top_k"),
+    for opts, words in [({"top_k": 0}, "top_k must be >= 1"), ({"top_k": "many"}, "top_k"),
                         ({"min_gap": -1}, "min_gap"), ({"model": "nope"}, "unknown model"),
                         ({"plane": "4CH"}, "plane check is not available")]:
         r = upload(client, [scans["video"]], **opts)
@@ -395,7 +395,7 @@ def test_cli_checks_settings_before_loading(tmp_path, capsys):
     assert main(["serve", "--model", str(tmp_path / "missing")]) == 1
     assert "model not found" in capsys.readouterr().err
     assert main(["serve", "--model", str(tmp_path), "--queue", "0"]) == 1
-    assert "queue_size" in capsys.readouterr().err
+    assert "--queue" in capsys.readouterr().err
 
 
 def test_cli_starts_uvicorn_with_its_settings(run_dir, tmp_path, monkeypatch, capsys):

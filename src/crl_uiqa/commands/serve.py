@@ -1,7 +1,8 @@
 """``crl-uiqa serve``: a local web page to drop a scan on and get its best frames (plus a JSON API)."""
 from __future__ import annotations
 
-from ..errors import ConfigError, optional_import
+from .. import validate
+from ..errors import optional_import
 from ._common import add_device
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -59,12 +60,11 @@ def settings_from_args(args):
 
     from ..serving.settings import LOCAL_HOSTS, ServeSettings
 
-    if not 1 <= args.port <= 65535:
-        raise ConfigError(f"--port must be between 1 and 65535, got {args.port}")
-    if not args.max_upload_mb > 0:
-        raise ConfigError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
-    if not args.keep_minutes > 0:
-        raise ConfigError(f"--keep-minutes must be positive, got {args.keep_minutes}")
+    validate.integer("--port", args.port, minimum=1, maximum=65535)
+    validate.real("--max-upload-mb", args.max_upload_mb, minimum=0, strict_min=True)
+    validate.real("--keep-minutes", args.keep_minutes, minimum=0, strict_min=True)
+    if args.threads is not None:
+        validate.integer("--threads", args.threads, minimum=1)
     hosts = list(LOCAL_HOSTS) + list(args.allow_host)
     if args.host in ("0.0.0.0", "::", ""):
         hosts = ["*"]
@@ -84,8 +84,6 @@ def run(args) -> int:
     uvicorn = optional_import("uvicorn", "serve", purpose="crl-uiqa serve")
     optional_import("fastapi", "serve", purpose="crl-uiqa serve")
     if args.threads is not None:
-        if args.threads < 1:
-            raise ConfigError(f"--threads must be >= 1, got {args.threads}")
         import torch
 
         torch.set_num_threads(args.threads)

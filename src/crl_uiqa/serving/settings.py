@@ -1,10 +1,10 @@
 """Limits and defaults of the web app (one place, validated before anything starts)."""
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .. import validate
 from ..errors import ConfigError
 
 __all__ = ["ServeSettings", "ScanOptions", "LOCAL_HOSTS"]
@@ -58,12 +58,11 @@ class ServeSettings:
     allowed_hosts: tuple[str, ...] = field(default=LOCAL_HOSTS)
 
     def __post_init__(self) -> None:
-        for name in ("max_upload_bytes", "max_frames", "max_files", "queue_size", "max_jobs", "batch_size"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ConfigError(f"{name} must be an integer >= 1, got {v!r}")
-        if not isinstance(self.job_ttl, (int, float)) or not math.isfinite(self.job_ttl) or self.job_ttl <= 0:
-            raise ConfigError(f"job_ttl must be a positive number of seconds, got {self.job_ttl!r}")
+        for name, flag in (("max_upload_bytes", "--max-upload-mb"), ("max_frames", "--max-frames"),
+                           ("max_files", "--max-files"), ("queue_size", "--queue"), ("max_jobs", None),
+                           ("batch_size", "--batch-size")):
+            validate.integer(f"{name} ({flag})" if flag else name, getattr(self, name), minimum=1)
+        validate.real("job_ttl (--keep-minutes)", self.job_ttl, minimum=0, strict_min=True)
         if not self.allowed_hosts:
             raise ConfigError("allowed_hosts must name at least one host (or '*')")
 
@@ -98,18 +97,13 @@ class ScanOptions:
     MAX_TOP = 50
 
     def __post_init__(self) -> None:
-        if not 1 <= self.top_k <= self.MAX_TOP:
-            raise ConfigError(f"top_k must be between 1 and {self.MAX_TOP}, got {self.top_k}")
-        for name in ("min_gap", "smooth"):
-            v = getattr(self, name)
-            if not math.isfinite(v) or v < 0 or v > 3600:
-                raise ConfigError(f"{name} must be a number of seconds between 0 and 3600, got {v}")
-        if not 0.0 <= self.plane_threshold <= 1.0:
-            raise ConfigError(f"plane_threshold must be in [0, 1], got {self.plane_threshold}")
-        if not 1 <= self.every <= 10_000:
-            raise ConfigError(f"every must be an integer between 1 and 10000, got {self.every}")
-        if self.fps is not None and (not math.isfinite(self.fps) or self.fps <= 0):
-            raise ConfigError(f"fps must be a positive number of frames per second, got {self.fps}")
+        validate.integer("top_k", self.top_k, minimum=1, maximum=self.MAX_TOP)
+        validate.real("min_gap", self.min_gap, minimum=0, maximum=3600)
+        validate.real("smooth", self.smooth, minimum=0, maximum=3600)
+        validate.real("plane_threshold", self.plane_threshold, minimum=0, maximum=1)
+        validate.integer("every", self.every, minimum=1, maximum=10_000)
+        if self.fps is not None:
+            validate.real("fps", self.fps, minimum=0, strict_min=True)
         if len(self.model) > 200 or len(self.plane) > 64:
             raise ConfigError("model or plane name too long")
 
