@@ -147,7 +147,7 @@ def main(argv=None) -> int:
         save_model(build_model(ModelConfig(image_size=parse_size(args.size)), pretrained=False), run)
     runtime = load_runtime(run, "auto")
     planes = PlaneChecker(args.plane_weights) if args.plane_weights else PlaneChecker.off()
-    plane = "abdominal" if planes.available else None
+    plane = planes.check("abdominal") if planes.available else None  # the class name the page lists
     print(f"# model {run} at {runtime.image_size[0]}x{runtime.image_size[1]} ({runtime.kind}); plane check "
           f"{plane or 'off'}")
 
