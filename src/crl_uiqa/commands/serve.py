@@ -49,8 +49,8 @@ def register(sub) -> None:
     g.add_argument("--threads", type=int, default=None, help="torch/ONNX Runtime threads (default: all cores)")
     g.add_argument("--batch-size", type=int, default=32, help="frames per forward pass (default 32)")
     g.add_argument("--plane-weights", default=None, metavar="PATH",
-                   help="SonoNet-16 weights for the plane check (default: found locally, never downloaded; "
-                   "without them the plane check is off)")
+                   help="SonoNet-16 weights for the plane check (default: $CRL_UIQA_WEIGHTS_DIR, the copy packaged "
+                   "with crl-uiqa, the cache; never downloaded; without weights the plane check is off)")
     p.set_defaults(func=run)
 
 
