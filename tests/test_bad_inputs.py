@@ -309,16 +309,36 @@ def test_disk_full_via_a_patched_writer_keeps_the_old_file(tmp_path, monkeypatch
     assert not list(tmp_path.glob(".s.csv*"))  # and no temporary left
 
 
+def _mount_tmpfs(mnt: Path, options: str) -> None:
+    mnt.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mnt)],
+                                            capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+
+
 @pytest.fixture
 def tiny_disk(tmp_path):
     """A real 64 KB tmpfs (needs root and mount; skipped elsewhere)."""
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)],
-                                            capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    yield mnt
-    subprocess.run(["umount", str(mnt)], check=False)
+    _mount_tmpfs(tmp_path / "tiny", "size=64k")
+    yield tmp_path / "tiny"
+    subprocess.run(["umount", str(tmp_path / "tiny")], check=False)
+
+
+@pytest.fixture
+def read_only_disk(tmp_path):
+    """A read-only tmpfs: not writable even for root (chmod would not stop root)."""
+    _mount_tmpfs(tmp_path / "ro", "size=64k,ro")
+    yield tmp_path / "ro"
+    subprocess.run(["umount", str(tmp_path / "ro")], check=False)
+
+
+def test_an_out_that_cannot_be_written_is_refused_before_any_work(read_only_disk, capsys, corpus):
+    out = read_only_disk / "s.csv"
+    rc = main(["score", "--model", "no-model", "--images", str(corpus["good.png"]), "--out", str(out)])
+    (line,) = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert rc == errors.EXIT_USER and "cannot write into" in line and str(out) in line and "Read-only" in line
+    rc = main(["fit", "--images", "x", "--references", "y", "--out", str(read_only_disk / "run")])
+    assert rc == errors.EXIT_USER and "Read-only" in capsys.readouterr().err
 
 
 def test_disk_full_on_a_real_small_disk(tiny_disk):

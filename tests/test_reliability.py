@@ -109,7 +109,8 @@ def test_train_config_refuses_bad_settings(kw, match):
     (dict(image_size=(224,)), "two integers"), (dict(image_size=(100_000, 100_000)), "8192"),
     (dict(backbone="smallnet", image_size=(32, 64)), "between 33"), (dict(activation="relu"), "activation"),
     (dict(backbone="resnet"), "unknown backbone"), (dict(train_from="block0"), "train-from"),
-    (dict(proj_channels=0), "proj_channels"),
+    (dict(proj_channels=0), "proj_channels"), (dict(train_from="block6"), "block1..block5"),
+    (dict(backbone="smallnet", image_size=(40, 40), train_from="block5"), "block1..block4"),
 ])
 def test_model_config_refuses_bad_settings(kw, match):
     with pytest.raises(ConfigError, match=match):
@@ -140,7 +141,8 @@ def test_estimator_refuses_device_k_workers():
     (["--batch-size", "0"], "batch-size"), (["--image-size", "0", "0"], "image-size"),
     (["--image-size", "15", "17"], "image-size"), (["--lr", "nan"], "lr"), (["--lr", "inf"], "lr"),
     (["--device", "tpu"], "tpu"), (["--epochs", "0"], "epochs"), (["--strong-views", "nope"], "strong-views"),
-    (["--k", "0"], "k"),
+    (["--k", "0"], "k"), (["--crop", "-1", "0", "10", "10"], "crop box"), (["--reference-crop", "0", "0", "0", "5"], "crop box"),
+    (["--train-from", "block99"], "train-from"),
 ])
 def test_fit_checks_settings_before_any_work(tmp_path, capsys, extra, match):
     imgs = _imgs(tmp_path / "imgs")

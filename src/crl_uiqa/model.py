@@ -45,7 +45,7 @@ class ModelConfig:
     def __post_init__(self) -> None:
         """Refuse an invalid setting now, before any work (one :class:`~crl_uiqa.errors.ConfigError`)."""
         from . import validate as v
-        from .backbones import check_backbone_name, min_input_size
+        from .backbones import check_backbone_name, min_input_size, trunk_blocks
 
         check_backbone_name(self.backbone)
         v.integer("proj_channels", self.proj_channels, minimum=1)
@@ -55,6 +55,10 @@ class ModelConfig:
         if not (self.train_from == "head" or (isinstance(self.train_from, str) and self.train_from.startswith("block")
                                               and self.train_from[5:].isdigit() and int(self.train_from[5:]) >= 1)):
             raise ConfigError(f"{v.flag('train_from')} must be head or blockN (N >= 1), got {self.train_from!r}")
+        n_blocks = trunk_blocks(self.backbone)
+        if self.train_from != "head" and n_blocks is not None and int(self.train_from[5:]) > n_blocks:
+            raise ConfigError(f"{v.flag('train_from')}: {self.backbone} has blocks block1..block{n_blocks}, "
+                              f"got {self.train_from!r}")
         if not isinstance(self.extra, dict):
             raise ConfigError(f"extra must be a dict, got {type(self.extra).__name__}")
 

@@ -29,19 +29,24 @@ from .sononet import CLASS_NAMES, SmallNet, SonoNet, smallnet, sononet16
 Builder = Callable[..., nn.Module]
 _REGISTRY: dict[str, Builder] = {}
 _MIN_SIZE: dict[str, int] = {}
+_BLOCKS: dict[str, int] = {}
 
 
-def register_backbone(name: str, builder: Builder | None = None, *, min_input_size: int = 1):
+def register_backbone(name: str, builder: Builder | None = None, *, min_input_size: int = 1,
+                      blocks: int | None = None):
     """Register ``builder(weights=None, pretrained=True) -> nn.Module`` under ``name``.
 
-    ``min_input_size`` is the smallest image side the network accepts (settings
-    below it are refused before any work). Usable as a decorator:
+    ``min_input_size`` is the smallest image side the network accepts and
+    ``blocks`` the number of trunk blocks ``train_from`` may name (settings
+    beyond them are refused before any work). Usable as a decorator:
     ``@register_backbone("mynet")``.
     """
 
     def _add(fn: Builder) -> Builder:
         _REGISTRY[name.lower()] = fn
         _MIN_SIZE[name.lower()] = int(min_input_size)
+        if blocks is not None:
+            _BLOCKS[name.lower()] = int(blocks)
         return fn
 
     return _add(builder) if builder is not None else _add
@@ -85,6 +90,11 @@ def check_backbone_name(name: str) -> str:
     return name
 
 
+def trunk_blocks(name: str) -> int | None:
+    """Number of trunk blocks of backbone ``name`` (None when unknown, e.g. plug-ins)."""
+    return _BLOCKS.get(str(name).lower())
+
+
 def min_input_size(name: str) -> int:
     """Smallest image side backbone ``name`` accepts (1 when unknown, e.g. plug-ins)."""
     return _MIN_SIZE.get(str(name).lower(), 1)
@@ -123,8 +133,8 @@ def get_backbone(
 
 
 # four 2x2 max-pools (SonoNet) / two stride-2 convs and pools without padding (SmallNet)
-register_backbone("sononet16", sononet16, min_input_size=16)
-register_backbone("smallnet", smallnet, min_input_size=33)
+register_backbone("sononet16", sononet16, min_input_size=16, blocks=5)
+register_backbone("smallnet", smallnet, min_input_size=33, blocks=4)
 
 __all__ = [
     "CLASS_NAMES",
@@ -137,6 +147,7 @@ __all__ = [
     "check_backbone_name",
     "is_plugin",
     "min_input_size",
+    "trunk_blocks",
     "get_backbone",
     "register_backbone",
     "sononet16",
