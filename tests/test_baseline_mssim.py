@@ -1,13 +1,20 @@
-"""MSSIM baseline: agreement with scikit-image, hand-computed SSIM values, aggregation, resizing, errors."""
+"""MSSIM baseline: agreement with scikit-image, hand-computed SSIM values, aggregation, resizing, MS-SSIM, errors.
+
+MS-SSIM reference values: ``pytorch_msssim.ms_ssim(x, y, data_range=1.0)``
+(PyPI pytorch-msssim 1.0.0, MIT; float64 tensors, its default weights,
+11-tap sigma 1.5 window and 2x2 average pooling) on the images of
+:func:`_ms_images`, computed once (the package is not a dependency).
+"""
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.ndimage
 import torch
 from skimage import data
 from skimage.metrics import structural_similarity
 
-from crl_uiqa.baselines.mssim import mssim_score, ssim_matrix
+from crl_uiqa.baselines.mssim import MS_SSIM_WEIGHTS, _halve, ms_ssim_matrix, mssim_score, ssim_matrix
 
 torch.set_num_threads(1)
 
@@ -76,6 +83,8 @@ def test_resizing_to_common_size():
         (dict(images=[], references="ok"), "images: the list of images is empty"),
         (dict(references=[]), "references: the list of images is empty"),
         (dict(reduction="median"), "unknown reduction 'median'"),
+        (dict(method="msssim"), "unknown method 'msssim'"),
+        (dict(method="ms-ssim", size=None), "MS-SSIM needs images of at least 161 pixels"),
         (dict(size=(8, 80)), "size must be larger than 10x10"),
         (dict(size="big"), r"size must be \(height, width\)"),
         (dict(images=[np.zeros((64, 80, 3), np.float32)], references="ok"), r"images\[0\]: expected a grayscale"),
@@ -90,3 +99,43 @@ def test_bad_input_raises(kwargs, match):
         args["references"] = refs
     with pytest.raises(ValueError, match=match):
         mssim_score(**args)
+
+
+# ----------------------------------------------------------------------------- MS-SSIM
+def _ms_images():
+    rng = np.random.default_rng(0)
+    cam = data.camera() / 255.0
+    base = cam[100:292, 100:356]
+    imgs = [base, np.clip(base + rng.normal(0, 0.05, base.shape), 0, 1), scipy.ndimage.gaussian_filter(base, 2.0)]
+    refs = [base, cam[102:294, 103:359], data.moon()[:192, :256] / 255.0]
+    return [a.astype(np.float32) for a in imgs], [r.astype(np.float32) for r in refs]
+
+
+#: pytorch_msssim 1.0.0 ms_ssim on _ms_images() (see the module docstring)
+PYTORCH_MSSSIM = np.array([
+    [1.0, 0.7397751648, 0.2268070927],
+    [0.9190861548, 0.6665225237, 0.1950495044],
+    [0.9458660526, 0.7906755128, 0.2551063519],
+])
+
+
+def test_ms_ssim_matches_pytorch_msssim():
+    imgs, refs = _ms_images()
+    np.testing.assert_allclose(ms_ssim_matrix(imgs, refs, size=None), PYTORCH_MSSSIM, rtol=0, atol=2e-5)
+    got = mssim_score(imgs, refs, size=None, method="ms-ssim")
+    np.testing.assert_allclose(got, PYTORCH_MSSSIM.mean(axis=1), atol=2e-5)
+
+
+def test_ms_ssim_is_not_single_scale_ssim():
+    """Blur hurts fine scales most: MS-SSIM of the blurred copy is above its single-scale SSIM."""
+    imgs, refs = _ms_images()
+    ms = ms_ssim_matrix(imgs[2:], refs[:1], size=None)[0, 0]
+    single = ssim_matrix(imgs[2:], refs[:1], size=None)[0, 0]
+    assert ms > single + 0.05
+    assert sum(MS_SSIM_WEIGHTS) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_halving_is_matlab_average_and_decimate_with_symmetric_border():
+    t = torch.arange(15, dtype=torch.float32).reshape(1, 3, 5)
+    want = torch.tensor([[[3.0, 5.0, 6.5], [10.5, 12.5, 14.0]]])  # last row/column averaged with itself
+    torch.testing.assert_close(_halve(t), want)

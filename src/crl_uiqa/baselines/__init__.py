@@ -217,7 +217,12 @@ register_baseline(
     ),
 )
 register_baseline(
-    "mssim", BaselineSpec(mssim_score, "mean SSIM to the reference images (Wang et al. 2004)", references="required")
+    "mssim",
+    BaselineSpec(
+        mssim_score,
+        "mean SSIM to the reference images (Wang et al. 2004; option method=ms-ssim: MS-SSIM, Wang et al. 2003)",
+        references="required",
+    ),
 )
 
 # -- learning-based baselines of Table 2 (SonoNet-16 based) --
