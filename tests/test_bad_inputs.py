@@ -153,6 +153,20 @@ def test_score_skips_and_lists_bad_images_and_a_clean_rerun_drops_the_list(corpu
     assert rc == 0 and not (tmp_path / "s.csv.skipped.csv").exists()  # no stale list from the earlier run
 
 
+def test_train_skips_and_lists_bad_images_in_the_run_folder(corpus, tmp_path, capsys, sononet16_path):
+    names = ["good.png", "good2.png", "sixteen.png", "huge.png", "tiny.png", "truncated.png"]
+    labels = tmp_path / "labels.csv"
+    write_csv(labels, [{"path": str(corpus[n]), "pseudo_label": i / 5} for i, n in enumerate(names)],
+              ["path", "pseudo_label"])
+    run = tmp_path / "run"
+    rc = main(["train", "--labels", str(labels), "--out", str(run), "--epochs", "1", "--batch-size", "2",
+               "--val-fraction", "0", "--image-size", "32", "40", "--weights", str(sononet16_path), "--workers", "0",
+               "--quiet"])
+    assert rc == 0 and "Traceback" not in capsys.readouterr().err
+    skipped = (run / "skipped.csv").read_text()
+    assert "huge.png" in skipped and "tiny.png" in skipped and "truncated.png" in skipped and "good" not in skipped
+
+
 def test_a_1x1_image_does_not_move_the_other_pseudo_labels(tmp_path, sononet16_path):
     from crl_uiqa.pseudo_labels import label_images
 
@@ -411,15 +425,19 @@ def test_manifest_reader_accepts_or_raises_value_errors(tmp_path, text):
     assert all(len(v) == len(man.paths) for v in man.columns.values())
 
 
+HEADERS = ["", "path,score\n", "path,pseudo_label\n", "better,worse\n", "better,worse,type\n"]
+
+
 @FAST
-@given(text=st.text(max_size=300))
+@given(text=st.tuples(st.sampled_from(HEADERS), st.text(max_size=300)).map("".join))
 def test_pairs_and_label_csvs_accept_or_raise_user_errors(tmp_path, text):
     from crl_uiqa.evaluation import read_pairs
     from crl_uiqa.files import read_csv
+    from crl_uiqa.tables import read_score_table
 
     p = tmp_path / "p.csv"
     p.write_bytes(text.encode("utf-8", errors="replace"))
-    for reader in (read_pairs, read_csv):
+    for reader in (read_pairs, read_csv, read_score_table, lambda q: read_score_table(q, "pseudo_label")):
         try:
             reader(p)
         except (ValueError, CRLUIQAError):

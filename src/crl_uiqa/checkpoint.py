@@ -43,7 +43,7 @@ SUM_KEY = "crl_uiqa.sha256"  # SHA-256 of the tensors and the description
 
 #: what a run directory of ``fit``/``train`` holds (removed by ``--overwrite``)
 RUN_FILES = ("last.safetensors", "last.json", "model.safetensors", "model.json", "history.csv",
-             "training_curves.png", "labels.csv", "labels.csv.skipped.csv", "fit.json")
+             "training_curves.png", "labels.csv", "skipped.csv", "fit.json")
 
 
 def content_digest(tensors: dict[str, torch.Tensor], meta_text: str) -> str:

@@ -89,6 +89,7 @@ class CRLUIQA:
         self.model_ = None
         self.labels_ = None
         self.history_: list[dict] = []
+        self.failures_: list = []  # images skipped (crl_uiqa.io.ReadFailure) by the last fit
 
     # ------------------------------------------------------------------ fit
     def fit(self, images, references, *, run_dir=None, resume: bool = False, overwrite: bool = False, crop=None,
@@ -128,6 +129,7 @@ class CRLUIQA:
             elif resume and any((run_dir / f).exists() for f in ("labels.csv", "last.safetensors")):
                 raise ConfigError(f"cannot resume {run_dir}: it has no fit.json to check the inputs against "
                                   "(written by an older crl-uiqa); start anew with --overwrite")
+        label_failures: list = []
         if resume and labels_csv is not None and labels_csv.exists():
             from .files import read_csv
 
@@ -143,10 +145,12 @@ class CRLUIQA:
                 write_json(run_json, fit_meta)
                 self.labels_.to_csv(labels_csv)
             paths, q = self.labels_.paths, self.labels_.labels.label
+            label_failures = list(self.labels_.failures)
         if self.calibrate_margins and self.train_config.relativity:
             self._calibrate(references, reference_crop if reference_crop is not None else crop)
-        return self.fit_labels(paths, q, run_dir=run_dir, resume=resume, overwrite=True, crop=crop,
-                               val_pairs=val_pairs)
+        self.fit_labels(paths, q, run_dir=run_dir, resume=resume, overwrite=True, crop=crop, val_pairs=val_pairs)
+        self.failures_ = label_failures + self.failures_
+        return self
 
     def _calibrate(self, references, crop) -> None:
         """Per-family relativity margins measured on the references (:mod:`crl_uiqa.calibration`)."""
@@ -177,6 +181,7 @@ class CRLUIQA:
                     extra_meta={"pseudo_label_config": asdict(self.pseudo)})
         self.model_ = res.model
         self.history_ = res.history
+        self.failures_ = list(res.failures)
         return self
 
     # -------------------------------------------------------------- predict

@@ -131,6 +131,7 @@ class TrainResult:
     run_dir: Path | None
     train_paths: list[str]
     val_paths: list[str]
+    failures: list = field(default_factory=list)  # crl_uiqa.io.ReadFailure of the images skipped
 
 
 def _validate_labels(paths: Sequence[str], labels: Sequence[float]) -> np.ndarray:
@@ -402,7 +403,8 @@ def train(
                    train_config=cfg, train_paths=[kept_paths[i] for i in tr_idx])
     if failures:
         log.warning("%d training image(s) could not be read and were skipped", len(failures))
-    return TrainResult(model, history, run_dir, [kept_paths[i] for i in tr_idx], [kept_paths[i] for i in va_idx])
+    return TrainResult(model, history, run_dir, [kept_paths[i] for i in tr_idx], [kept_paths[i] for i in va_idx],
+                       failures)
 
 
 def _write_history(run_dir: Path, history: list[dict]) -> None:

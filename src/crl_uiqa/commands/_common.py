@@ -81,27 +81,28 @@ def crop_tuple(value):
     return tuple(value)
 
 
-def report_failures(failures, out_path=None) -> None:
-    """Print skipped files, and write them next to the output when there are any.
+def report_failures(failures, out_path=None, *, side=None) -> None:
+    """Print skipped files, and write them to ``side`` (default ``OUT.skipped.csv``) when there are any.
 
-    A clean run removes the list an earlier run left beside the same output.
+    A clean run removes the list an earlier run left there.
     """
     import sys
     from pathlib import Path
 
+    if side is None and out_path is not None:
+        side = Path(str(out_path) + ".skipped.csv")
     if not failures:
-        if out_path is not None:
-            Path(str(out_path) + ".skipped.csv").unlink(missing_ok=True)
+        if side is not None:
+            Path(side).unlink(missing_ok=True)
         return
     print(f"skipped {len(failures)} unreadable image(s):", file=sys.stderr)
     for f in failures[:20]:
         print(f"  {f.path}: {f.reason}", file=sys.stderr)
     if len(failures) > 20:
         print(f"  ... and {len(failures) - 20} more", file=sys.stderr)
-    if out_path is not None:
+    if side is not None:
         from ..files import write_csv
 
-        side = Path(str(out_path) + ".skipped.csv")
         write_csv(side, [{"path": f.path, "reason": f.reason} for f in failures], ["path", "reason"])
         print(f"the list is in {side}", file=sys.stderr)
 

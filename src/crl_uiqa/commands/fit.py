@@ -1,7 +1,15 @@
 """``crl-uiqa fit``: pseudo-label + train in one step."""
 from __future__ import annotations
 
-from ._common import add_crop, add_runtime_eval, add_training, crop_tuple, training_configs, val_pairs_arg
+from ._common import (
+    add_crop,
+    add_runtime_eval,
+    add_training,
+    crop_tuple,
+    report_failures,
+    training_configs,
+    val_pairs_arg,
+)
 
 
 def register(sub) -> None:
@@ -26,6 +34,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from pathlib import Path
+
     from ..estimator import CRLUIQA
     from .train import _print_summary
 
@@ -40,4 +50,6 @@ def run(args) -> int:
         print("calibrated margin weights (mean 1; stored in model.json under train_config.calibration):")
         print(est.calibration_.to_markdown())
     _print_summary(est.history_, args.out)
+    if est.failures_ or not args.resume:  # (a resumed run does not know the first run's labelling failures)
+        report_failures(est.failures_, side=Path(args.out) / "skipped.csv")
     return 0

@@ -1,7 +1,15 @@
 """``crl-uiqa train``: co-learning on a pseudo-label CSV."""
 from __future__ import annotations
 
-from ._common import add_crop, add_runtime_eval, add_training, crop_tuple, training_configs, val_pairs_arg
+from ._common import (
+    add_crop,
+    add_runtime_eval,
+    add_training,
+    crop_tuple,
+    report_failures,
+    training_configs,
+    val_pairs_arg,
+)
 
 
 def register(sub) -> None:
@@ -38,6 +46,7 @@ def run(args) -> int:
                 resume=args.resume, overwrite=args.overwrite, device=args.device, crop=crop_tuple(args.crop), num_workers=args.workers,
                 val_pairs=val_pairs_arg(args.val_pairs), progress=not args.quiet)
     _print_summary(res.history, args.out)
+    report_failures(res.failures, side=Path(args.out) / "skipped.csv")
     return 0
 
 
