@@ -338,6 +338,30 @@ def test_expiry_and_shutdown_delete_every_file(scans):
     assert not workdir.exists()
 
 
+def test_only_the_newest_finished_jobs_are_kept(scans):
+    app, client = make_client([("brightness", MeanRuntime())], max_jobs=2)
+    try:
+        ids = [scored(client, [scans["dicom"]])["id"] for _ in range(3)]
+        app.state.jobs.expire()
+        assert client.get(f"/api/scans/{ids[0]}").status_code == 404
+        assert not (app.state.workdir / ids[0]).exists()
+        assert all(client.get(f"/api/scans/{i}").json()["status"] == "done" for i in ids[1:])
+    finally:
+        app.state.close()
+
+
+@pytest.mark.parametrize("suffix,codec", [(".avi", "mjpeg"), (".mov", "libx264")])
+def test_avi_and_mov_uploads(served, tmp_path, suffix, codec):
+    _, client = served
+    frames = fan_frames([60 + bump(i, 6, 2, 70) for i in range(12)], seed=5)
+    pix = "yuvj420p" if codec == "mjpeg" else "yuv420p"
+    path = write_video(tmp_path / f"clip{suffix}", frames, fps=10, codec=codec, pix_fmt=pix)
+    body = scored(client, [path], model="brightness", top_k=1)
+    assert body["status"] == "done", body
+    assert body["result"]["frames_scored"] == 12 and body["result"]["scan"] == f"clip{suffix}"
+    assert abs(body["result"]["picks"][0]["frame"] - 6) <= 1
+
+
 def test_page_assets_headers_and_openapi(served):
     _, client = served
     page = client.get("/")
