@@ -91,7 +91,7 @@ def run(args) -> int:
     from ..serving.models import ModelRegistry
 
     models = ModelRegistry.load(args.model, runtime=args.runtime, device=args.device, threads=args.threads)
-    app = create_app(models, settings=settings, plane_weights=args.plane_weights)
+    app = create_app(models, settings=settings, plane_weights=args.plane_weights, device=args.device)
     if args.host not in LOOPBACK:
         print(f"crl-uiqa serve: warning: listening on {args.host}: anyone who can reach this machine can upload "
               "scans and read results (there is no login)", file=sys.stderr)

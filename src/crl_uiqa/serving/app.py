@@ -106,7 +106,7 @@ def create_app(
         The plane check (default: SonoNet-16 with ``plane_weights`` or the
         weights found on this machine; off when there are none).
     runtime, device : str
-        Engine and device of models given as paths.
+        Engine and device of models given as paths; ``device`` also runs the plane check.
 
     The app starts one background worker; its jobs' files live in a private
     temporary folder deleted when the app shuts down (``app.state.close()``
@@ -119,7 +119,7 @@ def create_app(
     if settings.workdir is not None:
         Path(settings.workdir).mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="crl-uiqa-serve-", dir=settings.workdir))
-    jobs = JobQueue(settings, lambda job: run_selection(job, registry, planes, settings), root)
+    jobs = JobQueue(settings, lambda job: run_selection(job, registry, planes, settings, device=device), root)
     closed = threading.Event()
 
     def close() -> None:

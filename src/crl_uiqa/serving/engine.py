@@ -80,8 +80,12 @@ def _finite(values) -> list:
     return [float(v) if math.isfinite(float(v)) else None for v in np.asarray(values, dtype=np.float64)]
 
 
-def run_selection(job: Job, models: ModelRegistry, planes: PlaneChecker, settings: ServeSettings) -> None:
-    """Score ``job``'s upload, write its files and set ``job.result`` (the worker's runner)."""
+def run_selection(job: Job, models: ModelRegistry, planes: PlaneChecker, settings: ServeSettings, *,
+                  device: str = "cpu") -> None:
+    """Score ``job``'s upload, write its files and set ``job.result`` (the worker's runner).
+
+    ``device`` runs the plane check (the model's runtime keeps its own device).
+    """
     from ..video.scan import open_scan
     from ..video.select import select_frames, write_selection
 
@@ -100,7 +104,7 @@ def run_selection(job: Job, models: ModelRegistry, planes: PlaneChecker, setting
         _observed(served.runtime, job, settings.max_frames), job.input,
         plane=plane, plane_threshold=opts.plane_threshold, plane_model=planes.model if plane else None,
         top_k=opts.top_k, min_gap=opts.min_gap, smooth=opts.smooth, every=opts.every, fps=opts.fps,
-        frame_rate=frame_rate, batch_size=settings.batch_size,
+        frame_rate=frame_rate, batch_size=settings.batch_size, device=device,
     )
     if job.cancel.is_set():
         raise JobCancelled("cancelled")
