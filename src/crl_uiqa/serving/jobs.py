@@ -235,18 +235,23 @@ class JobQueue:
     def _run(self, job: Job) -> None:
         self._current = job
         job.status, job.started, job.phase = "running", time.time(), "decoding and scoring frames"
+        status, message = "failed", "interrupted"
         try:
             self.runner(job)
+            status, message = "done", ""
         except JobCancelled:
-            job.status, job.message = "cancelled", "cancelled"
+            status, message = "cancelled", "cancelled"
         except Exception as exc:  # the message is for the user; the trace for the log
             log.warning("job %s failed: %s", job.id, exc, exc_info=not isinstance(exc, (CRLUIQAError, OSError)))
-            job.status, job.message = "failed", job.public_message(_one_line(exc))
-        else:
-            job.status = "cancelled" if job.cancel.is_set() else "done"
-            job.phase = "done"
+            status, message = "failed", job.public_message(_one_line(exc))
         finally:
+            if job.cancel.is_set() and status == "done":
+                status, message = "cancelled", "cancelled"
+            # finished is set before the final status: a client that sees "done" sees its time too
             job.finished = time.time()
+            job.message = message
+            job.phase = "done" if status == "done" else status
+            job.status = status
             self._current = None
             with self._lock:
                 gone = job.id not in self._jobs
