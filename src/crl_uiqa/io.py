@@ -18,8 +18,8 @@ skipped and reported (or raise with ``strict=True``).
 Limits (README, "Reliability"): an image of more than :func:`max_pixels`
 pixels (default 50 megapixels, ``--max-pixels`` or ``$CRL_UIQA_MAX_PIXELS``)
 is refused from its header, before it is decoded, so one decode worker never
-holds more than about 5 bytes per allowed pixel (the 8-bit decode and its
-float32 copy); a huge PNG is skipped and listed instead of stopping the run
+holds more than about 6 bytes per allowed pixel (the 8-bit decode, its
+float32 copy and the resize); a huge PNG is skipped and listed instead of stopping the run
 with PIL's decompression-bomb error. Images are decoded at full resolution
 (no JPEG draft scaling), so an image gets the same pixels whichever command
 reads it. The model pipeline also skips images with a side below
