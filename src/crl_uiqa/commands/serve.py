@@ -33,7 +33,7 @@ def register(sub) -> None:
     g.add_argument("--max-frames", type=int, default=20_000, metavar="N",
                    help="most frames per scan (default 20000: 11 minutes at 30 fps)")
     g.add_argument("--max-files", type=int, default=1000, metavar="N",
-                   help="most still images per upload (default 1000)")
+                   help="most still images per upload (default and largest: 1000)")
     g.add_argument("--queue", type=int, default=4, metavar="N",
                    help="uploads that may wait behind the one being scored; more are refused (default 4)")
     g.add_argument("--keep-minutes", type=float, default=60, metavar="MIN",

@@ -13,6 +13,8 @@ __all__ = ["ServeSettings", "ScanOptions", "LOCAL_HOSTS"]
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 MiB = 2**20
+#: Most files one multipart request may carry (Starlette's parser limit).
+MAX_FILES = 1000
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,7 @@ class ServeSettings:
         images of a still-image upload); longer scans fail with a message
         instead of occupying the worker.
     max_files : int
-        Most files in one upload (still images).
+        Most files in one upload (still images), at most :data:`MAX_FILES`.
     queue_size : int
         Uploads waiting behind the one being scored; more are refused (429).
     job_ttl : float
@@ -49,7 +51,7 @@ class ServeSettings:
 
     max_upload_bytes: int = 1024 * MiB
     max_frames: int = 20_000
-    max_files: int = 2_000
+    max_files: int = MAX_FILES
     queue_size: int = 4
     job_ttl: float = 3600.0
     max_jobs: int = 50
@@ -59,9 +61,10 @@ class ServeSettings:
 
     def __post_init__(self) -> None:
         for name, flag in (("max_upload_bytes", "--max-upload-mb"), ("max_frames", "--max-frames"),
-                           ("max_files", "--max-files"), ("queue_size", "--queue"), ("max_jobs", None),
-                           ("batch_size", "--batch-size")):
+                           ("queue_size", "--queue"), ("max_jobs", None), ("batch_size", "--batch-size")):
             validate.integer(f"{name} ({flag})" if flag else name, getattr(self, name), minimum=1)
+        # the multipart parser (Starlette) refuses more than 1000 files per request whatever we allow
+        validate.integer("max_files (--max-files)", self.max_files, minimum=1, maximum=MAX_FILES)
         validate.real("job_ttl (--keep-minutes)", self.job_ttl, minimum=0, strict_min=True)
         if not self.allowed_hosts:
             raise ConfigError("allowed_hosts must name at least one host (or '*')")
