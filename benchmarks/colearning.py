@@ -12,6 +12,14 @@ Usage::
         [--rows all|regression|full] [--tag NAME]
 
 Writes ``bench-out/colearning_<tag>.json`` and ``.md``.
+
+``--rows before-after`` is the release comparison in one run: the distance
+score (the teacher), the previous default (the paper's head and schedule at
+112x144: ``--paper`` with ``--image-size 112 144``), and the new default
+(``crl_uiqa.training.settings()``, at 224x288), each trained on the same
+pseudo-labels, with the CPU training time, the epoch kept, and the speed of
+``score`` for the new default model against its bare forward rate.
+``--skip-previous`` leaves the previous default out (its row is then cited).
 """
 from __future__ import annotations
 
@@ -38,7 +46,117 @@ ROWS = {
     "regression+full": ["+ smoothing", "+ smoothing + L_c + L_r (CRL-UIQA)"],
     # the paper's lr against the lr that the feasibility run found to learn, full model, same epochs
     "lr": [("CRL-UIQA lr 1e-3 (paper)", {**FULL, "lr": 1e-3}), ("CRL-UIQA lr 1e-2", {**FULL, "lr": 1e-2})],
+    "before-after": None,  # see before_after()
 }
+
+
+def _summarise(name, scores: dict, pairs, seconds: float, **extra) -> dict:
+    from crl_uiqa.evaluation import pairwise_accuracy
+
+    acc = pairwise_accuracy(scores, pairs)
+    row = {"configuration": name, "accuracy": acc["overall"]["accuracy"], "ci_low": acc["overall"]["ci_low"],
+           "ci_high": acc["overall"]["ci_high"], "n_pairs": acc["overall"]["n"], "seconds": round(seconds, 1), **extra}
+    row.update({f"acc_{t}": v["accuracy"] for t, v in acc["by_type"].items()})
+    return row
+
+
+def _score_speed(model, paths, batch_size: int = 32) -> dict:
+    """Bare forward rate on an in-memory batch against ``score_paths`` end to end (decode + resize + forward)."""
+    import torch
+
+    from crl_uiqa.scoring import score_paths
+
+    h, w = model.config.image_size
+    model = model.eval().to(memory_format=torch.channels_last)
+    x = torch.rand(batch_size, 1, h, w).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        model(x)
+        reps = max(2, len(paths) // batch_size)
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            model(x)
+        bare = reps * batch_size / (time.perf_counter() - t0)
+    score_paths(model, paths[: batch_size * 2], batch_size=batch_size, device="cpu", progress=False)  # warm-up
+    t0 = time.perf_counter()
+    res = score_paths(model, paths, batch_size=batch_size, device="cpu", progress=False)
+    e2e = len(res.paths) / (time.perf_counter() - t0)
+    return {"size": f"{h}x{w}", "bare_img_per_s": round(bare, 1), "score_img_per_s": round(e2e, 1),
+            "ratio": round(e2e / bare, 3), "images": len(res.paths)}
+
+
+def _score_both(model, paths, workers) -> tuple[dict, dict]:
+    """Scores of the anchored model and of its teacher term (the distance score's label) in one pass."""
+    import torch
+
+    from crl_uiqa.io import iter_batches
+
+    model = model.eval().to(memory_format=torch.channels_last)
+    full, teacher, kept = [], [], []
+    with torch.inference_mode():
+        for b in iter_batches(paths, size=tuple(model.config.image_size), batch_size=32, num_workers=workers,
+                              strict=True, progress=False):
+            x = b.images.contiguous(memory_format=torch.channels_last)
+            f = model.backbone.feature_maps(x, until=model.config.anchor["layer"])
+            q0 = model.anchor(f.mean(dim=(2, 3)))
+            teacher.append(q0)
+            full.append(model(x))
+            kept += b.indices
+    names = [paths[i] for i in kept]
+    return (dict(zip(names, map(float, torch.cat(full)))), dict(zip(names, map(float, torch.cat(teacher)))))
+
+
+def before_after(dev, args, out: Path) -> tuple[list[dict], dict]:
+    """Distance score, previous default, new default on the dev protocol (see the module docstring)."""
+    from dataclasses import replace
+
+    from crl_uiqa.evaluation import align, read_pairs
+    from crl_uiqa.model import ModelConfig
+    from crl_uiqa.pseudo_labels import label_images
+    from crl_uiqa.scoring import score_paths
+    from crl_uiqa.training import TrainConfig, settings, train
+
+    _, pairs = align({}, read_pairs(dev.pairs_csv), pairs_root=dev.out_dir)
+    if args.n_test:  # a quick check on the pairs of the first n test images
+        keep = {Path(p).name for p in dev.test[: args.n_test]}
+        pairs = [pr for pr in pairs if Path(pr[0]).name in keep]
+    test_paths = sorted({p for pr in pairs for p in pr[:2]})
+    t0 = time.perf_counter()
+    li = label_images(dev.train[: args.n_train or None], dev.references, k=args.k, layer=args.layer, device="cpu", num_workers=args.workers,
+                      progress=False)
+    t_labels = time.perf_counter() - t0
+    pl = li.labels
+    transform = (pl.lmbda, float(pl.smoothed.min()), float(pl.smoothed.max()))
+    runs = []
+    t_o, m_o = settings()
+    runs.append((f"new default: {m_o['head']} head, lr {t_o['lr']:g}, {t_o['epochs']} epochs, 224x288",
+                 TrainConfig(**t_o), ModelConfig(image_size=(224, 288), **{**m_o, "anchor": {
+                     **m_o.get("anchor", {}), "k": args.k, "layer": args.layer, "smoothing": True}})))
+    if not args.skip_previous:
+        t_o, m_o = settings(paper=True)
+        runs.append(("previous default: paper head, lr 1e-3, 35 epochs, 112x144",
+                     replace(TrainConfig(**t_o), strong_views="ultrasound"),
+                     ModelConfig(image_size=(112, 144), **m_o)))
+    table, speed = [], {}
+    for name, tc, mc in runs:
+        slug = "_".join("".join(c if c.isalnum() else " " for c in name.split(":")[0]).split())
+        t0 = time.perf_counter()
+        res = train(li.paths, pl.label, config=tc, model_config=mc, run_dir=out / slug, device="cpu",
+                    num_workers=args.workers, progress=False,
+                    references=dev.references if mc.head == "anchored" else None, anchor_transform=transform)
+        t_train = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        if mc.head == "anchored":
+            full, teacher = _score_both(res.model, test_paths, args.workers)
+            table.append(_summarise("distance score, 224x288 (the teacher: the anchored model's own pseudo-label "
+                                    "term; no training)", teacher, pairs, 0.0, train_seconds=0.0))
+        else:
+            full = score_paths(res.model, test_paths, device="cpu", num_workers=args.workers, progress=False).as_dict()
+        table.append(_summarise(name, full, pairs, time.perf_counter() - t0, train_seconds=round(t_train, 1),
+                                kept_epoch=res.kept_epoch, warnings=res.warnings, history=res.history))
+        print(f"{name}: {table[-1]['accuracy']:.3f} in {t_train:.0f} s (kept epoch {res.kept_epoch})", flush=True)
+        if mc.head == "anchored" and args.speed_images:
+            speed = _score_speed(res.model, dev.pair_images[: args.speed_images])
+    return table, {"label_seconds": round(t_labels, 1), "score_speed": speed}
 
 
 def main(argv=None) -> int:
@@ -54,6 +172,10 @@ def main(argv=None) -> int:
     ap.add_argument("--layer", default="block4")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--tag", default=None)
+    ap.add_argument("--skip-previous", action="store_true", help="before-after: leave out the previous default")
+    ap.add_argument("--speed-images", type=int, default=256, help="before-after: images of the score-speed check")
+    ap.add_argument("--n-train", type=int, default=0, help="before-after: first N training images only (quick check)")
+    ap.add_argument("--n-test", type=int, default=0, help="before-after: pairs of the first N test images only")
     args = ap.parse_args(argv)
 
     import torch
@@ -68,6 +190,24 @@ def main(argv=None) -> int:
     tc = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, strong_views=args.strong_views)
     mc = ModelConfig(image_size=tuple(args.image_size))
     t0 = time.perf_counter()
+    if args.rows == "before-after":
+        import subprocess
+
+        table, extra = before_after(dev, args, out)
+        load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+        meta = {"date": str(date.today()), "machine": f"{platform.processor() or platform.machine()}, "
+                f"{os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads",
+                "command": "python benchmarks/colearning.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+                "uptime_at_end": load, "total_seconds": round(time.perf_counter() - t0, 1), **extra}
+        for r in table:
+            main_acc = [r[f"acc_{t}"] for t in MAIN_TYPES if f"acc_{t}" in r]
+            r["acc_non_blur_mean"] = sum(main_acc) / len(main_acc)
+        (ROOT / "bench-out").mkdir(exist_ok=True)
+        (ROOT / "bench-out" / f"colearning_{tag}.json").write_text(
+            json.dumps({"meta": meta, "table": table}, indent=2))
+        print(format_table(table))
+        print(json.dumps(meta, indent=1))
+        return 0
     table = run_ablation(dev.train, dev.references, dev.pairs_csv, out, k=args.k, layer=args.layer, train_config=tc,
                          model_config=mc, rows=ROWS[args.rows], device="cpu", num_workers=args.workers,
                          progress=False)

@@ -33,5 +33,5 @@ def test_cuda_training_with_mixed_precision(tmp_path, sononet16_path):
     paths, labels = _images(tmp_path)
     res = train(paths, labels, config=TrainConfig(epochs=1, batch_size=4, val_fraction=0.25), weights=sononet16_path,
                 model_config=ModelConfig(image_size=(48, 64)), device="cuda", num_workers=0, progress=False)
-    assert np.isfinite(res.history[0]["loss"])
+    assert np.isfinite(res.history[-1]["loss"])
     assert next(res.model.parameters()).device.type == "cuda"

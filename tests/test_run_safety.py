@@ -118,13 +118,14 @@ def test_kill_then_resume_equals_the_uninterrupted_run(tmp_path, sononet16_path,
     from crl_uiqa.checkpoint import load_tensors
 
     _, meta = load_tensors(run / "last.safetensors")
-    assert meta["epoch"] == (1 if where == "between" else 0) and len(meta["history"]) == meta["epoch"] + 1
+    # history: epoch 0 (the model before training), then one row per finished epoch
+    assert meta["epoch"] == (1 if where == "between" else 0) and len(meta["history"]) == meta["epoch"] + 2
     res = _train(paths, labels, run, sononet16_path, resume=True)
-    assert [r["epoch"] for r in res.history] == [1, 2, 3]  # no epoch trained twice
+    assert [r["epoch"] for r in res.history] == [0, 1, 2, 3]  # no epoch trained twice
     _same_weights(tmp_path / "full", run)
     assert not list(run.glob(".*.tmp*"))  # ...and removed by the next run (its process is gone)
     hist = (run / "history.csv").read_text().splitlines()
-    assert len(hist) == 4
+    assert len(hist) == 5  # header, epoch 0 (before training), epochs 1-3
 
 
 def test_resume_with_other_labels_is_refused(tmp_path, sononet16_path):

@@ -47,7 +47,9 @@ def test_train_checkpoint_and_exact_resume(tmp_path, sononet16_path):
     mc = ModelConfig(image_size=SIZE)
     full = train(paths, labels, config=_cfg(epochs=2), model_config=mc, weights=sononet16_path,
                  run_dir=tmp_path / "full", num_workers=0, progress=False)
-    assert len(full.history) == 2 and {"l_d", "l_c", "l_r", "val_srcc"} <= set(full.history[0])
+    # epoch 0 is the model before training, then one row per epoch
+    assert [r["epoch"] for r in full.history] == [0, 1, 2]
+    assert {"l_d", "l_c", "l_r", "val_srcc"} <= set(full.history[1]) and "val_srcc" in full.history[0]
     for f in ("model.safetensors", "model.json", "last.safetensors", "last.json", "history.csv"):
         assert (tmp_path / "full" / f).exists()
     # interrupted after epoch 1, then resumed: the same model as the uninterrupted run
@@ -56,7 +58,7 @@ def test_train_checkpoint_and_exact_resume(tmp_path, sononet16_path):
               run_dir=tmp_path / "part", num_workers=0, progress=False, on_epoch=_stop_after_first)
     resumed = train(paths, labels, config=_cfg(epochs=2), model_config=mc, weights=sononet16_path,
                     run_dir=tmp_path / "part", resume=True, num_workers=0, progress=False)
-    assert len(resumed.history) == 2
+    assert len(resumed.history) == 3
     a, _ = load_model(tmp_path / "full")
     b, _ = load_model(tmp_path / "part")
     for (k, va), (_, vb) in zip(a.state_dict().items(), b.state_dict().items()):
@@ -82,7 +84,7 @@ def test_interrupt_leaves_resumable_checkpoint(tmp_path, sononet16_path):
               weights=sononet16_path, run_dir=tmp_path / "r", num_workers=0, progress=False, on_epoch=_stop_after_first)
     # epoch 1 is checkpointed before the interruption; no final model is claimed
     meta = json.loads((tmp_path / "r" / "last.json").read_text())
-    assert meta["epoch"] == 0 and len(meta["history"]) == 1
+    assert meta["epoch"] == 0 and [r["epoch"] for r in meta["history"]] == [0, 1]
     assert not (tmp_path / "r" / "model.safetensors").exists()
     assert not list((tmp_path / "r").glob("*.tmp*"))  # no half-written files
 
@@ -124,7 +126,7 @@ def test_regression_learns_labels(tmp_path, sononet16_path):
     paths, labels = _images(tmp_path, n=16)
     res = train(paths, labels, config=_cfg(epochs=6, consistency=False, relativity=False, val_fraction=0.0),
                 model_config=ModelConfig(image_size=SIZE), weights=sononet16_path, num_workers=0, progress=False)
-    assert res.history[-1]["l_d"] < res.history[0]["l_d"]
+    assert res.history[-1]["l_d"] < res.history[1]["l_d"]
 
 
 def test_cli_fit_score_evaluate(tmp_path, sononet16_path, capsys):
@@ -135,7 +137,7 @@ def test_cli_fit_score_evaluate(tmp_path, sononet16_path, capsys):
         Path(refs / Path(p).name).write_bytes(Path(p).read_bytes())
     run = tmp_path / "run"
     rc = main(["fit", "--images", str(tmp_path / "imgs"), "--references", str(refs), "--out", str(run), "--k", "2",
-               "--epochs", "1", "--batch-size", "4", "--image-size", str(SIZE[0]), str(SIZE[1]), "--weights",
+               "--epochs", "1", "--min-steps", "0", "--batch-size", "4", "--image-size", str(SIZE[0]), str(SIZE[1]), "--weights",
                str(sononet16_path), "--workers", "0", "--quiet"])
     assert rc == 0 and (run / "labels.csv").exists() and (run / "model.safetensors").exists()
     scores = tmp_path / "scores.csv"
@@ -147,3 +149,104 @@ def test_cli_fit_score_evaluate(tmp_path, sononet16_path, capsys):
     assert main(["evaluate", "--scores", str(scores), "--pairs", str(pairs), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["overall"]["n"] == 5 and 0.0 <= out["overall"]["accuracy"] <= 1.0
+
+
+# ---------------------------------------------------------------- anchored head, kept epoch, warnings
+class _MeanBackbone(torch.nn.Module):
+    """Toy trunk: the feature map is the image itself, so the pooled embedding is the image mean."""
+
+    out_channels = 1
+    input_size = SIZE
+    blocks = []
+
+    def feature_maps(self, x, until="block5"):
+        return x
+
+    def embed(self, x, layer="block4"):
+        return x.mean(dim=(2, 3))
+
+
+def _anchored_toy(lmbda):
+    from crl_uiqa.model import QualityModel
+
+    m = QualityModel(_MeanBackbone(), ModelConfig(image_size=SIZE, head="anchored", proj_channels=4,
+                                                  anchor={"layer": "block4", "k": 2, "n_references": 3, "dim": 1,
+                                                          "smoothing": lmbda is not None}))
+    m.anchor.set(torch.tensor([[0.0], [1.0], [0.2]]), lmbda, -1.0, 0.0)
+    return m.eval()
+
+
+@torch.no_grad()
+def test_anchored_head_starts_at_the_teacher_hand_checked():
+    from scipy import stats
+
+    x = torch.full((1, 1, *SIZE), 0.5)
+    # embedding 0.5; distances to the references 0.5, 0.5, 0.3; k = 2 -> mean 0.4 -> s = -0.4
+    m = _anchored_toy(None)
+    assert float(m(x)) == pytest.approx(0.6, abs=1e-6)  # (s - lo) / (hi - lo) = (-0.4 + 1) / 1
+    # Yeo-Johnson with lambda 0.5, negative branch: -((1 - s)^1.5 - 1) / 1.5 = -(1.4^1.5 - 1) / 1.5 = -0.437668
+    m = _anchored_toy(0.5)
+    assert float(m(x)) == pytest.approx(1 - 0.437668, abs=1e-5)
+    assert float(m(x)) == pytest.approx(1 + float(stats.yeojohnson(np.array([-0.4]), lmbda=0.5)[0]), abs=1e-6)
+    # the model equals its teacher term exactly at initialisation: the correction starts at zero
+    xs = torch.rand(3, 1, *SIZE)
+    assert torch.allclose(m(xs), m.teacher_score(xs), atol=1e-7)
+
+
+def test_anchored_head_needs_references(tmp_path):
+    paths, labels = _images(tmp_path, n=4)
+    with pytest.raises(ValueError, match="reference"):
+        train(paths, labels, config=_cfg(), model_config=ModelConfig(image_size=SIZE, head="anchored"), progress=False)
+
+
+def test_lr0_anchored_run_keeps_the_teacher_and_warns(tmp_path, sononet16_path, caplog, capsys):
+    """A run that cannot learn (lr ~ 0) keeps epoch 0, the teacher itself, and says so; --strict fails."""
+    from crl_uiqa.pseudo_labels import label_images
+
+    paths, _ = _images(tmp_path, n=12)
+    refs = paths[-3:]
+    pl = label_images(paths, refs, k=2, weights=sononet16_path, size=SIZE, num_workers=0, progress=False)
+    mc = ModelConfig(image_size=SIZE, head="anchored", train_from="head", anchor={"k": 2})
+    res = train(pl.paths, pl.labels.label, config=_cfg(epochs=2, lr=1e-12, select="best"), model_config=mc,
+                weights=sononet16_path, references=refs, run_dir=tmp_path / "run", num_workers=0, progress=False)
+    assert res.kept_epoch == 0
+    assert any("did not learn" in w and "learning rate 1e-12" in w and "teacher" in w for w in res.warnings)
+    assert "did not learn" in caplog.text
+    # the kept model scores every image with its pseudo-label (up to the 8-bit training cache)
+    s = score_paths(res.model, pl.paths, num_workers=0, progress=False)
+    assert np.allclose(s.scores, pl.labels.label, atol=2e-3)
+    meta = json.loads((tmp_path / "run" / "model.json").read_text())
+    assert meta["kept_epoch"] == 0 and meta["warnings"] == res.warnings
+    # the same through the CLI: a warning on stderr, and status 3 with --strict
+    labels_csv = tmp_path / "labels.csv"
+    pl.to_csv(labels_csv)
+    args = ["train", "--labels", str(labels_csv), "--references", *refs, "--k", "2", "--lr", "1e-12",
+            "--epochs", "2", "--min-steps", "0", "--batch-size", "4", "--image-size", str(SIZE[0]), str(SIZE[1]),
+            "--weights", str(sononet16_path), "--workers", "0", "--quiet"]
+    capsys.readouterr()
+    assert main(args + ["--out", str(tmp_path / "cli1")]) == 0
+    out = capsys.readouterr()
+    assert "did not learn" in out.err and "kept epoch 0" in out.out
+    assert main(args + ["--out", str(tmp_path / "cli2"), "--strict"]) == 3
+
+
+def test_train_command_needs_references_for_the_anchored_head(tmp_path):
+    paths, labels = _images(tmp_path, n=4)
+    labels_csv = tmp_path / "labels.csv"
+    labels_csv.write_text("path,pseudo_label\n" + "".join(f"{p},{q}\n" for p, q in zip(paths, labels)))
+    assert main(["train", "--labels", str(labels_csv), "--out", str(tmp_path / "run"), "--quiet"]) != 0
+
+
+def test_kept_epoch_is_the_best_by_the_criterion(tmp_path, sononet16_path):
+    from crl_uiqa.training import selection_criterion
+
+    paths, labels = _images(tmp_path, n=16)
+    res = train(paths, labels, config=_cfg(epochs=4, lr=5e-2, select="best"), model_config=ModelConfig(image_size=SIZE),
+                weights=sononet16_path, num_workers=0, progress=False)
+    crit = [selection_criterion(r) for r in res.history]
+    assert res.kept_epoch == res.history[int(np.nanargmax(crit))]["epoch"]
+    # the model returned holds that epoch's weights: its validation loss is the one logged for it
+    va = [paths.index(p) for p in res.val_paths]
+    s = score_paths(res.model, res.val_paths, num_workers=0, progress=False).scores
+    row = res.history[int(np.nanargmax(crit))]
+    assert np.mean((s - np.asarray(labels)[va]) ** 2) == pytest.approx(row["val_l_d"], abs=1e-3)

@@ -61,7 +61,8 @@ class CRLUIQA:
     def __init__(self, *, k: int = 5, layer: str = "block4", smoothing: bool = True, backbone: str = "sononet16",
                  weights=None, image_size: tuple[int, int] | None = None, device="auto", batch_size_eval: int = 32,
                  num_workers: int | None = None, progress: bool = True, train_config: TrainConfig | None = None,
-                 model_config: ModelConfig | None = None, calibrate_margins: bool = False, **train_kwargs):
+                 model_config: ModelConfig | None = None, calibrate_margins: bool = False, paper: bool = False,
+                 **train_kwargs):
         from . import validate as v
         from .devices import resolve_device
 
@@ -81,15 +82,26 @@ class CRLUIQA:
         if model_config is not None and image_size is not None and tuple(image_size) != model_config.image_size:
             raise ConfigError(f"image_size {tuple(image_size)} contradicts model_config.image_size "
                               f"{model_config.image_size}; give one of them")
-        self.train_config = train_config or TrainConfig(**train_kwargs)
-        self.model_config = model_config or ModelConfig(backbone=backbone,
-                                                        image_size=tuple(image_size or (224, 288)))
+        from .training import settings
+
+        t_over, m_over = settings(paper)  # the defaults, or the paper's settings with paper=True
+        self.train_config = train_config or TrainConfig(**{**t_over, **train_kwargs})
+        if model_config is None:
+            model_config = ModelConfig(backbone=backbone, image_size=tuple(image_size or (224, 288)), **m_over)
+        if model_config.head == "anchored" and "k" not in model_config.anchor:
+            from dataclasses import replace
+
+            model_config = replace(model_config, anchor={**model_config.anchor, "k": k, "layer": layer,
+                                                         "smoothing": smoothing})
+        self.model_config = model_config
         self.calibrate_margins = calibrate_margins
         self.calibration_ = None  # crl_uiqa.calibration.CalibrationTable when calibrate_margins
         self.model_ = None
         self.labels_ = None
         self.history_: list[dict] = []
         self.failures_: list = []  # images skipped (crl_uiqa.io.ReadFailure) by the last fit
+        self.kept_epoch_: int | None = None
+        self.warnings_: list[str] = []
 
     # ------------------------------------------------------------------ fit
     def fit(self, images, references, *, run_dir=None, resume: bool = False, overwrite: bool = False, crop=None,
@@ -148,7 +160,12 @@ class CRLUIQA:
             label_failures = list(self.labels_.failures)
         if self.calibrate_margins and self.train_config.relativity:
             self._calibrate(references, reference_crop if reference_crop is not None else crop)
-        self.fit_labels(paths, q, run_dir=run_dir, resume=resume, overwrite=True, crop=crop, val_pairs=val_pairs)
+        transform = None
+        if self.labels_ is not None:  # the anchored head's label map: exactly the pseudo-labels' (Eq. 2-3)
+            pl = self.labels_.labels
+            transform = (pl.lmbda, float(pl.smoothed.min()), float(pl.smoothed.max()))
+        self.fit_labels(paths, q, run_dir=run_dir, resume=resume, overwrite=True, crop=crop, val_pairs=val_pairs,
+                        references=references, reference_crop=reference_crop, anchor_transform=transform)
         self.failures_ = label_failures + self.failures_
         return self
 
@@ -171,17 +188,27 @@ class CRLUIQA:
                                          ", ".join(f"{f}={w:.3f}" for f, w in weights.items()))
 
     def fit_labels(self, paths: Sequence[str], labels: Sequence[float], *, run_dir=None, resume: bool = False,
-                   overwrite: bool = False, crop=None, val_pairs=None) -> CRLUIQA:
-        """Train on given (pseudo-)labels, skipping the labelling step."""
+                   overwrite: bool = False, crop=None, val_pairs=None, references=None, reference_crop=None,
+                   anchor_transform=None) -> CRLUIQA:
+        """Train on given (pseudo-)labels, skipping the labelling step.
+
+        The anchored head (the default) needs the ``references`` the labels were computed against.
+        """
+        from .io import list_images
         from .training import train
 
         res = train(paths, labels, config=self.train_config, model_config=self.model_config, weights=self.weights,
                     run_dir=run_dir, resume=resume, overwrite=overwrite, device=self.device, crop=crop, num_workers=self.num_workers,
                     val_pairs=val_pairs, progress=self.progress,
-                    extra_meta={"pseudo_label_config": asdict(self.pseudo)})
+                    extra_meta={"pseudo_label_config": asdict(self.pseudo)},
+                    references=list_images(references) if references is not None else None,
+                    reference_crop=reference_crop if reference_crop is not None else crop,
+                    anchor_transform=anchor_transform)
         self.model_ = res.model
         self.history_ = res.history
         self.failures_ = list(res.failures)
+        self.kept_epoch_ = res.kept_epoch
+        self.warnings_ = res.warnings
         return self
 
     # -------------------------------------------------------------- predict

@@ -18,6 +18,24 @@ leaves open, made here and documented:
   backbone's batch-norm statistics frozen at their pretrained values
   (batches of 16 mixed views would otherwise shift them); ``train_from``
   freezes the earlier blocks to trade accuracy for CPU speed.
+
+Two heads (``ModelConfig.head``):
+
+* ``paper``: the paper's head above, on the last trunk block, trained from
+  scratch to regress the pseudo-labels;
+* ``anchored``: a student that starts exactly at its teacher. The trunk runs
+  to the pseudo-label layer (``anchor["layer"]``, block4), its pooled
+  embedding's mean top-k distance to the stored reference embeddings goes
+  through the stored Yeo-Johnson + min-max map of the pseudo-labels (Eq. 1-3),
+  and a learned correction is added: 3x3 conv + BN + ReLU, 1x1 conv + BN +
+  ReLU, global average pooling, FC whose weight and bias start at zero. At
+  step 0 the model's score *is* the pseudo-label of the image, so co-learning
+  (Eq. 4-7, unchanged) can only add what the corrupted and augmented views
+  teach. The references and the map are buffers saved with the model.
+  With ``anchor["intensity_stats"]`` the FC also sees the mean and standard
+  deviation of the raw input image: SonoNet standardises every image by its
+  own mean and deviation, so without them a global contrast or brightness
+  change is invisible to the whole network.
 """
 from __future__ import annotations
 
@@ -40,6 +58,9 @@ class ModelConfig:
     image_size: tuple[int, int] = (224, 288)
     freeze_bn: bool = True
     train_from: str = "block1"  # first trainable trunk block; "head" trains only the head
+    head: str = "paper"  # paper | anchored (see the module docstring)
+    # anchored head: {"layer", "k", "n_references", "dim", "smoothing"}; filled by crl_uiqa.training.train
+    anchor: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -61,6 +82,9 @@ class ModelConfig:
                               f"got {self.train_from!r}")
         if not isinstance(self.extra, dict):
             raise ConfigError(f"extra must be a dict, got {type(self.extra).__name__}")
+        v.choice(v.flag("head"), self.head, ("paper", "anchored"))
+        if not isinstance(self.anchor, dict):
+            raise ConfigError(f"anchor must be a dict, got {type(self.anchor).__name__}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -78,19 +102,96 @@ class ModelConfig:
         return cls(**known)
 
 
+def _yeo_johnson(x: torch.Tensor, lmbda: torch.Tensor) -> torch.Tensor:
+    """Yeo-Johnson transform with a given lambda (scipy.stats.yeojohnson's formula), differentiable."""
+    lm = lmbda.to(x.dtype)
+    pos = x >= 0
+    xp = torch.where(pos, x, torch.zeros_like(x))
+    xn = torch.where(pos, torch.zeros_like(x), x)
+    if abs(float(lm)) < 1e-12:
+        yp = torch.log1p(xp)
+    else:
+        yp = ((xp + 1) ** lm - 1) / lm
+    if abs(float(lm) - 2) < 1e-12:
+        yn = -torch.log1p(-xn)
+    else:
+        yn = -((1 - xn) ** (2 - lm) - 1) / (2 - lm)
+    return torch.where(pos, yp, yn)
+
+
+class TeacherAnchor(nn.Module):
+    """The pseudo-label q(x) of paper Eq. 1-3 as a module: embedding -> top-k distance -> YJ -> min-max.
+
+    Buffers: ``references`` (n, D) reference embeddings, ``transform`` =
+    (lambda, lo, hi, smoothing) with lo/hi the min and max of the smoothed
+    scores of the labelled images (Eq. 3).
+    """
+
+    def __init__(self, n_references: int, dim: int, k: int, smoothing: bool = True):
+        super().__init__()
+        if not 1 <= k <= n_references:
+            raise ValueError(f"anchor k={k} must be in 1..{n_references} (the number of references)")
+        self.k = int(k)
+        self.register_buffer("references", torch.zeros(n_references, dim))
+        self.register_buffer("transform", torch.tensor([0.0, 0.0, 1.0, 1.0 if smoothing else 0.0], dtype=torch.float64))
+
+    def set(self, references: torch.Tensor, lmbda: float | None, lo: float, hi: float) -> None:
+        """Store reference embeddings (n, D) and the label map of Eq. 2-3."""
+        if tuple(references.shape) != tuple(self.references.shape):
+            raise ValueError(f"reference embeddings have shape {tuple(references.shape)}, "
+                             f"expected {tuple(self.references.shape)}")
+        if not hi > lo:
+            raise ValueError("the anchor's label range is empty (hi <= lo)")
+        with torch.no_grad():
+            self.references.copy_(references)
+            self.transform.copy_(torch.tensor([float(lmbda or 0.0), float(lo), float(hi),
+                                               0.0 if lmbda is None else 1.0], dtype=torch.float64))
+
+    def distance(self, e: torch.Tensor) -> torch.Tensor:
+        """Mean of the k smallest Euclidean distances (B,) of embeddings (B, D) to the references (Eq. 1)."""
+        r = self.references.to(e.dtype)
+        d = ((e[:, None, :] - r[None, :, :]) ** 2).sum(-1).clamp_min(0).sqrt()  # exact, ONNX-exportable
+        return d.topk(self.k, dim=1, largest=False).values.mean(dim=1)
+
+    def forward(self, e: torch.Tensor) -> torch.Tensor:
+        s = -self.distance(e.float())
+        lmbda, lo, hi, smooth = self.transform.to(torch.float32).unbind()
+        if float(smooth) > 0:
+            s = _yeo_johnson(s, lmbda)
+        return (s - lo) / (hi - lo)
+
+
 class QualityModel(nn.Module):
-    """Backbone trunk -> 1x1 projection -> global average pooling -> FC -> score (B,)."""
+    """Backbone trunk -> head -> score (B,); see the module docstring for the two heads."""
 
     def __init__(self, backbone: nn.Module, config: ModelConfig | None = None):
         super().__init__()
         self.config = config or ModelConfig()
         if self.config.activation not in ("linear", "sigmoid"):
             raise ValueError(f"activation must be linear or sigmoid, got {self.config.activation!r}")
+        if self.config.head not in ("paper", "anchored"):
+            raise ValueError(f"head must be paper or anchored, got {self.config.head!r}")
         self.backbone = backbone
-        c = int(backbone.out_channels)
         p = self.config.proj_channels
-        self.projection = nn.Sequential(nn.Conv2d(c, p, 1, bias=False), nn.BatchNorm2d(p), nn.ReLU(inplace=True))
-        self.fc = nn.Linear(p, 1)
+        if self.config.head == "anchored":
+            a = self.config.anchor
+            missing = [k for k in ("layer", "k", "n_references", "dim") if k not in a]
+            if missing:
+                raise ValueError(f"the anchored head needs anchor settings {missing} (set by crl_uiqa.training.train)")
+            if self.config.activation != "linear":
+                raise ValueError("the anchored head is linear (it adds a correction to the pseudo-label)")
+            self.anchor = TeacherAnchor(int(a["n_references"]), int(a["dim"]), int(a["k"]), bool(a.get("smoothing", True)))
+            c = int(a["dim"])
+            self.projection = nn.Sequential(
+                nn.Conv2d(c, p, 3, padding=1, bias=False), nn.BatchNorm2d(p), nn.ReLU(inplace=True),
+                nn.Conv2d(p, p, 1, bias=False), nn.BatchNorm2d(p), nn.ReLU(inplace=True))
+            self.fc = nn.Linear(p + (2 if a.get("intensity_stats") else 0), 1)
+            nn.init.zeros_(self.fc.weight)  # the correction starts at 0: the model starts at its teacher
+            nn.init.zeros_(self.fc.bias)
+        else:
+            c = int(getattr(backbone, "out_channels"))
+            self.projection = nn.Sequential(nn.Conv2d(c, p, 1, bias=False), nn.BatchNorm2d(p), nn.ReLU(inplace=True))
+            self.fc = nn.Linear(p, 1)
         self._apply_trainable()
 
     def _trunk_blocks(self) -> list[nn.Module]:
@@ -120,8 +221,23 @@ class QualityModel(nn.Module):
                     m.eval()
         return self
 
+    def teacher_score(self, x: torch.Tensor) -> torch.Tensor:
+        """The anchored head's pseudo-label term q(x) alone (B,) (the model at initialisation)."""
+        if self.config.head != "anchored":
+            raise ValueError("teacher_score needs the anchored head")
+        f = self.backbone.feature_maps(x, until=self.config.anchor["layer"])
+        return self.anchor(f.mean(dim=(2, 3)))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Quality scores (B,) for gray images (B, 1, H, W) in [0, 1]; higher = better."""
+        if self.config.head == "anchored":
+            f = self.backbone.feature_maps(x, until=self.config.anchor["layer"])
+            q0 = self.anchor(f.mean(dim=(2, 3)))
+            h = self.projection(f).mean(dim=(2, 3))
+            if self.config.anchor.get("intensity_stats"):
+                flat = x.flatten(1).float()
+                h = torch.cat([h.float(), flat.mean(dim=1, keepdim=True), flat.std(dim=1, keepdim=True)], dim=1)
+            return q0 + self.fc(h.to(self.fc.weight.dtype)).squeeze(1).float()
         f = self.backbone.feature_maps(x)
         h = self.projection(f).mean(dim=(2, 3))
         out = self.fc(h).squeeze(1)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -65,6 +65,8 @@ class TrainConfig:
     val_fraction: float = 0.15
     seed: int = 0
     amp: bool = True  # mixed precision (bfloat16) on CUDA only
+    select: str = "last"  # last (paper) | best: keep the epoch with the best label-free validation criterion
+    min_steps: int = 0  # raise the epochs until the run makes at least this many SGD steps (small pools)
 
     def __post_init__(self) -> None:
         """Refuse an invalid setting now, before any work (one :class:`~crl_uiqa.errors.ConfigError`)."""
@@ -102,6 +104,8 @@ class TrainConfig:
         v.real(f("val_fraction"), self.val_fraction, minimum=0, maximum=1, strict_max=True)
         v.integer(f("seed"), self.seed, minimum=0)
         v.boolean("amp", self.amp)
+        v.choice(f("select"), self.select, ("last", "best"))
+        v.integer(f("min_steps"), self.min_steps, minimum=0)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -118,10 +122,27 @@ class TrainConfig:
         return cls(**d)
 
 
+# The defaults of the commands and of CRLUIQA, and the paper's settings (``--paper``); TrainConfig and
+# ModelConfig keep the paper's values field by field. Evidence for each change: README "method here".
+DEFAULT_SETTINGS = {"train": {"epochs": 3, "lr": 0.5, "strong_views": "ultrasound", "select": "best",
+                              "min_steps": 60},
+                    "model": {"head": "anchored", "train_from": "head", "anchor": {"intensity_stats": True}}}
+PAPER_SETTINGS = {"train": {"epochs": 35, "lr": 1e-3, "strong_views": "paper", "select": "last", "min_steps": 0},
+                  "model": {"head": "paper", "train_from": "block1"}}
+
+
+def settings(paper: bool = False) -> tuple[dict, dict]:
+    """(TrainConfig overrides, ModelConfig overrides): the defaults, or the paper's with ``paper=True``."""
+    import copy
+
+    s = copy.deepcopy(PAPER_SETTINGS if paper else DEFAULT_SETTINGS)
+    return s["train"], s["model"]
+
+
 # the settings that must not change when a run is resumed
 _RESUME_KEYS = ("batch_size", "lr", "momentum", "weight_decay", "lr_schedule", "final_lr_fraction", "alpha", "theta",
                 "beta", "consistency", "relativity", "strong_views", "degree_range", "margin_scale", "max_rotation",
-                "val_fraction", "seed")
+                "val_fraction", "seed", "select", "min_steps")
 
 
 @dataclass
@@ -132,6 +153,55 @@ class TrainResult:
     train_paths: list[str]
     val_paths: list[str]
     failures: list = field(default_factory=list)  # crl_uiqa.io.ReadFailure of the images skipped
+    kept_epoch: int | None = None  # the epoch whose weights the model holds (0 = the initial model)
+    warnings: list[str] = field(default_factory=list)  # "did not learn" diagnoses (see diagnose_training)
+
+
+def selection_criterion(row: dict) -> float:
+    """The label-free validation criterion that picks the epoch kept with ``select="best"``.
+
+    Mean of the validation SRCC with the held-out images' pseudo-labels (does
+    the model keep the teacher's ranking?) and the validation strong-view
+    accuracy (does it rank each held-out clean image above a fixed corruption
+    of it?); NaN when neither was measured. Needs no quality label.
+    """
+    vals = [row[k] for k in ("val_srcc", "val_strong_accuracy") if k in row and np.isfinite(row[k])]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def diagnose_training(history: list[dict], kept_epoch: int | None, *, lr: float, steps: int, n_train: int,
+                      head: str = "paper", tol: float = 1e-3) -> list[str]:
+    """Warnings when a run did not learn, each naming the likely cause.
+
+    * the criterion never rose above the initial model's (epoch 0) by ``tol``;
+    * the kept model's validation SRCC < 0.2 or strong-view accuracy < 0.6
+      (chance is 0 and 0.5).
+    """
+    rows = {int(r["epoch"]): r for r in history}
+    causes = []
+    if lr <= 1e-4:
+        causes.append(f"the learning rate {lr:g} is too low")
+    if steps < 200:
+        causes.append(f"only {steps} SGD steps (raise --epochs or --min-steps)")
+    if n_train < 100:
+        causes.append(f"only {n_train} training images")
+    cause = "; likely cause: " + ", ".join(causes) if causes else "; try a higher --lr or more --epochs"
+    out = []
+    init, kept = rows.get(0), rows.get(kept_epoch) if kept_epoch is not None else (history[-1] if history else None)
+    if init is not None and len(rows) > 1:
+        c0 = selection_criterion(init)
+        best = max((selection_criterion(r) for e, r in rows.items() if e > 0), default=float("nan"))
+        if np.isfinite(c0) and np.isfinite(best) and best <= c0 + tol:
+            what = ("the model kept is its teacher, the distance score" if head == "anchored" and kept_epoch == 0
+                    else "the model kept is no better than the initial one")
+            out.append(f"training did not learn: the validation criterion never rose above its initial value "
+                       f"{c0:.3f} (best epoch {best:.3f}); {what}{cause}")
+    if kept is not None:
+        srcc, acc = kept.get("val_srcc", float("nan")), kept.get("val_strong_accuracy", float("nan"))
+        if (np.isfinite(srcc) and srcc < 0.2) or (np.isfinite(acc) and acc < 0.6):
+            out.append(f"the model kept is near chance on validation (SRCC with the pseudo-labels {srcc:.3f}, "
+                       f"clean-over-corrupted accuracy {acc:.3f}){cause}")
+    return out
 
 
 def _validate_labels(paths: Sequence[str], labels: Sequence[float]) -> np.ndarray:
@@ -248,6 +318,9 @@ def train(
     on_epoch: Callable[[dict], None] | None = None,
     extra_meta: dict | None = None,
     overwrite: bool = True,
+    references: Sequence[str] | None = None,
+    reference_crop=None,
+    anchor_transform: tuple[float | None, float, float] | None = None,
 ) -> TrainResult:
     """Train a CRL-UIQA quality model on images with pseudo-labels.
 
@@ -260,6 +333,16 @@ def train(
     ``overwrite`` (the default of this low-level function; the ``fit`` and
     ``train`` commands and :class:`~crl_uiqa.estimator.CRLUIQA` default to
     refusing). A resumed run must train on the same paths and labels.
+    The anchored head (``model_config.head == "anchored"``) needs the
+    ``references`` (image paths): their embeddings and the pseudo-label map
+    (``anchor_transform`` = (Yeo-Johnson lambda or None, lo, hi) of Eq. 2-3;
+    fitted on the training images' distances when not given) become buffers
+    of the model, which then starts at the pseudo-label score.
+
+    Epoch 0 in the history is the model before training. ``config.select``
+    ``"best"`` keeps the epoch with the highest :func:`selection_criterion`
+    (``"last"``, the paper, keeps the last); ``TrainResult.warnings`` holds
+    :func:`diagnose_training`'s diagnoses, also logged.
     """
     from .progress import eta, format_duration
     from .progress import progress as _progress
@@ -281,12 +364,24 @@ def train(
         raise FileNotFoundError(f"--resume: {run_dir} holds no interrupted run (no last.safetensors)")
     torch.manual_seed(cfg.seed)
 
+    ref_emb = None
+    if mcfg.head == "anchored":
+        if not references:
+            raise ConfigError("the anchored head needs the reference planes (references=...; --references), "
+                             "or use head='paper' (--head paper)")
+        ref_emb, mcfg, native = _reference_embeddings(references, mcfg, weights, dev, reference_crop, num_workers,
+                                                      progress)
+        if anchor_transform is not None and not native:
+            log.info("the model's size %s is not the size the pseudo-labels were computed at: the anchored head's "
+                     "label map is fitted on the training images at the model's size", tuple(mcfg.image_size))
+            anchor_transform = None
     model = build_model(mcfg, weights=weights, pretrained=not (resume and last.exists()))
     model.to(dev).to(memory_format=torch.channels_last)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
     history: list[dict] = []
     start_epoch = 0
+    best_state, best_epoch, best_crit = None, None, -float("inf")
     if resume and last.exists():  # (killed before the first checkpoint: start at epoch 1)
         tensors, meta = load_tensors(last, device=dev)
         try:
@@ -304,6 +399,9 @@ def train(
         restore_optimizer(opt, tensors, meta["optimizer"])
         start_epoch = int(meta["epoch"]) + 1
         history = list(meta.get("history", []))
+        if "best_epoch" in meta:
+            best_state = {k.removeprefix("best."): v.clone() for k, v in tensors.items() if k.startswith("best.")}
+            best_epoch, best_crit = int(meta["best_epoch"]), float(meta["best_criterion"])
         log.info("resuming %s at epoch %d", run_dir, start_epoch + 1)
     elif resume:
         log.info("%s has no checkpoint yet: training from epoch 1", run_dir)
@@ -317,6 +415,8 @@ def train(
     tr_cache, va_cache = cache[tr_idx], cache[va_idx] if len(va_idx) else None
     q_tr = torch.tensor(q_all[tr_idx], dtype=torch.float32)
     q_va = q_all[va_idx]
+    if ref_emb is not None and start_epoch == 0:
+        _set_anchor(model, ref_emb, cache, dev, anchor_transform, cfg.amp and dev.type == "cuda")
     vp_cache = None
     if val_pairs:
         b_cache, _, fb = load_image_cache([b for b, w in val_pairs], mcfg.image_size, crop=crop,
@@ -333,22 +433,44 @@ def train(
     weights_ = LossWeights(cfg.alpha, cfg.theta, cfg.beta)
     n = tr_cache.shape[0]
     steps = math.ceil(n / cfg.batch_size)
+    epochs = cfg.epochs
+    if cfg.min_steps and epochs * steps < cfg.min_steps:
+        epochs = math.ceil(cfg.min_steps / steps)
+        log.info("%d training images make %d steps per epoch: %d epochs instead of %d to reach %d steps (min_steps)",
+                 n, steps, epochs, cfg.epochs, cfg.min_steps)
+    sched = replace(cfg, epochs=epochs)
     meta_base = {"model_config": mcfg.to_dict(), "train_config": cfg.to_dict(), "inputs_sha256": digest,
                  **(extra_meta or {})}
     if run_dir is not None and history:  # history.csv may lag the checkpoint by one epoch after a kill
         _write_history(run_dir, history)
 
+    def consider(row: dict) -> None:
+        nonlocal best_state, best_epoch, best_crit
+        crit = selection_criterion(row)
+        row["criterion"] = crit
+        if cfg.select == "best" and np.isfinite(crit) and crit > best_crit:
+            best_crit, best_epoch = crit, int(row["epoch"])
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    if start_epoch == 0:  # epoch 0: the model before training (the teacher itself for the anchored head)
+        row0 = {"epoch": 0, "lr": 0.0, **_val_metrics(model, va_cache, q_va, dev, va_strong, amp, vp_cache)}
+        consider(row0)
+        history.append(row0)
+        if progress:
+            log.info("before training (epoch 0)  %s", "  ".join(f"{k}={v:.4f}" for k, v in row0.items()
+                                                            if k not in ("epoch", "lr") and isinstance(v, float)))
+
     t_run = time.perf_counter()
-    for epoch in range(start_epoch, cfg.epochs):
+    for epoch in range(start_epoch, epochs):
         t0 = time.perf_counter()
-        lr = cfg.lr * _lr_factor(cfg, epoch)
+        lr = cfg.lr * _lr_factor(sched, epoch)
         for grp in opt.param_groups:
             grp["lr"] = lr
         model.train()
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
         perm = torch.randperm(n, generator=g)
         sums: dict[str, float] = {}
-        bar = _progress(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", enabled=progress)
+        bar = _progress(range(steps), desc=f"epoch {epoch + 1}/{epochs}", unit="batch", enabled=progress)
         for s in bar:
             idx = perm[s * cfg.batch_size : (s + 1) * cfg.batch_size]
             x = tr_cache[idx].to(dev, non_blocking=True).float().div_(255.0)
@@ -380,31 +502,88 @@ def train(
         row = {"epoch": epoch + 1, "lr": lr, **{k: v / n for k, v in sums.items()}}
         row.update(_val_metrics(model, va_cache, q_va, dev, va_strong, amp, vp_cache))
         row["seconds"] = time.perf_counter() - t0
+        consider(row)
         history.append(row)
         if progress:
             elapsed = time.perf_counter() - t_run
-            left = eta(elapsed, epoch + 1 - start_epoch, cfg.epochs - start_epoch)
-            log.info("epoch %d/%d  %s  (%s elapsed, about %s left)", epoch + 1, cfg.epochs,
+            left = eta(elapsed, epoch + 1 - start_epoch, epochs - start_epoch)
+            log.info("epoch %d/%d  %s  (%s elapsed, about %s left)", epoch + 1, epochs,
                      "  ".join(f"{k}={v:.4f}" for k, v in row.items() if k not in ("epoch", "seconds")
                                and isinstance(v, float)), format_duration(elapsed), format_duration(left or 0))
         if run_dir is not None:
             opt_t, opt_meta = optimizer_tensors(opt)
             tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
             tensors.update(opt_t)
+            best_meta = {}
+            if best_state is not None:
+                tensors.update({f"best.{k}": v for k, v in best_state.items()})
+                best_meta = {"best_epoch": best_epoch, "best_criterion": best_crit}
             save_tensors(run_dir / "last.safetensors", tensors,
-                         {**meta_base, "epoch": epoch, "optimizer": opt_meta, "history": history})
+                         {**meta_base, "epoch": epoch, "optimizer": opt_meta, "history": history, **best_meta})
             _write_history(run_dir, history)
         if on_epoch is not None:  # after the checkpoint: a callback that stops the run loses nothing
             on_epoch(row)
 
+    kept_epoch = int(history[-1]["epoch"]) if history else None
+    if cfg.select == "best" and best_state is not None:
+        model.load_state_dict(best_state)
+        kept_epoch = best_epoch
+    elif cfg.select == "best":
+        log.warning("no validation images (val_fraction 0): keeping the last epoch")
     model.eval()
+    warnings = diagnose_training(history, kept_epoch, lr=cfg.lr, steps=steps * epochs, n_train=n, head=mcfg.head)
+    if cfg.select == "best" and kept_epoch is not None:
+        log.info("kept epoch %d of %d (best validation criterion %.4f)", kept_epoch, epochs, best_crit)
+    for w in warnings:
+        log.warning("%s", w)
     if run_dir is not None:
-        save_model(model, run_dir, history=history, extra=extra_meta,
+        save_model(model, run_dir, history=history, extra={**(extra_meta or {}), "kept_epoch": kept_epoch,
+                                                           "warnings": warnings},
                    train_config=cfg, train_paths=[kept_paths[i] for i in tr_idx])
     if failures:
         log.warning("%d training image(s) could not be read and were skipped", len(failures))
     return TrainResult(model, history, run_dir, [kept_paths[i] for i in tr_idx], [kept_paths[i] for i in va_idx],
-                       failures)
+                       failures, kept_epoch, warnings)
+
+
+def _reference_embeddings(references, mcfg: ModelConfig, weights, dev, crop, num_workers, progress):
+    """Reference embeddings at the model's resolution and the completed anchored ModelConfig."""
+    from .backbones import get_backbone
+    from .embed import compute_embeddings
+    from .io import list_images
+
+    a = dict(mcfg.anchor)
+    a.setdefault("layer", "block4")
+    a.setdefault("k", 5)
+    a.setdefault("smoothing", True)
+    net = get_backbone(mcfg.backbone, weights)
+    refs = compute_embeddings(list_images(references), net, layer=a["layer"], size=tuple(mcfg.image_size),
+                              device=dev, crop=crop, strict=True, num_workers=num_workers,
+                              progress="references" if progress else False)
+    a["n_references"], a["dim"] = (int(v) for v in refs.vectors.shape)
+    if a["k"] > a["n_references"]:
+        raise ValueError(f"k={a['k']} is larger than the number of references n={a['n_references']}")
+    native = tuple(getattr(net, "input_size", mcfg.image_size)) == tuple(mcfg.image_size)
+    return torch.from_numpy(refs.vectors), replace(mcfg, anchor=a), native
+
+
+@torch.inference_mode()
+def _set_anchor(model: QualityModel, ref_emb: torch.Tensor, cache: torch.Tensor, dev, transform, amp: bool) -> None:
+    """Store the references and the label map; fit the map on the images' distances when not given."""
+    from .pseudo_labels import pseudo_labels_from_distances
+
+    if transform is None:
+        model.eval()
+        d = []
+        for i in range(0, cache.shape[0], 64):
+            x = cache[i : i + 64].to(dev).float().div_(255.0).contiguous(memory_format=torch.channels_last)
+            f = model.backbone.feature_maps(x, until=model.config.anchor["layer"])
+            model.anchor.references.copy_(ref_emb)
+            d.append(model.anchor.distance(f.mean(dim=(2, 3)).float()).double().cpu())
+        pl = pseudo_labels_from_distances(torch.cat(d).numpy(), k=model.anchor.k,
+                                          smoothing=bool(model.config.anchor.get("smoothing", True)))
+        transform = (pl.lmbda, float(pl.smoothed.min()), float(pl.smoothed.max()))
+    model.anchor.set(ref_emb.to(dev), *transform)
 
 
 def _write_history(run_dir: Path, history: list[dict]) -> None:

@@ -114,9 +114,9 @@ def add_training(parser: argparse.ArgumentParser, calibrate_margins: bool = Fals
     have the reference planes at hand, i.e. ``fit``).
     """
     g = parser.add_argument_group("co-learning (paper defaults)")
-    g.add_argument("--epochs", type=int, default=35, help="training epochs (paper: 35)")
+    g.add_argument("--epochs", type=int, default=None, help="training epochs (default and paper: see the README)")
     g.add_argument("--batch-size", type=int, default=16, help="source images per step; each brings 3 views (paper: 16)")
-    g.add_argument("--lr", type=float, default=1e-3, help="SGD learning rate (paper: 1e-3)")
+    g.add_argument("--lr", type=float, default=None, help="SGD learning rate (default and paper: see the README)")
     g.add_argument("--momentum", type=float, default=0.937, help="SGD momentum (YOLOv5 default, as the paper says)")
     g.add_argument("--weight-decay", type=float, default=5e-4, help="weight decay (YOLOv5 default)")
     g.add_argument("--lr-schedule", choices=["linear", "constant"], default="linear",
@@ -126,7 +126,7 @@ def add_training(parser: argparse.ArgumentParser, calibrate_margins: bool = Fals
     g.add_argument("--beta", type=float, default=0.1, help="weight of L_r (paper 0.1)")
     g.add_argument("--no-consistency", action="store_true", help="drop the weak view and L_c (ablation)")
     g.add_argument("--no-relativity", action="store_true", help="drop the strong view and L_r (ablation)")
-    g.add_argument("--strong-views", default="ultrasound",
+    g.add_argument("--strong-views", default=None,
                    help="strong-view corruptions: ultrasound (default: all 11 corruption families, better on "
                    "held-out artifacts, see BENCHMARKS.md), paper (gaussian + motion blur, as the paper) or a "
                    "comma list of families (see crl_uiqa.corruptions)")
@@ -138,11 +138,25 @@ def add_training(parser: argparse.ArgumentParser, calibrate_margins: bool = Fals
                        "of the reference planes in P(.)'s feature space (crl_uiqa.calibration; weights average 1, so "
                        "--margin-scale keeps its meaning); the weights are printed and stored in model.json")
     g.add_argument("--max-rotation", type=float, default=15.0, help="weak-view rotation range in degrees (default 15)")
-    g.add_argument("--val-fraction", type=float, default=0.15, help="share of images held out for validation")
+    g.add_argument("--val-fraction", type=float, default=0.15,
+                   help="share of images held out for validation (and for choosing the epoch kept)")
+    g.add_argument("--head", choices=["anchored", "paper"], default=None,
+                   help="anchored (default): the model starts at the pseudo-label score and learns a correction; "
+                   "paper: the paper's projection + pooling + FC head trained from scratch")
+    g.add_argument("--select", choices=["best", "last"], default=None,
+                   help="epoch kept: best by the label-free validation criterion (default) or last (paper)")
+    g.add_argument("--min-steps", type=int, default=None,
+                   help="raise --epochs until the run makes at least this many SGD steps (small image pools)")
+    g.add_argument("--paper", action="store_true",
+                   help="the paper's co-learning settings for every option not given: head paper trained end to end "
+                   "from block1, lr 1e-3, 35 epochs, blur strong views, last epoch kept")
+    g.add_argument("--strict", action="store_true",
+                   help="exit with status 3 when training did not learn (the warnings name the likely cause)")
     g.add_argument("--seed", type=int, default=0, help="random seed (runs repeat exactly on the CPU)")
     g.add_argument("--activation", choices=["linear", "sigmoid"], default="linear", help="output activation")
-    g.add_argument("--train-from", default="block1",
-                   help="first trainable backbone block (block1 = whole network, head = frozen backbone)")
+    g.add_argument("--train-from", default=None,
+                   help="first trainable backbone block (block1 = whole network, paper; head = frozen backbone, "
+                   "the default with the anchored head)")
     g.add_argument("--image-size", nargs=2, type=int, default=[224, 288], metavar=("H", "W"),
                    help="training/scoring resolution (default 224 288; 112 144 is 4x faster on a CPU)")
     g.add_argument("--resume", action="store_true",
@@ -153,18 +167,42 @@ def add_training(parser: argparse.ArgumentParser, calibrate_margins: bool = Fals
 
 
 def training_configs(args):
-    from ..model import ModelConfig
-    from ..training import TrainConfig
+    """TrainConfig and ModelConfig from the parsed options: given > --paper's > the defaults (training.settings)."""
+    from dataclasses import replace
 
-    tc = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
+    from ..model import ModelConfig
+    from ..training import TrainConfig, settings
+
+    t_over, m_over = settings(paper=args.paper)
+    given = {"epochs": args.epochs, "lr": args.lr, "strong_views": args.strong_views, "select": args.select,
+             "min_steps": args.min_steps}
+    t_over.update({k: v for k, v in given.items() if v is not None})
+    if args.head is not None:
+        m_over["head"] = args.head
+    if args.train_from is not None:
+        m_over["train_from"] = args.train_from
+    tc = TrainConfig(batch_size=args.batch_size, momentum=args.momentum,
                      weight_decay=args.weight_decay, lr_schedule=args.lr_schedule, alpha=args.alpha,
                      theta=args.theta, beta=args.beta, consistency=not args.no_consistency,
-                     relativity=not args.no_relativity, strong_views=args.strong_views,
+                     relativity=not args.no_relativity,
                      margin_scale=args.margin_scale, max_rotation=args.max_rotation,
                      val_fraction=args.val_fraction, seed=args.seed)
+    tc = replace(tc, **t_over)
     mc = ModelConfig(backbone=args.backbone, activation=args.activation, image_size=tuple(args.image_size),
-                     train_from=args.train_from)
+                     **m_over)
+    if mc.head == "anchored":
+        mc = replace(mc, anchor={**mc.anchor, "k": getattr(args, "k", 5), "layer": getattr(args, "layer", "block4"),
+                                 "smoothing": not getattr(args, "no_smoothing", False)})
     return tc, mc
+
+
+def training_outcome(warnings, strict: bool) -> int:
+    """Print the did-not-learn warnings to stderr; status 3 with ``--strict`` when there are any."""
+    import sys
+
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    return 3 if warnings and strict else 0
 
 
 def val_pairs_arg(path):

@@ -8,6 +8,7 @@ from ._common import (
     crop_tuple,
     report_failures,
     training_configs,
+    training_outcome,
     val_pairs_arg,
 )
 
@@ -49,7 +50,7 @@ def run(args) -> int:
     if est.calibration_ is not None:
         print("calibrated margin weights (mean 1; stored in model.json under train_config.calibration):")
         print(est.calibration_.to_markdown())
-    _print_summary(est.history_, args.out)
+    _print_summary(est.history_, args.out, est.kept_epoch_)
     if est.failures_ or not args.resume:  # (a resumed run does not know the first run's labelling failures)
         report_failures(est.failures_, side=Path(args.out) / "skipped.csv")
-    return 0
+    return training_outcome(est.warnings_, args.strict)

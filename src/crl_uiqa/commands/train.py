@@ -8,6 +8,7 @@ from ._common import (
     crop_tuple,
     report_failures,
     training_configs,
+    training_outcome,
     val_pairs_arg,
 )
 
@@ -21,6 +22,12 @@ def register(sub) -> None:
     )
     p.add_argument("--labels", required=True, help="CSV with columns path,pseudo_label (relative paths: to the CSV)")
     p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--references", nargs="+", default=None,
+                   help="the reference planes the labels were computed against (needed by the default anchored "
+                   "head; not with --head paper)")
+    p.add_argument("--k", type=int, default=5, help="nearest references of the anchored head's score (default 5)")
+    p.add_argument("--layer", default="block4", help="embedding layer of the anchored head's score (default block4)")
+    p.add_argument("--no-smoothing", action="store_true", help="the labels were made without Yeo-Johnson smoothing")
     p.add_argument("--backbone", default="sononet16", help="pretrained trunk (default sononet16)")
     p.add_argument("--weights", default=None, metavar="PATH", help="backbone weights file or folder")
     add_crop(p)
@@ -42,16 +49,25 @@ def run(args) -> int:
     paths = [r.path if Path(r.path).is_absolute() or base == Path.cwd() else str(base / r.path) for r in rows]
     labels = [r.value for r in rows]
     tc, mc = training_configs(args)
+    from ..io import list_images
+
     res = train(paths, labels, config=tc, model_config=mc, weights=args.weights, run_dir=args.out,
-                resume=args.resume, overwrite=args.overwrite, device=args.device, crop=crop_tuple(args.crop), num_workers=args.workers,
-                val_pairs=val_pairs_arg(args.val_pairs), progress=not args.quiet)
-    _print_summary(res.history, args.out)
+                resume=args.resume, overwrite=args.overwrite, device=args.device, crop=crop_tuple(args.crop),
+                num_workers=args.workers, val_pairs=val_pairs_arg(args.val_pairs), progress=not args.quiet,
+                references=list_images(args.references) if args.references else None)
+    _print_summary(res.history, args.out, res.kept_epoch)
     report_failures(res.failures, side=Path(args.out) / "skipped.csv")
-    return 0
+    return training_outcome(res.warnings, args.strict)
 
 
-def _print_summary(history, out) -> None:
-    last = history[-1] if history else {}
+def _print_summary(history, out, kept_epoch=None) -> None:
+    trained = [r for r in history if r.get("epoch", 0) > 0]
+    last = trained[-1] if trained else {}
     keys = [k for k in ("loss", "l_d", "l_c", "l_r", "val_srcc", "val_strong_accuracy", "val_accuracy") if k in last]
-    print(f"trained {len(history)} epochs; last: " + ", ".join(f"{k}={last[k]:.4f}" for k in keys))
+    print(f"trained {len(trained)} epochs; last: " + ", ".join(f"{k}={last[k]:.4f}" for k in keys))
+    if kept_epoch is not None:
+        row = next((r for r in history if r.get("epoch") == kept_epoch), {})
+        vals = ", ".join(f"{k}={row[k]:.4f}" for k in ("val_srcc", "val_strong_accuracy", "criterion") if k in row)
+        print(f"kept epoch {kept_epoch}" + (" (the model before training)" if kept_epoch == 0 else "")
+              + (f": {vals}" if vals else ""))
     print(f"model written to {out}/model.safetensors (+ model.json, history.csv, training_curves.png)")
