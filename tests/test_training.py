@@ -230,11 +230,14 @@ def test_lr0_anchored_run_keeps_the_teacher_and_warns(tmp_path, sononet16_path, 
     assert main(args + ["--out", str(tmp_path / "cli2"), "--strict"]) == 3
 
 
-def test_train_command_needs_references_for_the_anchored_head(tmp_path):
+def test_train_command_without_references_uses_the_paper_head(tmp_path):
     paths, labels = _images(tmp_path, n=4)
     labels_csv = tmp_path / "labels.csv"
     labels_csv.write_text("path,pseudo_label\n" + "".join(f"{p},{q}\n" for p, q in zip(paths, labels)))
-    assert main(["train", "--labels", str(labels_csv), "--out", str(tmp_path / "run"), "--quiet"]) != 0
+    # --head anchored asked for explicitly, without the references: one clear error, before any training
+    assert main(["train", "--labels", str(labels_csv), "--out", str(tmp_path / "run"), "--head", "anchored",
+                 "--quiet"]) != 0
+    assert not (tmp_path / "run" / "model.safetensors").exists()
 
 
 def test_kept_epoch_is_the_best_by_the_criterion(tmp_path, sononet16_path):

@@ -23,8 +23,8 @@ def register(sub) -> None:
     p.add_argument("--labels", required=True, help="CSV with columns path,pseudo_label (relative paths: to the CSV)")
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--references", nargs="+", default=None,
-                   help="the reference planes the labels were computed against (needed by the default anchored "
-                   "head; not with --head paper)")
+                   help="the reference planes the labels were computed against: the default anchored head needs "
+                   "them; without them the paper's head and settings are used (--paper)")
     p.add_argument("--k", type=int, default=5, help="nearest references of the anchored head's score (default 5)")
     p.add_argument("--layer", default="block4", help="embedding layer of the anchored head's score (default block4)")
     p.add_argument("--no-smoothing", action="store_true", help="the labels were made without Yeo-Johnson smoothing")
@@ -48,6 +48,12 @@ def run(args) -> int:
     base = table_base(args.labels, [r.path for r in rows])
     paths = [r.path if Path(r.path).is_absolute() or base == Path.cwd() else str(base / r.path) for r in rows]
     labels = [r.value for r in rows]
+    if not args.references and args.head is None and not args.paper:
+        import logging
+
+        logging.getLogger(__name__).info("no --references, so the paper's head and settings (--paper): the default "
+                                         "anchored head starts from the distance to the reference planes")
+        args.paper = True
     tc, mc = training_configs(args)
     from ..io import list_images
 
