@@ -189,7 +189,7 @@ class QualityModel(nn.Module):
             nn.init.zeros_(self.fc.weight)  # the correction starts at 0: the model starts at its teacher
             nn.init.zeros_(self.fc.bias)
         else:
-            c = int(getattr(backbone, "out_channels"))
+            c = int(backbone.out_channels)
             self.projection = nn.Sequential(nn.Conv2d(c, p, 1, bias=False), nn.BatchNorm2d(p), nn.ReLU(inplace=True))
             self.fc = nn.Linear(p, 1)
         self._apply_trainable()
