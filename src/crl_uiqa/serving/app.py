@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Annotated, Any, Sequence
 
 try:
-    from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+    from fastapi import APIRouter, Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
     from fastapi.encoders import jsonable_encoder
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import FileResponse, JSONResponse, Response
@@ -84,6 +84,70 @@ def display_name(filename: str | None, fallback: str = "scan") -> str:
     return text or fallback
 
 
+class ServerState:
+    """What the routes share: the job queue, the models, the plane check, the limits and a frame cache."""
+
+    def __init__(self, registry: ModelRegistry, planes: PlaneChecker, settings: ServeSettings, device: str):
+        self.registry, self.planes, self.settings = registry, planes, settings
+        if settings.workdir is not None:
+            Path(settings.workdir).mkdir(parents=True, exist_ok=True)
+        self.root = Path(tempfile.mkdtemp(prefix="crl-uiqa-serve-", dir=settings.workdir))
+        self.jobs = JobQueue(settings, lambda job: run_selection(job, registry, planes, settings, device=device),
+                             self.root)
+        self._closed = threading.Event()
+        self._frames: OrderedDict[tuple[str, int], bytes] = OrderedDict()
+        self._frames_lock = threading.Lock()
+        atexit.register(self.close)
+
+    def close(self) -> None:
+        """Stop the worker and delete every upload and result (idempotent)."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        atexit.unregister(self.close)
+        self.jobs.close()
+        shutil.rmtree(self.root, ignore_errors=True)
+        log.info("stopped; every upload and result is deleted")
+
+    def find_job(self, job_id: str):
+        job = self.jobs.get(job_id) if _ID.match(job_id) else None
+        if job is None:
+            raise HTTPException(404, "unknown scan id (finished scans are deleted after a while)")
+        return job
+
+    def finished_job(self, job_id: str):
+        job = self.find_job(job_id)
+        if job.status != "done":
+            if job.status in ("failed", "cancelled"):
+                raise HTTPException(409, f"the scan {job.status}: {job.message}")
+            raise HTTPException(409, "the scan is still being scored; poll GET /api/scans/{id} until status is done")
+        return job
+
+    def frame_png(self, job, frame: int) -> bytes:
+        """A scored frame as PNG, rendered once and kept in a small LRU cache (64 frames)."""
+        key = (job.id, frame)
+        with self._frames_lock:
+            png = self._frames.get(key)
+        if png is None:
+            try:
+                png = render_frame(job, frame)
+            except (KeyError, ValueError, OSError) as exc:
+                raise HTTPException(404, job.public_message(str(exc).strip("'\""))) from None
+            with self._frames_lock:
+                self._frames[key] = png
+                while len(self._frames) > 64:
+                    self._frames.popitem(last=False)
+        return png
+
+
+def _server(request: Request) -> ServerState:
+    return request.app.state.server
+
+
+Server = Annotated[ServerState, Depends(_server)]
+router = APIRouter()
+
+
 def create_app(
     models: ModelRegistry | Sequence[Any],
     *,
@@ -115,47 +179,37 @@ def create_app(
     settings = settings or ServeSettings()
     registry = models if isinstance(models, ModelRegistry) else ModelRegistry.load(models, runtime=runtime,
                                                                                    device=device)
-    planes = planes if planes is not None else PlaneChecker(plane_weights)
-    if settings.workdir is not None:
-        Path(settings.workdir).mkdir(parents=True, exist_ok=True)
-    root = Path(tempfile.mkdtemp(prefix="crl-uiqa-serve-", dir=settings.workdir))
-    jobs = JobQueue(settings, lambda job: run_selection(job, registry, planes, settings, device=device), root)
-    closed = threading.Event()
-
-    def close() -> None:
-        if closed.is_set():
-            return
-        closed.set()
-        atexit.unregister(close)
-        jobs.close()
-        shutil.rmtree(root, ignore_errors=True)
-        log.info("stopped; every upload and result is deleted")
-
-    atexit.register(close)
+    server = ServerState(registry, planes if planes is not None else PlaneChecker(plane_weights), settings, device)
 
     @asynccontextmanager
     async def lifespan(app):
         try:
             yield
         finally:
-            close()
+            server.close()
 
     app = FastAPI(
         title="crl-uiqa", summary="Best frames of ultrasound scans", description=_API_DESCRIPTION,
         version=_version(), lifespan=lifespan,
         docs_url=None, redoc_url=None,  # their pages load scripts from a CDN; the schema stays at /openapi.json
     )
-    app.state.jobs = jobs
+    app.state.server = server
+    app.state.jobs = server.jobs
     app.state.models = registry
-    app.state.planes = planes
+    app.state.planes = server.planes
     app.state.settings = settings
-    app.state.workdir = root
-    app.state.close = close
-    frame_cache: OrderedDict[tuple[str, int], bytes] = OrderedDict()
-    cache_lock = threading.Lock()
+    app.state.workdir = server.root
+    app.state.close = server.close
+    _protect(app, settings)
+    app.mount("/static", StaticFiles(directory=str(_STATIC)), name="static")
+    app.include_router(router)
+    return app
 
-    # -- protections -------------------------------------------------------------------------
 
+# -- protections -------------------------------------------------------------------------------
+
+def _protect(app, settings: ServeSettings) -> None:
+    """Trusted hosts, the upload size from Content-Length, security headers, one-line validation errors."""
     if "*" not in settings.allowed_hosts:
         from starlette.middleware.trustedhost import TrustedHostMiddleware
 
@@ -195,164 +249,152 @@ def create_app(
             parts.append(f"{where}: {err.get('msg', 'invalid')}" if where else str(err.get("msg", "invalid")))
         return JSONResponse({"detail": "; ".join(parts) or "invalid request"}, status_code=422)
 
-    def find_job(job_id: str):
-        job = jobs.get(job_id) if _ID.match(job_id) else None
-        if job is None:
-            raise HTTPException(404, "unknown scan id (finished scans are deleted after a while)")
-        return job
 
-    def finished_job(job_id: str):
-        job = find_job(job_id)
-        if job.status != "done":
-            if job.status in ("failed", "cancelled"):
-                raise HTTPException(409, f"the scan {job.status}: {job.message}")
-            raise HTTPException(409, "the scan is still being scored; poll GET /api/scans/{id} until status is done")
-        return job
+# -- page ------------------------------------------------------------------------------------------
 
-    # -- page ------------------------------------------------------------------------------------
+_STATIC = resources.files("crl_uiqa.serving") / "static"
 
-    static = resources.files("crl_uiqa.serving") / "static"
 
-    @app.get("/", include_in_schema=False)
-    def index():
-        return FileResponse(str(static / "index.html"), media_type="text/html")
+@router.get("/", include_in_schema=False)
+def index():
+    return FileResponse(str(_STATIC / "index.html"), media_type="text/html")
 
-    app.mount("/static", StaticFiles(directory=str(static)), name="static")
 
-    # -- API ---------------------------------------------------------------------------------------
+# -- API -------------------------------------------------------------------------------------------
 
-    @app.get("/api/models", tags=["models"], summary="The models this server offers (the first is the default)")
-    def list_models() -> list[dict]:
-        return registry.info()
+@router.get("/api/models", tags=["models"], summary="The models this server offers (the first is the default)")
+def list_models(server: Server) -> list[dict]:
+    return server.registry.info()
 
-    @app.get("/api/config", tags=["models"], summary="Limits, models, plane check and default options")
-    def config() -> dict:
-        return {
-            "version": _version(),
-            "limits": settings.public(),
-            "models": registry.info(),
-            "planes": {"available": planes.available, "names": list(planes.class_names) if planes.available else [],
-                       "reason": planes.reason},
-            "defaults": ScanOptions().as_dict(),
-            "max_top": ScanOptions.MAX_TOP,
-        }
 
-    @app.post("/api/scans", status_code=202, tags=["scans"],
-              summary="Upload a scan to score: one video (MP4/MOV/AVI) or DICOM file, or several still images",
-              responses={400: {"description": "bad upload"}, 413: {"description": "too large"},
-                         415: {"description": "content is not a scan"}, 422: {"description": "bad option"},
-                         429: {"description": "queue full"}})
-    async def create_scan(
-        files: Annotated[list[UploadFile], File(description="the scan: one video or DICOM file, or still images "
-                                                "(in this order)")],
-        model: Annotated[str, Form(description="model name from /api/models (empty: the default)")] = "",
-        top_k: Annotated[int, Form(description="frames to pick")] = ScanOptions.top_k,
-        min_gap: Annotated[float, Form(description="smallest time between two picks, seconds")] = ScanOptions.min_gap,
-        smooth: Annotated[float, Form(description="Gaussian smoothing of the scores over +-S seconds")] = 0.0,
-        plane: Annotated[str, Form(description="required standard plane (SonoNet class), empty: none")] = "",
-        plane_threshold: Annotated[float, Form(description="smallest probability of the plane")] = 0.5,
-        every: Annotated[int, Form(description="score every N-th frame")] = 1,
-        fps: Annotated[float | None, Form(description="then at most F frames per second")] = None,
-    ):
-        if not jobs.has_room():
-            raise HTTPException(429, f"{settings.queue_size} uploads are already waiting; try again when one has "
-                                "finished", headers={"Retry-After": "30"})
+@router.get("/api/config", tags=["models"], summary="Limits, models, plane check and default options")
+def config(server: Server) -> dict:
+    planes = server.planes
+    return {
+        "version": _version(),
+        "limits": server.settings.public(),
+        "models": server.registry.info(),
+        "planes": {"available": planes.available, "names": list(planes.class_names) if planes.available else [],
+                   "reason": planes.reason},
+        "defaults": ScanOptions().as_dict(),
+        "max_top": ScanOptions.MAX_TOP,
+    }
+
+
+@router.post("/api/scans", status_code=202, tags=["scans"],
+             summary="Upload a scan to score: one video (MP4/MOV/AVI) or DICOM file, or several still images",
+             responses={400: {"description": "bad upload"}, 413: {"description": "too large"},
+                        415: {"description": "content is not a scan"}, 422: {"description": "bad option"},
+                        429: {"description": "queue full"}})
+async def create_scan(
+    server: Server,
+    files: Annotated[list[UploadFile], File(description="the scan: one video or DICOM file, or still images "
+                                            "(in this order)")],
+    model: Annotated[str, Form(description="model name from /api/models (empty: the default)")] = "",
+    top_k: Annotated[int, Form(description="frames to pick")] = ScanOptions.top_k,
+    min_gap: Annotated[float, Form(description="smallest time between two picks, seconds")] = ScanOptions.min_gap,
+    smooth: Annotated[float, Form(description="Gaussian smoothing of the scores over +-S seconds")] = 0.0,
+    plane: Annotated[str, Form(description="required standard plane (SonoNet class), empty: none")] = "",
+    plane_threshold: Annotated[float, Form(description="smallest probability of the plane")] = 0.5,
+    every: Annotated[int, Form(description="score every N-th frame")] = 1,
+    fps: Annotated[float | None, Form(description="then at most F frames per second")] = None,
+):
+    jobs, settings = server.jobs, server.settings
+    if not jobs.has_room():
+        raise HTTPException(429, f"{settings.queue_size} uploads are already waiting; try again when one has "
+                            "finished", headers={"Retry-After": "30"})
+    try:
+        options = ScanOptions(model=model.strip(), top_k=top_k, min_gap=min_gap, smooth=smooth,
+                              plane=plane.strip(), plane_threshold=plane_threshold, every=every, fps=fps)
+        server.registry.get(options.model)
+        if options.plane:
+            server.planes.check(options.plane)
+    except (ValueError, KeyError) as exc:
+        raise HTTPException(422, str(exc).strip("'\"")) from None
+    uploads, kinds = await _sniff_uploads(files, settings.max_files)
+    name = display_name(uploads[0].filename, f"scan{kinds[0].suffix}")
+    if len(uploads) > 1:
+        name = f"{len(uploads)} images ({name}, ...)"
+    job = jobs.new_job(name, kinds[0].kind, options)
+    try:
+        await run_in_threadpool(_store, job, uploads, kinds, settings.max_upload_bytes)
+        jobs.submit(job)
+    except QueueFull as exc:
+        raise HTTPException(429, str(exc), headers={"Retry-After": "30"}) from None
+    except BaseException:
+        shutil.rmtree(job.dir, ignore_errors=True)
+        raise
+    return JSONResponse(jsonable_encoder(job_status(job, jobs)), status_code=202,
+                        headers={"Location": f"/api/scans/{job.id}"})
+
+
+async def _sniff_uploads(files, max_files: int):
+    """The uploads and their kinds, recognised from their first bytes; one video/DICOM or several images."""
+    uploads = [f for f in files if f is not None]
+    if not uploads:
+        raise HTTPException(400, "no file in the upload (multipart field 'files')")
+    if len(uploads) > max_files:
+        raise HTTPException(400, f"{len(uploads)} files; this server accepts at most {max_files}")
+    kinds = []
+    for f in uploads:
+        head = await f.read(SNIFF_BYTES)
+        await f.seek(0)
         try:
-            options = ScanOptions(model=model.strip(), top_k=top_k, min_gap=min_gap, smooth=smooth,
-                                  plane=plane.strip(), plane_threshold=plane_threshold, every=every, fps=fps)
-            registry.get(options.model)
-            if options.plane:
-                planes.check(options.plane)
-        except (ValueError, KeyError) as exc:
-            raise HTTPException(422, str(exc).strip("'\"")) from None
-        uploads = [f for f in files if f is not None]
-        if not uploads:
-            raise HTTPException(400, "no file in the upload (multipart field 'files')")
-        if len(uploads) > settings.max_files:
-            raise HTTPException(400, f"{len(uploads)} files; this server accepts at most {settings.max_files}")
-        kinds = []
-        for f in uploads:
-            head = await f.read(SNIFF_BYTES)
-            await f.seek(0)
-            try:
-                kinds.append(sniff(head))
-            except UnsupportedContent as exc:
-                raise HTTPException(415, f"{display_name(f.filename)}: {exc}") from None
-        if len(uploads) > 1 and any(k.kind != "image" for k in kinds):
-            raise HTTPException(400, "several files must all be still images (PNG/JPEG/TIFF/BMP); upload a video "
-                                "or DICOM file on its own")
-        kind = kinds[0].kind
-        name = display_name(uploads[0].filename, f"scan{kinds[0].suffix}")
-        if len(uploads) > 1:
-            name = f"{len(uploads)} images ({name}, ...)"
-        job = jobs.new_job(name, kind, options)
-        try:
-            await run_in_threadpool(_store, job, uploads, kinds, settings.max_upload_bytes)
-            jobs.submit(job)
-        except QueueFull as exc:
-            raise HTTPException(429, str(exc), headers={"Retry-After": "30"}) from None
-        except BaseException:
-            shutil.rmtree(job.dir, ignore_errors=True)
-            raise
-        return JSONResponse(jsonable_encoder(job_status(job, jobs)), status_code=202,
-                            headers={"Location": f"/api/scans/{job.id}"})
+            kinds.append(sniff(head))
+        except UnsupportedContent as exc:
+            raise HTTPException(415, f"{display_name(f.filename)}: {exc}") from None
+    if len(uploads) > 1 and any(k.kind != "image" for k in kinds):
+        raise HTTPException(400, "several files must all be still images (PNG/JPEG/TIFF/BMP); upload a video "
+                            "or DICOM file on its own")
+    return uploads, kinds
 
-    @app.get("/api/scans/{job_id}", tags=["scans"], summary="Status, progress and, once done, the result",
-             responses={404: {"description": "unknown id"}})
-    def get_scan(job_id: str) -> dict:
-        return jsonable_encoder(job_status(find_job(job_id), jobs))
 
-    @app.delete("/api/scans/{job_id}", tags=["scans"], summary="Cancel a scan and delete its files",
-                status_code=204, responses={404: {"description": "unknown id"}})
-    def delete_scan(job_id: str):
-        find_job(job_id)
-        jobs.delete(job_id)
-        return Response(status_code=204)
+@router.get("/api/scans/{job_id}", tags=["scans"], summary="Status, progress and, once done, the result",
+            responses={404: {"description": "unknown id"}})
+def get_scan(job_id: str, server: Server) -> dict:
+    return jsonable_encoder(job_status(server.find_job(job_id), server.jobs))
 
-    @app.get("/api/scans/{job_id}/frames/{frame}.png", tags=["scans"], response_class=Response,
-             summary="A scored frame (source index), cut to the ultrasound region as the picks are",
-             responses={200: {"content": {"image/png": {}}}, 404: {"description": "unknown id or frame"}})
-    def get_frame(job_id: str, frame: int):
-        job = finished_job(job_id)
-        if frame not in job.private.get("frames", ()):
-            raise HTTPException(404, f"frame {frame} was not scored in this scan")
-        key = (job.id, frame)
-        with cache_lock:
-            png = frame_cache.get(key)
-        if png is None:
-            try:
-                png = render_frame(job, frame)
-            except (KeyError, ValueError, OSError) as exc:
-                raise HTTPException(404, job.public_message(str(exc).strip("'\""))) from None
-            with cache_lock:
-                frame_cache[key] = png
-                while len(frame_cache) > 64:
-                    frame_cache.popitem(last=False)
-        return Response(png, media_type="image/png")
 
-    @app.get("/api/scans/{job_id}/picks/{rank}.png", tags=["scans"], response_class=FileResponse,
-             summary="A picked frame (rank 1 = best), full resolution, cut to the region",
-             responses={200: {"content": {"image/png": {}}}, 404: {"description": "unknown id or rank"}})
-    def get_pick(job_id: str, rank: int):
-        job = finished_job(job_id)
-        path = job.private.get("pick_files", {}).get(rank)
-        if path is None:
-            raise HTTPException(404, f"no pick of rank {rank} in this scan")
-        return FileResponse(path, media_type="image/png")
+@router.delete("/api/scans/{job_id}", tags=["scans"], summary="Cancel a scan and delete its files",
+               status_code=204, responses={404: {"description": "unknown id"}})
+def delete_scan(job_id: str, server: Server):
+    server.find_job(job_id)
+    server.jobs.delete(job_id)
+    return Response(status_code=204)
 
-    @app.get("/api/scans/{job_id}/files/{name}", tags=["scans"], response_class=FileResponse,
-             summary="A download the job produced: " + ", ".join(DOWNLOADS),
-             responses={404: {"description": "unknown id or file"}})
-    def get_file(job_id: str, name: str):
-        job = finished_job(job_id)
-        path = job.files.get(name)
-        if path is None:
-            raise HTTPException(404, f"no file {name!r}; this scan offers {', '.join(job.files)}")
-        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(job.name).stem)[:60] or "scan"
-        return FileResponse(path, media_type=DOWNLOADS[name][1], filename=f"{stem}_{name}",
-                            content_disposition_type="attachment")
 
-    return app
+@router.get("/api/scans/{job_id}/frames/{frame}.png", tags=["scans"], response_class=Response,
+            summary="A scored frame (source index), cut to the ultrasound region as the picks are",
+            responses={200: {"content": {"image/png": {}}}, 404: {"description": "unknown id or frame"}})
+def get_frame(job_id: str, frame: int, server: Server):
+    job = server.finished_job(job_id)
+    if frame not in job.private.get("frames", ()):
+        raise HTTPException(404, f"frame {frame} was not scored in this scan")
+    return Response(server.frame_png(job, frame), media_type="image/png")
+
+
+@router.get("/api/scans/{job_id}/picks/{rank}.png", tags=["scans"], response_class=FileResponse,
+            summary="A picked frame (rank 1 = best), full resolution, cut to the region",
+            responses={200: {"content": {"image/png": {}}}, 404: {"description": "unknown id or rank"}})
+def get_pick(job_id: str, rank: int, server: Server):
+    job = server.finished_job(job_id)
+    path = job.private.get("pick_files", {}).get(rank)
+    if path is None:
+        raise HTTPException(404, f"no pick of rank {rank} in this scan")
+    return FileResponse(path, media_type="image/png")
+
+
+@router.get("/api/scans/{job_id}/files/{name}", tags=["scans"], response_class=FileResponse,
+            summary="A download the job produced: " + ", ".join(DOWNLOADS),
+            responses={404: {"description": "unknown id or file"}})
+def get_file(job_id: str, name: str, server: Server):
+    job = server.finished_job(job_id)
+    path = job.files.get(name)
+    if path is None:
+        raise HTTPException(404, f"no file {name!r}; this scan offers {', '.join(job.files)}")
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(job.name).stem)[:60] or "scan"
+    return FileResponse(path, media_type=DOWNLOADS[name][1], filename=f"{stem}_{name}",
+                        content_disposition_type="attachment")
 
 
 def _store(job, uploads, kinds, limit: int) -> None:
