@@ -128,6 +128,9 @@ def before_after(dev, args, out: Path) -> tuple[list[dict], dict]:
     transform = (pl.lmbda, float(pl.smoothed.min()), float(pl.smoothed.max()))
     runs = []
     t_o, m_o = settings()
+    for kv in args.new_default or []:  # e.g. --new-default epochs=6: a measured alternative to the default
+        key, _, val = kv.partition("=")
+        t_o = {**t_o, key: type(t_o[key])(val) if key in t_o else float(val)}
     runs.append((f"new default: {m_o['head']} head, lr {t_o['lr']:g}, {t_o['epochs']} epochs, 224x288",
                  TrainConfig(**t_o), ModelConfig(image_size=(224, 288), **{**m_o, "anchor": {
                      **m_o.get("anchor", {}), "k": args.k, "layer": args.layer, "smoothing": True}})))
@@ -172,6 +175,8 @@ def main(argv=None) -> int:
     ap.add_argument("--layer", default="block4")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--tag", default=None)
+    ap.add_argument("--new-default", action="append", metavar="KEY=VALUE",
+                    help="before-after: override a training setting of the new default (repeatable), e.g. epochs=6")
     ap.add_argument("--skip-previous", action="store_true", help="before-after: leave out the previous default")
     ap.add_argument("--speed-images", type=int, default=256, help="before-after: images of the score-speed check")
     ap.add_argument("--n-train", type=int, default=0, help="before-after: first N training images only (quick check)")

@@ -37,10 +37,8 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from dev_protocol import BLUR_TYPES, MAIN_TYPES, ROOT, TYPES, build_dev_protocol  # noqa: E402
+from dev_protocol import BLUR_TYPES, MAIN_TYPES, ROOT, build_dev_protocol  # noqa: E402
 
 LAYERS = ("block3", "block4", "block5", "adaptation", "logits")
 KS = (1, 3, 5, 10, 20)
