@@ -124,7 +124,7 @@ class TrainConfig:
 
 # The defaults of the commands and of CRLUIQA, and the paper's settings (``--paper``); TrainConfig and
 # ModelConfig keep the paper's values field by field. Evidence for each change: README "method here".
-DEFAULT_SETTINGS = {"train": {"epochs": 3, "lr": 0.5, "strong_views": "ultrasound", "select": "best",
+DEFAULT_SETTINGS = {"train": {"epochs": 6, "lr": 0.5, "strong_views": "ultrasound", "select": "best",
                               "min_steps": 60},
                     "model": {"head": "anchored", "train_from": "head", "anchor": {"intensity_stats": True}}}
 PAPER_SETTINGS = {"train": {"epochs": 35, "lr": 1e-3, "strong_views": "paper", "select": "last", "min_steps": 0},
