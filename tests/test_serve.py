@@ -460,3 +460,16 @@ def test_cli_models_menu_from_a_folder_of_runs(tmp_path):
     assert [n for n, _ in found] == ["a-run", "b-run", "a-run-2"]
     with pytest.raises(FileNotFoundError, match="neither a run folder"):
         discover_models([tmp_path / "runs" / "notes"])
+
+
+def test_cli_weights_option_has_the_common_name(capsys):
+    """serve names the plane check's SonoNet weights --weights like every command; --plane-weights still parses."""
+    from crl_uiqa.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["serve", "--model", "m", "--weights", "w.npz"]).weights == "w.npz"
+    assert parser.parse_args(["serve", "--model", "m", "--plane-weights", "w.npz"]).weights == "w.npz"
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    out = capsys.readouterr().out
+    assert "--weights" in out and "--plane-weights" not in out

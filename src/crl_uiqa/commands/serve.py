@@ -1,6 +1,8 @@
 """``crl-uiqa serve``: a local web page to drop a scan on and get its best frames (plus a JSON API)."""
 from __future__ import annotations
 
+import argparse
+
 from .. import validate
 from ..errors import optional_import
 from ._common import add_device
@@ -48,9 +50,10 @@ def register(sub) -> None:
     add_device(g, "used by the torch engines")
     g.add_argument("--threads", type=int, default=None, help="torch/ONNX Runtime threads (default: all cores)")
     g.add_argument("--batch-size", type=int, default=32, help="frames per forward pass (default 32)")
-    g.add_argument("--plane-weights", default=None, metavar="PATH",
+    g.add_argument("--weights", default=None, metavar="PATH",
                    help="SonoNet-16 weights for the plane check (default: $CRL_UIQA_WEIGHTS_DIR, the copy packaged "
                    "with crl-uiqa, the cache; never downloaded; without weights the plane check is off)")
+    g.add_argument("--plane-weights", dest="weights", default=None, help=argparse.SUPPRESS)  # select's old spelling
     p.set_defaults(func=run)
 
 
@@ -91,7 +94,7 @@ def run(args) -> int:
     from ..serving.models import ModelRegistry
 
     models = ModelRegistry.load(args.model, runtime=args.runtime, device=args.device, threads=args.threads)
-    app = create_app(models, settings=settings, plane_weights=args.plane_weights, device=args.device)
+    app = create_app(models, settings=settings, plane_weights=args.weights, device=args.device)
     if args.host not in LOOPBACK:
         print(f"crl-uiqa serve: warning: listening on {args.host}: anyone who can reach this machine can upload "
               "scans and read results (there is no login)", file=sys.stderr)
