@@ -96,10 +96,9 @@ def _score_both(model, paths, workers) -> tuple[dict, dict]:
         for b in iter_batches(paths, size=tuple(model.config.image_size), batch_size=32, num_workers=workers,
                               strict=True, progress=False):
             x = b.images.contiguous(memory_format=torch.channels_last)
-            f = model.backbone.feature_maps(x, until=model.config.anchor["layer"])
-            q0 = model.anchor(f.mean(dim=(2, 3)))
+            q0, correction = model.anchored_terms(x)
             teacher.append(q0)
-            full.append(model(x))
+            full.append(q0 + correction)
             kept += b.indices
     names = [paths[i] for i in kept]
     return (dict(zip(names, map(float, torch.cat(full)))), dict(zip(names, map(float, torch.cat(teacher)))))

@@ -191,6 +191,9 @@ def test_anchored_head_starts_at_the_teacher_hand_checked():
     # the model equals its teacher term exactly at initialisation: the correction starts at zero
     xs = torch.rand(3, 1, *SIZE)
     assert torch.allclose(m(xs), m.teacher_score(xs), atol=1e-7)
+    q0, correction = m.anchored_terms(xs)  # one trunk pass gives both terms
+    assert torch.allclose(q0, m.teacher_score(xs), atol=1e-7)
+    assert torch.allclose(correction, torch.zeros(3), atol=1e-7)
 
 
 def test_anchored_head_needs_references(tmp_path):

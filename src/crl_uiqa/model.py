@@ -228,16 +228,23 @@ class QualityModel(nn.Module):
         f = self.backbone.feature_maps(x, until=self.config.anchor["layer"])
         return self.anchor(f.mean(dim=(2, 3)))
 
+    def anchored_terms(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(teacher term q(x), learned correction), each (B,), from one trunk pass; their sum is the score."""
+        if self.config.head != "anchored":
+            raise ValueError("anchored_terms needs the anchored head")
+        f = self.backbone.feature_maps(x, until=self.config.anchor["layer"])
+        q0 = self.anchor(f.mean(dim=(2, 3)))
+        h = self.projection(f).mean(dim=(2, 3))
+        if self.config.anchor.get("intensity_stats"):
+            flat = x.flatten(1).float()
+            h = torch.cat([h.float(), flat.mean(dim=1, keepdim=True), flat.std(dim=1, keepdim=True)], dim=1)
+        return q0, self.fc(h.to(self.fc.weight.dtype)).squeeze(1).float()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Quality scores (B,) for gray images (B, 1, H, W) in [0, 1]; higher = better."""
         if self.config.head == "anchored":
-            f = self.backbone.feature_maps(x, until=self.config.anchor["layer"])
-            q0 = self.anchor(f.mean(dim=(2, 3)))
-            h = self.projection(f).mean(dim=(2, 3))
-            if self.config.anchor.get("intensity_stats"):
-                flat = x.flatten(1).float()
-                h = torch.cat([h.float(), flat.mean(dim=1, keepdim=True), flat.std(dim=1, keepdim=True)], dim=1)
-            return q0 + self.fc(h.to(self.fc.weight.dtype)).squeeze(1).float()
+            q0, correction = self.anchored_terms(x)
+            return q0 + correction
         f = self.backbone.feature_maps(x)
         h = self.projection(f).mean(dim=(2, 3))
         out = self.fc(h).squeeze(1)
