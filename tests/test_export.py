@@ -201,8 +201,11 @@ def test_export_check_failure_writes_nothing(tmp_path):
         model.fc.weight.mul_(1e6)
         model.fc.bias.fill_(1e6)
     out = tmp_path / "m.pt"
-    with pytest.raises(ExportCheckError, match="differ from PyTorch's by up to"):
+    with pytest.raises(ExportCheckError, match="differ from PyTorch's by up to") as info:
         export_model(model, out)
+    from crl_uiqa.errors import CRLUIQAError
+
+    assert isinstance(info.value, CRLUIQAError) and isinstance(info.value, ValueError)  # one line at the CLI
     assert not out.exists() and not list(tmp_path.iterdir())
     res = export_model(model, out, atol=10.0)  # a tolerance that fits the scale passes
     assert 0 < res.max_abs_diff <= 10.0 and out.is_file()

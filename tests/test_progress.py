@@ -110,3 +110,21 @@ def test_training_logs_each_epoch_with_elapsed_and_eta(tmp_path, caplog):
     assert len(epochs) == 2
     assert epochs[0].startswith("epoch 1/2 ") and re.search(r"\(\d+ s elapsed, about \d+ s left\)$", epochs[0])
     assert epochs[1].startswith("epoch 2/2 ") and epochs[1].endswith("about 0 s left)")
+
+
+def test_baselines_log_progress_when_not_a_terminal(monkeypatch, caplog):
+    """BRISQUE, NIQE and MSSIM used their own tqdm bars, silent in a log file; they share the policy now."""
+    import numpy as np
+
+    from crl_uiqa.baselines import run_baseline
+
+    rng = np.random.default_rng(0)
+    imgs = [rng.random((200, 200)) for _ in range(3)]  # NIQE needs 96-px patches
+    monkeypatch.setenv("CRL_UIQA_PROGRESS_SECONDS", "0")
+    with caplog.at_level(logging.INFO, logger="crl_uiqa.progress"):
+        for name in ("brisque", "niqe"):
+            scores = run_baseline(name, imgs)
+            assert np.isfinite(scores).all()
+    lines = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("BRISQUE: 3/3 img (100%)") and m.endswith("done") for m in lines), lines
+    assert any(m.startswith("NIQE: 3/3 img (100%)") and m.endswith("done") for m in lines), lines

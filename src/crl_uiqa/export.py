@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from .errors import optional_import
+from .errors import ModelError, optional_import
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -82,8 +82,11 @@ DEFAULT_ATOL = 1e-4
 _TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".torchscript", ".jit")
 
 
-class ExportCheckError(ValueError):
-    """The exported model's scores differ from the PyTorch model's by more than the tolerance."""
+class ExportCheckError(ModelError):
+    """The exported model's scores differ from the PyTorch model's by more than the tolerance.
+
+    A :class:`~crl_uiqa.errors.ModelError` (so a ``ValueError`` too, as before): the command line reports it
+    in one line with exit status 1."""
 
 
 @dataclass

@@ -156,13 +156,13 @@ def resolve_weights(filename: str, path: str | os.PathLike | None = None, *, dow
 
 def download_weights(spec: WeightFile, dest: Path) -> Path:
     """Download ``spec`` to ``dest`` atomically and verify its checksum."""
-    from tqdm.auto import tqdm
+    from .progress import progress
 
     log.info("downloading %s (%s) to %s", spec.filename, spec.licence, dest)
     with atomic_path(dest) as tmp:
         with urllib.request.urlopen(spec.url, timeout=60) as resp, open(tmp, "wb") as out:
             total = int(resp.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=spec.filename, disable=None) as bar:
+            with progress(total=total, unit="B", unit_scale=True, desc=spec.filename) as bar:
                 while True:
                     block = resp.read(1 << 16)
                     if not block:

@@ -165,11 +165,12 @@ def sononet_features(images: Sequence[np.ndarray], model, device, *, size: tuple
     ValueError naming ``images[i]``.
     """
     import torch
-    from tqdm.auto import tqdm
+
+    from ..progress import progress as _progress
 
     chunks: dict[str, list] = {k: [] for k in outputs}
-    with torch.inference_mode(), tqdm(total=len(images), desc=progress if isinstance(progress, str) else "SonoNet",
-                                      unit="img", disable=not progress or None, leave=False) as bar:
+    with torch.inference_mode(), _progress(total=len(images), desc=progress if isinstance(progress, str) else "SonoNet",
+                                           unit="img", enabled=bool(progress)) as bar:
         for _, x in iter_tensor_batches(images, size, batch_size, device):
             for k, v in sononet_outputs(model, x, outputs).items():
                 chunks[k].append(v)

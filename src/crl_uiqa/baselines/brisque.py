@@ -244,14 +244,14 @@ def brisque_score(images: Sequence[np.ndarray]) -> np.ndarray:
         On an empty list, non-2-D, non-finite, too small or constant images,
         or an image whose features are undefined.
     """
-    from tqdm.auto import tqdm
+    from ..progress import progress
 
     imgs = check_images(images)
     for i, img in enumerate(imgs):
         _check_brisque_image(img, f"images[{i}]")
     model = load_brisque_model()
     scores = []
-    for i, img in enumerate(tqdm(imgs, desc="BRISQUE", unit="img", disable=None, leave=False)):
+    for i, img in enumerate(progress(imgs, desc="BRISQUE", unit="img")):
         try:
             scores.append(-float(model.predict(_features(img))[0]))
         except ValueError as exc:

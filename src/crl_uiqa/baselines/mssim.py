@@ -116,7 +116,8 @@ def _pair_means(x, y, threads: int | None, pairs_per_batch: int, want_cs: bool, 
     (N, R): the SSIM means and, if ``want_cs``, the ``cs`` means (else None).
     """
     import torch
-    from tqdm.auto import tqdm
+
+    from ..progress import progress
 
     c1, c2 = _K1**2, _K2**2
     # (co)variances are computed on images shifted by their global mean: they are
@@ -159,9 +160,7 @@ def _pair_means(x, y, threads: int | None, pairs_per_batch: int, want_cs: bool, 
     n_threads = previous_threads if threads is None else int(threads)
     torch.set_num_threads(1)
     try:
-        with ThreadPoolExecutor(n_threads) as pool, tqdm(
-            total=n_img, desc=desc, unit="img", disable=None, leave=False
-        ) as bar:
+        with ThreadPoolExecutor(n_threads) as pool, progress(total=n_img, desc=desc, unit="img") as bar:
             for done in as_completed([pool.submit(block, i) for i in range(0, n_img, img_step)]):
                 bar.update(done.result())
     finally:

@@ -239,11 +239,11 @@ def fit_niqe_model(
     _check_patch_size(patch_size)
     if not 0.0 <= sharpness <= 1.0:
         raise ValueError(f"sharpness must be in [0, 1], got {sharpness}")
-    from tqdm.auto import tqdm
+    from ..progress import progress
 
     refs = check_images(reference_images, "reference_images")
     kept = []
-    for i, img in enumerate(tqdm(refs, desc="NIQE fit", unit="img", disable=None, leave=False)):
+    for i, img in enumerate(progress(refs, desc="NIQE fit", unit="img")):
         feats, sharp = _image_features(img, int(patch_size), f"reference_images[{i}]")
         kept.append(feats[sharp > sharpness * sharp.max()])
     feats = np.concatenate(kept)
@@ -286,7 +286,7 @@ def niqe_score(images: Sequence[np.ndarray], model: NIQEModel | None = None) -> 
     ValueError
         On an empty list, non-2-D, non-finite, constant or too small images.
     """
-    from tqdm.auto import tqdm
+    from ..progress import progress
 
     imgs = check_images(images)
     if model is None:
@@ -296,7 +296,7 @@ def niqe_score(images: Sequence[np.ndarray], model: NIQEModel | None = None) -> 
         if np.ptp(img) == 0 or (img.shape[0] // p) * (img.shape[1] // p) < 2:
             _image_features(img, p, f"images[{i}]")  # raises the error
     scores = []
-    for i, img in enumerate(tqdm(imgs, desc="NIQE", unit="img", disable=None, leave=False)):
+    for i, img in enumerate(progress(imgs, desc="NIQE", unit="img")):
         try:
             scores.append(-model.distance(_image_features(img, p, f"images[{i}]")[0]))
         except ValueError as exc:

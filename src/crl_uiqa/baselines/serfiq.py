@@ -192,8 +192,8 @@ def serfiq_score(
         SonoNet weights not found.
     """
     import torch
-    from tqdm.auto import tqdm
 
+    from ..progress import progress as _progress
     from ._network import iter_tensor_batches
 
     imgs = check_array_images(images)
@@ -212,8 +212,8 @@ def serfiq_score(
     masks = None
     head_chunk = max(1, 512 // passes)  # images per head batch: B * T <= 512 maps in memory
     out = np.empty(len(imgs), dtype=np.float64)
-    with torch.inference_mode(), tqdm(total=len(imgs), desc="SER-FIQ", unit="img", disable=not progress or None,
-                                      leave=False) as bar:
+    with torch.inference_mode(), _progress(total=len(imgs), desc="SER-FIQ", unit="img",
+                                           enabled=bool(progress)) as bar:
         for start, x in iter_tensor_batches(imgs, size, batch_size, dev):
             fmap = model.feature_maps(x)  # deterministic part, once per image
             if masks is None:

@@ -55,12 +55,11 @@ def parse_options(items: list[str]) -> dict:
 
 
 def _read(paths: list[str], crop, strict: bool, failures: list, desc: str):
-    from tqdm.auto import tqdm
-
     from ..io import ImageReadError, ReadFailure, read_gray
+    from ..progress import progress
 
     images, kept = [], []
-    for p in tqdm(paths, desc=desc, unit="img", disable=None, leave=False):
+    for p in progress(paths, desc=desc, unit="img"):
         try:
             images.append(read_gray(p, crop))
         except ImageReadError as exc:

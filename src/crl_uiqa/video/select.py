@@ -480,8 +480,7 @@ def select_frames(
         Missing scan, unreadable header (:class:`ScanReadError`), bad argument.
         A read error *during* the scan is not raised: see ``result.error``.
     """
-    from tqdm.auto import tqdm
-
+    from ..progress import progress as _progress
     from ..runtime import Runtime, load_runtime
 
     t_start = time.perf_counter()
@@ -497,7 +496,7 @@ def select_frames(
                               None if check is None else (check.input_size or rt.image_size))
     track = ScoreTrack(cfg.top_k, cfg.min_gap, cfg.smooth)
     total = len(range(0, scan.n_frames, scan.every)) if scan.n_frames and scan.sample_fps is None else None
-    with tqdm(total=total, desc=f"scoring {scan.name}", unit="frame", disable=not progress or None) as bar:
+    with _progress(total=total, desc=f"scoring {scan.name}", unit="frame", enabled=bool(progress)) as bar:
         error = _stream(scan, preparer, _Scorer(rt, check, track, bar), cfg.batch_size)
     return _result(scan, str(scan_path), cfg, track, preparer.cutter, check, error, rt, frame_rate,
                    time.perf_counter() - t_start)
