@@ -196,6 +196,48 @@ def test_anchored_head_starts_at_the_teacher_hand_checked():
     assert torch.allclose(correction, torch.zeros(3), atol=1e-7)
 
 
+@torch.no_grad()
+def test_anchored_head_on_sononets_adaptation_layer_starts_at_the_teacher():
+    """The demo's layer: SonoNet's pooled pre-logit map (1x1 conv + BN + ReLU after block5). The teacher term is
+    recomputed here by hand from ``embed(x, "adaptation")``: Euclidean distances to the references, mean of the k
+    nearest, scipy's Yeo-Johnson, min-max."""
+    from scipy import stats
+
+    from crl_uiqa.backbones.sononet import SonoNet
+    from crl_uiqa.model import QualityModel
+
+    torch.manual_seed(0)
+    net = SonoNet(16).eval()
+    for m in net.modules():  # non-trivial BN statistics, so the map's BN + ReLU matter
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 2.0)
+    x = torch.rand(4, 1, 64, 80)
+    refs = torch.rand(3, 1, 64, 80)
+    e, r = net.embed(x, "adaptation").double().numpy(), net.embed(refs, "adaptation").double().numpy()
+    assert e.shape == (4, 64)
+    # the map's average is the pre-logit embedding: the first 1x1 conv block applied to block5's map
+    assert np.allclose(net.embedding_map(x, "adaptation").mean(dim=(2, 3)).numpy(),
+                       net.adaptation[0](net.feature_maps(x, until="block5")).mean(dim=(2, 3)).numpy(), atol=1e-6)
+    d = np.sqrt(((e[:, None, :] - r[None, :, :]) ** 2).sum(-1))
+    s = -np.sort(d, axis=1)[:, :2].mean(axis=1)  # k = 2
+    lmbda, lo, hi = 0.7, float(stats.yeojohnson(s, lmbda=0.7).min()) - 0.1, float(stats.yeojohnson(s, lmbda=0.7).max())
+    expected = (stats.yeojohnson(s, lmbda=lmbda) - lo) / (hi - lo)
+    m = QualityModel(net, ModelConfig(image_size=(64, 80), head="anchored", train_from="head", proj_channels=4,
+                                      anchor={"layer": "adaptation", "k": 2, "n_references": 3, "dim": 64}))
+    m.anchor.set(torch.from_numpy(r).float(), lmbda, lo, hi)
+    m.eval()
+    assert np.allclose(m(x).numpy(), expected, atol=1e-4)
+    q0, correction = m.anchored_terms(x)
+    assert torch.allclose(q0, m(x), atol=1e-6) and torch.allclose(correction, torch.zeros(4), atol=1e-7)
+    # the trunk (with the adaptation block) is frozen; only the correction learns
+    assert not any(p.requires_grad for p in m.backbone.parameters())
+    # logits/probs have no feature map to correct: refused when the model is built
+    with pytest.raises(ValueError, match="feature-map layer"):
+        QualityModel(SonoNet(16), ModelConfig(image_size=(64, 80), head="anchored",
+                                              anchor={"layer": "probs", "k": 2, "n_references": 3, "dim": 14}))
+
+
 def test_anchored_head_needs_references(tmp_path):
     paths, labels = _images(tmp_path, n=4)
     with pytest.raises(ValueError, match="reference"):

@@ -24,7 +24,8 @@ Two heads (``ModelConfig.head``):
 * ``paper``: the paper's head above, on the last trunk block, trained from
   scratch to regress the pseudo-labels;
 * ``anchored``: a student that starts exactly at its teacher. The trunk runs
-  to the pseudo-label layer (``anchor["layer"]``, block4), its pooled
+  to the pseudo-label layer (``anchor["layer"]``: block4 by default, any
+  ``blockN``, or SonoNet's pre-logit ``adaptation`` layer), its pooled
   embedding's mean top-k distance to the stored reference embeddings goes
   through the stored Yeo-Johnson + min-max map of the pseudo-labels (Eq. 1-3),
   and a learned correction is added: 3x3 conv + BN + ReLU, 1x1 conv + BN +
@@ -180,6 +181,10 @@ class QualityModel(nn.Module):
                 raise ValueError(f"the anchored head needs anchor settings {missing} (set by crl_uiqa.training.train)")
             if self.config.activation != "linear":
                 raise ValueError("the anchored head is linear (it adds a correction to the pseudo-label)")
+            layer = str(a["layer"])
+            if layer in ("logits", "probs") or not (layer.startswith("block") or hasattr(backbone, "embedding_map")):
+                raise ValueError(f"the anchored head needs a feature-map layer (blockN, or a layer of the "
+                                 f"backbone's embedding_map); {type(backbone).__name__} has none for {layer!r}")
             self.anchor = TeacherAnchor(int(a["n_references"]), int(a["dim"]), int(a["k"]), bool(a.get("smoothing", True)))
             c = int(a["dim"])
             self.projection = nn.Sequential(
@@ -221,18 +226,26 @@ class QualityModel(nn.Module):
                     m.eval()
         return self
 
+    def anchor_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The anchored head's feature map (B, D, h, w): its global average is the embedding the pseudo-labels
+        were computed from (``anchor["layer"]``: ``blockN``, or ``adaptation`` on a backbone with
+        ``embedding_map``)."""
+        layer = str(self.config.anchor["layer"])
+        if hasattr(self.backbone, "embedding_map"):
+            return self.backbone.embedding_map(x, layer)
+        return self.backbone.feature_maps(x, until=layer)
+
     def teacher_score(self, x: torch.Tensor) -> torch.Tensor:
         """The anchored head's pseudo-label term q(x) alone (B,) (the model at initialisation)."""
         if self.config.head != "anchored":
             raise ValueError("teacher_score needs the anchored head")
-        f = self.backbone.feature_maps(x, until=self.config.anchor["layer"])
-        return self.anchor(f.mean(dim=(2, 3)))
+        return self.anchor(self.anchor_map(x).mean(dim=(2, 3)))
 
     def anchored_terms(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(teacher term q(x), learned correction), each (B,), from one trunk pass; their sum is the score."""
         if self.config.head != "anchored":
             raise ValueError("anchored_terms needs the anchored head")
-        f = self.backbone.feature_maps(x, until=self.config.anchor["layer"])
+        f = self.anchor_map(x)
         q0 = self.anchor(f.mean(dim=(2, 3)))
         h = self.projection(f).mean(dim=(2, 3))
         if self.config.anchor.get("intensity_stats"):

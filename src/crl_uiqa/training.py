@@ -584,7 +584,7 @@ def _set_anchor(model: QualityModel, ref_emb: torch.Tensor, cache: torch.Tensor,
         d = []
         for i in range(0, cache.shape[0], 64):
             x = cache[i : i + 64].to(dev).float().div_(255.0).contiguous(memory_format=torch.channels_last)
-            f = model.backbone.feature_maps(x, until=model.config.anchor["layer"])
+            f = model.anchor_map(x)
             model.anchor.references.copy_(ref_emb)
             d.append(model.anchor.distance(f.mean(dim=(2, 3)).float()).double().cpu())
         pl = pseudo_labels_from_distances(torch.cat(d).numpy(), k=model.anchor.k,

@@ -140,16 +140,22 @@ class SonoNet(nn.Module):
         """Class logits (B, 14) for gray images (B, 1, H, W) in [0, 1]."""
         return self.adaptation(self.feature_maps(x)).mean(dim=(2, 3))
 
+    def embedding_map(self, x: torch.Tensor, layer: str) -> torch.Tensor:
+        """The feature map (B, D, h, w) whose global average is ``embed(x, layer)``, for ``block1``..``block5``
+        and ``adaptation`` (the anchored quality head learns its correction on it)."""
+        if layer.startswith("block") and layer in self.embedding_layers:
+            return self.feature_maps(x, until=layer)
+        if layer == "adaptation":
+            return self.adaptation[0](self.feature_maps(x))
+        raise ValueError(f"SonoNet layer {layer!r} has no feature map; choose from block1..block5, adaptation")
+
     def embed(self, x: torch.Tensor, layer: str = "block5") -> torch.Tensor:
         """Pooled embedding (B, D) from ``layer`` (see the class docstring)."""
         if layer not in self.embedding_layers:
             raise ValueError(f"unknown SonoNet layer {layer!r}; choose from {', '.join(self.embedding_layers)}")
-        if layer.startswith("block"):
-            return self.feature_maps(x, until=layer).mean(dim=(2, 3))
-        fmap = self.feature_maps(x)
-        if layer == "adaptation":
-            return self.adaptation[0](fmap).mean(dim=(2, 3))
-        logits = self.adaptation(fmap).mean(dim=(2, 3))
+        if layer.startswith("block") or layer == "adaptation":
+            return self.embedding_map(x, layer).mean(dim=(2, 3))
+        logits = self.adaptation(self.feature_maps(x)).mean(dim=(2, 3))
         return logits if layer == "logits" else logits.softmax(dim=1)
 
     # -- weights ----------------------------------------------------------
@@ -199,15 +205,20 @@ class SmallNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.adaptation[1](F.relu(self.adaptation[0](self.feature_maps(x)))).mean(dim=(2, 3))
 
+    def embedding_map(self, x: torch.Tensor, layer: str) -> torch.Tensor:
+        """The feature map whose global average is ``embed(x, layer)`` (``block1``..``block4``, ``adaptation``)."""
+        if layer.startswith("block") and layer in self.embedding_layers:
+            return self.feature_maps(x, until=layer)
+        if layer == "adaptation":
+            return F.relu(self.adaptation[0](self.feature_maps(x)))
+        raise ValueError(f"SmallNet layer {layer!r} has no feature map; choose from block1..block4, adaptation")
+
     def embed(self, x: torch.Tensor, layer: str = "block4") -> torch.Tensor:
         if layer not in self.embedding_layers:
             raise ValueError(f"unknown SmallNet layer {layer!r}; choose from {', '.join(self.embedding_layers)}")
-        if layer.startswith("block"):
-            return self.feature_maps(x, until=layer).mean(dim=(2, 3))
-        h = F.relu(self.adaptation[0](self.feature_maps(x)))
-        if layer == "adaptation":
-            return h.mean(dim=(2, 3))
-        logits = self.adaptation[1](h).mean(dim=(2, 3))
+        if layer.startswith("block") or layer == "adaptation":
+            return self.embedding_map(x, layer).mean(dim=(2, 3))
+        logits = self.adaptation[1](F.relu(self.adaptation[0](self.feature_maps(x)))).mean(dim=(2, 3))
         return logits if layer == "logits" else logits.softmax(dim=1)
 
     def load_lasagne(self, path: str | os.PathLike) -> SmallNet:
