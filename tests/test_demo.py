@@ -39,14 +39,54 @@ def test_demo_quick_uses_packaged_sononet(quick_demo):
     assert "score should hold" not in html
 
 
-def test_demo_quick_fallback(tmp_path, monkeypatch, capsys):
-    monkeypatch.delenv("CRL_UIQA_WEIGHTS_DIR", raising=False)
-    monkeypatch.setenv("CRL_UIQA_CACHE", str(tmp_path / "empty-cache"))
-    monkeypatch.setattr(weights, "PACKAGED_DIR", tmp_path / "no-packaged-weights")
+def test_demo_quick_fallback(tmp_path, capsys):
+    """--encoder fallback: the path of a machine without SonoNet-16 weights, forced while the packaged copy is
+    there; with --head auto the anchored head (it starts at the fallback's distance score)."""
     out = tmp_path / "demo"
-    assert main(["demo", "--quick", "--out", str(out), "--quiet"]) == 0
+    assert main(["demo", "--quick", "--encoder", "fallback", "--out", str(out), "--quiet"]) == 0
     text = capsys.readouterr().out
-    assert "FALLBACK" in text and "report:" in text
+    assert "FALLBACK" in text and "report:" in text and "anchored head" in text
     html, res = _check_outputs(out)
     assert res["encoder"].startswith("FALLBACK") and (out / "encoder").exists()
+    assert res["head"] == "anchored" and res["kept_epoch"] in (0, 1)
     assert "Encoder: fallback" in html
+    model = json.loads((out / "model" / "model.json").read_text())["model_config"]
+    assert model["head"] == "anchored" and model["anchor"]["layer"] == "adaptation"
+
+
+def test_demo_without_weights_falls_back_and_encoder_sononet_says_so(tmp_path, monkeypatch, capsys):
+    """No weights anywhere (packaged copy hidden, empty cache, no download): auto chooses the fallback encoder;
+    --encoder sononet fails at once with one line, before simulating anything."""
+    from crl_uiqa import demo
+
+    monkeypatch.delenv("CRL_UIQA_WEIGHTS_DIR", raising=False)
+    monkeypatch.setenv("CRL_UIQA_NO_DOWNLOAD", "1")
+    monkeypatch.setenv("CRL_UIQA_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(weights, "PACKAGED_DIR", tmp_path / "no-packaged-weights")
+    assert demo._find_sononet(None) is None
+    assert demo.demo_head("auto", fallback=True) == "anchored" and demo.demo_head("auto", fallback=False) == "paper"
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--encoder", "sononet", "--out", str(out), "--quiet"]) != 0
+    err = capsys.readouterr().err
+    assert "--encoder sononet" in err and "not found" in err and "Traceback" not in err
+    assert not out.exists() or not any(out.iterdir())  # nothing simulated
+
+
+def test_demo_settings_refused_before_any_work(tmp_path):
+    import pytest
+
+    from crl_uiqa.demo import DemoSettings
+    from crl_uiqa.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="encoder"):
+        DemoSettings(out_dir=tmp_path, encoder="resnet")
+    with pytest.raises(ConfigError, match="head"):
+        DemoSettings(out_dir=tmp_path, head="big")
+    with pytest.raises(ConfigError, match="--weights"):
+        DemoSettings(out_dir=tmp_path, encoder="fallback", weights="SonoNet16.npz")
+    # the anchored head's settings are the project's defaults, on the demo's layer and size
+    t, m = DemoSettings(out_dir=tmp_path).training("anchored")
+    from crl_uiqa.training import settings
+
+    assert {k: t[k] for k in settings()[0]} == settings()[0]
+    assert m["head"] == "anchored" and m["anchor"]["layer"] == "adaptation" and m["image_size"] == (112, 144)

@@ -11,7 +11,16 @@ def register(sub) -> None:
                        "frame of each sweep and write OUT/report.html. Offline; a few minutes on 2 CPU cores.")
     p.add_argument("--out", default="crl-uiqa-demo", help="output folder (default ./crl-uiqa-demo)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--epochs", type=int, default=8, help="training epochs (default 8, a demo budget)")
+    p.add_argument("--head", choices=["auto", "anchored", "paper"], default="auto",
+                   help="anchored (as fit): the model starts at the distance score and learns a correction, trunk "
+                   "frozen, 6 epochs at lr 0.5, the epoch kept by the label-free criterion; paper: the paper's head "
+                   "trained end to end, 8 epochs at lr 1e-2; auto (default): anchored with the fallback encoder, paper "
+                   "with SonoNet-16 (each picked better frames with that encoder; BENCHMARKS.md)")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (default: 6 anchored, 8 paper)")
+    p.add_argument("--encoder", choices=["auto", "sononet", "fallback"], default="auto",
+                   help="P(.): auto (default) uses SonoNet-16 when its weights are found, else the fallback; sononet "
+                   "requires the weights; fallback trains a SonoNet-16 on simulated planes in the demo, as a machine "
+                   "without the weights does")
     p.add_argument("--weights", default=None, metavar="PATH",
                    help="SonoNet16.npz (file or folder); default: $CRL_UIQA_WEIGHTS_DIR, else the weights shipped "
                    "in the package, else the cache, else a fallback encoder trained on simulated planes")
@@ -26,8 +35,8 @@ def run(args) -> int:
 
     from ..demo import DemoSettings, quick, run_demo
 
-    st = DemoSettings(out_dir=Path(args.out), seed=args.seed, epochs=args.epochs, weights=args.weights,
-                      device=args.device, progress=not args.quiet)
+    st = DemoSettings(out_dir=Path(args.out), seed=args.seed, head=args.head, epochs=args.epochs,
+                      encoder=args.encoder, weights=args.weights, device=args.device, progress=not args.quiet)
     if args.quick:
         quick(st)
     run_demo(st)
