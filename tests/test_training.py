@@ -303,3 +303,85 @@ def test_kept_epoch_is_the_best_by_the_criterion(tmp_path, sononet16_path):
     s = score_paths(res.model, res.val_paths, num_workers=0, progress=False).scores
     row = res.history[expected]
     assert np.mean((s - np.asarray(labels)[va]) ** 2) == pytest.approx(row["val_l_d"], abs=1e-3)
+
+
+# ---------------------------------------------------------------- training on crops, bfloat16 on the CPU
+def test_random_crops_keep_the_pixel_scale():
+    from crl_uiqa.training import cut_windows, random_crops
+
+    x = torch.arange(2 * 1 * 10 * 12, dtype=torch.float32).reshape(2, 1, 10, 12)
+    crops, corners = random_crops(x, (4, 6), torch.Generator().manual_seed(3))
+    assert crops.shape == (2, 1, 4, 6)
+    for i, (t, c) in enumerate(corners.tolist()):
+        assert 0 <= t <= 6 and 0 <= c <= 6
+        assert torch.equal(crops[i], x[i, :, t : t + 4, c : c + 6])  # a window, not a resize: same pixels
+    # the same generator seed gives the same windows; cut_windows cuts them out of another view
+    crops2, corners2 = random_crops(x, (4, 6), torch.Generator().manual_seed(3))
+    assert torch.equal(corners, corners2) and torch.equal(crops, crops2)
+    assert torch.equal(cut_windows(x * 2, corners, (4, 6)), crops * 2)
+    with pytest.raises(ValueError, match="larger than the images"):
+        random_crops(x, (11, 6), torch.Generator())
+
+
+def test_train_crop_and_amp_settings_are_validated(tmp_path):
+    from crl_uiqa.errors import ConfigError
+
+    assert TrainConfig(train_crop=[32, 40]).train_crop == (32, 40)
+    assert TrainConfig.from_dict(TrainConfig(train_crop=(32, 40), amp="bf16").to_dict()).train_crop == (32, 40)
+    for bad in ((0, 40), (32,), "32x40"):
+        with pytest.raises(ConfigError, match="train_crop"):
+            TrainConfig(train_crop=bad)
+    with pytest.raises(ConfigError, match="amp"):
+        TrainConfig(amp="fp16")
+    paths, labels = _images(tmp_path, n=4)
+    with pytest.raises(ConfigError, match="must fit in the image size"):  # refused before any work
+        train(paths, labels, config=_cfg(train_crop=(64, 64)), model_config=ModelConfig(image_size=SIZE),
+              run_dir=tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_autocast_setting_per_device():
+    from crl_uiqa.devices import autocast_enabled
+
+    assert not autocast_enabled(True, "cpu") and autocast_enabled(True, "cuda")
+    assert autocast_enabled("bf16", "cpu") and autocast_enabled("bf16", "cuda")
+    assert not autocast_enabled(False, "cuda") and not autocast_enabled("bf16", "mps")
+
+
+def test_anchored_training_on_crops_holds_each_crop_to_its_own_teacher(tmp_path, sononet16_path):
+    """L_d's target for a crop is the teacher's score of that crop: at lr ~ 0 it is ~0 (the whole frame's
+    label would not be); the model trained on crops scores whole frames."""
+    from crl_uiqa.pseudo_labels import label_images
+
+    paths, _ = _images(tmp_path, n=12)
+    refs = paths[-3:]
+    pl = label_images(paths, refs, k=2, weights=sononet16_path, size=SIZE, num_workers=0, progress=False)
+    mc = ModelConfig(image_size=SIZE, head="anchored", train_from="head", anchor={"k": 2})
+    common = dict(model_config=mc, weights=sononet16_path, references=refs, num_workers=0, progress=False)
+    res = train(pl.paths, pl.labels.label, config=_cfg(epochs=1, lr=1e-12, train_crop=(32, 40)), **common)
+    assert res.history[1]["l_d"] == pytest.approx(0.0, abs=1e-8)
+    # the same run with the crop's target replaced by the whole frame's label would see a clear L_d
+    from crl_uiqa.training import load_image_cache, random_crops
+
+    cache, kept, _ = load_image_cache(pl.paths, SIZE, num_workers=0, progress=False)
+    crops, _ = random_crops(cache.float() / 255, (32, 40), torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert float(((res.model.teacher_score(crops) - torch.tensor(pl.labels.label[kept], dtype=torch.float32)) ** 2).mean()) > 1e-4
+    # a real step moves the correction; scores are of whole frames at the model's size
+    res = train(pl.paths, pl.labels.label, config=_cfg(epochs=1, lr=0.5, train_crop=(32, 40)), **common)
+    assert res.history[1]["l_c"] > 0 and res.history[1]["l_r"] >= 0
+    assert float(res.model.fc.weight.detach().abs().sum()) > 0
+    s = score_paths(res.model, pl.paths, num_workers=0, progress=False)
+    assert s.scores.shape == (12,) and np.isfinite(s.scores).all()
+
+
+def test_bf16_autocast_on_the_cpu_trains_and_scores_close_to_fp32(tmp_path, sononet16_path):
+    paths, labels = _images(tmp_path, n=8)
+    res = train(paths, labels, config=_cfg(epochs=1, amp="bf16"), model_config=ModelConfig(image_size=SIZE),
+                weights=sononet16_path, num_workers=0, progress=False)
+    assert np.isfinite(res.history[1]["loss"])
+    s32 = score_paths(res.model, paths, num_workers=0, progress=False, device="cpu")
+    s16 = score_paths(res.model, paths, num_workers=0, progress=False, device="cpu", amp="bf16")
+    assert s16.scores.dtype == np.float64
+    # bfloat16 keeps 8 bits of mantissa: scores agree to about 1 % of their spread, not exactly
+    assert np.allclose(s16.scores, s32.scores, atol=0.05 * max(np.ptp(s32.scores), 1e-3) + 1e-3)

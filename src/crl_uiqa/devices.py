@@ -5,7 +5,7 @@ import torch
 
 from .errors import ConfigError
 
-__all__ = ["resolve_device", "prepare_model"]
+__all__ = ["resolve_device", "prepare_model", "autocast_enabled", "autocast"]
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -31,3 +31,21 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 def prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """Eval mode on ``device``, channels-last memory (faster convs on CPU and GPU)."""
     return model.eval().to(device=device, memory_format=torch.channels_last)
+
+
+def autocast_enabled(amp: bool | str, device) -> bool:
+    """Whether the ``amp`` setting turns bfloat16 autocast on for ``device``.
+
+    ``True`` (the default everywhere): on CUDA only; ``"bf16"``: on the CPU
+    too (fast where the CPU has AVX-512 BF16 or AMX; see BENCHMARKS.md);
+    ``False``: never.
+    """
+    kind = torch.device(device).type
+    return (amp is True and kind == "cuda") or (amp == "bf16" and kind in ("cuda", "cpu"))
+
+
+def autocast(device, enabled: bool):
+    """``torch.autocast`` to bfloat16 on ``device`` (a no-op context when not enabled)."""
+    kind = torch.device(device).type
+    return torch.autocast(device_type=kind if kind in ("cuda", "cpu") else "cpu", dtype=torch.bfloat16,
+                          enabled=enabled)

@@ -47,17 +47,24 @@ def score_paths(
     strict: bool = False,
     num_workers: int | None = None,
     progress: bool | str = True,
+    amp: bool | str = True,
 ) -> Scores:
-    """Score image files; unreadable ones are skipped and listed (or raise with ``strict``)."""
+    """Score image files; unreadable ones are skipped and listed (or raise with ``strict``).
+
+    ``amp``: bfloat16 autocast, on CUDA only (``True``), on the CPU too
+    (``"bf16"``) or never (``False``); see :func:`crl_uiqa.devices.autocast_enabled`.
+    """
+    from .devices import autocast, autocast_enabled
+
     dev = resolve_device(device)
     model = prepare_model(model, dev)
     size = tuple(size or model.config.image_size)
-    amp = dev.type == "cuda"
+    amp = autocast_enabled(amp, dev)
     failures: list[ReadFailure] = []
     out, kept = [], []
     for b in iter_batches(paths, size=size, batch_size=batch_size, crop=crop, strict=strict, failures=failures,
                           num_workers=num_workers, progress=("scoring" if progress is True else progress)):
-        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
+        with autocast(dev, amp):
             out.append(score_tensor(model, b.images.to(dev, non_blocking=True)).cpu())
         kept.extend(b.indices)
     if not out:

@@ -30,6 +30,8 @@ import numpy as np
 import torch
 
 from .checkpoint import check_run_dir, inputs_digest, load_tensors, optimizer_tensors, restore_optimizer, save_tensors
+from .devices import autocast as _autocast
+from .devices import autocast_enabled
 from .embed import resolve_device
 from .errors import ConfigError, ModelError
 from .files import write_csv
@@ -64,9 +66,10 @@ class TrainConfig:
     max_rotation: float = 15.0
     val_fraction: float = 0.15
     seed: int = 0
-    amp: bool = True  # mixed precision (bfloat16) on CUDA only
+    amp: bool | str = True  # bfloat16 autocast: True on CUDA only; "bf16" on the CPU too; False off
     select: str = "last"  # last (paper) | best: keep the epoch with the best label-free validation criterion
     min_steps: int = 0  # raise the epochs until the run makes at least this many SGD steps (small pools)
+    train_crop: tuple[int, int] | None = None  # train on random (H, W) crops of the frames (see train())
 
     def __post_init__(self) -> None:
         """Refuse an invalid setting now, before any work (one :class:`~crl_uiqa.errors.ConfigError`)."""
@@ -103,13 +106,19 @@ class TrainConfig:
         v.real(f("max_rotation"), self.max_rotation, minimum=0, maximum=180)
         v.real(f("val_fraction"), self.val_fraction, minimum=0, maximum=1, strict_max=True)
         v.integer(f("seed"), self.seed, minimum=0)
-        v.boolean("amp", self.amp)
+        if not (isinstance(self.amp, bool) or self.amp == "bf16"):
+            raise ConfigError(f"{f('amp')} must be true (bfloat16 on CUDA only), false or 'bf16' (the CPU too), "
+                              f"got {self.amp!r}")
+        if self.train_crop is not None:
+            self.train_crop = v.image_size(f("train_crop"), self.train_crop, minimum=1)
         v.choice(f("select"), self.select, ("last", "best"))
         v.integer(f("min_steps"), self.min_steps, minimum=0)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["degree_range"] = list(self.degree_range)
+        if self.train_crop is not None:
+            d["train_crop"] = list(self.train_crop)
         return d
 
     @classmethod
@@ -119,6 +128,8 @@ class TrainConfig:
         d = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         if isinstance(d.get("degree_range"), list):
             d["degree_range"] = tuple(d["degree_range"])
+        if isinstance(d.get("train_crop"), list):
+            d["train_crop"] = tuple(d["train_crop"])
         return cls(**d)
 
 
@@ -142,7 +153,7 @@ def settings(paper: bool = False) -> tuple[dict, dict]:
 # the settings that must not change when a run is resumed
 _RESUME_KEYS = ("batch_size", "lr", "momentum", "weight_decay", "lr_schedule", "final_lr_fraction", "alpha", "theta",
                 "beta", "consistency", "relativity", "strong_views", "degree_range", "margin_scale", "max_rotation",
-                "val_fraction", "seed", "select", "min_steps")
+                "val_fraction", "seed", "select", "min_steps", "train_crop")
 
 
 @dataclass
@@ -260,6 +271,29 @@ def _lr_factor(cfg: TrainConfig, epoch: int) -> float:
     return 1.0 - (1.0 - cfg.final_lr_fraction) * epoch / (cfg.epochs - 1)
 
 
+def random_crops(images: torch.Tensor, size: tuple[int, int], generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """One random (h, w) window per image of (B, C, H, W), at the same pixel scale (no resizing).
+
+    Returns the crops (B, C, h, w) and the windows' top-left corners (B, 2),
+    drawn uniformly from ``generator``; :func:`cut_windows` cuts the same
+    windows out of another batch of the same size (e.g. its corrupted view).
+    """
+    h, w = size
+    H, W = images.shape[-2:]
+    if h > H or w > W:
+        raise ValueError(f"crop {h}x{w} is larger than the images ({H}x{W})")
+    b = images.shape[0]
+    corners = torch.stack([torch.randint(0, H - h + 1, (b,), generator=generator),
+                           torch.randint(0, W - w + 1, (b,), generator=generator)], dim=1)
+    return cut_windows(images, corners, size), corners
+
+
+def cut_windows(images: torch.Tensor, corners: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The (h, w) windows at ``corners`` (B, 2: top, left) of images (B, C, H, W)."""
+    h, w = size
+    return torch.stack([images[i, :, int(t) : int(t) + h, int(c) : int(c) + w] for i, (t, c) in enumerate(corners)])
+
+
 @torch.inference_mode()
 def predict_cache(model: QualityModel, cache: torch.Tensor, device, batch_size: int = 64, amp: bool = False) -> np.ndarray:
     """Scores of cached uint8 images."""
@@ -267,7 +301,7 @@ def predict_cache(model: QualityModel, cache: torch.Tensor, device, batch_size: 
     out = []
     for i in range(0, cache.shape[0], batch_size):
         x = cache[i : i + batch_size].to(device).float().div_(255.0).contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
+        with _autocast(device, amp):
             out.append(model(x).float().cpu())
     return torch.cat(out).numpy().astype(np.float64)
 
@@ -356,7 +390,14 @@ def train(
     mcfg = model_config or ModelConfig()
     q_all = _validate_labels(paths, labels)
     dev = resolve_device(device)
-    amp = bool(cfg.amp and dev.type == "cuda")
+    amp = autocast_enabled(cfg.amp, dev)
+    if cfg.train_crop is not None:
+        from .backbones import min_input_size
+
+        (ch, cw), (h, w) = cfg.train_crop, mcfg.image_size
+        if ch > h or cw > w or min(ch, cw) < min_input_size(mcfg.backbone):
+            raise ConfigError(f"train_crop {ch} {cw} must fit in the image size {h} {w} and be at least "
+                              f"{min_input_size(mcfg.backbone)} pixels per side for {mcfg.backbone}")
     run_dir = Path(run_dir) if run_dir is not None else None
     if resume and run_dir is None:
         raise ConfigError("--resume needs a run directory")
@@ -421,7 +462,7 @@ def train(
     q_tr = torch.tensor(q_all[tr_idx], dtype=torch.float32)
     q_va = q_all[va_idx]
     if ref_emb is not None and start_epoch == 0:
-        _set_anchor(model, ref_emb, cache, dev, anchor_transform, cfg.amp and dev.type == "cuda")
+        _set_anchor(model, ref_emb, cache, dev, anchor_transform, amp)
     vp_cache = None
     if val_pairs:
         b_cache, _, fb = load_image_cache([b for b, w in val_pairs], mcfg.image_size, crop=crop,
@@ -482,16 +523,26 @@ def train(
             idx = perm[s * cfg.batch_size : (s + 1) * cfg.batch_size]
             x = tr_cache[idx].to(dev, non_blocking=True).float().div_(255.0)
             q = q_tr[idx].to(dev)
+            frames = x
+            if cfg.train_crop is not None:  # the same window of each view; corruptions made on the whole frame
+                x, corners = random_crops(frames, cfg.train_crop, g)
             views = [x]
             if cfg.consistency:
                 views.append(weak_view(x, max_rotation=cfg.max_rotation, generator=g))
             eps = 0.0
             if strong is not None:
-                xs, eps = strong(x, generator=g)
-                views.append(xs)
+                xs, eps = strong(frames, generator=g)
+                views.append(cut_windows(xs, corners, cfg.train_crop) if cfg.train_crop is not None else xs)
             xb = torch.cat(views).contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
-                out = model(xb).float()
+            with _autocast(dev, amp):
+                if cfg.train_crop is not None and mcfg.head == "anchored":
+                    # L_d's target for a crop is the teacher's score of that crop (its own pseudo-label under the
+                    # stored map), not the whole frame's: the correction is held to the teacher on what it sees
+                    q0, corr = model.anchored_terms(xb)
+                    out = (q0 + corr).float()
+                    q = q0[: x.shape[0]].detach().float()
+                else:
+                    out = model(xb).float()
             parts_out = out.split(x.shape[0])
             p = parts_out[0]
             p_weak = parts_out[1] if cfg.consistency else None

@@ -159,6 +159,13 @@ def add_training(parser: argparse.ArgumentParser, calibrate_margins: bool = Fals
                    "the default with the anchored head)")
     g.add_argument("--image-size", nargs=2, type=int, default=[224, 288], metavar=("H", "W"),
                    help="training/scoring resolution (default 224 288; 112 144 is 4x faster on a CPU)")
+    g.add_argument("--train-crop", nargs=2, type=int, default=None, metavar=("H", "W"),
+                   help="train on random H x W windows of the --image-size frames (same pixel scale, about "
+                   "(H*W)/(image H*W) of the compute; scoring stays on whole frames). With the anchored head each "
+                   "crop's L_d target is the teacher's score of that crop. Default: whole frames")
+    g.add_argument("--amp", choices=["cuda", "bf16", "off"], default=None,
+                   help="bfloat16 autocast: cuda (default: on CUDA only), bf16 (on the CPU too; see BENCHMARKS.md "
+                   "for what it gains and costs), off")
     g.add_argument("--resume", action="store_true",
                    help="continue an interrupted run from OUT/last.safetensors (same inputs and settings)")
     g.add_argument("--overwrite", action="store_true",
@@ -176,6 +183,10 @@ def training_configs(args):
     t_over, m_over = settings(paper=args.paper)
     given = {"epochs": args.epochs, "lr": args.lr, "strong_views": args.strong_views, "select": args.select,
              "min_steps": args.min_steps}
+    if getattr(args, "train_crop", None) is not None:
+        given["train_crop"] = tuple(args.train_crop)
+    if getattr(args, "amp", None) is not None:
+        given["amp"] = {"cuda": True, "bf16": "bf16", "off": False}[args.amp]
     t_over.update({k: v for k, v in given.items() if v is not None})
     if args.head is not None:
         m_over["head"] = args.head
