@@ -20,6 +20,12 @@ score (the teacher), the previous default (the paper's head and schedule at
 pseudo-labels, with the CPU training time, the epoch kept, and the speed of
 ``score`` for the new default model against its bare forward rate.
 ``--skip-previous`` leaves the previous default out (its row is then cited).
+``--variant "LABEL:key=value;key=value"`` (repeatable) adds a row trained like
+the new default but for the settings given (TrainConfig or ModelConfig keys,
+e.g. ``amp=bf16``, ``train_crop=112x144``, ``train_from=block4``), on the same
+images, pseudo-labels and pairs; ``--score-bf16`` also scores the new default
+model and every model trained with ``amp=bf16`` with bfloat16 autocast
+(accuracy, largest score change, speed).
 """
 from __future__ import annotations
 
@@ -60,7 +66,7 @@ def _summarise(name, scores: dict, pairs, seconds: float, **extra) -> dict:
     return row
 
 
-def _score_speed(model, paths, batch_size: int = 32) -> dict:
+def _score_speed(model, paths, batch_size: int = 32, amp: bool | str = False) -> dict:
     """Bare forward rate on an in-memory batch against ``score_paths`` end to end (decode + resize + forward)."""
     import torch
 
@@ -69,22 +75,23 @@ def _score_speed(model, paths, batch_size: int = 32) -> dict:
     h, w = model.config.image_size
     model = model.eval().to(memory_format=torch.channels_last)
     x = torch.rand(batch_size, 1, h, w).contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp == "bf16"):
         model(x)
         reps = max(2, len(paths) // batch_size)
         t0 = time.perf_counter()
         for _ in range(reps):
             model(x)
         bare = reps * batch_size / (time.perf_counter() - t0)
-    score_paths(model, paths[: batch_size * 2], batch_size=batch_size, device="cpu", progress=False)  # warm-up
+    score_paths(model, paths[: batch_size * 2], batch_size=batch_size, device="cpu", progress=False,
+                amp=amp)  # warm-up
     t0 = time.perf_counter()
-    res = score_paths(model, paths, batch_size=batch_size, device="cpu", progress=False)
+    res = score_paths(model, paths, batch_size=batch_size, device="cpu", progress=False, amp=amp)
     e2e = len(res.paths) / (time.perf_counter() - t0)
-    return {"size": f"{h}x{w}", "bare_img_per_s": round(bare, 1), "score_img_per_s": round(e2e, 1),
+    return {"size": f"{h}x{w}", "amp": amp, "bare_img_per_s": round(bare, 1), "score_img_per_s": round(e2e, 1),
             "ratio": round(e2e / bare, 3), "images": len(res.paths)}
 
 
-def _score_both(model, paths, workers) -> tuple[dict, dict]:
+def _score_both(model, paths, workers, bf16: bool = False) -> tuple[dict, dict]:
     """Scores of the anchored model and of its teacher term (the distance score's label) in one pass."""
     import torch
 
@@ -92,16 +99,43 @@ def _score_both(model, paths, workers) -> tuple[dict, dict]:
 
     model = model.eval().to(memory_format=torch.channels_last)
     full, teacher, kept = [], [], []
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         for b in iter_batches(paths, size=tuple(model.config.image_size), batch_size=32, num_workers=workers,
                               strict=True, progress=False):
             x = b.images.contiguous(memory_format=torch.channels_last)
-            q0, correction = model.anchored_terms(x)
+            q0, correction = [t.float() for t in model.anchored_terms(x)]
             teacher.append(q0)
             full.append(q0 + correction)
             kept += b.indices
     names = [paths[i] for i in kept]
     return (dict(zip(names, map(float, torch.cat(full)))), dict(zip(names, map(float, torch.cat(teacher)))))
+
+
+def _parse_variant(spec: str) -> tuple[str, dict, dict]:
+    """"LABEL:key=value;key=value" -> (label, TrainConfig overrides, ModelConfig overrides)."""
+    from crl_uiqa.model import ModelConfig
+    from crl_uiqa.training import TrainConfig
+
+    label, sep, body = spec.partition(":")
+    if not sep or not body:
+        raise SystemExit(f"--variant {spec!r}: expected LABEL:key=value;key=value")
+    t_v, m_v = {}, {}
+    for kv in body.split(";"):
+        key, _, val = kv.strip().partition("=")
+        if "x" in val and all(p.isdigit() for p in val.split("x")):
+            value = tuple(int(p) for p in val.split("x"))  # 112x144
+        else:
+            try:
+                value = json.loads(val)
+            except ValueError:
+                value = val
+        if key in TrainConfig.__dataclass_fields__:
+            t_v[key] = value
+        elif key in ModelConfig.__dataclass_fields__:
+            m_v[key] = value
+        else:
+            raise SystemExit(f"--variant {spec!r}: {key!r} is neither a TrainConfig nor a ModelConfig setting")
+    return label, t_v, m_v
 
 
 def before_after(dev, args, out: Path) -> tuple[list[dict], dict]:
@@ -130,15 +164,22 @@ def before_after(dev, args, out: Path) -> tuple[list[dict], dict]:
     for kv in args.new_default or []:  # e.g. --new-default epochs=6: a measured alternative to the default
         key, _, val = kv.partition("=")
         t_o = {**t_o, key: type(t_o[key])(val) if key in t_o else float(val)}
+
+    def anchored_model_config(m):
+        return ModelConfig(image_size=(224, 288), **{**m, "anchor": {**m.get("anchor", {}), "k": args.k,
+                                                                   "layer": args.layer, "smoothing": True}})
+
     runs.append((f"new default: {m_o['head']} head, lr {t_o['lr']:g}, {t_o['epochs']} epochs, 224x288",
-                 TrainConfig(**t_o), ModelConfig(image_size=(224, 288), **{**m_o, "anchor": {
-                     **m_o.get("anchor", {}), "k": args.k, "layer": args.layer, "smoothing": True}})))
+                 TrainConfig(**t_o), anchored_model_config(m_o)))
+    for spec in args.variant or []:  # "LABEL:key=value;key=value": the new default but for these settings
+        label, t_v, m_v = _parse_variant(spec)
+        runs.append((f"variant {label}", TrainConfig(**{**t_o, **t_v}), anchored_model_config({**m_o, **m_v})))
     if not args.skip_previous:
         t_o, m_o = settings(paper=True)
         runs.append(("previous default: paper head, lr 1e-3, 35 epochs, 112x144",
                      replace(TrainConfig(**t_o), strong_views="ultrasound"),
                      ModelConfig(image_size=(112, 144), **m_o)))
-    table, speed = [], {}
+    table, speed, have_teacher = [], {}, False
     for name, tc, mc in runs:
         slug = "_".join("".join(c if c.isalnum() else " " for c in name.split(":")[0]).split())
         t0 = time.perf_counter()
@@ -149,15 +190,30 @@ def before_after(dev, args, out: Path) -> tuple[list[dict], dict]:
         t0 = time.perf_counter()
         if mc.head == "anchored":
             full, teacher = _score_both(res.model, test_paths, args.workers)
-            table.append(_summarise("distance score, 224x288 (the teacher: the anchored model's own pseudo-label "
-                                    "term; no training)", teacher, pairs, 0.0, train_seconds=0.0))
+            if not have_teacher:
+                table.append(_summarise("distance score, 224x288 (the teacher: the anchored model's own "
+                                        "pseudo-label term; no training)", teacher, pairs, 0.0, train_seconds=0.0))
+                have_teacher = True
         else:
             full = score_paths(res.model, test_paths, device="cpu", num_workers=args.workers, progress=False).as_dict()
+        epoch_s = [r["seconds"] for r in res.history if "seconds" in r]
         table.append(_summarise(name, full, pairs, time.perf_counter() - t0, train_seconds=round(t_train, 1),
-                                kept_epoch=res.kept_epoch, warnings=res.warnings, history=res.history))
+                                s_per_epoch=round(sum(epoch_s) / max(1, len(epoch_s)), 1),
+                                kept_epoch=res.kept_epoch, warnings=res.warnings, history=res.history,
+                                train_config=tc.to_dict(), train_from=mc.train_from))
         print(f"{name}: {table[-1]['accuracy']:.3f} in {t_train:.0f} s (kept epoch {res.kept_epoch})", flush=True)
-        if mc.head == "anchored" and args.speed_images:
+        if mc.head == "anchored" and args.score_bf16 and (name.startswith("new default") or tc.amp == "bf16"):
+            t0 = time.perf_counter()
+            full16, _ = _score_both(res.model, test_paths, args.workers, bf16=True)
+            diff = max(abs(full16[k] - full[k]) for k in full)
+            table.append(_summarise(name + ", scored with bf16 autocast", full16, pairs, time.perf_counter() - t0,
+                                    max_abs_score_diff=round(diff, 5)))
+            print(f"  scored in bf16: {table[-1]['accuracy']:.3f} (largest score change {diff:.4f})", flush=True)
+        if mc.head == "anchored" and args.speed_images and not speed:
             speed = _score_speed(res.model, dev.pair_images[: args.speed_images])
+            if args.score_bf16:
+                speed = {"fp32": speed, "bf16": _score_speed(res.model, dev.pair_images[: args.speed_images],
+                                                             amp="bf16")}
     return table, {"label_seconds": round(t_labels, 1), "score_speed": speed}
 
 
@@ -176,6 +232,11 @@ def main(argv=None) -> int:
     ap.add_argument("--tag", default=None)
     ap.add_argument("--new-default", action="append", metavar="KEY=VALUE",
                     help="before-after: override a training setting of the new default (repeatable), e.g. epochs=6")
+    ap.add_argument("--variant", action="append", metavar="LABEL:KEY=VALUE;KEY=VALUE",
+                    help="before-after: an extra row, the new default but for these settings (repeatable), e.g. "
+                    "'bf16:amp=bf16' or 'crop:train_crop=112x144'")
+    ap.add_argument("--score-bf16", action="store_true",
+                    help="before-after: also score each trained model with bfloat16 autocast on the CPU")
     ap.add_argument("--skip-previous", action="store_true", help="before-after: leave out the previous default")
     ap.add_argument("--speed-images", type=int, default=256, help="before-after: images of the score-speed check")
     ap.add_argument("--n-train", type=int, default=0, help="before-after: first N training images only (quick check)")
