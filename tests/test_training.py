@@ -338,6 +338,20 @@ def test_train_crop_and_amp_settings_are_validated(tmp_path):
         train(paths, labels, config=_cfg(train_crop=(64, 64)), model_config=ModelConfig(image_size=SIZE),
               run_dir=tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
+    # the same through the command line: one clear error, nothing written
+    labels_csv = tmp_path / "labels.csv"
+    labels_csv.write_text("path,pseudo_label\n" + "".join(f"{p},{q}\n" for p, q in zip(paths, labels)))
+    args = ["train", "--labels", str(labels_csv), "--head", "paper", "--image-size", str(SIZE[0]), str(SIZE[1]),
+            "--quiet", "--out", str(tmp_path / "cli")]
+    assert main(args + ["--train-crop", "64", "64"]) != 0
+    from crl_uiqa.cli import build_parser
+    from crl_uiqa.commands._common import training_configs
+
+    tc, _ = training_configs(build_parser().parse_args(args + ["--train-crop", "32", "40", "--amp", "bf16"]))
+    assert tc.train_crop == (32, 40) and tc.amp == "bf16"
+    tc, _ = training_configs(build_parser().parse_args(args))
+    assert tc.train_crop is None and tc.amp is True  # the defaults: whole frames, bfloat16 on CUDA only
+    assert not (tmp_path / "cli" / "model.safetensors").exists()
 
 
 def test_autocast_setting_per_device():
