@@ -399,3 +399,9 @@ def test_bf16_autocast_on_the_cpu_trains_and_scores_close_to_fp32(tmp_path, sono
     assert s16.scores.dtype == np.float64
     # bfloat16 keeps 8 bits of mantissa: scores agree to about 1 % of their spread, not exactly
     assert np.allclose(s16.scores, s32.scores, atol=0.05 * max(np.ptp(s32.scores), 1e-3) + 1e-3)
+    # the score command's --amp bf16 gives the same bfloat16 scores
+    save_model(res.model, tmp_path / "run")
+    assert main(["score", "--model", str(tmp_path / "run"), "--images", *paths, "--out", str(tmp_path / "s.csv"),
+                 "--amp", "bf16", "--device", "cpu", "--workers", "0", "--quiet"]) == 0
+    rows = [line.split(",") for line in (tmp_path / "s.csv").read_text().splitlines()[1:]]
+    assert np.allclose([float(r[1]) for r in rows], s16.scores, atol=1e-6)
