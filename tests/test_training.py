@@ -405,3 +405,31 @@ def test_bf16_autocast_on_the_cpu_trains_and_scores_close_to_fp32(tmp_path, sono
                  "--amp", "bf16", "--device", "cpu", "--workers", "0", "--quiet"]) == 0
     rows = [line.split(",") for line in (tmp_path / "s.csv").read_text().splitlines()[1:]]
     assert np.allclose([float(r[1]) for r in rows], s16.scores, atol=1e-6)
+
+
+def test_validation_views_cover_min_val_pairs_and_are_fixed():
+    """Small pools get several fixed corrupted views per validation image; large ones keep one (as before)."""
+    from crl_uiqa.training import _fixed_strong_views, validation_views_per_image
+    from crl_uiqa.views import StrongViews
+
+    assert [validation_views_per_image(n, 200) for n in (0, 1, 6, 113, 200, 500)] == [0, 200, 34, 2, 1, 1]
+    assert validation_views_per_image(6, 0) == 1
+    val = (torch.rand(6, 1, *SIZE, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
+    sv = StrongViews()
+    many = _fixed_strong_views(val, sv, seed=3, min_pairs=200)
+    assert many.shape == (6 * 34, 1, *SIZE) and many.dtype == torch.uint8
+    assert torch.equal(many, _fixed_strong_views(val, sv, seed=3, min_pairs=200))  # drawn the same every time
+    assert torch.equal(many[:6], _fixed_strong_views(val, sv, seed=3))  # view 0 = the single-view draw
+    assert not torch.equal(many[:6], many[6:12])  # later views are other corruptions
+    assert not torch.equal(many, _fixed_strong_views(val, sv, seed=4, min_pairs=200))
+
+
+def test_min_val_pairs_sets_the_pairs_the_criterion_counts(tmp_path, sononet16_path):
+    paths, labels = _images(tmp_path, n=12)
+    res = train(paths, labels, config=_cfg(epochs=1, min_val_pairs=20), model_config=ModelConfig(image_size=SIZE),
+                weights=sononet16_path, num_workers=0, progress=False)
+    assert len(res.val_paths) == 3  # 12 x 0.25
+    assert [r["val_strong_pairs"] for r in res.history] == [21, 21]  # ceil(20 / 3) = 7 views of each of 3 images
+    assert all(0 <= r["val_strong_accuracy"] <= 1 for r in res.history)
+    with pytest.raises(ValueError, match="min_val_pairs"):
+        TrainConfig(min_val_pairs=-1)

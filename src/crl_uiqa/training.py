@@ -70,6 +70,7 @@ class TrainConfig:
     select: str = "last"  # last (paper) | best: keep the epoch with the best label-free validation criterion
     min_steps: int = 0  # raise the epochs until the run makes at least this many SGD steps (small pools)
     train_crop: tuple[int, int] | None = None  # train on random (H, W) crops of the frames (see train())
+    min_val_pairs: int = 0  # fixed corrupted views per validation image until the criterion has this many pairs
 
     def __post_init__(self) -> None:
         """Refuse an invalid setting now, before any work (one :class:`~crl_uiqa.errors.ConfigError`)."""
@@ -113,6 +114,7 @@ class TrainConfig:
             self.train_crop = v.image_size(f("train_crop"), self.train_crop, minimum=1)
         v.choice(f("select"), self.select, ("last", "best"))
         v.integer(f("min_steps"), self.min_steps, minimum=0)
+        v.integer(f("min_val_pairs"), self.min_val_pairs, minimum=0)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -136,9 +138,10 @@ class TrainConfig:
 # The defaults of the commands and of CRLUIQA, and the paper's settings (``--paper``); TrainConfig and
 # ModelConfig keep the paper's values field by field. Evidence for each change: README "method here".
 DEFAULT_SETTINGS = {"train": {"epochs": 6, "lr": 0.5, "strong_views": "ultrasound", "select": "best",
-                              "min_steps": 60},
+                              "min_steps": 60, "min_val_pairs": 100},
                     "model": {"head": "anchored", "train_from": "head", "anchor": {"intensity_stats": True}}}
-PAPER_SETTINGS = {"train": {"epochs": 35, "lr": 1e-3, "strong_views": "paper", "select": "last", "min_steps": 0},
+PAPER_SETTINGS = {"train": {"epochs": 35, "lr": 1e-3, "strong_views": "paper", "select": "last", "min_steps": 0,
+                            "min_val_pairs": 0},
                   "model": {"head": "paper", "train_from": "block1"}}
 
 
@@ -153,7 +156,7 @@ def settings(paper: bool = False) -> tuple[dict, dict]:
 # the settings that must not change when a run is resumed
 _RESUME_KEYS = ("batch_size", "lr", "momentum", "weight_decay", "lr_schedule", "final_lr_fraction", "alpha", "theta",
                 "beta", "consistency", "relativity", "strong_views", "degree_range", "margin_scale", "max_rotation",
-                "val_fraction", "seed", "select", "min_steps", "train_crop")
+                "val_fraction", "seed", "select", "min_steps", "train_crop", "min_val_pairs")
 
 
 @dataclass
@@ -172,8 +175,16 @@ def selection_criterion(row: dict) -> float:
     """The label-free validation criterion that picks the epoch kept with ``select="best"``.
 
     The validation strong-view accuracy: does the model rank each held-out
-    clean image above a fixed corruption of it (drawn once from the training
-    families)? The validation SRCC with the pseudo-labels when that was not
+    clean image above fixed corruptions of it (drawn once from the training
+    families and degrees)? ``TrainConfig.min_val_pairs`` sets how many pairs it
+    counts: each validation image gets ``ceil(min_val_pairs / n_val)`` views,
+    so a small pool (6 validation images of 40) is judged on 102 pairs (17
+    views each), not on 6 that the teacher already ranked all right before
+    training (BENCHMARKS.md "A pool of 40 images"). The default, 100 pairs,
+    makes one pair worth at most 0.01 of the criterion, the step by which
+    the epochs of the 754-image run differed; a pool with at least 100
+    validation images (about 667 images at the default ``val_fraction``)
+    keeps one view each, exactly the views it got before. The validation SRCC with the pseudo-labels when that was not
     measured; NaN when neither was. Needs no quality label. (The mean of
     the two, tried first, kept the teacher on the dev protocol although the
     last epoch was 0.044 better: any correction lowers the SRCC with the
@@ -306,13 +317,38 @@ def predict_cache(model: QualityModel, cache: torch.Tensor, device, batch_size: 
     return torch.cat(out).numpy().astype(np.float64)
 
 
-def _fixed_strong_views(val_cache: torch.Tensor | None, strong: StrongViews, seed: int) -> torch.Tensor | None:
-    """One fixed corruption of each validation image (uint8), drawn once and reused every epoch."""
+def validation_views_per_image(n_val: int, min_pairs: int) -> int:
+    """Fixed corrupted views of each validation image: ``max(1, ceil(min_pairs / n_val))``.
+
+    Enough that the clean-over-corrupted criterion counts at least
+    ``min_pairs`` pairs (one view each when there are that many validation
+    images already); 0 without validation images.
+    """
+    if n_val <= 0:
+        return 0
+    return max(1, math.ceil(min_pairs / n_val))
+
+
+def _fixed_strong_views(val_cache: torch.Tensor | None, strong: StrongViews, seed: int,
+                        min_pairs: int = 0) -> torch.Tensor | None:
+    """Fixed corruptions of the validation images (uint8), drawn once and reused every epoch.
+
+    :func:`validation_views_per_image` views of each image, drawn view by view
+    from one generator seeded with ``10_000 + seed`` (a family and a degree per
+    image and view, from the training's strong-view distribution): rows
+    ``[k * n_val, (k + 1) * n_val)`` are view ``k`` of every image. The first
+    view is the one a single-view run draws, so a pool with at least
+    ``min_pairs`` validation images gets exactly the views it got before.
+    """
     if val_cache is None or val_cache.shape[0] == 0:
         return None
     g = torch.Generator().manual_seed(10_000 + seed)
-    xs, _ = strong(val_cache.float().div(255.0), generator=g)
-    return (xs * 255).round().to(torch.uint8)
+    x = val_cache.float().div(255.0)
+    views = []
+    for _ in range(validation_views_per_image(x.shape[0], min_pairs)):
+        xs, _ = strong(x, generator=g)
+        views.append((xs * 255).round().to(torch.uint8))
+    return torch.cat(views)
 
 
 def _val_metrics(model, val_cache, val_q, device, strong_cache: torch.Tensor | None, amp: bool,
@@ -329,9 +365,10 @@ def _val_metrics(model, val_cache, val_q, device, strong_cache: torch.Tensor | N
         m["val_srcc"] = float(stats.spearmanr(p, val_q).statistic)
     else:
         m["val_srcc"] = float("nan")
-    if strong_cache is not None:  # does the model rank each clean image above a fixed corruption of it?
+    if strong_cache is not None:  # does the model rank each clean image above its fixed corruptions?
         ps = predict_cache(model, strong_cache, device, amp=amp)
-        m["val_strong_accuracy"] = float(pair_outcomes(p, ps).mean())
+        m["val_strong_accuracy"] = float(pair_outcomes(np.tile(p, ps.size // p.size), ps).mean())
+        m["val_strong_pairs"] = int(ps.size)
     if val_pairs is not None:
         cache_b, cache_w = val_pairs
         pb = predict_cache(model, cache_b, device, amp=amp)
@@ -475,7 +512,10 @@ def train(
 
     strong = StrongViews(parse_strong_views(cfg.strong_views), tuple(cfg.degree_range), cfg.margin_scale,
                          dict(cfg.calibration)) if cfg.relativity else None
-    va_strong = _fixed_strong_views(va_cache, strong or StrongViews(), cfg.seed)
+    va_strong = _fixed_strong_views(va_cache, strong or StrongViews(), cfg.seed, cfg.min_val_pairs)
+    if va_strong is not None and va_strong.shape[0] > va_cache.shape[0]:
+        log.info("%d validation images: %d fixed corrupted views each, %d clean-over-corrupted pairs (min_val_pairs)",
+                 va_cache.shape[0], va_strong.shape[0] // va_cache.shape[0], va_strong.shape[0])
     weights_ = LossWeights(cfg.alpha, cfg.theta, cfg.beta)
     n = tr_cache.shape[0]
     steps = math.ceil(n / cfg.batch_size)

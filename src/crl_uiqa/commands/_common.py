@@ -147,6 +147,10 @@ def add_training(parser: argparse.ArgumentParser, calibrate_margins: bool = Fals
                    help="epoch kept: best by the label-free validation criterion (default) or last (paper)")
     g.add_argument("--min-steps", type=int, default=None,
                    help="raise --epochs until the run makes at least this many SGD steps (small image pools)")
+    g.add_argument("--min-val-pairs", type=int, default=None,
+                   help="corrupted views of each validation image until the epoch-selection criterion counts at "
+                   "least this many clean-over-corrupted pairs (default 100: a small pool gets several views per "
+                   "image; 0 = one view each)")
     g.add_argument("--paper", action="store_true",
                    help="the paper's co-learning settings for every option not given: head paper trained end to end "
                    "from block1, lr 1e-3, 35 epochs, blur strong views, last epoch kept")
@@ -182,7 +186,7 @@ def training_configs(args):
 
     t_over, m_over = settings(paper=args.paper)
     given = {"epochs": args.epochs, "lr": args.lr, "strong_views": args.strong_views, "select": args.select,
-             "min_steps": args.min_steps}
+             "min_steps": args.min_steps, "min_val_pairs": args.min_val_pairs}
     if getattr(args, "train_crop", None) is not None:
         given["train_crop"] = tuple(args.train_crop)
     if getattr(args, "amp", None) is not None:

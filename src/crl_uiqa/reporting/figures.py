@@ -36,7 +36,8 @@ BEST_COLOR = "#d62728"
 #: colour of additional picked frames
 PICK_COLOR = "#ff7f0e"
 #: history keys that are bookkeeping, not losses, in :func:`training_curves`
-BOOKKEEPING_KEYS = frozenset({"epoch", "step", "steps", "lr", "learning_rate", "time", "seconds", "elapsed"})
+BOOKKEEPING_KEYS = frozenset({"epoch", "step", "steps", "lr", "learning_rate", "time", "seconds", "elapsed",
+                              "val_strong_pairs"})
 #: most frames per row in :func:`ranked_strip`
 STRIP_COLUMNS = 8
 
