@@ -18,7 +18,7 @@ the seconds of ``fit`` (pseudo-labels + training).
 Usage::
 
     python benchmarks/small_pool.py [--pools 4] [--pool-size 40] [--n-references 10] \
-        [--variant ""] [--variant "min_val_pairs=0"] [--tag NAME] [--workers 1]
+        [--variant ""] [--variant "min_val_pairs=0"] [--only I] [--tag NAME] [--workers 1]
 
 ``--variant`` (repeatable) is a comma list of training settings over the
 defaults (``crl_uiqa.training.settings()``); ``""`` is the defaults.
@@ -61,6 +61,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--hc18", default=None)
     ap.add_argument("--pools", type=int, default=4)
+    ap.add_argument("--only", type=int, action="append", default=None, metavar="I",
+                    help="run pool I only (repeatable; the pools stay the same slices)")
     ap.add_argument("--pool-size", type=int, default=40)
     ap.add_argument("--n-references", type=int, default=10)
     ap.add_argument("--variant", action="append", default=None, metavar="KEY=VALUE,...",
@@ -79,12 +81,14 @@ def main(argv=None) -> int:
     if args.pools * args.pool_size > len(dev.train) or args.pools * args.n_references > len(dev.references):
         raise SystemExit(f"{args.pools} disjoint pools of {args.pool_size} images and {args.n_references} references "
                          f"do not fit in {len(dev.train)} training images and {len(dev.references)} references")
+    if args.only is not None and not all(0 <= i < args.pools for i in args.only):
+        raise SystemExit(f"--only: pool indices run from 0 to {args.pools - 1}")
     _, pairs = align({}, read_pairs(dev.pairs_csv), pairs_root=dev.out_dir)
     test_paths = sorted({p for pr in pairs for p in pr[:2]})
     variants = args.variant if args.variant is not None else [""]
     rows = []
     t_all = time.perf_counter()
-    for i in range(args.pools):
+    for i in args.only if args.only is not None else range(args.pools):
         pool = dev.train[i * args.pool_size:(i + 1) * args.pool_size]
         refs = dev.references[i * args.n_references:(i + 1) * args.n_references]
         for spec in variants:
