@@ -90,3 +90,23 @@ def test_demo_settings_refused_before_any_work(tmp_path):
 
     assert {k: t[k] for k in settings()[0]} == settings()[0]
     assert m["head"] == "anchored" and m["anchor"]["layer"] == "adaptation" and m["image_size"] == (112, 144)
+
+
+def test_views_figure_accepts_a_resize_that_overshoots_one():
+    """Antialiased resizing of a sharp 0/1 image overshoots 1 by a rounding error; the corruptions refuse values
+    outside [0, 1], so the report's Fig. 2 crashed on such a frame (found with the anchored head at 224x288)."""
+    import numpy as np
+    import torch
+
+    from crl_uiqa.demo import _views_figure
+    from crl_uiqa.io import to_tensor
+
+    img = (np.random.default_rng(0).random((256, 320)) > 0.5).astype(np.float32)
+    assert float(to_tensor(img, (224, 288)).max()) > 1.0  # the case this test is about
+
+    class Mean(torch.nn.Module):
+        def forward(self, x):
+            return x.mean(dim=(1, 2, 3))
+
+    fig, caption = _views_figure(Mean(), img, (224, 288))
+    assert "Source score" in caption
