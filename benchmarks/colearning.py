@@ -20,6 +20,7 @@ score (the teacher), the previous default (the paper's head and schedule at
 pseudo-labels, with the CPU training time, the epoch kept, and the speed of
 ``score`` for the new default model against its bare forward rate.
 ``--skip-previous`` leaves the previous default out (its row is then cited).
+``--new-default key=value`` (repeatable) changes a setting of the new default row itself.
 ``--variant "LABEL:key=value;key=value"`` (repeatable) adds a row trained like
 the new default but for the settings given (TrainConfig or ModelConfig keys,
 e.g. ``amp=bf16``, ``train_crop=112x144``, ``train_from=block4``), on the same
@@ -162,8 +163,8 @@ def before_after(dev, args, out: Path) -> tuple[list[dict], dict]:
     runs = []
     t_o, m_o = settings()
     for kv in args.new_default or []:  # e.g. --new-default epochs=6: a measured alternative to the default
-        key, _, val = kv.partition("=")
-        t_o = {**t_o, key: type(t_o[key])(val) if key in t_o else float(val)}
+        _, t_v, m_v = _parse_variant("new default:" + kv.replace(",", ";"))
+        t_o, m_o = {**t_o, **t_v}, {**m_o, **m_v}
 
     def anchored_model_config(m):
         return ModelConfig(image_size=(224, 288), **{**m, "anchor": {**m.get("anchor", {}), "k": args.k,
