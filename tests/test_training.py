@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from crl_uiqa.cli import main
+from crl_uiqa.errors import ConfigError
 from crl_uiqa.io import write_gray_png
 from crl_uiqa.model import ModelConfig, build_model
 from crl_uiqa.scoring import score_paths
@@ -266,13 +267,45 @@ def test_lr0_anchored_run_keeps_the_teacher_and_warns(tmp_path, sononet16_path, 
     labels_csv = tmp_path / "labels.csv"
     pl.to_csv(labels_csv)
     args = ["train", "--labels", str(labels_csv), "--references", *refs, "--k", "2", "--lr", "1e-12",
-            "--epochs", "2", "--min-steps", "0", "--batch-size", "4", "--image-size", str(SIZE[0]), str(SIZE[1]),
-            "--weights", str(sononet16_path), "--workers", "0", "--quiet"]
+            "--epochs", "2", "--min-steps", "0", "--min-train-images", "0", "--batch-size", "4",
+            "--image-size", str(SIZE[0]), str(SIZE[1]), "--weights", str(sononet16_path), "--workers", "0", "--quiet"]
     capsys.readouterr()
     assert main(args + ["--out", str(tmp_path / "cli1")]) == 0
     out = capsys.readouterr()
     assert "did not learn" in out.err and "kept epoch 0" in out.out
     assert main(args + ["--out", str(tmp_path / "cli2"), "--strict"]) == 3
+
+
+def test_a_pool_below_min_train_images_keeps_the_teacher_untrained_and_says_so(tmp_path, sononet16_path, capsys):
+    """The anchored student of a tiny pool is its teacher, untrained, with a warning; min_train_images=0 trains."""
+    from crl_uiqa.pseudo_labels import label_images
+
+    paths, _ = _images(tmp_path, n=12)
+    refs = paths[-3:]
+    pl = label_images(paths, refs, k=2, weights=sononet16_path, size=SIZE, num_workers=0, progress=False)
+    mc = ModelConfig(image_size=SIZE, head="anchored", train_from="head", anchor={"k": 2})
+    kw = dict(model_config=mc, weights=sononet16_path, references=refs, num_workers=0, progress=False)
+    res = train(pl.paths, pl.labels.label, config=_cfg(epochs=2, lr=0.5, select="best", min_train_images=20),
+                run_dir=tmp_path / "run", **kw)
+    n_train = len(res.train_paths)
+    assert res.kept_epoch == 0 and [r["epoch"] for r in res.history] == [0]
+    assert res.warnings[0].startswith(f"only {n_train} training images (fewer than min_train_images = 20)")
+    s = score_paths(res.model, pl.paths, num_workers=0, progress=False)
+    assert np.allclose(s.scores, pl.labels.label, atol=2e-3)  # the teacher: the pseudo-labels themselves
+    trained = train(pl.paths, pl.labels.label, config=_cfg(epochs=2, lr=0.5, select="last", min_train_images=0), **kw)
+    assert [r["epoch"] for r in trained.history] == [0, 1, 2] and not any("min_train_images" in w
+                                                                        for w in trained.warnings)
+    # the command line's default (100) applies to fit/train, and --strict turns the warning into status 3
+    labels_csv = tmp_path / "labels.csv"
+    pl.to_csv(labels_csv)
+    args = ["train", "--labels", str(labels_csv), "--references", *refs, "--k", "2", "--batch-size", "4",
+            "--image-size", str(SIZE[0]), str(SIZE[1]), "--weights", str(sononet16_path), "--workers", "0", "--quiet"]
+    capsys.readouterr()
+    assert main(args + ["--out", str(tmp_path / "cli1")]) == 0
+    assert "fewer than min_train_images = 100" in capsys.readouterr().err
+    assert main(args + ["--out", str(tmp_path / "cli2"), "--strict"]) == 3
+    with pytest.raises(ConfigError, match="min_train_images"):
+        _cfg(min_train_images=-1)
 
 
 def test_train_command_without_references_uses_the_paper_head(tmp_path):

@@ -71,6 +71,7 @@ class TrainConfig:
     min_steps: int = 0  # raise the epochs until the run makes at least this many SGD steps (small pools)
     train_crop: tuple[int, int] | None = None  # train on random (H, W) crops of the frames (see train())
     min_val_pairs: int = 0  # fixed corrupted views per validation image until the criterion has this many pairs
+    min_train_images: int = 0  # anchored head: fewer training images than this keep the teacher, untrained (warns)
 
     def __post_init__(self) -> None:
         """Refuse an invalid setting now, before any work (one :class:`~crl_uiqa.errors.ConfigError`)."""
@@ -115,6 +116,7 @@ class TrainConfig:
         v.choice(f("select"), self.select, ("last", "best"))
         v.integer(f("min_steps"), self.min_steps, minimum=0)
         v.integer(f("min_val_pairs"), self.min_val_pairs, minimum=0)
+        v.integer(f("min_train_images"), self.min_train_images, minimum=0)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -138,9 +140,10 @@ class TrainConfig:
 # The defaults of the commands and of CRLUIQA, and the paper's settings (``--paper``); TrainConfig and
 # ModelConfig keep the paper's values field by field. Evidence for each change: README "method here".
 DEFAULT_SETTINGS = {"train": {"epochs": 6, "lr": 0.5, "strong_views": "ultrasound", "select": "best",
-                              "min_steps": 60, "min_val_pairs": 100},
+                              "min_steps": 60, "min_val_pairs": 100, "min_train_images": 100},
                     "model": {"head": "anchored", "train_from": "head", "anchor": {"intensity_stats": True}}}
 PAPER_SETTINGS = {"train": {"epochs": 35, "lr": 1e-3, "strong_views": "paper", "select": "last", "min_steps": 0,
+                            "min_train_images": 0,
                             "min_val_pairs": 0},
                   "model": {"head": "paper", "train_from": "block1"}}
 
@@ -156,7 +159,7 @@ def settings(paper: bool = False) -> tuple[dict, dict]:
 # the settings that must not change when a run is resumed
 _RESUME_KEYS = ("batch_size", "lr", "momentum", "weight_decay", "lr_schedule", "final_lr_fraction", "alpha", "theta",
                 "beta", "consistency", "relativity", "strong_views", "degree_range", "margin_scale", "max_rotation",
-                "val_fraction", "seed", "select", "min_steps", "train_crop", "min_val_pairs")
+                "val_fraction", "seed", "select", "min_steps", "train_crop", "min_val_pairs", "min_train_images")
 
 
 @dataclass
@@ -524,7 +527,14 @@ def train(
         epochs = math.ceil(cfg.min_steps / steps)
         log.info("%d training images make %d steps per epoch: %d epochs instead of %d to reach %d steps (min_steps)",
                  n, steps, epochs, cfg.epochs, cfg.min_steps)
-    sched = replace(cfg, epochs=epochs)
+    untrained = None  # the reason the anchored student keeps its teacher without training (min_train_images)
+    if mcfg.head == "anchored" and n < cfg.min_train_images:
+        untrained = (f"only {n} training images (fewer than min_train_images = {cfg.min_train_images}): the model is "
+                     "its teacher, the distance score, untrained — on pools of 34 images the co-learned correction "
+                     "lost to its teacher on the dev protocol on 2 of 3 measured pools (README, Known limits); "
+                     "--min-train-images 0 trains anyway")
+        epochs = 0
+    sched = replace(cfg, epochs=max(epochs, 1))
     meta_base = {"model_config": mcfg.to_dict(), "train_config": cfg.to_dict(), "inputs_sha256": digest,
                  **(extra_meta or {})}
     if run_dir is not None and history:  # history.csv may lag the checkpoint by one epoch after a kill
@@ -630,6 +640,8 @@ def train(
         log.warning("no validation images (val_fraction 0): keeping the last epoch")
     model.eval()
     warnings = diagnose_training(history, kept_epoch, lr=cfg.lr, steps=steps * epochs, n_train=n, head=mcfg.head)
+    if untrained:
+        warnings.insert(0, untrained)
     if cfg.select == "best" and kept_epoch is not None:
         log.info("kept epoch %d of %d (best validation criterion %.4f)", kept_epoch, epochs, best_crit)
     for w in warnings:

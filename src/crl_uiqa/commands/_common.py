@@ -151,6 +151,10 @@ def add_training(parser: argparse.ArgumentParser, calibrate_margins: bool = Fals
                    help="corrupted views of each validation image until the epoch-selection criterion counts at "
                    "least this many clean-over-corrupted pairs (default 100: a small pool gets several views per "
                    "image; 0 = one view each)")
+    g.add_argument("--min-train-images", type=int, default=None, metavar="N",
+                   help="anchored head: with fewer training images than N the model is its teacher, untrained, and "
+                   "the run says so (default 100: on 34-image pools co-learning lost to the teacher on 2 of 3; "
+                   "0 = always train)")
     g.add_argument("--paper", action="store_true",
                    help="the paper's co-learning settings for every option not given: head paper trained end to end "
                    "from block1, lr 1e-3, 35 epochs, blur strong views, last epoch kept")
@@ -186,7 +190,8 @@ def training_configs(args):
 
     t_over, m_over = settings(paper=args.paper)
     given = {"epochs": args.epochs, "lr": args.lr, "strong_views": args.strong_views, "select": args.select,
-             "min_steps": args.min_steps, "min_val_pairs": args.min_val_pairs}
+             "min_steps": args.min_steps, "min_val_pairs": args.min_val_pairs,
+             "min_train_images": args.min_train_images}
     if getattr(args, "train_crop", None) is not None:
         given["train_crop"] = tuple(args.train_crop)
     if getattr(args, "amp", None) is not None:
