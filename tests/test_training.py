@@ -466,3 +466,22 @@ def test_min_val_pairs_sets_the_pairs_the_criterion_counts(tmp_path, sononet16_p
     assert all(0 <= r["val_strong_accuracy"] <= 1 for r in res.history)
     with pytest.raises(ValueError, match="min_val_pairs"):
         TrainConfig(min_val_pairs=-1)
+
+
+def test_validation_views_draw_only_from_the_runs_families():
+    """A family held out of strong_views never reaches the kept-epoch criterion's fixed views (also with L_r off)."""
+    from crl_uiqa.corruptions import sample_strong_views
+    from crl_uiqa.training import _fixed_strong_views, strong_views_of
+    from crl_uiqa.views import StrongViews
+
+    held_in = ("gaussian_blur", "motion_blur", "low_resolution")
+    cache = (torch.rand(16, 1, 32, 40, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
+    for relativity in (True, False):
+        views = strong_views_of(TrainConfig(strong_views=",".join(held_in), relativity=relativity))
+        assert views.families == held_in
+        got = _fixed_strong_views(cache, views, seed=3)
+        assert torch.equal(got, _fixed_strong_views(cache, StrongViews(held_in), seed=3))
+        assert not torch.equal(got, _fixed_strong_views(cache, StrongViews(), seed=3))  # all 11 families differ
+    # the families the draw used (same generator as _fixed_strong_views) are all held in
+    _, fams, _ = sample_strong_views(cache.float() / 255, held_in, generator=torch.Generator().manual_seed(10_003))
+    assert set(fams) <= set(held_in) and len(set(fams)) > 1

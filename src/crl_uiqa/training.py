@@ -320,6 +320,18 @@ def predict_cache(model: QualityModel, cache: torch.Tensor, device, batch_size: 
     return torch.cat(out).numpy().astype(np.float64)
 
 
+def strong_views_of(cfg: TrainConfig) -> StrongViews:
+    """The strong views of a run: its families (``cfg.strong_views``), degree range, margins.
+
+    The training views (with relativity) and the fixed validation views of
+    the kept-epoch criterion both come from here, so a family left out of
+    ``strong_views`` (e.g. held out to test generalisation) is never seen,
+    not even by the criterion that picks the epoch, also when relativity is off.
+    """
+    return StrongViews(parse_strong_views(cfg.strong_views), tuple(cfg.degree_range), cfg.margin_scale,
+                       dict(cfg.calibration))
+
+
 def validation_views_per_image(n_val: int, min_pairs: int) -> int:
     """Fixed corrupted views of each validation image: ``max(1, ceil(min_pairs / n_val))``.
 
@@ -513,9 +525,9 @@ def train(
             raise ValueError("some validation-pair images cannot be read")
         vp_cache = (b_cache, w_cache)
 
-    strong = StrongViews(parse_strong_views(cfg.strong_views), tuple(cfg.degree_range), cfg.margin_scale,
-                         dict(cfg.calibration)) if cfg.relativity else None
-    va_strong = _fixed_strong_views(va_cache, strong or StrongViews(), cfg.seed, cfg.min_val_pairs)
+    views = strong_views_of(cfg)  # the run's families only, also for the validation views and without L_r
+    strong = views if cfg.relativity else None
+    va_strong = _fixed_strong_views(va_cache, views, cfg.seed, cfg.min_val_pairs)
     if va_strong is not None and va_strong.shape[0] > va_cache.shape[0]:
         log.info("%d validation images: %d fixed corrupted views each, %d clean-over-corrupted pairs (min_val_pairs)",
                  va_cache.shape[0], va_strong.shape[0] // va_cache.shape[0], va_strong.shape[0])
