@@ -139,13 +139,46 @@ def _parse_variant(spec: str) -> tuple[str, dict, dict]:
     return label, t_v, m_v
 
 
+def label_pool(dev, *, k: int = 5, layer: str = "block4", workers=1, n_train: int = 0):
+    """Pseudo-labels of the dev protocol's training pool (first ``n_train`` images when > 0).
+
+    Returns (``crl_uiqa.pseudo_labels.label_images`` result, the label map (Yeo-Johnson lambda, min, max)
+    the anchored head reuses, seconds).
+    """
+    from crl_uiqa.pseudo_labels import label_images
+
+    t0 = time.perf_counter()
+    li = label_images(dev.train[: n_train or None], dev.references, k=k, layer=layer, device="cpu",
+                      num_workers=workers, progress=False)
+    pl = li.labels
+    return li, (pl.lmbda, float(pl.smoothed.min()), float(pl.smoothed.max())), time.perf_counter() - t0
+
+
+def default_run(*, k: int = 5, layer: str = "block4", overrides=(), **train_overrides):
+    """(name, TrainConfig, ModelConfig) of the current default (``crl_uiqa.training.settings()``) at 224x288.
+
+    ``overrides``: ``KEY=VALUE`` strings (``--new-default``); ``train_overrides``: TrainConfig fields
+    (e.g. ``strong_views=...``), applied last.
+    """
+    from crl_uiqa.model import ModelConfig
+    from crl_uiqa.training import TrainConfig, settings
+
+    t_o, m_o = settings()
+    for kv in overrides or []:  # e.g. --new-default epochs=6: a measured alternative to the default
+        key, _, val = kv.partition("=")
+        t_o = {**t_o, key: type(t_o[key])(val) if key in t_o else float(val)}
+    t_o = {**t_o, **train_overrides}
+    name = f"new default: {m_o['head']} head, lr {t_o['lr']:g}, {t_o['epochs']} epochs, 224x288"
+    return name, TrainConfig(**t_o), ModelConfig(image_size=(224, 288), **{**m_o, "anchor": {
+        **m_o.get("anchor", {}), "k": k, "layer": layer, "smoothing": True}})
+
+
 def before_after(dev, args, out: Path) -> tuple[list[dict], dict]:
     """Distance score, previous default, new default on the dev protocol (see the module docstring)."""
     from dataclasses import replace
 
     from crl_uiqa.evaluation import align, read_pairs
     from crl_uiqa.model import ModelConfig
-    from crl_uiqa.pseudo_labels import label_images
     from crl_uiqa.scoring import score_paths
     from crl_uiqa.training import TrainConfig, settings, train
 
@@ -154,12 +187,8 @@ def before_after(dev, args, out: Path) -> tuple[list[dict], dict]:
         keep = {Path(p).name for p in dev.test[: args.n_test]}
         pairs = [pr for pr in pairs if Path(pr[0]).name in keep]
     test_paths = sorted({p for pr in pairs for p in pr[:2]})
-    t0 = time.perf_counter()
-    li = label_images(dev.train[: args.n_train or None], dev.references, k=args.k, layer=args.layer, device="cpu", num_workers=args.workers,
-                      progress=False)
-    t_labels = time.perf_counter() - t0
+    li, transform, t_labels = label_pool(dev, k=args.k, layer=args.layer, workers=args.workers, n_train=args.n_train)
     pl = li.labels
-    transform = (pl.lmbda, float(pl.smoothed.min()), float(pl.smoothed.max()))
     runs = []
     t_o, m_o = settings()
     for kv in args.new_default or []:  # e.g. --new-default epochs=6: a measured alternative to the default
