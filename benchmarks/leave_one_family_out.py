@@ -117,6 +117,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "occlusion": ("shadow", "partial_fov"),
 }
 BASELINE_METHODS = ("niqe-ref", "niqe", "brisque")
+ALL_RUN = "all 11 families"
 
 
 def _log(msg: str) -> None:
@@ -336,10 +337,12 @@ def run_default_mode(args, argv, dev, families, t0) -> int:
     _log("pseudo-labels of the training pool")
     li, transform, t_labels = label_pool(dev, k=args.k, layer=args.layer, workers=args.workers,
                                          n_train=args.limit_train or 0)
-    runs = [("all 11 families", "ultrasound", tuple(ULTRASOUND_FAMILIES))]
+    runs = []  # the held-out groups first (the result), the all-families reference last
     for g in groups:
         kept = tuple(f for f in ULTRASOUND_FAMILIES if f not in GROUPS[g])
         runs.append((f"without {g}", ",".join(kept), GROUPS[g]))
+    if not args.skip_all:
+        runs.append((ALL_RUN, "ultrasound", tuple(ULTRASOUND_FAMILIES)))
 
     model_rows, fam_scores, teacher = [], {}, {}
     dev_rows = []
@@ -349,15 +352,21 @@ def run_default_mode(args, argv, dev, families, t0) -> int:
         slug = "_".join("".join(c if c.isalnum() else " " for c in name).split())
         model, history, kept_epoch, warnings, secs = _train_or_reuse(name, tc, mc, li, transform, dev,
                                                                      out_runs / slug, args)
-        fams = list(ULTRASOUND_FAMILIES) if name.startswith("all") else list(held_out)
+        # the teacher term is the same in every run (frozen trunk, same references and label map): the
+        # first run scores it on every family
+        fams = list(ULTRASOUND_FAMILIES) if name == ALL_RUN or not teacher else list(held_out)
         _log(f"{name}: scoring the pairs of {', '.join(fams)}")
         full, q0 = _score_both(model, sorted(set(clean) | set(paths_of(fams))), args.workers)
         fam_scores[name] = full
-        if name.startswith("all"):
+        if not teacher:
             teacher = q0
+        else:
+            drift = max(abs(q0[p] - teacher[p]) for p in clean)
+            if drift > 1e-4:
+                raise RuntimeError(f"{name}: its teacher term differs from the first run's by {drift:.2g}")
         tau = stats.kendalltau([full[p] for p in clean], [q0[p] for p in clean])
         crit = {int(r["epoch"]): r.get("criterion") for r in history}
-        row = {"run": name, "strong_views": views, "held_out": [] if name.startswith("all") else list(held_out),
+        row = {"run": name, "strong_views": views, "held_out": [] if name == ALL_RUN else list(held_out),
                "train_seconds": secs, "kept_epoch": kept_epoch, "criterion_kept": crit.get(kept_epoch),
                "criterion_epoch0": crit.get(0), "warnings": warnings, "tau": float(tau.statistic),
                "tau_p": float(tau.pvalue), "score_std_clean": float(np.std([full[p] for p in clean])),
@@ -366,7 +375,7 @@ def run_default_mode(args, argv, dev, families, t0) -> int:
             _log(f"{name}: scoring the {len(dev_paths)} dev-protocol images")
             t1 = time.perf_counter()
             dfull, dq0 = _score_both(model, dev_paths, args.workers)
-            if name.startswith("all"):
+            if not dev_rows:
                 dev_rows.append(_summarise("teacher (distance score 224x288, epoch 0)", dq0, dev_pairs, 0.0))
             dev_rows.append(_summarise(f"default, {name}", dfull, dev_pairs, time.perf_counter() - t1))
         model_rows.append(row)
@@ -389,13 +398,14 @@ def run_default_mode(args, argv, dev, families, t0) -> int:
     for g in groups:
         for f in GROUPS[g]:
             r = {"group": g, "family": f, "teacher": _acc(teacher, pairs, [f])["accuracy"],
-                 "all_families": by_run["all 11 families"]["lofo"].get(f"acc_{f}"),
+                 "all_families": by_run[ALL_RUN]["lofo"].get(f"acc_{f}") if ALL_RUN in by_run else None,
                  "held_out": by_run[f"without {g}"]["lofo"].get(f"acc_{f}")}
             for b in baseline_rows:
                 r[b["method"]] = b.get(f"acc_{f}")
             fam_rows.append(r)
     cols = ["teacher", "all_families", "held_out", *[b["method"] for b in baseline_rows]]
-    mean = {c: float(np.mean([r[c] for r in fam_rows if r.get(c) is not None])) for c in cols}
+    mean = {c: (float(np.mean([r[c] for r in fam_rows])) if all(r.get(c) is not None for r in fam_rows) else None)
+            for c in cols}
     meta = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
@@ -497,6 +507,8 @@ def main(argv=None) -> int:
                     help="--mode default: override a training setting of the default (as colearning.py)")
     ap.add_argument("--skip-dev", action="store_true", help="--mode default: no dev-protocol evaluation")
     ap.add_argument("--skip-baselines", action="store_true", help="--mode default: no niqe-ref/NIQE/BRISQUE")
+    ap.add_argument("--skip-all", action="store_true",
+                    help="--mode default: no all-families reference run")
     ap.add_argument("--retrain", action="store_true", help="--mode default: train anew even when a run is finished")
     args = ap.parse_args(argv)
 
