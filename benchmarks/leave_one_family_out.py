@@ -370,7 +370,7 @@ def run_default_mode(args, argv, dev, families, t0) -> int:
                "train_seconds": secs, "kept_epoch": kept_epoch, "criterion_kept": crit.get(kept_epoch),
                "criterion_epoch0": crit.get(0), "warnings": warnings, "tau": float(tau.statistic),
                "tau_p": float(tau.pvalue), "score_std_clean": float(np.std([full[p] for p in clean])),
-               "lofo": _acc(full, pairs, fams)}
+               "lofo": _acc(full, pairs, list(held_out))}  # the group held out (all 11 for ALL_RUN)
         if not args.skip_dev:
             _log(f"{name}: scoring the {len(dev_paths)} dev-protocol images")
             t1 = time.perf_counter()
@@ -379,7 +379,7 @@ def run_default_mode(args, argv, dev, families, t0) -> int:
                 dev_rows.append(_summarise("teacher (distance score 224x288, epoch 0)", dq0, dev_pairs, 0.0))
             dev_rows.append(_summarise(f"default, {name}", dfull, dev_pairs, time.perf_counter() - t1))
         model_rows.append(row)
-        _log(f"{name}: kept epoch {kept_epoch}, accuracy on {', '.join(fams)} {row['lofo']['accuracy']:.3f}"
+        _log(f"{name}: kept epoch {kept_epoch}, accuracy on {', '.join(held_out)} {row['lofo']['accuracy']:.3f}"
              + (f", dev protocol {dev_rows[-1]['accuracy']:.3f}" if dev_rows else ""))
         del model
     for r in dev_rows:
