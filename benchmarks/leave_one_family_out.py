@@ -296,6 +296,20 @@ def _train_or_reuse(name, tc, mc, li, transform, dev, run_dir: Path, args) -> tu
     return res.model, res.history, res.kept_epoch, res.warnings, secs
 
 
+def _scores_cached(model, paths: list[str], workers, cache_file: Path) -> tuple[dict, dict]:
+    """(model score, teacher term) of ``paths``, reusing the run folder's cache (scores of a finished run)."""
+    from colearning import _score_both
+    from crl_uiqa.files import write_json
+
+    cache = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
+    todo = [p for p in paths if p not in cache]
+    if todo:
+        full, q0 = _score_both(model, todo, workers)
+        cache.update({p: [full[p], q0[p]] for p in full})
+        write_json(cache_file, cache)
+    return {p: cache[p][0] for p in paths}, {p: cache[p][1] for p in paths}
+
+
 def run_default_mode(args, argv, dev, families, t0) -> int:
     """Train the current default with whole groups held out; evaluate (see the module docstring)."""
     import subprocess
@@ -303,11 +317,11 @@ def run_default_mode(args, argv, dev, families, t0) -> int:
     import torch
     from scipy import stats
 
-    from colearning import _score_both, _summarise, default_run, label_pool
+    from colearning import _summarise, default_run, label_pool
     from crl_uiqa.compare import compare_methods
     from crl_uiqa.corruptions import ULTRASOUND_FAMILIES
     from crl_uiqa.evaluation import align, read_pairs
-    from crl_uiqa.files import write_json, write_text
+    from crl_uiqa.files import write_csv, write_json, write_text
     from dev_protocol import MAIN_TYPES
 
     load_start = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
@@ -353,10 +367,12 @@ def run_default_mode(args, argv, dev, families, t0) -> int:
         model, history, kept_epoch, warnings, secs = _train_or_reuse(name, tc, mc, li, transform, dev,
                                                                      out_runs / slug, args)
         # the teacher term is the same in every run (frozen trunk, same references and label map): the
-        # first run scores it on every family
-        fams = list(ULTRASOUND_FAMILIES) if name == ALL_RUN or not teacher else list(held_out)
+        # first run scores it on every evaluated family
+        fams = list(ULTRASOUND_FAMILIES) if name == ALL_RUN else eval_fams if not teacher else list(held_out)
         _log(f"{name}: scoring the pairs of {', '.join(fams)}")
-        full, q0 = _score_both(model, sorted(set(clean) | set(paths_of(fams))), args.workers)
+        run_dir = out_runs / slug
+        full, q0 = _scores_cached(model, sorted(set(clean) | set(paths_of(fams))), args.workers,
+                                  run_dir / "scores_lofo.json")
         fam_scores[name] = full
         if not teacher:
             teacher = q0
@@ -374,7 +390,7 @@ def run_default_mode(args, argv, dev, families, t0) -> int:
         if not args.skip_dev:
             _log(f"{name}: scoring the {len(dev_paths)} dev-protocol images")
             t1 = time.perf_counter()
-            dfull, dq0 = _score_both(model, dev_paths, args.workers)
+            dfull, dq0 = _scores_cached(model, dev_paths, args.workers, run_dir / "scores_dev.json")
             if not dev_rows:
                 dev_rows.append(_summarise("teacher (distance score 224x288, epoch 0)", dq0, dev_pairs, 0.0))
             dev_rows.append(_summarise(f"default, {name}", dfull, dev_pairs, time.perf_counter() - t1))
@@ -389,7 +405,13 @@ def run_default_mode(args, argv, dev, families, t0) -> int:
     baseline_rows = []
     if not args.skip_baselines:
         _log(f"{', '.join(BASELINE_METHODS)} on the same pairs (crl_uiqa.compare; cached)")
-        baseline_rows = compare_methods(pairs_csv, list(BASELINE_METHODS), references=dev.references,
+        import csv
+
+        with open(pairs_csv, newline="") as fh:  # the evaluated families' pairs only
+            rows = [r for r in csv.DictReader(fh) if r["type"] in eval_fams]
+        eval_csv = lofo_dir / f"pairs_eval_{tag}.csv"
+        write_csv(eval_csv, [(r["better"], r["worse"], r["type"]) for r in rows], ["better", "worse", "type"])
+        baseline_rows = compare_methods(eval_csv, list(BASELINE_METHODS), references=dev.references,
                                         out_dir=ROOT / "bench-out" / f"lofo_compare_{tag}", device="cpu",
                                         num_workers=args.workers, progress=False)
 
