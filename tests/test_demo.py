@@ -84,11 +84,13 @@ def test_demo_settings_refused_before_any_work(tmp_path):
         DemoSettings(out_dir=tmp_path, head="big")
     with pytest.raises(ConfigError, match="--weights"):
         DemoSettings(out_dir=tmp_path, encoder="fallback", weights="SonoNet16.npz")
-    # the anchored head's settings are the project's defaults, on the demo's layer and size
+    # the anchored head's settings are the project's defaults, on the demo's layer and size, on whole frames
     t, m = DemoSettings(out_dir=tmp_path).training("anchored")
     from crl_uiqa.training import settings
 
-    assert {k: t[k] for k in settings()[0]} == settings()[0]
+    default = settings()[0]
+    assert t["train_crop"] is None and default["train_crop"] == 0.5
+    assert {k: t[k] for k in default if k != "train_crop"} == {k: v for k, v in default.items() if k != "train_crop"}
     assert m["head"] == "anchored" and m["anchor"]["layer"] == "adaptation" and m["image_size"] == (112, 144)
 
 

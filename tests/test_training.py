@@ -361,7 +361,12 @@ def test_train_crop_and_amp_settings_are_validated(tmp_path):
 
     assert TrainConfig(train_crop=[32, 40]).train_crop == (32, 40)
     assert TrainConfig.from_dict(TrainConfig(train_crop=(32, 40), amp="bf16").to_dict()).train_crop == (32, 40)
-    for bad in ((0, 40), (32,), "32x40"):
+    # a fraction of each side: the default 0.5 gives 112x144 windows of 224x288 frames, at least the backbone's minimum
+    assert TrainConfig(train_crop=0.5).crop_size((224, 288)) == (112, 144)
+    assert TrainConfig(train_crop=0.1).crop_size((64, 80), minimum=16) == (16, 16)
+    assert TrainConfig(train_crop=1).crop_size((64, 80)) == (64, 80) and TrainConfig().crop_size((64, 80)) is None
+    assert TrainConfig.from_dict(TrainConfig(train_crop=0.5).to_dict()).train_crop == 0.5
+    for bad in ((0, 40), (32,), "32x40", 0.0, 1.5, -0.5, True):
         with pytest.raises(ConfigError, match="train_crop"):
             TrainConfig(train_crop=bad)
     with pytest.raises(ConfigError, match="amp"):
@@ -382,8 +387,14 @@ def test_train_crop_and_amp_settings_are_validated(tmp_path):
 
     tc, _ = training_configs(build_parser().parse_args(args + ["--train-crop", "32", "40", "--amp", "bf16"]))
     assert tc.train_crop == (32, 40) and tc.amp == "bf16"
+    tc, _ = training_configs(build_parser().parse_args(args + ["--train-crop", "0.25"]))
+    assert tc.train_crop == 0.25
+    with pytest.raises(ConfigError, match="--train-crop takes"):
+        training_configs(build_parser().parse_args(args + ["--train-crop", "a", "b", "c"]))
     tc, _ = training_configs(build_parser().parse_args(args))
-    assert tc.train_crop is None and tc.amp is True  # the defaults: whole frames, bfloat16 on CUDA only
+    assert tc.train_crop == 0.5 and tc.amp is True  # the defaults: half-side windows, bfloat16 on CUDA only
+    tc, _ = training_configs(build_parser().parse_args(args + ["--paper"]))
+    assert tc.train_crop is None  # the paper trains on whole frames
     assert not (tmp_path / "cli" / "model.safetensors").exists()
 
 

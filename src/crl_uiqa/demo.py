@@ -118,14 +118,16 @@ def demo_training(head: str) -> tuple[dict, dict]:
     """The demo's default (TrainConfig, ModelConfig) overrides for ``head``.
 
     ``anchored``: the project's defaults (:func:`crl_uiqa.training.settings`: 6 epochs, lr 0.5, trunk frozen,
-    the epoch kept by the label-free criterion), at the demo's 112x144. ``paper``: the paper's head trained
+    the epoch kept by the label-free criterion), at the demo's 112x144, on whole frames. ``paper``: the paper's head trained
     end to end, 8 epochs at lr 1e-2 (the demo's budget before the anchored head; the paper's 35 epochs at
     lr 1e-3 take longer).
     """
     from .training import settings
 
     if head == "anchored":
-        return settings()
+        t, m = settings()
+        t["train_crop"] = None  # the demo's frames are 112x144 already; its picks were measured on whole frames
+        return t, m
     return {"epochs": 8, "lr": 1e-2}, {"head": "paper"}
 
 

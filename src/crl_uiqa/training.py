@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -69,7 +70,8 @@ class TrainConfig:
     amp: bool | str = True  # bfloat16 autocast: True on CUDA only; "bf16" on the CPU too; False off
     select: str = "last"  # last (paper) | best: keep the epoch with the best label-free validation criterion
     min_steps: int = 0  # raise the epochs until the run makes at least this many SGD steps (small pools)
-    train_crop: tuple[int, int] | None = None  # train on random (H, W) crops of the frames (see train())
+    # train on random crops of the frames (see train()): (H, W) pixels, or a fraction of each side of the image size
+    train_crop: tuple[int, int] | float | None = None
     min_val_pairs: int = 0  # fixed corrupted views per validation image until the criterion has this many pairs
     min_train_images: int = 0  # anchored head: fewer training images than this keep the teacher, untrained (warns)
 
@@ -111,7 +113,10 @@ class TrainConfig:
         if not (isinstance(self.amp, bool) or self.amp == "bf16"):
             raise ConfigError(f"{f('amp')} must be true (bfloat16 on CUDA only), false or 'bf16' (the CPU too), "
                               f"got {self.amp!r}")
-        if self.train_crop is not None:
+        if isinstance(self.train_crop, numbers.Real) and not isinstance(self.train_crop, bool):
+            v.real(f("train_crop"), self.train_crop, minimum=0, maximum=1, strict_min=True)
+            self.train_crop = float(self.train_crop)
+        elif self.train_crop is not None:
             self.train_crop = v.image_size(f("train_crop"), self.train_crop, minimum=1)
         v.choice(f("select"), self.select, ("last", "best"))
         v.integer(f("min_steps"), self.min_steps, minimum=0)
@@ -121,9 +126,21 @@ class TrainConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["degree_range"] = list(self.degree_range)
-        if self.train_crop is not None:
+        if isinstance(self.train_crop, tuple):
             d["train_crop"] = list(self.train_crop)
         return d
+
+    def crop_size(self, image_size: tuple[int, int], minimum: int = 1) -> tuple[int, int] | None:
+        """The training window (H, W) for frames of ``image_size``; None = whole frames.
+
+        A fraction f gives round(f * side) per side (at least ``minimum``, at
+        most the side); (H, W) is taken as given.
+        """
+        if self.train_crop is None:
+            return None
+        if isinstance(self.train_crop, float):
+            return tuple(min(side, max(minimum, round(self.train_crop * side))) for side in image_size)
+        return tuple(self.train_crop)
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -139,10 +156,11 @@ class TrainConfig:
 
 # The defaults of the commands and of CRLUIQA, and the paper's settings (``--paper``); TrainConfig and
 # ModelConfig keep the paper's values field by field. Evidence for each change: README "method here".
-DEFAULT_SETTINGS = {"train": {"epochs": 6, "lr": 0.5, "strong_views": "ultrasound", "select": "best",
+DEFAULT_SETTINGS = {"train": {"epochs": 6, "lr": 0.5, "strong_views": "ultrasound", "select": "best", "train_crop": 0.5,
                               "min_steps": 60, "min_val_pairs": 100, "min_train_images": 100},
                     "model": {"head": "anchored", "train_from": "head", "anchor": {"intensity_stats": True}}}
 PAPER_SETTINGS = {"train": {"epochs": 35, "lr": 1e-3, "strong_views": "paper", "select": "last", "min_steps": 0,
+                            "train_crop": None,
                             "min_train_images": 0,
                             "min_val_pairs": 0},
                   "model": {"head": "paper", "train_from": "block1"}}
@@ -443,10 +461,12 @@ def train(
     q_all = _validate_labels(paths, labels)
     dev = resolve_device(device)
     amp = autocast_enabled(cfg.amp, dev)
+    window = None  # the training window (TrainConfig.train_crop); ``crop`` is the users' crop box of every image
     if cfg.train_crop is not None:
         from .backbones import min_input_size
 
-        (ch, cw), (h, w) = cfg.train_crop, mcfg.image_size
+        window = cfg.crop_size(mcfg.image_size, min_input_size(mcfg.backbone))
+        (ch, cw), (h, w) = window, mcfg.image_size
         if ch > h or cw > w or min(ch, cw) < min_input_size(mcfg.backbone):
             raise ConfigError(f"train_crop {ch} {cw} must fit in the image size {h} {w} and be at least "
                               f"{min_input_size(mcfg.backbone)} pixels per side for {mcfg.backbone}")
@@ -586,18 +606,18 @@ def train(
             x = tr_cache[idx].to(dev, non_blocking=True).float().div_(255.0)
             q = q_tr[idx].to(dev)
             frames = x
-            if cfg.train_crop is not None:  # the same window of each view; corruptions made on the whole frame
-                x, corners = random_crops(frames, cfg.train_crop, g)
+            if window is not None:  # the same window of each view; corruptions made on the whole frame
+                x, corners = random_crops(frames, window, g)
             views = [x]
             if cfg.consistency:
                 views.append(weak_view(x, max_rotation=cfg.max_rotation, generator=g))
             eps = 0.0
             if strong is not None:
                 xs, eps = strong(frames, generator=g)
-                views.append(cut_windows(xs, corners, cfg.train_crop) if cfg.train_crop is not None else xs)
+                views.append(cut_windows(xs, corners, window) if window is not None else xs)
             xb = torch.cat(views).contiguous(memory_format=torch.channels_last)
             with _autocast(dev, amp):
-                if cfg.train_crop is not None and mcfg.head == "anchored":
+                if window is not None and mcfg.head == "anchored":
                     # L_d's target for a crop is the teacher's score of that crop (its own pseudo-label under the
                     # stored map), not the whole frame's: the correction is held to the teacher on what it sees
                     q0, corr = model.anchored_terms(xb)

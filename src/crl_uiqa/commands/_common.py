@@ -167,10 +167,11 @@ def add_training(parser: argparse.ArgumentParser, calibrate_margins: bool = Fals
                    "the default with the anchored head)")
     g.add_argument("--image-size", nargs=2, type=int, default=[224, 288], metavar=("H", "W"),
                    help="training/scoring resolution (default 224 288; 112 144 is 4x faster on a CPU)")
-    g.add_argument("--train-crop", nargs=2, type=int, default=None, metavar=("H", "W"),
-                   help="train on random H x W windows of the --image-size frames (same pixel scale, about "
-                   "(H*W)/(image H*W) of the compute; scoring stays on whole frames). With the anchored head each "
-                   "crop's L_d target is the teacher's score of that crop. Default: whole frames")
+    g.add_argument("--train-crop", nargs="+", default=None, metavar="H W | F",
+                   help="train on random H x W windows of the --image-size frames, or windows of F times each side "
+                   "(same pixel scale, about the window's share of the compute; scoring stays on whole frames; "
+                   "1 = whole frames, the paper). With the anchored head each crop's L_d target is the teacher's "
+                   "score of that crop. Default 0.5: 112x144 windows of 224x288 frames (BENCHMARKS.md)")
     g.add_argument("--amp", choices=["cuda", "bf16", "off"], default=None,
                    help="bfloat16 autocast: cuda (default: on CUDA only), bf16 (on the CPU too; see BENCHMARKS.md "
                    "for what it gains and costs), off")
@@ -179,6 +180,20 @@ def add_training(parser: argparse.ArgumentParser, calibrate_margins: bool = Fals
     g.add_argument("--overwrite", action="store_true",
                    help="replace the run OUT already holds (without it, an interrupted or finished run is refused)")
     g.add_argument("--val-pairs", default=None, help="optional pairs CSV (better,worse) for validation accuracy per epoch")
+
+
+def parse_train_crop(values: list[str]):
+    """``--train-crop``: two integers H W, or one fraction F in (0, 1] of each side."""
+    from ..errors import ConfigError
+
+    try:
+        if len(values) == 2:
+            return (int(values[0]), int(values[1]))
+        if len(values) == 1:
+            return float(values[0])
+    except ValueError:
+        pass
+    raise ConfigError(f"--train-crop takes two integers H W or one fraction F in (0, 1], got {' '.join(values)}")
 
 
 def training_configs(args):
@@ -193,7 +208,7 @@ def training_configs(args):
              "min_steps": args.min_steps, "min_val_pairs": args.min_val_pairs,
              "min_train_images": args.min_train_images}
     if getattr(args, "train_crop", None) is not None:
-        given["train_crop"] = tuple(args.train_crop)
+        given["train_crop"] = parse_train_crop(args.train_crop)
     if getattr(args, "amp", None) is not None:
         given["amp"] = {"cuda": True, "bf16": "bf16", "off": False}[args.amp]
     t_over.update({k: v for k, v in given.items() if v is not None})
