@@ -154,23 +154,39 @@ def label_pool(dev, *, k: int = 5, layer: str = "block4", workers=1, n_train: in
     return li, (pl.lmbda, float(pl.smoothed.min()), float(pl.smoothed.max())), time.perf_counter() - t0
 
 
+def _with_overrides(t_o: dict, m_o: dict, overrides) -> tuple[dict, dict]:
+    """Settings dicts with ``KEY=VALUE`` strings (``--new-default``; TrainConfig or ModelConfig keys) applied."""
+    for kv in overrides or []:  # e.g. --new-default epochs=6: a measured alternative to the default
+        _, t_v, m_v = _parse_variant("new default:" + kv.replace(",", ";"))
+        t_o, m_o = {**t_o, **t_v}, {**m_o, **m_v}
+    return t_o, m_o
+
+
+def _anchored_model_config(m_o: dict, k: int, layer: str):
+    """The ModelConfig of a default-style run at 224x288 with the pseudo-labels' ``k`` and ``layer``."""
+    from crl_uiqa.model import ModelConfig
+
+    return ModelConfig(image_size=(224, 288), **{**m_o, "anchor": {**m_o.get("anchor", {}), "k": k, "layer": layer,
+                                                                   "smoothing": True}})
+
+
+def _default_name(tc, mc) -> str:
+    window = tc.crop_size(tuple(mc.image_size))
+    return (f"new default: {mc.head} head, lr {tc.lr:g}, {tc.epochs} epochs, 224x288"
+            + (f", {window[0]}x{window[1]} training windows" if window and window != tuple(mc.image_size) else ""))
+
+
 def default_run(*, k: int = 5, layer: str = "block4", overrides=(), **train_overrides):
     """(name, TrainConfig, ModelConfig) of the current default (``crl_uiqa.training.settings()``) at 224x288.
 
     ``overrides``: ``KEY=VALUE`` strings (``--new-default``); ``train_overrides``: TrainConfig fields
     (e.g. ``strong_views=...``), applied last.
     """
-    from crl_uiqa.model import ModelConfig
     from crl_uiqa.training import TrainConfig, settings
 
-    t_o, m_o = settings()
-    for kv in overrides or []:  # e.g. --new-default epochs=6: a measured alternative to the default
-        key, _, val = kv.partition("=")
-        t_o = {**t_o, key: type(t_o[key])(val) if key in t_o else float(val)}
-    t_o = {**t_o, **train_overrides}
-    name = f"new default: {m_o['head']} head, lr {t_o['lr']:g}, {t_o['epochs']} epochs, 224x288"
-    return name, TrainConfig(**t_o), ModelConfig(image_size=(224, 288), **{**m_o, "anchor": {
-        **m_o.get("anchor", {}), "k": k, "layer": layer, "smoothing": True}})
+    t_o, m_o = _with_overrides(*settings(), overrides)
+    tc, mc = TrainConfig(**{**t_o, **train_overrides}), _anchored_model_config(m_o, k, layer)
+    return _default_name(tc, mc), tc, mc
 
 
 def before_after(dev, args, out: Path) -> tuple[list[dict], dict]:
@@ -189,21 +205,12 @@ def before_after(dev, args, out: Path) -> tuple[list[dict], dict]:
     test_paths = sorted({p for pr in pairs for p in pr[:2]})
     li, transform, t_labels = label_pool(dev, k=args.k, layer=args.layer, workers=args.workers, n_train=args.n_train)
     pl = li.labels
-    runs = []
-    t_o, m_o = settings()
-    for kv in args.new_default or []:  # e.g. --new-default epochs=6: a measured alternative to the default
-        _, t_v, m_v = _parse_variant("new default:" + kv.replace(",", ";"))
-        t_o, m_o = {**t_o, **t_v}, {**m_o, **m_v}
-
-    def anchored_model_config(m):
-        return ModelConfig(image_size=(224, 288), **{**m, "anchor": {**m.get("anchor", {}), "k": args.k,
-                                                                   "layer": args.layer, "smoothing": True}})
-
-    runs.append((f"new default: {m_o['head']} head, lr {t_o['lr']:g}, {t_o['epochs']} epochs, 224x288",
-                 TrainConfig(**t_o), anchored_model_config(m_o)))
+    runs = [default_run(k=args.k, layer=args.layer, overrides=args.new_default)]
+    t_o, m_o = _with_overrides(*settings(), args.new_default)
     for spec in args.variant or []:  # "LABEL:key=value;key=value": the new default but for these settings
         label, t_v, m_v = _parse_variant(spec)
-        runs.append((f"variant {label}", TrainConfig(**{**t_o, **t_v}), anchored_model_config({**m_o, **m_v})))
+        runs.append((f"variant {label}", TrainConfig(**{**t_o, **t_v}),
+                     _anchored_model_config({**m_o, **m_v}, args.k, args.layer)))
     if not args.skip_previous:
         t_o, m_o = settings(paper=True)
         runs.append(("previous default: paper head, lr 1e-3, 35 epochs, 112x144",

@@ -189,16 +189,21 @@ def _run_dir(out: Path, name: str) -> Path:
     return out / "_".join(slug).lower()
 
 
+def _parse_names(spec: str | None, choices, flag: str) -> list[str]:
+    """A comma-separated ``flag`` value, each name one of ``choices``; all of them when empty."""
+    if not spec:
+        return list(choices)
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    bad = [n for n in names if n not in choices]
+    if bad or not names:
+        raise SystemExit(f"{flag}: unknown {bad}; choose from {', '.join(choices)}")
+    return names
+
+
 def _parse_families(spec: str | None) -> list[str]:
     from crl_uiqa.corruptions import ULTRASOUND_FAMILIES
 
-    if not spec:
-        return list(ULTRASOUND_FAMILIES)
-    fams = [s.strip() for s in spec.split(",") if s.strip()]
-    bad = [f for f in fams if f not in ULTRASOUND_FAMILIES]
-    if bad or not fams:
-        raise SystemExit(f"--families: unknown {bad}; choose from {', '.join(ULTRASOUND_FAMILIES)}")
-    return fams
+    return _parse_names(spec, ULTRASOUND_FAMILIES, "--families")
 
 
 def _fmt(v) -> str:
@@ -254,13 +259,7 @@ def format_markdown(result: dict) -> str:
 
 # --------------------------------------------------------------------------- --mode default
 def _parse_groups(spec: str | None) -> list[str]:
-    if not spec:
-        return list(GROUPS)
-    groups = [s.strip() for s in spec.split(",") if s.strip()]
-    bad = [g for g in groups if g not in GROUPS]
-    if bad or not groups:
-        raise SystemExit(f"--groups: unknown {bad}; choose from {', '.join(GROUPS)}")
-    return groups
+    return _parse_names(spec, GROUPS, "--groups")
 
 
 def _acc(scores: dict, pairs: list, families) -> dict:
@@ -299,6 +298,7 @@ def _train_or_reuse(name, tc, mc, li, transform, dev, run_dir: Path, args) -> tu
 def _scores_cached(model, paths: list[str], workers, cache_file: Path) -> tuple[dict, dict]:
     """(model score, teacher term) of ``paths``, reusing the run folder's cache (scores of a finished run)."""
     from colearning import _score_both
+
     from crl_uiqa.files import write_json
 
     cache = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
@@ -315,14 +315,14 @@ def run_default_mode(args, argv, dev, families, t0) -> int:
     import subprocess
 
     import torch
+    from colearning import _summarise, default_run, label_pool
+    from dev_protocol import MAIN_TYPES
     from scipy import stats
 
-    from colearning import _summarise, default_run, label_pool
     from crl_uiqa.compare import compare_methods
     from crl_uiqa.corruptions import ULTRASOUND_FAMILIES
     from crl_uiqa.evaluation import align, read_pairs
     from crl_uiqa.files import write_csv, write_json, write_text
-    from dev_protocol import MAIN_TYPES
 
     load_start = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     groups = _parse_groups(args.groups)
