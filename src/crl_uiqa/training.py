@@ -205,8 +205,9 @@ def selection_criterion(row: dict) -> float:
     makes one pair worth at most 0.01 of the criterion, the step by which
     the epochs of the 754-image run differed; a pool with at least 100
     validation images (about 667 images at the default ``val_fraction``)
-    keeps one view each, exactly the views it got before. The validation SRCC with the pseudo-labels when that was not
-    measured; NaN when neither was. Needs no quality label. (The mean of
+    keeps one view each, exactly the views it got before. The validation
+    SRCC with the pseudo-labels when that was not measured; NaN when neither
+    was. Needs no quality label. (The mean of
     the two, tried first, kept the teacher on the dev protocol although the
     last epoch was 0.044 better: any correction lowers the SRCC with the
     teacher's own labels; BENCHMARKS.md.)
@@ -465,11 +466,12 @@ def train(
     if cfg.train_crop is not None:
         from .backbones import min_input_size
 
-        window = cfg.crop_size(mcfg.image_size, min_input_size(mcfg.backbone))
+        smallest = min_input_size(mcfg.backbone)
+        window = cfg.crop_size(mcfg.image_size, smallest)
         (ch, cw), (h, w) = window, mcfg.image_size
-        if ch > h or cw > w or min(ch, cw) < min_input_size(mcfg.backbone):
+        if ch > h or cw > w or min(ch, cw) < smallest:
             raise ConfigError(f"train_crop {ch} {cw} must fit in the image size {h} {w} and be at least "
-                              f"{min_input_size(mcfg.backbone)} pixels per side for {mcfg.backbone}")
+                              f"{smallest} pixels per side for {mcfg.backbone}")
     run_dir = Path(run_dir) if run_dir is not None else None
     if resume and run_dir is None:
         raise ConfigError("--resume needs a run directory")
@@ -555,10 +557,6 @@ def train(
     n = tr_cache.shape[0]
     steps = math.ceil(n / cfg.batch_size)
     epochs = cfg.epochs
-    if cfg.min_steps and epochs * steps < cfg.min_steps:
-        epochs = math.ceil(cfg.min_steps / steps)
-        log.info("%d training images make %d steps per epoch: %d epochs instead of %d to reach %d steps (min_steps)",
-                 n, steps, epochs, cfg.epochs, cfg.min_steps)
     untrained = None  # the reason the anchored student keeps its teacher without training (min_train_images)
     if mcfg.head == "anchored" and n < cfg.min_train_images:
         untrained = (f"only {n} training images (fewer than min_train_images = {cfg.min_train_images}): the model is "
@@ -566,6 +564,10 @@ def train(
                      "lost to its teacher on the dev protocol on 2 of 3 measured pools (README, Known limits); "
                      "--min-train-images 0 trains anyway")
         epochs = 0
+    elif cfg.min_steps and epochs * steps < cfg.min_steps:
+        epochs = math.ceil(cfg.min_steps / steps)
+        log.info("%d training images make %d steps per epoch: %d epochs instead of %d to reach %d steps (min_steps)",
+                 n, steps, epochs, cfg.epochs, cfg.min_steps)
     sched = replace(cfg, epochs=max(epochs, 1))
     meta_base = {"model_config": mcfg.to_dict(), "train_config": cfg.to_dict(), "inputs_sha256": digest,
                  **(extra_meta or {})}

@@ -107,6 +107,10 @@ def report_failures(failures, out_path=None, *, side=None) -> None:
         print(f"the list is in {side}", file=sys.stderr)
 
 
+# --amp choice -> the ``amp`` setting of TrainConfig and score_paths (crl_uiqa.devices.autocast_enabled)
+AMP_SETTINGS = {"cuda": True, "bf16": "bf16", "off": False}
+
+
 def add_training(parser: argparse.ArgumentParser, calibrate_margins: bool = False) -> None:
     """Training options; defaults are the paper's (Sec. 3.2) unless BENCHMARKS.md says otherwise.
 
@@ -172,7 +176,7 @@ def add_training(parser: argparse.ArgumentParser, calibrate_margins: bool = Fals
                    "(same pixel scale, about the window's share of the compute; scoring stays on whole frames; "
                    "1 = whole frames, the paper). With the anchored head each crop's L_d target is the teacher's "
                    "score of that crop. Default 0.5: 112x144 windows of 224x288 frames (BENCHMARKS.md)")
-    g.add_argument("--amp", choices=["cuda", "bf16", "off"], default=None,
+    g.add_argument("--amp", choices=list(AMP_SETTINGS), default=None,
                    help="bfloat16 autocast: cuda (default: on CUDA only), bf16 (on the CPU too; see BENCHMARKS.md "
                    "for what it gains and costs), off")
     g.add_argument("--resume", action="store_true",
@@ -210,7 +214,7 @@ def training_configs(args):
     if getattr(args, "train_crop", None) is not None:
         given["train_crop"] = parse_train_crop(args.train_crop)
     if getattr(args, "amp", None) is not None:
-        given["amp"] = {"cuda": True, "bf16": "bf16", "off": False}[args.amp]
+        given["amp"] = AMP_SETTINGS[args.amp]
     t_over.update({k: v for k, v in given.items() if v is not None})
     if args.head is not None:
         m_over["head"] = args.head

@@ -1,7 +1,7 @@
 """``crl-uiqa score``: quality scores of images with a trained model."""
 from __future__ import annotations
 
-from ._common import add_crop, add_runtime, crop_tuple, report_failures
+from ._common import AMP_SETTINGS, add_crop, add_runtime, crop_tuple, report_failures
 
 
 def register(sub) -> None:
@@ -11,7 +11,7 @@ def register(sub) -> None:
     p.add_argument("--model", required=True, help="run directory of `fit`/`train` (or its model.safetensors)")
     p.add_argument("--images", required=True, nargs="+", help="folder(s), glob(s) or manifest CSV(s)")
     p.add_argument("--out", required=True, help="output CSV")
-    p.add_argument("--amp", choices=["cuda", "bf16", "off"], default="cuda",
+    p.add_argument("--amp", choices=list(AMP_SETTINGS), default="cuda",
                    help="bfloat16 autocast: cuda (default: on CUDA only), bf16 (on the CPU too: a faster forward where "
                    "the CPU has AVX-512 BF16, scores within about 0.02 of float32; BENCHMARKS.md), off")
     add_crop(p)
@@ -29,7 +29,7 @@ def run(args) -> int:
     model, _ = load_model(args.model, device=dev)
     res = score_paths(model, list_images(args.images), batch_size=args.batch_size, device=dev,
                       crop=crop_tuple(args.crop), strict=args.strict, num_workers=args.workers,
-                      progress=not args.quiet, amp={"cuda": True, "bf16": "bf16", "off": False}[args.amp])
+                      progress=not args.quiet, amp=AMP_SETTINGS[args.amp])
     res.to_csv(args.out)
     print(f"wrote {len(res.paths)} scores to {args.out}")
     report_failures(res.failures, args.out)
