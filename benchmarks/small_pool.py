@@ -40,21 +40,19 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from colearning import _parse_variant as _parse_settings  # noqa: E402
 from colearning import _score_both, _summarise  # noqa: E402
 from dev_protocol import MAIN_TYPES, build_dev_protocol  # noqa: E402
 
 
 def _parse_variant(spec: str) -> dict:
-    from crl_uiqa.training import TrainConfig
-
-    out = {}
-    for kv in filter(None, (s.strip() for s in spec.split(","))):
-        key, sep, val = kv.partition("=")
-        if not sep or key not in TrainConfig.__dataclass_fields__:
-            raise SystemExit(f"--variant: {kv!r} is not KEY=VALUE with KEY a TrainConfig field")
-        default = TrainConfig.__dataclass_fields__[key].default
-        out[key] = type(default)(val) if isinstance(default, (int, float, str)) else json.loads(val)
-    return out
+    """``KEY=VALUE,...`` of TrainConfig fields (colearning's parser); '' = the defaults."""
+    if not spec.strip():
+        return {}
+    _, t_v, m_v = _parse_settings("variant:" + spec.replace(",", ";"))
+    if m_v:
+        raise SystemExit(f"--variant: {sorted(m_v)} are ModelConfig settings; only TrainConfig fields vary here")
+    return t_v
 
 
 def main(argv=None) -> int:
