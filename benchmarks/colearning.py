@@ -32,8 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from datetime import date
@@ -43,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import _run_info as run_info  # noqa: E402
 from dev_protocol import BLUR_TYPES, MAIN_TYPES, build_dev_protocol  # noqa: E402
 
 FULL = {"smoothing": True, "consistency": True, "relativity": True}
@@ -280,7 +279,6 @@ def main(argv=None) -> int:
     ap.add_argument("--n-test", type=int, default=0, help="before-after: pairs of the first N test images only")
     args = ap.parse_args(argv)
 
-    import torch
 
     from crl_uiqa.ablation import format_table, run_ablation
     from crl_uiqa.model import ModelConfig
@@ -293,13 +291,11 @@ def main(argv=None) -> int:
     mc = ModelConfig(image_size=tuple(args.image_size))
     t0 = time.perf_counter()
     if args.rows == "before-after":
-        import subprocess
 
         table, extra = before_after(dev, args, out)
-        load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-        meta = {"date": str(date.today()), "machine": f"{platform.processor() or platform.machine()}, "
-                f"{os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads",
-                "command": "python benchmarks/colearning.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        load = run_info.uptime()
+        meta = {"date": str(date.today()), "machine": run_info.machine(),
+                "command": run_info.command("colearning.py", argv),
                 "uptime_at_end": load, "total_seconds": round(time.perf_counter() - t0, 1), **extra}
         for r in table:
             main_acc = [r[f"acc_{t}"] for t in MAIN_TYPES if f"acc_{t}" in r]
@@ -318,9 +314,8 @@ def main(argv=None) -> int:
         blur_acc = [r[f"acc_{t}"] for t in BLUR_TYPES if f"acc_{t}" in r]
         r["acc_non_blur_mean"] = sum(main_acc) / len(main_acc)
         r["acc_blur_mean"] = sum(blur_acc) / len(blur_acc)
-    meta = {"date": str(date.today()), "machine": f"{platform.processor() or platform.machine()}, "
-            f"{os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads",
-            "command": "python benchmarks/colearning.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    meta = {"date": str(date.today()), "machine": run_info.machine(),
+            "command": run_info.command("colearning.py", argv),
             "train_config": tc.to_dict(), "image_size": args.image_size, "k": args.k, "layer": args.layer,
             "n_train": len(dev.train), "n_references": len(dev.references),
             "total_seconds": round(time.perf_counter() - t0, 1)}

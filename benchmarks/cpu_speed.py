@@ -27,8 +27,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 from datetime import date
@@ -36,6 +34,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import _run_info as run_info  # noqa: E402
 
 OPTIONS = ("fp32-cl", "fp32-nchw", "bf16-cl", "bf16-nchw", "compile-fp32", "compile-bf16")
 
@@ -67,6 +68,8 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=6)
     ap.add_argument("--options", nargs="+", choices=OPTIONS, default=list(OPTIONS))
     args = ap.parse_args(argv)
+    if args.batch_size < 3 or args.batch_size % 3:
+        ap.error("--batch-size must be a multiple of 3 (source, weak and strong views of each image)")
 
     import torch
 
@@ -135,11 +138,10 @@ def main(argv=None) -> int:
         rows.append({"option": opt_name, "forward_img_per_s": round(ips, 1), "train_s_per_step": round(s_step, 3),
                      "compile_s": round(t_compile, 1), "max_abs_score_diff_vs_fp32": round(diff, 5)})
         print(json.dumps(rows[-1]), flush=True)
-    meta = {"date": str(date.today()), "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch "
-            f"{torch.__version__}, {torch.get_num_threads()} threads", "size": [h, w], "batch_size": bs,
+    meta = {"date": str(date.today()), "machine": run_info.machine(), "size": [h, w], "batch_size": bs,
             "load_before": load0, "load_after": os.getloadavg(),
-            "uptime_after": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
-            "command": "python benchmarks/cpu_speed.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+            "uptime_after": run_info.uptime(),
+            "command": run_info.command("cpu_speed.py", argv)}
     (ROOT / "bench-out").mkdir(exist_ok=True)
     (ROOT / "bench-out" / "cpu_speed.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     print(json.dumps(meta, indent=1))

@@ -90,7 +90,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 import zlib
@@ -103,6 +102,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import _run_info as run_info  # noqa: E402
 from dev_protocol import build_dev_protocol  # noqa: E402
 
 LOFO_VERSION = 1
@@ -312,9 +312,7 @@ def _scores_cached(model, paths: list[str], workers, cache_file: Path) -> tuple[
 
 def run_default_mode(args, argv, dev, families, t0) -> int:
     """Train the current default with whole groups held out; evaluate (see the module docstring)."""
-    import subprocess
 
-    import torch
     from colearning import _summarise, default_run, label_pool
     from dev_protocol import MAIN_TYPES
     from scipy import stats
@@ -324,7 +322,7 @@ def run_default_mode(args, argv, dev, families, t0) -> int:
     from crl_uiqa.evaluation import align, read_pairs
     from crl_uiqa.files import write_csv, write_json, write_text
 
-    load_start = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    load_start = run_info.uptime()
     groups = _parse_groups(args.groups)
     limited = args.limit_train is not None or args.limit_test is not None or args.groups is not None
     tag = args.tag or ("default" + ("_limited" if limited else ""))
@@ -430,11 +428,10 @@ def run_default_mode(args, argv, dev, families, t0) -> int:
             for c in cols}
     meta = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-                   f"{torch.get_num_threads()} threads",
-        "command": "python benchmarks/leave_one_family_out.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": run_info.machine(),
+        "command": run_info.command("leave_one_family_out.py", argv),
         "uptime_at_start": load_start,
-        "uptime_at_end": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
+        "uptime_at_end": run_info.uptime(),
         "groups": {g: list(GROUPS[g]) for g in groups}, "evaluated_families": eval_fams,
         "settings": default_run(k=args.k, layer=args.layer, overrides=args.new_default)[0],
         "n_train": len(li.paths), "n_test": len(test_paths), "n_references": len(dev.references),
@@ -631,9 +628,8 @@ def main(argv=None) -> int:
 
     meta = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-                   f"{torch.get_num_threads()} threads",
-        "command": "python benchmarks/leave_one_family_out.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": run_info.machine(),
+        "command": run_info.command("leave_one_family_out.py", argv),
         "epochs": args.epochs,
         "epochs_note": f"{args.epochs} epoch(s) per run is a CPU budget (the paper trains 35); the ranking of the "
                        "runs, not the absolute accuracy, is the result.",

@@ -28,9 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import subprocess
 import sys
 import time
 from datetime import date
@@ -40,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import _run_info as run_info  # noqa: E402
 from colearning import _parse_variant as _parse_settings  # noqa: E402
 from colearning import _score_both, _summarise  # noqa: E402
 from dev_protocol import MAIN_TYPES, build_dev_protocol  # noqa: E402
@@ -68,8 +66,6 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--tag", default="default")
     args = ap.parse_args(argv)
-
-    import torch
 
     from crl_uiqa import CRLUIQA
     from crl_uiqa.evaluation import align, read_pairs
@@ -115,10 +111,9 @@ def main(argv=None) -> int:
                   f"{row['model_accuracy']:.3f} ({row['gain']:+.3f}), kept epoch {row['kept_epoch']}/"
                   f"{row['epochs_run']}, criterion {row['criterion_before']:.3f} -> {row['criterion_kept']:.3f}, "
                   f"fit {t_fit:.0f} s, {len(est.warnings_)} warning(s)", flush=True)
-    load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    meta = {"date": str(date.today()), "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} "
-            f"cores, torch {torch.__version__}, {torch.get_num_threads()} threads",
-            "command": "python benchmarks/small_pool.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    load = run_info.uptime()
+    meta = {"date": str(date.today()), "machine": run_info.machine(),
+            "command": run_info.command("small_pool.py", argv),
             "uptime_at_end": load, "total_seconds": round(time.perf_counter() - t_all, 1), "n_pairs": len(pairs)}
     (ROOT / "bench-out").mkdir(exist_ok=True)
     (ROOT / "bench-out" / f"small_pool_{args.tag}.json").write_text(json.dumps({"meta": meta, "rows": rows},
