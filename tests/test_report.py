@@ -159,6 +159,12 @@ def test_training_curves_panels():
     val = next(ln for ln in acc.lines if ln.get_label() == "val_accuracy")
     assert list(val.get_xdata()) == [1, 2, 4, 5]
     np.testing.assert_allclose(val.get_ydata(), [0.62, 0.64, 0.68, 0.70])
+    # a training history: the kept-epoch criterion copies val_strong_accuracy and stays off the loss panel
+    hist = [{"epoch": e, "loss": 0.01, "val_strong_accuracy": 0.85 + 0.01 * e, "criterion": 0.85 + 0.01 * e,
+             "val_strong_pairs": 113} for e in range(1, 4)]
+    losses, acc = F.training_curves(hist).axes
+    assert [ln.get_label() for ln in losses.lines] == ["loss"]
+    assert "val_strong_accuracy" in [ln.get_label() for ln in acc.lines]
     fig = F.training_curves([{"epoch": 1, "loss": 1.0}, {"epoch": 2, "loss": 0.5}])
     assert len(fig.axes) == 1
     with pytest.raises(ValueError):

@@ -37,7 +37,9 @@ BEST_COLOR = "#d62728"
 PICK_COLOR = "#ff7f0e"
 #: history keys that are bookkeeping, not losses, in :func:`training_curves`
 BOOKKEEPING_KEYS = frozenset({"epoch", "step", "steps", "lr", "learning_rate", "time", "seconds", "elapsed",
-                              "val_strong_pairs"})
+                              "val_strong_pairs",
+                              # the kept-epoch criterion: a copy of val_strong_accuracy (or val_srcc), drawn there
+                              "criterion"})
 #: most frames per row in :func:`ranked_strip`
 STRIP_COLUMNS = 8
 
