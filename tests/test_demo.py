@@ -17,6 +17,15 @@ def _check_outputs(out):
     assert all(0.0 <= r["accuracy"] <= 1.0 for r in res["table"])
     for p in res["picks"]:
         assert p["frame_error"] == abs(p["picked_frame"] - p["true_best_frame"])
+    # frames.csv: one row per held-out frame, ground truth beside every method's score and p(plane)
+    import csv
+
+    from crl_uiqa.demo import FRAME_COLUMNS
+
+    rows = list(csv.DictReader((out / "frames.csv").open()))
+    assert rows and list(rows[0])[:len(FRAME_COLUMNS)] == FRAME_COLUMNS and set(methods) <= set(rows[0])
+    assert all(0.0 <= float(r["plane_probability"]) <= 1.0 for r in rows)
+    assert {r["sweep"] for r in rows} == {p["sweep"] for p in res["picks"]}
     assert (out / "model" / "model.safetensors").exists()
     return html, res
 
@@ -64,7 +73,8 @@ def test_demo_without_weights_falls_back_and_encoder_sononet_says_so(tmp_path, m
     monkeypatch.setenv("CRL_UIQA_CACHE", str(tmp_path / "empty-cache"))
     monkeypatch.setattr(weights, "PACKAGED_DIR", tmp_path / "no-packaged-weights")
     assert demo._find_sononet(None) is None
-    assert demo.demo_head("auto", fallback=True) == "anchored" and demo.demo_head("auto", fallback=False) == "paper"
+    assert demo.demo_head("auto", fallback=True) == "anchored" and demo.demo_head("auto", fallback=False) == "anchored"
+    assert demo.demo_head("paper", fallback=False) == "paper"
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--encoder", "sononet", "--out", str(out), "--quiet"]) != 0
     err = capsys.readouterr().err
@@ -84,14 +94,52 @@ def test_demo_settings_refused_before_any_work(tmp_path):
         DemoSettings(out_dir=tmp_path, head="big")
     with pytest.raises(ConfigError, match="--weights"):
         DemoSettings(out_dir=tmp_path, encoder="fallback", weights="SonoNet16.npz")
-    # the anchored head's settings are the project's defaults, on the demo's layer and size, on whole frames
-    t, m = DemoSettings(out_dir=tmp_path).training("anchored")
-    from crl_uiqa.training import settings
+    with pytest.raises(ConfigError, match="--smooth"):
+        DemoSettings(out_dir=tmp_path, smooth=-1)
+    # the anchored head's settings are pinned in the demo (the project's defaults may move on), on the demo's
+    # layer and size, on whole frames; they build valid configurations
+    from crl_uiqa.model import ModelConfig
+    from crl_uiqa.training import TrainConfig
 
-    default = settings()[0]
-    assert t["train_crop"] is None and default["train_crop"] == 0.5
-    assert {k: t[k] for k in default if k != "train_crop"} == {k: v for k, v in default.items() if k != "train_crop"}
+    t, m = DemoSettings(out_dir=tmp_path).training("anchored")
+    assert t["train_crop"] is None and t["epochs"] == 6 and t["lr"] == 0.5 and t["select"] == "best"
     assert m["head"] == "anchored" and m["anchor"]["layer"] == "adaptation" and m["image_size"] == (112, 144)
+    assert TrainConfig(**t).select == "best" and ModelConfig(**m).head == "anchored"
+    t["epochs"] = 1
+    m["anchor"]["k"] = 1
+    assert DemoSettings(out_dir=tmp_path).training("anchored")[0]["epochs"] == 6  # a copy, not the pinned dict
+    assert DemoSettings(out_dir=tmp_path).training("anchored")[1]["anchor"]["k"] == 3
+    # with SonoNet-16 the anchored head scores at the network's own size, trained on windows of half each side;
+    # the paper's head stays at 112x144 on whole frames
+    t, m = DemoSettings(out_dir=tmp_path).training("anchored", fallback=False)
+    assert m["image_size"] == (224, 288) and TrainConfig(**t).crop_size(m["image_size"]) == (112, 144)
+    t, m = DemoSettings(out_dir=tmp_path).training("paper", fallback=False)
+    assert m["image_size"] == (112, 144) and t.get("train_crop") is None and m["head"] == "paper"
+    assert DemoSettings(out_dir=tmp_path).smooth == 3.0 and DemoSettings(out_dir=tmp_path, smooth=0).smooth == 0.0
+
+
+def test_best_frame_smoothing_prefers_a_stretch_of_good_frames_to_a_lone_spike():
+    import numpy as np
+    import pytest
+
+    from crl_uiqa.demo import best_frame
+
+    frames = np.arange(40)
+    scores = np.full(40, 0.2)
+    scores[5] = 1.0  # a lone spike
+    scores[18:25] = [0.7, 0.8, 0.85, 0.9, 0.85, 0.8, 0.7]  # a smooth peak at frame 21
+    pos, smoothed = best_frame(frames, scores)
+    assert pos == 5 and np.allclose(smoothed, scores)
+    pos, smoothed = best_frame(frames, scores, 4)
+    assert pos == 21 and smoothed[5] < 0.5  # the spike is averaged away
+    assert smoothed[5] < smoothed[21] and smoothed.shape == scores.shape
+    # frame numbers are the time axis: a sweep that starts at frame 100 picks the same position
+    assert best_frame(frames + 100, scores, 4)[0] == 21
+    # ties go to the earlier frame; NaN is never picked; no finite score is an error
+    assert best_frame(frames[:3], [0.5, 0.5, 0.1])[0] == 0
+    assert best_frame(frames[:3], [np.nan, 0.2, 0.1])[0] == 1
+    with pytest.raises(ValueError, match="finite"):
+        best_frame(frames[:2], [np.nan, np.nan])
 
 
 def test_views_figure_accepts_a_resize_that_overshoots_one():

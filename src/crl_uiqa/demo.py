@@ -13,14 +13,17 @@
    SonoNet's own background class holds non-standard views. A "pre-trained US
    image classification model" as the paper asks, labelled as the fallback in
    the output;
-3. pseudo-labels (Eq. 1-3) and co-learning (Eq. 4-7) at 112x144 with the
-   project's default head (``head="anchored"``: the model starts at the
-   distance score and learns a correction, the trunk frozen; the epoch kept by
-   the label-free validation criterion; :func:`crl_uiqa.training.settings`),
-   or the paper's head (``head="paper"``);
+3. pseudo-labels (Eq. 1-3) and co-learning (Eq. 4-7) with the anchored head
+   (``head="anchored"``: the model starts at the distance score and learns a
+   correction, the trunk frozen; the epoch kept by the label-free validation
+   criterion; settings pinned in :data:`DEMO_ANCHORED`): at SonoNet-16's own
+   224x288, trained on 112x144 windows, or at the fallback's 112x144; or the
+   paper's head at 112x144 (``head="paper"``);
 4. score the held-out sweeps; pairwise accuracy against the simulator's
    ground truth beside the untrained distance score and the classical
-   baselines; the best frame of each held-out sweep against the true best;
+   baselines; the best frame of each held-out sweep (the top of its scores
+   smoothed over +-``smooth`` frames, :func:`best_frame`) against the true
+   best; every held-out frame's scores in ``frames.csv``;
 5. a self-contained HTML report.
 """
 from __future__ import annotations
@@ -39,6 +42,18 @@ DEMO_PLANE = "abdomen"
 CLASSIFIER_PLANES = ("abdomen", "4ch", "head")
 ENCODERS = ("auto", "sononet", "fallback")
 HEADS = ("auto", "anchored", "paper")
+SONONET_SIZE = (224, 288)  # SonoNet-16's input size
+ANCHORED_WINDOW = 0.5  # the anchored head on SonoNet-16 trains on windows of half each side (112x144 of 224x288)
+# The anchored head's settings in the demo, pinned here: the project's defaults when the demo's picks were
+# measured (crl_uiqa.training.DEFAULT_SETTINGS, 2026-12-01), on whole frames (the demo's frames are 112x144
+# already). A change of the project's defaults does not move the demo's measured picks.
+DEMO_ANCHORED = {"train": {"epochs": 6, "lr": 0.5, "strong_views": "ultrasound", "select": "best", "train_crop": None,
+                           "min_steps": 60, "min_val_pairs": 100, "min_train_images": 100},
+                 "model": {"head": "anchored", "train_from": "head", "anchor": {"intensity_stats": True}}}
+# Half-width (frames) of the Gaussian smoothing of the scores before the best frame of a held-out sweep is
+# picked (``select --smooth`` at one frame per second). Chosen on demo seeds 0-2 with both encoders, confirmed
+# on seeds 3-4 (BENCHMARKS.md "Demo: best-frame picks across seeds").
+DEMO_SMOOTH = 3.0
 
 
 @dataclass
@@ -49,7 +64,7 @@ class DemoSettings:
     n_reference_sweeps: int = 6
     n_test_sweeps: int = 4
     n_frames: int = 40
-    # auto: anchored with the fallback encoder, paper with SonoNet-16 (see demo_head) | anchored | paper
+    # auto: anchored (see demo_head) | anchored | paper
     head: str = "auto"
     epochs: int | None = None  # None: the head's demo default (DEMO_TRAINING)
     lr: float | None = None  # None: the head's demo default
@@ -68,6 +83,8 @@ class DemoSettings:
     classifier_epochs: int = 6
     # fallback encoder: a frame is its plane's class when its plane closeness is at least this, else background
     classifier_closeness: float = 0.7
+    # the best frame of a sweep: the top frame of its scores smoothed over +-smooth frames (0: the top raw score)
+    smooth: float = DEMO_SMOOTH
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -84,10 +101,21 @@ class DemoSettings:
         if self.lr is not None:
             v.real("--lr", self.lr, minimum=0, strict_min=True)
         v.real("classifier_closeness", self.classifier_closeness, minimum=0, maximum=1, strict_min=True)
+        self.smooth = v.real("--smooth", self.smooth, minimum=0)
 
-    def training(self, head: str) -> tuple[dict, dict]:
-        """(TrainConfig overrides, ModelConfig overrides) of the demo's co-learning run with ``head``."""
+    def model_size(self, head: str, fallback: bool) -> tuple[int, int]:
+        """The size the demo's model scores at: SonoNet-16's own 224x288 for the anchored head on SonoNet-16
+        (its trunk is frozen, so it must see frames at the scale the network was trained at), else
+        ``image_size`` (the fallback encoder is trained at that size; the paper's head fine-tunes the trunk)."""
+        return SONONET_SIZE if head == "anchored" and not fallback else tuple(self.image_size)
+
+    def training(self, head: str, fallback: bool = True) -> tuple[dict, dict]:
+        """(TrainConfig overrides, ModelConfig overrides) of the demo's co-learning run with ``head`` on the
+        fallback encoder or (``fallback=False``) SonoNet-16."""
         t, m = demo_training(head)
+        size = self.model_size(head, fallback)
+        if head == "anchored" and size != tuple(self.image_size):
+            t["train_crop"] = ANCHORED_WINDOW  # trained on windows at the scale it scores at, as crl-uiqa fit
         if self.epochs is not None:
             t["epochs"] = self.epochs
         if self.lr is not None:
@@ -96,38 +124,52 @@ class DemoSettings:
             t["min_steps"] = self.min_steps
         if head == "anchored":
             m["anchor"] = {**m.get("anchor", {}), "layer": self.layer, "k": self.k}
-        return {**t, "seed": self.seed}, {**m, "image_size": tuple(self.image_size)}
+        return {**t, "seed": self.seed}, {**m, "image_size": size}
+
+
+def best_frame(frames, scores, smooth: float = 0.0) -> tuple[int, np.ndarray]:
+    """(position of the picked frame, the scores it was picked on) of one sweep, as ``crl-uiqa select`` picks.
+
+    ``frames`` are the frame numbers (the time axis, one unit per frame) and ``scores`` their quality scores;
+    with ``smooth`` > 0 the scores are first averaged over +-``smooth`` frames with Gaussian weights (sigma
+    ``smooth / 2``; :func:`crl_uiqa.video.temporal.smooth_scores`, the policy of ``select --smooth``), so a
+    lone spike does not win over a stretch of good frames. Ties go to the earlier frame.
+    """
+    from .video.temporal import smooth_scores, temporal_nms
+
+    t = np.asarray(frames, dtype=np.float64)
+    smoothed = smooth_scores(t, np.asarray(scores, dtype=np.float64), float(smooth))
+    taken = temporal_nms(t, smoothed, 1, 0.0)
+    if not taken:
+        raise ValueError("no finite score in the sweep")
+    return taken[0], smoothed
 
 
 def demo_head(head: str, fallback: bool) -> str:
-    """The head the demo trains: ``head``, or for ``auto`` the one that picked better frames with this encoder.
+    """The head the demo trains: ``head``, or for ``auto`` the anchored head with either encoder.
 
-    The demo trains and scores at 112x144. The fallback encoder is trained at that size, so the anchored head's
-    teacher term is its own distance score, and the anchored head picked best (held-out picks 1, 0, 3, 1
-    frames from the true best against 7, 5, 2, 1 with the paper's head; BENCHMARKS.md "Demo"). SonoNet-16
-    was trained at 224x288: at 112x144 its distance score is weak (pairwise accuracy 0.585 against 0.715 at
-    its own size), so the anchored head, which keeps the trunk frozen, inherits a weak teacher (picks 3, 4,
-    18, 1), while the paper's head fine-tunes the trunk to the smaller size (picks 0, 1, 2, 1).
+    With the fallback encoder (trained at 112x144) the anchored head picked better than the paper's head
+    (seed 0: 1, 0, 3, 1 frames from the true best against 7, 5, 2, 1). With SonoNet-16 the paper's head at
+    112x144 beat its teacher on none of demo seeds 0-2 (pairwise accuracy 0.715, 0.700, 0.393 against the
+    distance score's 0.715, 0.833, 0.627) and picked 10 frames off on average; the anchored head at SonoNet's
+    own 224x288, trained on 112x144 windows (:meth:`DemoSettings.model_size`), beat it on all three (0.733,
+    0.853, 0.700) at less CPU time (BENCHMARKS.md "Demo: best-frame picks across seeds"). ``fallback`` is
+    kept for callers that choose per encoder.
     """
-    if head != "auto":
-        return head
-    return "anchored" if fallback else "paper"
+    del fallback  # the same head with either encoder since 2026-12-01
+    return "anchored" if head == "auto" else head
 
 
 def demo_training(head: str) -> tuple[dict, dict]:
     """The demo's default (TrainConfig, ModelConfig) overrides for ``head``.
 
-    ``anchored``: the project's defaults (:func:`crl_uiqa.training.settings`: 6 epochs, lr 0.5, trunk frozen,
-    the epoch kept by the label-free criterion), at the demo's 112x144, on whole frames. ``paper``: the paper's head trained
+    ``anchored``: :data:`DEMO_ANCHORED`, the project's defaults of 2026-12-01 pinned (6 epochs, lr 0.5, trunk
+    frozen, the epoch kept by the label-free criterion), at the demo's 112x144, on whole frames. ``paper``: the paper's head trained
     end to end, 8 epochs at lr 1e-2 (the demo's budget before the anchored head; the paper's 35 epochs at
     lr 1e-3 take longer).
     """
-    from .training import settings
-
     if head == "anchored":
-        t, m = settings()
-        t["train_crop"] = None  # the demo's frames are 112x144 already; its picks were measured on whole frames
-        return t, m
+        return dict(DEMO_ANCHORED["train"]), {**DEMO_ANCHORED["model"], "anchor": dict(DEMO_ANCHORED["model"]["anchor"])}
     return {"epochs": 8, "lr": 1e-2}, {"head": "paper"}
 
 
@@ -298,8 +340,10 @@ def run_demo(settings: DemoSettings | None = None) -> DemoResult:
          f"(layer {st.layer}, k={k}, Yeo-Johnson lambda={labels.lmbda:.3g}; {timings['pseudo_labels']:.0f} s)")
 
     t, c = time.perf_counter(), _cpu_seconds()
-    head = demo_head(st.head, fallback="FALLBACK" in encoder)
-    t_over, m_over = st.training(head)
+    fallback = "FALLBACK" in encoder
+    head = demo_head(st.head, fallback=fallback)
+    t_over, m_over = st.training(head, fallback=fallback)
+    size = m_over["image_size"]
     tc = TrainConfig(**t_over)
     mc = ModelConfig(**m_over)
     pairs_raw = read_pairs(ds.pairs_csv)
@@ -308,7 +352,9 @@ def run_demo(settings: DemoSettings | None = None) -> DemoResult:
             else "the paper's head, trained end to end")
     if st.head == "auto":
         what += "; chosen for this encoder, see --head"
-    _say(f"[4/6] co-learning ({what}): {tc.epochs} epochs at {st.image_size[0]}x{st.image_size[1]}, lr {tc.lr:g}")
+    window = tc.crop_size(size) if tc.train_crop is not None else None
+    on = f" on {window[0]}x{window[1]} windows" if window and tuple(window) != tuple(size) else ""
+    _say(f"[4/6] co-learning ({what}): {tc.epochs} epochs at {size[0]}x{size[1]}{on}, lr {tc.lr:g}")
     anchored = dict(references=ref_paths, anchor_transform=(labels.lmbda, float(labels.smoothed.min()),
                                                             float(labels.smoothed.max()))) if head == "anchored" else {}
     res = train(embs.paths, labels.label, config=tc, model_config=mc, weights=weights, run_dir=out / "model",
@@ -330,6 +376,9 @@ def run_demo(settings: DemoSettings | None = None) -> DemoResult:
     test_emb = compute_embeddings(test_paths, net, progress=st.progress and "embedding held-out frames", **kw)
     d = topk_mean_distance(test_emb.vectors, refs.vectors, k, device=dev)
     methods["distance score (no training)"] = score_keys(dict(zip(test_emb.paths, -d)))
+    probs = compute_embeddings(test_paths, net, progress=st.progress and "plane probabilities of held-out frames",
+                               **{**kw, "layer": "probs"})
+    plane_p = score_keys(dict(zip(probs.paths, probs.vectors[:, _plane_class(net)].tolist())))
     test_imgs = load_images(test_paths)
     ref_imgs = load_images(ref_paths)
     for name in st.baselines:
@@ -359,16 +408,21 @@ def run_demo(settings: DemoSettings | None = None) -> DemoResult:
     for p, s in s_crl.items():
         r = truth[p]
         by_sweep.setdefault(r["sweep"], []).append((int(r["frame"]), p, s, float(r["true_quality"])))
+    smooth = st.smooth
     picks = []
     for sweep, rows in sorted(by_sweep.items()):
         rows.sort()
         frames = np.array([r[0] for r in rows])
         pred = np.array([r[2] for r in rows])
         tq = np.array([r[3] for r in rows])
-        bp, bt = int(np.argmax(pred)), int(np.argmax(tq))
+        bp, smoothed = best_frame(frames, pred, smooth)
+        bt = int(np.argmax(tq))
         picks.append({"sweep": sweep, "picked_frame": int(frames[bp]), "true_best_frame": int(frames[bt]),
                       "frame_error": abs(int(frames[bp]) - int(frames[bt])), "picked_true_quality": float(tq[bp]),
-                      "best_true_quality": float(tq[bt]), "_scores": pred, "_tq": tq, "_paths": [r[1] for r in rows]})
+                      "best_true_quality": float(tq[bt]), "smooth": smooth, "_scores": pred, "_smoothed": smoothed,
+                      "_tq": tq, "_paths": [r[1] for r in rows]})
+
+    write_csv(out / "frames.csv", _frame_rows(methods, plane_p, truth), FRAME_COLUMNS + list(methods))
 
     _say("[6/6] writing the report")
     report = _write_report(out, encoder, st, head, labels, res, table, picks, truth, scores, timings)
@@ -380,12 +434,36 @@ def run_demo(settings: DemoSettings | None = None) -> DemoResult:
     return DemoResult(report, table, picks, encoder, total, timings)
 
 
+FRAME_COLUMNS = ["path", "sweep", "frame", "true_quality", "plane_closeness", "acquisition_factor",
+                 "plane_probability"]
+
+
+def _plane_class(net) -> int:
+    """Index of the demo's plane among the encoder's classes (``abdomen`` in the fallback, ``Abdominal`` in SonoNet)."""
+    from .classify import plane_index
+
+    names = tuple(getattr(net, "class_names", ()))
+    return names.index(DEMO_PLANE) if DEMO_PLANE in names else plane_index(DEMO_PLANE, names or None)
+
+
+def _frame_rows(methods: dict[str, dict[str, float]], plane_p: dict[str, float], truth: dict[str, dict]) -> list[dict]:
+    """One row per held-out frame (``frames.csv``): the simulator's ground truth, the encoder's probability of the
+    demo's plane and every method's score."""
+    rows = []
+    for p, r in sorted(truth.items(), key=lambda kv: (kv[1]["sweep"], int(kv[1]["frame"]))):
+        row = {"path": r["path"], **{c: r[c] for c in FRAME_COLUMNS[1:-1]}, "plane_probability": plane_p.get(p)}
+        row.update({name: sc.get(p, float("nan")) for name, sc in methods.items()})
+        rows.append(row)
+    return rows
+
+
 def _write_report(out, encoder, st, head, labels, res, table, picks, truth, scores, timings) -> Path:
     """The demo's HTML report; ``truth`` maps resolved test-frame paths to their manifest rows."""
     from .io import read_gray
     from .reporting.figures import quality_curve, ranked_strip, score_scatter, training_curves
     from .reporting.html import Report
 
+    size = tuple(res.model.config.image_size)
     rep = Report("crl-uiqa demo — simulated fetal abdomen sweeps")
     rep.add_text("Everything here was produced offline by `crl-uiqa demo`: simulated B-mode sweeps, quality "
                  "pseudo-labels from the distance to reference standard planes (paper Eq. 1-3), and a quality model "
@@ -393,8 +471,8 @@ def _write_report(out, encoder, st, head, labels, res, table, picks, truth, scor
                  "simulator, so accuracies are measured, not assumed.")
     rep.add_key_values({"embedding network P(·)": encoder, "training frames": len(res.train_paths) + len(res.val_paths),
                         "k": st.k, "Yeo-Johnson λ": labels.lmbda, "head": head, "epochs": max(int(r["epoch"]) for r in res.history),
-                        "kept epoch": res.kept_epoch, "image size":
-                        f"{st.image_size[0]}x{st.image_size[1]}", "time": _timings_text(timings)})
+                        "kept epoch": res.kept_epoch, "image size": "x".join(map(str, size)),
+                        "time": _timings_text(timings)})
     rep.add_text(_encoder_meaning(encoder))
     rep.add_text("Terms used in this report:\n\n"
                  "- **P(·)**: the pretrained ultrasound plane classifier whose features define how close a frame is "
@@ -413,11 +491,13 @@ def _write_report(out, encoder, st, head, labels, res, table, picks, truth, scor
     rep.add_heading("Best frame of each held-out sweep")
     rep.add_table([{k: v for k, v in p.items() if not k.startswith("_")} for p in picks])
     for p in picks:
-        best = int(np.argmax(p["_scores"]))
-        rep.add_figure(quality_curve(p["_scores"], best=best, title=f"{p['sweep']}: predicted quality "
+        best = int(np.argmax(p["_smoothed"]))
+        what = (f"CRL-UIQA score along the sweep, smoothed over ±{p['smooth']:g} frames (Gaussian, as `select "
+                f"--smooth`)" if p["smooth"] else "CRL-UIQA score along the sweep")
+        rep.add_figure(quality_curve(p["_smoothed"], best=best, title=f"{p['sweep']}: predicted quality "
                                      f"(true best frame {p['true_best_frame']})",
                                      thumbnails={best: read_gray(p["_paths"][best])}),
-                       caption=f"{p['sweep']}: CRL-UIQA score along the sweep; the pick is marked.")
+                       caption=f"{p['sweep']}: {what}; the pick is marked.")
     order = np.argsort(-scores.scores)
     ranked = [order[i] for i in np.linspace(0, len(order) - 1, 8).round().astype(int)]
     rep.add_heading("Frames ranked best to worst")
@@ -428,7 +508,7 @@ def _write_report(out, encoder, st, head, labels, res, table, picks, truth, scor
                    caption="Predicted score against the simulator's ground truth on held-out frames.")
     rep.add_heading("Views (as the paper's Fig. 2)")
     src = read_gray(scores.paths[int(order[0])])
-    fig, caption = _views_figure(res.model, src, st.image_size)
+    fig, caption = _views_figure(res.model, src, size)
     rep.add_figure(fig, caption="The best-scored held-out frame with its weak and strong views. " + caption)
     rep.add_heading("Training")
     rep.add_figure(training_curves(res.history), caption="Per-epoch losses and validation metrics.")
@@ -473,6 +553,8 @@ def _print_summary(table, picks, encoder, report, total, cpu_total=None) -> None
     for p in picks:
         print(f"{p['sweep']:<20}{p['picked_frame']:>8}{p['true_best_frame']:>11}{p['frame_error']:>16}"
               f"{p['picked_true_quality']:>16.3f} / {p['best_true_quality']:.3f}")
+    if picks and picks[0]["smooth"]:
+        print(f"(picked on the CRL-UIQA scores smoothed over +-{picks[0]['smooth']:g} frames; --smooth 0: the top raw score)")
     print()
     print(f"report: {report}")
     print(f"done in {total:.0f} s" + (f" ({cpu_total:.0f} CPU seconds)" if cpu_total is not None else ""))

@@ -13,9 +13,10 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--head", choices=["auto", "anchored", "paper"], default="auto",
                    help="anchored (as fit): the model starts at the distance score and learns a correction, trunk "
-                   "frozen, 6 epochs at lr 0.5, the epoch kept by the label-free criterion; paper: the paper's head "
-                   "trained end to end, 8 epochs at lr 1e-2; auto (default): anchored with the fallback encoder, paper "
-                   "with SonoNet-16 (each picked better frames with that encoder; BENCHMARKS.md)")
+                   "frozen, 6 epochs at lr 0.5, the epoch kept by the label-free criterion; with SonoNet-16 at its "
+                   "224x288, trained on 112x144 windows; paper: the paper's head trained end to end at 112x144, 8 "
+                   "epochs at lr 1e-2; auto (default): anchored (it beat its teacher and picked closer frames with "
+                   "either encoder; BENCHMARKS.md)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default: 6 anchored, 8 paper)")
     p.add_argument("--encoder", choices=["auto", "sononet", "fallback"], default="auto",
                    help="P(.): auto (default) uses SonoNet-16 when its weights are found, else the fallback; sononet "
@@ -24,6 +25,9 @@ def register(sub) -> None:
     p.add_argument("--weights", default=None, metavar="PATH",
                    help="SonoNet16.npz (file or folder); default: $CRL_UIQA_WEIGHTS_DIR, else the weights shipped "
                    "in the package, else the cache, else a fallback encoder trained on simulated planes")
+    p.add_argument("--smooth", type=float, default=3.0, metavar="FRAMES",
+                   help="pick each held-out sweep's best frame on its scores smoothed over +-FRAMES frames "
+                   "(Gaussian, as select --smooth); 0: the top raw score (default 3; BENCHMARKS.md)")
     add_device(p)
     p.add_argument("--quick", action="store_true", help="a smaller data set (for tests and slow machines)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -36,7 +40,8 @@ def run(args) -> int:
     from ..demo import DemoSettings, quick, run_demo
 
     st = DemoSettings(out_dir=Path(args.out), seed=args.seed, head=args.head, epochs=args.epochs,
-                      encoder=args.encoder, weights=args.weights, device=args.device, progress=not args.quiet)
+                      encoder=args.encoder, weights=args.weights, device=args.device, smooth=args.smooth,
+                      progress=not args.quiet)
     if args.quick:
         quick(st)
     run_demo(st)

@@ -1,0 +1,171 @@
+"""The demo's best-frame picks across seeds: cache per-frame scores once, then compare pick strategies.
+
+Issue 10, goal 4: ``crl-uiqa demo`` should pick the best frame of each held-out
+sweep within 2 frames of the true best (the frame of highest simulated
+``true_quality`` = plane closeness x acquisition factor), with and without
+SonoNet-16 weights, whatever the seed.
+
+``run`` runs the demo's pipeline (``crl_uiqa.demo.run_demo``, the baselines
+left out: they play no part in the picks) once per seed and configuration and
+keeps its ``frames.csv`` (every held-out frame: ground truth, the trained
+model's score, the untrained distance score, the encoder's probability of the
+abdominal plane) as ``bench-out/demo_picks/<config>_s<seed>.csv`` with the
+run's ``results.json`` beside it. Configurations:
+
+* ``sononet``: the demo's default with SonoNet-16 (``--head auto``);
+* ``sononet-paper``: SonoNet-16 with the paper's head at 112x144 (the default before);
+* ``fallback``: ``--encoder fallback`` (the default without weights).
+
+``evaluate`` compares pick strategies on the cached scores without retraining:
+the trained model's or the distance score's frame of highest score after
+Gaussian smoothing over +-W frames (``crl_uiqa.demo.best_frame``, the policy
+of ``select --smooth``), optionally only among frames whose plane probability
+is at least a threshold (``select --plane``). It prints, per configuration and
+strategy, the frame error of every held-out sweep of every seed, their mean
+and maximum, and the share within 2 frames.
+
+Usage::
+
+    python benchmarks/demo_picks.py run --seeds 0,1,2 --configs sononet,fallback [--threads 1]
+    python benchmarks/demo_picks.py evaluate --seeds 0,1,2 --configs sononet,fallback
+
+Choose on some seeds, confirm on seeds not looked at before choosing
+(BENCHMARKS.md "Demo: best-frame picks across seeds").
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import _run_info as run_info  # noqa: E402
+
+OUT = ROOT / "bench-out" / "demo_picks"
+CONFIGS = {
+    "sononet": {"encoder": "sononet", "head": "auto"},
+    "sononet-paper": {"encoder": "sononet", "head": "paper"},
+    "fallback": {"encoder": "fallback", "head": "auto"},
+}
+MODEL, TEACHER = "CRL-UIQA", "distance score (no training)"
+
+
+def _ints(text: str) -> list[int]:
+    return [int(s) for s in text.split(",") if s.strip()]
+
+
+def _names(text: str) -> list[str]:
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    bad = [n for n in names if n not in CONFIGS]
+    if bad:
+        raise SystemExit(f"unknown configuration {bad[0]!r}; choose from {', '.join(CONFIGS)}")
+    return names
+
+
+def run(seeds: list[int], configs: list[str], threads: int | None) -> None:
+    import torch
+
+    from crl_uiqa.demo import DemoSettings, run_demo
+
+    if threads:
+        torch.set_num_threads(threads)
+    OUT.mkdir(parents=True, exist_ok=True)
+    print(f"# {run_info.machine()}; {run_info.uptime()}", flush=True)
+    for cfg in configs:
+        for seed in seeds:
+            name = f"{cfg}_s{seed}"
+            if (OUT / f"{name}.csv").exists():
+                print(f"{name}: cached", flush=True)
+                continue
+            work = OUT / "work" / name
+            t = time.perf_counter()
+            run_demo(DemoSettings(out_dir=work, seed=seed, baselines=(), progress=False, **CONFIGS[cfg]))
+            shutil.copy(work / "frames.csv", OUT / f"{name}.csv")
+            shutil.copy(work / "results.json", OUT / f"{name}.json")
+            shutil.rmtree(work)
+            print(f"{name}: {time.perf_counter() - t:.0f} s", flush=True)
+    print(f"# {run_info.uptime()}")
+
+
+def load(path: Path) -> dict[str, dict[str, np.ndarray]]:
+    """``{sweep: {"frame", "true_quality", "model", "teacher", "plane_probability"}}`` from a frames.csv."""
+    sweeps: dict[str, list[dict]] = {}
+    for r in csv.DictReader(path.open()):
+        sweeps.setdefault(r["sweep"], []).append(r)
+    out = {}
+    for sweep, rows in sorted(sweeps.items()):
+        rows.sort(key=lambda r: int(r["frame"]))
+        out[sweep] = {"frame": np.array([int(r["frame"]) for r in rows]),
+                      "true_quality": np.array([float(r["true_quality"]) for r in rows]),
+                      "model": np.array([float(r[MODEL]) for r in rows]),
+                      "teacher": np.array([float(r[TEACHER]) for r in rows]),
+                      "plane_probability": np.array([float(r["plane_probability"]) for r in rows])}
+    return out
+
+
+def frame_error(sweep: dict[str, np.ndarray], source: str, smooth: float, plane: float | None = None) -> int:
+    """Frames between the pick of ``source`` (smoothed over +-``smooth`` frames; among frames with plane
+    probability >= ``plane`` when any) and the true best frame."""
+    from crl_uiqa.demo import best_frame
+
+    scores = sweep[source].astype(np.float64)
+    if plane is not None and (sweep["plane_probability"] >= plane).any():
+        _, smoothed = best_frame(sweep["frame"], scores, smooth)
+        scores = np.where(sweep["plane_probability"] >= plane, smoothed, np.nan)
+        smooth = 0.0
+    pos, _ = best_frame(sweep["frame"], scores, smooth)
+    return abs(int(sweep["frame"][pos]) - int(sweep["frame"][int(np.argmax(sweep["true_quality"]))]))
+
+
+def evaluate(seeds: list[int], configs: list[str]) -> dict:
+    strategies = [(src, w, None) for src in ("model", "teacher") for w in (0, 1, 2, 3, 4, 5, 6)]
+    strategies += [("model", w, 0.5) for w in (0, 3, 4)]
+    results = {}
+    for cfg in configs:
+        data = {s: load(OUT / f"{cfg}_s{s}.csv") for s in seeds if (OUT / f"{cfg}_s{s}.csv").exists()}
+        if not data:
+            print(f"{cfg}: nothing cached for seeds {seeds}")
+            continue
+        acc = {s: {r["method"]: r["accuracy"] for r in json.loads((OUT / f"{cfg}_s{s}.json").read_text())["table"]}
+               for s in data}
+        print(f"== {cfg}, seeds {', '.join(map(str, data))}; pairwise accuracy model / distance score: "
+              + "; ".join(f"s{s} {acc[s][MODEL]:.3f} / {acc[s][TEACHER]:.3f}" for s in data))
+        for src, w, plane in strategies:
+            errs = {s: [frame_error(sw, src, w, plane) for sw in data[s].values()] for s in data}
+            flat = np.concatenate([np.asarray(v) for v in errs.values()])
+            tag = f"{src} smooth {w}" + (f" plane>={plane}" if plane is not None else "")
+            results[f"{cfg}: {tag}"] = {str(s): v for s, v in errs.items()}
+            print(f"{tag:<26} mean {flat.mean():5.2f}  max {flat.max():>2}  within 2: {np.mean(flat <= 2):.2f}   "
+                  + "   ".join(f"s{s}: {', '.join(map(str, v))}" for s, v in errs.items()))
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("what", choices=["run", "evaluate"])
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--configs", default="sononet,fallback")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    args = ap.parse_args(argv)
+    seeds, configs = _ints(args.seeds), _names(args.configs)
+    if args.what == "run":
+        run(seeds, configs, args.threads)
+    else:
+        res = evaluate(seeds, configs)
+        OUT.mkdir(parents=True, exist_ok=True)
+        (OUT / f"evaluate_{'-'.join(map(str, seeds))}.json").write_text(json.dumps(
+            {"command": run_info.command("demo_picks.py", argv), "frame_errors": res}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
