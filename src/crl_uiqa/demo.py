@@ -351,7 +351,7 @@ def run_demo(settings: DemoSettings | None = None) -> DemoResult:
     what = ("anchored head: the distance score plus a learned correction, trunk frozen" if head == "anchored"
             else "the paper's head, trained end to end")
     if st.head == "auto":
-        what += "; chosen for this encoder, see --head"
+        what += "; the default, see --head"
     window = tc.crop_size(size) if tc.train_crop is not None else None
     on = f" on {window[0]}x{window[1]} windows" if window and tuple(window) != tuple(size) else ""
     _say(f"[4/6] co-learning ({what}): {tc.epochs} epochs at {size[0]}x{size[1]}{on}, lr {tc.lr:g}")
