@@ -45,11 +45,12 @@ def _model(size):
     import torch
 
     from crl_uiqa.model import ModelConfig, build_model
+    from crl_uiqa.training import settings
 
     torch.manual_seed(0)  # the same head weights for every option
     mc = ModelConfig(image_size=tuple(size), head="anchored", train_from="head",
-                     anchor={"layer": "block4", "k": 5, "n_references": 45, "dim": 128, "intensity_stats": True,
-                             "smoothing": True})
+                     anchor={**settings()[1].get("anchor", {}), "layer": "block4", "k": 5, "n_references": 45,
+                             "dim": 128, "smoothing": True})
     try:
         model = build_model(mc)
     except Exception:  # no packaged SonoNet weights: random trunk (the speed is the same)

@@ -33,10 +33,17 @@ Two heads (``ModelConfig.head``):
   step 0 the model's score *is* the pseudo-label of the image, so co-learning
   (Eq. 4-7, unchanged) can only add what the corrupted and augmented views
   teach. The references and the map are buffers saved with the model.
-  With ``anchor["intensity_stats"]`` the FC also sees the mean and standard
-  deviation of the raw input image: SonoNet standardises every image by its
-  own mean and deviation, so without them a global contrast or brightness
-  change is invisible to the whole network.
+  SonoNet standardises every image by its own mean and deviation, so a
+  global contrast or brightness change is invisible to the whole network.
+  With ``anchor["reference_stats"]`` (``"norm"``, the default of
+  :func:`crl_uiqa.training.settings`) the FC also sees how far six low-level
+  statistics of the raw input (gray level, contrast, gradients at three
+  scales) lie from those of the reference planes, in either direction
+  (:mod:`crl_uiqa.reference_stats`; centre and scale are buffers saved with
+  the model): a learned "deviating from the references is worse" that
+  carries over to corruptions the head never trained on. With
+  ``anchor["intensity_stats"]`` (the default before) it sees the raw mean
+  and standard deviation themselves, signed.
 """
 from __future__ import annotations
 
@@ -86,6 +93,8 @@ class ModelConfig:
         v.choice(v.flag("head"), self.head, ("paper", "anchored"))
         if not isinstance(self.anchor, dict):
             raise ConfigError(f"anchor must be a dict, got {type(self.anchor).__name__}")
+        if self.anchor.get("reference_stats") not in (None, False, "norm", "each"):
+            raise ConfigError(f"anchor reference_stats must be norm, each or off, got {self.anchor['reference_stats']!r}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -190,7 +199,13 @@ class QualityModel(nn.Module):
             self.projection = nn.Sequential(
                 nn.Conv2d(c, p, 3, padding=1, bias=False), nn.BatchNorm2d(p), nn.ReLU(inplace=True),
                 nn.Conv2d(p, p, 1, bias=False), nn.BatchNorm2d(p), nn.ReLU(inplace=True))
-            self.fc = nn.Linear(p + (2 if a.get("intensity_stats") else 0), 1)
+            extra = 2 if a.get("intensity_stats") else 0
+            if a.get("reference_stats"):
+                from .reference_stats import ReferenceDeviation
+
+                self.deviation = ReferenceDeviation(a["reference_stats"])
+                extra += self.deviation.n_features
+            self.fc = nn.Linear(p + extra, 1)
             nn.init.zeros_(self.fc.weight)  # the correction starts at 0: the model starts at its teacher
             nn.init.zeros_(self.fc.bias)
         else:
@@ -251,6 +266,8 @@ class QualityModel(nn.Module):
         if self.config.anchor.get("intensity_stats"):
             flat = x.flatten(1).float()
             h = torch.cat([h.float(), flat.mean(dim=1, keepdim=True), flat.std(dim=1, keepdim=True)], dim=1)
+        if self.config.anchor.get("reference_stats"):
+            h = torch.cat([h.float(), self.deviation(x)], dim=1)
         return q0, self.fc(h.to(self.fc.weight.dtype)).squeeze(1).float()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

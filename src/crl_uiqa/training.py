@@ -158,7 +158,7 @@ class TrainConfig:
 # ModelConfig keep the paper's values field by field. Evidence for each change: README "method here".
 DEFAULT_SETTINGS = {"train": {"epochs": 6, "lr": 0.5, "strong_views": "ultrasound", "select": "best", "train_crop": 0.5,
                               "min_steps": 60, "min_val_pairs": 100, "min_train_images": 100},
-                    "model": {"head": "anchored", "train_from": "head", "anchor": {"intensity_stats": True}}}
+                    "model": {"head": "anchored", "train_from": "head", "anchor": {"reference_stats": "norm"}}}
 PAPER_SETTINGS = {"train": {"epochs": 35, "lr": 1e-3, "strong_views": "paper", "select": "last", "min_steps": 0,
                             "train_crop": None,
                             "min_train_images": 0,
@@ -484,7 +484,7 @@ def train(
         raise FileNotFoundError(f"--resume: {run_dir} holds no interrupted run (no last.safetensors)")
     torch.manual_seed(cfg.seed)
 
-    ref_emb = None
+    ref_emb = ref_stats = None
     if mcfg.head == "anchored":
         if not references:
             raise ConfigError("the anchored head needs the reference planes (references=...; --references), "
@@ -495,6 +495,8 @@ def train(
             log.info("the model's size %s is not the size the pseudo-labels were computed at: the anchored head's "
                      "label map is fitted on the training images at the model's size", tuple(mcfg.image_size))
             anchor_transform = None
+        if mcfg.anchor.get("reference_stats"):
+            ref_stats = _reference_statistics(references, mcfg.image_size, reference_crop, num_workers)
     model = build_model(mcfg, weights=weights, pretrained=not (resume and last.exists()))
     model.to(dev).to(memory_format=torch.channels_last)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -537,6 +539,8 @@ def train(
     q_va = q_all[va_idx]
     if ref_emb is not None and start_epoch == 0:
         _set_anchor(model, ref_emb, cache, dev, anchor_transform, amp)
+        if ref_stats is not None:
+            model.deviation.set(ref_stats)
     vp_cache = None
     if val_pairs:
         b_cache, _, fb = load_image_cache([b for b, w in val_pairs], mcfg.image_size, crop=crop,
@@ -709,6 +713,18 @@ def _reference_embeddings(references, mcfg: ModelConfig, weights, dev, crop, num
         raise ValueError(f"k={a['k']} is larger than the number of references n={a['n_references']}")
     native = tuple(getattr(net, "input_size", mcfg.image_size)) == tuple(mcfg.image_size)
     return torch.from_numpy(refs.vectors), replace(mcfg, anchor=a), native
+
+
+def _reference_statistics(references, size, crop, num_workers) -> torch.Tensor:
+    """The references' :func:`~crl_uiqa.reference_stats.image_statistics` (n, 6) at the model's size."""
+    from .io import list_images
+    from .reference_stats import image_statistics
+
+    refs, _, failures = load_image_cache(list_images(references), tuple(size), crop=crop, num_workers=num_workers,
+                                         progress=False)
+    if failures:
+        raise ValueError(f"reference image {failures[0].path} cannot be read: {failures[0].reason}")
+    return torch.cat([image_statistics(refs[i : i + 64].float().div_(255.0)) for i in range(0, refs.shape[0], 64)])
 
 
 @torch.inference_mode()

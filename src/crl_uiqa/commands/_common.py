@@ -147,6 +147,11 @@ def add_training(parser: argparse.ArgumentParser, calibrate_margins: bool = Fals
     g.add_argument("--head", choices=["anchored", "paper"], default=None,
                    help="anchored (default): the model starts at the pseudo-label score and learns a correction; "
                    "paper: the paper's projection + pooling + FC head trained from scratch")
+    g.add_argument("--reference-stats", choices=["norm", "each", "off"], default=None,
+                   help="anchored head: the correction also sees how far the image's gray level, contrast and "
+                   "gradients at three scales lie from the reference planes' (crl_uiqa.reference_stats): norm "
+                   "(default: one feature, their distance: deviating in any way is worse), each (one feature per "
+                   "statistic and the distance), off")
     g.add_argument("--select", choices=["best", "last"], default=None,
                    help="epoch kept: best by the label-free validation criterion (default) or last (paper)")
     g.add_argument("--min-steps", type=int, default=None,
@@ -232,6 +237,9 @@ def training_configs(args):
     if mc.head == "anchored":
         mc = replace(mc, anchor={**mc.anchor, "k": getattr(args, "k", 5), "layer": getattr(args, "layer", "block4"),
                                  "smoothing": not getattr(args, "no_smoothing", False)})
+        if getattr(args, "reference_stats", None) is not None:
+            mc = replace(mc, anchor={**mc.anchor, "reference_stats": False if args.reference_stats == "off"
+                                     else args.reference_stats})
     return tc, mc
 
 

@@ -1,0 +1,111 @@
+"""How far an image's low-level statistics lie from those of the reference planes.
+
+The pseudo-labels (Eq. 1-3) measure how far an image's embedding lies from
+the high-quality reference planes. The embedding of a classifier trained on
+standard planes sees anatomy well and pixel-level quality poorly: SonoNet
+standardises every image by its own mean and deviation, and its pooled
+features barely change under mild noise or a veil of haze. This module
+applies the same idea — "a good frame looks like the references" — to six
+statistics a sonographer's eye reads directly (:func:`image_statistics`):
+
+====  ==========================================================  =====================
+#     statistic                                                   moved by (examples)
+====  ==========================================================  =====================
+0     mean gray level                                             gain, haze, shadow
+1     standard deviation of the gray levels                       contrast, haze
+2     log mean absolute gradient at full resolution (g1)          noise up, blur down
+3     log mean absolute gradient after 2x2 average pooling (g2)   noise, blur
+4     log(g1 / g2): the finest scale against the next             noise up, blur down
+5     log(g2 / g4), g4 after a second 2x2 pooling                 blur, low resolution
+====  ==========================================================  =====================
+
+The gradient is the mean of ``|x[i, j+1] - x[i, j]|`` plus the mean of
+``|x[i+1, j] - x[i, j]|``. :class:`ReferenceDeviation` stores the centre (mean)
+and scale (standard deviation) of each statistic over the reference planes and
+maps an image to ``log(1 + |z|)`` per statistic, ``z = (s - centre) / scale``,
+and their root mean square (``mode="norm"``: that alone, the default; ``"each"``: all seven). The deviation is symmetric on purpose: the
+references define "good", and a frame brighter *or* darker, noisier *or*
+blurrier than them deviates alike. A correction that learns from one kind of
+corruption that deviating is bad therefore carries the lesson to corruptions
+it never saw (BENCHMARKS.md, "Corruptions it never trained on"); a signed
+feature would learn a direction that holds only for the families it trained
+on. The log keeps a severe corruption (``|z|`` in the tens) from swamping the
+learning rate of the head.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+N_STATISTICS = 6
+STATISTIC_NAMES = ("mean", "std", "log_grad1", "log_grad2", "log_grad1_over_grad2", "log_grad2_over_grad4")
+#: The smallest scale of a statistic (gray levels in [0, 1]; the log-gradient statistics vary by ~0.05-0.2
+#: between good frames): with one reference, or references that agree exactly, |z| stays finite.
+MIN_SCALE = 0.02
+_EPS = 1e-6
+
+
+def _mean_abs_gradient(x: torch.Tensor) -> torch.Tensor:
+    gx = (x[..., :, 1:] - x[..., :, :-1]).abs().mean(dim=(1, 2, 3))
+    gy = (x[..., 1:, :] - x[..., :-1, :]).abs().mean(dim=(1, 2, 3))
+    return gx + gy + _EPS
+
+
+def image_statistics(x: torch.Tensor) -> torch.Tensor:
+    """The six statistics (B, 6) of gray images ``x`` (B, 1, H, W) in [0, 1], H and W at least 8 (table above)."""
+    if x.dim() != 4 or x.shape[1] != 1:
+        raise ValueError(f"image_statistics needs gray images (B, 1, H, W), got shape {tuple(x.shape)}")
+    if min(x.shape[-2:]) < 8:
+        raise ValueError(f"image_statistics needs images of at least 8x8 pixels, got {tuple(x.shape[-2:])}")
+    x = x.float()
+    flat = x.flatten(1)
+    g1 = _mean_abs_gradient(x)
+    x2 = F.avg_pool2d(x, 2)
+    g2 = _mean_abs_gradient(x2)
+    g4 = _mean_abs_gradient(F.avg_pool2d(x2, 2))
+    return torch.stack([flat.mean(dim=1), flat.std(dim=1), g1.log(), g2.log(), (g1 / g2).log(), (g2 / g4).log()], 1)
+
+
+MODES = ("norm", "each")
+
+
+class ReferenceDeviation(nn.Module):
+    """How far an image's :func:`image_statistics` lie from the references': ``log(1 + |z|)`` per statistic.
+
+    ``mode="norm"``: their root mean square, one feature (B, 1), the distance
+    of the image from the references in this space: a head can only learn
+    "deviating is worse" as a whole. ``mode="each"``: the six and their root
+    mean square (B, 7): a head can weigh each statistic, i.e. learn which
+    deviations matter for the corruptions it trains on. Buffers ``center`` and ``scale`` (6,):
+    set by :meth:`set` from the references' statistics (saved with the model).
+    Until then the centre is 0 and the scale 1.
+    """
+
+    def __init__(self, mode: str = "norm") -> None:
+        super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"reference_stats must be one of {', '.join(MODES)}, got {mode!r}")
+        self.mode = mode
+        self.n_features = 1 if mode == "norm" else N_STATISTICS + 1
+        self.register_buffer("center", torch.zeros(N_STATISTICS))
+        self.register_buffer("scale", torch.ones(N_STATISTICS))
+
+    @torch.no_grad()
+    def set(self, statistics: torch.Tensor) -> None:
+        """Centre and scale from the references' statistics (n, 6): mean and standard deviation (at least
+        :data:`MIN_SCALE`; one reference has no spread, so its scale is the floor)."""
+        s = torch.as_tensor(statistics, dtype=torch.float32)
+        if s.dim() != 2 or s.shape[1] != N_STATISTICS or s.shape[0] < 1:
+            raise ValueError(f"reference statistics must have shape (n >= 1, {N_STATISTICS}), got {tuple(s.shape)}")
+        if not torch.isfinite(s).all():
+            raise ValueError("reference statistics hold NaN or inf")
+        spread = s.std(dim=0) if s.shape[0] > 1 else torch.zeros(N_STATISTICS)
+        self.center.copy_(s.mean(dim=0))
+        self.scale.copy_(spread.clamp_min(MIN_SCALE))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = (image_statistics(x) - self.center) / self.scale
+        d = torch.log1p(z.abs())
+        m = d.square().mean(dim=1, keepdim=True).sqrt()
+        return m if self.mode == "norm" else torch.cat([d, m], dim=1)
