@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from crl_uiqa.model import ModelConfig, QualityModel, load_model, save_model
+from crl_uiqa.model import ModelConfig, load_model, save_model
 from crl_uiqa.reference_stats import MIN_SCALE, ReferenceDeviation, image_statistics
 
 
