@@ -54,6 +54,8 @@ import torch
 from torch import nn
 
 from .errors import ConfigError
+from .reference_stats import MODES as REFERENCE_STATS_MODES
+from .reference_stats import ReferenceDeviation
 
 
 @dataclass
@@ -93,7 +95,7 @@ class ModelConfig:
         v.choice(v.flag("head"), self.head, ("paper", "anchored"))
         if not isinstance(self.anchor, dict):
             raise ConfigError(f"anchor must be a dict, got {type(self.anchor).__name__}")
-        if self.anchor.get("reference_stats") not in (None, False, "norm", "each"):
+        if self.anchor.get("reference_stats") not in (None, False, *REFERENCE_STATS_MODES):
             raise ConfigError(f"anchor reference_stats must be norm, each or off, got {self.anchor['reference_stats']!r}")
 
     def to_dict(self) -> dict:
@@ -201,8 +203,6 @@ class QualityModel(nn.Module):
                 nn.Conv2d(p, p, 1, bias=False), nn.BatchNorm2d(p), nn.ReLU(inplace=True))
             extra = 2 if a.get("intensity_stats") else 0
             if a.get("reference_stats"):
-                from .reference_stats import ReferenceDeviation
-
                 self.deviation = ReferenceDeviation(a["reference_stats"])
                 extra += self.deviation.n_features
             self.fc = nn.Linear(p + extra, 1)

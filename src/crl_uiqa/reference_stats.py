@@ -38,8 +38,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-N_STATISTICS = 6
 STATISTIC_NAMES = ("mean", "std", "log_grad1", "log_grad2", "log_grad1_over_grad2", "log_grad2_over_grad4")
+N_STATISTICS = len(STATISTIC_NAMES)
 #: The smallest scale of a statistic (gray levels in [0, 1]; the log-gradient statistics vary by ~0.05-0.2
 #: between good frames): with one reference, or references that agree exactly, |z| stays finite.
 MIN_SCALE = 0.02

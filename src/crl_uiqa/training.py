@@ -484,7 +484,7 @@ def train(
         raise FileNotFoundError(f"--resume: {run_dir} holds no interrupted run (no last.safetensors)")
     torch.manual_seed(cfg.seed)
 
-    ref_emb = ref_stats = None
+    ref_emb = None
     if mcfg.head == "anchored":
         if not references:
             raise ConfigError("the anchored head needs the reference planes (references=...; --references), "
@@ -495,8 +495,6 @@ def train(
             log.info("the model's size %s is not the size the pseudo-labels were computed at: the anchored head's "
                      "label map is fitted on the training images at the model's size", tuple(mcfg.image_size))
             anchor_transform = None
-        if mcfg.anchor.get("reference_stats"):
-            ref_stats = _reference_statistics(references, mcfg.image_size, reference_crop, num_workers)
     model = build_model(mcfg, weights=weights, pretrained=not (resume and last.exists()))
     model.to(dev).to(memory_format=torch.channels_last)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -539,8 +537,8 @@ def train(
     q_va = q_all[va_idx]
     if ref_emb is not None and start_epoch == 0:
         _set_anchor(model, ref_emb, cache, dev, anchor_transform, amp)
-        if ref_stats is not None:
-            model.deviation.set(ref_stats)
+        if mcfg.anchor.get("reference_stats"):  # a resumed run has them in its checkpoint
+            model.deviation.set(_reference_statistics(references, mcfg.image_size, reference_crop, num_workers))
     vp_cache = None
     if val_pairs:
         b_cache, _, fb = load_image_cache([b for b, w in val_pairs], mcfg.image_size, crop=crop,
