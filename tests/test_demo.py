@@ -73,8 +73,8 @@ def test_demo_without_weights_falls_back_and_encoder_sononet_says_so(tmp_path, m
     monkeypatch.setenv("CRL_UIQA_CACHE", str(tmp_path / "empty-cache"))
     monkeypatch.setattr(weights, "PACKAGED_DIR", tmp_path / "no-packaged-weights")
     assert demo._find_sononet(None) is None
-    assert demo.demo_head("auto", fallback=True) == "anchored" and demo.demo_head("auto", fallback=False) == "anchored"
-    assert demo.demo_head("paper", fallback=False) == "paper"
+    assert demo.demo_head("auto") == "anchored"  # with either encoder
+    assert demo.demo_head("paper") == "paper"
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--encoder", "sononet", "--out", str(out), "--quiet"]) != 0
     err = capsys.readouterr().err

@@ -145,7 +145,7 @@ def best_frame(frames, scores, smooth: float = 0.0) -> tuple[int, np.ndarray]:
     return taken[0], smoothed
 
 
-def demo_head(head: str, fallback: bool) -> str:
+def demo_head(head: str) -> str:
     """The head the demo trains: ``head``, or for ``auto`` the anchored head with either encoder.
 
     With the fallback encoder (trained at 112x144) the anchored head picked better than the paper's head
@@ -153,10 +153,8 @@ def demo_head(head: str, fallback: bool) -> str:
     112x144 beat its teacher on none of demo seeds 0-2 (pairwise accuracy 0.715, 0.700, 0.393 against the
     distance score's 0.715, 0.833, 0.627) and picked 10 frames off on average; the anchored head at SonoNet's
     own 224x288, trained on 112x144 windows (:meth:`DemoSettings.model_size`), beat it on all three (0.733,
-    0.853, 0.700) at less CPU time (BENCHMARKS.md "Demo: best-frame picks across seeds"). ``fallback`` is
-    kept for callers that choose per encoder.
+    0.853, 0.700) at less CPU time (BENCHMARKS.md "Demo: best-frame picks across seeds").
     """
-    del fallback  # the same head with either encoder since 2026-12-01
     return "anchored" if head == "auto" else head
 
 
@@ -341,7 +339,7 @@ def run_demo(settings: DemoSettings | None = None) -> DemoResult:
 
     t, c = time.perf_counter(), _cpu_seconds()
     fallback = "FALLBACK" in encoder
-    head = demo_head(st.head, fallback=fallback)
+    head = demo_head(st.head)
     t_over, m_over = st.training(head, fallback=fallback)
     size = m_over["image_size"]
     tc = TrainConfig(**t_over)
@@ -352,7 +350,7 @@ def run_demo(settings: DemoSettings | None = None) -> DemoResult:
             else "the paper's head, trained end to end")
     if st.head == "auto":
         what += "; the default, see --head"
-    window = tc.crop_size(size) if tc.train_crop is not None else None
+    window = tc.crop_size(size)
     on = f" on {window[0]}x{window[1]} windows" if window and tuple(window) != tuple(size) else ""
     _say(f"[4/6] co-learning ({what}): {tc.epochs} epochs at {size[0]}x{size[1]}{on}, lr {tc.lr:g}")
     anchored = dict(references=ref_paths, anchor_transform=(labels.lmbda, float(labels.smoothed.min()),
@@ -419,7 +417,7 @@ def run_demo(settings: DemoSettings | None = None) -> DemoResult:
         bt = int(np.argmax(tq))
         picks.append({"sweep": sweep, "picked_frame": int(frames[bp]), "true_best_frame": int(frames[bt]),
                       "frame_error": abs(int(frames[bp]) - int(frames[bt])), "picked_true_quality": float(tq[bp]),
-                      "best_true_quality": float(tq[bt]), "smooth": smooth, "_scores": pred, "_smoothed": smoothed,
+                      "best_true_quality": float(tq[bt]), "smooth": smooth, "_picked": bp, "_smoothed": smoothed,
                       "_tq": tq, "_paths": [r[1] for r in rows]})
 
     write_csv(out / "frames.csv", _frame_rows(methods, plane_p, truth), FRAME_COLUMNS + list(methods))
@@ -491,7 +489,7 @@ def _write_report(out, encoder, st, head, labels, res, table, picks, truth, scor
     rep.add_heading("Best frame of each held-out sweep")
     rep.add_table([{k: v for k, v in p.items() if not k.startswith("_")} for p in picks])
     for p in picks:
-        best = int(np.argmax(p["_smoothed"]))
+        best = p["_picked"]
         what = (f"CRL-UIQA score along the sweep, smoothed over ±{p['smooth']:g} frames (Gaussian, as `select "
                 f"--smooth`)" if p["smooth"] else "CRL-UIQA score along the sweep")
         rep.add_figure(quality_curve(p["_smoothed"], best=best, title=f"{p['sweep']}: predicted quality "
