@@ -320,7 +320,7 @@ def run_default_mode(args, argv, dev, families, t0) -> int:
     from crl_uiqa.compare import compare_methods
     from crl_uiqa.corruptions import ULTRASOUND_FAMILIES
     from crl_uiqa.evaluation import align, read_pairs
-    from crl_uiqa.files import write_csv, write_json, write_text
+    from crl_uiqa.files import write_csv
 
     load_start = run_info.uptime()
     groups = _parse_groups(args.groups)
@@ -442,11 +442,19 @@ def run_default_mode(args, argv, dev, families, t0) -> int:
     result = {"meta": meta, "families": fam_rows, "mean": mean, "runs": model_rows, "dev_protocol": dev_rows,
               "baselines": baseline_rows}
     md = format_default_markdown(result)
-    write_json(ROOT / "bench-out" / f"lofo_default_{tag}.json", result)
-    write_text(ROOT / "bench-out" / f"lofo_default_{tag}.md", md + "\n\n```json\n" + json.dumps(meta, indent=1) + "\n```\n")
-    print(md)
-    print(json.dumps(meta, indent=1))
+    _publish(f"lofo_default_{tag}", result, md)
     return 0
+
+
+def _publish(name: str, result: dict, md: str) -> None:
+    """Write ``bench-out/NAME.json`` (the result) and ``NAME.md`` (the tables and the run's meta), and print both."""
+    from crl_uiqa.files import write_json, write_text
+
+    meta = json.dumps(result["meta"], indent=1)
+    write_json(ROOT / "bench-out" / f"{name}.json", result)
+    write_text(ROOT / "bench-out" / f"{name}.md", md + "\n\n```json\n" + meta + "\n```\n")
+    print(md)
+    print(meta)
 
 
 _BASELINE_LABEL = {"niqe-ref": "niqe-ref", "niqe": "NIQE", "brisque": "BRISQUE"}
@@ -538,7 +546,6 @@ def main(argv=None) -> int:
     from crl_uiqa.backbones import get_backbone
     from crl_uiqa.corruptions import PAPER_FAMILIES, ULTRASOUND_FAMILIES
     from crl_uiqa.embed import compute_embeddings
-    from crl_uiqa.files import write_json, write_text
     from crl_uiqa.model import ModelConfig
     from crl_uiqa.pseudo_labels import topk_mean_distance
     from crl_uiqa.scoring import score_paths
@@ -643,10 +650,7 @@ def main(argv=None) -> int:
     result = {"meta": meta, "families": fam_rows, "mean": mean, "kendall_tau": tau_rows,
               "ablation_rows": table_rows, "calibration": calibration}
     md = format_markdown(result)
-    write_json(ROOT / "bench-out" / f"lofo_{tag}.json", result)
-    write_text(ROOT / "bench-out" / f"lofo_{tag}.md", md + "\n\n```json\n" + json.dumps(meta, indent=1) + "\n```\n")
-    print(md)
-    print(json.dumps(meta, indent=1))
+    _publish(f"lofo_{tag}", result, md)
     return 0
 
 
