@@ -19,6 +19,7 @@ same path as an uninterrupted one (bit for bit on the CPU).
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import numbers
@@ -454,242 +455,402 @@ def train(
     (``"last"``, the paper, keeps the last); ``TrainResult.warnings`` holds
     :func:`diagnose_training`'s diagnoses, also logged.
     """
-    from .progress import eta, format_duration
-    from .progress import progress as _progress
-
     cfg = config or TrainConfig()
     mcfg = model_config or ModelConfig()
+    extra = extra_meta or {}
     q_all = _validate_labels(paths, labels)
     dev = resolve_device(device)
     amp = autocast_enabled(cfg.amp, dev)
-    window = None  # the training window (TrainConfig.train_crop); ``crop`` is the users' crop box of every image
-    if cfg.train_crop is not None:
-        from .backbones import min_input_size
+    window = _training_window(cfg, mcfg)  # TrainConfig.train_crop; ``crop`` is the users' crop box of every image
+    run_dir, last = _open_run_dir(run_dir, resume, overwrite)
+    digest = inputs_digest([str(p) for p in paths], [float(v) for v in q_all])
+    torch.manual_seed(cfg.seed)
+    ref_emb, mcfg, anchor_transform = _anchored_references(references, mcfg, weights, dev, reference_crop, num_workers,
+                                                           progress, anchor_transform)
+    model, opt = _model_and_optimizer(cfg, mcfg, weights, dev, pretrained=not (resume and last.exists()))
+    state = _resume(last, run_dir, model, opt, cfg, mcfg, digest, dev) if resume else _RunState(_BestEpoch(cfg.select))
+    history, best = state.history, state.best
+    # the images (decoded once), the anchored head's teacher, the validation views and pairs
+    data = _load_data(paths, q_all, cfg, mcfg.image_size, crop, num_workers, progress)
+    if ref_emb is not None and state.start_epoch == 0:  # a resumed run has its teacher in its checkpoint
+        _set_teacher(model, ref_emb, data.cache, anchor_transform, references, reference_crop, num_workers, dev, amp)
+    vp_cache = _load_val_pairs(val_pairs, mcfg.image_size, crop, num_workers) if val_pairs else None
+    views = strong_views_of(cfg)  # the run's families only, also for the validation views and without L_r
+    va_strong = _validation_views(data.va_cache, views, cfg)
+    evaluate = functools.partial(_val_metrics, model, data.va_cache, data.q_va, dev, va_strong, amp, vp_cache)
+    # epoch 0 is the model before training; every epoch trained ends with a checkpoint
+    n = data.tr_cache.shape[0]
+    steps = math.ceil(n / cfg.batch_size)
+    epochs, untrained = _epoch_schedule(cfg, mcfg.head, n, steps)
+    sched = replace(cfg, epochs=max(epochs, 1))
+    meta_base = {"model_config": mcfg.to_dict(), "train_config": cfg.to_dict(), "inputs_sha256": digest, **extra}
+    if run_dir is not None and history:  # history.csv may lag the checkpoint by one epoch after a kill
+        _write_history(run_dir, history)
+    if state.start_epoch == 0:  # epoch 0: the model before training (the teacher itself for the anchored head)
+        _epoch_zero(model, evaluate, best, history, progress)
+    t_run = time.perf_counter()
+    for epoch in range(state.start_epoch, epochs):
+        t0 = time.perf_counter()
+        lr = cfg.lr * _lr_factor(sched, epoch)
+        sums = _train_epoch(model, opt, data.tr_cache, data.q_tr, cfg=cfg, head=mcfg.head, epoch=epoch, epochs=epochs,
+                            lr=lr, window=window, views=views, dev=dev, amp=amp, progress=progress)
+        row = {"epoch": epoch + 1, "lr": lr, **{k: v / n for k, v in sums.items()}, **evaluate()}
+        row["seconds"] = time.perf_counter() - t0
+        best.consider(row, model)
+        history.append(row)
+        if progress:
+            _log_epoch(row, epoch, epochs, state.start_epoch, t_run)
+        if run_dir is not None:
+            _save_checkpoint(run_dir, model, opt, best, meta_base, epoch, history)
+        if on_epoch is not None:  # after the checkpoint: a callback that stops the run loses nothing
+            on_epoch(row)
+    kept_epoch, warnings = _keep_and_diagnose(model, best, history, cfg, mcfg.head, epochs, steps, n, untrained)
+    return _finish_run(model, history, run_dir, data, cfg, extra, kept_epoch, warnings)
 
-        smallest = min_input_size(mcfg.backbone)
-        window = cfg.crop_size(mcfg.image_size, smallest)
-        (ch, cw), (h, w) = window, mcfg.image_size
-        if ch > h or cw > w or min(ch, cw) < smallest:
-            raise ConfigError(f"train_crop {ch} {cw} must fit in the image size {h} {w} and be at least "
-                              f"{smallest} pixels per side for {mcfg.backbone}")
+
+def _training_window(cfg: TrainConfig, mcfg: ModelConfig) -> tuple[int, int] | None:
+    """The training window (H, W) of ``cfg.train_crop`` at the model's size; None = whole frames.
+
+    Refused (ConfigError) unless it fits in the image size and is at least the
+    backbone's smallest input per side.
+    """
+    if cfg.train_crop is None:
+        return None
+    from .backbones import min_input_size
+
+    smallest = min_input_size(mcfg.backbone)
+    window = cfg.crop_size(mcfg.image_size, smallest)
+    (ch, cw), (h, w) = window, mcfg.image_size
+    if ch > h or cw > w or min(ch, cw) < smallest:
+        raise ConfigError(f"train_crop {ch} {cw} must fit in the image size {h} {w} and be at least "
+                          f"{smallest} pixels per side for {mcfg.backbone}")
+    return window
+
+
+def _open_run_dir(run_dir: str | Path | None, resume: bool, overwrite: bool) -> tuple[Path | None, Path | None]:
+    """(run directory, its ``last.safetensors``), both None without one; refuses what cannot be (re)started."""
     run_dir = Path(run_dir) if run_dir is not None else None
     if resume and run_dir is None:
         raise ConfigError("--resume needs a run directory")
     if run_dir is not None:
         check_run_dir(run_dir, resume=resume, overwrite=overwrite,
                       files=("last.safetensors", "last.json", "model.safetensors", "model.json"))
-    digest = inputs_digest([str(p) for p in paths], [float(v) for v in q_all])
     last = run_dir / "last.safetensors" if run_dir is not None else None
     if resume and not last.exists() and not any((run_dir / f).exists() for f in ("labels.csv", "fit.json")):
         raise FileNotFoundError(f"--resume: {run_dir} holds no interrupted run (no last.safetensors)")
-    torch.manual_seed(cfg.seed)
+    return run_dir, last
 
-    ref_emb = None
-    if mcfg.head == "anchored":
-        if not references:
-            raise ConfigError("the anchored head needs the reference planes (references=...; --references), "
-                             "or use head='paper' (--head paper)")
-        ref_emb, mcfg, native = _reference_embeddings(references, mcfg, weights, dev, reference_crop, num_workers,
-                                                      progress)
-        if anchor_transform is not None and not native:
-            log.info("the model's size %s is not the size the pseudo-labels were computed at: the anchored head's "
-                     "label map is fitted on the training images at the model's size", tuple(mcfg.image_size))
-            anchor_transform = None
-    model = build_model(mcfg, weights=weights, pretrained=not (resume and last.exists()))
+
+def _anchored_references(references, mcfg: ModelConfig, weights, dev, reference_crop, num_workers, progress,
+                         anchor_transform):
+    """(reference embeddings, completed ModelConfig, pseudo-label map or None to fit it) of the anchored head.
+
+    (None, ``mcfg``, ``anchor_transform``) for the paper's head, which has no references.
+    """
+    if mcfg.head != "anchored":
+        return None, mcfg, anchor_transform
+    if not references:
+        raise ConfigError("the anchored head needs the reference planes (references=...; --references), "
+                          "or use head='paper' (--head paper)")
+    ref_emb, mcfg, native = _reference_embeddings(references, mcfg, weights, dev, reference_crop, num_workers,
+                                                  progress)
+    if anchor_transform is not None and not native:
+        log.info("the model's size %s is not the size the pseudo-labels were computed at: the anchored head's "
+                 "label map is fitted on the training images at the model's size", tuple(mcfg.image_size))
+        anchor_transform = None
+    return ref_emb, mcfg, anchor_transform
+
+
+def _model_and_optimizer(cfg: TrainConfig, mcfg: ModelConfig, weights, dev, pretrained: bool):
+    """The model on ``dev`` (channels-last) and SGD (Nesterov) over its trainable parameters."""
+    model = build_model(mcfg, weights=weights, pretrained=pretrained)
     model.to(dev).to(memory_format=torch.channels_last)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
-    history: list[dict] = []
-    start_epoch = 0
-    best_state, best_epoch, best_crit = None, None, -float("inf")
-    if resume and last.exists():  # (killed before the first checkpoint: start at epoch 1)
-        tensors, meta = load_tensors(last, device=dev)
-        try:
-            old = meta["train_config"]
-            changed = [k for k in _RESUME_KEYS if k in old and TrainConfig.from_dict(old).to_dict()[k] != cfg.to_dict()[k]]
-            same_model = ModelConfig.from_dict(meta["model_config"]).to_dict() == mcfg.to_dict()
-        except (KeyError, TypeError, ConfigError) as exc:
-            raise ModelError(f"{last}: not a crl-uiqa training checkpoint ({exc})") from None
-        if changed or not same_model:
-            raise ConfigError(f"cannot resume {run_dir}: settings differ from the checkpoint ({', '.join(changed) or 'model'})")
-        if meta.get("inputs_sha256", digest) != digest:
-            raise ConfigError(f"cannot resume {run_dir}: the training images or labels differ from those of the "
-                              "interrupted run; give the same inputs, or start anew with --overwrite (or another --out)")
-        model.load_state_dict({k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")})
-        restore_optimizer(opt, tensors, meta["optimizer"])
-        start_epoch = int(meta["epoch"]) + 1
-        history = list(meta.get("history", []))
-        if "best_epoch" in meta:
-            best_state = {k.removeprefix("best."): v.clone() for k, v in tensors.items() if k.startswith("best.")}
-            best_epoch, best_crit = int(meta["best_epoch"]), float(meta["best_criterion"])
-        log.info("resuming %s at epoch %d", run_dir, start_epoch + 1)
-    elif resume:
-        log.info("%s has no checkpoint yet: training from epoch 1", run_dir)
+    return model, opt
 
-    # data
-    cache, kept, failures = load_image_cache(paths, mcfg.image_size, crop=crop, num_workers=num_workers,
+
+def _set_teacher(model: QualityModel, ref_emb: torch.Tensor, cache: torch.Tensor, anchor_transform, references,
+                 reference_crop, num_workers, dev, amp: bool) -> None:
+    """The anchored head's teacher: the references and the label map, the references' statistics if it uses them."""
+    _set_anchor(model, ref_emb, cache, dev, anchor_transform, amp)
+    if model.config.anchor.get("reference_stats"):
+        model.deviation.set(_reference_statistics(references, model.config.image_size, reference_crop, num_workers))
+
+
+class _BestEpoch:
+    """The epoch kept with ``select="best"``: the highest :func:`selection_criterion` so far, and its weights.
+
+    A trained epoch must beat epoch 0 (the starting model); among trained
+    epochs a tie goes to the later. Every row considered gets its
+    ``"criterion"``, also with ``select="last"``.
+    """
+
+    def __init__(self, select: str, state: dict | None = None, epoch: int | None = None,
+                 criterion: float = -float("inf")) -> None:
+        self.select, self.state, self.epoch, self.criterion = select, state, epoch, criterion
+
+    def consider(self, row: dict, model: QualityModel) -> None:
+        crit = selection_criterion(row)
+        row["criterion"] = crit
+        # a trained epoch must beat epoch 0 (the starting model); among trained epochs a tie goes to the later
+        better = crit > self.criterion if self.epoch in (None, 0) else crit >= self.criterion
+        if self.select == "best" and np.isfinite(crit) and better:
+            self.criterion, self.epoch = crit, int(row["epoch"])
+            self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def keep(self, model: QualityModel, history: list[dict]) -> int | None:
+        """Load the kept epoch's weights into ``model`` (``select="best"``); the kept epoch (None: no epoch)."""
+        kept_epoch = int(history[-1]["epoch"]) if history else None
+        if self.select == "best" and self.state is not None:
+            model.load_state_dict(self.state)
+            kept_epoch = self.epoch
+        elif self.select == "best":
+            log.warning("no validation images (val_fraction 0): keeping the last epoch")
+        return kept_epoch
+
+
+@dataclass
+class _RunState:
+    """Where a run starts: at epoch 0, or where an interrupted run's checkpoint left it."""
+
+    best: _BestEpoch
+    start_epoch: int = 0
+    history: list[dict] = field(default_factory=list)
+
+
+def _resume(last: Path, run_dir: Path, model: QualityModel, opt: torch.optim.Optimizer, cfg: TrainConfig,
+            mcfg: ModelConfig, digest: str, dev) -> _RunState:
+    """Restore the model, the optimizer, the history and the best epoch from ``last`` (a resumed run).
+
+    Refuses a checkpoint of other settings or other inputs; without a
+    checkpoint yet (killed before the first one) the run starts at epoch 1.
+    """
+    state = _RunState(_BestEpoch(cfg.select))
+    if not last.exists():
+        log.info("%s has no checkpoint yet: training from epoch 1", run_dir)
+        return state
+    tensors, meta = load_tensors(last, device=dev)
+    try:
+        old = meta["train_config"]
+        changed = [k for k in _RESUME_KEYS if k in old and TrainConfig.from_dict(old).to_dict()[k] != cfg.to_dict()[k]]
+        same_model = ModelConfig.from_dict(meta["model_config"]).to_dict() == mcfg.to_dict()
+    except (KeyError, TypeError, ConfigError) as exc:
+        raise ModelError(f"{last}: not a crl-uiqa training checkpoint ({exc})") from None
+    if changed or not same_model:
+        raise ConfigError(f"cannot resume {run_dir}: settings differ from the checkpoint ({', '.join(changed) or 'model'})")
+    if meta.get("inputs_sha256", digest) != digest:
+        raise ConfigError(f"cannot resume {run_dir}: the training images or labels differ from those of the "
+                          "interrupted run; give the same inputs, or start anew with --overwrite (or another --out)")
+    model.load_state_dict({k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")})
+    restore_optimizer(opt, tensors, meta["optimizer"])
+    state.start_epoch = int(meta["epoch"]) + 1
+    state.history = list(meta.get("history", []))
+    if "best_epoch" in meta:
+        state.best.state = {k.removeprefix("best."): v.clone() for k, v in tensors.items() if k.startswith("best.")}
+        state.best.epoch, state.best.criterion = int(meta["best_epoch"]), float(meta["best_criterion"])
+    log.info("resuming %s at epoch %d", run_dir, state.start_epoch + 1)
+    return state
+
+
+@dataclass
+class _Data:
+    """The readable training images (decoded once), split into training and validation."""
+
+    kept_paths: list[str]  # the paths of the readable images
+    cache: torch.Tensor  # all of them (uint8)
+    tr_idx: np.ndarray
+    va_idx: np.ndarray
+    tr_cache: torch.Tensor
+    va_cache: torch.Tensor | None
+    q_tr: torch.Tensor
+    q_va: np.ndarray
+    failures: list
+
+    def paths_of(self, idx: np.ndarray) -> list[str]:
+        return [self.kept_paths[i] for i in idx]
+
+
+def _load_data(paths: Sequence[str], q_all: np.ndarray, cfg: TrainConfig, size, crop, num_workers,
+               progress: bool) -> _Data:
+    """Decode the images once and split the readable ones (and their labels) into training and validation."""
+    cache, kept, failures = load_image_cache(paths, size, crop=crop, num_workers=num_workers,
                                              progress=progress, desc="loading images")
     kept_paths = [paths[i] for i in kept]
     q_all = q_all[kept]
     tr_idx, va_idx = split_train_val(len(kept_paths), cfg.val_fraction, cfg.seed)
-    tr_cache, va_cache = cache[tr_idx], cache[va_idx] if len(va_idx) else None
-    q_tr = torch.tensor(q_all[tr_idx], dtype=torch.float32)
-    q_va = q_all[va_idx]
-    if ref_emb is not None and start_epoch == 0:
-        _set_anchor(model, ref_emb, cache, dev, anchor_transform, amp)
-        if mcfg.anchor.get("reference_stats"):  # a resumed run has them in its checkpoint
-            model.deviation.set(_reference_statistics(references, mcfg.image_size, reference_crop, num_workers))
-    vp_cache = None
-    if val_pairs:
-        b_cache, _, fb = load_image_cache([b for b, w in val_pairs], mcfg.image_size, crop=crop,
-                                          num_workers=num_workers, progress=False)
-        w_cache, _, fw = load_image_cache([w for b, w in val_pairs], mcfg.image_size, crop=crop,
-                                          num_workers=num_workers, progress=False)
-        if fb or fw:
-            raise ValueError("some validation-pair images cannot be read")
-        vp_cache = (b_cache, w_cache)
+    return _Data(kept_paths, cache, tr_idx, va_idx, cache[tr_idx], cache[va_idx] if len(va_idx) else None,
+                 torch.tensor(q_all[tr_idx], dtype=torch.float32), q_all[va_idx], failures)
 
-    views = strong_views_of(cfg)  # the run's families only, also for the validation views and without L_r
-    strong = views if cfg.relativity else None
+
+def _load_val_pairs(val_pairs, size, crop, num_workers) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (better, worse) validation pairs' images, decoded once; every one must be readable."""
+    b_cache, _, fb = load_image_cache([b for b, w in val_pairs], size, crop=crop, num_workers=num_workers,
+                                      progress=False)
+    w_cache, _, fw = load_image_cache([w for b, w in val_pairs], size, crop=crop, num_workers=num_workers,
+                                      progress=False)
+    if fb or fw:
+        raise ValueError("some validation-pair images cannot be read")
+    return b_cache, w_cache
+
+
+def _validation_views(va_cache: torch.Tensor | None, views: StrongViews, cfg: TrainConfig) -> torch.Tensor | None:
+    """The fixed corrupted views of the validation images (:func:`_fixed_strong_views`), said when several each."""
     va_strong = _fixed_strong_views(va_cache, views, cfg.seed, cfg.min_val_pairs)
     if va_strong is not None and va_strong.shape[0] > va_cache.shape[0]:
         log.info("%d validation images: %d fixed corrupted views each, %d clean-over-corrupted pairs (min_val_pairs)",
                  va_cache.shape[0], va_strong.shape[0] // va_cache.shape[0], va_strong.shape[0])
-    weights_ = LossWeights(cfg.alpha, cfg.theta, cfg.beta)
-    n = tr_cache.shape[0]
-    steps = math.ceil(n / cfg.batch_size)
+    return va_strong
+
+
+def _epoch_schedule(cfg: TrainConfig, head: str, n: int, steps: int) -> tuple[int, str | None]:
+    """(epochs to train, the reason the model stays untrained or None) for ``n`` images in ``steps`` batches.
+
+    The anchored student of a pool under ``min_train_images`` keeps its
+    teacher without training (0 epochs, with the reason as a warning);
+    otherwise the epochs rise until the run makes ``min_steps`` SGD steps.
+    """
+    if head == "anchored" and n < cfg.min_train_images:
+        return 0, (f"only {n} training images (fewer than min_train_images = {cfg.min_train_images}): the model is "
+                   "its teacher, the distance score, untrained — on pools of 34 images the co-learned correction "
+                   "lost to its teacher on the dev protocol on 2 of 3 measured pools (README, Known limits); "
+                   "--min-train-images 0 trains anyway")
     epochs = cfg.epochs
-    untrained = None  # the reason the anchored student keeps its teacher without training (min_train_images)
-    if mcfg.head == "anchored" and n < cfg.min_train_images:
-        untrained = (f"only {n} training images (fewer than min_train_images = {cfg.min_train_images}): the model is "
-                     "its teacher, the distance score, untrained — on pools of 34 images the co-learned correction "
-                     "lost to its teacher on the dev protocol on 2 of 3 measured pools (README, Known limits); "
-                     "--min-train-images 0 trains anyway")
-        epochs = 0
-    elif cfg.min_steps and epochs * steps < cfg.min_steps:
+    if cfg.min_steps and epochs * steps < cfg.min_steps:
         epochs = math.ceil(cfg.min_steps / steps)
         log.info("%d training images make %d steps per epoch: %d epochs instead of %d to reach %d steps (min_steps)",
                  n, steps, epochs, cfg.epochs, cfg.min_steps)
-    sched = replace(cfg, epochs=max(epochs, 1))
-    meta_base = {"model_config": mcfg.to_dict(), "train_config": cfg.to_dict(), "inputs_sha256": digest,
-                 **(extra_meta or {})}
-    if run_dir is not None and history:  # history.csv may lag the checkpoint by one epoch after a kill
-        _write_history(run_dir, history)
+    return epochs, None
 
-    def consider(row: dict) -> None:
-        nonlocal best_state, best_epoch, best_crit
-        crit = selection_criterion(row)
-        row["criterion"] = crit
-        # a trained epoch must beat epoch 0 (the starting model); among trained epochs a tie goes to the later
-        better = crit > best_crit if best_epoch in (None, 0) else crit >= best_crit
-        if cfg.select == "best" and np.isfinite(crit) and better:
-            best_crit, best_epoch = crit, int(row["epoch"])
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
-    if start_epoch == 0:  # epoch 0: the model before training (the teacher itself for the anchored head)
-        row0 = {"epoch": 0, "lr": 0.0, **_val_metrics(model, va_cache, q_va, dev, va_strong, amp, vp_cache)}
-        consider(row0)
-        history.append(row0)
-        if progress:
-            log.info("before training (epoch 0)  %s", "  ".join(f"{k}={v:.4f}" for k, v in row0.items()
-                                                            if k not in ("epoch", "lr") and isinstance(v, float)))
+def _epoch_zero(model: QualityModel, evaluate: Callable[[], dict], best: _BestEpoch, history: list[dict],
+                progress: bool) -> None:
+    """The history's first row: the model before training, validated."""
+    row0 = {"epoch": 0, "lr": 0.0, **evaluate()}
+    best.consider(row0, model)
+    history.append(row0)
+    if progress:
+        log.info("before training (epoch 0)  %s", _metrics_text(row0, ("epoch", "lr")))
 
-    t_run = time.perf_counter()
-    for epoch in range(start_epoch, epochs):
-        t0 = time.perf_counter()
-        lr = cfg.lr * _lr_factor(sched, epoch)
-        for grp in opt.param_groups:
-            grp["lr"] = lr
-        model.train()
-        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
-        perm = torch.randperm(n, generator=g)
-        sums: dict[str, float] = {}
-        bar = _progress(range(steps), desc=f"epoch {epoch + 1}/{epochs}", unit="batch", enabled=progress)
-        for s in bar:
-            idx = perm[s * cfg.batch_size : (s + 1) * cfg.batch_size]
-            x = tr_cache[idx].to(dev, non_blocking=True).float().div_(255.0)
-            q = q_tr[idx].to(dev)
-            frames = x
-            if window is not None:  # the same window of each view; corruptions made on the whole frame
-                x, corners = random_crops(frames, window, g)
-            views = [x]
-            if cfg.consistency:
-                views.append(weak_view(x, max_rotation=cfg.max_rotation, generator=g))
-            eps = 0.0
-            if strong is not None:
-                xs, eps = strong(frames, generator=g)
-                views.append(cut_windows(xs, corners, window) if window is not None else xs)
-            xb = torch.cat(views).contiguous(memory_format=torch.channels_last)
-            with _autocast(dev, amp):
-                if window is not None and mcfg.head == "anchored":
-                    # L_d's target for a crop is the teacher's score of that crop (its own pseudo-label under the
-                    # stored map), not the whole frame's: the correction is held to the teacher on what it sees
-                    q0, corr = model.anchored_terms(xb)
-                    out = (q0 + corr).float()
-                    q = q0[: x.shape[0]].detach().float()
-                else:
-                    out = model(xb).float()
-            parts_out = out.split(x.shape[0])
-            p = parts_out[0]
-            p_weak = parts_out[1] if cfg.consistency else None
-            p_strong = parts_out[-1] if strong is not None else None
-            loss, parts = total_loss(p, q, p_weak, p_strong, eps, weights_)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss became {float(loss)} at epoch {epoch + 1}; lower --lr")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            for k, v in parts.items():
-                sums[k] = sums.get(k, 0.0) + v * x.shape[0]
-            bar.set_postfix(loss=f"{parts['loss']:.4f}")
-        bar.close()
-        row = {"epoch": epoch + 1, "lr": lr, **{k: v / n for k, v in sums.items()}}
-        row.update(_val_metrics(model, va_cache, q_va, dev, va_strong, amp, vp_cache))
-        row["seconds"] = time.perf_counter() - t0
-        consider(row)
-        history.append(row)
-        if progress:
-            elapsed = time.perf_counter() - t_run
-            left = eta(elapsed, epoch + 1 - start_epoch, epochs - start_epoch)
-            log.info("epoch %d/%d  %s  (%s elapsed, about %s left)", epoch + 1, epochs,
-                     "  ".join(f"{k}={v:.4f}" for k, v in row.items() if k not in ("epoch", "seconds")
-                               and isinstance(v, float)), format_duration(elapsed), format_duration(left or 0))
-        if run_dir is not None:
-            opt_t, opt_meta = optimizer_tensors(opt)
-            tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-            tensors.update(opt_t)
-            best_meta = {}
-            if best_state is not None:
-                tensors.update({f"best.{k}": v for k, v in best_state.items()})
-                best_meta = {"best_epoch": best_epoch, "best_criterion": best_crit}
-            save_tensors(run_dir / "last.safetensors", tensors,
-                         {**meta_base, "epoch": epoch, "optimizer": opt_meta, "history": history, **best_meta})
-            _write_history(run_dir, history)
-        if on_epoch is not None:  # after the checkpoint: a callback that stops the run loses nothing
-            on_epoch(row)
 
-    kept_epoch = int(history[-1]["epoch"]) if history else None
-    if cfg.select == "best" and best_state is not None:
-        model.load_state_dict(best_state)
-        kept_epoch = best_epoch
-    elif cfg.select == "best":
-        log.warning("no validation images (val_fraction 0): keeping the last epoch")
+def _train_epoch(model: QualityModel, opt: torch.optim.Optimizer, tr_cache: torch.Tensor, q_tr: torch.Tensor, *,
+                 cfg: TrainConfig, head: str, epoch: int, epochs: int, lr: float, window: tuple[int, int] | None,
+                 views: StrongViews, dev, amp: bool, progress: bool) -> dict[str, float]:
+    """One pass over the training images at learning rate ``lr``: the loss terms summed over the images.
+
+    The shuffling, the crops and the views come from one generator seeded
+    with (``cfg.seed``, ``epoch``), drawn in batch order, so an epoch is the
+    same whether or not the run was resumed before it. The strong ``views``
+    (and L_r) only with ``cfg.relativity``.
+    """
+    from .progress import progress as _progress
+
+    for grp in opt.param_groups:
+        grp["lr"] = lr
+    model.train()
+    strong = views if cfg.relativity else None
+    n = tr_cache.shape[0]
+    steps = math.ceil(n / cfg.batch_size)
+    weights_ = LossWeights(cfg.alpha, cfg.theta, cfg.beta)
+    g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+    perm = torch.randperm(n, generator=g)
+    sums: dict[str, float] = {}
+    bar = _progress(range(steps), desc=f"epoch {epoch + 1}/{epochs}", unit="batch", enabled=progress)
+    for s in bar:
+        idx = perm[s * cfg.batch_size : (s + 1) * cfg.batch_size]
+        x = tr_cache[idx].to(dev, non_blocking=True).float().div_(255.0)
+        q = q_tr[idx].to(dev)
+        frames = x
+        if window is not None:  # the same window of each view; corruptions made on the whole frame
+            x, corners = random_crops(frames, window, g)
+        batch = [x]
+        if cfg.consistency:
+            batch.append(weak_view(x, max_rotation=cfg.max_rotation, generator=g))
+        eps = 0.0
+        if strong is not None:
+            xs, eps = strong(frames, generator=g)
+            batch.append(cut_windows(xs, corners, window) if window is not None else xs)
+        xb = torch.cat(batch).contiguous(memory_format=torch.channels_last)
+        with _autocast(dev, amp):
+            if window is not None and head == "anchored":
+                # L_d's target for a crop is the teacher's score of that crop (its own pseudo-label under the
+                # stored map), not the whole frame's: the correction is held to the teacher on what it sees
+                q0, corr = model.anchored_terms(xb)
+                out = (q0 + corr).float()
+                q = q0[: x.shape[0]].detach().float()
+            else:
+                out = model(xb).float()
+        parts_out = out.split(x.shape[0])
+        p = parts_out[0]
+        p_weak = parts_out[1] if cfg.consistency else None
+        p_strong = parts_out[-1] if strong is not None else None
+        loss, parts = total_loss(p, q, p_weak, p_strong, eps, weights_)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {float(loss)} at epoch {epoch + 1}; lower --lr")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        for k, v in parts.items():
+            sums[k] = sums.get(k, 0.0) + v * x.shape[0]
+        bar.set_postfix(loss=f"{parts['loss']:.4f}")
+    bar.close()
+    return sums
+
+
+def _metrics_text(row: dict, skip: tuple[str, ...]) -> str:
+    return "  ".join(f"{k}={v:.4f}" for k, v in row.items() if k not in skip and isinstance(v, float))
+
+
+def _log_epoch(row: dict, epoch: int, epochs: int, start_epoch: int, t_run: float) -> None:
+    """The epoch's metrics, the time elapsed since ``t_run`` and an estimate of the time left."""
+    from .progress import eta, format_duration
+
+    elapsed = time.perf_counter() - t_run
+    left = eta(elapsed, epoch + 1 - start_epoch, epochs - start_epoch)
+    log.info("epoch %d/%d  %s  (%s elapsed, about %s left)", epoch + 1, epochs,
+             _metrics_text(row, ("epoch", "seconds")), format_duration(elapsed), format_duration(left or 0))
+
+
+def _save_checkpoint(run_dir: Path, model: QualityModel, opt: torch.optim.Optimizer, best: _BestEpoch,
+                     meta_base: dict, epoch: int, history: list[dict]) -> None:
+    """The end of an epoch on disk: ``last.*`` (model, optimizer, best epoch's weights, history) and history.csv."""
+    opt_t, opt_meta = optimizer_tensors(opt)
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    tensors.update(opt_t)
+    best_meta = {}
+    if best.state is not None:
+        tensors.update({f"best.{k}": v for k, v in best.state.items()})
+        best_meta = {"best_epoch": best.epoch, "best_criterion": best.criterion}
+    save_tensors(run_dir / "last.safetensors", tensors,
+                 {**meta_base, "epoch": epoch, "optimizer": opt_meta, "history": history, **best_meta})
+    _write_history(run_dir, history)
+
+
+def _keep_and_diagnose(model: QualityModel, best: _BestEpoch, history: list[dict], cfg: TrainConfig, head: str,
+                       epochs: int, steps: int, n: int, untrained: str | None) -> tuple[int | None, list[str]]:
+    """Load the kept epoch into ``model`` (eval mode); (kept epoch, warnings), the warnings logged."""
+    kept_epoch = best.keep(model, history)
     model.eval()
-    warnings = diagnose_training(history, kept_epoch, lr=cfg.lr, steps=steps * epochs, n_train=n, head=mcfg.head)
+    warnings = diagnose_training(history, kept_epoch, lr=cfg.lr, steps=steps * epochs, n_train=n, head=head)
     if untrained:
         warnings.insert(0, untrained)
     if cfg.select == "best" and kept_epoch is not None:
-        log.info("kept epoch %d of %d (best validation criterion %.4f)", kept_epoch, epochs, best_crit)
+        log.info("kept epoch %d of %d (best validation criterion %.4f)", kept_epoch, epochs, best.criterion)
     for w in warnings:
         log.warning("%s", w)
+    return kept_epoch, warnings
+
+
+def _finish_run(model: QualityModel, history: list[dict], run_dir: Path | None, data: _Data, cfg: TrainConfig,
+                extra: dict, kept_epoch: int | None, warnings: list[str]) -> TrainResult:
+    """Write the final model (``run_dir/model.*``), report the unreadable images, return the result."""
     if run_dir is not None:
-        save_model(model, run_dir, history=history, extra={**(extra_meta or {}), "kept_epoch": kept_epoch,
-                                                           "warnings": warnings},
-                   train_config=cfg, train_paths=[kept_paths[i] for i in tr_idx])
-    if failures:
-        log.warning("%d training image(s) could not be read and were skipped", len(failures))
-    return TrainResult(model, history, run_dir, [kept_paths[i] for i in tr_idx], [kept_paths[i] for i in va_idx],
-                       failures, kept_epoch, warnings)
+        save_model(model, run_dir, history=history, extra={**extra, "kept_epoch": kept_epoch, "warnings": warnings},
+                   train_config=cfg, train_paths=data.paths_of(data.tr_idx))
+    if data.failures:
+        log.warning("%d training image(s) could not be read and were skipped", len(data.failures))
+    return TrainResult(model, history, run_dir, data.paths_of(data.tr_idx), data.paths_of(data.va_idx),
+                       data.failures, kept_epoch, warnings)
 
 
 def _reference_embeddings(references, mcfg: ModelConfig, weights, dev, crop, num_workers, progress):
