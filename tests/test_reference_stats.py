@@ -1,10 +1,12 @@
 """Low-level statistics and their deviation from the references (crl_uiqa.reference_stats), hand-checked."""
+import importlib.util
 import math
 
 import numpy as np
 import pytest
 import torch
 
+from crl_uiqa.errors import ConfigError
 from crl_uiqa.model import ModelConfig, load_model, save_model
 from crl_uiqa.reference_stats import MIN_SCALE, ReferenceDeviation, image_statistics
 
@@ -160,8 +162,6 @@ def test_anchored_model_with_reference_stats_exports_to_onnx(tmp_path):
 
 
 def test_model_config_refuses_an_unknown_reference_stats_mode():
-    from crl_uiqa.errors import ConfigError
-
     with pytest.raises(ConfigError, match="reference_stats must be norm, each or off"):
         ModelConfig(head="anchored", anchor={"reference_stats": "median"})
     assert ModelConfig(head="anchored", anchor={"reference_stats": False}).anchor["reference_stats"] is False
@@ -181,3 +181,43 @@ def test_reference_stats_option_of_fit_and_train():
     assert mc.anchor["reference_stats"] is False
     _, mc = training_configs(build_parser().parse_args(base + ["--paper"]))
     assert mc.head == "paper" and not mc.anchor.get("reference_stats")
+
+
+@torch.no_grad()
+def test_deviation_correction_is_two_parameters_on_the_deviation_feature(tmp_path):
+    """correction "deviation": no conv head, the FC sees the deviation feature alone, so the score is
+    teacher + w * rms(log1p|z|) + b, hand-checked; saved, loaded back and exported alike."""
+    from crl_uiqa.model import build_model
+
+    cfg = ModelConfig(image_size=(64, 80), head="anchored", train_from="head",
+                      anchor={"layer": "block4", "k": 2, "n_references": 3, "dim": 128, "smoothing": False,
+                              "reference_stats": "norm", "correction": "deviation"})
+    torch.manual_seed(0)
+    m = build_model(cfg, pretrained=False)
+    assert m.projection is None and m.fc.in_features == 1
+    assert sum(p.numel() for p in m.parameters() if p.requires_grad) == 2
+    m.anchor.set(torch.rand(3, 128), None, -5.0, 0.0)
+    m.deviation.set(torch.tensor([[0.1, 0.2, -3.0, -2.5, -0.5, -0.4], [0.3, 0.25, -2.9, -2.4, -0.45, -0.35]]))
+    m.eval()
+    xs = torch.rand(3, 1, 64, 80, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(m(xs), m.teacher_score(xs), atol=1e-6)  # starts at its teacher
+    m.fc.weight.fill_(-0.5)
+    m.fc.bias.fill_(0.1)
+    z = (image_statistics(xs) - m.deviation.center) / m.deviation.scale
+    rms = torch.log1p(z.abs()).square().mean(dim=1).sqrt()
+    assert torch.allclose(m(xs), m.teacher_score(xs) - 0.5 * rms + 0.1, atol=1e-5)
+    save_model(m, tmp_path / "run")
+    back, _ = load_model(tmp_path / "run")
+    assert back.projection is None and torch.allclose(back(xs), m(xs), atol=1e-5)
+    if importlib.util.find_spec("onnxruntime") is not None:
+        from crl_uiqa.export import export_model, load_runtime
+
+        res = export_model(tmp_path / "run", tmp_path / "model.onnx")
+        assert np.allclose(load_runtime(res.path, "onnx")(xs), m(xs).numpy(), atol=1e-4)
+
+
+def test_model_config_refuses_a_deviation_correction_without_the_deviation_features():
+    with pytest.raises(ConfigError, match="needs anchor reference_stats"):
+        ModelConfig(head="anchored", anchor={"correction": "deviation"})
+    with pytest.raises(ConfigError, match="anchor correction must be one of full, deviation"):
+        ModelConfig(head="anchored", anchor={"reference_stats": "norm", "correction": "conv"})

@@ -277,7 +277,8 @@ def test_lr0_anchored_run_keeps_the_teacher_and_warns(tmp_path, sononet16_path, 
 
 
 def test_a_pool_below_min_train_images_keeps_the_teacher_untrained_and_says_so(tmp_path, sononet16_path, capsys):
-    """The anchored student of a tiny pool is its teacher, untrained, with a warning; min_train_images=0 trains."""
+    """Without the deviation features, the anchored student of a tiny pool is its teacher, untrained, with a
+    warning; min_train_images=0 trains."""
     from crl_uiqa.pseudo_labels import label_images
 
     paths, _ = _images(tmp_path, n=12)
@@ -299,7 +300,8 @@ def test_a_pool_below_min_train_images_keeps_the_teacher_untrained_and_says_so(t
     labels_csv = tmp_path / "labels.csv"
     pl.to_csv(labels_csv)
     args = ["train", "--labels", str(labels_csv), "--references", *refs, "--k", "2", "--batch-size", "4",
-            "--image-size", str(SIZE[0]), str(SIZE[1]), "--weights", str(sononet16_path), "--workers", "0", "--quiet"]
+            "--image-size", str(SIZE[0]), str(SIZE[1]), "--weights", str(sononet16_path), "--workers", "0", "--quiet",
+            "--reference-stats", "off"]
     capsys.readouterr()
     assert main(args + ["--out", str(tmp_path / "cli1")]) == 0
     assert "fewer than min_train_images = 100" in capsys.readouterr().err
@@ -496,3 +498,33 @@ def test_validation_views_draw_only_from_the_runs_families():
     # the families the draw used (same generator as _fixed_strong_views) are all held in
     _, fams, _ = sample_strong_views(cache.float() / 255, held_in, generator=torch.Generator().manual_seed(10_003))
     assert set(fams) <= set(held_in) and len(set(fams)) > 1
+
+
+def test_a_pool_below_min_train_images_learns_only_the_deviation_correction(tmp_path, sononet16_path, capsys):
+    """With the deviation features (the default), a pool under min_train_images trains the two-parameter
+    correction on the deviation feature instead of the conv head; min_train_images=0 trains the full one."""
+    from crl_uiqa.pseudo_labels import label_images
+
+    paths, _ = _images(tmp_path, n=12)
+    refs = paths[-3:]
+    pl = label_images(paths, refs, k=2, weights=sononet16_path, size=SIZE, num_workers=0, progress=False)
+    mc = ModelConfig(image_size=SIZE, head="anchored", train_from="head", anchor={"k": 2, "reference_stats": "norm"})
+    kw = dict(model_config=mc, weights=sononet16_path, references=refs, num_workers=0, progress=False)
+    small = train(pl.paths, pl.labels.label, config=_cfg(epochs=2, lr=0.5, select="last", min_train_images=20),
+                  run_dir=tmp_path / "run", **kw)
+    assert small.model.config.anchor["correction"] == "deviation" and small.model.projection is None
+    assert [r["epoch"] for r in small.history] == [0, 1, 2]
+    assert not any("min_train_images" in w for w in small.warnings)
+    assert json.loads((tmp_path / "run" / "model.json").read_text())["model_config"]["anchor"]["correction"] == "deviation"
+    back, _ = load_model(tmp_path / "run")
+    assert back.projection is None
+    full = train(pl.paths, pl.labels.label, config=_cfg(epochs=2, lr=0.5, select="last", min_train_images=0), **kw)
+    assert "correction" not in full.model.config.anchor and full.model.projection is not None
+    # the command line's defaults (reference_stats norm, min_train_images 100) take the deviation correction
+    labels_csv = tmp_path / "labels.csv"
+    pl.to_csv(labels_csv)
+    assert main(["train", "--labels", str(labels_csv), "--references", *refs, "--k", "2", "--batch-size", "4",
+                 "--image-size", str(SIZE[0]), str(SIZE[1]), "--weights", str(sononet16_path), "--workers", "0",
+                 "--quiet", "--out", str(tmp_path / "cli")]) == 0
+    meta = json.loads((tmp_path / "cli" / "model.json").read_text())
+    assert meta["model_config"]["anchor"]["correction"] == "deviation"

@@ -43,7 +43,10 @@ Two heads (``ModelConfig.head``):
   the model): a learned "deviating from the references is worse" that
   carries over to corruptions the head never trained on. With
   ``anchor["intensity_stats"]`` (the default before) it sees the raw mean
-  and standard deviation themselves, signed.
+  and standard deviation themselves, signed. With ``anchor["correction"]``
+  ``"deviation"`` (what training chooses for a pool under
+  ``min_train_images``) there is no conv head: the FC sees the deviation
+  features alone: two parameters with ``reference_stats="norm"``.
 """
 from __future__ import annotations
 
@@ -56,6 +59,11 @@ from torch import nn
 from .errors import ConfigError
 from .reference_stats import MODES as REFERENCE_STATS_MODES
 from .reference_stats import ReferenceDeviation
+
+#: what the anchored head's learned correction sees: ``full``, the trunk's feature map through a small conv head
+#: plus the statistics features; ``deviation``, the deviation-from-references features only (a pool too small for
+#: the conv head, :attr:`crl_uiqa.training.TrainConfig.min_train_images`)
+CORRECTIONS = ("full", "deviation")
 
 
 @dataclass
@@ -97,6 +105,11 @@ class ModelConfig:
             raise ConfigError(f"anchor must be a dict, got {type(self.anchor).__name__}")
         if self.anchor.get("reference_stats") not in (None, False, *REFERENCE_STATS_MODES):
             raise ConfigError(f"anchor reference_stats must be norm, each or off, got {self.anchor['reference_stats']!r}")
+        if self.anchor.get("correction", "full") not in CORRECTIONS:
+            raise ConfigError(f"anchor correction must be one of {', '.join(CORRECTIONS)}, "
+                              f"got {self.anchor['correction']!r}")
+        if self.anchor.get("correction") == "deviation" and not self.anchor.get("reference_stats"):
+            raise ConfigError("anchor correction 'deviation' needs anchor reference_stats (norm or each)")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -198,14 +211,16 @@ class QualityModel(nn.Module):
                                  f"backbone's embedding_map); {type(backbone).__name__} has none for {layer!r}")
             self.anchor = TeacherAnchor(int(a["n_references"]), int(a["dim"]), int(a["k"]), bool(a.get("smoothing", True)))
             c = int(a["dim"])
-            self.projection = nn.Sequential(
-                nn.Conv2d(c, p, 3, padding=1, bias=False), nn.BatchNorm2d(p), nn.ReLU(inplace=True),
-                nn.Conv2d(p, p, 1, bias=False), nn.BatchNorm2d(p), nn.ReLU(inplace=True))
+            self.projection = None  # correction "deviation": the FC sees the deviation features only
+            if a.get("correction", "full") == "full":
+                self.projection = nn.Sequential(
+                    nn.Conv2d(c, p, 3, padding=1, bias=False), nn.BatchNorm2d(p), nn.ReLU(inplace=True),
+                    nn.Conv2d(p, p, 1, bias=False), nn.BatchNorm2d(p), nn.ReLU(inplace=True))
             extra = 2 if a.get("intensity_stats") else 0
             if a.get("reference_stats"):
                 self.deviation = ReferenceDeviation(a["reference_stats"])
                 extra += self.deviation.n_features
-            self.fc = nn.Linear(p + extra, 1)
+            self.fc = nn.Linear((p if self.projection is not None else 0) + extra, 1)
             nn.init.zeros_(self.fc.weight)  # the correction starts at 0: the model starts at its teacher
             nn.init.zeros_(self.fc.bias)
         else:
@@ -262,12 +277,13 @@ class QualityModel(nn.Module):
             raise ValueError("anchored_terms needs the anchored head")
         f = self.anchor_map(x)
         q0 = self.anchor(f.mean(dim=(2, 3)))
-        h = self.projection(f).mean(dim=(2, 3))
+        parts = [] if self.projection is None else [self.projection(f).mean(dim=(2, 3)).float()]
         if self.config.anchor.get("intensity_stats"):
             flat = x.flatten(1).float()
-            h = torch.cat([h.float(), flat.mean(dim=1, keepdim=True), flat.std(dim=1, keepdim=True)], dim=1)
+            parts += [flat.mean(dim=1, keepdim=True), flat.std(dim=1, keepdim=True)]
         if self.config.anchor.get("reference_stats"):
-            h = torch.cat([h.float(), self.deviation(x)], dim=1)
+            parts.append(self.deviation(x))
+        h = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
         return q0, self.fc(h.to(self.fc.weight.dtype)).squeeze(1).float()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

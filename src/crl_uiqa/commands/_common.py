@@ -161,9 +161,9 @@ def add_training(parser: argparse.ArgumentParser, calibrate_margins: bool = Fals
                    "least this many clean-over-corrupted pairs (default 100: a small pool gets several views per "
                    "image; 0 = one view each)")
     g.add_argument("--min-train-images", type=int, default=None, metavar="N",
-                   help="anchored head: with fewer training images than N the model is its teacher, untrained, and "
-                   "the run says so (default 100: on 34-image pools co-learning lost to the teacher on 2 of 3; "
-                   "0 = always train)")
+                   help="anchored head: with fewer training images than N the correction learns only the deviation "
+                   "from the references' statistics (two parameters; without --reference-stats the model is its "
+                   "teacher, untrained, and the run says so) (default 100; 0 = always the full correction)")
     g.add_argument("--paper", action="store_true",
                    help="the paper's co-learning settings for every option not given: head paper trained end to end "
                    "from block1, lr 1e-3, 35 epochs, blur strong views, last epoch kept")
