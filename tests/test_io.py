@@ -79,6 +79,22 @@ def test_manifest_with_header_relative_and_absolute(tmp_path):
     assert list_images(sub / "m.csv") == m.paths
 
 
+def test_a_txt_path_list_is_one_path_per_line(tmp_path):
+    """A .txt list (as dev_protocol.py writes): one path per line, comments and blank lines skipped, relative
+    paths from the list's folder; a list of nothing, or not text, is a clear error."""
+    sub = tmp_path / "lists"
+    sub.mkdir()
+    absolute = tmp_path / "elsewhere" / "z, with comma.png"
+    (sub / "pool.txt").write_text(f"# the pool\nimgs/a.png\n\n  {absolute}  \n")
+    assert list_images(sub / "pool.txt") == [str(sub / "imgs" / "a.png"), str(absolute)]
+    (sub / "none.txt").write_text("# nothing\n\n")
+    with pytest.raises(ValueError, match="lists no image"):
+        list_images(sub / "none.txt")
+    (sub / "binary.txt").write_bytes(b"\xff\xfe\x00\x89PNG")
+    with pytest.raises(ValueError, match="is not UTF-8 text"):
+        list_images(sub / "binary.txt")
+
+
 def test_manifest_headerless(tmp_path):
     (tmp_path / "m.csv").write_text("a.png,3\n\nb.png,1\n")
     m = read_manifest(tmp_path / "m.csv")

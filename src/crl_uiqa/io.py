@@ -2,8 +2,10 @@
 
 Sources (:func:`list_images`): a folder (searched recursively), a glob pattern,
 a manifest CSV with a ``path`` column (optional ``label`` and other columns;
-relative paths are taken relative to the CSV's folder), a single image file, or
-a list of any of these.
+relative paths are taken relative to the CSV's folder), a path list (``.txt``:
+one path per line, blank lines and ``#`` comments skipped, relative paths
+taken relative to the list's folder), a single image file, or a list of any of
+these.
 
 Decoding (:func:`read_gray`): PNG, JPEG, BMP, TIFF; 8- and 16-bit; gray, RGB,
 RGBA, palette (to gray with ITU-R 601 luma, alpha ignored); an optional crop
@@ -109,6 +111,8 @@ def list_images(source: str | os.PathLike | Sequence[str | os.PathLike]) -> list
         return paths
     if p.is_file() and p.suffix.lower() == ".csv":
         return read_manifest(p).paths
+    if p.is_file() and p.suffix.lower() == ".txt":
+        return read_path_list(p)
     if p.is_file():
         return [src]
     if glob.has_magic(src):
@@ -129,6 +133,21 @@ class Manifest:
     @property
     def labels(self) -> list[str] | None:
         return self.columns.get("label")
+
+
+def read_path_list(path: str | os.PathLike) -> list[str]:
+    """The paths of a ``.txt`` list: one per line (surrounding spaces stripped), blank lines and lines starting
+    with ``#`` skipped, relative paths taken relative to the list's folder."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise ValueError(f"path list {path} is not UTF-8 text") from None
+    lines = [ln.strip() for ln in text.splitlines()]
+    paths = [ln if Path(ln).is_absolute() else str(path.parent / ln) for ln in lines if ln and not ln.startswith("#")]
+    if not paths:
+        raise ValueError(f"path list {path} lists no image")
+    return paths
 
 
 def read_manifest(path: str | os.PathLike) -> Manifest:

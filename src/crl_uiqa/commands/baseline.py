@@ -19,7 +19,7 @@ def register(sub) -> None:
     )
     p.add_argument("name", nargs="?", metavar="NAME", help="method name (see --list)")
     p.add_argument("--list", action="store_true", help="list the available methods and what they need, then exit")
-    p.add_argument("--images", nargs="+", metavar="SRC", help="images to score: folder(s), glob(s) or manifest CSV(s)")
+    p.add_argument("--images", nargs="+", metavar="SRC", help="images to score: folder(s), glob(s), manifest CSV(s) or path lists (.txt)")
     p.add_argument("--references", nargs="+", metavar="SRC", default=None,
                    help="high-quality reference images (standard planes) for methods that compare with them")
     p.add_argument("--out", metavar="CSV", help="output CSV with columns path,score")

@@ -7,7 +7,7 @@ from ._common import add_backbone, add_crop, add_runtime, crop_tuple, report_fai
 def register(sub) -> None:
     p = sub.add_parser("classify", help="predict the fetal standard plane of each image (SonoNet)",
                        description="Print (and optionally write) the predicted plane and its probability per image.")
-    p.add_argument("--images", required=True, nargs="+", help="folder(s), glob(s) or manifest CSV(s)")
+    p.add_argument("--images", required=True, nargs="+", help="folder(s), glob(s), manifest CSV(s) or path lists (.txt)")
     p.add_argument("--out", default=None, help="optional CSV: path,plane,probability and one column per class")
     add_crop(p)
     add_backbone(p, layer=False)

@@ -20,7 +20,7 @@ def register(sub) -> None:
     )
     p.add_argument("--pairs", required=True, help="CSV with columns better,worse[,type]")
     p.add_argument("--images", required=True, nargs="+", metavar="SRC",
-                   help="the test images (folder(s), glob(s) or manifest CSV(s)); every pair image must be among "
+                   help="the test images (folder(s), glob(s), manifest CSV(s) or path lists (.txt)); every pair image must be among "
                    "them. A manifest's label column gives SDD-FIQA its classes (plane types or subject/video ids)")
     p.add_argument("--references", nargs="+", default=None, metavar="SRC",
                    help="high-quality reference planes (for distance, mssim, niqe-ref and the weighted score's "

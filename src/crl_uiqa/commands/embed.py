@@ -8,7 +8,7 @@ def register(sub) -> None:
     p = sub.add_parser("embed", help="write embeddings of images (.npy or .safetensors)",
                        description="Embed images with the backbone and save the vectors. With .npy the paths go "
                        "to a sibling .paths.txt; with .safetensors they are stored in its metadata.")
-    p.add_argument("--images", required=True, nargs="+", help="folder(s), glob(s) or manifest CSV(s)")
+    p.add_argument("--images", required=True, nargs="+", help="folder(s), glob(s), manifest CSV(s) or path lists (.txt)")
     p.add_argument("--out", required=True, help="output file, .npy or .safetensors")
     add_crop(p)
     add_backbone(p)

@@ -26,7 +26,7 @@ def register(sub) -> None:
     p.add_argument("--atol", type=float, default=1e-4,
                    help="largest allowed |exported - PyTorch| score difference (default 1e-4)")
     p.add_argument("--check-images", nargs="+", default=None, metavar="IMAGES",
-                   help="real images (folders, globs, manifest CSVs) scored in the check besides random ones")
+                   help="real images (folders, globs, manifest CSVs, path lists) scored in the check besides random ones")
     p.add_argument("--max-check-images", type=int, default=32, help="use at most this many check images (default 32)")
     add_crop(p, what="check images")
     p.add_argument("--no-check", action="store_true", help="skip the comparison with PyTorch")

@@ -19,7 +19,7 @@ def register(sub) -> None:
         description="The whole method in one command: pseudo-labels (paper Eq. 1-3) then co-learning (Eq. 4-7). "
         "OUT receives labels.csv, the model and its training history.",
     )
-    p.add_argument("--images", required=True, nargs="+", help="training images: folder(s), glob(s) or manifest(s)")
+    p.add_argument("--images", required=True, nargs="+", help="training images: folder(s), glob(s), manifest CSV(s) or path lists (.txt)")
     p.add_argument("--references", required=True, nargs="+", help="high-quality reference standard planes")
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--k", type=int, default=5, help="nearest references averaged for the pseudo-label (default 5)")

@@ -15,7 +15,7 @@ def register(sub) -> None:
             "(pseudo_label 1 = closest to the references = best)."
         ),
     )
-    p.add_argument("--images", required=True, nargs="+", help="folder(s), glob(s) or manifest CSV(s) of images")
+    p.add_argument("--images", required=True, nargs="+", help="folder(s), glob(s), manifest CSV(s) or path lists (.txt) of images")
     p.add_argument("--references", required=True, nargs="+", help="folder, glob or manifest of high-quality standard planes")
     p.add_argument("--out", required=True, help="output CSV")
     p.add_argument("--k", type=int, default=5, help="number of nearest references averaged (default 5; must be <= n)")

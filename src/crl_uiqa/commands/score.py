@@ -9,7 +9,7 @@ def register(sub) -> None:
                        description="Writes path,score with the paths exactly as given. Unreadable files are skipped "
                        "and listed in OUT.skipped.csv (or stop the run with --strict).")
     p.add_argument("--model", required=True, help="run directory of `fit`/`train` (or its model.safetensors)")
-    p.add_argument("--images", required=True, nargs="+", help="folder(s), glob(s) or manifest CSV(s)")
+    p.add_argument("--images", required=True, nargs="+", help="folder(s), glob(s), manifest CSV(s) or path lists (.txt)")
     p.add_argument("--out", required=True, help="output CSV")
     p.add_argument("--amp", choices=list(AMP_SETTINGS), default="cuda",
                    help="bfloat16 autocast: cuda (default: on CUDA only), bf16 (on the CPU too: a faster forward where "
