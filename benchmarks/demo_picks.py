@@ -22,7 +22,10 @@ Gaussian smoothing over +-W frames (``crl_uiqa.demo.best_frame``, the policy
 of ``select --smooth``), optionally only among frames whose plane probability
 is at least a threshold (``select --plane``). It prints, per configuration and
 strategy, the frame error of every held-out sweep of every seed, their mean
-and maximum, and the share within 2 frames.
+and maximum, and the share within 2 frames; then oracles from the simulator's
+ground truth (:func:`oracles`): picks on the plane closeness alone, on the
+acquisition factor alone, and on the true quality with per-frame noise — how
+much a score must see for the 2-frame goal.
 
 Usage::
 
@@ -106,6 +109,8 @@ def load(path: Path) -> dict[str, dict[str, np.ndarray]]:
         rows.sort(key=lambda r: int(r["frame"]))
         out[sweep] = {"frame": np.array([int(r["frame"]) for r in rows]),
                       "true_quality": np.array([float(r["true_quality"]) for r in rows]),
+                      "plane_closeness": np.array([float(r["plane_closeness"]) for r in rows]),
+                      "acquisition_factor": np.array([float(r["acquisition_factor"]) for r in rows]),
                       "model": np.array([float(r[MODEL]) for r in rows]),
                       "teacher": np.array([float(r[TEACHER]) for r in rows]),
                       "plane_probability": np.array([float(r["plane_probability"]) for r in rows])}
@@ -124,6 +129,31 @@ def frame_error(sweep: dict[str, np.ndarray], source: str, smooth: float, plane:
         smooth = 0.0
     pos, _ = best_frame(sweep["frame"], scores, smooth)
     return abs(int(sweep["frame"][pos]) - int(sweep["frame"][int(np.argmax(sweep["true_quality"]))]))
+
+
+ORACLES = ("plane_closeness", "acquisition_factor")
+
+
+def oracles(data: dict[int, dict], smooth: float = 3.0, noise=(0.1, 0.2, 0.3), repeats: int = 50) -> dict:
+    """What a pick needs to see, from the simulator's ground truth of the cached sweeps: the frame error of
+    picks on each factor of the true quality alone (log plane closeness: a perfect plane detector blind to the
+    acquisition; log acquisition factor: the reverse), and on log true quality plus per-frame Gaussian noise
+    of standard deviation ``noise`` (a score that sees both factors, with that much error), all smoothed over
+    +-``smooth`` frames as the demo picks."""
+    sweeps = [sw for d in data.values() for sw in d.values()]
+    out = {}
+    for factor in ORACLES:
+        errs = np.array([frame_error({**sw, "oracle": np.log(np.maximum(sw[factor], 1e-300))}, "oracle", smooth)
+                         for sw in sweeps])
+        out[f"{factor} alone"] = errs
+    rng = np.random.default_rng(0)
+    for sd in noise:
+        errs = []
+        for _ in range(repeats):
+            errs += [frame_error({**sw, "oracle": np.log(np.maximum(sw["true_quality"], 1e-300))
+                                  + rng.normal(0.0, sd, sw["true_quality"].size)}, "oracle", smooth) for sw in sweeps]
+        out[f"true quality x exp(N(0, {sd:g}))"] = np.array(errs)
+    return out
 
 
 def evaluate(seeds: list[int], configs: list[str]) -> dict:
@@ -146,6 +176,16 @@ def evaluate(seeds: list[int], configs: list[str]) -> dict:
             results[f"{cfg}: {tag}"] = {str(s): v for s, v in errs.items()}
             print(f"{tag:<26} mean {flat.mean():5.2f}  max {flat.max():>2}  within 2: {np.mean(flat <= 2):.2f}   "
                   + "   ".join(f"s{s}: {', '.join(map(str, v))}" for s, v in errs.items()))
+        from scipy.stats import spearmanr
+
+        sweeps = [sw for d in data.values() for sw in d.values()]
+        for src in ("model", "teacher", "plane_probability"):
+            rho = {f: float(np.nanmean([spearmanr(sw[src], sw[f])[0] for sw in sweeps])) for f in ORACLES}
+            results[f"{cfg}: spearman {src}"] = rho
+            print(f"within-sweep Spearman of {src:<18} with " + ", ".join(f"{f} {v:+.2f}" for f, v in rho.items()))
+        for tag, errs in oracles(data).items():
+            results[f"{cfg}: oracle {tag}"] = {"mean": float(errs.mean()), "within_2": float(np.mean(errs <= 2))}
+            print(f"oracle {tag:<32} mean {errs.mean():5.2f}  max {errs.max():>2}  within 2: {np.mean(errs <= 2):.2f}")
     return results
 
 
