@@ -528,3 +528,22 @@ def test_a_pool_below_min_train_images_learns_only_the_deviation_correction(tmp_
                  "--quiet", "--out", str(tmp_path / "cli")]) == 0
     meta = json.loads((tmp_path / "cli" / "model.json").read_text())
     assert meta["model_config"]["anchor"]["correction"] == "deviation"
+
+
+def test_an_anchored_run_with_no_image_to_validate_on_keeps_its_teacher(tmp_path, sononet16_path):
+    """select="best" with no validation image (val_fraction 0, or a pool of 2): no evidence can prefer a trained
+    correction, so the model is its teacher, untrained, and the run says why; select="last" trains anyway."""
+    from crl_uiqa.pseudo_labels import label_images
+
+    paths, _ = _images(tmp_path, n=8)
+    refs = paths[-3:]
+    pl = label_images(paths, refs, k=2, weights=sononet16_path, size=SIZE, num_workers=0, progress=False)
+    mc = ModelConfig(image_size=SIZE, head="anchored", train_from="head", anchor={"k": 2, "reference_stats": "norm"})
+    kw = dict(model_config=mc, weights=sononet16_path, references=refs, num_workers=0, progress=False)
+    res = train(pl.paths, pl.labels.label, config=_cfg(epochs=2, lr=0.5, select="best", val_fraction=0.0), **kw)
+    assert res.kept_epoch == 0 and [r["epoch"] for r in res.history] == [0]
+    assert res.warnings[0].startswith("no validation image (val_fraction 0 of 8 images)")
+    s = score_paths(res.model, pl.paths, num_workers=0, progress=False)
+    assert np.allclose(s.scores, pl.labels.label, atol=2e-3)
+    trained = train(pl.paths, pl.labels.label, config=_cfg(epochs=2, lr=0.5, select="last", val_fraction=0.0), **kw)
+    assert [r["epoch"] for r in trained.history] == [0, 1, 2]

@@ -484,7 +484,7 @@ def train(
     # epoch 0 is the model before training; every epoch trained ends with a checkpoint
     n = data.tr_cache.shape[0]
     steps = math.ceil(n / cfg.batch_size)
-    epochs, untrained = _epoch_schedule(cfg, mcfg, n, steps)
+    epochs, untrained = _epoch_schedule(cfg, mcfg, n, steps, 0 if data.va_cache is None else data.va_cache.shape[0])
     sched = replace(cfg, epochs=max(epochs, 1))
     meta_base = {"model_config": mcfg.to_dict(), "train_config": cfg.to_dict(), "inputs_sha256": digest, **extra}
     if run_dir is not None and history:  # history.csv may lag the checkpoint by one epoch after a kill
@@ -609,7 +609,7 @@ class _BestEpoch:
             model.load_state_dict(self.state)
             kept_epoch = self.epoch
         elif self.select == "best":
-            log.warning("no validation images (val_fraction 0): keeping the last epoch")
+            log.warning("no validation images (val_fraction 0, or a pool of 2): keeping the last epoch")
         return kept_epoch
 
 
@@ -728,14 +728,21 @@ def _small_pool_correction(cfg: TrainConfig, mcfg: ModelConfig, n_images: int) -
     return replace(mcfg, anchor={**mcfg.anchor, "correction": "deviation"})
 
 
-def _epoch_schedule(cfg: TrainConfig, mcfg: ModelConfig, n: int, steps: int) -> tuple[int, str | None]:
-    """(epochs to train, the reason the model stays untrained or None) for ``n`` images in ``steps`` batches.
+def _epoch_schedule(cfg: TrainConfig, mcfg: ModelConfig, n: int, steps: int, n_val: int) -> tuple[int, str | None]:
+    """(epochs to train, the reason the model stays untrained or None) for ``n`` training and ``n_val``
+    validation images, ``steps`` batches per epoch.
 
-    The anchored student of a pool under ``min_train_images`` without the
-    deviation features (:func:`_small_pool_correction`) keeps its teacher
-    without training (0 epochs, with the reason as a warning); otherwise the
-    epochs rise until the run makes ``min_steps`` SGD steps.
+    The anchored student keeps its teacher without training (0 epochs, with
+    the reason as a warning) when it is to keep the best epoch but no image is
+    left to validate on (a pool of 2), or when the pool is under
+    ``min_train_images`` and the head has no deviation features
+    (:func:`_small_pool_correction`); otherwise the epochs rise until the run
+    makes ``min_steps`` SGD steps.
     """
+    if mcfg.head == "anchored" and cfg.select == "best" and n_val == 0:
+        return 0, (f"no validation image (val_fraction {cfg.val_fraction:g} of {n + n_val} images): nothing can show "
+                   "that a trained correction beats its teacher, so the model is its teacher, the distance score, "
+                   "untrained; give more images, or --select last to train anyway")
     if mcfg.head == "anchored" and n < cfg.min_train_images and mcfg.anchor.get("correction") != "deviation":
         return 0, (f"only {n} training images (fewer than min_train_images = {cfg.min_train_images}) and no "
                    "deviation-from-references features (--reference-stats off): the model is its teacher, the "
@@ -860,7 +867,7 @@ def _keep_and_diagnose(model: QualityModel, best: _BestEpoch, history: list[dict
     warnings = diagnose_training(history, kept_epoch, lr=cfg.lr, steps=steps * epochs, n_train=n, head=head)
     if untrained:
         warnings.insert(0, untrained)
-    if cfg.select == "best" and kept_epoch is not None:
+    if cfg.select == "best" and kept_epoch is not None and np.isfinite(best.criterion):
         log.info("kept epoch %d of %d (best validation criterion %.4f)", kept_epoch, epochs, best.criterion)
     for w in warnings:
         log.warning("%s", w)
