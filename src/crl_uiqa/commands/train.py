@@ -1,6 +1,8 @@
 """``crl-uiqa train``: co-learning on a pseudo-label CSV."""
 from __future__ import annotations
 
+import math
+
 from ._common import (
     add_crop,
     add_runtime_eval,
@@ -70,10 +72,12 @@ def _print_summary(history, out, kept_epoch=None) -> None:
     trained = [r for r in history if r.get("epoch", 0) > 0]
     last = trained[-1] if trained else {}
     keys = [k for k in ("loss", "l_d", "l_c", "l_r", "val_srcc", "val_strong_accuracy", "val_accuracy") if k in last]
-    print(f"trained {len(trained)} epochs; last: " + ", ".join(f"{k}={last[k]:.4f}" for k in keys))
+    print(f"trained {len(trained)} epochs; last: " + ", ".join(f"{k}={last[k]:.4f}" for k in keys) if trained
+          else "not trained (the warning below says why)")
     if kept_epoch is not None:
         row = next((r for r in history if r.get("epoch") == kept_epoch), {})
-        vals = ", ".join(f"{k}={row[k]:.4f}" for k in ("val_srcc", "val_strong_accuracy", "criterion") if k in row)
+        vals = ", ".join(f"{k}={row[k]:.4f}" for k in ("val_srcc", "val_strong_accuracy", "criterion")
+                         if k in row and math.isfinite(row[k]))
         print(f"kept epoch {kept_epoch}" + (" (the model before training)" if kept_epoch == 0 else "")
               + (f": {vals}" if vals else ""))
     print(f"model written to {out}/model.safetensors (+ model.json, history.csv, training_curves.png)")
