@@ -53,6 +53,33 @@ def _parse_variant(spec: str) -> dict:
     return t_v
 
 
+def fit_and_score(pool: list[str], refs: list[str], spec: str, test_paths: list[str], workers: int):
+    """Fit ``CRLUIQA`` (the defaults with ``--variant`` ``spec``) on ``pool`` and ``refs`` and score
+    ``test_paths`` with the model and its teacher: (estimator, model scores, teacher scores, the row's common
+    fields: variant, sizes, epoch kept, epochs run, fit seconds, warnings)."""
+    from crl_uiqa import CRLUIQA
+
+    est = CRLUIQA(device="cpu", num_workers=workers, progress=False, **_parse_variant(spec))
+    t0 = time.perf_counter()
+    est.fit(pool, refs)
+    t_fit = time.perf_counter() - t0
+    full, teacher = _score_both(est.model_, test_paths, workers)
+    row = {"variant": spec or "defaults", "pool_images": len(pool), "references": len(refs),
+           "kept_epoch": est.kept_epoch_, "epochs_run": max(int(r["epoch"]) for r in est.history_),
+           "fit_seconds": round(t_fit, 1), "warnings": est.warnings_}
+    return est, full, teacher, row
+
+
+def write_results(name: str, script: str, argv, rows: list[dict], t_all: float, **meta_extra) -> dict:
+    """Write ``bench-out/<name>.json`` ({"meta", "rows"}) and return the meta: date, machine, command, load at
+    the end, total seconds and ``meta_extra``."""
+    meta = {"date": str(date.today()), "machine": run_info.machine(), "command": run_info.command(script, argv),
+            "uptime_at_end": run_info.uptime(), "total_seconds": round(time.perf_counter() - t_all, 1), **meta_extra}
+    (ROOT / "bench-out").mkdir(exist_ok=True)
+    (ROOT / "bench-out" / f"{name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    return meta
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--hc18", default=None)
@@ -67,7 +94,6 @@ def main(argv=None) -> int:
     ap.add_argument("--tag", default="default")
     args = ap.parse_args(argv)
 
-    from crl_uiqa import CRLUIQA
     from crl_uiqa.evaluation import align, read_pairs
     from crl_uiqa.training import selection_criterion
 
@@ -86,19 +112,13 @@ def main(argv=None) -> int:
         pool = dev.train[i * args.pool_size:(i + 1) * args.pool_size]
         refs = dev.references[i * args.n_references:(i + 1) * args.n_references]
         for spec in variants:
-            est = CRLUIQA(device="cpu", num_workers=args.workers, progress=False, **_parse_variant(spec))
-            t0 = time.perf_counter()
-            est.fit(pool, refs)
-            t_fit = time.perf_counter() - t0
-            full, teacher = _score_both(est.model_, test_paths, args.workers)
+            est, full, teacher, common = fit_and_score(pool, refs, spec, test_paths, args.workers)
             h = {int(r["epoch"]): r for r in est.history_}
-            row = {"pool": i, "variant": spec or "defaults", "pool_images": len(pool), "references": len(refs),
-                   "kept_epoch": est.kept_epoch_, "epochs_run": max(h),
+            row = {"pool": i, **common,
                    "criterion_before": selection_criterion(h[0]),
                    "criterion_kept": selection_criterion(h[est.kept_epoch_]),
                    "criterion_by_epoch": [round(selection_criterion(h[e]), 4) for e in sorted(h)],
-                   "val_pairs": h[0].get("val_strong_pairs"), "fit_seconds": round(t_fit, 1),
-                   "warnings": est.warnings_}
+                   "val_pairs": h[0].get("val_strong_pairs")}
             t = _summarise("teacher", teacher, pairs, 0.0)
             m = _summarise("model", full, pairs, 0.0)
             for name, r in (("teacher", t), ("model", m)):
@@ -110,14 +130,8 @@ def main(argv=None) -> int:
             print(f"pool {i} [{row['variant']}]: teacher {row['teacher_accuracy']:.3f}, model "
                   f"{row['model_accuracy']:.3f} ({row['gain']:+.3f}), kept epoch {row['kept_epoch']}/"
                   f"{row['epochs_run']}, criterion {row['criterion_before']:.3f} -> {row['criterion_kept']:.3f}, "
-                  f"fit {t_fit:.0f} s, {len(est.warnings_)} warning(s)", flush=True)
-    load = run_info.uptime()
-    meta = {"date": str(date.today()), "machine": run_info.machine(),
-            "command": run_info.command("small_pool.py", argv),
-            "uptime_at_end": load, "total_seconds": round(time.perf_counter() - t_all, 1), "n_pairs": len(pairs)}
-    (ROOT / "bench-out").mkdir(exist_ok=True)
-    (ROOT / "bench-out" / f"small_pool_{args.tag}.json").write_text(json.dumps({"meta": meta, "rows": rows},
-                                                                                indent=2))
+                  f"fit {row['fit_seconds']:.0f} s, {len(est.warnings_)} warning(s)", flush=True)
+    meta = write_results(f"small_pool_{args.tag}", "small_pool.py", argv, rows, t_all, n_pairs=len(pairs))
     print("| pool | variant | teacher | model | gain | non-blur teacher / model | kept epoch | val pairs: criterion before -> kept "
           "| fit s | warned |")
     print("|---|---|---|---|---|---|---|---|---|---|")

@@ -29,16 +29,13 @@ import argparse
 import json
 import sys
 import time
-from datetime import date
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-import _run_info as run_info  # noqa: E402
-from colearning import _score_both  # noqa: E402
-from small_pool import _parse_variant  # noqa: E402
+from small_pool import fit_and_score, write_results  # noqa: E402
 
 OUT = ROOT / "bench-out" / "small_pool_planes"
 
@@ -75,7 +72,6 @@ def main(argv=None) -> int:
 
     import numpy as np
 
-    from crl_uiqa import CRLUIQA
     from crl_uiqa.data.simulate import simulate_dataset
     from crl_uiqa.io import list_images
     from crl_uiqa.tables import pair_keys, read_pairs
@@ -94,15 +90,8 @@ def main(argv=None) -> int:
         pairs = pair_keys(read_pairs(ds.pairs_csv), ds.root)
         test_paths = list_images(ds.test_dir)
         for spec in variants:
-            est = CRLUIQA(device="cpu", num_workers=args.workers, progress=False, **_parse_variant(spec))
-            t0 = time.perf_counter()
-            est.fit(pool, refs)
-            t_fit = time.perf_counter() - t0
-            full, teacher = _score_both(est.model_, test_paths, args.workers)
-            row = {"seed": seed, "variant": spec or "defaults", "pool_images": len(pool), "references": len(refs),
-                   "kept_epoch": est.kept_epoch_, "epochs_run": max(int(r["epoch"]) for r in est.history_),
-                   "fit_seconds": round(t_fit, 1), "warnings": est.warnings_,
-                   "teacher": _accuracy(teacher, pairs), "model": _accuracy(full, pairs)}
+            est, full, teacher, common = fit_and_score(pool, refs, spec, test_paths, args.workers)
+            row = {"seed": seed, **common, "teacher": _accuracy(teacher, pairs), "model": _accuracy(full, pairs)}
             row["gain"] = row["model"]["accuracy"] - row["teacher"]["accuracy"]
             rows.append(row)
             t, m = row["teacher"], row["model"]
@@ -110,13 +99,8 @@ def main(argv=None) -> int:
                   f"acquisition {t.get('acc_acquisition', float('nan')):.3f}), model {m['accuracy']:.3f} (plane "
                   f"{m.get('acc_plane', float('nan')):.3f}, acquisition {m.get('acc_acquisition', float('nan')):.3f}), "
                   f"{row['gain']:+.3f}, kept epoch {row['kept_epoch']}/{row['epochs_run']}, {m['n']} pairs "
-                  f"({m.get('n_plane', 0)} plane), fit {t_fit:.0f} s, {len(est.warnings_)} warning(s)", flush=True)
-    meta = {"date": str(date.today()), "machine": run_info.machine(),
-            "command": run_info.command("small_pool_planes.py", argv), "uptime_at_end": run_info.uptime(),
-            "total_seconds": round(time.perf_counter() - t_all, 1)}
-    OUT.mkdir(parents=True, exist_ok=True)
-    (ROOT / "bench-out" / f"small_pool_planes_{args.tag}.json").write_text(
-        json.dumps({"meta": meta, "rows": rows}, indent=2))
+                  f"({m.get('n_plane', 0)} plane), fit {row['fit_seconds']:.0f} s, {len(est.warnings_)} warning(s)", flush=True)
+    meta = write_results(f"small_pool_planes_{args.tag}", "small_pool_planes.py", argv, rows, t_all)
     print("| seed | variant | pairs (plane) | teacher: all / plane / acquisition | model: all / plane / acquisition "
           "| gain | kept epoch | fit s | warned |")
     print("|---|---|---|---|---|---|---|---|---|")
