@@ -81,6 +81,8 @@ def main(argv=None) -> int:
     model.eval()
     if model.config.head != "anchored":
         raise SystemExit("--model: the anchored head is needed (teacher + correction)")
+    if model.config.anchor.get("intensity_stats"):
+        raise SystemExit("--model: a head with intensity_stats (the signed mean and deviation) is not split here")
     families = [f.strip() for f in args.families.split(",") if f.strip()]
     missing = [f for f in families if not (LOFO / f / "mild").is_dir()]
     if missing or not (LOFO / "clean").is_dir():

@@ -134,13 +134,12 @@ def frame_error(sweep: dict[str, np.ndarray], source: str, smooth: float, plane:
 ORACLES = ("plane_closeness", "acquisition_factor")
 
 
-def oracles(data: dict[int, dict], smooth: float = 3.0, noise=(0.1, 0.2, 0.3), repeats: int = 50) -> dict:
+def oracles(sweeps: list[dict], smooth: float = 3.0, noise=(0.1, 0.2, 0.3), repeats: int = 50) -> dict:
     """What a pick needs to see, from the simulator's ground truth of the cached sweeps: the frame error of
     picks on each factor of the true quality alone (log plane closeness: a perfect plane detector blind to the
     acquisition; log acquisition factor: the reverse), and on log true quality plus per-frame Gaussian noise
     of standard deviation ``noise`` (a score that sees both factors, with that much error), all smoothed over
-    +-``smooth`` frames as the demo picks."""
-    sweeps = [sw for d in data.values() for sw in d.values()]
+    +-``smooth`` frames as the demo picks; ``sweeps`` as :func:`load` gives them."""
     out = {}
     for factor in ORACLES:
         errs = np.array([frame_error({**sw, "oracle": np.log(np.maximum(sw[factor], 1e-300))}, "oracle", smooth)
@@ -183,7 +182,7 @@ def evaluate(seeds: list[int], configs: list[str]) -> dict:
             rho = {f: float(np.nanmean([spearmanr(sw[src], sw[f])[0] for sw in sweeps])) for f in ORACLES}
             results[f"{cfg}: spearman {src}"] = rho
             print(f"within-sweep Spearman of {src:<18} with " + ", ".join(f"{f} {v:+.2f}" for f, v in rho.items()))
-        for tag, errs in oracles(data).items():
+        for tag, errs in oracles(sweeps).items():
             results[f"{cfg}: oracle {tag}"] = {"mean": float(errs.mean()), "within_2": float(np.mean(errs <= 2))}
             print(f"oracle {tag:<32} mean {errs.mean():5.2f}  max {errs.max():>2}  within 2: {np.mean(errs <= 2):.2f}")
     return results
