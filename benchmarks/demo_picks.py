@@ -27,10 +27,24 @@ ground truth (:func:`oracles`): picks on the plane closeness alone, on the
 acquisition factor alone, and on the true quality with per-frame noise — how
 much a score must see for the 2-frame goal.
 
+``layers`` asks which of SonoNet-16's layers could carry the pick at all: it
+simulates each seed's demo data again (the demo's own settings), embeds the
+reference, training and held-out frames once at 224x288 with the packaged
+weights, every layer's pooled embedding from the same trunk pass, and scores
+the held-out frames with the untrained distance score of each layer (the
+demo's teacher with ``--layer`` set to it: minus the mean of the k = 3
+smallest distances to the references) and with the deviation-from-references
+feature (:mod:`crl_uiqa.reference_stats`, negated). Per layer it prints the
+within-sweep Spearman correlation with each factor of the true quality and
+the frame error of its picks (smoothed over +-3 frames); then sums of two
+layers' scores, each standardised on the training frames. No training, so
+seeds are cheap (about 35 s each on 2 cores).
+
 Usage::
 
     python benchmarks/demo_picks.py run --seeds 0,1,2 --configs sononet,fallback [--threads 1]
     python benchmarks/demo_picks.py evaluate --seeds 0,1,2 --configs sononet,fallback
+    python benchmarks/demo_picks.py layers --seeds 0,1,2,3,4,5,6,7,8,9
 
 Choose on some seeds, confirm on seeds not looked at before choosing
 (BENCHMARKS.md "Demo: best-frame picks across seeds").
@@ -188,9 +202,137 @@ def evaluate(seeds: list[int], configs: list[str]) -> dict:
     return results
 
 
+LAYER_SOURCES = ("block1", "block2", "block3", "block4", "block5", "adaptation", "deviation")
+LAYER_SUMS = (("adaptation", "block3"), ("adaptation", "block2"), ("adaptation", "deviation"), ("block5", "block3"))
+
+
+def _layer_features(seed: int) -> dict:
+    """The demo data of ``seed`` (simulated into a scratch folder, removed after): per split (``ref``,
+    ``train``, ``test``), every layer's pooled SonoNet-16 embedding and the six image statistics; for
+    ``test`` also the sweep, frame and ground-truth factors."""
+    import torch
+
+    from crl_uiqa.backbones import get_backbone
+    from crl_uiqa.data.simulate import simulate_dataset
+    from crl_uiqa.demo import DEMO_PLANE, SONONET_SIZE, DemoSettings, _find_sononet
+    from crl_uiqa.files import read_csv
+    from crl_uiqa.io import iter_batches, list_images
+    from crl_uiqa.reference_stats import image_statistics
+
+    st = DemoSettings(seed=seed)
+    weights = _find_sononet(None)
+    if weights is None:
+        raise SystemExit("layers needs the SonoNet-16 weights (the packaged copy or $CRL_UIQA_WEIGHTS_DIR)")
+    net = get_backbone("sononet16", weights).eval()
+    maps: dict[str, torch.Tensor] = {}
+    hooks = [b.register_forward_hook(lambda _m, _i, o, n=f"block{i + 1}": maps.__setitem__(n, o))
+             for i, b in enumerate(net.blocks)]
+    hooks.append(net.adaptation[0].register_forward_hook(lambda _m, _i, o: maps.__setitem__("adaptation", o)))
+    work = OUT / "work" / f"layers_s{seed}"
+    try:
+        ds = simulate_dataset(work, planes=(DEMO_PLANE,), n_train_sweeps=st.n_train_sweeps,
+                              n_reference_sweeps=st.n_reference_sweeps, n_test_sweeps=st.n_test_sweeps,
+                              n_frames=st.n_frames, seed=seed, progress=False)
+        out: dict = {}
+        for split, folder in (("ref", ds.references_dir), ("train", ds.train_dir), ("test", ds.test_dir)):
+            paths = list_images(folder)
+            feats: dict[str, list] = {}
+            checked = False
+            with torch.inference_mode():
+                for batch in iter_batches(paths, size=SONONET_SIZE, batch_size=32, strict=True, progress=False):
+                    x = batch.images
+                    net(x)  # one trunk pass fills ``maps`` through the hooks
+                    for name in LAYER_SOURCES[:-1]:
+                        feats.setdefault(name, []).append(maps[name].mean(dim=(2, 3)))
+                    feats.setdefault("stats", []).append(image_statistics(x))
+                    if not checked:  # the hooked maps are the embeddings the demo computes (SonoNet.embed)
+                        for name in ("block3", "adaptation"):
+                            torch.testing.assert_close(feats[name][-1], net.embed(x, name), rtol=1e-4, atol=1e-5)
+                        checked = True
+            out[split] = {k: torch.cat(v).numpy().astype(np.float64) for k, v in feats.items()}
+            out[split]["paths"] = [str(Path(p).resolve()) for p in paths]
+        truth = {str((Path(ds.root) / r["path"]).resolve()): r for r in read_csv(ds.manifest_csv)}
+        rows = [truth[p] for p in out["test"]["paths"]]
+        for f in ("sweep", "frame", "true_quality", "plane_closeness", "acquisition_factor"):
+            out["test"][f] = np.array([r[f] if f == "sweep" else float(r[f]) for r in rows])
+    finally:
+        for h in hooks:
+            h.remove()
+        shutil.rmtree(work, ignore_errors=True)
+    out["k"] = min(st.k, len(out["ref"]["paths"]))
+    return out
+
+
+def _layer_scores(f: dict, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """(training frames, held-out frames) scores of one source: minus the top-k mean distance to the references'
+    embeddings (the demo's teacher at that layer), or minus the deviation from the references' statistics."""
+    import torch
+
+    from crl_uiqa.pseudo_labels import topk_mean_distance
+    from crl_uiqa.reference_stats import ReferenceDeviation
+
+    if source == "deviation":
+        dev = ReferenceDeviation("norm")
+        dev.set(torch.from_numpy(f["ref"]["stats"]).float())
+
+        def score(split):
+            return -dev.from_statistics(torch.from_numpy(f[split]["stats"]).float())[:, 0].double().numpy()
+    else:
+        def score(split):
+            return -topk_mean_distance(f[split][source], f["ref"][source], f["k"], device="cpu")
+    return score("train"), score("test")
+
+
+def layers(seeds: list[int], threads: int | None) -> dict:
+    """See the module docstring (``layers``)."""
+    import torch
+    from scipy.stats import spearmanr
+
+    from crl_uiqa.demo import best_frame
+
+    if threads:
+        torch.set_num_threads(threads)
+    print(f"# {run_info.machine()}; {run_info.uptime()}", flush=True)
+    per_seed = {}
+    for seed in seeds:
+        t = time.perf_counter()
+        f = _layer_features(seed)
+        z = {}
+        for src in LAYER_SOURCES:
+            tr, te = _layer_scores(f, src)
+            z[src] = (te - tr.mean()) / tr.std()  # standardised on the training frames
+        for a, b in LAYER_SUMS:
+            z[f"{a} + {b}"] = z[a] + z[b]
+        test = f["test"]
+        res = {}
+        for name, s in z.items():
+            errs, rho = [], {k: [] for k in ORACLES}
+            for sweep in sorted(set(test["sweep"])):
+                m = np.flatnonzero(test["sweep"] == sweep)
+                m = m[np.argsort(test["frame"][m])]
+                pos, _ = best_frame(test["frame"][m], s[m], 3.0)
+                errs.append(abs(int(test["frame"][m][pos]) - int(test["frame"][m][np.argmax(test["true_quality"][m])])))
+                for k in ORACLES:
+                    rho[k].append(float(spearmanr(s[m], test[k][m])[0]))
+            res[name] = {"frame_errors": errs, **{k: v for k, v in rho.items()}}
+        per_seed[seed] = res
+        print(f"seed {seed}: {time.perf_counter() - t:.0f} s", flush=True)
+    print(f"# {run_info.uptime()}")
+    summary = {}
+    print(f"{'score':<24} {'rho plane':>9} {'rho acq':>8} {'mean err':>8} {'within 2':>8}  frame errors")
+    for name in per_seed[seeds[0]]:
+        errs = np.concatenate([per_seed[s][name]["frame_errors"] for s in seeds])
+        rho = {k: float(np.nanmean(np.concatenate([per_seed[s][name][k] for s in seeds]))) for k in ORACLES}
+        summary[name] = {"rho_" + k: v for k, v in rho.items()} | {
+            "mean_error": float(errs.mean()), "within_2": float(np.mean(errs <= 2)), "frame_errors": errs.tolist()}
+        print(f"{name:<24} {rho['plane_closeness']:>+9.2f} {rho['acquisition_factor']:>+8.2f} {errs.mean():>8.2f} "
+              f"{np.mean(errs <= 2):>8.2f}  {' '.join(map(str, errs))}")
+    return {"seeds": seeds, "summary": summary}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("what", choices=["run", "evaluate"])
+    ap.add_argument("what", choices=["run", "evaluate", "layers"])
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--configs", default="sononet,fallback")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
@@ -198,6 +340,11 @@ def main(argv: list[str] | None = None) -> int:
     seeds, configs = _ints(args.seeds), _names(args.configs)
     if args.what == "run":
         run(seeds, configs, args.threads)
+    elif args.what == "layers":
+        res = layers(seeds, args.threads)
+        OUT.mkdir(parents=True, exist_ok=True)
+        (OUT / f"layers_{'-'.join(map(str, seeds))}.json").write_text(json.dumps(
+            {"command": run_info.command("demo_picks.py", argv), "machine": run_info.machine(), **res}, indent=1))
     else:
         res = evaluate(seeds, configs)
         OUT.mkdir(parents=True, exist_ok=True)

@@ -68,6 +68,11 @@ def test_deviation_is_symmetric_log1p_of_z_hand_checked():
     assert float(d[6]) == pytest.approx(float(torch.log1p(z.abs()).square().mean().sqrt()), abs=1e-6)
     # first statistic by hand: (0.4375 - 0.2) / sqrt(0.02) = 1.679 -> log(2.679)
     assert float(d[0]) == pytest.approx(math.log1p((0.4375 - 0.2) / math.sqrt(0.02)), abs=1e-5)
+    # from statistics already measured: the same features without the image
+    assert torch.allclose(dev.from_statistics(s[None]), d[None], atol=1e-6)
+    # by hand: centre + 1.718 scales on every statistic -> log1p(1.718) = 1 on each, rms 1
+    one = dev.from_statistics((dev.center + (math.e - 1) * dev.scale)[None])[0]
+    assert torch.allclose(one, torch.ones(7), atol=1e-5)
     # mode "norm" (the default): the root mean square alone
     mean_only = ReferenceDeviation()
     mean_only.set(refs)

@@ -105,7 +105,11 @@ class ReferenceDeviation(nn.Module):
         self.scale.copy_(spread.clamp_min(MIN_SCALE))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = (image_statistics(x) - self.center) / self.scale
+        return self.from_statistics(image_statistics(x))
+
+    def from_statistics(self, statistics: torch.Tensor) -> torch.Tensor:
+        """The features of images whose :func:`image_statistics` are ``statistics`` (B, 6)."""
+        z = (statistics - self.center) / self.scale
         d = torch.log1p(z.abs())
         m = d.square().mean(dim=1, keepdim=True).sqrt()
         return m if self.mode == "norm" else torch.cat([d, m], dim=1)
