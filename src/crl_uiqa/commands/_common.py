@@ -158,7 +158,7 @@ def add_training(parser: argparse.ArgumentParser, calibrate_margins: bool = Fals
                    help="raise --epochs until the run makes at least this many SGD steps (small image pools)")
     g.add_argument("--min-val-pairs", type=int, default=None,
                    help="corrupted views of each validation image until the epoch-selection criterion counts at "
-                   "least this many clean-over-corrupted pairs (default 100: a small pool gets several views per "
+                   "least this many clean-over-corrupted pairs (default 300: every pool gets several views per "
                    "image; 0 = one view each)")
     g.add_argument("--min-train-images", type=int, default=None, metavar="N",
                    help="anchored head: with fewer training images than N the correction learns only the deviation "
