@@ -208,26 +208,22 @@ LAYER_SUMS = (("adaptation", "block3"), ("adaptation", "block2"), ("adaptation",
 
 def _layer_features(seed: int) -> dict:
     """The demo data of ``seed`` (simulated into a scratch folder, removed after): per split (``ref``,
-    ``train``, ``test``), every layer's pooled SonoNet-16 embedding and the six image statistics; for
-    ``test`` also the sweep, frame and ground-truth factors."""
-    import torch
+    ``train``, ``test``), every layer's pooled SonoNet-16 embedding and the six image statistics, from one
+    trunk pass per batch (``pseudo_label_options.embed_all_layers``); for ``test`` also the sweep, frame and
+    ground-truth factors."""
+    from pseudo_label_options import embed_all_layers
 
     from crl_uiqa.backbones import get_backbone
     from crl_uiqa.data.simulate import simulate_dataset
-    from crl_uiqa.demo import DEMO_PLANE, SONONET_SIZE, DemoSettings, _find_sononet
+    from crl_uiqa.demo import DEMO_PLANE, DemoSettings, _find_sononet
     from crl_uiqa.files import read_csv
-    from crl_uiqa.io import iter_batches, list_images
-    from crl_uiqa.reference_stats import image_statistics
+    from crl_uiqa.io import list_images
 
     st = DemoSettings(seed=seed)
     weights = _find_sononet(None)
     if weights is None:
         raise SystemExit("layers needs the SonoNet-16 weights (the packaged copy or $CRL_UIQA_WEIGHTS_DIR)")
     net = get_backbone("sononet16", weights).eval()
-    maps: dict[str, torch.Tensor] = {}
-    hooks = [b.register_forward_hook(lambda _m, _i, o, n=f"block{i + 1}": maps.__setitem__(n, o))
-             for i, b in enumerate(net.blocks)]
-    hooks.append(net.adaptation[0].register_forward_hook(lambda _m, _i, o: maps.__setitem__("adaptation", o)))
     work = OUT / "work" / f"layers_s{seed}"
     try:
         ds = simulate_dataset(work, planes=(DEMO_PLANE,), n_train_sweeps=st.n_train_sweeps,
@@ -235,29 +231,17 @@ def _layer_features(seed: int) -> dict:
                               n_frames=st.n_frames, seed=seed, progress=False)
         out: dict = {}
         for split, folder in (("ref", ds.references_dir), ("train", ds.train_dir), ("test", ds.test_dir)):
-            paths = list_images(folder)
-            feats: dict[str, list] = {}
-            checked = False
-            with torch.inference_mode():
-                for batch in iter_batches(paths, size=SONONET_SIZE, batch_size=32, strict=True, progress=False):
-                    x = batch.images
-                    net(x)  # one trunk pass fills ``maps`` through the hooks
-                    for name in LAYER_SOURCES[:-1]:
-                        feats.setdefault(name, []).append(maps[name].mean(dim=(2, 3)))
-                    feats.setdefault("stats", []).append(image_statistics(x))
-                    if not checked:  # the hooked maps are the embeddings the demo computes (SonoNet.embed)
-                        for name in ("block3", "adaptation"):
-                            torch.testing.assert_close(feats[name][-1], net.embed(x, name), rtol=1e-4, atol=1e-5)
-                        checked = True
-            out[split] = {k: torch.cat(v).numpy().astype(np.float64) for k, v in feats.items()}
+            paths, feats, failures = embed_all_layers(net, list_images(folder), layers=LAYER_SOURCES[:-1],
+                                                      progress=False, statistics=True)
+            if failures:
+                raise SystemExit(f"{failures[0].path}: {failures[0].reason}")
+            out[split] = {k: v.astype(np.float64) for k, v in feats.items()}
             out[split]["paths"] = [str(Path(p).resolve()) for p in paths]
         truth = {str((Path(ds.root) / r["path"]).resolve()): r for r in read_csv(ds.manifest_csv)}
         rows = [truth[p] for p in out["test"]["paths"]]
         for f in ("sweep", "frame", "true_quality", "plane_closeness", "acquisition_factor"):
             out["test"][f] = np.array([r[f] if f == "sweep" else float(r[f]) for r in rows])
     finally:
-        for h in hooks:
-            h.remove()
         shutil.rmtree(work, ignore_errors=True)
     out["k"] = min(st.k, len(out["ref"]["paths"]))
     return out
@@ -288,8 +272,6 @@ def layers(seeds: list[int], threads: int | None) -> dict:
     import torch
     from scipy.stats import spearmanr
 
-    from crl_uiqa.demo import best_frame
-
     if threads:
         torch.set_num_threads(threads)
     print(f"# {run_info.machine()}; {run_info.uptime()}", flush=True)
@@ -304,17 +286,15 @@ def layers(seeds: list[int], threads: int | None) -> dict:
         for a, b in LAYER_SUMS:
             z[f"{a} + {b}"] = z[a] + z[b]
         test = f["test"]
-        res = {}
-        for name, s in z.items():
-            errs, rho = [], {k: [] for k in ORACLES}
-            for sweep in sorted(set(test["sweep"])):
-                m = np.flatnonzero(test["sweep"] == sweep)
-                m = m[np.argsort(test["frame"][m])]
-                pos, _ = best_frame(test["frame"][m], s[m], 3.0)
-                errs.append(abs(int(test["frame"][m][pos]) - int(test["frame"][m][np.argmax(test["true_quality"][m])])))
-                for k in ORACLES:
-                    rho[k].append(float(spearmanr(s[m], test[k][m])[0]))
-            res[name] = {"frame_errors": errs, **{k: v for k, v in rho.items()}}
+        sweeps = []  # per held-out sweep, in frame order, as load() gives a frames.csv, with every score
+        for sweep in sorted(set(test["sweep"])):
+            m = np.flatnonzero(test["sweep"] == sweep)
+            m = m[np.argsort(test["frame"][m])]
+            sweeps.append({"frame": test["frame"][m].astype(int), **{k: test[k][m] for k in ("true_quality", *ORACLES)},
+                           **{name: s[m] for name, s in z.items()}})
+        res = {name: {"frame_errors": [frame_error(sw, name, 3.0) for sw in sweeps],
+                      **{k: [float(spearmanr(sw[name], sw[k])[0]) for sw in sweeps] for k in ORACLES}}
+               for name in z}
         per_seed[seed] = res
         print(f"seed {seed}: {time.perf_counter() - t:.0f} s", flush=True)
     print(f"# {run_info.uptime()}")

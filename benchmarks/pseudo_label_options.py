@@ -44,15 +44,18 @@ LAYERS = ("block3", "block4", "block5", "adaptation", "logits")
 KS = (1, 3, 5, 10, 20)
 
 
-def embed_all_layers(model, paths, *, layers=LAYERS, batch_size=32, device="cpu", num_workers=1, progress=True):
+def embed_all_layers(model, paths, *, layers=LAYERS, batch_size=32, device="cpu", num_workers=1, progress=True,
+                     statistics=False):
     """Pooled embeddings of ``paths`` for several SonoNet layers from one forward pass each batch.
 
-    Returns ``(kept_paths, {layer: (N, D) float32 array}, failures)``.
+    Returns ``(kept_paths, {layer: (N, D) float32 array}, failures)``; with ``statistics`` the dict also
+    holds ``"stats"``, the images' :func:`crl_uiqa.reference_stats.image_statistics` (N, 6) from the same batches.
     """
     import torch
 
     from crl_uiqa.embed import prepare_model, resolve_device
     from crl_uiqa.io import iter_batches
+    from crl_uiqa.reference_stats import image_statistics
 
     dev = resolve_device(device)
     model = prepare_model(model, dev)
@@ -65,6 +68,8 @@ def embed_all_layers(model, paths, *, layers=LAYERS, batch_size=32, device="cpu"
             handles.append(modules[name].register_forward_hook(
                 lambda _m, _i, out, name=name: current.__setitem__(name, out.mean(dim=(2, 3)))))
     out: dict[str, list] = {name: [] for name in layers}
+    if statistics:
+        out["stats"] = []
     kept, failures, checked = [], [], False
     try:
         with torch.inference_mode():
@@ -84,6 +89,8 @@ def embed_all_layers(model, paths, *, layers=LAYERS, batch_size=32, device="cpu"
                     checked = True
                 for name in layers:
                     out[name].append(current[name].float().cpu())
+                if statistics:
+                    out["stats"].append(image_statistics(x).cpu())
                 kept.extend(batch.indices)
     finally:
         for h in handles:
