@@ -547,3 +547,108 @@ def test_an_anchored_run_with_no_image_to_validate_on_keeps_its_teacher(tmp_path
     assert np.allclose(s.scores, pl.labels.label, atol=2e-3)
     trained = train(pl.paths, pl.labels.label, config=_cfg(epochs=2, lr=0.5, select="last", val_fraction=0.0), **kw)
     assert [r["epoch"] for r in trained.history] == [0, 1, 2]
+
+
+def _frozen_sononet_model(train_from="head", freeze_bn=True, layer="block3", reference_stats=True):
+    """A random SonoNet-16 with non-trivial batch-norm statistics, an anchored head with a non-zero correction."""
+    from crl_uiqa.backbones.sononet import SonoNet
+    from crl_uiqa.model import QualityModel
+
+    torch.manual_seed(0)
+    net = SonoNet(16)
+    for mod in net.modules():
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.running_mean.uniform_(-0.2, 0.2)
+            mod.running_var.uniform_(0.5, 2.0)
+    dim = net.embed(torch.rand(1, 1, 48, 64), layer).shape[1]
+    anchor = {"layer": layer, "k": 2, "n_references": 3, "dim": dim, "intensity_stats": True}
+    if reference_stats:
+        anchor["reference_stats"] = "norm"
+    m = QualityModel(net, ModelConfig(image_size=SIZE, head="anchored", train_from=train_from, freeze_bn=freeze_bn,
+                                      proj_channels=4, anchor=anchor))
+    m.eval()
+    with torch.no_grad():
+        m.anchor.set(net.embed(torch.rand(3, 1, *SIZE), layer), 0.5, -3.0, 0.0)
+        if reference_stats:
+            from crl_uiqa.reference_stats import image_statistics
+
+            m.deviation.set(image_statistics(torch.rand(3, 1, *SIZE)))
+        torch.nn.init.normal_(m.fc.weight, std=0.3)
+        m.fc.bias.fill_(0.1)
+    return m
+
+
+def test_fixed_image_scorer_runs_a_frozen_trunk_once_and_scores_as_the_whole_model():
+    """Validation images are scored after every epoch; with the trunk frozen only the head changes, so
+    FixedImageScorer keeps what the fixed parts output (batch by batch, as predict_cache batches) and runs the
+    head alone: the same scores as the whole model, also after the head changed, with one trunk pass in all."""
+    from crl_uiqa.training import FixedImageScorer, predict_cache
+
+    m = _frozen_sononet_model()
+    assert m.trunk_frozen
+    cache = (torch.rand(7, 1, *SIZE) * 255).round().to(torch.uint8)
+    x = cache.float() / 255
+    # forward is the head on the fixed parts' output, for both heads
+    assert torch.allclose(m(x), m.from_fixed_features(m.fixed_features(x)), atol=1e-7)
+    q0, corr = m.anchored_terms(x)
+    assert torch.allclose(m(x), q0 + corr, atol=1e-7) and float(corr.detach().abs().max()) > 1e-3
+    trunk_passes = []  # batches through the trunk's first block
+    m.backbone.blocks[0].register_forward_pre_hook(lambda *_: trunk_passes.append(1))
+    budget = [1 << 30]
+    scorer = FixedImageScorer(m, cache, "cpu", False, budget, batch_size=3)
+    assert scorer.features is not None and len(scorer.features) == 3  # batches of 3, 3, 1
+    assert 0 < budget[0] < 1 << 30  # what it keeps is counted against the run's budget
+    assert len(trunk_passes) == 3
+    assert np.allclose(scorer(), predict_cache(m, cache, "cpu", batch_size=3), atol=1e-6)
+    with torch.no_grad():  # "training": the head changes, the trunk does not
+        m.fc.weight.mul_(-2.0)
+        m.projection[0].weight.add_(0.05)
+    n = len(trunk_passes)
+    s = scorer()
+    assert len(trunk_passes) == n  # the head alone ran
+    expected = predict_cache(m, cache, "cpu", batch_size=3)
+    assert len(trunk_passes) == n + 3 and np.allclose(s, expected, atol=1e-6)
+    # over the budget: no features kept, each call runs the whole model and still scores the same
+    over = FixedImageScorer(m, cache, "cpu", False, [1000], batch_size=3)
+    assert over.features is None and np.allclose(over(), expected, atol=1e-6)
+
+
+def test_a_trunk_that_can_change_is_not_frozen():
+    """Trainable trunk blocks, or a trunk whose batch-norm statistics move in training (freeze_bn off), change
+    what the fixed parts output from epoch to epoch: those models are scored whole every epoch."""
+    from crl_uiqa.training import FixedImageScorer
+
+    cache = (torch.rand(2, 1, *SIZE) * 255).round().to(torch.uint8)
+    for kw in ({"train_from": "block4"}, {"freeze_bn": False}):
+        m = _frozen_sononet_model(**kw, reference_stats=False)
+        assert not m.trunk_frozen
+        assert FixedImageScorer(m, cache, "cpu", False, [1 << 30]).features is None
+    paper = build_model(ModelConfig(image_size=SIZE, train_from="head"), pretrained=False).eval()
+    assert paper.trunk_frozen
+    x = cache.float() / 255
+    assert torch.allclose(paper(x), paper.from_fixed_features(paper.fixed_features(x)), atol=1e-7)
+
+
+def test_validation_with_kept_trunk_outputs_gives_the_same_run(tmp_path, sononet16_path, monkeypatch):
+    """The kept-epoch criterion scored from the frozen trunk's kept outputs, or by running the whole model every
+    epoch (no memory allowed for them): the same history, the same epoch kept, the same weights."""
+    from crl_uiqa import training
+    from crl_uiqa.pseudo_labels import label_images
+
+    paths, _ = _images(tmp_path, n=12)
+    refs = paths[-3:]
+    pl = label_images(paths, refs, k=2, weights=sononet16_path, size=SIZE, num_workers=0, progress=False)
+    mc = ModelConfig(image_size=SIZE, head="anchored", train_from="head", anchor={"k": 2, "reference_stats": "norm"})
+    kw = dict(model_config=mc, weights=sononet16_path, references=refs, num_workers=0, progress=False,
+              config=_cfg(epochs=3, lr=0.5, select="best", min_train_images=0, min_val_pairs=20))
+    kept = train(pl.paths, pl.labels.label, **kw)
+    monkeypatch.setattr(training, "FIXED_FEATURES_BUDGET", 0)
+    whole = train(pl.paths, pl.labels.label, **kw)
+    assert kept.kept_epoch == whole.kept_epoch
+    assert kept.history[-1]["val_strong_pairs"] == whole.history[-1]["val_strong_pairs"] >= 20
+    for a, b in zip(kept.history, whole.history):
+        for key in ("val_srcc", "val_strong_accuracy", "val_l_d", "criterion"):
+            if key in a:
+                assert a[key] == pytest.approx(b[key], abs=1e-6), key
+    for name, t in kept.model.state_dict().items():
+        assert torch.allclose(t.float(), whole.model.state_dict()[name].float(), atol=1e-6), name

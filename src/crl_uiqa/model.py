@@ -275,26 +275,67 @@ class QualityModel(nn.Module):
         """(teacher term q(x), learned correction), each (B,), from one trunk pass; their sum is the score."""
         if self.config.head != "anchored":
             raise ValueError("anchored_terms needs the anchored head")
+        f, q0, stats = self.fixed_features(x)
+        return q0, self._correction(f, stats)
+
+    @property
+    def trunk_frozen(self) -> bool:
+        """True when training cannot change what :meth:`fixed_features` returns for an image.
+
+        That is: no backbone parameter trains (``train_from="head"``) and the
+        backbone's batch-norm statistics cannot move (``freeze_bn``, or no
+        batch norm in it). The teacher's references, its label map and the
+        deviation statistics are buffers that training never updates.
+        """
+        if any(p.requires_grad for p in self.backbone.parameters()):
+            return False
+        return self.config.freeze_bn or not any(isinstance(m, nn.modules.batchnorm._BatchNorm)
+                                                for m in self.backbone.modules())
+
+    def fixed_features(self, x: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        """What the head reads from images ``x`` (B, 1, H, W): the outputs of the model's fixed parts.
+
+        ``forward(x) == from_fixed_features(fixed_features(x))``. With a frozen
+        trunk (:attr:`trunk_frozen`) these do not change while the head trains,
+        so training computes them once for its fixed validation images. Paper
+        head: ``(feature map,)``. Anchored head: ``(feature map or None when the
+        correction has no conv head, teacher term q(x), statistics features or
+        None)``.
+        """
+        if self.config.head != "anchored":
+            return (self.backbone.feature_maps(x),)
         f = self.anchor_map(x)
         q0 = self.anchor(f.mean(dim=(2, 3)))
-        parts = [] if self.projection is None else [self.projection(f).mean(dim=(2, 3)).float()]
+        stats = []
         if self.config.anchor.get("intensity_stats"):
             flat = x.flatten(1).float()
-            parts += [flat.mean(dim=1, keepdim=True), flat.std(dim=1, keepdim=True)]
+            stats += [flat.mean(dim=1, keepdim=True), flat.std(dim=1, keepdim=True)]
         if self.config.anchor.get("reference_stats"):
-            parts.append(self.deviation(x))
-        h = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
-        return q0, self.fc(h.to(self.fc.weight.dtype)).squeeze(1).float()
+            stats.append(self.deviation(x))
+        s = (torch.cat(stats, dim=1) if len(stats) > 1 else stats[0]) if stats else None
+        return (f if self.projection is not None else None), q0, s
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Quality scores (B,) for gray images (B, 1, H, W) in [0, 1]; higher = better."""
+    def _correction(self, f: torch.Tensor | None, stats: torch.Tensor | None) -> torch.Tensor:
+        """The anchored head's learned correction (B,) from its fixed features."""
+        parts = [] if self.projection is None else [self.projection(f).mean(dim=(2, 3)).float()]
+        if stats is not None:
+            parts.append(stats)
+        h = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+        return self.fc(h.to(self.fc.weight.dtype)).squeeze(1).float()
+
+    def from_fixed_features(self, features: tuple[torch.Tensor | None, ...]) -> torch.Tensor:
+        """Quality scores (B,) from :meth:`fixed_features`' output: the trainable head alone."""
         if self.config.head == "anchored":
-            q0, correction = self.anchored_terms(x)
-            return q0 + correction
-        f = self.backbone.feature_maps(x)
+            f, q0, stats = features
+            return q0 + self._correction(f, stats)
+        (f,) = features
         h = self.projection(f).mean(dim=(2, 3))
         out = self.fc(h).squeeze(1)
         return torch.sigmoid(out) if self.config.activation == "sigmoid" else out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Quality scores (B,) for gray images (B, 1, H, W) in [0, 1]; higher = better."""
+        return self.from_fixed_features(self.fixed_features(x))
 
 
 def build_model(config: ModelConfig | None = None, weights=None, pretrained: bool = True) -> QualityModel:

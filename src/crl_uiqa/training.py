@@ -19,7 +19,6 @@ same path as an uninterrupted one (bit for bit on the CPU).
 """
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import numbers
@@ -335,11 +334,64 @@ def predict_cache(model: QualityModel, cache: torch.Tensor, device, batch_size: 
     """Scores of cached uint8 images."""
     model.eval()
     out = []
-    for i in range(0, cache.shape[0], batch_size):
-        x = cache[i : i + batch_size].to(device).float().div_(255.0).contiguous(memory_format=torch.channels_last)
-        with _autocast(device, amp):
-            out.append(model(x).float().cpu())
+    with torch.no_grad():
+        for i in range(0, cache.shape[0], batch_size):
+            with _autocast(device, amp):
+                out.append(model(_batch_of(cache, i, batch_size, device)).float().cpu())
     return torch.cat(out).numpy().astype(np.float64)
+
+
+def _batch_of(cache: torch.Tensor, start: int, batch_size: int, device) -> torch.Tensor:
+    return cache[start : start + batch_size].to(device).float().div_(255.0).contiguous(memory_format=torch.channels_last)
+
+
+#: the most memory (bytes) training spends on keeping the frozen trunk's outputs of its fixed validation images
+#: (:class:`FixedImageScorer`); past it, those images go through the whole model every epoch instead
+FIXED_FEATURES_BUDGET = 1 << 30
+
+
+class FixedImageScorer:
+    """Scores the same uint8 images after every epoch, running a frozen trunk only once.
+
+    With :attr:`QualityModel.trunk_frozen` (the default ``train_from="head"``),
+    training changes only the head, so the outputs of the fixed parts
+    (:meth:`QualityModel.fixed_features`: the trunk's map, the teacher term,
+    the statistics) are computed once, batch by batch as
+    :func:`predict_cache` would, and each call runs the head alone on them:
+    the same scores as :func:`predict_cache`, at a fraction of the time.
+    ``budget`` is a one-element list of the bytes still allowed for kept
+    outputs, shared by the scorers of one run; a set that does not fit, or a
+    trunk that trains, is scored with :func:`predict_cache` every call.
+    """
+
+    def __init__(self, model: QualityModel, cache: torch.Tensor, device, amp: bool, budget: list[int],
+                 batch_size: int = 64) -> None:
+        self.model, self.cache, self.device, self.amp, self.batch_size = model, cache, device, amp, batch_size
+        self.features: list[tuple] | None = None
+        if model.trunk_frozen and cache.shape[0] > 0:
+            self.features = self._fixed(budget)
+
+    def _fixed(self, budget: list[int]) -> list[tuple] | None:
+        self.model.eval()
+        out, used = [], 0
+        with torch.no_grad():
+            for i in range(0, self.cache.shape[0], self.batch_size):
+                with _autocast(self.device, self.amp):
+                    feats = self.model.fixed_features(_batch_of(self.cache, i, self.batch_size, self.device))
+                used += sum(t.numel() * t.element_size() for t in feats if t is not None)
+                if used > budget[0]:
+                    return None
+                out.append(feats)
+        budget[0] -= used
+        return out
+
+    def __call__(self) -> np.ndarray:
+        if self.features is None:
+            return predict_cache(self.model, self.cache, self.device, self.batch_size, self.amp)
+        self.model.eval()
+        with torch.no_grad(), _autocast(self.device, self.amp):
+            out = [self.model.from_fixed_features(f).float().cpu() for f in self.features]
+        return torch.cat(out).numpy().astype(np.float64)
 
 
 def strong_views_of(cfg: TrainConfig) -> StrongViews:
@@ -388,30 +440,44 @@ def _fixed_strong_views(val_cache: torch.Tensor | None, strong: StrongViews, see
     return torch.cat(views)
 
 
-def _val_metrics(model, val_cache, val_q, device, strong_cache: torch.Tensor | None, amp: bool,
-                 val_pairs=None) -> dict:
-    from scipy import stats
+class _Validation:
+    """The per-epoch validation metrics of a run on its fixed images (validation images, their fixed corrupted
+    views, the validation pairs), each set scored by a :class:`FixedImageScorer`."""
 
-    from .evaluation import pair_outcomes
+    def __init__(self, model: QualityModel, val_cache, val_q, device, strong_cache: torch.Tensor | None, amp: bool,
+                 val_pairs=None) -> None:
+        budget = [FIXED_FEATURES_BUDGET]
+        self.val_q = val_q
+        self.clean = strong = pairs = None
+        if val_cache is not None and val_cache.shape[0] > 0:
+            self.clean = FixedImageScorer(model, val_cache, device, amp, budget)
+            if strong_cache is not None:
+                strong = FixedImageScorer(model, strong_cache, device, amp, budget)
+            if val_pairs is not None:
+                pairs = tuple(FixedImageScorer(model, c, device, amp, budget) for c in val_pairs)
+        self.strong, self.pairs = strong, pairs
 
-    if val_cache is None or val_cache.shape[0] == 0:
-        return {}
-    p = predict_cache(model, val_cache, device, amp=amp)
-    m = {"val_l_d": float(np.mean((p - val_q) ** 2))}
-    if val_q.size >= 3 and np.ptp(p) > 0:
-        m["val_srcc"] = float(stats.spearmanr(p, val_q).statistic)
-    else:
-        m["val_srcc"] = float("nan")
-    if strong_cache is not None:  # does the model rank each clean image above its fixed corruptions?
-        ps = predict_cache(model, strong_cache, device, amp=amp)
-        m["val_strong_accuracy"] = float(pair_outcomes(np.tile(p, ps.size // p.size), ps).mean())
-        m["val_strong_pairs"] = int(ps.size)
-    if val_pairs is not None:
-        cache_b, cache_w = val_pairs
-        pb = predict_cache(model, cache_b, device, amp=amp)
-        pw = predict_cache(model, cache_w, device, amp=amp)
-        m["val_accuracy"] = float(pair_outcomes(pb, pw).mean())
-    return m
+    def __call__(self) -> dict:
+        from scipy import stats
+
+        from .evaluation import pair_outcomes
+
+        if self.clean is None:
+            return {}
+        p = self.clean()
+        m = {"val_l_d": float(np.mean((p - self.val_q) ** 2))}
+        if self.val_q.size >= 3 and np.ptp(p) > 0:
+            m["val_srcc"] = float(stats.spearmanr(p, self.val_q).statistic)
+        else:
+            m["val_srcc"] = float("nan")
+        if self.strong is not None:  # does the model rank each clean image above its fixed corruptions?
+            ps = self.strong()
+            m["val_strong_accuracy"] = float(pair_outcomes(np.tile(p, ps.size // p.size), ps).mean())
+            m["val_strong_pairs"] = int(ps.size)
+        if self.pairs is not None:
+            pb, pw = (scorer() for scorer in self.pairs)
+            m["val_accuracy"] = float(pair_outcomes(pb, pw).mean())
+        return m
 
 
 def train(
@@ -480,7 +546,7 @@ def train(
     vp_cache = _load_val_pairs(val_pairs, mcfg.image_size, crop, num_workers) if val_pairs else None
     views = strong_views_of(cfg)  # the run's families only, also for the validation views and without L_r
     va_strong = _validation_views(data.va_cache, views, cfg)
-    evaluate = functools.partial(_val_metrics, model, data.va_cache, data.q_va, dev, va_strong, amp, vp_cache)
+    evaluate = _Validation(model, data.va_cache, data.q_va, dev, va_strong, amp, vp_cache)  # frozen parts run once
     # epoch 0 is the model before training; every epoch trained ends with a checkpoint
     n = data.tr_cache.shape[0]
     steps = math.ceil(n / cfg.batch_size)
