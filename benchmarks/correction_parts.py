@@ -50,10 +50,9 @@ def _parts(model, folder: Path, names: list[str]) -> np.ndarray:
     with torch.inference_mode():
         for i in range(0, len(names), 32):
             x = torch.stack([to_tensor(read_gray(folder / n), size) for n in names[i:i + 32]])
-            f = model.anchor_map(x)
-            q0 = model.anchor(f.mean(dim=(2, 3)))
+            f, q0, stats = model.fixed_features(x)  # what the head reads; stats: the deviation features
             conv = model.projection(f).mean(dim=(2, 3)) @ w[:n_conv] if n_conv else torch.zeros_like(q0)
-            dev = model.deviation(x) @ w[n_conv:] if model.config.anchor.get("reference_stats") else torch.zeros_like(q0)
+            dev = stats @ w[n_conv:] if stats is not None else torch.zeros_like(q0)
             out.append(torch.stack([q0, conv, dev], 1))
     return torch.cat(out).numpy()
 
