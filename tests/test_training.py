@@ -611,6 +611,10 @@ def test_fixed_image_scorer_runs_a_frozen_trunk_once_and_scores_as_the_whole_mod
     # over the budget: no features kept, each call runs the whole model and still scores the same
     over = FixedImageScorer(m, cache, "cpu", False, [1000], batch_size=3)
     assert over.features is None and np.allclose(over(), expected, atol=1e-6)
+    # under bfloat16 autocast (--amp bf16) the kept outputs are what the whole model computes in bf16
+    bf16 = FixedImageScorer(m, cache, "cpu", True, [1 << 30], batch_size=3)
+    assert bf16.features is not None
+    assert np.allclose(bf16(), predict_cache(m, cache, "cpu", batch_size=3, amp=True), atol=1e-6)
 
 
 def test_a_trunk_that_can_change_is_not_frozen():
