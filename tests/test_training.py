@@ -644,14 +644,16 @@ def test_validation_with_kept_trunk_outputs_gives_the_same_run(tmp_path, sononet
     pl = label_images(paths, refs, k=2, weights=sononet16_path, size=SIZE, num_workers=0, progress=False)
     mc = ModelConfig(image_size=SIZE, head="anchored", train_from="head", anchor={"k": 2, "reference_stats": "norm"})
     kw = dict(model_config=mc, weights=sononet16_path, references=refs, num_workers=0, progress=False,
-              config=_cfg(epochs=3, lr=0.5, select="best", min_train_images=0, min_val_pairs=20))
+              config=_cfg(epochs=3, lr=0.5, select="best", min_train_images=0, min_val_pairs=20),
+              val_pairs=[(paths[11], paths[0]), (paths[9], paths[2]), (paths[6], paths[5])])
     kept = train(pl.paths, pl.labels.label, **kw)
     monkeypatch.setattr(training, "FIXED_FEATURES_BUDGET", 0)
     whole = train(pl.paths, pl.labels.label, **kw)
     assert kept.kept_epoch == whole.kept_epoch
     assert kept.history[-1]["val_strong_pairs"] == whole.history[-1]["val_strong_pairs"] >= 20
     for a, b in zip(kept.history, whole.history):
-        for key in ("val_srcc", "val_strong_accuracy", "val_l_d", "criterion"):
+        assert "val_accuracy" in a
+        for key in ("val_srcc", "val_strong_accuracy", "val_l_d", "criterion", "val_accuracy"):
             if key in a:
                 assert a[key] == pytest.approx(b[key], abs=1e-6), key
     for name, t in kept.model.state_dict().items():
