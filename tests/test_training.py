@@ -658,3 +658,28 @@ def test_validation_with_kept_trunk_outputs_gives_the_same_run(tmp_path, sononet
                 assert a[key] == pytest.approx(b[key], abs=1e-6), key
     for name, t in kept.model.state_dict().items():
         assert torch.allclose(t.float(), whole.model.state_dict()[name].float(), atol=1e-6), name
+
+
+def test_an_interrupted_anchored_run_resumes_to_the_same_model(tmp_path, sononet16_path):
+    """The default kind of run (anchored head, frozen trunk, the criterion from the trunk's kept outputs, the best
+    epoch kept): stopped after its first epoch and resumed, it ends with the uninterrupted run's history, epoch
+    kept and weights; the resumed run's kept outputs come from the teacher stored in its checkpoint."""
+    from crl_uiqa.pseudo_labels import label_images
+
+    paths, _ = _images(tmp_path, n=12)
+    refs = paths[-3:]
+    pl = label_images(paths, refs, k=2, weights=sononet16_path, size=SIZE, num_workers=0, progress=False)
+    mc = ModelConfig(image_size=SIZE, head="anchored", train_from="head", anchor={"k": 2, "reference_stats": "norm"})
+    kw = dict(model_config=mc, weights=sononet16_path, references=refs, num_workers=0, progress=False,
+              config=_cfg(epochs=3, lr=0.5, select="best", min_train_images=0, min_val_pairs=20))
+    full = train(pl.paths, pl.labels.label, run_dir=tmp_path / "full", **kw)
+    with pytest.raises(_Stop):
+        train(pl.paths, pl.labels.label, run_dir=tmp_path / "part", on_epoch=_stop_after_first, **kw)
+    resumed = train(pl.paths, pl.labels.label, run_dir=tmp_path / "part", resume=True, **kw)
+    assert [r["epoch"] for r in resumed.history] == [0, 1, 2, 3] and resumed.kept_epoch == full.kept_epoch
+    for a, b in zip(full.history, resumed.history):
+        for key in ("val_srcc", "val_strong_accuracy", "criterion", "l_d", "l_r"):
+            if key in a:
+                assert a[key] == pytest.approx(b[key], abs=1e-6), key
+    for name, t in full.model.state_dict().items():
+        assert torch.allclose(t.float(), resumed.model.state_dict()[name].float(), atol=1e-6), name
