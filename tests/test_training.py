@@ -588,8 +588,11 @@ def test_fixed_image_scorer_runs_a_frozen_trunk_once_and_scores_as_the_whole_mod
     assert m.trunk_frozen
     cache = (torch.rand(7, 1, *SIZE) * 255).round().to(torch.uint8)
     x = cache.float() / 255
-    # forward is the head on the fixed parts' output, for both heads
-    assert torch.allclose(m(x), m.from_fixed_features(m.fixed_features(x)), atol=1e-7)
+    # the score composed by hand from the parts: teacher + FC over [pooled conv head, raw mean, raw std, deviation]
+    with torch.no_grad():
+        h = torch.cat([m.projection(m.anchor_map(x)).mean(dim=(2, 3)), x.flatten(1).mean(dim=1, keepdim=True),
+                       x.flatten(1).std(dim=1, keepdim=True), m.deviation(x)], dim=1)
+        assert torch.allclose(m(x), m.teacher_score(x) + m.fc(h).squeeze(1), atol=1e-6)
     q0, corr = m.anchored_terms(x)
     assert torch.allclose(m(x), q0 + corr, atol=1e-7) and float(corr.detach().abs().max()) > 1e-3
     trunk_passes = []  # batches through the trunk's first block
@@ -630,7 +633,9 @@ def test_a_trunk_that_can_change_is_not_frozen():
     paper = build_model(ModelConfig(image_size=SIZE, train_from="head"), pretrained=False).eval()
     assert paper.trunk_frozen
     x = cache.float() / 255
-    assert torch.allclose(paper(x), paper.from_fixed_features(paper.fixed_features(x)), atol=1e-7)
+    with torch.no_grad():  # the paper's head composed by hand: 1x1 projection, global average, FC
+        expected = paper.fc(paper.projection(paper.backbone.feature_maps(x)).mean(dim=(2, 3))).squeeze(1)
+        assert torch.allclose(paper.from_fixed_features(paper.fixed_features(x)), expected, atol=1e-6)
 
 
 def test_validation_with_kept_trunk_outputs_gives_the_same_run(tmp_path, sononet16_path, monkeypatch):
