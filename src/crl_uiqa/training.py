@@ -992,11 +992,10 @@ def _set_anchor(model: QualityModel, ref_emb: torch.Tensor, cache: torch.Tensor,
 
     if transform is None:
         model.eval()
+        model.anchor.references.copy_(ref_emb)
         d = []
         for i in range(0, cache.shape[0], 64):
-            x = cache[i : i + 64].to(dev).float().div_(255.0).contiguous(memory_format=torch.channels_last)
-            f = model.anchor_map(x)
-            model.anchor.references.copy_(ref_emb)
+            f = model.anchor_map(_batch_of(cache, i, 64, dev))
             d.append(model.anchor.distance(f.mean(dim=(2, 3)).float()).double().cpu())
         pl = pseudo_labels_from_distances(torch.cat(d).numpy(), k=model.anchor.k,
                                           smoothing=bool(model.config.anchor.get("smoothing", True)))
