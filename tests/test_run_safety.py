@@ -191,3 +191,115 @@ def test_resume_of_an_empty_folder_is_one_line(tmp_path, capsys):
                "--workers", "0", "--quiet"])
     err = capsys.readouterr().err
     assert rc == errors.EXIT_USER and "no interrupted run" in err and err.count("\n") == 1
+
+
+# --------------------------------------------------------------------------- outputs kept apart from the inputs
+def _gray_pngs(folder: Path, n: int = 3) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1)
+    paths = [folder / f"f{i}.png" for i in range(n)]
+    for p in paths:
+        write_gray_png(p, rng.uniform(0, 1, (24, 32)))
+    return paths
+
+
+def _refused(argv: list[str], capsys, *protected: Path) -> str:
+    before = {p: p.read_bytes() for p in protected}
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert all(p.read_bytes() == b for p, b in before.items())
+    return err
+
+
+def test_an_output_file_that_is_an_input_is_refused_before_any_work(tmp_path, capsys):
+    imgs = _gray_pngs(tmp_path / "imgs")
+    model = tmp_path / "model"  # never loaded: the check comes first
+    model.mkdir()
+    err = _refused(["score", "--model", str(model), "--images", str(tmp_path / "imgs"), "--out", str(imgs[1])],
+                   capsys, *imgs)
+    assert f"--out {imgs[1]} is also an input (--images" in err and "never writes over what it reads" in err
+    scores = tmp_path / "scores.csv"
+    scores.write_text("path,score\na.png,0.5\n")
+    err = _refused(["report", "--scores", str(scores), "--out", str(scores)], capsys, scores)
+    assert "is also an input (--scores" in err
+    refs = _gray_pngs(tmp_path / "refs")
+    err = _refused(["pseudo-label", "--images", str(imgs[0]), "--references", str(tmp_path / "refs" / "*.png"),
+                    "--out", str(refs[2])], capsys, *refs)
+    assert "is also an input (--references" in err
+    (model / "model.safetensors").write_bytes(b"weights")
+    err = _refused(["export", "--model", str(model), "--out", str(model / "model.safetensors")], capsys,
+                   model / "model.safetensors")
+    assert "is also an input (--model" in err
+
+
+def test_an_output_reaching_an_input_through_a_link_is_refused(tmp_path, capsys):
+    imgs = _gray_pngs(tmp_path / "imgs")
+    link = tmp_path / "alias.png"
+    hard = tmp_path / "hard.png"
+    link.symlink_to(imgs[0])
+    os.link(imgs[1], hard)
+    for out in (link, hard):
+        err = _refused(["classify", "--images", str(tmp_path / "imgs"), "--out", str(out)], capsys, *imgs)
+        assert "is also an input (--images" in err
+
+
+def test_live_best_frame_cannot_replace_an_input_frame(tmp_path, capsys):
+    frames = _gray_pngs(tmp_path / "frames")
+    err = _refused(["live", "--model", str(tmp_path / "m"), "--input", str(tmp_path / "frames"), "--no-realtime",
+                    "--best", str(frames[0])], capsys, *frames)
+    assert err.startswith("crl-uiqa live: error: --best") and "is also an input (--input" in err
+
+
+def test_an_output_folder_among_the_inputs_is_refused(tmp_path, capsys):
+    imgs = _gray_pngs(tmp_path / "imgs")
+    refs = _gray_pngs(tmp_path / "refs")
+    base = ["fit", "--images", str(tmp_path / "imgs"), "--references", str(tmp_path / "refs")]
+    err = _refused([*base, "--out", str(tmp_path / "refs")], capsys, *refs)
+    assert "is the --references folder" in err
+    err = _refused([*base, "--out", str(tmp_path / "imgs" / "run")], capsys, *imgs)
+    assert "is inside the --images folder" in err
+    assert not (tmp_path / "imgs" / "run" / "model.safetensors").exists()
+    # images named one by one (a shell-expanded pattern): their folder is refused too
+    err = _refused(["fit", "--images", *map(str, imgs), "--references", str(tmp_path / "refs"),
+                    "--out", str(tmp_path / "imgs")], capsys, *imgs)
+    assert "holds an input (--images" in err
+    err = _refused(["select", "--model", str(tmp_path / "m"), "--input", str(tmp_path / "imgs"),
+                    "--out", str(tmp_path / "imgs")], capsys, *imgs)
+    assert "is the --input folder" in err
+
+
+def test_outputs_beside_the_inputs_are_allowed(tmp_path):
+    from crl_uiqa.cli import _inputs_of, build_parser
+    from crl_uiqa.files import check_outputs_apart
+
+    _gray_pngs(tmp_path / "imgs")
+    video = tmp_path / "scan.mp4"
+    video.write_bytes(b"not checked here")
+    (tmp_path / "run").mkdir()
+    parse = build_parser().parse_args
+    # a new CSV in the images folder, a model's export inside its run folder, a video's picks beside it
+    args = parse(["score", "--model", str(tmp_path / "run"), "--images", str(tmp_path / "imgs"),
+                  "--out", str(tmp_path / "imgs" / "scores.csv")])
+    check_outputs_apart(_inputs_of(args), [("--out", args.out)])
+    (tmp_path / "imgs" / "scores.csv").write_text("path,score\n")  # a rerun replaces its own earlier output
+    check_outputs_apart(_inputs_of(args), [("--out", args.out)])
+    args = parse(["select", "--model", str(tmp_path / "run"), "--input", str(video), "--out", str(tmp_path)])
+    check_outputs_apart(_inputs_of(args), folders=[("--out", args.out)])
+    args = parse(["fit", "--images", str(tmp_path / "imgs"), "--references", str(tmp_path / "imgs"),
+                  "--out", str(tmp_path / "run2")])
+    check_outputs_apart(_inputs_of(args), folders=[("--out", args.out)])
+
+
+def test_a_refused_run_leaves_no_empty_out_folder(tmp_path, capsys):
+    _gray_pngs(tmp_path / "imgs")
+    out = tmp_path / "new" / "run"
+    assert main(["fit", "--images", str(tmp_path / "imgs"), "--references", str(tmp_path / "imgs"), "--epochs", "-1",
+                 "--out", str(out)]) == 1
+    assert "epochs" in capsys.readouterr().err
+    assert not out.exists()
+    kept = tmp_path / "kept"  # a folder that existed before stays, empty or not
+    kept.mkdir()
+    assert main(["fit", "--images", str(tmp_path / "imgs"), "--references", str(tmp_path / "imgs"), "--epochs", "-1",
+                 "--out", str(kept)]) == 1
+    assert kept.is_dir()

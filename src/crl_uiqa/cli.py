@@ -6,8 +6,10 @@ exposes ``register(subparsers)``; this file only discovers and dispatches them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
+import os
 import pkgutil
 import sys
 import traceback
@@ -91,6 +93,28 @@ def run_command(args: argparse.Namespace) -> int:
     * anything else is a bug: one line saying so and asking for a report, exit 3;
       ``-v`` prints the full traceback.
     """
+    new_out = _new_out_folder(args)
+    code = _dispatch(args)
+    if code != 0:
+        _remove_if_empty(new_out)  # a refused or failed run leaves no empty --out folder behind
+    return code
+
+
+def _new_out_folder(args: argparse.Namespace) -> Path | None:
+    """The --out folder when the command writes one and it does not exist yet (it is created by the check)."""
+    out = getattr(args, "out", None)
+    if not out or OUT_KIND.get(args.command) != "dir" or os.path.lexists(out):
+        return None
+    return Path(out)
+
+
+def _remove_if_empty(folder: Path | None) -> None:
+    if folder is not None:
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only an empty folder
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     prefix = f"crl-uiqa {args.command}"
     try:
         _check_out(args)
@@ -126,14 +150,65 @@ OUT_KIND = {"baseline": "file", "classify": "file", "embed": "file", "export": "
             "select": "dir", "simulate": "dir", "train": "dir"}
 
 
+#: options naming files a command writes besides --out
+EXTRA_OUTPUTS = {"live": ("plot", "best", "csv")}
+#: options naming images or frames: folders are searched recursively, patterns and manifests expanded
+LISTED_INPUTS = ("images", "references", "train_images", "check_images", "input")
+#: options naming other inputs: files, or folders whose files are read (a model's, a weights folder)
+OTHER_INPUTS = ("model", "labels", "scores", "pairs", "mos", "val_pairs", "detections", "weights", "plane_weights",
+                "structure_weights", "root")
+
+
 def _check_out(args: argparse.Namespace) -> None:
     out = getattr(args, "out", None)
     kind = OUT_KIND.get(args.command)
-    if not out or kind is None:
+    extra = [(f"--{o}", getattr(args, o)) for o in EXTRA_OUTPUTS.get(args.command, ()) if getattr(args, o, None)]
+    if (not out or kind is None) and not extra:
         return
-    from .files import check_output_dir, check_output_file
+    from .files import check_output_dir, check_output_file, check_outputs_apart
 
-    (check_output_dir if kind == "dir" else check_output_file)(out)
+    if out and kind is not None:
+        (check_output_dir if kind == "dir" else check_output_file)(out)
+    files = extra + ([("--out", out)] if out and kind == "file" else [])
+    folders = [("--out", out)] if out and kind == "dir" else []
+    check_outputs_apart(_inputs_of(args), files, folders)
+
+
+def _values(args: argparse.Namespace, option: str) -> list[str]:
+    v = getattr(args, option, None)
+    return [] if v is None else [str(x) for x in v] if isinstance(v, (list, tuple)) else [str(v)]
+
+
+def _inputs_of(args: argparse.Namespace):
+    """The files and folders the command reads (:class:`~crl_uiqa.files.InputSet`), as far as they exist.
+
+    A source that cannot be listed is left to the command, which reports it.
+    """
+    import glob
+    import os
+
+    from .files import InputSet
+    from .io import IMAGE_EXTENSIONS, list_images
+
+    found = InputSet()
+    for option in LISTED_INPUTS + OTHER_INPUTS:
+        flag = "--" + option.replace("_", "-")
+        listed = option in LISTED_INPUTS
+        for v in _values(args, option):
+            if os.path.isdir(v):
+                found.add_folder(flag, v, listed=listed)
+                if not listed:
+                    for f in os.scandir(v):
+                        found.add_file(flag, f.path)
+            elif os.path.exists(v):
+                found.add_file(flag, v, listed=listed and Path(v).suffix.lower() in IMAGE_EXTENSIONS)
+            if listed and (os.path.isdir(v) or os.path.exists(v) or glob.has_magic(v)):
+                try:
+                    for f in list_images(v):
+                        found.add_file(flag, f, listed=True)
+                except (CRLUIQAError, OSError, ValueError):
+                    pass
+    return found
 
 
 def _one_line(msg: str) -> str:

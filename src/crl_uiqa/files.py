@@ -12,7 +12,8 @@ naming the destination, and the destination keeps its previous content.
 
 :func:`check_output_file` and :func:`check_output_dir` test an output path
 before any work: a folder where a file is expected, a path under a regular
-file, a folder that cannot be written.
+file, a folder that cannot be written. :func:`check_outputs_apart` refuses an
+output that is one of the command's inputs, or a folder that holds them.
 
 CSV cells are written exactly as given, file paths included: a path that starts
 with ``=``, ``+``, ``-`` or ``@`` stays as it is, because programs join the
@@ -173,6 +174,68 @@ def check_output_dir(path: str | os.PathLike) -> Path:
         raise OutputError(f"{path}: cannot create the folder ({exc.strerror or exc})") from None
     _probe_writable(path, path)
     return path
+
+
+class InputSet:
+    """What a command reads, to keep its outputs off it (:func:`check_outputs_apart`).
+
+    ``files``: every input file (a folder's or a pattern's images expanded, a
+    manifest with its listed images, a model folder's files), each under the
+    option that named it, ``listed`` for images and frames (named or listed
+    from a folder, a pattern or a manifest); ``folders``: the folders given as inputs,
+    ``listed`` when searched recursively for images or frames, so that
+    anything written inside would be read as an input next time.
+    """
+
+    def __init__(self) -> None:
+        self.files: dict[tuple[int, int], tuple[str, str, bool]] = {}  # (device, inode) -> (option, path, listed)
+        self.folders: list[tuple[str, str, bool]] = []  # (option, real path, listed recursively)
+
+    def add_file(self, option: str, path: str | os.PathLike, listed: bool = False) -> None:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return
+        self.files.setdefault((st.st_dev, st.st_ino), (option, str(path), listed))
+
+    def add_folder(self, option: str, path: str | os.PathLike, listed: bool) -> None:
+        self.folders.append((option, os.path.realpath(path), listed))
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def check_outputs_apart(inputs: InputSet, files: Sequence[tuple[str, str | os.PathLike]] = (),
+                        folders: Sequence[tuple[str, str | os.PathLike]] = ()) -> None:
+    """Refuse, before any work, an output that would replace or mix with the command's inputs.
+
+    ``files``/``folders``: (option, path) of the files and folders the command
+    writes. A file output must not be an input file (the same file also through
+    a link); a folder output must not be an input folder, nor lie inside a
+    folder listed recursively for inputs, nor directly hold input images or
+    frames (its figures and frames would be read as inputs next time).
+    """
+    for option, path in files:
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        hit = inputs.files.get((st.st_dev, st.st_ino))
+        if hit is not None:
+            raise OutputError(f"{option} {path} is also an input ({hit[0]} {hit[1]}); crl-uiqa never writes over "
+                              "what it reads: choose another path")
+    for option, path in folders:
+        real = os.path.realpath(path)
+        for in_option, folder, listed in inputs.folders:
+            if real == folder or (listed and _inside(real, folder)):
+                where = "is" if real == folder else "is inside"
+                raise OutputError(f"{option} {path} {where} the {in_option} folder {folder}: outputs written there "
+                                  "would mix with the inputs; choose a folder outside it")
+        for in_option, in_path, listed in inputs.files.values():
+            if listed and os.path.realpath(os.path.dirname(os.path.abspath(in_path))) == real:
+                raise OutputError(f"{option} {path} holds an input ({in_option} {in_path}); outputs written there "
+                                  "could replace or mix with it: choose another folder")
 
 
 def _umask() -> int:
