@@ -276,6 +276,37 @@ def test_lr0_anchored_run_keeps_the_teacher_and_warns(tmp_path, sononet16_path, 
     assert main(args + ["--out", str(tmp_path / "cli2"), "--strict"]) == 3
 
 
+def test_labels_the_anchored_head_would_ignore_are_refused(tmp_path, sononet16_path, capsys):
+    """The anchored head learns from its references' distance score: labels that do not follow it (inverted,
+    another score) are refused before training instead of being silently ignored; the pseudo-labels of the same
+    references pass, and the paper's head learns any labels."""
+    from crl_uiqa.pseudo_labels import label_images
+
+    paths, _ = _images(tmp_path, n=12)
+    refs = paths[-3:]
+    pl = label_images(paths, refs, k=2, weights=sononet16_path, size=SIZE, num_workers=0, progress=False)
+    mc = ModelConfig(image_size=SIZE, head="anchored", train_from="head", anchor={"k": 2})
+    kw = dict(config=_cfg(epochs=1, lr=0.5), weights=sononet16_path, num_workers=0, progress=False)
+    inverted = 1.0 - pl.labels.label
+    with pytest.raises(ConfigError, match=r"do not follow the anchored head's own score.*Spearman -1\.00 over 12"):
+        train(pl.paths, inverted, model_config=mc, references=refs, run_dir=tmp_path / "inv", **kw)
+    assert not (tmp_path / "inv" / "model.safetensors").exists()
+    rescaled = train(pl.paths, pl.labels.label * 1000 - 500, model_config=mc, references=refs, **kw)  # same ranking
+    assert rescaled.kept_epoch is not None
+    paper = train(pl.paths, inverted, model_config=ModelConfig(image_size=SIZE, head="paper"), **kw)
+    assert paper.history[-1]["epoch"] == 1
+    labels_csv = tmp_path / "inverted.csv"
+    labels_csv.write_text("path,pseudo_label\n" + "".join(f"{p},{v}\n" for p, v in zip(pl.paths, inverted)))
+    args = ["train", "--labels", str(labels_csv), "--references", *refs, "--k", "2", "--epochs", "1",
+            "--image-size", str(SIZE[0]), str(SIZE[1]), "--weights", str(sononet16_path), "--workers", "0", "--quiet",
+            "--out", str(tmp_path / "cli")]
+    capsys.readouterr()
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("crl-uiqa train: error: the labels do not follow") and "(--paper)" in err
+    assert len(err.splitlines()) == 1
+
+
 def test_a_pool_below_min_train_images_keeps_the_teacher_untrained_and_says_so(tmp_path, sononet16_path, capsys):
     """Without the deviation features, the anchored student of a tiny pool is its teacher, untrained, with a
     warning; min_train_images=0 trains."""

@@ -516,7 +516,10 @@ def train(
     ``references`` (image paths): their embeddings and the pseudo-label map
     (``anchor_transform`` = (Yeo-Johnson lambda or None, lo, hi) of Eq. 2-3;
     fitted on the training images' distances when not given) become buffers
-    of the model, which then starts at the pseudo-label score.
+    of the model, which then starts at the pseudo-label score. Without an
+    ``anchor_transform`` the ``labels`` must rank the images as that score does
+    (Spearman >= :data:`MIN_LABEL_AGREEMENT`), else ConfigError: the anchored
+    head learns from its references' score and would ignore other labels.
 
     Epoch 0 in the history is the model before training. ``config.select``
     ``"best"`` keeps the epoch with the highest :func:`selection_criterion`
@@ -533,6 +536,7 @@ def train(
     run_dir, last = _open_run_dir(run_dir, resume, overwrite)
     digest = inputs_digest([str(p) for p in paths], [float(v) for v in q_all])
     torch.manual_seed(cfg.seed)
+    given_labels = anchor_transform is None  # not the pseudo-labels' own map: labels to check against the teacher
     ref_emb, mcfg, anchor_transform = _anchored_references(references, mcfg, weights, dev, reference_crop, num_workers,
                                                            progress, anchor_transform)
     mcfg = _small_pool_correction(cfg, mcfg, len(paths))
@@ -542,7 +546,10 @@ def train(
     # the images (decoded once), the anchored head's teacher, the validation views and pairs
     data = _load_data(paths, q_all, cfg, mcfg.image_size, crop, num_workers, progress)
     if ref_emb is not None and state.start_epoch == 0:  # a resumed run has its teacher in its checkpoint
-        _set_teacher(model, ref_emb, data.cache, anchor_transform, references, reference_crop, num_workers, dev, amp)
+        teacher = _set_teacher(model, ref_emb, data.cache, anchor_transform, references, reference_crop, num_workers,
+                               dev, amp)
+        if teacher is not None and given_labels:
+            _check_labels_follow_teacher(data, teacher, mcfg.image_size)
     vp_cache = _load_val_pairs(val_pairs, mcfg.image_size, crop, num_workers) if val_pairs else None
     views = strong_views_of(cfg)  # the run's families only, also for the validation views and without L_r
     va_strong = _validation_views(data.va_cache, views, cfg)
@@ -640,11 +647,38 @@ def _model_and_optimizer(cfg: TrainConfig, mcfg: ModelConfig, weights, dev, pret
 
 
 def _set_teacher(model: QualityModel, ref_emb: torch.Tensor, cache: torch.Tensor, anchor_transform, references,
-                 reference_crop, num_workers, dev, amp: bool) -> None:
-    """The anchored head's teacher: the references and the label map, the references' statistics if it uses them."""
-    _set_anchor(model, ref_emb, cache, dev, anchor_transform, amp)
+                 reference_crop, num_workers, dev, amp: bool) -> np.ndarray | None:
+    """The anchored head's teacher: the references and the label map, the references' statistics if it uses them.
+
+    Returns the teacher's pseudo-labels of the ``cache`` images when the label map was fitted on them (no
+    ``anchor_transform`` given), else None.
+    """
+    labels = _set_anchor(model, ref_emb, cache, dev, anchor_transform, amp)
     if model.config.anchor.get("reference_stats"):
         model.deviation.set(_reference_statistics(references, model.config.image_size, reference_crop, num_workers))
+    return labels
+
+
+#: The least Spearman correlation between given labels and the anchored head's own pseudo-labels: below it the
+#: labels were not computed from these references (the same setup gives 0.99+: the labels' map is monotone).
+MIN_LABEL_AGREEMENT = 0.9
+
+
+def _check_labels_follow_teacher(data: _Data, teacher: np.ndarray, size: tuple[int, int]) -> None:
+    """Refuse labels the anchored head would not learn: it starts from, and its L_d on training windows targets, the
+    distance score of its references, so labels made otherwise (expert grades, another score) would be ignored."""
+    from scipy.stats import spearmanr
+
+    q = np.empty(len(data.kept_paths))
+    q[data.tr_idx] = data.q_tr.numpy()
+    q[data.va_idx] = data.q_va
+    rho = float(spearmanr(q, teacher).statistic) if np.ptp(teacher) > 0 and np.ptp(q) > 0 else float("nan")
+    if not rho >= MIN_LABEL_AGREEMENT:
+        raise ConfigError(f"the labels do not follow the anchored head's own score, the distance to the references "
+                          f"at the model's size {size[0]}x{size[1]} (Spearman {rho:.2f} over {q.size} images; "
+                          f"{MIN_LABEL_AGREEMENT} or more for labels computed from these references at this size): "
+                          "it learns from that score and would ignore them. Train on these labels with the paper's "
+                          "head (--paper), or let `crl-uiqa fit` compute the labels")
 
 
 class _BestEpoch:
@@ -986,10 +1020,15 @@ def _reference_statistics(references, size, crop, num_workers) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def _set_anchor(model: QualityModel, ref_emb: torch.Tensor, cache: torch.Tensor, dev, transform, amp: bool) -> None:
-    """Store the references and the label map; fit the map on the images' distances when not given."""
+def _set_anchor(model: QualityModel, ref_emb: torch.Tensor, cache: torch.Tensor, dev, transform,
+                amp: bool) -> np.ndarray | None:
+    """Store the references and the label map; fit the map on the images' distances when not given.
+
+    Returns the images' pseudo-labels when the map was fitted on them, else None.
+    """
     from .pseudo_labels import pseudo_labels_from_distances
 
+    labels = None
     if transform is None:
         model.eval()
         model.anchor.references.copy_(ref_emb)
@@ -1000,7 +1039,9 @@ def _set_anchor(model: QualityModel, ref_emb: torch.Tensor, cache: torch.Tensor,
         pl = pseudo_labels_from_distances(torch.cat(d).numpy(), k=model.anchor.k,
                                           smoothing=bool(model.config.anchor.get("smoothing", True)))
         transform = (pl.lmbda, float(pl.smoothed.min()), float(pl.smoothed.max()))
+        labels = np.asarray(pl.label, dtype=np.float64)
     model.anchor.set(ref_emb.to(dev), *transform)
+    return labels
 
 
 def _write_history(run_dir: Path, history: list[dict]) -> None:
