@@ -246,3 +246,78 @@ def test_select_scores_match_across_runtimes(run_dir, onnx_export, tmp_path):
     for kind in ("torchscript", "onnx"):
         np.testing.assert_allclose(results[kind].quality, ref, atol=ATOL, rtol=0)
         assert results[kind].best.frame == results["torch"].best.frame
+
+
+# ----------------------------------------------------------------------------- bad settings, fallback, format
+def test_bad_opset_and_atol_are_refused_before_any_work(tmp_path, capsys):
+    from crl_uiqa.errors import ConfigError
+    from crl_uiqa.export import check_opset, opset_range
+
+    lo, hi = opset_range("legacy")
+    dlo, dhi = opset_range("dynamo")
+    assert 1 <= lo <= hi and dlo == lo and (dhi is None or dhi >= hi)
+    assert check_opset(None) is None and check_opset(hi) == hi and check_opset(lo, "legacy") == lo
+    nowhere = tmp_path / "nowhere"  # no model: a ConfigError, not a missing model, shows nothing was loaded first
+    for opset in (0, -3, lo - 1, hi + 1, 2.5, True):
+        with pytest.raises(ConfigError, match=rf"opset \(--opset\) must be an integer from {lo} to {hi}"):
+            export_model(nowhere, tmp_path / "x.onnx", opset=opset)
+    for atol in (float("nan"), -1.0, 0.0, float("inf")):
+        with pytest.raises(ConfigError, match=r"atol \(--atol\) must be a finite number > 0"):
+            export_model(nowhere, tmp_path / "x.onnx", atol=atol)
+    for extra in (["--opset", "0"], ["--atol", "nan"], ["--atol", "-1"]):
+        assert main(["export", "--model", str(nowhere), "--out", str(tmp_path / "x.onnx"), *extra]) == 1
+        err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+        assert len(err) == 1 and ("opset" in err[0] or "atol" in err[0]), err
+    assert not list(tmp_path.iterdir())
+
+
+def test_highest_legacy_opset_is_written(run_dir, tmp_path):
+    import onnx
+
+    from crl_uiqa.export import opset_range
+
+    hi = opset_range("legacy")[1]
+    res = export_model(run_dir, tmp_path / "hi.onnx", exporter="legacy", opset=hi)
+    assert res.max_abs_diff <= ATOL
+    assert {o.version for o in onnx.load(str(res.path)).opset_import if o.domain in ("", "ai.onnx")} == {hi}
+
+
+class _Branchy(type(spread_model(0))):
+    """A model with a data-dependent branch, which torch.export cannot trace (like the anchored head's)."""
+
+    def forward(self, x):
+        s = super().forward(x)
+        return s if float(s.sum()) > -1e30 else -s
+
+
+def test_failed_dynamo_attempt_is_quiet_and_falls_back_to_legacy(tmp_path, capfd, caplog):
+    import importlib.util
+    import logging
+
+    model = spread_model(2)
+    model.__class__ = _Branchy
+    caplog.set_level(logging.INFO, logger="crl_uiqa.export")
+    res = export_model(model, tmp_path / "b.onnx")
+    assert res.exporter == "legacy" and res.max_abs_diff <= ATOL
+    out, err = capfd.readouterr()
+    assert len((out + err).splitlines()) <= 2, (out + err)[:2000]  # was ~320 lines: the FX graph, the failure
+    if importlib.util.find_spec("onnxscript") is not None:
+        said = [r.getMessage() for r in caplog.records if "dynamo ONNX exporter" in r.getMessage()]
+        assert len(said) == 1 and "using the legacy exporter" in said[0] and "\n" not in said[0]
+        assert [r.levelno for r in caplog.records if "dynamo ONNX exporter" in r.getMessage()] == [logging.INFO]
+        with pytest.raises(ValueError, match="the dynamo ONNX exporter failed") as info:
+            export_model(model, tmp_path / "d.onnx", exporter="dynamo")
+        assert "\n" not in str(info.value) and len(str(info.value)) < 400
+        assert not (tmp_path / "d.onnx").exists()
+
+
+def test_format_given_against_the_suffix_is_checked_in_that_format(run_dir, tmp_path, capsys):
+    out = tmp_path / "model.pt"
+    assert main(["export", "--model", str(run_dir), "--format", "onnx", "--exporter", "legacy", "--out",
+                 str(out)]) == 0
+    assert "max |onnx - pytorch|" in capsys.readouterr().out
+    rt = OnnxRuntime(out)
+    x = torch.rand(2, 1, *SIZE, generator=torch.Generator().manual_seed(4))
+    model, _ = load_model(run_dir)
+    with torch.inference_mode():
+        np.testing.assert_allclose(rt(x), model(x).numpy(), atol=ATOL, rtol=0)

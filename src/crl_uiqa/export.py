@@ -5,7 +5,13 @@ Export (:func:`export_model`)
       exporter is the ``torch.export``-based one (``dynamo=True``), which needs
       the ``onnxscript`` package; it is used when ``onnxscript`` is importable,
       else the legacy TorchScript-based exporter (``dynamo=False``, deprecated
-      upstream but still shipped) is used. The graph has one input ``images``
+      upstream but still shipped) is used. ``torch.export`` cannot trace a
+      data-dependent branch (the anchored head's ``if float(smooth) > 0``), so
+      with ``exporter="auto"`` such a model falls back to the legacy exporter:
+      the failed attempt's output is suppressed, one INFO line says why, the
+      details are logged at DEBUG (``crl-uiqa -v``). ``opset`` and ``atol``
+      are checked first (:func:`check_export_settings`; the opsets the
+      installed torch writes: :func:`opset_range`). The graph has one input ``images``
       ``(batch, 1, H, W)`` and one output ``scores`` ``(batch,)``; the batch
       axis is dynamic, ``H x W`` is the model's training size
       (``ModelConfig.image_size``).
@@ -30,9 +36,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.util
+import io
 import json
 import logging
+import math
 import os
+import re
 import time
 import warnings
 from dataclasses import dataclass
@@ -41,7 +50,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from .errors import ModelError, optional_import
+from .errors import ConfigError, ModelError, optional_import
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -53,6 +62,9 @@ __all__ = [
     "ExportResult",
     "ExportCheckError",
     "export_model",
+    "check_export_settings",
+    "check_opset",
+    "opset_range",
     "compare_scores",
     "default_export_path",
     "format_from_path",
@@ -260,10 +272,11 @@ def export_model(
     t0 = time.perf_counter()
     out = Path(out)
     fmt = _check_format(fmt) if fmt is not None else format_from_path(out)
-    if float(atol) <= 0:
-        raise ValueError(f"atol must be > 0, got {atol}")
-    if int(n_random) < (1 if check else 0):
-        raise ValueError(f"n_random must be >= 1 when checking, got {n_random}")
+    check_export_settings(fmt, atol=atol, exporter=exporter, opset=opset)
+    if isinstance(n_random, bool) or not isinstance(n_random, int) or n_random < (1 if check else 0):
+        raise ConfigError(f"n_random must be an integer >= {1 if check else 0}{' when checking' if check else ''}, "
+                          f"got {n_random!r}")
+    _warn_on_suffix(out, fmt)
     model, info = _load_torch_model(source)
     model = model.eval()
     meta = _metadata(model, info)
@@ -281,9 +294,9 @@ def export_model(
                 used = _export_torchscript(model, example, tmp, meta)
             diff, n = (None, 0)
             if check:
-                from .runtime import load_runtime
+                from .runtime import _open_export
 
-                runtime = load_runtime(tmp, fmt, threads=None)
+                runtime = _open_export(Path(tmp), fmt, "cpu", None)  # the format written, whatever the suffix
                 diff, n = compare_scores(model, runtime, n_random=n_random, images=check_images, seed=seed + 1)
                 if not diff <= atol:  # also catches NaN
                     raise ExportCheckError(
@@ -295,6 +308,78 @@ def export_model(
     secs = time.perf_counter() - t0
     log.info("exported %s (%s, %s) in %.1f s; max |diff| %s", out, fmt, used, secs, diff)
     return ExportResult(out, fmt, (h, w), diff, n, used, secs)
+
+
+def check_export_settings(fmt: str, *, atol=DEFAULT_ATOL, exporter: str = "auto", opset=None) -> None:
+    """Refuse bad export settings before any work (:class:`ConfigError`): the format, ``atol`` (a finite
+    number > 0) and, for ONNX, the exporter and an ``opset`` the installed torch's exporter writes."""
+    fmt = _check_format(fmt)
+    _check_atol(atol)
+    if fmt == "onnx":
+        check_opset(opset, _check_exporter(exporter))
+
+
+def _check_atol(atol) -> float:
+    try:
+        value = float(atol)
+    except (TypeError, ValueError):
+        value = math.nan
+    if isinstance(atol, bool) or not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"atol (--atol) must be a finite number > 0, got {atol!r}")
+    return value
+
+
+def _check_exporter(exporter) -> str:
+    choice = str(exporter).strip().lower()
+    if choice not in ("auto", "dynamo", "legacy"):
+        raise ConfigError(f"exporter must be auto, dynamo or legacy (--exporter), got {exporter!r}")
+    return choice
+
+
+def opset_range(exporter: str = "auto") -> tuple[int, int | None]:
+    """``(lowest, highest)`` ONNX opset the installed torch's ``exporter`` writes (highest None when unknown).
+
+    From ``torch.onnx._constants`` (private, so read defensively): the legacy
+    exporter stops at ``ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET``, the dynamo one
+    at ``ONNX_MAX_OPSET``; ``auto`` may fall back to the legacy exporter, so
+    it takes the legacy range.
+    """
+    try:
+        from torch.onnx import _constants as c
+    except ImportError:  # pragma: no cover - torch without the constants
+        c = None
+    lo = getattr(c, "ONNX_MIN_OPSET", 7)
+    hi = getattr(c, "ONNX_MAX_OPSET", None)
+    if exporter != "dynamo":
+        hi = getattr(c, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", hi)
+    return int(lo), (int(hi) if hi is not None else None)
+
+
+def check_opset(opset, exporter: str = "auto") -> int | None:
+    """``opset`` (None: the exporter's default) if the installed ``exporter`` can write it, else ConfigError."""
+    if opset is None:
+        return None
+    lo, hi = opset_range(exporter)
+    if isinstance(opset, bool) or not isinstance(opset, (int, np.integer)) or opset < lo or (hi is not None and opset > hi):
+        span = f"{lo} to {hi}" if hi is not None else f">= {lo}"
+        more = ""
+        if exporter != "dynamo":
+            dyn_hi = opset_range("dynamo")[1]
+            if dyn_hi is not None and hi is not None and dyn_hi > hi:
+                more = f" (--exporter dynamo writes up to {dyn_hi})"
+        raise ConfigError(f"opset (--opset) must be an integer from {span} for the {exporter} ONNX exporter of "
+                          f"the installed torch, got {opset!r}{more}")
+    return int(opset)
+
+
+def _warn_on_suffix(out: Path, fmt: str) -> None:
+    try:
+        implied = format_from_path(out)
+    except ValueError:
+        return
+    if implied != fmt:
+        log.warning("%s: writing the %s format although the suffix means %s; a runtime that picks the format "
+                    "from the suffix will not open it", out, fmt, implied)
 
 
 @contextlib.contextmanager
@@ -323,14 +408,49 @@ def torch_jit_warning_category():
     return getattr(torch.jit, "TracerWarning", UserWarning)
 
 
+@contextlib.contextmanager
+def _silenced():
+    """Silence an export attempt that may fail and be retried: torch's loggers (torch.export prints the whole FX
+    graph as a warning when it gives up) and anything printed to stdout/stderr. Not under debug logging (-v)."""
+    if log.isEnabledFor(logging.DEBUG):
+        yield
+        return
+    prefixes = ("torch", "onnxscript", "onnx_ir")
+    loggers = [logging.getLogger(n) for n in list(logging.root.manager.loggerDict)
+               if n.split(".")[0] in prefixes]
+    loggers += [logging.getLogger(n) for n in prefixes]
+    levels = [lg.level for lg in loggers]
+    sink = io.StringIO()
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL + 1)
+    try:
+        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            yield
+    finally:
+        for lg, lvl in zip(loggers, levels):
+            lg.setLevel(lvl)
+
+
+def _exception_summary(exc: BaseException) -> str:
+    """One short line for a (long, multi-line) exporter exception: the line after "Exception summary" when
+    torch.onnx gives one, else the first line; ANSI colours dropped."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    summary = next((lines[i + 1] for i, ln in enumerate(lines[:-1]) if "Exception summary" in ln), None)
+    line = summary or (lines[0] if lines else "")
+    line = re.sub(r"^<class '([\w.]+)'>", lambda m: m.group(1).rsplit(".", 1)[-1], line)
+    if len(line) > 200:
+        line = line[:197] + "..."
+    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
+
+
 def _export_onnx(model, example, path: Path, meta: dict, *, exporter: str, opset: int | None) -> str:
     import torch
 
     onnx = optional_import("onnx", "onnx", purpose="ONNX export")
 
-    choice = str(exporter).lower()
-    if choice not in ("auto", "dynamo", "legacy"):
-        raise ValueError(f"exporter must be auto, dynamo or legacy, got {exporter!r}")
+    choice = _check_exporter(exporter)
+    opset = check_opset(opset, choice)
     has_onnxscript = importlib.util.find_spec("onnxscript") is not None
     if choice == "auto":
         choice = "dynamo" if has_onnxscript else "legacy"
@@ -342,13 +462,21 @@ def _export_onnx(model, example, path: Path, meta: dict, *, exporter: str, opset
     with _quiet_torch_export(), torch.no_grad():
         if choice == "dynamo":
             batch = torch.export.Dim("batch", min=1)
+            auto = str(exporter).strip().lower() == "auto"
             try:
-                torch.onnx.export(model, (example,), str(path), dynamo=True, external_data=False, verbose=False,
-                                  dynamic_shapes=({0: batch},), **kwargs)
-            except Exception as exc:  # torch.export cannot trace some custom backbones
-                if str(exporter).lower() != "auto":
-                    raise ValueError(f"the dynamo ONNX exporter failed: {exc}") from exc
-                log.warning("the dynamo ONNX exporter failed (%s); using the legacy exporter", exc)
+                # a failed attempt is expected with auto (torch.export cannot trace data-dependent branches such
+                # as the anchored head's): torch's chatter (the whole FX graph) is kept quiet, the details go to
+                # the debug log (-v)
+                with _silenced():
+                    torch.onnx.export(model, (example,), str(path), dynamo=True, external_data=False,
+                                      verbose=False, dynamic_shapes=({0: batch},), **kwargs)
+            except Exception as exc:
+                log.debug("dynamo ONNX exporter failure", exc_info=True)
+                if not auto:
+                    raise ValueError(f"the dynamo ONNX exporter failed ({_exception_summary(exc)}); "
+                                     "try --exporter legacy, or -v for the details") from exc
+                log.info("the dynamo ONNX exporter cannot export this model (%s); using the legacy exporter",
+                         _exception_summary(exc))
                 choice = "legacy"
         if choice == "legacy":
             torch.onnx.export(model, (example,), str(path), dynamo=False,

@@ -9,7 +9,8 @@ def register(sub) -> None:
         "export",
         help="export a trained model to ONNX or TorchScript (checked to give PyTorch's scores)",
         description=(
-            "Write the model as ONNX (torch.onnx dynamo exporter; legacy exporter when onnxscript is missing) "
+            "Write the model as ONNX (torch.onnx dynamo exporter; the legacy exporter when onnxscript is missing or "
+            "the dynamo exporter cannot export the model, said in one INFO line, details with -v) "
             "or TorchScript (torch.jit.trace), with a dynamic batch axis: input 'images' (batch, 1, H, W) "
             "float32 in [0, 1] at the model's training size, output 'scores' (batch,), higher = better. "
             "The export is then run (ONNX Runtime / TorchScript) on random images, and on --check-images, "
@@ -20,11 +21,12 @@ def register(sub) -> None:
     )
     p.add_argument("--model", required=True, help="run directory of `train`/`fit` (or its model.safetensors)")
     p.add_argument("--format", choices=["onnx", "torchscript"], default=None,
-                   help="export format (default: from the --out suffix, .onnx or .pt; onnx without --out)")
+                   help="export format (default: from the --out suffix, .onnx or .pt; onnx without --out); the check runs "
+                   "the format written, whatever the suffix")
     p.add_argument("--out", default=None, metavar="FILE",
                    help="output file (default: RUN_DIR/model.onnx or RUN_DIR/model.torchscript.pt)")
     p.add_argument("--atol", type=float, default=1e-4,
-                   help="largest allowed |exported - PyTorch| score difference (default 1e-4)")
+                   help="largest allowed |exported - PyTorch| score difference, a finite number > 0 (default 1e-4)")
     p.add_argument("--check-images", nargs="+", default=None, metavar="IMAGES",
                    help="real images (folders, globs, manifest CSVs, path lists) scored in the check besides random ones")
     p.add_argument("--max-check-images", type=int, default=32, help="use at most this many check images (default 32)")
@@ -33,14 +35,17 @@ def register(sub) -> None:
     p.add_argument("--exporter", choices=["auto", "dynamo", "legacy"], default="auto",
                    help="ONNX exporter: dynamo (torch.export-based, needs onnxscript), legacy (TorchScript-based) "
                    "or auto (dynamo when onnxscript is installed)")
-    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
+    p.add_argument("--opset", type=int, default=None,
+                   help="ONNX opset (default: the exporter's); checked before any work against the range the "
+                   "installed torch's exporter writes (the error says which)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from ..export import default_export_path, export_model, format_from_path
+    from ..export import check_export_settings, default_export_path, export_model, format_from_path
 
     fmt = args.format or (format_from_path(args.out) if args.out else "onnx")
+    check_export_settings(fmt, atol=args.atol, exporter=args.exporter, opset=args.opset)  # before reading images
     out = args.out or default_export_path(args.model, fmt)
     images = None
     if args.check_images:
