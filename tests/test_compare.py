@@ -141,3 +141,32 @@ def test_cli(tiny, capsys):
 def test_method_slug():
     assert method_slug("sddfiqa*") == "sddfiqa_star"
     assert method_slug("niqe-ref") == "niqe-ref"
+
+
+def test_n_boot_zero_means_no_interval_and_negative_is_refused_before_any_work(tiny, capsys):
+    from crl_uiqa.cli import main
+    from crl_uiqa.errors import ConfigError
+
+    kw = dict(images=tiny / "test", references=tiny / "refs", options=CHEAP, progress=False, num_workers=0)
+    rows = compare_methods(tiny / "pairs.csv", ["mssim"], n_boot=0, **kw)
+    assert rows[0]["accuracy"] == 1.0 and rows[0]["n_pairs"] == 4
+    assert rows[0]["ci_low"] is None and rows[0]["ci_high"] is None
+    assert "| mssim | 1.000 |  | 1.000 | 1.000 | 4 |" in format_table(rows)
+    for bad in (-5, -1, 2.5, True):
+        with pytest.raises(ConfigError, match="n_boot"):
+            compare_methods(tiny / "pairs.csv", ["mssim"], n_boot=bad, out_dir=tiny / "never", **kw)
+    assert not (tiny / "never").exists()
+    base = ["compare", "--pairs", str(tiny / "pairs.csv"), "--images", str(tiny / "test"), "--references",
+            str(tiny / "refs"), "--methods", "mssim", "--option", "mssim.size=null", "--quiet", "--workers", "0"]
+    assert main([*base, "--n-boot", "0", "--out", str(tiny / "nb0")]) == 0
+    assert "| mssim | 1.000 |  |" in capsys.readouterr().out
+    assert main([*base, "--n-boot", "-5", "--out", str(tiny / "nb-5")]) == 1
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert err == ["crl-uiqa compare: error: n_boot (--n-boot) must be an integer >= 0 (0: no bootstrap interval), "
+                   "got -5"]
+
+
+def test_a_self_pair_stops_the_comparison(tiny):
+    (tiny / "self.csv").write_text("better,worse\ntest/clean0.png,test/noisy0.png\ntest/clean1.png,test/clean1.png\n")
+    with pytest.raises(ValueError, match="self.csv, line 3: better and worse are the same image"):
+        compare_methods(tiny / "self.csv", "mssim", images=tiny / "test")

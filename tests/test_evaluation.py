@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from crl_uiqa.errors import ConfigError, InputError
 from crl_uiqa.evaluation import (
     bootstrap_ci,
     correlations,
@@ -15,6 +16,7 @@ from crl_uiqa.evaluation import (
     read_pairs,
     read_scores,
 )
+from crl_uiqa.tables import read_score_table
 
 SCORES = {"a": 0.9, "b": 0.5, "c": 0.1, "d": 0.5, "e": 0.7}
 # 3 right (a>b, a>c, b>c), 1 wrong (c>e is claimed, e scores higher), 1 tie (b vs d)
@@ -169,3 +171,106 @@ def test_read_scores_and_pairs_errors(tmp_path):
     with pytest.raises(FileNotFoundError):
         read_pairs(tmp_path / "absent.csv")
     assert read_pairs(_write(tmp_path / "p2.csv", "better,worse,type\na,b,\n")) == [("a", "b", None)]
+
+
+# --------------------------------------------------------------------------- bad tables (one line, file and row)
+@pytest.mark.parametrize("value", ["nan", "NaN", "inf", "-inf", "", "1e400"])
+def test_non_finite_scores_are_refused_naming_file_and_line(tmp_path, value):
+    """A NaN score used to count silently as a lost pair; every reader of scores refuses it (and +-inf)."""
+    pairs = _pairs_csv(tmp_path)
+    rows = [f"imgs/{k}.png,{v}" for k, v in SCORES.items()]
+    rows[2] = f"imgs/c.png,{value}"  # line 4
+    scores = _write(tmp_path / "scores.csv", "path,score\n" + "\n".join(rows) + "\n")
+    with pytest.raises(InputError, match=r"scores.csv, line 4: .*score .* for imgs/c.png") as info:
+        evaluate_files(scores, pairs)
+    assert "\n" not in str(info.value)
+
+
+def test_report_reads_empty_and_nan_scores_as_unscored_but_refuses_inf(tmp_path):
+    """``allow_empty`` (the report, which shows unscored images): empty and NaN cells are "no score"."""
+    ok = _write(tmp_path / "s.csv", "path,score\na.png,0.5\nb.png,\nc.png,nan\n")
+    values = [r.value for r in read_score_table(ok, allow_empty=True)]
+    assert values[0] == pytest.approx(0.5) and np.isnan(values[1]) and np.isnan(values[2])
+    with pytest.raises(InputError, match="line 3: non-numeric score '' for b.png"):
+        read_score_table(ok)  # the readers of evaluate, compare, train: a score for every row
+    bad = _write(tmp_path / "i.csv", "path,score\na.png,0.5\nb.png,-inf\n")
+    with pytest.raises(InputError, match="line 3: score '-inf' for b.png"):
+        read_score_table(bad, allow_empty=True)
+
+
+def test_a_path_listed_twice_with_different_scores_is_refused(tmp_path):
+    pairs = _pairs_csv(tmp_path)
+    body = "".join(f"imgs/{k}.png,{v}\n" for k, v in SCORES.items())
+    dup = _write(tmp_path / "dup.csv", "path,score\n" + body + "./imgs/a.png,0.1\n")
+    with pytest.raises(InputError, match=r"dup.csv, line 7: ./imgs/a.png is listed twice with different scores "
+                                         r"\(0.9 on line 2, 0.1 here\)"):
+        evaluate_files(dup, pairs)
+    # the same score again (an image given twice to `score`; float32 noise within the tolerance) is kept
+    same = _write(tmp_path / "same.csv", "path,score\n" + body + "imgs/a.png,0.9000000001\n")
+    assert evaluate_files(same, pairs, n_boot=0)["overall"]["accuracy"] == pytest.approx(0.7)
+    assert len(read_score_table(same)) == 6
+
+
+@pytest.mark.parametrize("better, worse", [("imgs/a.png", "imgs/a.png"), ("imgs/a.png", "./imgs/x/../a.png")])
+def test_a_pair_of_an_image_with_itself_is_refused(tmp_path, better, worse):
+    """Such a pair could only tie (0.5); the reader names its line, pairwise_accuracy its index."""
+    pairs = _write(tmp_path / "pairs.csv", f"better,worse\nimgs/a.png,imgs/b.png\n{better},{worse}\n")
+    with pytest.raises(InputError, match=r"pairs.csv, line 3: better and worse are the same image"):
+        read_pairs(pairs)
+    with pytest.raises(InputError, match=r"pair 2: better and worse are the same image \(a\)"):
+        pairwise_accuracy(SCORES, [("a", "b"), ("a", "a")])
+
+
+def test_pairwise_accuracy_refuses_non_finite_scores_given_in_memory():
+    with pytest.raises(InputError, match="the score of c is nan"):
+        pairwise_accuracy({**SCORES, "c": float("nan")}, PAIRS)
+
+
+def test_n_boot_zero_gives_no_interval_and_negative_is_refused():
+    res = pairwise_accuracy(SCORES, PAIRS, n_boot=0)
+    assert res["overall"]["accuracy"] == pytest.approx(0.7) and res["overall"]["n"] == 5
+    assert np.isnan(res["overall"]["ci_low"]) and np.isnan(res["overall"]["ci_high"])
+    text = format_result(res)
+    assert "0.700  --" in text and "nan" not in text
+    for bad in (-1, -5, 1.5, True, "100"):
+        with pytest.raises(ConfigError, match="n_boot"):
+            pairwise_accuracy(SCORES, PAIRS, n_boot=bad)
+        with pytest.raises(ConfigError, match="n_boot"):
+            bootstrap_ci(np.array([1.0, 0.0]), n_boot=bad)
+
+
+def test_a_csv_that_is_not_utf8_is_one_line_naming_it(tmp_path):
+    from crl_uiqa.io import read_manifest
+
+    raw = tmp_path / "latin1.csv"
+    raw.write_bytes("path,score\ncaf\xe9.png,0.5\n".encode("latin-1"))
+    for reader in (read_scores, read_pairs, read_manifest):
+        with pytest.raises(InputError, match=r"latin1.csv: not a UTF-8 text CSV \(.*0xe9\)") as info:
+            reader(raw)
+        assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("scores_text, pairs_text, match", [
+    ("path,score\nimgs/a.png,nan\nimgs/b.png,0.5\n", "better,worse\nimgs/a.png,imgs/b.png\n",
+     "scores.csv, line 2: score 'nan' for imgs/a.png is not a finite number"),
+    ("path,score\nimgs/a.png,0.1\nimgs/a.png,0.9\nimgs/b.png,0.5\n", "better,worse\nimgs/a.png,imgs/b.png\n",
+     "scores.csv, line 3: imgs/a.png is listed twice"),
+    ("path,score\nimgs/a.png,0.1\nimgs/b.png,0.5\n", "better,worse\nimgs/a.png,imgs/a.png\n",
+     "pairs.csv, line 2: better and worse are the same image"),
+    ("path,score\nimgs/a.png,0.1\nimgs/b.png,0.5\n", b"better,worse\n\xff\xfe\n",
+     "pairs.csv: not a UTF-8 text CSV"),
+])
+def test_cli_evaluate_bad_tables_are_one_line_user_errors(tmp_path, capsys, scores_text, pairs_text, match):
+    from crl_uiqa import errors
+    from crl_uiqa.cli import main
+
+    scores = _write(tmp_path / "scores.csv", scores_text)
+    pairs = tmp_path / "pairs.csv"
+    if isinstance(pairs_text, bytes):
+        pairs.write_bytes(pairs_text)
+    else:
+        pairs.write_text(pairs_text)
+    rc = main(["evaluate", "--scores", str(scores), "--pairs", str(pairs)])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert rc == errors.EXIT_USER and len(err) == 1, err
+    assert err[0].startswith("crl-uiqa evaluate: error: ") and match in err[0]

@@ -505,7 +505,8 @@ def compare_methods(
     train_config, model_config : optional
         :class:`~crl_uiqa.training.TrainConfig` / :class:`~crl_uiqa.model.ModelConfig` of ``sddfiqa*``.
     n_boot : int
-        Bootstrap resamples of the 95 % intervals.
+        Bootstrap resamples of the 95 % intervals (>= 0; 0: no interval,
+        ``ci_low``/``ci_high`` None).
     chunk_size : int
         Images decoded at once (native size) for the per-image classical baselines.
     use_cache : bool
@@ -523,7 +524,9 @@ def compare_methods(
         pair type, ``seconds``, ``cached``, ``note``.
     """
     from .devices import resolve_device
+    from .evaluation import check_n_boot
 
+    n_boot = check_n_boot(n_boot)
     wanted = _parse_methods(methods)
     options = _check_options(options, k, chunk_size)
     pairs_csv = Path(pairs_csv)
@@ -678,7 +681,9 @@ def _row(method: Method, ctx: CompareContext, pairs: list[Pair], opts: dict, n_b
     row.update(fields)
     acc = pairwise_accuracy(scores, pairs, n_boot=n_boot)
     ov = acc["overall"]
-    row.update(accuracy=ov["accuracy"], ci_low=ov["ci_low"], ci_high=ov["ci_high"], n_pairs=ov["n"])
+    if n_boot:
+        row.update(ci_low=ov["ci_low"], ci_high=ov["ci_high"])
+    row.update(accuracy=ov["accuracy"], n_pairs=ov["n"])
     for t, sub in acc["by_type"].items():
         row[f"acc_{t}"] = sub["accuracy"]
         row[f"n_{t}"] = sub["n"]

@@ -4,10 +4,15 @@ A *pair* says that ``better`` is known to have higher quality than ``worse``.
 A method is right on a pair when it scores ``better`` higher; a tie counts
 0.5 (the paper's T/(T+F) does not say; counting ties as half keeps a constant
 scorer at 0.5 instead of 0 or 1). Intervals are percentile bootstrap 95 %
-intervals over pairs.
+intervals over pairs (``n_boot=0``: no interval, ``ci_low``/``ci_high`` NaN).
+
+Scores must be finite numbers and a pair must name two different images: a
+NaN score (which would silently count as a loss) or a self-pair (which could
+only tie) is an error, as in the CSV readers of :mod:`crl_uiqa.tables`.
 """
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -15,10 +20,11 @@ from typing import Mapping, Sequence
 import numpy as np
 from scipy import stats
 
+from .errors import ConfigError, InputError
 from .tables import Pair, pair_keys, read_pairs, read_score_table, score_keys, table_base
 
-__all__ = ["Pair", "pair_outcomes", "bootstrap_ci", "pairwise_accuracy", "correlations", "read_scores", "read_pairs",
-           "align", "evaluate_files", "format_result"]
+__all__ = ["Pair", "pair_outcomes", "bootstrap_ci", "check_n_boot", "pairwise_accuracy", "correlations",
+           "read_scores", "read_pairs", "align", "evaluate_files", "format_result"]
 
 
 def pair_outcomes(better: np.ndarray, worse: np.ndarray) -> np.ndarray:
@@ -27,10 +33,20 @@ def pair_outcomes(better: np.ndarray, worse: np.ndarray) -> np.ndarray:
     return np.where(b > w, 1.0, np.where(b == w, 0.5, 0.0))
 
 
+def check_n_boot(n_boot) -> int:
+    """``n_boot`` if it is an integer >= 0 (0: no bootstrap interval), else :class:`ConfigError`."""
+    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 0:
+        raise ConfigError(f"n_boot (--n-boot) must be an integer >= 0 (0: no bootstrap interval), got {n_boot!r}")
+    return int(n_boot)
+
+
 def bootstrap_ci(outcomes: np.ndarray, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of ``outcomes``."""
+    """Percentile bootstrap interval of the mean of ``outcomes`` (NaN, NaN for no outcomes or ``n_boot=0``)."""
+    n_boot = check_n_boot(n_boot)
+    if not 0 < level < 1:
+        raise ConfigError(f"level must lie in (0, 1), got {level!r}")
     o = np.asarray(outcomes, dtype=np.float64)
-    if o.size == 0:
+    if o.size == 0 or n_boot == 0:
         return (float("nan"), float("nan"))
     rng = np.random.default_rng(seed)
     means = o[rng.integers(0, o.size, size=(n_boot, o.size))].mean(axis=1)
@@ -54,22 +70,32 @@ def pairwise_accuracy(
     """Pairwise accuracy of ``scores`` (path -> score) on ``pairs``.
 
     Returns ``{"overall": {...}, "by_type": {type: {...}}, "n_missing": int}``
-    where each summary holds ``accuracy``, ``n``, ``ci_low``, ``ci_high``.
+    where each summary holds ``accuracy``, ``n``, ``ci_low``, ``ci_high``
+    (NaN with ``n_boot=0``).
     ``missing="error"`` raises when a pair names an unscored image;
-    ``"skip"`` drops such pairs and counts them.
+    ``"skip"`` drops such pairs and counts them. A pair of one image with
+    itself, or a NaN or infinite score of a pair image, is an error.
     """
+    n_boot = check_n_boot(n_boot)
+    if missing not in ("error", "skip"):
+        raise ConfigError(f"missing must be 'error' or 'skip', got {missing!r}")
     if len(pairs) == 0:
         raise ValueError("no pairs to evaluate")
     b, w, types, n_missing = [], [], [], 0
-    for pair in pairs:
+    for i, pair in enumerate(pairs):
         better, worse = pair[0], pair[1]
         typ = pair[2] if len(pair) > 2 else None
+        if better == worse:
+            raise InputError(f"pair {i + 1}: better and worse are the same image ({better})")
         if better not in scores or worse not in scores:
             if missing == "error":
                 absent = better if better not in scores else worse
                 raise ValueError(f"no score for {absent!r} (named in the pairs); check --root or the paths")
             n_missing += 1
             continue
+        for p in (better, worse):
+            if not math.isfinite(scores[p]):
+                raise InputError(f"the score of {p} is {scores[p]}, not a finite number")
         b.append(scores[better])
         w.append(scores[worse])
         types.append(typ)
@@ -138,6 +164,7 @@ def evaluate_files(scores_csv, pairs_csv, *, root=None, mos_csv=None, n_boot: in
     (images not on disk) the scores are also tried relative to the pairs'
     folder and the MOS relative to its own folder.
     """
+    n_boot = check_n_boot(n_boot)
     pairs_root = root if root is not None else Path(pairs_csv).parent
     pairs = pair_keys(read_pairs(pairs_csv), pairs_root)
     s = _keyed(read_scores(scores_csv), scores_csv, {x for pr in pairs for x in pr[:2]}, pairs_root)
@@ -154,7 +181,8 @@ def format_result(result: dict) -> str:
     lines = [f"{'pairs':<16}{'n':>6}  {'accuracy':>8}  95% CI"]
 
     def row(name, s):
-        lines.append(f"{name:<16}{s['n']:>6}  {s['accuracy']:>8.3f}  [{s['ci_low']:.3f}, {s['ci_high']:.3f}]")
+        ci = "--" if math.isnan(s["ci_low"]) else f"[{s['ci_low']:.3f}, {s['ci_high']:.3f}]"
+        lines.append(f"{name:<16}{s['n']:>6}  {s['accuracy']:>8.3f}  {ci}")
 
     row("all", result["overall"])
     for t, s in result.get("by_type", {}).items():

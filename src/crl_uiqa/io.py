@@ -157,8 +157,13 @@ def read_manifest(path: str | os.PathLike) -> Manifest:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"manifest not found: {path}")
-    with path.open(newline="", encoding="utf-8-sig") as fh:
-        rows = [r for r in csv.reader(fh) if r and any(c.strip() for c in r)]
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            rows = [r for r in csv.reader(fh) if r and any(c.strip() for c in r)]
+    except UnicodeDecodeError as exc:
+        from .tables import not_utf8
+
+        raise not_utf8(path, exc) from None
     if not rows:
         raise ValueError(f"manifest {path} is empty")
     header = [c.strip() for c in rows[0]]

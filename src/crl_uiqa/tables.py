@@ -3,7 +3,18 @@
 **Scores** (``path,score[,...]``, written by ``score``, ``baseline``, ``compare``...)
 and **pairs** (``better,worse[,type]``) each have one reader here,
 :func:`read_score_table` and :func:`read_pairs`; a bad file fails with the file,
-the line and what is wrong.
+the line and what is wrong (:class:`~crl_uiqa.errors.InputError`, a ``ValueError``):
+
+* a file that is not UTF-8 text (:func:`read_table_csv`);
+* a score that is not a finite number: NaN and +-inf are refused (an empty
+  cell too), except that readers showing unscored images (``report``) read
+  empty and NaN cells as "no score" (``allow_empty``); infinite scores are
+  refused by every reader;
+* one image listed twice with different scores (paths compared after
+  normalisation, values within :data:`DUPLICATE_TOLERANCE`); a repeated row
+  with the same score, as ``score`` writes when an image is given twice, is
+  kept;
+* a pair whose better and worse image are the same path (it can only tie).
 
 **Paths.** ``score`` writes each path string as it was given, so a relative path
 is relative to the folder ``score`` ran in. Every reader of a CSV resolves a
@@ -30,16 +41,21 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import InputError
 from .files import read_csv
 
-__all__ = ["Pair", "ScoreRow", "path_key", "table_base", "read_score_table", "read_pairs", "score_keys",
-           "pair_keys"]
+__all__ = ["Pair", "ScoreRow", "path_key", "table_base", "read_table_csv", "not_utf8", "read_score_table", "read_pairs",
+           "score_keys", "pair_keys", "DUPLICATE_TOLERANCE"]
 
 #: ``(better, worse, type or None)``
 Pair = tuple[str, str, "str | None"]
 
 #: Relative paths looked up on disk to decide where a CSV's paths are relative to.
 _PROBE = 32
+
+#: Two rows of one image in a scores table agree when their values differ by at most this much (absolute or
+#: relative): the same image scored twice in different batches can differ in the last float32 digits.
+DUPLICATE_TOLERANCE = 1e-6
 
 
 def path_key(path: str | os.PathLike, root: str | os.PathLike | None = None) -> str:
@@ -68,12 +84,31 @@ def table_base(csv_path: str | os.PathLike, paths: Iterable[str], root: str | os
     return here
 
 
-def _columns_error(path: Path, rows: list[dict], need: Sequence[str]) -> ValueError | None:
+def not_utf8(path: str | os.PathLike, exc: UnicodeDecodeError) -> InputError:
+    """The one-line error for a CSV that is not UTF-8 text (``exc`` from decoding it)."""
+    return InputError(f"{path}: not a UTF-8 text CSV ({exc.reason}, byte 0x{exc.object[exc.start]:02x}); "
+                      "save it as UTF-8")
+
+
+def read_table_csv(path: str | os.PathLike) -> list[dict[str, str]]:
+    """:func:`crl_uiqa.files.read_csv`, with a file that is not UTF-8 text refused in one line naming it."""
+    try:
+        return read_csv(path)
+    except UnicodeDecodeError as exc:
+        raise not_utf8(path, exc) from None
+
+
+def _same_path(a: str, b: str) -> bool:
+    """Whether two path strings of one table name one file (both resolve against the same folder)."""
+    return os.path.normpath(os.path.expanduser(a)) == os.path.normpath(os.path.expanduser(b))
+
+
+def _columns_error(path: Path, rows: list[dict], need: Sequence[str]) -> InputError | None:
     if not rows:
-        return ValueError(f"{path}: no rows (expected a header {','.join(need)} and one row per line)")
+        return InputError(f"{path}: no rows (expected a header {','.join(need)} and one row per line)")
     missing = [c for c in need if c not in rows[0]]
     if missing:
-        return ValueError(f"{path}: missing column(s) {', '.join(missing)} (expected columns {','.join(need)}); "
+        return InputError(f"{path}: missing column(s) {', '.join(missing)} (expected columns {','.join(need)}); "
                           f"found {', '.join(map(str, rows[0]))}")
     return None
 
@@ -91,19 +126,23 @@ class ScoreRow:
 def read_score_table(path: str | os.PathLike, column: str = "score", *, allow_empty: bool = False) -> list[ScoreRow]:
     """Read a ``path,<column>`` CSV (any further columns kept in :attr:`ScoreRow.extra`).
 
-    An empty path, a non-numeric value, or (unless ``allow_empty``, which
-    reads it as NaN) an empty value is an error naming the line.
+    An empty path, a non-numeric, NaN or infinite value, or one image listed
+    twice with different values is an error naming the line (the rules of
+    the module docstring). ``allow_empty`` (readers that show unscored
+    images) reads an empty or NaN value as NaN, "no score"; infinite values
+    are refused all the same.
     """
     path = Path(path)
-    rows = read_csv(path)
+    rows = read_table_csv(path)
     err = _columns_error(path, rows, ("path", column))
     if err is not None:
         raise err
     out = []
+    seen: dict[str, ScoreRow] = {}
     for line, row in enumerate(rows, start=2):
         key = (row.get("path") or "").strip()
         if not key:
-            raise ValueError(f"{path}, line {line}: empty path")
+            raise InputError(f"{path}, line {line}: empty path")
         text = (row.get(column) or "").strip()
         if not text and allow_empty:
             value = math.nan
@@ -111,16 +150,34 @@ def read_score_table(path: str | os.PathLike, column: str = "score", *, allow_em
             try:
                 value = float(text)
             except ValueError:
-                raise ValueError(f"{path}, line {line}: non-numeric {column} {text!r} for {key}") from None
+                raise InputError(f"{path}, line {line}: non-numeric {column} {text!r} for {key}") from None
+            if not math.isfinite(value) and not (allow_empty and math.isnan(value)):
+                raise InputError(f"{path}, line {line}: {column} {text!r} for {key} is not a finite number "
+                                 "(NaN and infinite values are refused)")
         extra = {k: (v or "") for k, v in row.items() if k not in ("path", column) and k is not None}
-        out.append(ScoreRow(key, value, line, extra))
+        rec = ScoreRow(key, value, line, extra)
+        first = seen.setdefault(os.path.normpath(os.path.expanduser(key)), rec)
+        if first is not rec and not _agree(first.value, value):
+            raise InputError(f"{path}, line {line}: {key} is listed twice with different {column}s "
+                             f"({first.value} on line {first.line}, {value} here)")
+        out.append(rec)
     return out
 
 
+def _agree(a: float, b: float) -> bool:
+    if math.isnan(a) or math.isnan(b):
+        return math.isnan(a) and math.isnan(b)
+    return math.isclose(a, b, rel_tol=DUPLICATE_TOLERANCE, abs_tol=DUPLICATE_TOLERANCE)
+
+
 def read_pairs(path: str | os.PathLike) -> list[Pair]:
-    """Read a pairs CSV with columns ``better,worse[,type]`` (an empty path is an error naming the line)."""
+    """Read a pairs CSV with columns ``better,worse[,type]``.
+
+    An empty path, or a pair whose better and worse image are the same path,
+    is an error naming the line.
+    """
     path = Path(path)
-    rows = read_csv(path)
+    rows = read_table_csv(path)
     err = _columns_error(path, rows, ("better", "worse"))
     if err is not None:
         raise err
@@ -128,7 +185,9 @@ def read_pairs(path: str | os.PathLike) -> list[Pair]:
     for line, row in enumerate(rows, start=2):
         better, worse = (row.get("better") or "").strip(), (row.get("worse") or "").strip()
         if not better or not worse:
-            raise ValueError(f"{path}, line {line}: empty better or worse path")
+            raise InputError(f"{path}, line {line}: empty better or worse path")
+        if _same_path(better, worse):
+            raise InputError(f"{path}, line {line}: better and worse are the same image ({better})")
         out.append((better, worse, (row.get("type") or "").strip() or None))
     return out
 
