@@ -207,6 +207,27 @@ def test_bad_label_csvs_are_one_line(tmp_path, capsys, text, match):
     assert rc == errors.EXIT_USER and len(err) == 1, err
 
 
+@pytest.mark.parametrize("command", ["score", "train", "evaluate-scores", "evaluate-pairs"])
+def test_a_csv_that_is_not_utf8_is_named_in_one_line(tmp_path, capsys, command):
+    """A latin-1 or binary CSV used to give a raw "'utf-8' codec can't decode byte 0xff ..." without the file."""
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(b"\xff\xfepath,score\n")
+    ok_scores = tmp_path / "scores.csv"
+    ok_scores.write_text("path,score\na.png,0.5\nb.png,0.1\n")
+    ok_pairs = tmp_path / "pairs.csv"
+    ok_pairs.write_text("better,worse\na.png,b.png\n")
+    argv = {
+        "score": ["score", "--model", str(_model(tmp_path)), "--images", str(bad), "--out", str(tmp_path / "s.csv")],
+        "train": ["train", "--labels", str(bad), "--out", str(tmp_path / "run"), "--workers", "0", "--quiet"],
+        "evaluate-scores": ["evaluate", "--scores", str(bad), "--pairs", str(ok_pairs)],
+        "evaluate-pairs": ["evaluate", "--scores", str(ok_scores), "--pairs", str(bad)],
+    }[command]
+    rc = main(argv)
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert rc == errors.EXIT_USER and len(err) == 1, err
+    assert f"{bad}: not a UTF-8 text CSV" in err[0] and "0xff" in err[0], err
+
+
 def test_paths_that_look_like_formulas_are_kept_exactly(tmp_path):
     """The documented choice: path strings are never altered (programs join on them)."""
     rows = [{"path": p, "score": 0.5} for p in ("=cmd|'/c calc'!A1", "+1.png", "-x.png", "@sum.png")]
@@ -274,6 +295,24 @@ def test_garbage_jpeg_dicom_is_one_error_without_pydicom_traceback(tmp_path, cap
     with pytest.raises(ScanReadError, match="damaged or truncated pixel data"):
         list(open_scan(tmp_path / "garbage.dcm").sample_frames())
     assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records]
+
+
+# ----------------------------------------------------------------------------- plug-in backbones
+def test_a_failing_backbone_plugin_is_the_users_error_naming_the_plugin(tmp_path, capsys, corpus):
+    """A plug-in the user named that raises (or returns no module) is a one-line user error, not a crl-uiqa bug."""
+    from crl_uiqa.backbones import get_backbone
+
+    with pytest.raises(ConfigError, match=r"^backbone plugin python:os:getcwd failed: TypeError: .*keyword"):
+        get_backbone("python:os:getcwd")
+    with pytest.raises(ConfigError, match=r"backbone plugin python:builtins:dict returned dict, not a torch.nn.Module"):
+        get_backbone("python:builtins:dict")
+    with pytest.raises(ConfigError, match="cannot import backbone builder 'python:os:no_such_function'"):
+        get_backbone("python:os:no_such_function")
+    rc = main(["embed", "--backbone", "python:os:getcwd", "--images", str(corpus["good.png"]), "--out",
+               str(tmp_path / "e.npy"), "--quiet", "--workers", "0"])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert rc == errors.EXIT_USER and len(err) == 1, err
+    assert err[0].startswith("crl-uiqa embed: error: backbone plugin python:os:getcwd failed: TypeError:"), err
 
 
 # ----------------------------------------------------------------------------- outputs

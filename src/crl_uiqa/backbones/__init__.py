@@ -110,12 +110,22 @@ def get_backbone(
     """Build backbone ``name`` in eval mode, with pretrained weights by default."""
     key = name.lower()
     if key.startswith("python:"):
+        # the plug-in is code the user named: whatever goes wrong in it is reported as their error (one line,
+        # exit 1), not as a bug of crl-uiqa; -v prints its traceback
         try:
             _, mod, fn = name.split(":", 2)
             builder = getattr(importlib.import_module(mod), fn)
         except (ValueError, ImportError, AttributeError) as exc:
-            raise ValueError(f"cannot import backbone builder {name!r}: {exc}") from exc
-        model = builder(weights=weights)
+            raise ConfigError(f"cannot import backbone builder {name!r}: {exc}") from exc
+        except Exception as exc:  # an error while importing the plug-in's module
+            raise ConfigError(f"backbone plugin {name} failed on import: {type(exc).__name__}: {exc}") from exc
+        try:
+            model = builder(weights=weights)
+        except Exception as exc:
+            raise ConfigError(f"backbone plugin {name} failed: {type(exc).__name__}: {exc}") from exc
+        if not isinstance(model, nn.Module):
+            raise ConfigError(f"backbone plugin {name} returned {type(model).__name__}, not a torch.nn.Module "
+                              "(see crl_uiqa.backbones docstring)")
     elif key in _REGISTRY:
         model = _REGISTRY[key](weights=weights, pretrained=pretrained)
     else:
