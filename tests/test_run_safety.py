@@ -284,6 +284,9 @@ def test_outputs_beside_the_inputs_are_allowed(tmp_path):
     check_outputs_apart(_inputs_of(args), [("--out", args.out)])
     (tmp_path / "imgs" / "scores.csv").write_text("path,score\n")  # a rerun replaces its own earlier output
     check_outputs_apart(_inputs_of(args), [("--out", args.out)])
+    (tmp_path / "run" / "model.onnx").write_bytes(b"an earlier export")  # exported again into the run folder
+    args = parse(["export", "--model", str(tmp_path / "run"), "--out", str(tmp_path / "run" / "model.onnx")])
+    check_outputs_apart(_inputs_of(args), [("--out", args.out)])
     args = parse(["select", "--model", str(tmp_path / "run"), "--input", str(video), "--out", str(tmp_path)])
     check_outputs_apart(_inputs_of(args), folders=[("--out", args.out)])
     args = parse(["fit", "--images", str(tmp_path / "imgs"), "--references", str(tmp_path / "imgs"),

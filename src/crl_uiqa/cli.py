@@ -154,9 +154,13 @@ OUT_KIND = {"baseline": "file", "classify": "file", "embed": "file", "export": "
 EXTRA_OUTPUTS = {"live": ("plot", "best", "csv")}
 #: options naming images or frames: folders are searched recursively, patterns and manifests expanded
 LISTED_INPUTS = ("images", "references", "train_images", "check_images", "input")
-#: options naming other inputs: files, or folders whose files are read (a model's, a weights folder)
+#: options naming other inputs: files or folders (a run folder, a weights folder)
 OTHER_INPUTS = ("model", "labels", "scores", "pairs", "mos", "val_pairs", "detections", "weights", "plane_weights",
                 "structure_weights", "root")
+
+
+#: the files of a run folder that loading the model reads
+MODEL_FILES = ("model.safetensors", "model.json")
 
 
 def _check_out(args: argparse.Namespace) -> None:
@@ -197,9 +201,9 @@ def _inputs_of(args: argparse.Namespace):
         for v in _values(args, option):
             if os.path.isdir(v):
                 found.add_folder(flag, v, listed=listed)
-                if not listed:
-                    for f in os.scandir(v):
-                        found.add_file(flag, f.path)
+                if option == "model":  # what loading a run folder reads (an earlier export there may be replaced)
+                    for name in MODEL_FILES:
+                        found.add_file(flag, os.path.join(v, name))
             elif os.path.exists(v):
                 found.add_file(flag, v, listed=listed and Path(v).suffix.lower() in IMAGE_EXTENSIONS)
             if listed and (os.path.isdir(v) or os.path.exists(v) or glob.has_magic(v)):
