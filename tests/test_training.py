@@ -276,16 +276,18 @@ def test_lr0_anchored_run_keeps_the_teacher_and_warns(tmp_path, sononet16_path, 
     assert main(args + ["--out", str(tmp_path / "cli2"), "--strict"]) == 3
 
 
-def test_labels_the_anchored_head_would_ignore_are_refused(tmp_path, sononet16_path, capsys):
-    """The anchored head learns from its references' distance score: labels that do not follow it (inverted,
-    another score) are refused before training instead of being silently ignored; the pseudo-labels of the same
-    references pass, and the paper's head learns any labels."""
+def test_labels_the_anchored_head_would_ignore_are_refused(tmp_path, sononet16_path, capsys, caplog):
+    """The anchored head learns from its references' distance score: at the backbone's own size, labels that do
+    not follow it (inverted, another score) are refused before training instead of being silently ignored; the
+    pseudo-labels of the same references pass, and the paper's head learns any labels. At another size the score
+    is refitted there by design: a disagreement is a warning."""
     from crl_uiqa.pseudo_labels import label_images
 
     paths, _ = _images(tmp_path, n=12)
     refs = paths[-3:]
-    pl = label_images(paths, refs, k=2, weights=sononet16_path, size=SIZE, num_workers=0, progress=False)
-    mc = ModelConfig(image_size=SIZE, head="anchored", train_from="head", anchor={"k": 2})
+    native = (224, 288)  # SonoNet-16's own input size, where pseudo-labels are computed
+    pl = label_images(paths, refs, k=2, weights=sononet16_path, num_workers=0, progress=False)
+    mc = ModelConfig(image_size=native, head="anchored", train_from="head", anchor={"k": 2})
     kw = dict(config=_cfg(epochs=1, lr=0.5), weights=sononet16_path, num_workers=0, progress=False)
     inverted = 1.0 - pl.labels.label
     with pytest.raises(ConfigError, match=r"do not follow the anchored head's own score.*Spearman -1\.00 over 12"):
@@ -295,11 +297,15 @@ def test_labels_the_anchored_head_would_ignore_are_refused(tmp_path, sononet16_p
     assert rescaled.kept_epoch is not None
     paper = train(pl.paths, inverted, model_config=ModelConfig(image_size=SIZE, head="paper"), **kw)
     assert paper.history[-1]["epoch"] == 1
+    caplog.clear()
+    small = ModelConfig(image_size=SIZE, head="anchored", train_from="head", anchor={"k": 2})
+    other_size = train(pl.paths, inverted, model_config=small, references=refs, **kw)
+    assert other_size.kept_epoch is not None
+    assert "not from the labels (Spearman" in caplog.text and "--paper" in caplog.text
     labels_csv = tmp_path / "inverted.csv"
     labels_csv.write_text("path,pseudo_label\n" + "".join(f"{p},{v}\n" for p, v in zip(pl.paths, inverted)))
     args = ["train", "--labels", str(labels_csv), "--references", *refs, "--k", "2", "--epochs", "1",
-            "--image-size", str(SIZE[0]), str(SIZE[1]), "--weights", str(sononet16_path), "--workers", "0", "--quiet",
-            "--out", str(tmp_path / "cli")]
+            "--weights", str(sononet16_path), "--workers", "0", "--quiet", "--out", str(tmp_path / "cli")]
     capsys.readouterr()
     assert main(args) == 1
     err = capsys.readouterr().err.strip()

@@ -26,8 +26,9 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--references", nargs="+", default=None,
                    help="the reference planes the labels were computed against: the default anchored head needs "
-                   "them and learns from their distance score at --image-size, so labels that do not follow that "
-                   "score (Spearman < 0.9) are refused; without them the paper's head and settings are used "
+                   "them and learns from their distance score, so at the backbone's own size labels that do not "
+                   "follow that score (Spearman < 0.9) are refused (at another --image-size the score is refitted "
+                   "there and a disagreement is a warning); without them the paper's head and settings are used "
                    "(--paper), which learn the labels themselves")
     p.add_argument("--k", type=int, default=5, help="nearest references of the anchored head's score (default 5)")
     p.add_argument("--layer", default="block4", help="embedding layer of the anchored head's score (default block4)")
