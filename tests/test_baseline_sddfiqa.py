@@ -175,3 +175,24 @@ def test_sddfiqa_star_trains_on_sdd_labels(net, sononet16_path, tmp_path):
     with pytest.raises(ValueError, match="at least two classes"):
         sddfiqa_files(tmp_path / "train.csv", labels=["a"] * 6, weights=sononet16_path, device="cpu", num_workers=0,
                       progress=False)
+
+
+def test_sddfiqa_star_with_the_default_anchored_settings_trains_the_papers_head(sononet16_path, tmp_path):
+    """The anchored head would ignore the SDD-FIQA labels (it needs references and learns their distance score):
+    SDD-FIQA* given the project's defaults trains the paper's head with the paper's settings, keeping the size."""
+    from crl_uiqa.io import write_gray_png
+    from crl_uiqa.model import ModelConfig
+    from crl_uiqa.training import TrainConfig, settings
+
+    rows = ["path,label"]
+    for i, im in enumerate(_images(6, seed=2)):
+        write_gray_png(tmp_path / f"im{i}.png", im)
+        rows.append(f"im{i}.png,{'ab'[i % 2]}")
+    (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
+    t_over, m_over = settings()
+    assert m_over["head"] == "anchored"
+    tc = TrainConfig(**{**t_over, "epochs": 1, "batch_size": 4, "val_fraction": 0.0})
+    res = sddfiqa_star(tmp_path / "train.csv", weights=sononet16_path, device="cpu", num_workers=0, progress=False,
+                       train_config=tc, model_config=ModelConfig(image_size=(32, 40), **m_over))
+    assert res.model.config.head == "paper" and tuple(res.model.config.image_size) == (32, 40)
+    assert [r["epoch"] for r in res.history][-1] == settings(paper=True)[0]["epochs"]

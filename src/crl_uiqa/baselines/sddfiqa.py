@@ -383,6 +383,29 @@ def manifest_labels(images) -> list[str] | None:
     return None
 
 
+def _learning_the_labels(train_config, model_config):
+    """The settings of SDD-FIQA*: a head that learns the SDD-FIQA labels.
+
+    The anchored head (the project's default) learns from its references' distance score and would ignore
+    them, so an anchored ``model_config`` becomes the paper's head with the paper's training settings (the
+    paper's Table 2 trains its own model on SDD-FIQA's labels); image size, backbone and seed are kept.
+    """
+    from dataclasses import replace
+
+    from ..model import ModelConfig
+    from ..training import TrainConfig, settings
+
+    if model_config is None or model_config.head != "anchored":
+        return train_config, model_config
+    t_over, m_over = settings(paper=True)
+    log.info("SDD-FIQA*: the anchored head learns from the references' distance score, not from labels: training "
+             "the paper's head with the paper's settings on the SDD-FIQA labels")
+    mc = ModelConfig(backbone=model_config.backbone, image_size=model_config.image_size,
+                     activation=model_config.activation, **m_over)
+    tc = replace(train_config if train_config is not None else TrainConfig(), **t_over)
+    return tc, mc
+
+
 def sddfiqa_star(
     train_images,
     *,
@@ -450,5 +473,6 @@ def sddfiqa_star(
                    for p, c, s, v in zip(paths, used, scores, q)], ["path", "class", "sdd_fiqa", "label"])
     meta = {"pseudo_labels": {"method": "sdd-fiqa", "n_pairs": n_pairs, "repetitions": repetitions, "seed": seed,
                               "smoothing": smoothing, "classes": sorted(set(used))}}
+    train_config, model_config = _learning_the_labels(train_config, model_config)
     return train(paths, q, config=train_config, model_config=model_config, weights=weights, run_dir=run_dir,
                  device=device, crop=crop, num_workers=num_workers, progress=progress, extra_meta=meta)
