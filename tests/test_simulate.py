@@ -332,3 +332,27 @@ def test_cli_simulate_tiny(tmp_path, capsys):
     rc = main(["simulate", "--out", str(tmp_path / "bad"), "--frames", "1"])
     assert rc == 1
     assert "--frames" in capsys.readouterr().err
+
+
+def test_bad_settings_cost_no_previous_simulation(tmp_path, capsys):
+    """--seed, --pairs and --pair-margin are checked before the output folder is touched: a previous simulation
+    there survives a refused run; NaN margins and an empty --out are refused."""
+    from crl_uiqa.cli import main
+
+    out = tmp_path / "prev"
+    small = ["simulate", "--quiet", "--sweeps", "1", "--reference-sweeps", "1", "--test-sweeps", "1", "--frames", "3",
+             "--size", "64", "64"]
+    assert main([*small, "--out", str(out)]) == 0
+    before = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+    capsys.readouterr()
+    for bad, word in ((["--seed", "-3"], "--seed"), (["--pair-margin", "-1"], "--pair-margin"),
+                      (["--pair-margin", "nan"], "--pair-margin"), (["--pairs", "-1"], "--pairs")):
+        assert main([*small, "--out", str(out), *bad]) == 1
+        err = capsys.readouterr().err
+        assert word in err and len(err.strip().splitlines()) == 1, err
+        assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == before
+    from crl_uiqa.data.simulate import simulate_dataset
+    from crl_uiqa.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="must not be empty"):
+        simulate_dataset("", n_train_sweeps=1, n_reference_sweeps=0, n_test_sweeps=0, n_frames=2, size=(64, 64))

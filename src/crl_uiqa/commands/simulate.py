@@ -49,11 +49,11 @@ def run(args) -> int:
     from ..files import read_csv
 
     planes = PLANES if args.plane == "all" else (args.plane,)
-    for name in ("sweeps", "reference_sweeps", "test_sweeps"):
-        if getattr(args, name) < 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     if args.sweeps < 1:
         raise ValueError(f"--sweeps must be >= 1, got {args.sweeps}")
+    for name in ("reference_sweeps", "test_sweeps"):
+        if getattr(args, name) < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     if args.frames < 2:
         raise ValueError(f"--frames must be >= 2, got {args.frames}")
     if args.pairs < 0:

@@ -68,6 +68,8 @@ import numpy as np
 from scipy import ndimage
 from scipy.special import ndtr
 
+from .. import validate
+from ..errors import ConfigError
 from ..files import write_bytes, write_csv, write_json
 from . import anatomy as _anat
 from . import bmode as _bmode
@@ -894,6 +896,12 @@ def simulate_dataset(
     ref_ranges = dict(REFERENCE_RANGES if reference_ranges is None else reference_ranges)
     _check_ranges(train_ranges)
     _check_ranges(ref_ranges)
+    # every setting before the output folder is touched: a bad one must not cost the previous simulation there
+    seed = validate.integer("seed (--seed)", seed, minimum=0)
+    n_pairs = validate.integer("n_pairs (--pairs)", n_pairs, minimum=0)
+    pair_margin = validate.real("pair_margin (--pair-margin)", pair_margin, minimum=0.0, strict_min=True)
+    if not str(out_dir).strip():
+        raise ConfigError("the output folder (--out) must not be empty")
 
     root = Path(out_dir)
     _prepare_out(root)
