@@ -96,6 +96,8 @@ def test_demo_settings_refused_before_any_work(tmp_path):
         DemoSettings(out_dir=tmp_path, encoder="fallback", weights="SonoNet16.npz")
     with pytest.raises(ConfigError, match="--smooth"):
         DemoSettings(out_dir=tmp_path, smooth=-1)
+    with pytest.raises(ConfigError, match="--seed"):
+        DemoSettings(out_dir=tmp_path, seed=-1)
     # the anchored head's settings are pinned in the demo (the project's defaults may move on), on the demo's
     # layer and size, on whole frames; they build valid configurations
     from crl_uiqa.model import ModelConfig
@@ -160,3 +162,17 @@ def test_views_figure_accepts_a_resize_that_overshoots_one():
 
     fig, caption = _views_figure(Mean(), img, (224, 288))
     assert "Source score" in caption
+
+
+def test_demo_never_replaces_a_users_file(tmp_path, capsys):
+    """A folder holding a file named like a demo output, written by someone else, is refused before any work;
+    the user's file is kept."""
+    from crl_uiqa.cli import main
+
+    mine = tmp_path / "userdir" / "report.html"
+    mine.parent.mkdir()
+    mine.write_text("mine")
+    assert main(["demo", "--quick", "--quiet", "--out", str(mine.parent)]) == 1
+    err = capsys.readouterr().err
+    assert "already holds report.html but no earlier demo" in err and len(err.strip().splitlines()) == 1
+    assert mine.read_text() == "mine" and sorted(p.name for p in mine.parent.iterdir()) == ["report.html"]

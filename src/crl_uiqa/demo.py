@@ -102,6 +102,7 @@ class DemoSettings:
             v.real("--lr", self.lr, minimum=0, strict_min=True)
         v.real("classifier_closeness", self.classifier_closeness, minimum=0, maximum=1, strict_min=True)
         self.smooth = v.real("--smooth", self.smooth, minimum=0)
+        v.integer("seed (--seed)", self.seed, minimum=0)
 
     def model_size(self, head: str, fallback: bool) -> tuple[int, int]:
         """The size the demo's model scores at: SonoNet-16's own 224x288 for the anchored head on SonoNet-16
@@ -272,6 +273,22 @@ def _views_figure(model, image: np.ndarray, size):
     return fig, caption
 
 
+#: what the demo writes into its folder
+DEMO_OUTPUTS = ("data", "encoder", "model", "labels.csv", "scores.csv", "frames.csv", "results.json", "report.html")
+
+
+def _check_demo_folder(out: Path) -> None:
+    """Refuse a folder holding files named like the demo's outputs that an earlier demo did not write (its
+    simulated data carry the simulator's marker): the demo replaces its own outputs, never a user's."""
+    from .data.simulate import _MARKER
+    from .errors import OutputError
+
+    present = [n for n in DEMO_OUTPUTS if (out / n).exists() or (out / n).is_symlink()]
+    if present and not (out / "data" / _MARKER).is_file():
+        raise OutputError(f"{out} already holds {', '.join(present)} but no earlier demo (no data/{_MARKER}); "
+                          "choose an empty or new folder (--out)")
+
+
 def run_demo(settings: DemoSettings | None = None) -> DemoResult:
     """Run the demo (see the module docstring) and return where the report is."""
     from .backbones import get_backbone
@@ -288,6 +305,7 @@ def run_demo(settings: DemoSettings | None = None) -> DemoResult:
 
     st = settings or DemoSettings()
     out = Path(st.out_dir)
+    _check_demo_folder(out)
     t_start = time.perf_counter()
     timings: dict[str, float] = {}  # wall-clock seconds per stage
     cpu: dict[str, float] = {}  # CPU seconds per stage (this process and its finished workers)
