@@ -306,3 +306,12 @@ def test_a_refused_run_leaves_no_empty_out_folder(tmp_path, capsys):
     assert main(["fit", "--images", str(tmp_path / "imgs"), "--references", str(tmp_path / "imgs"), "--epochs", "-1",
                  "--out", str(kept)]) == 1
     assert kept.is_dir()
+
+
+def test_an_empty_out_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for argv in (["simulate", "--quiet", "--out", ""], ["demo", "--quick", "--out", " "],
+                 ["score", "--model", "m", "--images", "x", "--out", ""]):
+        assert main(argv) == 1
+        assert "--out must not be empty" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from . import __version__
 from . import commands as _commands
-from .errors import EXIT_BUG, EXIT_INTERRUPTED, EXIT_USAGE, EXIT_USER, CRLUIQAError, describe_os_error
+from .errors import EXIT_BUG, EXIT_INTERRUPTED, EXIT_USAGE, EXIT_USER, CRLUIQAError, OutputError, describe_os_error
 
 
 class CLIError(CRLUIQAError):
@@ -166,6 +166,10 @@ MODEL_FILES = ("model.safetensors", "model.json")
 def _check_out(args: argparse.Namespace) -> None:
     out = getattr(args, "out", None)
     kind = OUT_KIND.get(args.command)
+    for option in ("out", *EXTRA_OUTPUTS.get(args.command, ())):
+        value = getattr(args, option, None)
+        if value is not None and not str(value).strip():  # "" would write into the working folder
+            raise OutputError(f"--{option} must not be empty")
     extra = [(f"--{o}", getattr(args, o)) for o in EXTRA_OUTPUTS.get(args.command, ()) if getattr(args, o, None)]
     if (not out or kind is None) and not extra:
         return
