@@ -272,7 +272,7 @@ class ScanSource(abc.ABC):
     def _check_crop(self) -> None:
         """Reject a manual crop box that does not fit the frames (called once the shape is known)."""
         if self._crop is not None and self.shape != (0, 0) and not self._crop.fits(self.shape):
-            raise ValueError(
+            raise ScanError(
                 f"{self.path}: crop box (top, left, height, width)={self._crop.as_tuple()} does not fit "
                 f"its {self.shape[0]}x{self.shape[1]} frames"
             )
@@ -298,7 +298,7 @@ class ScanSource(abc.ABC):
                 try:
                     image = crop.crop(image)
                 except ValueError as exc:
-                    raise ValueError(f"{self.path}: frame {index}: {exc}") from None
+                    raise ScanError(f"{self.path}: frame {index}: {exc}") from None
             yield Frame(index=index, time=float(time), image=np.ascontiguousarray(image, dtype=np.float32))
 
     def __repr__(self) -> str:
@@ -430,7 +430,7 @@ class VideoScan(ScanSource):
         container = self._open(None)
         try:
             if not container.streams.video:
-                raise ValueError(f"{self.path}: the file has no video stream")
+                raise ScanError(f"{self.path}: the file has no video stream")
             stream = container.streams.video[0]
             rate = stream.average_rate or stream.guessed_rate or stream.base_rate
             fmt_names = set((container.format.name or "").split(","))
@@ -621,7 +621,7 @@ class DicomScan(ScanSource):
         self.photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
         self._video_codec = _DICOM_VIDEO_SYNTAXES.get(self.transfer_syntax)
         if self._video_codec is None and self.photometric not in _SUPPORTED_PHOTOMETRIC:
-            raise ValueError(
+            raise ScanError(
                 f"{self.path}: unsupported Photometric Interpretation {self.photometric!r} "
                 f"(supported: {', '.join(_SUPPORTED_PHOTOMETRIC)})"
             )
@@ -640,10 +640,10 @@ class DicomScan(ScanSource):
         try:
             decoder = get_decoder(uid)
         except NotImplementedError:
-            raise ValueError(f"{self.path}: pydicom cannot decode the transfer syntax {label}") from None
+            raise ScanError(f"{self.path}: pydicom cannot decode the transfer syntax {label}") from None
         if not decoder.is_available:
             needs = "; ".join(decoder.missing_dependencies) or "a pydicom decoding plug-in"
-            raise ValueError(
+            raise ScanError(
                 f"{self.path}: no installed decoder for the transfer syntax {label}. "
                 f"Install one of these pydicom plug-ins: {needs}"
             )
@@ -791,7 +791,7 @@ def read_image_file(path: str | os.PathLike) -> np.ndarray:
     if path.suffix.lower() in DICOM_EXTENSIONS or is_dicom_file(path):
         scan = DicomScan(path)
         if scan.n_frames != 1:
-            raise ValueError(
+            raise ScanError(
                 f"{path}: a multi-frame DICOM ({scan.n_frames} frames) is not a single image; open it as a scan"
             )
         frames = scan._frames(FrameSampler())
@@ -888,7 +888,7 @@ def scan_kind(path: str | os.PathLike) -> str:
         return "dicom"
     if ext in IMAGE_EXTENSIONS:
         return "images"
-    raise ValueError(
+    raise ScanError(
         f"{p}: unsupported scan file type {ext or '(no extension)'!r}; expected a video "
         f"({', '.join(sorted(VIDEO_EXTENSIONS))}), a DICOM file, an image "
         f"({', '.join(sorted(IMAGE_EXTENSIONS))}), a folder of images or a glob pattern"
