@@ -432,22 +432,48 @@ def test_cli_starts_uvicorn_with_its_settings(run_dir, tmp_path, monkeypatch, ca
 
     started = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: started.update(app=app, **kw))
-    assert main(["serve", "--model", str(run_dir), "--port", "8123", "--max-upload-mb", "5", "--max-frames", "99",
+    port = _free_port()
+    assert main(["serve", "--model", str(run_dir), "--port", str(port), "--max-upload-mb", "5", "--max-frames", "99",
                  "--queue", "2", "--keep-minutes", "1", "--workdir", str(tmp_path / "work")]) == 0
-    assert started["host"] == "127.0.0.1" and started["port"] == 8123
+    assert started["host"] == "127.0.0.1" and started["port"] == port
     app = started["app"]
     try:
-        cfg = TestClient(app, base_url="http://127.0.0.1:8123").get("/api/config").json()
+        cfg = TestClient(app, base_url=f"http://127.0.0.1:{port}").get("/api/config").json()
         assert cfg["limits"]["max_upload_bytes"] == 5 * 2**20 and cfg["limits"]["max_frames"] == 99
         assert cfg["limits"]["queue_size"] == 2 and cfg["limits"]["job_ttl"] == 60.0
         assert [m["name"] for m in cfg["models"]] == ["tiny"]
         assert app.state.workdir.parent == tmp_path / "work"
-        assert "open http://127.0.0.1:8123/" in capsys.readouterr().out
+        assert f"open http://127.0.0.1:{port}/" in capsys.readouterr().out
         # a request under another host name is refused
         assert TestClient(app, base_url="http://evil.example").get("/api/config").status_code == 400
     finally:
         app.state.close()
     assert list((tmp_path / "work").iterdir()) == []
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_cli_a_taken_port_or_unknown_host_is_one_line_before_serving(run_dir, tmp_path, monkeypatch, capsys):
+    import socket
+
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: pytest.fail("uvicorn must not start"))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["serve", "--model", str(run_dir), "--port", str(port), "--workdir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert f"cannot listen on 127.0.0.1:{port}" in err and "--port" in err and len(err.splitlines()) == 1
+    assert main(["serve", "--model", str(run_dir), "--host", "no-such-host.invalid", "--workdir", str(tmp_path)]) == 1
+    assert "--host no-such-host.invalid: not an address of this machine" in capsys.readouterr().err
 
 
 def test_cli_models_menu_from_a_folder_of_runs(tmp_path):

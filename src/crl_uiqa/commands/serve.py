@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from .. import validate
-from ..errors import optional_import
+from ..errors import ConfigError, optional_import
 from ._common import add_device
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -94,6 +94,7 @@ def run(args) -> int:
     from ..serving.models import ModelRegistry
 
     models = ModelRegistry.load(args.model, runtime=args.runtime, device=args.device, threads=args.threads)
+    check_can_listen(args.host, args.port)
     app = create_app(models, settings=settings, plane_weights=args.weights, device=args.device)
     if args.host not in LOOPBACK:
         print(f"crl-uiqa serve: warning: listening on {args.host}: anyone who can reach this machine can upload "
@@ -102,5 +103,27 @@ def run(args) -> int:
     print(f"crl-uiqa serve: {len(models)} model(s) ({', '.join(m.name for m in models)}); plane check "
           f"{'on' if app.state.planes.available else 'off'}; open http://{shown}:{args.port}/  (Ctrl-C stops and "
           "deletes every upload)", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=False)
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=False)
+    except SystemExit as exc:  # uvicorn exits with 3 when it cannot start (the error is logged above)
+        if exc.code not in (0, None):
+            raise ConfigError(f"the web server could not start on {shown}:{args.port} (see the error above)") from None
     return 0
+
+
+def check_can_listen(host: str, port: int) -> None:
+    """Refuse, before any model is loaded, a --host that does not resolve or a --port taken by another server."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ConfigError(f"--host {host}: not an address of this machine ({exc.strerror})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a closing server is no obstacle
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc} (another server? choose "
+                              "another --port)") from None
