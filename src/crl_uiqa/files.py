@@ -33,7 +33,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
-from .errors import CRLUIQAError, OutputError
+from .errors import CRLUIQAError, InputError, OutputError
 
 _TMP_TAG = "crl-uiqa"
 _TMP_PID = re.compile(r"\." + _TMP_TAG + r"-(\d+)-[^/]*\.tmp")
@@ -308,10 +308,19 @@ def _fmt(v: Any) -> Any:
     return v
 
 
+def not_utf8(path: str | os.PathLike, exc: UnicodeDecodeError) -> InputError:
+    """The one-line error for a CSV that is not UTF-8 text (``exc`` from decoding it)."""
+    return InputError(f"{path}: not a UTF-8 text CSV ({exc.reason}, byte 0x{exc.object[exc.start]:02x}); "
+                      "save it as UTF-8")
+
+
 def read_csv(path: str | os.PathLike) -> list[dict[str, str]]:
-    """Read a CSV with a header row into a list of dicts (clear error if absent)."""
+    """Read a CSV with a header row into a list of dicts (clear errors if absent or not UTF-8 text)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"CSV file not found: {path}")
-    with path.open(newline="", encoding="utf-8-sig") as fh:
-        return list(csv.DictReader(fh))
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            return list(csv.DictReader(fh))
+    except UnicodeDecodeError as exc:
+        raise not_utf8(path, exc) from None

@@ -161,7 +161,7 @@ def read_manifest(path: str | os.PathLike) -> Manifest:
         with path.open(newline="", encoding="utf-8-sig") as fh:
             rows = [r for r in csv.reader(fh) if r and any(c.strip() for c in r)]
     except UnicodeDecodeError as exc:
-        from .tables import not_utf8
+        from .files import not_utf8
 
         raise not_utf8(path, exc) from None
     if not rows:

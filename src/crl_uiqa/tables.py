@@ -5,7 +5,7 @@ and **pairs** (``better,worse[,type]``) each have one reader here,
 :func:`read_score_table` and :func:`read_pairs`; a bad file fails with the file,
 the line and what is wrong (:class:`~crl_uiqa.errors.InputError`, a ``ValueError``):
 
-* a file that is not UTF-8 text (:func:`read_table_csv`);
+* a file that is not UTF-8 text (:func:`crl_uiqa.files.read_csv`);
 * a score that is not a finite number: NaN and +-inf are refused (an empty
   cell too), except that readers showing unscored images (``report``) read
   empty and NaN cells as "no score" (``allow_empty``); infinite scores are
@@ -44,8 +44,8 @@ from pathlib import Path
 from .errors import InputError
 from .files import read_csv
 
-__all__ = ["Pair", "ScoreRow", "path_key", "table_base", "read_table_csv", "not_utf8", "read_score_table", "read_pairs",
-           "score_keys", "pair_keys", "DUPLICATE_TOLERANCE"]
+__all__ = ["Pair", "ScoreRow", "path_key", "table_base", "read_score_table", "read_pairs", "score_keys", "pair_keys",
+           "DUPLICATE_TOLERANCE"]
 
 #: ``(better, worse, type or None)``
 Pair = tuple[str, str, "str | None"]
@@ -84,23 +84,10 @@ def table_base(csv_path: str | os.PathLike, paths: Iterable[str], root: str | os
     return here
 
 
-def not_utf8(path: str | os.PathLike, exc: UnicodeDecodeError) -> InputError:
-    """The one-line error for a CSV that is not UTF-8 text (``exc`` from decoding it)."""
-    return InputError(f"{path}: not a UTF-8 text CSV ({exc.reason}, byte 0x{exc.object[exc.start]:02x}); "
-                      "save it as UTF-8")
-
-
-def read_table_csv(path: str | os.PathLike) -> list[dict[str, str]]:
-    """:func:`crl_uiqa.files.read_csv`, with a file that is not UTF-8 text refused in one line naming it."""
-    try:
-        return read_csv(path)
-    except UnicodeDecodeError as exc:
-        raise not_utf8(path, exc) from None
-
-
-def _same_path(a: str, b: str) -> bool:
-    """Whether two path strings of one table name one file (both resolve against the same folder)."""
-    return os.path.normpath(os.path.expanduser(a)) == os.path.normpath(os.path.expanduser(b))
+def _table_key(path: str) -> str:
+    """A path string of a table, normalised: two rows of one table name one file when their keys are equal
+    (they resolve against the same folder)."""
+    return os.path.normpath(os.path.expanduser(path))
 
 
 def _columns_error(path: Path, rows: list[dict], need: Sequence[str]) -> InputError | None:
@@ -133,7 +120,7 @@ def read_score_table(path: str | os.PathLike, column: str = "score", *, allow_em
     are refused all the same.
     """
     path = Path(path)
-    rows = read_table_csv(path)
+    rows = read_csv(path)
     err = _columns_error(path, rows, ("path", column))
     if err is not None:
         raise err
@@ -156,7 +143,7 @@ def read_score_table(path: str | os.PathLike, column: str = "score", *, allow_em
                                  "(NaN and infinite values are refused)")
         extra = {k: (v or "") for k, v in row.items() if k not in ("path", column) and k is not None}
         rec = ScoreRow(key, value, line, extra)
-        first = seen.setdefault(os.path.normpath(os.path.expanduser(key)), rec)
+        first = seen.setdefault(_table_key(key), rec)
         if first is not rec and not _agree(first.value, value):
             raise InputError(f"{path}, line {line}: {key} is listed twice with different {column}s "
                              f"({first.value} on line {first.line}, {value} here)")
@@ -177,7 +164,7 @@ def read_pairs(path: str | os.PathLike) -> list[Pair]:
     is an error naming the line.
     """
     path = Path(path)
-    rows = read_table_csv(path)
+    rows = read_csv(path)
     err = _columns_error(path, rows, ("better", "worse"))
     if err is not None:
         raise err
@@ -186,7 +173,7 @@ def read_pairs(path: str | os.PathLike) -> list[Pair]:
         better, worse = (row.get("better") or "").strip(), (row.get("worse") or "").strip()
         if not better or not worse:
             raise InputError(f"{path}, line {line}: empty better or worse path")
-        if _same_path(better, worse):
+        if _table_key(better) == _table_key(worse):
             raise InputError(f"{path}, line {line}: better and worse are the same image ({better})")
         out.append((better, worse, (row.get("type") or "").strip() or None))
     return out

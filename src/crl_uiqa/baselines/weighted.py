@@ -117,9 +117,9 @@ def read_detections(path: str | os.PathLike) -> dict[str, dict[str, float]]:
 
     Relative image paths are taken relative to the CSV's folder.
     """
-    from ..tables import read_table_csv
+    from ..files import read_csv
 
-    rows = read_table_csv(path)
+    rows = read_csv(path)
     if not rows:
         raise ValueError(f"{path}: no detections (expected columns path,structure,confidence)")
     missing = {"path", "structure", "confidence"} - set(rows[0])
@@ -144,9 +144,9 @@ def read_detections(path: str | os.PathLike) -> dict[str, dict[str, float]]:
 
 def read_structure_weights(path: str | os.PathLike) -> dict[str, float]:
     """Read ``structure,weight`` rows into {structure: weight} (weights >= 0, not all 0, no duplicates)."""
-    from ..tables import read_table_csv
+    from ..files import read_csv
 
-    rows = read_table_csv(path)
+    rows = read_csv(path)
     if not rows:
         raise ValueError(f"{path}: no weights (expected columns structure,weight)")
     missing = {"structure", "weight"} - set(rows[0])
