@@ -253,10 +253,10 @@ def _layer_scores(f: dict, source: str) -> tuple[np.ndarray, np.ndarray]:
     import torch
 
     from crl_uiqa.pseudo_labels import topk_mean_distance
-    from crl_uiqa.reference_stats import ReferenceDeviation
+    from crl_uiqa.reference_stats import SIX_STATISTICS, ReferenceDeviation
 
     if source == "deviation":
-        dev = ReferenceDeviation("norm")
+        dev = ReferenceDeviation("norm", SIX_STATISTICS)  # the statistics of the runs BENCHMARKS.md reports
         dev.set(torch.from_numpy(f["ref"]["stats"]).float())
 
         def score(split):

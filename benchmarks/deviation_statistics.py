@@ -36,7 +36,7 @@ def statistics(paths: list[str]) -> np.ndarray:
     import torch
 
     from crl_uiqa.io import iter_batches
-    from crl_uiqa.reference_stats import image_statistics
+    from crl_uiqa.reference_stats import SIX_STATISTICS, image_statistics
 
     out = []
     for b in iter_batches(paths, size=(224, 288), batch_size=64, num_workers=1, progress=False):
@@ -44,7 +44,7 @@ def statistics(paths: list[str]) -> np.ndarray:
         flat = x.flatten(1)
         extra = torch.stack([(flat < 0.05).float().mean(1), torch.quantile(flat, 0.05, dim=1),
                              torch.quantile(flat, 0.5, dim=1)], 1)
-        out.append(torch.cat([image_statistics(x), extra], 1))
+        out.append(torch.cat([image_statistics(x, SIX_STATISTICS), extra], 1))
     return torch.cat(out).numpy()
 
 

@@ -49,13 +49,14 @@ def embed_all_layers(model, paths, *, layers=LAYERS, batch_size=32, device="cpu"
     """Pooled embeddings of ``paths`` for several SonoNet layers from one forward pass each batch.
 
     Returns ``(kept_paths, {layer: (N, D) float32 array}, failures)``; with ``statistics`` the dict also
-    holds ``"stats"``, the images' :func:`crl_uiqa.reference_stats.image_statistics` (N, 6) from the same batches.
+    holds ``"stats"``, the images' :func:`crl_uiqa.reference_stats.image_statistics` (N, 6) from the same batches
+    (the six of ``SIX_STATISTICS``, as in the runs BENCHMARKS.md reports).
     """
     import torch
 
     from crl_uiqa.embed import prepare_model, resolve_device
     from crl_uiqa.io import iter_batches
-    from crl_uiqa.reference_stats import image_statistics
+    from crl_uiqa.reference_stats import SIX_STATISTICS, image_statistics
 
     dev = resolve_device(device)
     model = prepare_model(model, dev)
@@ -90,7 +91,7 @@ def embed_all_layers(model, paths, *, layers=LAYERS, batch_size=32, device="cpu"
                 for name in layers:
                     out[name].append(current[name].float().cpu())
                 if statistics:
-                    out["stats"].append(image_statistics(x).cpu())
+                    out["stats"].append(image_statistics(x, SIX_STATISTICS).cpu())
                 kept.extend(batch.indices)
     finally:
         for h in handles:

@@ -8,7 +8,14 @@ import torch
 
 from crl_uiqa.errors import ConfigError
 from crl_uiqa.model import ModelConfig, load_model, save_model
-from crl_uiqa.reference_stats import MIN_SCALE, ReferenceDeviation, image_statistics
+from crl_uiqa.reference_stats import (
+    MIN_SCALE,
+    SIX_STATISTICS,
+    STATISTIC_NAMES,
+    ReferenceDeviation,
+    image_statistics,
+    lower_quantile,
+)
 
 
 def _ramp():
@@ -47,12 +54,18 @@ def test_statistics_refuse_what_they_cannot_measure():
     with pytest.raises(ValueError, match="shape"):
         ReferenceDeviation().set(torch.zeros(3, 5))
     with pytest.raises(ValueError, match="NaN"):
-        ReferenceDeviation().set(torch.full((3, 6), float("nan")))
+        ReferenceDeviation().set(torch.full((3, 7), float("nan")))
+    with pytest.raises(ValueError, match="unknown statistic 'median'"):
+        image_statistics(torch.zeros(1, 1, 16, 16), ["mean", "median"])
+    with pytest.raises(ValueError, match="name one twice"):
+        ReferenceDeviation(statistics=["mean", "mean"])
+    with pytest.raises(ValueError, match="non-empty list"):
+        ReferenceDeviation(statistics=[])
 
 
 @torch.no_grad()
 def test_deviation_is_symmetric_log1p_of_z_hand_checked():
-    dev = ReferenceDeviation("each")
+    dev = ReferenceDeviation("each", SIX_STATISTICS)
     refs = torch.tensor([[0.1, 0.2, -3.0, -2.5, -0.5, -0.4],
                          [0.3, 0.2, -3.0, -2.5, -0.5, -0.4]])
     dev.set(refs)
@@ -60,7 +73,7 @@ def test_deviation_is_symmetric_log1p_of_z_hand_checked():
     assert torch.allclose(dev.center, torch.tensor([0.2, 0.2, -3.0, -2.5, -0.5, -0.4]), atol=1e-6)
     assert torch.allclose(dev.scale, torch.tensor([math.sqrt(0.02)] + [MIN_SCALE] * 5), atol=1e-6)
     x = _ramp()
-    s = image_statistics(x)[0]
+    s = image_statistics(x, SIX_STATISTICS)[0]
     z = (s - dev.center) / dev.scale
     d = dev(x)[0]
     assert d.shape == (7,) and dev.n_features == 7
@@ -74,13 +87,13 @@ def test_deviation_is_symmetric_log1p_of_z_hand_checked():
     one = dev.from_statistics((dev.center + (math.e - 1) * dev.scale)[None])[0]
     assert torch.allclose(one, torch.ones(7), atol=1e-5)
     # mode "norm" (the default): the root mean square alone
-    mean_only = ReferenceDeviation()
+    mean_only = ReferenceDeviation(statistics=SIX_STATISTICS)
     mean_only.set(refs)
     assert torch.allclose(mean_only(x), d[6:], atol=1e-6)
     with pytest.raises(ValueError, match="norm, each"):
         ReferenceDeviation("all")
     # a brighter and a darker image that deviate by the same amount deviate alike
-    dev.set(image_statistics(torch.full((1, 1, 16, 16), 0.5)).expand(2, 6))
+    dev.set(image_statistics(torch.full((1, 1, 16, 16), 0.5), SIX_STATISTICS).expand(2, 6))
     up, down = dev(torch.full((2, 1, 16, 16), 0.5) + torch.tensor([0.1, -0.1]).view(2, 1, 1, 1))
     assert float(up[0]) == pytest.approx(float(down[0]), abs=1e-5) and float(up[0]) > 0
     # one reference: no spread, the scale is the floor
@@ -131,11 +144,13 @@ def test_training_sets_the_centre_from_the_reference_images(tmp_path, sononet16_
     refs, size = paths[:3], (48, 64)
     pl = label_images(paths, refs, k=2, weights=sononet16_path, size=size, num_workers=0, progress=False)
     mc = ModelConfig(image_size=size, head="anchored", train_from="head",
-                     anchor={"k": 2, "intensity_stats": True, "reference_stats": "norm"})
+                     anchor={"k": 2, "intensity_stats": True, "reference_stats": "norm",
+                             "statistics": list(STATISTIC_NAMES)})
     res = train(pl.paths, pl.labels.label, config=TrainConfig(epochs=1, batch_size=4, lr=1e-12, val_fraction=0.25),
                 model_config=mc, weights=sononet16_path, references=refs, num_workers=0, progress=False)
     x = torch.stack([(to_tensor(read_gray(p), size) * 255).round() / 255 for p in refs])
-    s = image_statistics(x)
+    s = image_statistics(x)  # all seven, the default
+    assert s.shape == (3, 7)
     assert torch.allclose(res.model.deviation.center, s.mean(dim=0), atol=1e-5)
     assert torch.allclose(res.model.deviation.scale, s.std(dim=0).clamp_min(MIN_SCALE), atol=1e-5)
     with torch.no_grad():  # two steps at lr 1e-12: still its teacher
@@ -150,12 +165,14 @@ def test_anchored_model_with_reference_stats_exports_to_onnx(tmp_path):
 
     cfg = ModelConfig(image_size=(64, 80), head="anchored", train_from="head", proj_channels=4,
                       anchor={"layer": "block4", "k": 2, "n_references": 3, "dim": 128, "smoothing": False,
-                              "intensity_stats": True, "reference_stats": "each"})
+                              "intensity_stats": True, "reference_stats": "each",
+                              "statistics": list(STATISTIC_NAMES)})
     torch.manual_seed(0)
     m = build_model(cfg, pretrained=False)
     with torch.no_grad():
         m.anchor.set(torch.rand(3, 128), None, -5.0, 0.0)
-        m.deviation.set(torch.tensor([[0.1, 0.2, -3.0, -2.5, -0.5, -0.4], [0.3, 0.25, -2.9, -2.4, -0.45, -0.35]]))
+        m.deviation.set(torch.tensor([[0.1, 0.2, -3.0, -2.5, -0.5, -0.4, 0.02],
+                                      [0.3, 0.25, -2.9, -2.4, -0.45, -0.35, 0.06]]))
         m.fc.weight.normal_(0, 0.3)
     save_model(m.eval(), tmp_path / "run")
     res = export_model(tmp_path / "run", tmp_path / "model.onnx")  # checks against PyTorch itself (atol 1e-4)
@@ -164,6 +181,56 @@ def test_anchored_model_with_reference_stats_exports_to_onnx(tmp_path):
         expected = m(xs).numpy()
     got = load_runtime(res.path, "onnx")(xs)
     assert np.allclose(got, expected, atol=1e-4)
+
+
+def test_black_level_is_the_5th_percentile_hand_checked():
+    """Gray levels 0, 1/64, ..., 63/64: the 5th percentile sits at rank 0.05 x 63 = 3.15, i.e.
+    3/64 + 0.15/64 = 0.04921875 (linear interpolation, as numpy)."""
+    x = (torch.arange(64.0) / 64).reshape(1, 1, 8, 8)
+    assert float(image_statistics(x, ["black_level"])[0, 0]) == pytest.approx(3.15 / 64, abs=1e-7)
+    assert float(image_statistics(x)[0, 6]) == pytest.approx(3.15 / 64, abs=1e-7)  # the seventh of the default
+    # a veil of glare lifts the black level: x -> 0.2 + 0.8 x gives 0.2 + 0.8 x 0.04921875
+    assert float(image_statistics(0.2 + 0.8 * x, ["black_level"])[0, 0]) == pytest.approx(0.2 + 0.8 * 3.15 / 64,
+                                                                                            abs=1e-6)
+    # the other statistics do not depend on which are asked for
+    assert torch.allclose(image_statistics(x)[:, :6], image_statistics(x, SIX_STATISTICS), atol=0)
+    # any quantile up to the median, any row length: as numpy's quantile
+    rows = torch.rand(4, 101, generator=torch.Generator().manual_seed(0))
+    for q in (0.0, 0.05, 0.25, 0.5):
+        assert np.allclose(lower_quantile(rows, q).numpy(), np.quantile(rows.numpy(), q, axis=1), atol=1e-6)
+    assert np.allclose(lower_quantile(rows[:, :1], 0.05).numpy(), rows[:, 0].numpy())
+
+
+def test_models_saved_without_statistics_keep_the_six(tmp_path):
+    """A model.json from before the black level names no ``statistics``: it rebuilds with six buffers and
+    scores as before; the training default names all seven."""
+    from crl_uiqa.model import build_model
+    from crl_uiqa.training import settings
+
+    assert settings()[1]["anchor"]["statistics"] == list(STATISTIC_NAMES)
+    cfg = ModelConfig(image_size=(64, 80), head="anchored", train_from="head", proj_channels=4,
+                      anchor={"layer": "block4", "k": 2, "n_references": 3, "dim": 128, "smoothing": False,
+                              "reference_stats": "norm"})
+    torch.manual_seed(0)
+    m = build_model(cfg, pretrained=False)
+    assert m.deviation.statistics == SIX_STATISTICS and m.deviation.center.shape == (6,)
+    with torch.no_grad():
+        m.anchor.set(torch.rand(3, 128), None, -5.0, 0.0)
+        m.deviation.set(torch.tensor([[0.1, 0.2, -3.0, -2.5, -0.5, -0.4], [0.3, 0.25, -2.9, -2.4, -0.45, -0.35]]))
+        m.fc.weight.fill_(-0.5)
+    save_model(m.eval(), tmp_path / "run")
+    back, _ = load_model(tmp_path / "run")
+    assert "statistics" not in back.config.anchor and back.deviation.center.shape == (6,)
+    xs = torch.rand(2, 1, 64, 80, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.allclose(back(xs), m(xs), atol=1e-6)
+
+
+def test_model_config_refuses_unknown_statistics():
+    with pytest.raises(ConfigError, match="anchor unknown statistic 'median'"):
+        ModelConfig(head="anchored", anchor={"reference_stats": "norm", "statistics": ["mean", "median"]})
+    with pytest.raises(ConfigError, match="non-empty list"):
+        ModelConfig(head="anchored", anchor={"reference_stats": "norm", "statistics": "black_level"})
 
 
 def test_model_config_refuses_an_unknown_reference_stats_mode():
@@ -186,6 +253,10 @@ def test_reference_stats_option_of_fit_and_train():
     assert mc.anchor["reference_stats"] is False
     _, mc = training_configs(build_parser().parse_args(base + ["--paper"]))
     assert mc.head == "paper" and not mc.anchor.get("reference_stats")
+    _, mc = training_configs(build_parser().parse_args(base))
+    assert mc.anchor["statistics"] == list(STATISTIC_NAMES)  # the black level is in by default
+    _, mc = training_configs(build_parser().parse_args(base + ["--no-black-level"]))
+    assert mc.anchor["statistics"] == list(SIX_STATISTICS) and mc.anchor["reference_stats"] == "norm"
 
 
 @torch.no_grad()
@@ -208,7 +279,7 @@ def test_deviation_correction_is_two_parameters_on_the_deviation_feature(tmp_pat
     assert torch.allclose(m(xs), m.teacher_score(xs), atol=1e-6)  # starts at its teacher
     m.fc.weight.fill_(-0.5)
     m.fc.bias.fill_(0.1)
-    z = (image_statistics(xs) - m.deviation.center) / m.deviation.scale
+    z = (image_statistics(xs, SIX_STATISTICS) - m.deviation.center) / m.deviation.scale
     rms = torch.log1p(z.abs()).square().mean(dim=1).sqrt()
     assert torch.allclose(m(xs), m.teacher_score(xs) - 0.5 * rms + 0.1, atol=1e-5)
     save_model(m, tmp_path / "run")

@@ -599,8 +599,10 @@ def _frozen_sononet_model(train_from="head", freeze_bn=True, layer="block3", ref
             mod.running_var.uniform_(0.5, 2.0)
     dim = net.embed(torch.rand(1, 1, 48, 64), layer).shape[1]
     anchor = {"layer": layer, "k": 2, "n_references": 3, "dim": dim, "intensity_stats": True}
-    if reference_stats:
-        anchor["reference_stats"] = "norm"
+    if reference_stats:  # the default: the seven statistics, the black level among them
+        from crl_uiqa.reference_stats import STATISTIC_NAMES
+
+        anchor.update(reference_stats="norm", statistics=list(STATISTIC_NAMES))
     m = QualityModel(net, ModelConfig(image_size=SIZE, head="anchored", train_from=train_from, freeze_bn=freeze_bn,
                                       proj_channels=4, anchor=anchor))
     m.eval()

@@ -36,11 +36,12 @@ Two heads (``ModelConfig.head``):
   SonoNet standardises every image by its own mean and deviation, so a
   global contrast or brightness change is invisible to the whole network.
   With ``anchor["reference_stats"]`` (``"norm"``, the default of
-  :func:`crl_uiqa.training.settings`) the FC also sees how far six low-level
-  statistics of the raw input (gray level, contrast, gradients at three
-  scales) lie from those of the reference planes, in either direction
-  (:mod:`crl_uiqa.reference_stats`; centre and scale are buffers saved with
-  the model): a learned "deviating from the references is worse" that
+  :func:`crl_uiqa.training.settings`) the FC also sees how far low-level
+  statistics of the raw input (``anchor["statistics"]``, the default seven:
+  gray level, contrast, gradients at three scales, black level; a model
+  saved without the key uses the first six) lie from those of the reference
+  planes, in either direction (:mod:`crl_uiqa.reference_stats`; centre and
+  scale are buffers saved with the model): a learned "deviating from the references is worse" that
   carries over to corruptions the head never trained on. With
   ``anchor["intensity_stats"]`` (the default before) it sees the raw mean
   and standard deviation themselves, signed. With ``anchor["correction"]``
@@ -58,7 +59,7 @@ from torch import nn
 
 from .errors import ConfigError
 from .reference_stats import MODES as REFERENCE_STATS_MODES
-from .reference_stats import ReferenceDeviation
+from .reference_stats import SIX_STATISTICS, ReferenceDeviation, check_statistics
 
 #: what the anchored head's learned correction sees: ``full``, the trunk's feature map through a small conv head
 #: plus the statistics features; ``deviation``, the deviation-from-references features only (a pool too small for
@@ -110,6 +111,11 @@ class ModelConfig:
                               f"got {self.anchor['correction']!r}")
         if self.anchor.get("correction") == "deviation" and not self.anchor.get("reference_stats"):
             raise ConfigError("anchor correction 'deviation' needs anchor reference_stats (norm or each)")
+        if "statistics" in self.anchor:
+            try:
+                self.anchor["statistics"] = list(check_statistics(self.anchor["statistics"]))
+            except ValueError as e:
+                raise ConfigError(f"anchor {e}") from None
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -218,7 +224,7 @@ class QualityModel(nn.Module):
                     nn.Conv2d(p, p, 1, bias=False), nn.BatchNorm2d(p), nn.ReLU(inplace=True))
             extra = 2 if a.get("intensity_stats") else 0
             if a.get("reference_stats"):
-                self.deviation = ReferenceDeviation(a["reference_stats"])
+                self.deviation = ReferenceDeviation(a["reference_stats"], a.get("statistics", SIX_STATISTICS))
                 extra += self.deviation.n_features
             self.fc = nn.Linear((p if self.projection is not None else 0) + extra, 1)
             nn.init.zeros_(self.fc.weight)  # the correction starts at 0: the model starts at its teacher

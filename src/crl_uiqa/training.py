@@ -39,6 +39,7 @@ from .files import write_csv
 from .io import iter_batches
 from .losses import LossWeights, total_loss
 from .model import ModelConfig, QualityModel, build_model, load_model, save_model  # noqa: F401 - kept importable from here
+from .reference_stats import STATISTIC_NAMES
 from .views import StrongViews, parse_strong_views, weak_view
 
 log = logging.getLogger(__name__)
@@ -160,7 +161,8 @@ class TrainConfig:
 # ModelConfig keep the paper's values field by field. Evidence for each change: README "method here".
 DEFAULT_SETTINGS = {"train": {"epochs": 6, "lr": 0.5, "strong_views": "ultrasound", "select": "best", "train_crop": 0.5,
                               "min_steps": 60, "min_val_pairs": 300, "min_train_images": 100},
-                    "model": {"head": "anchored", "train_from": "head", "anchor": {"reference_stats": "norm"}}}
+                    "model": {"head": "anchored", "train_from": "head",
+                              "anchor": {"reference_stats": "norm", "statistics": list(STATISTIC_NAMES)}}}
 PAPER_SETTINGS = {"train": {"epochs": 35, "lr": 1e-3, "strong_views": "paper", "select": "last", "min_steps": 0,
                             "train_crop": None,
                             "min_train_images": 0,
@@ -658,7 +660,8 @@ def _set_teacher(model: QualityModel, ref_emb: torch.Tensor, cache: torch.Tensor
     """
     labels = _set_anchor(model, ref_emb, cache, dev, anchor_transform, amp)
     if model.config.anchor.get("reference_stats"):
-        model.deviation.set(_reference_statistics(references, model.config.image_size, reference_crop, num_workers))
+        model.deviation.set(_reference_statistics(references, model.config.image_size, reference_crop, num_workers,
+                                                  model.deviation.statistics))
     return labels
 
 
@@ -1022,8 +1025,8 @@ def _reference_embeddings(references, mcfg: ModelConfig, weights, dev, crop, num
     return torch.from_numpy(refs.vectors), replace(mcfg, anchor=a), native
 
 
-def _reference_statistics(references, size, crop, num_workers) -> torch.Tensor:
-    """The references' :func:`~crl_uiqa.reference_stats.image_statistics` (n, 6) at the model's size."""
+def _reference_statistics(references, size, crop, num_workers, names) -> torch.Tensor:
+    """The references' :func:`~crl_uiqa.reference_stats.image_statistics` ``names`` (n, S) at the model's size."""
     from .io import list_images
     from .reference_stats import image_statistics
 
@@ -1031,7 +1034,8 @@ def _reference_statistics(references, size, crop, num_workers) -> torch.Tensor:
                                          progress=False)
     if failures:
         raise ValueError(f"reference image {failures[0].path} cannot be read: {failures[0].reason}")
-    return torch.cat([image_statistics(refs[i : i + 64].float().div_(255.0)) for i in range(0, refs.shape[0], 64)])
+    return torch.cat([image_statistics(refs[i : i + 64].float().div_(255.0), names)
+                      for i in range(0, refs.shape[0], 64)])
 
 
 @torch.inference_mode()

@@ -152,6 +152,9 @@ def add_training(parser: argparse.ArgumentParser, calibrate_margins: bool = Fals
                    "gradients at three scales lie from the reference planes' (crl_uiqa.reference_stats): norm "
                    "(default: one feature, their distance: deviating in any way is worse), each (one feature per "
                    "statistic and the distance), off")
+    g.add_argument("--no-black-level", action="store_true",
+                   help="anchored head: leave the black level (5th gray-level percentile) out of the reference "
+                   "statistics, i.e. the six of models trained before it was added")
     g.add_argument("--select", choices=["best", "last"], default=None,
                    help="epoch kept: best by the label-free validation criterion (default) or last (paper)")
     g.add_argument("--min-steps", type=int, default=None,
@@ -210,6 +213,7 @@ def training_configs(args):
     from dataclasses import replace
 
     from ..model import ModelConfig
+    from ..reference_stats import SIX_STATISTICS
     from ..training import TrainConfig, settings
 
     t_over, m_over = settings(paper=args.paper)
@@ -240,6 +244,8 @@ def training_configs(args):
         if getattr(args, "reference_stats", None) is not None:
             mc = replace(mc, anchor={**mc.anchor, "reference_stats": False if args.reference_stats == "off"
                                      else args.reference_stats})
+        if getattr(args, "no_black_level", False):
+            mc = replace(mc, anchor={**mc.anchor, "statistics": list(SIX_STATISTICS)})
     return tc, mc
 
 
