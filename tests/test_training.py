@@ -545,11 +545,16 @@ def test_a_pool_below_min_train_images_learns_only_the_deviation_correction(tmp_
     paths, _ = _images(tmp_path, n=12)
     refs = paths[-3:]
     pl = label_images(paths, refs, k=2, weights=sononet16_path, size=SIZE, num_workers=0, progress=False)
-    mc = ModelConfig(image_size=SIZE, head="anchored", train_from="head", anchor={"k": 2, "reference_stats": "norm"})
+    from crl_uiqa.reference_stats import SIX_STATISTICS, STATISTIC_NAMES
+
+    mc = ModelConfig(image_size=SIZE, head="anchored", train_from="head",
+                     anchor={"k": 2, "reference_stats": "norm", "statistics": list(STATISTIC_NAMES)})
     kw = dict(model_config=mc, weights=sononet16_path, references=refs, num_workers=0, progress=False)
     small = train(pl.paths, pl.labels.label, config=_cfg(epochs=2, lr=0.5, select="last", min_train_images=20),
                   run_dir=tmp_path / "run", **kw)
     assert small.model.config.anchor["correction"] == "deviation" and small.model.projection is None
+    # the deviation correction measures the six statistics of before the black level (BENCHMARKS.md)
+    assert small.model.deviation.statistics == SIX_STATISTICS and small.model.deviation.center.shape == (6,)
     assert [r["epoch"] for r in small.history] == [0, 1, 2]
     assert not any("min_train_images" in w for w in small.warnings)
     assert json.loads((tmp_path / "run" / "model.json").read_text())["model_config"]["anchor"]["correction"] == "deviation"
@@ -557,6 +562,7 @@ def test_a_pool_below_min_train_images_learns_only_the_deviation_correction(tmp_
     assert back.projection is None
     full = train(pl.paths, pl.labels.label, config=_cfg(epochs=2, lr=0.5, select="last", min_train_images=0), **kw)
     assert "correction" not in full.model.config.anchor and full.model.projection is not None
+    assert full.model.deviation.statistics == STATISTIC_NAMES  # the full correction keeps all seven
     # the command line's defaults (reference_stats norm, min_train_images 100) take the deviation correction
     labels_csv = tmp_path / "labels.csv"
     pl.to_csv(labels_csv)
@@ -565,6 +571,7 @@ def test_a_pool_below_min_train_images_learns_only_the_deviation_correction(tmp_
                  "--quiet", "--out", str(tmp_path / "cli")]) == 0
     meta = json.loads((tmp_path / "cli" / "model.json").read_text())
     assert meta["model_config"]["anchor"]["correction"] == "deviation"
+    assert meta["model_config"]["anchor"]["statistics"] == list(SIX_STATISTICS)
 
 
 def test_an_anchored_run_with_no_image_to_validate_on_keeps_its_teacher(tmp_path, sononet16_path):
