@@ -300,7 +300,7 @@ def run_demo(settings: DemoSettings | None = None) -> DemoResult:
     from .model import ModelConfig
     from .pseudo_labels import compute_pseudo_labels, topk_mean_distance
     from .scoring import score_paths
-    from .tables import pair_keys, read_pairs, score_keys
+    from .tables import pair_keys, path_key, read_pairs, score_keys
     from .training import TrainConfig, train
 
     st = settings or DemoSettings()
@@ -419,7 +419,7 @@ def run_demo(settings: DemoSettings | None = None) -> DemoResult:
 
     # best frame per held-out sweep
     manifest = read_csv(ds.manifest_csv)
-    truth = {str((Path(ds.root) / r["path"]).resolve()): r for r in manifest if r["split"] == "test"}
+    truth = {path_key(Path(ds.root) / r["path"]): r for r in manifest if r["split"] == "test"}
     by_sweep: dict[str, list[tuple[int, str, float, float]]] = {}
     for p, s in s_crl.items():
         r = truth[p]
@@ -474,10 +474,12 @@ def _frame_rows(methods: dict[str, dict[str, float]], plane_p: dict[str, float],
 
 
 def _write_report(out, encoder, st, head, labels, res, table, picks, truth, scores, timings) -> Path:
-    """The demo's HTML report; ``truth`` maps resolved test-frame paths to their manifest rows."""
+    """The demo's HTML report; ``truth`` maps test-frame path keys (:func:`~crl_uiqa.tables.path_key`) to their
+    manifest rows."""
     from .io import read_gray
     from .reporting.figures import quality_curve, ranked_strip, score_scatter, training_curves
     from .reporting.html import Report
+    from .tables import path_key
 
     size = tuple(res.model.config.image_size)
     rep = Report("crl-uiqa demo — simulated fetal abdomen sweeps")
@@ -519,7 +521,7 @@ def _write_report(out, encoder, st, head, labels, res, table, picks, truth, scor
     rep.add_heading("Frames ranked best to worst")
     rep.add_figure(ranked_strip([read_gray(scores.paths[i]) for i in ranked], [scores.scores[i] for i in ranked]),
                    caption="Eight held-out frames spread over the ranking, best first.")
-    tq = [float(truth[str(Path(p).resolve())]["true_quality"]) for p in scores.paths]
+    tq = [float(truth[path_key(p)]["true_quality"]) for p in scores.paths]
     rep.add_figure(score_scatter(tq, scores.scores, xlabel="simulator true quality", ylabel="CRL-UIQA score"),
                    caption="Predicted score against the simulator's ground truth on held-out frames.")
     rep.add_heading("Views (as the paper's Fig. 2)")
