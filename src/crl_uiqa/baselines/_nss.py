@@ -23,10 +23,14 @@ conventions:
   antialiasing, i.e. the 8-tap kernel ``cubic(x/2)/2``, symmetric padding.
 
 All functions accept a leading batch axis (of patches) where it makes sense.
+:func:`read_model_file` reads the two metrics' LIVE model files shipped with
+the package.
 """
 from __future__ import annotations
 
+import hashlib
 from functools import lru_cache
+from importlib import resources
 from typing import NamedTuple
 
 import numpy as np
@@ -48,9 +52,30 @@ __all__ = [
     "aggd_fit",
     "matlab_pinv",
     "check_images",
+    "read_model_file",
 ]
 
 _PADDING = {"zeros": "constant", "replicate": "nearest"}
+
+
+def read_model_file(name: str, sha256: str, method: str) -> bytes:
+    """The bytes of ``baselines/data/<name>``, checked against ``sha256``.
+
+    Raises
+    ------
+    crl_uiqa.errors.ModelError
+        If the file is missing or altered; the message names ``method`` (BRISQUE, NIQE).
+    """
+    from ..errors import ModelError
+
+    ref = resources.files(__package__).joinpath("data").joinpath(name)
+    try:
+        raw = ref.read_bytes()
+    except OSError as exc:
+        raise ModelError(f"{method} model file {name} is missing from the installation: {exc}") from None
+    if hashlib.sha256(raw).hexdigest() != sha256:
+        raise ModelError(f"{method} model file {name} does not match its checksum; reinstall crl-uiqa")
+    return raw
 
 
 def _sequential_sum(values) -> float:

@@ -44,17 +44,23 @@ everywhere in crl-uiqa, higher means better quality.
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib import resources
 from typing import Sequence
 
 import numpy as np
 from scipy.special import gamma as _gamma
 
-from ..errors import ModelError
-from ._nss import aggd_fit, check_images, ggd_fit, imresize_half, mscn, neighbour_products, to_gray_levels
+from ._nss import (
+    aggd_fit,
+    check_images,
+    ggd_fit,
+    imresize_half,
+    mscn,
+    neighbour_products,
+    read_model_file,
+    to_gray_levels,
+)
 
 __all__ = ["BRISQUEModel", "load_brisque_model", "brisque_features", "brisque_score"]
 
@@ -118,14 +124,7 @@ class BRISQUEModel:
 
 
 def _read_data(name: str) -> str:
-    ref = resources.files(__package__).joinpath("data").joinpath(name)
-    try:
-        raw = ref.read_bytes()
-    except OSError as exc:
-        raise ModelError(f"BRISQUE model file {name} is missing from the installation: {exc}") from None
-    if hashlib.sha256(raw).hexdigest() != _MODEL_FILES[name]:
-        raise ModelError(f"BRISQUE model file {name} does not match its checksum; reinstall crl-uiqa")
-    return raw.decode("ascii")
+    return read_model_file(name, _MODEL_FILES[name], "BRISQUE").decode("ascii")
 
 
 def _parse_libsvm_svr(text: str, name: str) -> tuple[np.ndarray, np.ndarray, float, float]:

@@ -46,18 +46,24 @@ means better quality.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib import resources
 from typing import Sequence
 
 import numpy as np
 from scipy.special import gamma as _gamma
 
-from ..errors import ModelError
-from ._nss import aggd_fit, check_images, imresize_half, matlab_pinv, mscn, neighbour_products, to_gray_levels
+from ._nss import (
+    aggd_fit,
+    check_images,
+    imresize_half,
+    matlab_pinv,
+    mscn,
+    neighbour_products,
+    read_model_file,
+    to_gray_levels,
+)
 
 __all__ = ["NIQEModel", "live_niqe_model", "niqe_features", "fit_niqe_model", "niqe_score", "niqe_ref_score"]
 
@@ -137,13 +143,7 @@ def live_niqe_model() -> NIQEModel:
     crl_uiqa.errors.ModelError
         If the shipped parameter file is missing or altered (checksum).
     """
-    ref = resources.files(__package__).joinpath("data").joinpath(_MODEL_FILE)
-    try:
-        raw = ref.read_bytes()
-    except OSError as exc:
-        raise ModelError(f"NIQE model file {_MODEL_FILE} is missing from the installation: {exc}") from None
-    if hashlib.sha256(raw).hexdigest() != _MODEL_SHA256:
-        raise ModelError(f"NIQE model file {_MODEL_FILE} does not match its checksum; reinstall crl-uiqa")
+    raw = read_model_file(_MODEL_FILE, _MODEL_SHA256, "NIQE")
     import io
 
     with np.load(io.BytesIO(raw), allow_pickle=False) as params:
