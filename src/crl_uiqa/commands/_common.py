@@ -258,6 +258,38 @@ def training_outcome(warnings, strict: bool) -> int:
     return 3 if warnings and strict else 0
 
 
+def report_training(history, out, kept_epoch, failures, warnings, strict: bool, *, list_failures: bool = True) -> int:
+    """The end of ``train`` and ``fit``: the training summary, the skipped files (``OUT/skipped.csv``) and the
+    did-not-learn warnings; returns the exit status (:func:`training_outcome`).
+
+    ``list_failures=False`` leaves the skipped-file list alone (``fit --resume`` without new failures: the
+    first run's list stays).
+    """
+    from pathlib import Path
+
+    _print_training_summary(history, out, kept_epoch)
+    if list_failures:
+        report_failures(failures, side=Path(out) / "skipped.csv")
+    return training_outcome(warnings, strict)
+
+
+def _print_training_summary(history, out, kept_epoch=None) -> None:
+    import math
+
+    trained = [r for r in history if r.get("epoch", 0) > 0]
+    last = trained[-1] if trained else {}
+    keys = [k for k in ("loss", "l_d", "l_c", "l_r", "val_srcc", "val_strong_accuracy", "val_accuracy") if k in last]
+    print(f"trained {len(trained)} epochs; last: " + ", ".join(f"{k}={last[k]:.4f}" for k in keys) if trained
+          else "not trained (the warning below says why)")
+    if kept_epoch is not None:
+        row = next((r for r in history if r.get("epoch") == kept_epoch), {})
+        vals = ", ".join(f"{k}={row[k]:.4f}" for k in ("val_srcc", "val_strong_accuracy", "criterion")
+                         if k in row and math.isfinite(row[k]))
+        print(f"kept epoch {kept_epoch}" + (" (the model before training)" if kept_epoch == 0 else "")
+              + (f": {vals}" if vals else ""))
+    print(f"model written to {out}/model.safetensors (+ model.json, history.csv, training_curves.png)")
+
+
 def val_pairs_arg(path):
     if not path:
         return None

@@ -6,9 +6,8 @@ from ._common import (
     add_runtime_eval,
     add_training,
     crop_tuple,
-    report_failures,
+    report_training,
     training_configs,
-    training_outcome,
     val_pairs_arg,
 )
 
@@ -35,10 +34,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from pathlib import Path
-
     from ..estimator import CRLUIQA
-    from .train import _print_summary
 
     tc, mc = training_configs(args)
     est = CRLUIQA(k=args.k, layer=args.layer, smoothing=not args.no_smoothing, backbone=args.backbone,
@@ -50,7 +46,6 @@ def run(args) -> int:
     if est.calibration_ is not None:
         print("calibrated margin weights (mean 1; stored in model.json under train_config.calibration):")
         print(est.calibration_.to_markdown())
-    _print_summary(est.history_, args.out, est.kept_epoch_)
-    if est.failures_ or not args.resume:  # (a resumed run does not know the first run's labelling failures)
-        report_failures(est.failures_, side=Path(args.out) / "skipped.csv")
-    return training_outcome(est.warnings_, args.strict)
+    # a resumed run does not know the first run's labelling failures: it keeps the list the first run wrote
+    return report_training(est.history_, args.out, est.kept_epoch_, est.failures_, est.warnings_, args.strict,
+                           list_failures=bool(est.failures_) or not args.resume)

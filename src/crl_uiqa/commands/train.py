@@ -1,16 +1,13 @@
 """``crl-uiqa train``: co-learning on a pseudo-label CSV."""
 from __future__ import annotations
 
-import math
-
 from ._common import (
     add_crop,
     add_runtime_eval,
     add_training,
     crop_tuple,
-    report_failures,
+    report_training,
     training_configs,
-    training_outcome,
     val_pairs_arg,
 )
 
@@ -66,21 +63,4 @@ def run(args) -> int:
                 resume=args.resume, overwrite=args.overwrite, device=args.device, crop=crop_tuple(args.crop),
                 num_workers=args.workers, val_pairs=val_pairs_arg(args.val_pairs), progress=not args.quiet,
                 references=list_images(args.references) if args.references else None)
-    _print_summary(res.history, args.out, res.kept_epoch)
-    report_failures(res.failures, side=Path(args.out) / "skipped.csv")
-    return training_outcome(res.warnings, args.strict)
-
-
-def _print_summary(history, out, kept_epoch=None) -> None:
-    trained = [r for r in history if r.get("epoch", 0) > 0]
-    last = trained[-1] if trained else {}
-    keys = [k for k in ("loss", "l_d", "l_c", "l_r", "val_srcc", "val_strong_accuracy", "val_accuracy") if k in last]
-    print(f"trained {len(trained)} epochs; last: " + ", ".join(f"{k}={last[k]:.4f}" for k in keys) if trained
-          else "not trained (the warning below says why)")
-    if kept_epoch is not None:
-        row = next((r for r in history if r.get("epoch") == kept_epoch), {})
-        vals = ", ".join(f"{k}={row[k]:.4f}" for k in ("val_srcc", "val_strong_accuracy", "criterion")
-                         if k in row and math.isfinite(row[k]))
-        print(f"kept epoch {kept_epoch}" + (" (the model before training)" if kept_epoch == 0 else "")
-              + (f": {vals}" if vals else ""))
-    print(f"model written to {out}/model.safetensors (+ model.json, history.csv, training_curves.png)")
+    return report_training(res.history, args.out, res.kept_epoch, res.failures, res.warnings, args.strict)
