@@ -290,6 +290,20 @@ def _print_training_summary(history, out, kept_epoch=None) -> None:
     print(f"model written to {out}/model.safetensors (+ model.json, history.csv, training_curves.png)")
 
 
+def option_value(raw: str):
+    """The VALUE of ``--option ...=VALUE`` (``baseline``, ``compare``): JSON when it parses, else the string.
+
+    JSON lists become tuples (method arguments such as ``size`` are tuples).
+    """
+    import json
+
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return tuple(value) if isinstance(value, list) else value
+
+
 def val_pairs_arg(path):
     if not path:
         return None

@@ -6,7 +6,7 @@ are available here without changes.
 """
 from __future__ import annotations
 
-from ._common import add_crop, add_device, crop_tuple, report_failures
+from ._common import add_crop, add_device, crop_tuple, option_value, report_failures
 
 
 def register(sub) -> None:
@@ -38,19 +38,13 @@ def register(sub) -> None:
 
 def parse_options(items: list[str]) -> dict:
     """``["k=v", ...]`` -> ``{k: json.loads(v) or v}`` (lists become tuples)."""
-    import json
-
     out = {}
     for item in items:
         key, sep, raw = item.partition("=")
         key = key.strip().replace("-", "_")
         if not sep or not key:
             raise ValueError(f"--option expects KEY=VALUE, got {item!r}")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        out[key] = tuple(value) if isinstance(value, list) else value
+        out[key] = option_value(raw)
     return out
 
 

@@ -4,7 +4,7 @@ A thin layer over :func:`crl_uiqa.compare.compare_methods`.
 """
 from __future__ import annotations
 
-from ._common import add_backbone, add_crop, add_runtime_eval, add_training, crop_tuple, training_configs
+from ._common import add_backbone, add_crop, add_runtime_eval, add_training, crop_tuple, option_value, training_configs
 
 
 def register(sub) -> None:
@@ -58,8 +58,6 @@ def register(sub) -> None:
 
 def parse_method_options(items: list[str]) -> dict[str, dict]:
     """``["serfiq.passes=20", ...]`` -> ``{"serfiq": {"passes": 20}}`` (VALUE as JSON when it parses)."""
-    import json
-
     out: dict[str, dict] = {}
     for item in items:
         lhs, sep, raw = item.partition("=")
@@ -67,11 +65,7 @@ def parse_method_options(items: list[str]) -> dict[str, dict]:
         key = key.strip().replace("-", "_")
         if not sep or not dot or not method or not key:
             raise ValueError(f"--option expects METHOD.KEY=VALUE, got {item!r}")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        out.setdefault(method.strip().lower(), {})[key] = tuple(value) if isinstance(value, list) else value
+        out.setdefault(method.strip().lower(), {})[key] = option_value(raw)
     return out
 
 
