@@ -127,12 +127,13 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _blocking_file(path: Path) -> Path | None:
-    """The nearest existing ancestor of ``path`` (itself excluded) when it is not a folder."""
+def _refuse_blocking_file(path: Path) -> None:
+    """Refuse ``path`` when the nearest existing ancestor (itself excluded) is a file, not a folder."""
     for parent in path.parents:
         if parent.exists():
-            return None if parent.is_dir() else parent
-    return None
+            if not parent.is_dir():
+                raise OutputError(f"{path}: {parent} is a file, not a folder")
+            return
 
 
 def _probe_writable(folder: Path, what: Path) -> None:
@@ -149,9 +150,7 @@ def check_output_file(path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"{path}: is a folder, a file name is expected")
-    block = _blocking_file(path)
-    if block is not None:
-        raise OutputError(f"{path}: {block} is a file, not a folder")
+    _refuse_blocking_file(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -165,9 +164,7 @@ def check_output_dir(path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise OutputError(f"{path}: is a file, a folder is expected")
-    block = _blocking_file(path)
-    if block is not None:
-        raise OutputError(f"{path}: {block} is a file, not a folder")
+    _refuse_blocking_file(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
