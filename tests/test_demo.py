@@ -45,6 +45,10 @@ def test_demo_quick_uses_packaged_sononet(quick_demo):
     cap = re.search(r"The best-scored held-out frame with its weak and strong views\. ([^<]*)</figcaption>", html)
     assert cap and "Source score" in cap.group(1) and "largest change" in cap.group(1)
     assert "score should hold" not in html
+    # the picks' plane check (as select --plane) is stated: the rule in the settings, per sweep in the captions
+    assert "among frames with p(abdominal plane) ≥ 0.5" in html
+    assert all(0 <= p["eligible_frames"] <= 40 for p in res["picks"])
+    assert len(re.findall(r"<figcaption>[^<]*Plane check: ", html)) == len(res["picks"])
 
 
 def test_demo_quick_fallback(tmp_path, capsys):
@@ -105,6 +109,9 @@ def test_demo_settings_refused_before_any_work(tmp_path):
         DemoSettings(out_dir=tmp_path, smooth=-1)
     with pytest.raises(ConfigError, match="--seed"):
         DemoSettings(out_dir=tmp_path, seed=-1)
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ConfigError, match="--plane-threshold"):
+            DemoSettings(out_dir=tmp_path, plane_threshold=bad)
     # the anchored head's settings are pinned in the demo (the project's defaults may move on), on the demo's
     # layer and size, on whole frames; they build valid configurations
     from crl_uiqa.model import ModelConfig
@@ -125,6 +132,13 @@ def test_demo_settings_refused_before_any_work(tmp_path):
     t, m = DemoSettings(out_dir=tmp_path).training("paper", fallback=False)
     assert m["image_size"] == (112, 144) and t.get("train_crop") is None and m["head"] == "paper"
     assert DemoSettings(out_dir=tmp_path).smooth == 3.0 and DemoSettings(out_dir=tmp_path, smooth=0).smooth == 0.0
+    # the command's defaults are the demo's (the command module does not import the demo to build its parser)
+    from crl_uiqa.cli import build_parser
+    from crl_uiqa.demo import DEMO_PLANE_THRESHOLD, DEMO_SMOOTH
+
+    args = build_parser().parse_args(["demo"])
+    assert args.smooth == DEMO_SMOOTH and args.plane_threshold == DEMO_PLANE_THRESHOLD == 0.5
+    assert DemoSettings(out_dir=tmp_path).plane_threshold == DEMO_PLANE_THRESHOLD
 
 
 def test_best_frame_smoothing_prefers_a_stretch_of_good_frames_to_a_lone_spike():
@@ -149,6 +163,31 @@ def test_best_frame_smoothing_prefers_a_stretch_of_good_frames_to_a_lone_spike()
     assert best_frame(frames[:3], [np.nan, 0.2, 0.1])[0] == 1
     with pytest.raises(ValueError, match="finite"):
         best_frame(frames[:2], [np.nan, np.nan])
+
+
+def test_best_frame_plane_check_picks_among_eligible_frames_of_the_scores_smoothed_over_all():
+    """The plane check (select --plane): only eligible frames may be picked, but the smoothing runs over every
+    frame, so an eligible frame next to good ineligible ones keeps their support. Hand-computed case."""
+    import numpy as np
+    import pytest
+
+    from crl_uiqa.demo import best_frame
+
+    frames = np.arange(6)
+    scores = np.array([0.1, 0.9, 0.2, 0.3, 0.4, 0.35])
+    ok = np.array([False, False, True, True, True, True])
+    assert best_frame(frames, scores)[0] == 1  # frame 1 wins without the check
+    pos, smoothed = best_frame(frames, scores, eligible=ok)
+    assert pos == 4 and np.allclose(smoothed, scores)  # the best eligible raw score
+    # smoothed over +-2 frames (Gaussian weights exp(-d^2 / 2), sigma 1, truncated at 2 frames, renormalised):
+    # frame 2 gains from frame 1 (0.9) and wins among the eligible frames 2-5
+    pos, smoothed = best_frame(frames, scores, 2, eligible=ok)
+    w = np.exp(-np.array([2.0, 1.0, 0.0, 1.0, 2.0]) ** 2 / 2)
+    s2 = (w @ scores[0:5]) / w.sum()
+    assert pos == 2 and smoothed[2] == pytest.approx(s2, abs=1e-9)
+    assert smoothed[2] > smoothed[3] and smoothed[2] > smoothed[4]
+    with pytest.raises(ValueError, match="eligible"):
+        best_frame(frames, scores, eligible=np.zeros(6, dtype=bool))
 
 
 def test_views_figure_accepts_a_resize_that_overshoots_one():

@@ -28,6 +28,10 @@ def register(sub) -> None:
     p.add_argument("--smooth", type=float, default=3.0, metavar="FRAMES",
                    help="pick each held-out sweep's best frame on its scores smoothed over +-FRAMES frames "
                    "(Gaussian, as select --smooth); 0: the top raw score (default 3; BENCHMARKS.md)")
+    p.add_argument("--plane-threshold", type=float, default=0.5, metavar="P",
+                   help="pick only among frames whose probability of the abdominal plane (the encoder's classifier) "
+                   "is at least P, as select --plane; a sweep with no such frame is picked on all its frames; "
+                   "0: every frame (default 0.5; BENCHMARKS.md)")
     add_device(p)
     p.add_argument("--quick", action="store_true", help="a smaller data set (for tests and slow machines)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -41,6 +45,7 @@ def run(args) -> int:
 
     st = DemoSettings(out_dir=Path(args.out), seed=args.seed, head=args.head, epochs=args.epochs,
                       encoder=args.encoder, weights=args.weights, device=args.device, smooth=args.smooth,
+                      plane_threshold=args.plane_threshold,
                       progress=not args.quiet)
     if args.quick:
         quick(st)

@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 
 __all__ = [
     "quality_curve",
+    "shade_ineligible",
     "ranked_strip",
     "views_caption",
     "views_figure",
@@ -219,6 +220,22 @@ def quality_curve(
     if title:
         ax.set_title(title)
     return fig
+
+
+def shade_ineligible(ax, times: Sequence[float] | np.ndarray, eligible: Sequence[bool] | np.ndarray) -> None:
+    """Shade the stretches of frames that may not be picked (the plane check of ``select`` and the demo) on the
+    axes of a :func:`quality_curve`; the first stretch is labelled "not eligible" for the legend."""
+    t = np.asarray(times, dtype=np.float64)
+    ok = np.asarray(eligible, dtype=bool)
+    if ok.all():
+        return
+    half = float(np.median(np.diff(t))) / 2 if t.size > 1 else 0.5
+    bad = np.concatenate([[False], ~ok, [False]]).astype(np.int8)
+    starts = np.flatnonzero(np.diff(bad) == 1)
+    stops = np.flatnonzero(np.diff(bad) == -1)  # exclusive
+    for k, (a, b) in enumerate(zip(starts, stops)):
+        ax.axvspan(t[a] - half, t[b - 1] + half, color="0.85", alpha=0.6, zorder=0, linewidth=0,
+                   label="not eligible" if k == 0 else None)
 
 
 def ranked_strip(

@@ -52,7 +52,7 @@ def _rgb_png(image: np.ndarray) -> bytes:
 
 def quality_figure(result: SelectionResult):
     """Quality over time with the picks marked (raw scores faint when smoothed, ineligible frames shaded)."""
-    from .figures import quality_curve
+    from .figures import quality_curve, shade_ineligible
 
     if result.n_scored == 0:
         raise ValueError(f"{result.scan}: no frame was scored, nothing to plot")
@@ -71,15 +71,7 @@ def quality_figure(result: SelectionResult):
     if smoothing:
         ax.plot(result.times, result.quality, color="0.6", linewidth=0.7, alpha=0.6, zorder=1,
                 label="raw score")
-    if not result.eligible.all():
-        t = result.times
-        half = float(np.median(np.diff(t))) / 2 if t.size > 1 else 0.5
-        bad = np.concatenate([[False], ~result.eligible, [False]]).astype(np.int8)
-        starts = np.flatnonzero(np.diff(bad) == 1)
-        stops = np.flatnonzero(np.diff(bad) == -1)  # exclusive
-        for k, (a, b) in enumerate(zip(starts, stops)):
-            ax.axvspan(t[a] - half, t[b - 1] + half, color="0.85", alpha=0.6, zorder=0, linewidth=0,
-                       label="not eligible" if k == 0 else None)
+    shade_ineligible(ax, result.times, result.eligible)
     ax.set_ylabel("quality score" + (f" (smoothed +-{result.settings['smooth']:g} s)" if smoothing else ""))
     ax.legend(loc="best", fontsize=8, framealpha=0.85)
     return fig
