@@ -56,6 +56,22 @@ def test_quality_curve_marks_best_and_picks(rng):
     assert fig.axes[0].get_xlabel() == "frame"
 
 
+def test_shade_ineligible_shades_each_stretch_once_half_a_frame_wide():
+    """The plane check's shading (select and the demo): one band per run of ineligible frames, reaching half a
+    frame interval beyond its first and last frame; one legend entry; nothing when every frame is eligible."""
+    fig = F.quality_curve([0.1, 0.2, 0.3, 0.4, 0.5, 0.6], times=[0, 2, 4, 6, 8, 10])
+    ax = fig.axes[0]
+    F.shade_ineligible(ax, [0, 2, 4, 6, 8, 10], [True, False, False, True, True, False])
+    spans = [p for p in ax.patches]
+    xs = [ax.transData.inverted().transform(p.get_verts())[:, 0] for p in spans]  # Rectangle or Polygon (mpl < 3.9)
+    extents = sorted((round(float(x.min()), 6), round(float(x.max()), 6)) for x in xs)
+    assert extents == [(1.0, 5.0), (9.0, 11.0)]  # frames 1-2 (t 2-4) and frame 5 (t 10), +-1 s (half of 2 s)
+    assert [p.get_label() for p in spans].count("not eligible") == 1
+    fig = F.quality_curve([0.1, 0.2])
+    F.shade_ineligible(fig.axes[0], [0, 1], [True, True])
+    assert not fig.axes[0].patches
+
+
 def test_quality_curve_thumbnail_and_times(rng):
     imgs = _images(rng, 4)
     times = [0.0, 0.5, 1.0, 1.5]
