@@ -142,10 +142,11 @@ def align(scores: Mapping[str, float], pairs: Sequence[Pair], *, scores_root=Non
 
 
 def _keyed(values: Mapping[str, float], csv_path, wanted: set[str], *fallback_roots) -> dict[str, float]:
-    """``values`` keyed by the rule of :mod:`crl_uiqa.tables`; when no key is among ``wanted`` (paths not
-    on disk), the first of ``fallback_roots`` that matches some is used instead."""
+    """``values`` keyed by the rule of :mod:`crl_uiqa.tables`; when no key is among ``wanted`` and the paths
+    are not on disk, the first of ``fallback_roots`` that matches some is used instead. (Paths on disk name
+    their images: scores of one folder are never moved onto another folder's images of the same names.)"""
     keyed = score_keys(values, table_base(csv_path, values))
-    if keyed.keys() & wanted:
+    if keyed.keys() & wanted or any(os.path.exists(k) for k in list(keyed)[:32]):
         return keyed
     for r in fallback_roots:
         alt = score_keys(values, r)

@@ -49,10 +49,14 @@ def safe_name(name: str, default: str = "output") -> str:
 
     Path separators and control characters become ``_``; leading dots
     are dropped (no ``.``, ``..`` or hidden names); an empty result gives
-    ``default``. ``safe_name("../x") == "_x"``, ``safe_name("..") == default``.
+    ``default``; at most 200 bytes in UTF-8. ``safe_name("../x") == "_x"``, ``safe_name("..") == default``.
     """
-    text = _UNSAFE.sub("_", str(name)).strip().lstrip(".").strip()
-    return text[:200] or default
+    text = _UNSAFE.sub("_", str(name)).strip().lstrip(".").strip()[:200]
+    # at most 200 bytes, whole characters: file systems limit a name to 255 bytes, and a caller may add a suffix
+    # ("-2", ".png"); 200 characters of "é" are 400 bytes
+    while len(text.encode("utf-8", "surrogateescape")) > 200:
+        text = text[:-1]
+    return text or default
 
 
 @contextlib.contextmanager
@@ -69,8 +73,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             raise OutputError(f"{path}: is a folder, a file name is expected")
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(path)
+        # realpath: tempfile makes the folder absolute by its text, which moves "link/../x" away from where the
+        # operating system (and os.replace below) puts it
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_TMP_TAG}-{os.getpid()}-", suffix=".tmp" + path.suffix,
-                                   dir=path.parent)
+                                   dir=os.path.realpath(path.parent))
         os.close(fd)
     except CRLUIQAError:
         raise
@@ -138,7 +144,8 @@ def _refuse_blocking_file(path: Path) -> None:
 
 def _probe_writable(folder: Path, what: Path) -> None:
     try:
-        fd, probe = tempfile.mkstemp(prefix=f".{_TMP_TAG}-{os.getpid()}-", suffix=".probe.tmp", dir=folder)
+        fd, probe = tempfile.mkstemp(prefix=f".{_TMP_TAG}-{os.getpid()}-", suffix=".probe.tmp",
+                                     dir=os.path.realpath(folder))  # the folder the OS writes into (see above)
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:

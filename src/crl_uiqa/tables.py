@@ -30,8 +30,11 @@ relative path with the same rule (:func:`table_base`):
 Pairs CSVs are the exception that their documentation has always stated: their
 paths are relative to ``--root``, else to the pairs CSV's folder.
 
-Paths are compared as **keys**: absolute, normalised (:func:`path_key`), so
-``a/../b.png``, ``./b.png`` and ``/abs/b.png`` name one image.
+Paths are compared as **keys**: the file's real path (:func:`path_key`), so
+``a/../b.png``, ``./b.png``, ``/abs/b.png`` and the same file reached through a
+symbolic link name one image; two spellings of one image with different scores,
+or a pair whose two sides are one file, are refused (:func:`score_keys`,
+:func:`pair_keys`).
 """
 from __future__ import annotations
 
@@ -59,11 +62,12 @@ DUPLICATE_TOLERANCE = 1e-6
 
 
 def path_key(path: str | os.PathLike, root: str | os.PathLike | None = None) -> str:
-    """The key an image path is matched by: absolute and normalised, relative paths taken from ``root``."""
+    """The key an image path is matched by: the file's real path (absolute, symbolic links resolved as the
+    operating system resolves them, ``..`` included), relative paths taken from ``root``."""
     p = Path(os.path.expanduser(str(path)))
     if root is not None and not p.is_absolute():
         p = Path(root) / p
-    return os.path.normpath(os.path.abspath(p))
+    return os.path.realpath(p)
 
 
 def table_base(csv_path: str | os.PathLike, paths: Iterable[str], root: str | os.PathLike | None = None) -> Path:
@@ -180,10 +184,31 @@ def read_pairs(path: str | os.PathLike) -> list[Pair]:
 
 
 def score_keys(scores: Mapping[str, float], root: str | os.PathLike | None = None) -> dict[str, float]:
-    """``{path: score}`` keyed by :func:`path_key` (relative paths from ``root``, else the current folder)."""
-    return {path_key(p, root): v for p, v in scores.items()}
+    """``{path: score}`` keyed by :func:`path_key` (relative paths from ``root``, else the current folder).
+
+    Two spellings of one file (a symbolic link and its target, ``a/../b`` and ``b``) with scores that differ by
+    more than :data:`DUPLICATE_TOLERANCE` are refused with an :class:`~crl_uiqa.errors.InputError`, as a table
+    that lists one image twice with different scores is.
+    """
+    out: dict[str, float] = {}
+    spelled: dict[str, str] = {}
+    for p, v in scores.items():
+        k = path_key(p, root)
+        if k in out and not _agree(float(out[k]), float(v)):
+            raise InputError(f"{p} and {spelled[k]} are the same image ({k}) with different scores ({v} and "
+                             f"{out[k]})")
+        out.setdefault(k, v)
+        spelled.setdefault(k, str(p))
+    return out
 
 
 def pair_keys(pairs: Iterable[Sequence], root: str | os.PathLike | None = None) -> list[Pair]:
-    """Pairs with both paths turned into :func:`path_key` keys (relative paths from ``root``)."""
-    return [(path_key(p[0], root), path_key(p[1], root), p[2] if len(p) > 2 else None) for p in pairs]
+    """Pairs with both paths turned into :func:`path_key` keys (relative paths from ``root``); a pair whose two
+    sides are one file, however spelled, is refused (it can only tie)."""
+    out = []
+    for p in pairs:
+        b, w = path_key(p[0], root), path_key(p[1], root)
+        if b == w:
+            raise InputError(f"pair {p[0]},{p[1]}: better and worse are the same image ({b})")
+        out.append((b, w, p[2] if len(p) > 2 else None))
+    return out

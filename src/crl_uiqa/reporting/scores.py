@@ -151,14 +151,16 @@ def load_pairs(pairs_csv: str | os.PathLike) -> list[tuple[str, str, str | None]
 def _match_pairs(
     pairs: list[tuple[str, str, str | None]], records: list[ScoreRecord], base: Path
 ) -> tuple[list[tuple[str, str, str | None]], int]:
-    """Map pair paths onto score keys (as written, or by resolved file); count the unmatched."""
+    """Map pair paths onto score keys (by file; by the path as written only when the pair's file is not on disk,
+    so another folder's images with the same relative names never match); count the unmatched."""
     by_key = {r.key: r.key for r in records}
     by_file = {path_key(r.file): r.key for r in records}
 
     def find(p: str) -> str | None:
-        if p in by_key:
-            return by_key[p]
-        return by_file.get(path_key(p, base))
+        k = path_key(p, base)
+        if k in by_file:
+            return by_file[k]
+        return by_key.get(p) if not os.path.exists(k) else None
 
     matched, unmatched = [], 0
     for better, worse, ptype in pairs:

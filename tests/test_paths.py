@@ -1,0 +1,118 @@
+"""One image, many spellings: paths through symbolic links, ``..`` after a link and long names.
+
+Found in a path trial (2026-12-02): scores and pairs naming one file through a linked folder and through its
+real path did not match (evaluate refused, report showed 0 pairs with exit 0); scores of one folder were
+evaluated against another folder's pairs of the same relative names; an output folder ``link/../x`` was
+refused; a long non-ASCII scan name overflowed the 255-byte name limit.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from crl_uiqa.cli import main
+from crl_uiqa.errors import InputError
+from crl_uiqa.evaluation import evaluate_files
+from crl_uiqa.files import atomic_path, check_output_dir, safe_name
+from crl_uiqa.tables import pair_keys, path_key, score_keys
+
+
+def _images(folder: Path, n: int = 4) -> list[Path]:
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(n):
+        p = folder / f"f{i}.png"
+        Image.fromarray((rng.random((16, 16)) * 255).astype(np.uint8)).save(p)
+        out.append(p)
+    return out
+
+
+@pytest.fixture
+def linked(tmp_path):
+    """``real/imgs/f0..f3.png`` and ``link -> real``."""
+    imgs = _images(tmp_path / "real" / "imgs")
+    try:
+        (tmp_path / "link").symlink_to(tmp_path / "real", target_is_directory=True)
+    except OSError:
+        pytest.skip("no symbolic links on this file system")
+    return tmp_path, imgs
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_keys_name_the_file_whatever_the_spelling(linked):
+    root, imgs = linked
+    real = imgs[0]
+    via_link = root / "link" / "imgs" / real.name
+    assert path_key(via_link) == path_key(real) == os.path.realpath(real)
+    assert path_key(root / "link" / ".." / "real" / "imgs" / real.name) == path_key(real)
+    assert path_key("imgs/f0.png", root / "link") == path_key(real)
+    # one image under two spellings: the same score is one entry, different scores are refused
+    assert score_keys({str(real): 0.5, str(via_link): 0.5}) == {path_key(real): 0.5}
+    with pytest.raises(InputError, match="same image"):
+        score_keys({str(real): 0.5, str(via_link): 0.7})
+    # a pair whose two sides are one file can only tie: refused, however spelled
+    with pytest.raises(InputError, match="same image"):
+        pair_keys([(str(real), str(via_link))])
+
+
+def test_evaluate_and_report_match_scores_and_pairs_through_a_link(linked, monkeypatch, capsys):
+    root, imgs = linked
+    monkeypatch.chdir(root)
+    scores = _write(root / "scores.csv", "path,score\n" + "".join(f"link/imgs/{p.name},{i}\n"
+                                                             for i, p in enumerate(imgs)))
+    pairs = _write(root / "real" / "pairs.csv", "better,worse\nimgs/f3.png,imgs/f0.png\nimgs/f2.png,imgs/f1.png\n")
+    res = evaluate_files(scores, pairs)
+    assert res["overall"]["n"] == 2 and res["overall"]["accuracy"] == 1.0
+    assert main(["report", "--scores", str(scores), "--pairs", str(pairs), "--out", str(root / "r.html")]) == 0
+    html = (root / "r.html").read_text()
+    assert "2 of 2 pairs have both images scored" in re.sub(r"<[^>]+>", "", html)
+
+
+def test_scores_of_one_folder_never_rank_another_folders_pairs(tmp_path, monkeypatch, capsys):
+    """Two data sets with the same relative names: the scores of ``a`` must not be read as scores of ``b``."""
+    _images(tmp_path / "a" / "imgs")
+    _images(tmp_path / "b" / "imgs")
+    scores = _write(tmp_path / "a" / "scores.csv", "path,score\n" + "".join(f"imgs/f{i}.png,{i}\n" for i in range(4)))
+    pairs = _write(tmp_path / "b" / "pairs.csv", "better,worse\nimgs/f3.png,imgs/f0.png\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(Exception, match="no score for"):
+        evaluate_files(scores, pairs)
+    assert main(["report", "--scores", str(scores), "--pairs", str(pairs), "--out", str(tmp_path / "r.html")]) == 0
+    text = re.sub(r"<[^>]+>", "", (tmp_path / "r.html").read_text())
+    assert "0 of 1 pairs have both images scored" in text
+    # scores whose images are not on disk still fall back to the pairs' folder (a CSV that travelled alone)
+    away = _write(tmp_path / "away.csv", "path,score\n" + "".join(f"imgs/f{i}.png,{i}\n" for i in range(4)))
+    (tmp_path / "a" / "scores.csv").unlink()
+    monkeypatch.chdir(tmp_path / "b")
+    assert evaluate_files(away, pairs)["overall"]["n"] == 1
+
+
+def test_outputs_through_link_dotdot_land_where_the_system_puts_them(linked, monkeypatch):
+    root, _ = linked
+    (root / "real" / "deep").mkdir()
+    (root / "lt").symlink_to(root / "real" / "deep", target_is_directory=True)
+    monkeypatch.chdir(root)
+    out = check_output_dir("lt/../runs")  # the system's "lt/.." is real/, not root
+    with atomic_path(out / "x.txt") as tmp:
+        tmp.write_text("ok")
+    assert (root / "real" / "runs" / "x.txt").read_text() == "ok"
+    assert not (root / "runs").exists()
+    assert not [p for p in (root / "real" / "runs").iterdir() if p.name != "x.txt"]  # no temporary left
+
+
+def test_safe_name_counts_bytes_not_characters():
+    long = "é" * 127  # 254 bytes: a legal name, too long once "-2" is added
+    name = safe_name(long)
+    assert len(name.encode("utf-8")) <= 200 and long.startswith(name) and len(name) == 100
+    assert len((name + "-2").encode("utf-8")) <= 255
+    assert safe_name("x" * 300) == "x" * 200
