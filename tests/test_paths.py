@@ -116,3 +116,17 @@ def test_safe_name_counts_bytes_not_characters():
     assert len(name.encode("utf-8")) <= 200 and long.startswith(name) and len(name) == 100
     assert len((name + "-2").encode("utf-8")) <= 255
     assert safe_name("x" * 300) == "x" * 200
+
+
+def test_tilde_after_equals_is_the_home_folder(linked, monkeypatch):
+    """``--out=~/r.html``: the shell leaves the ``~`` alone after ``=``; the CLI expands it, as for ``--out ~/r.html``,
+    instead of making a folder named ``~`` in the current one."""
+    root, imgs = linked
+    home = root / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(root)
+    scores = _write(root / "scores.csv", "path,score\n" + "".join(f"real/imgs/{p.name},{i}\n"
+                                                             for i, p in enumerate(imgs)))
+    assert main(["report", "--scores=" + str(scores), "--out=~/r.html"]) == 0
+    assert (home / "r.html").is_file() and not (root / "~").exists()

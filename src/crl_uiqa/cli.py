@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
+    _expand_home(args)
     import os
 
     from .backbones import allow_plugin_backbones
@@ -82,6 +83,20 @@ def main(argv: list[str] | None = None) -> int:
             os.environ.pop(ENV_MAX_PIXELS, None)
         else:
             os.environ[ENV_MAX_PIXELS] = saved
+
+
+def _expand_home(args: argparse.Namespace) -> None:
+    """Expand a leading ``~`` in every option value, as the shell does for ``--out ~/x`` but not for
+    ``--out=~/x`` (which would otherwise make a folder named ``~`` in the current one)."""
+    def expand(v):
+        if isinstance(v, str) and (v == "~" or v.startswith("~/") or v.startswith("~" + os.sep)):
+            return os.path.expanduser(v)
+        if isinstance(v, list):
+            return [expand(x) for x in v]
+        return v
+
+    for name, value in vars(args).items():
+        setattr(args, name, expand(value))
 
 
 def run_command(args: argparse.Namespace) -> int:
