@@ -130,3 +130,21 @@ def test_tilde_after_equals_is_the_home_folder(linked, monkeypatch):
                                                              for i, p in enumerate(imgs)))
     assert main(["report", "--scores=" + str(scores), "--out=~/r.html"]) == 0
     assert (home / "r.html").is_file() and not (root / "~").exists()
+
+
+def test_a_reference_given_twice_counts_once(linked, caplog):
+    """References: the same folder given as a link and as its target is one set of n planes (each of the k
+    nearest is one plane, Eq. 1), so the pseudo-labels do not change; images to score keep their repeats."""
+    from crl_uiqa.io import list_images, list_references
+    from crl_uiqa.pseudo_labels import label_images
+
+    root, imgs = linked
+    real, link = str(root / "real" / "imgs"), str(root / "link" / "imgs")
+    assert len(list_images([real, link])) == 8
+    with caplog.at_level("WARNING"):
+        refs = list_references([real, link])
+    assert refs == list_images(real) and "4 of the 8 references" in caplog.text
+    images = _images(root / "pool", 6)
+    once = label_images(images, real, k=2, progress=False)
+    twice = label_images(images, [real, link], k=2, progress=False)
+    np.testing.assert_allclose(twice.labels.label, once.labels.label, rtol=0, atol=1e-6)

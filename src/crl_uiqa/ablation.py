@@ -36,7 +36,7 @@ def run_ablation(images, references, pairs_csv, out_dir, *, k: int = 5, layer: s
     from .embed import compute_embeddings, resolve_device
     from .evaluation import pairwise_accuracy
     from .files import write_csv, write_json
-    from .io import list_images
+    from .io import list_images, list_references
     from .pseudo_labels import pseudo_labels_from_distances, topk_mean_distance
     from .scoring import score_paths
     from .tables import pair_keys, read_pairs
@@ -52,7 +52,7 @@ def run_ablation(images, references, pairs_csv, out_dir, *, k: int = 5, layer: s
 
     net = get_backbone(backbone, weights)
     common = dict(layer=layer, device=dev, num_workers=num_workers, crop=crop)
-    refs = compute_embeddings(list_images(references), net, strict=True, progress="references" if progress else False, **common)
+    refs = compute_embeddings(list_references(references), net, strict=True, progress="references" if progress else False, **common)
     embs = compute_embeddings(list_images(images), net, progress="images" if progress else False, **common)
     dist = topk_mean_distance(embs.vectors, refs.vectors, k, device=dev)
     test_emb = compute_embeddings(test_paths, net, strict=True, progress="test images" if progress else False, **common)

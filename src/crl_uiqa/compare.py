@@ -619,9 +619,9 @@ def _labels(images, paths: list[str]) -> list | None:
 
 def _sign(ctx: CompareContext, images, references, train_images) -> None:
     """Fill in the reference and training paths and the file signatures the cache keys hash."""
-    from .io import list_images
+    from .io import list_images, list_references
 
-    ctx.ref_paths = [path_key(p) for p in list_images(references)] if references is not None else None
+    ctx.ref_paths = [path_key(p) for p in list_references(references)] if references is not None else None
     train_paths = list_images(train_images) if train_images is not None else None
     ctx.image_sig = [_file_sig(p) for p in ctx.paths] + _source_sig(images)
     if ctx.ref_paths is not None:

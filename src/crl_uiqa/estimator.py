@@ -114,12 +114,12 @@ class CRLUIQA:
         """
         from .checkpoint import check_run_dir, inputs_digest
         from .files import write_json
-        from .io import list_images
+        from .io import list_images, list_references
         from .pseudo_labels import label_images
 
         run_dir = Path(run_dir) if run_dir is not None else None
         labels_csv = run_dir / "labels.csv" if run_dir is not None else None
-        img_list, ref_list = list_images(images), list_images(references)
+        img_list, ref_list = list_images(images), list_references(references)
         if self.pseudo.k > len(ref_list):
             raise ConfigError(f"k={self.pseudo.k} (--k) is larger than the number of references n={len(ref_list)}")
         if len(img_list) < 2:
@@ -148,7 +148,7 @@ class CRLUIQA:
             rows = read_csv(labels_csv)
             paths, q = [r["path"] for r in rows], [float(r["pseudo_label"]) for r in rows]
         else:
-            self.labels_ = label_images(images, references, k=self.pseudo.k, layer=self.pseudo.layer,
+            self.labels_ = label_images(images, ref_list, k=self.pseudo.k, layer=self.pseudo.layer,
                                         backbone=self.pseudo.backbone, weights=self.weights,
                                         smoothing=self.pseudo.smoothing, device=self.device, crop=crop,
                                         reference_crop=reference_crop, num_workers=self.num_workers,
@@ -159,13 +159,13 @@ class CRLUIQA:
             paths, q = self.labels_.paths, self.labels_.labels.label
             label_failures = list(self.labels_.failures)
         if self.calibrate_margins and self.train_config.relativity:
-            self._calibrate(references, reference_crop if reference_crop is not None else crop)
+            self._calibrate(ref_list, reference_crop if reference_crop is not None else crop)
         transform = None
         if self.labels_ is not None:  # the anchored head's label map: exactly the pseudo-labels' (Eq. 2-3)
             pl = self.labels_.labels
             transform = (pl.lmbda, float(pl.smoothed.min()), float(pl.smoothed.max()))
         self.fit_labels(paths, q, run_dir=run_dir, resume=resume, overwrite=True, crop=crop, val_pairs=val_pairs,
-                        references=references, reference_crop=reference_crop, anchor_transform=transform)
+                        references=ref_list, reference_crop=reference_crop, anchor_transform=transform)
         self.failures_ = label_failures + self.failures_
         return self
 
@@ -175,11 +175,11 @@ class CRLUIQA:
         from dataclasses import replace
 
         from .calibration import backbone_calibration_table
-        from .io import list_images
+        from .io import list_references
         from .views import parse_strong_views
 
         self.calibration_ = backbone_calibration_table(
-            list_images(references), self.pseudo.backbone, self.weights, self.pseudo.layer, None,
+            list_references(references), self.pseudo.backbone, self.weights, self.pseudo.layer, None,
             parse_strong_views(self.train_config.strong_views), k=self.pseudo.k, seed=self.train_config.seed,
             device=self.device, crop=crop, num_workers=self.num_workers)
         weights = self.calibration_.weights()
@@ -194,14 +194,14 @@ class CRLUIQA:
 
         The anchored head (the default) needs the ``references`` the labels were computed against.
         """
-        from .io import list_images
+        from .io import list_references
         from .training import train
 
         res = train(paths, labels, config=self.train_config, model_config=self.model_config, weights=self.weights,
                     run_dir=run_dir, resume=resume, overwrite=overwrite, device=self.device, crop=crop, num_workers=self.num_workers,
                     val_pairs=val_pairs, progress=self.progress,
                     extra_meta={"pseudo_label_config": asdict(self.pseudo)},
-                    references=list_images(references) if references is not None else None,
+                    references=list_references(references) if references is not None else None,
                     reference_crop=reference_crop if reference_crop is not None else crop,
                     anchor_transform=anchor_transform)
         self.model_ = res.model

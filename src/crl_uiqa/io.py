@@ -123,6 +123,21 @@ def list_images(source: str | os.PathLike | Sequence[str | os.PathLike]) -> list
     raise FileNotFoundError(f"image source not found: {src}")
 
 
+def list_references(source: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
+    """:func:`list_images` for reference planes: a file given more than once (the same folder twice, a link and
+    its target) is kept once, with a warning. Each reference is one of the n planes whose k nearest define every
+    pseudo-label (Eq. 1), so a repeated one would count twice; images to score keep their repeats."""
+    paths = list_images(source)
+    seen: dict[str, str] = {}
+    for p in paths:
+        seen.setdefault(os.path.realpath(p), p)
+    if len(seen) < len(paths):
+        log.warning("%d of the %d references name a file given before (the same folder or file twice, or a link "
+                    "and its target); each file counts once: %d references", len(paths) - len(seen), len(paths),
+                    len(seen))
+    return list(seen.values())
+
+
 @dataclass
 class Manifest:
     """A manifest CSV: paths plus every other column (``label`` among them)."""

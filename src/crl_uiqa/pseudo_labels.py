@@ -184,13 +184,13 @@ def label_images(
     from . import validate
     from .backbones import get_backbone
     from .embed import compute_embeddings, resolve_device
-    from .io import list_images
+    from .io import list_images, list_references
 
     validate.integer(validate.flag("k"), k, minimum=1)
     validate.integer(validate.flag("batch_size"), batch_size, minimum=1)
     dev = resolve_device(device)
     img_paths = list_images(images)
-    ref_paths = list_images(references)
+    ref_paths = list_references(references)
     if len(img_paths) < 2:
         raise ValueError(f"pseudo-labels need at least 2 images, found {len(img_paths)}")
     if k > len(ref_paths):

@@ -1013,14 +1013,14 @@ def _reference_embeddings(references, mcfg: ModelConfig, weights, dev, crop, num
     """Reference embeddings at the model's resolution and the completed anchored ModelConfig."""
     from .backbones import get_backbone
     from .embed import compute_embeddings
-    from .io import list_images
+    from .io import list_references
 
     a = dict(mcfg.anchor)
     a.setdefault("layer", "block4")
     a.setdefault("k", 5)
     a.setdefault("smoothing", True)
     net = get_backbone(mcfg.backbone, weights)
-    refs = compute_embeddings(list_images(references), net, layer=a["layer"], size=tuple(mcfg.image_size),
+    refs = compute_embeddings(list_references(references), net, layer=a["layer"], size=tuple(mcfg.image_size),
                               device=dev, crop=crop, strict=True, num_workers=num_workers,
                               progress="references" if progress else False)
     a["n_references"], a["dim"] = (int(v) for v in refs.vectors.shape)
@@ -1032,10 +1032,10 @@ def _reference_embeddings(references, mcfg: ModelConfig, weights, dev, crop, num
 
 def _reference_statistics(references, size, crop, num_workers, names) -> torch.Tensor:
     """The references' :func:`~crl_uiqa.reference_stats.image_statistics` ``names`` (n, S) at the model's size."""
-    from .io import list_images
+    from .io import list_references
     from .reference_stats import image_statistics
 
-    refs, _, failures = load_image_cache(list_images(references), tuple(size), crop=crop, num_workers=num_workers,
+    refs, _, failures = load_image_cache(list_references(references), tuple(size), crop=crop, num_workers=num_workers,
                                          progress=False)
     if failures:
         raise ValueError(f"reference image {failures[0].path} cannot be read: {failures[0].reason}")

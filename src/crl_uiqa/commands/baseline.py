@@ -79,7 +79,7 @@ def _list_methods() -> None:
 def run(args) -> int:
     from ..baselines import get_spec, name_files, run_baseline
     from ..files import write_csv
-    from ..io import list_images
+    from ..io import list_images, list_references
 
     if args.list:
         _list_methods()
@@ -102,7 +102,7 @@ def run(args) -> int:
     references, ref_paths = None, []
     if args.references:
         ref_crop = crop_tuple(args.reference_crop) or crop_tuple(args.crop)
-        references, ref_paths = _read(list_images(args.references), ref_crop, args.strict, failures,
+        references, ref_paths = _read(list_references(args.references), ref_crop, args.strict, failures,
                                       "reading references")
     if not images:
         report_failures(failures, args.out)
