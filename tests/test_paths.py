@@ -148,3 +148,18 @@ def test_a_reference_given_twice_counts_once(linked, caplog):
     once = label_images(images, real, k=2, progress=False)
     twice = label_images(images, [real, link], k=2, progress=False)
     np.testing.assert_allclose(twice.labels.label, once.labels.label, rtol=0, atol=1e-6)
+
+
+def test_a_linked_csv_reads_its_paths_from_the_real_files_folder(linked, monkeypatch):
+    """Scores and pairs CSVs reached through a symbolic link to the file: both take their relative paths from
+    the folder of the file itself (before, the pairs were read from the link's folder and the scores not)."""
+    root, imgs = linked
+    real = root / "real"
+    _write(real / "scores.csv", "path,score\n" + "".join(f"imgs/{p.name},{i}\n" for i, p in enumerate(imgs)))
+    _write(real / "pairs.csv", "better,worse\nimgs/f3.png,imgs/f0.png\n")
+    (root / "links").mkdir()
+    (root / "links" / "scores.csv").symlink_to(real / "scores.csv")
+    (root / "links" / "pairs.csv").symlink_to(real / "pairs.csv")
+    monkeypatch.chdir(root)
+    res = evaluate_files(root / "links" / "scores.csv", root / "links" / "pairs.csv")
+    assert res["overall"]["n"] == 1 and res["overall"]["accuracy"] == 1.0

@@ -58,7 +58,7 @@ from typing import Any
 
 import numpy as np
 
-from .tables import Pair, path_key, read_pairs
+from .tables import Pair, csv_folder, path_key, read_pairs
 
 log = logging.getLogger(__name__)
 
@@ -577,7 +577,7 @@ def _test_set(raw_pairs: list[Pair], pairs_csv: Path, images, root) -> tuple[lis
     """
     from .io import list_images
 
-    roots = [Path(root)] if root is not None else [pairs_csv.parent]
+    roots = [Path(root)] if root is not None else [csv_folder(pairs_csv)]
     if root is None and images is not None and not isinstance(images, (list, tuple)) and Path(str(images)).is_dir():
         roots.append(Path(str(images)))
 

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 from scipy import stats
 
 from .errors import ConfigError, InputError
-from .tables import Pair, pair_keys, read_pairs, read_score_table, score_keys, table_base
+from .tables import Pair, csv_folder, pair_keys, read_pairs, read_score_table, score_keys, table_base
 
 __all__ = ["Pair", "pair_outcomes", "bootstrap_ci", "check_n_boot", "pairwise_accuracy", "correlations",
            "read_scores", "read_pairs", "align", "evaluate_files", "format_result"]
@@ -166,12 +165,12 @@ def evaluate_files(scores_csv, pairs_csv, *, root=None, mos_csv=None, n_boot: in
     folder and the MOS relative to its own folder.
     """
     n_boot = check_n_boot(n_boot)
-    pairs_root = root if root is not None else Path(pairs_csv).parent
+    pairs_root = root if root is not None else csv_folder(pairs_csv)
     pairs = pair_keys(read_pairs(pairs_csv), pairs_root)
     s = _keyed(read_scores(scores_csv), scores_csv, {x for pr in pairs for x in pr[:2]}, pairs_root)
     result = pairwise_accuracy(s, pairs, n_boot=n_boot, missing=missing)
     if mos_csv is not None:
-        mos = _keyed(read_scores(mos_csv, column="mos"), mos_csv, set(s), Path(mos_csv).parent)
+        mos = _keyed(read_scores(mos_csv, column="mos"), mos_csv, set(s), csv_folder(mos_csv))
         common = [k for k in s if k in mos]
         result["correlation"] = correlations([s[k] for k in common], [mos[k] for k in common])
     return result

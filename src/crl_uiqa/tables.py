@@ -28,7 +28,8 @@ relative path with the same rule (:func:`table_base`):
 4. else against the current folder.
 
 Pairs CSVs are the exception that their documentation has always stated: their
-paths are relative to ``--root``, else to the pairs CSV's folder.
+paths are relative to ``--root``, else to the pairs CSV's folder. A CSV's folder is
+that of the file itself: a symbolic link to a CSV is followed (:func:`csv_folder`).
 
 Paths are compared as **keys**: the file's real path (:func:`path_key`), so
 ``a/../b.png``, ``./b.png``, ``/abs/b.png`` and the same file reached through a
@@ -47,7 +48,7 @@ from pathlib import Path
 from .errors import InputError
 from .files import read_csv
 
-__all__ = ["Pair", "ScoreRow", "path_key", "table_base", "read_score_table", "read_pairs", "score_keys", "pair_keys",
+__all__ = ["Pair", "ScoreRow", "path_key", "csv_folder", "table_base", "read_score_table", "read_pairs", "score_keys", "pair_keys",
            "DUPLICATE_TOLERANCE"]
 
 #: ``(better, worse, type or None)``
@@ -70,6 +71,12 @@ def path_key(path: str | os.PathLike, root: str | os.PathLike | None = None) -> 
     return os.path.realpath(p)
 
 
+def csv_folder(csv_path: str | os.PathLike) -> Path:
+    """The folder a CSV's own relative paths are taken from: the folder of the file itself, a symbolic link to the
+    CSV followed (its paths were written where it lies)."""
+    return Path(csv_path).resolve().parent
+
+
 def table_base(csv_path: str | os.PathLike, paths: Iterable[str], root: str | os.PathLike | None = None) -> Path:
     """The folder the relative paths of a CSV resolve against (the rule of the module docstring)."""
     if root is not None:
@@ -80,7 +87,7 @@ def table_base(csv_path: str | os.PathLike, paths: Iterable[str], root: str | os
     relative = [p for p in paths if p and not Path(os.path.expanduser(p)).is_absolute()][:_PROBE]
     if not relative:
         return Path.cwd()
-    here, there = Path.cwd(), Path(csv_path).resolve().parent
+    here, there = Path.cwd(), csv_folder(csv_path)
     if any((here / p).exists() for p in relative):
         return here
     if any((there / p).exists() for p in relative):

@@ -307,11 +307,10 @@ def option_value(raw: str):
 def val_pairs_arg(path):
     if not path:
         return None
-    from pathlib import Path
 
-    from ..tables import pair_keys, read_pairs
+    from ..tables import csv_folder, pair_keys, read_pairs
 
-    pairs = pair_keys(read_pairs(path), Path(path).parent)
+    pairs = pair_keys(read_pairs(path), csv_folder(path))
     return [(b, w) for b, w, _ in pairs]
 
 

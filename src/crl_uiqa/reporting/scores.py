@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..tables import path_key, read_pairs, read_score_table, table_base
+from ..tables import csv_folder, path_key, read_pairs, read_score_table, table_base
 from .html import Report
 
 __all__ = ["ScoreRecord", "load_scores", "group_records", "load_pairs", "build_score_report", "SCAN_COLUMNS"]
@@ -341,7 +341,7 @@ def _pairs_section(report: Report, pairs_csv: str | os.PathLike, records: list[S
     from ..evaluation import pairwise_accuracy
 
     pairs = load_pairs(pairs_csv)
-    base = Path(root) if root is not None else Path(pairs_csv).parent
+    base = Path(root) if root is not None else csv_folder(pairs_csv)
     matched, unmatched = _match_pairs(pairs, records, base)
     scored = {r.key: r.score for r in records if math.isfinite(r.score)}
     unscored = sum(1 for b, w, _ in matched if b not in scored or w not in scored)
