@@ -19,7 +19,8 @@ def register(sub) -> None:
         "`crl-uiqa pseudo-label`). OUT receives model.safetensors/.json, history.csv, training_curves.png "
         "and a per-epoch checkpoint last.* for --resume.",
     )
-    p.add_argument("--labels", required=True, help="CSV with columns path,pseudo_label (relative paths: to the CSV)")
+    p.add_argument("--labels", required=True, help="CSV with columns path,pseudo_label (relative paths: from the current folder when the "
+                   "images are there, as pseudo-label writes them, else from the CSV's folder)")
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--references", nargs="+", default=None,
                    help="the reference planes the labels were computed against: the default anchored head needs "
