@@ -78,7 +78,7 @@ def test_evaluate_and_report_match_scores_and_pairs_through_a_link(linked, monke
     assert "2 of 2 pairs have both images scored" in re.sub(r"<[^>]+>", "", html)
 
 
-def test_scores_of_one_folder_never_rank_another_folders_pairs(tmp_path, monkeypatch, capsys):
+def test_scores_of_one_folder_never_rank_another_folders_pairs(tmp_path, monkeypatch, caplog):
     """Two data sets with the same relative names: the scores of ``a`` must not be read as scores of ``b``."""
     _images(tmp_path / "a" / "imgs")
     _images(tmp_path / "b" / "imgs")
@@ -87,9 +87,11 @@ def test_scores_of_one_folder_never_rank_another_folders_pairs(tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)
     with pytest.raises(Exception, match="no score for"):
         evaluate_files(scores, pairs)
-    assert main(["report", "--scores", str(scores), "--pairs", str(pairs), "--out", str(tmp_path / "r.html")]) == 0
+    with caplog.at_level("WARNING"):
+        assert main(["report", "--scores", str(scores), "--pairs", str(pairs), "--out", str(tmp_path / "r.html")]) == 0
     text = re.sub(r"<[^>]+>", "", (tmp_path / "r.html").read_text())
     assert "0 of 1 pairs have both images scored" in text
+    assert "1 of the 1 pairs" in caplog.text  # said on the console too, not only in the page
     # scores whose images are not on disk still fall back to the pairs' folder (a CSV that travelled alone)
     away = _write(tmp_path / "away.csv", "path,score\n" + "".join(f"imgs/f{i}.png,{i}\n" for i in range(4)))
     (tmp_path / "a" / "scores.csv").unlink()

@@ -349,6 +349,8 @@ def _pairs_section(report: Report, pairs_csv: str | os.PathLike, records: list[S
     left_out = []
     if unmatched:
         left_out.append(f"{unmatched} name an image missing from the scores file")
+        log.warning("%d of the %d pairs of %s name an image missing from the scores file (pair paths are taken "
+                    "from %s; --root sets that folder)", unmatched, len(pairs), pairs_csv, base)
     if unscored:
         left_out.append(f"{unscored} name an image without a score")
     report.add_heading("Pairwise accuracy")
