@@ -300,7 +300,11 @@ def test_a_refused_run_leaves_no_empty_out_folder(tmp_path, capsys):
     assert main(["fit", "--images", str(tmp_path / "imgs"), "--references", str(tmp_path / "imgs"), "--epochs", "-1",
                  "--out", str(out)]) == 1
     assert "epochs" in capsys.readouterr().err
-    assert not out.exists()
+    assert not out.exists() and not (tmp_path / "new").exists()  # nor the parent the check made for it
+    # a file output's new parent folders go too (found in the path trial: score with a bad --model left newdir/)
+    assert main(["score", "--model", str(tmp_path / "no-such-run"), "--images", str(tmp_path / "imgs"),
+                 "--out", str(tmp_path / "newdir" / "sub" / "scores.csv")]) == 1
+    assert not (tmp_path / "newdir").exists()
     kept = tmp_path / "kept"  # a folder that existed before stays, empty or not
     kept.mkdir()
     assert main(["fit", "--images", str(tmp_path / "imgs"), "--references", str(tmp_path / "imgs"), "--epochs", "-1",

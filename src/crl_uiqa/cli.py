@@ -6,7 +6,6 @@ exposes ``register(subparsers)``; this file only discovers and dispatches them.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import logging
 import os
@@ -108,25 +107,35 @@ def run_command(args: argparse.Namespace) -> int:
     * anything else is a bug: one line saying so and asking for a report, exit 3;
       ``-v`` prints the full traceback.
     """
-    new_out = _new_out_folder(args)
+    new_folders = _new_out_folders(args)
     code = _dispatch(args)
     if code != 0:
-        _remove_if_empty(new_out)  # a refused or failed run leaves no empty --out folder behind
+        _remove_if_empty(new_folders)  # a refused or failed run leaves no empty folder of its --out behind
     return code
 
 
-def _new_out_folder(args: argparse.Namespace) -> Path | None:
-    """The --out folder when the command writes one and it does not exist yet (it is created by the check)."""
+def _new_out_folders(args: argparse.Namespace) -> list[Path]:
+    """The folders the --out check will create, deepest first: the --out folder of a command that writes one and
+    its missing parents, or the missing parents of an --out file."""
     out = getattr(args, "out", None)
-    if not out or OUT_KIND.get(args.command) != "dir" or os.path.lexists(out):
-        return None
-    return Path(out)
+    kind = OUT_KIND.get(args.command)
+    if not out or kind is None or not str(out).strip():
+        return []
+    folder = Path(out) if kind == "dir" else Path(out).parent
+    missing = []
+    for f in (folder, *folder.parents):
+        if os.path.lexists(f):
+            break
+        missing.append(f)
+    return missing
 
 
-def _remove_if_empty(folder: Path | None) -> None:
-    if folder is not None:
-        with contextlib.suppress(OSError):
+def _remove_if_empty(folders: list[Path]) -> None:
+    for folder in folders:  # deepest first; stop at the first that is not empty (or not ours to remove)
+        try:
             folder.rmdir()  # only an empty folder
+        except OSError:
+            return
 
 
 def _dispatch(args: argparse.Namespace) -> int:
