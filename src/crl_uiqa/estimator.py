@@ -175,11 +175,11 @@ class CRLUIQA:
         from dataclasses import replace
 
         from .calibration import backbone_calibration_table
-        from .io import list_references
+        from .io import list_images
         from .views import parse_strong_views
 
         self.calibration_ = backbone_calibration_table(
-            list_references(references), self.pseudo.backbone, self.weights, self.pseudo.layer, None,
+            list_images(references), self.pseudo.backbone, self.weights, self.pseudo.layer, None,
             parse_strong_views(self.train_config.strong_views), k=self.pseudo.k, seed=self.train_config.seed,
             device=self.device, crop=crop, num_workers=self.num_workers)
         weights = self.calibration_.weights()
@@ -194,14 +194,14 @@ class CRLUIQA:
 
         The anchored head (the default) needs the ``references`` the labels were computed against.
         """
-        from .io import list_references
+        from .io import list_images
         from .training import train
 
         res = train(paths, labels, config=self.train_config, model_config=self.model_config, weights=self.weights,
                     run_dir=run_dir, resume=resume, overwrite=overwrite, device=self.device, crop=crop, num_workers=self.num_workers,
                     val_pairs=val_pairs, progress=self.progress,
                     extra_meta={"pseudo_label_config": asdict(self.pseudo)},
-                    references=list_references(references) if references is not None else None,
+                    references=list_images(references) if references is not None else None,
                     reference_crop=reference_crop if reference_crop is not None else crop,
                     anchor_transform=anchor_transform)
         self.model_ = res.model

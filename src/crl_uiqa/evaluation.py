@@ -20,7 +20,7 @@ import numpy as np
 from scipy import stats
 
 from .errors import ConfigError, InputError
-from .tables import Pair, csv_folder, pair_keys, read_pairs, read_score_table, score_keys, table_base
+from .tables import Pair, csv_folder, on_disk, pair_keys, read_pairs, read_score_table, score_keys, table_base
 
 __all__ = ["Pair", "pair_outcomes", "bootstrap_ci", "check_n_boot", "pairwise_accuracy", "correlations",
            "read_scores", "read_pairs", "align", "evaluate_files", "format_result"]
@@ -145,7 +145,7 @@ def _keyed(values: Mapping[str, float], csv_path, wanted: set[str], *fallback_ro
     are not on disk, the first of ``fallback_roots`` that matches some is used instead. (Paths on disk name
     their images: scores of one folder are never moved onto another folder's images of the same names.)"""
     keyed = score_keys(values, table_base(csv_path, values))
-    if keyed.keys() & wanted or any(os.path.exists(k) for k in list(keyed)[:32]):
+    if keyed.keys() & wanted or on_disk(keyed):
         return keyed
     for r in fallback_roots:
         alt = score_keys(values, r)

@@ -127,10 +127,12 @@ def list_references(source: str | os.PathLike | Sequence[str | os.PathLike]) -> 
     """:func:`list_images` for reference planes: a file given more than once (the same folder twice, a link and
     its target) is kept once, with a warning. Each reference is one of the n planes whose k nearest define every
     pseudo-label (Eq. 1), so a repeated one would count twice; images to score keep their repeats."""
+    from .tables import path_key
+
     paths = list_images(source)
     seen: dict[str, str] = {}
     for p in paths:
-        seen.setdefault(os.path.realpath(p), p)
+        seen.setdefault(path_key(p), p)  # one file, however spelled: the key scores and pairs are matched by
     if len(seen) < len(paths):
         log.warning("%d of the %d references name a file given before (the same folder or file twice, or a link "
                     "and its target); each file counts once: %d references", len(paths) - len(seen), len(paths),

@@ -39,6 +39,7 @@ or a pair whose two sides are one file, are refused (:func:`score_keys`,
 """
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -48,7 +49,7 @@ from pathlib import Path
 from .errors import InputError
 from .files import read_csv
 
-__all__ = ["Pair", "ScoreRow", "path_key", "csv_folder", "table_base", "read_score_table", "read_pairs", "score_keys", "pair_keys",
+__all__ = ["Pair", "ScoreRow", "path_key", "csv_folder", "on_disk", "table_base", "read_score_table", "read_pairs", "score_keys", "pair_keys",
            "DUPLICATE_TOLERANCE"]
 
 #: ``(better, worse, type or None)``
@@ -77,6 +78,12 @@ def csv_folder(csv_path: str | os.PathLike) -> Path:
     return Path(csv_path).resolve().parent
 
 
+def on_disk(paths: Iterable[str | os.PathLike]) -> bool:
+    """Whether any of the first :data:`_PROBE` paths exists: the one test of whether a table's paths name images
+    on disk (:func:`table_base`, and the fallback of :func:`crl_uiqa.evaluation.evaluate_files`)."""
+    return any(os.path.exists(p) for p in itertools.islice(paths, _PROBE))
+
+
 def table_base(csv_path: str | os.PathLike, paths: Iterable[str], root: str | os.PathLike | None = None) -> Path:
     """The folder the relative paths of a CSV resolve against (the rule of the module docstring)."""
     if root is not None:
@@ -88,9 +95,9 @@ def table_base(csv_path: str | os.PathLike, paths: Iterable[str], root: str | os
     if not relative:
         return Path.cwd()
     here, there = Path.cwd(), csv_folder(csv_path)
-    if any((here / p).exists() for p in relative):
+    if on_disk(here / p for p in relative):
         return here
-    if any((there / p).exists() for p in relative):
+    if on_disk(there / p for p in relative):
         return there
     return here
 

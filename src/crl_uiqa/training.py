@@ -36,7 +36,7 @@ from .devices import autocast_enabled
 from .embed import resolve_device
 from .errors import ConfigError, ModelError
 from .files import write_csv
-from .io import iter_batches
+from .io import iter_batches, list_references
 from .losses import LossWeights, total_loss
 from .model import ModelConfig, QualityModel, build_model, load_model, save_model  # noqa: F401 - kept importable from here
 from .reference_stats import SIX_STATISTICS, STATISTIC_NAMES
@@ -541,6 +541,8 @@ def train(
     digest = inputs_digest([str(p) for p in paths], [float(v) for v in q_all])
     torch.manual_seed(cfg.seed)
     given_labels = anchor_transform is None  # not the pseudo-labels' own map: labels to check against the teacher
+    if references:  # listed once, for the embeddings and the statistics alike; a reference given twice counts once
+        references = list_references(references)
     ref_emb, mcfg, anchor_transform, native = _anchored_references(references, mcfg, weights, dev, reference_crop,
                                                                    num_workers, progress, anchor_transform)
     mcfg = _small_pool_correction(cfg, mcfg, len(paths))
@@ -1013,14 +1015,14 @@ def _reference_embeddings(references, mcfg: ModelConfig, weights, dev, crop, num
     """Reference embeddings at the model's resolution and the completed anchored ModelConfig."""
     from .backbones import get_backbone
     from .embed import compute_embeddings
-    from .io import list_references
+    from .io import list_images
 
     a = dict(mcfg.anchor)
     a.setdefault("layer", "block4")
     a.setdefault("k", 5)
     a.setdefault("smoothing", True)
     net = get_backbone(mcfg.backbone, weights)
-    refs = compute_embeddings(list_references(references), net, layer=a["layer"], size=tuple(mcfg.image_size),
+    refs = compute_embeddings(list_images(references), net, layer=a["layer"], size=tuple(mcfg.image_size),
                               device=dev, crop=crop, strict=True, num_workers=num_workers,
                               progress="references" if progress else False)
     a["n_references"], a["dim"] = (int(v) for v in refs.vectors.shape)
@@ -1032,10 +1034,10 @@ def _reference_embeddings(references, mcfg: ModelConfig, weights, dev, crop, num
 
 def _reference_statistics(references, size, crop, num_workers, names) -> torch.Tensor:
     """The references' :func:`~crl_uiqa.reference_stats.image_statistics` ``names`` (n, S) at the model's size."""
-    from .io import list_references
+    from .io import list_images
     from .reference_stats import image_statistics
 
-    refs, _, failures = load_image_cache(list_references(references), tuple(size), crop=crop, num_workers=num_workers,
+    refs, _, failures = load_image_cache(list_images(references), tuple(size), crop=crop, num_workers=num_workers,
                                          progress=False)
     if failures:
         raise ValueError(f"reference image {failures[0].path} cannot be read: {failures[0].reason}")
