@@ -7,6 +7,7 @@ refused; a long non-ASCII scan name overflowed the 255-byte name limit.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -165,3 +166,25 @@ def test_a_linked_csv_reads_its_paths_from_the_real_files_folder(linked, monkeyp
     monkeypatch.chdir(root)
     res = evaluate_files(root / "links" / "scores.csv", root / "links" / "pairs.csv")
     assert res["overall"]["n"] == 1 and res["overall"]["accuracy"] == 1.0
+
+
+def test_evaluate_scores_root_names_the_folder_score_ran_in(tmp_path, monkeypatch, capsys):
+    """``score`` run in ``work`` writes paths relative to it into a CSV kept elsewhere: from a third folder,
+    ``evaluate --scores-root work`` finds them (before, only the pairs' folder could be given)."""
+    _images(tmp_path / "work" / "data")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "other").mkdir()
+    scores = _write(tmp_path / "results" / "scores.csv",
+                    "path,score\n" + "".join(f"data/f{i}.png,{i}\n" for i in range(4)))
+    pairs = _write(tmp_path / "work" / "data" / "pairs.csv", "better,worse\nf3.png,f0.png\nf1.png,f2.png\n")
+    monkeypatch.chdir(tmp_path / "other")
+    with pytest.raises(Exception, match="no score for"):
+        evaluate_files(scores, pairs)
+    res = evaluate_files(scores, pairs, scores_root=tmp_path / "work")
+    assert res["overall"]["n"] == 2 and res["overall"]["accuracy"] == pytest.approx(0.5)
+    assert main(["evaluate", "--scores", str(scores), "--pairs", str(pairs), "--scores-root", "../work",
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["overall"]["n"] == 2
+    assert main(["evaluate", "--scores", str(scores), "--pairs", str(pairs), "--scores-root", "../nowhere"]) != 0
+    err = capsys.readouterr().err
+    assert "nowhere" in err and err.count("\n") == 1

@@ -185,6 +185,61 @@ def test_fit_refuses_other_inputs_on_resume_and_an_existing_run(tmp_path, sonone
     assert json.loads((tmp_path / "run" / "fit.json").read_text())["n_images"] == 8
 
 
+def test_fit_resumes_from_another_working_folder(tmp_path, sononet16_path, monkeypatch, capsys):
+    """A fit started with relative paths in one folder and interrupted resumes from another folder, the images
+    spelled otherwise: its labels.csv's relative paths are taken from the folder the fit ran in (fit.json), and the
+    inputs are compared by file. Before, both were compared as path strings and the resume was refused."""
+    imgs, refs, elsewhere = tmp_path / "imgs", tmp_path / "refs", tmp_path / "elsewhere"
+    for d in (imgs, refs, elsewhere):
+        d.mkdir()
+    paths, _ = _images(imgs)
+    for p in paths[-3:]:
+        (refs / Path(p).name).write_bytes(Path(p).read_bytes())
+    monkeypatch.chdir(tmp_path)
+    run = ["fit", "--images", "imgs", "--references", "refs", "--out", "run", "--k", "2", "--epochs", "2",
+           "--batch-size", "4", "--image-size", *map(str, SIZE), "--weights", str(sononet16_path), "--workers", "0",
+           "--quiet"]
+    assert main(run) == 0
+    assert json.loads((tmp_path / "run" / "fit.json").read_text())["working_folder"] == str(tmp_path)
+    assert (tmp_path / "run" / "labels.csv").read_text().splitlines()[1].startswith("imgs/")
+    (tmp_path / "run" / "model.safetensors").unlink()  # as a kill before the final model leaves it
+    capsys.readouterr()
+    monkeypatch.chdir(elsewhere)
+    again = [str(tmp_path / "imgs"), "--references", "../refs", "--out", "../run"]
+    assert main([run[0], "--images", *again, *run[7:], "--resume"]) == 0, capsys.readouterr().err
+    assert (tmp_path / "run" / "model.safetensors").exists()
+    # other images are still refused, by file
+    (tmp_path / "run" / "model.safetensors").unlink()
+    (imgs / Path(paths[0]).name).unlink()
+    assert main([run[0], "--images", *again, *run[7:], "--resume"]) == errors.EXIT_USER
+    assert "differ" in capsys.readouterr().err
+
+
+def test_fit_resumes_a_run_whose_fit_json_compared_path_strings(tmp_path, sononet16_path, capsys):
+    """fit.json files written before the inputs were compared by file hold the digest of the path strings as given:
+    such an interrupted run still resumes when given the same strings."""
+    from dataclasses import asdict
+
+    from crl_uiqa.checkpoint import inputs_digest
+    from crl_uiqa.estimator import PseudoLabelConfig
+
+    imgs, refs = tmp_path / "imgs", tmp_path / "refs"
+    for d in (imgs, refs):
+        d.mkdir()
+    paths, _ = _images(imgs)
+    for p in paths[-3:]:
+        (refs / Path(p).name).write_bytes(Path(p).read_bytes())
+    assert _fit(tmp_path, sononet16_path, imgs, refs) == 0
+    (tmp_path / "run" / "model.safetensors").unlink()
+    listing = [[str(p), p.stat().st_size] for p in sorted(imgs.iterdir())]
+    ref_listing = [[str(p), p.stat().st_size] for p in sorted(refs.iterdir())]
+    old = inputs_digest({"images": listing, "references": ref_listing, "crop": None, "reference_crop": None,
+                         "pseudo_label_config": asdict(PseudoLabelConfig(k=2))})
+    (tmp_path / "run" / "fit.json").write_text(json.dumps({"inputs_sha256": old, "n_images": 10, "n_references": 3}))
+    capsys.readouterr()
+    assert _fit(tmp_path, sononet16_path, imgs, refs, "--resume") == 0, capsys.readouterr().err
+
+
 def test_resume_of_an_empty_folder_is_one_line(tmp_path, capsys):
     (tmp_path / "labels.csv").write_text("path,pseudo_label\na.png,0.1\nb.png,0.9\n")
     rc = main(["train", "--labels", str(tmp_path / "labels.csv"), "--out", str(tmp_path / "run"), "--resume",

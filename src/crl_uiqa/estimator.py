@@ -42,17 +42,53 @@ class PseudoLabelConfig:
         v.boolean("smoothing", self.smoothing)
 
 
-def _listing(paths: Sequence[str]) -> list:
-    """Paths and sizes: what identifies an input set for ``--resume`` without reading every image."""
+def _listing(paths: Sequence[str], key=None) -> list:
+    """Paths and sizes: what identifies an input set for ``--resume`` without reading every image. Paths are
+    compared by ``key``, the file's real path (:func:`crl_uiqa.tables.path_key`), so a run resumed from another
+    folder, or with the images spelled otherwise, is recognised; ``key=str`` gives the listing of fit.json files
+    written before 2026-12-02, which compared the path strings as given."""
     import os
 
+    from .tables import path_key
+
+    key = key or path_key
     out = []
     for p in paths:
         try:
-            out.append([str(p), os.path.getsize(p)])
+            out.append([key(p), os.path.getsize(p)])
         except OSError:
-            out.append([str(p), None])
+            out.append([key(p), None])
     return out
+
+
+def _inputs_digests(img_list, ref_list, extra: dict) -> tuple[str, str]:
+    """The digest of a fit's inputs (paths by file) and the one older crl-uiqa wrote (paths as given)."""
+    from .checkpoint import inputs_digest
+
+    return tuple(inputs_digest({"images": _listing(img_list, key), "references": _listing(ref_list, key), **extra})
+                 for key in (None, str))
+
+
+def _labels_by_file(rows: list[dict], img_list: Sequence[str], base: str | None, labels_csv) -> tuple[list, list]:
+    """An interrupted fit's labels, each path given as the current ``--images`` spell it.
+
+    ``labels.csv`` keeps the paths as they were given, relative ones relative to the folder the fit ran in
+    (``base``, from fit.json; the current folder for runs written before it was kept there).
+    """
+    from .tables import path_key
+
+    current = {path_key(p): p for p in img_list}
+    paths, q = [], []
+    for r in rows:
+        k = path_key(r["path"], base)
+        if k not in current:  # a run folder moved with its images: try the current folder
+            k = path_key(r["path"])
+        if k not in current:
+            raise ConfigError(f"cannot resume: {labels_csv} lists {r['path']}, which is not among --images; give the "
+                              "same images, or start anew with --overwrite (or another --out)")
+        paths.append(current[k])
+        q.append(float(r["pseudo_label"]))
+    return paths, q
 
 
 class CRLUIQA:
@@ -112,7 +148,9 @@ class CRLUIQA:
         references and settings, checked by ``run_dir/fit.json``) or
         ``overwrite``.
         """
-        from .checkpoint import check_run_dir, inputs_digest
+        import os
+
+        from .checkpoint import check_run_dir
         from .files import write_json
         from .io import list_images, list_references
         from .pseudo_labels import label_images
@@ -125,16 +163,18 @@ class CRLUIQA:
         if len(img_list) < 2:
             raise InputError(f"fit needs at least 2 images, found {len(img_list)}")
         run_json = run_dir / "fit.json" if run_dir is not None else None
+        run_meta: dict = {}
         if run_dir is not None:
             check_run_dir(run_dir, resume=resume, overwrite=overwrite)
-            inputs = {"images": _listing(img_list), "references": _listing(ref_list),
-                      "crop": crop, "reference_crop": reference_crop, "pseudo_label_config": asdict(self.pseudo)}
-            digest = inputs_digest(inputs)
-            fit_meta = {"inputs_sha256": digest, "n_images": len(img_list), "n_references": len(ref_list)}
+            digests = _inputs_digests(img_list, ref_list, {"crop": crop, "reference_crop": reference_crop,
+                                                           "pseudo_label_config": asdict(self.pseudo)})
+            fit_meta = {"inputs_sha256": digests[0], "n_images": len(img_list), "n_references": len(ref_list),
+                        "working_folder": os.getcwd()}  # labels.csv's relative paths are relative to it
             if resume and run_json.exists():
                 from .checkpoint import read_json_object
 
-                if read_json_object(run_json, "fit run description").get("inputs_sha256") != digest:
+                run_meta = read_json_object(run_json, "fit run description")
+                if run_meta.get("inputs_sha256") not in digests:
                     raise ConfigError(f"cannot resume {run_dir}: --images, --references, the crops or the pseudo-label "
                                       "settings differ from those of the interrupted run; give the same ones, or start "
                                       "anew with --overwrite (or another --out)")
@@ -145,8 +185,9 @@ class CRLUIQA:
         if resume and labels_csv is not None and labels_csv.exists():
             from .files import read_csv
 
-            rows = read_csv(labels_csv)
-            paths, q = [r["path"] for r in rows], [float(r["pseudo_label"]) for r in rows]
+            base = run_meta.get("working_folder")
+            paths, q = _labels_by_file(read_csv(labels_csv), img_list, base if isinstance(base, str) else None,
+                                       labels_csv)
         else:
             self.labels_ = label_images(images, ref_list, k=self.pseudo.k, layer=self.pseudo.layer,
                                         backbone=self.pseudo.backbone, weights=self.weights,

@@ -155,19 +155,24 @@ def _keyed(values: Mapping[str, float], csv_path, wanted: set[str], *fallback_ro
 
 
 def evaluate_files(scores_csv, pairs_csv, *, root=None, mos_csv=None, n_boot: int = 2000,
-                   missing: str = "error") -> dict:
+                   missing: str = "error", scores_root=None) -> dict:
     """Pairwise accuracy (and correlations with a ``path,mos`` CSV) from files.
 
     Pair paths are relative to ``root``, else to the pairs CSV's folder; the
-    paths of the scores and MOS CSVs follow the rule of :mod:`crl_uiqa.tables`
-    (the current folder, else the CSV's folder), and when none of them match
-    (images not on disk) the scores are also tried relative to the pairs'
-    folder and the MOS relative to its own folder.
+    paths of the scores CSV are relative to ``scores_root`` when given (the
+    folder ``score`` ran in), else they and the MOS CSV's follow the rule of
+    :mod:`crl_uiqa.tables` (the current folder, else the CSV's folder), and
+    when none of them match (images not on disk) the scores are also tried
+    relative to the pairs' folder and the MOS relative to its own folder.
     """
     n_boot = check_n_boot(n_boot)
     pairs_root = root if root is not None else csv_folder(pairs_csv)
     pairs = pair_keys(read_pairs(pairs_csv), pairs_root)
-    s = _keyed(read_scores(scores_csv), scores_csv, {x for pr in pairs for x in pr[:2]}, pairs_root)
+    values = read_scores(scores_csv)
+    if scores_root is not None:
+        s = score_keys(values, table_base(scores_csv, values, root=scores_root))
+    else:
+        s = _keyed(values, scores_csv, {x for pr in pairs for x in pr[:2]}, pairs_root)
     result = pairwise_accuracy(s, pairs, n_boot=n_boot, missing=missing)
     if mos_csv is not None:
         mos = _keyed(read_scores(mos_csv, column="mos"), mos_csv, set(s), csv_folder(mos_csv))

@@ -40,6 +40,7 @@ from .io import iter_batches, list_references
 from .losses import LossWeights, total_loss
 from .model import ModelConfig, QualityModel, build_model, load_model, save_model  # noqa: F401 - kept importable from here
 from .reference_stats import SIX_STATISTICS, STATISTIC_NAMES
+from .tables import path_key
 from .views import StrongViews, parse_strong_views, weak_view
 
 log = logging.getLogger(__name__)
@@ -538,7 +539,10 @@ def train(
     amp = autocast_enabled(cfg.amp, dev)
     window = _training_window(cfg, mcfg)  # TrainConfig.train_crop; ``crop`` is the users' crop box of every image
     run_dir, last = _open_run_dir(run_dir, resume, overwrite)
-    digest = inputs_digest([str(p) for p in paths], [float(v) for v in q_all])
+    # the images by file (a run resumed from another folder is the same run); the second is how checkpoints
+    # written before 2026-12-02 identified them (the path strings as given)
+    digest, legacy_digest = (inputs_digest([key(p) for p in paths], [float(v) for v in q_all])
+                             for key in (path_key, str))
     torch.manual_seed(cfg.seed)
     given_labels = anchor_transform is None  # not the pseudo-labels' own map: labels to check against the teacher
     if references:  # listed once, for the embeddings and the statistics alike; a reference given twice counts once
@@ -547,7 +551,7 @@ def train(
                                                                    num_workers, progress, anchor_transform)
     mcfg = _small_pool_correction(cfg, mcfg, len(paths))
     model, opt = _model_and_optimizer(cfg, mcfg, weights, dev, pretrained=not (resume and last.exists()))
-    state = _resume(last, run_dir, model, opt, cfg, mcfg, digest, dev) if resume else _RunState(_BestEpoch(cfg.select))
+    state = _resume(last, run_dir, model, opt, cfg, mcfg, (digest, legacy_digest), dev) if resume else _RunState(_BestEpoch(cfg.select))
     history, best = state.history, state.best
     # the images (decoded once), the anchored head's teacher, the validation views and pairs
     data = _load_data(paths, q_all, cfg, mcfg.image_size, crop, num_workers, progress)
@@ -743,7 +747,7 @@ class _RunState:
 
 
 def _resume(last: Path, run_dir: Path, model: QualityModel, opt: torch.optim.Optimizer, cfg: TrainConfig,
-            mcfg: ModelConfig, digest: str, dev) -> _RunState:
+            mcfg: ModelConfig, digests: tuple[str, ...], dev) -> _RunState:
     """Restore the model, the optimizer, the history and the best epoch from ``last`` (a resumed run).
 
     Refuses a checkpoint of other settings or other inputs; without a
@@ -762,7 +766,7 @@ def _resume(last: Path, run_dir: Path, model: QualityModel, opt: torch.optim.Opt
         raise ModelError(f"{last}: not a crl-uiqa training checkpoint ({exc})") from None
     if changed or not same_model:
         raise ConfigError(f"cannot resume {run_dir}: settings differ from the checkpoint ({', '.join(changed) or 'model'})")
-    if meta.get("inputs_sha256", digest) != digest:
+    if meta.get("inputs_sha256", digests[0]) not in digests:
         raise ConfigError(f"cannot resume {run_dir}: the training images or labels differ from those of the "
                           "interrupted run; give the same inputs, or start anew with --overwrite (or another --out)")
     model.load_state_dict({k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")})
