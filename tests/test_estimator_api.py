@@ -46,3 +46,58 @@ def test_moved_names_stay_importable():
 
     assert export.load_runtime is runtime.load_runtime and export.Runtime is runtime.Runtime
     assert training.load_model is model.load_model and training.save_model is model.save_model
+
+
+def _random_model_estimator(tmp_path):
+    torch.manual_seed(0)
+    save_model(build_model(ModelConfig(image_size=(32, 48)), pretrained=False), tmp_path / "run")
+    return CRLUIQA.load(tmp_path / "run", device="cpu", num_workers=0, progress=False)
+
+
+def test_images_in_memory_score_as_their_files(tmp_path):
+    """predict on arrays (gray, RGB, 16-bit, a stack), PIL images and tensors gives the scores of the same pixels
+    saved as files: one conversion policy for both (crl_uiqa.io.gray_array / read_gray)."""
+    from PIL import Image
+
+    est = _random_model_estimator(tmp_path)
+    rng = np.random.default_rng(0)
+    gray = (rng.random((40, 52)) * 255).astype(np.uint8)
+    rgb = (rng.random((40, 52, 3)) * 255).astype(np.uint8)
+    deep = (rng.random((40, 52)) * 65535).astype(np.uint16)
+    Image.fromarray(gray).save(tmp_path / "g.png")
+    Image.fromarray(rgb).save(tmp_path / "c.png")
+    Image.fromarray(deep).save(tmp_path / "d.png")
+    files = est.predict([str(tmp_path / f) for f in ("g.png", "c.png", "d.png")])
+    np.testing.assert_allclose(est.predict([gray, rgb, deep]), files, rtol=1e-6, atol=1e-6)
+    # one image, a stack, a PIL image, a tensor, float in [0, 1], (H, W, 1), RGBA
+    np.testing.assert_allclose(est.predict(gray), files[:1], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(est.predict(np.stack([gray, gray])), files[[0, 0]], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(est.predict(Image.open(tmp_path / "c.png")), files[1:2], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(est.predict(torch.from_numpy(gray.copy())), files[:1], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(est.predict(gray.astype(np.float32) / 255), files[:1], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(est.predict(gray[..., None]), files[:1], rtol=1e-6, atol=1e-6)
+    rgba = np.concatenate([rgb, np.zeros((40, 52, 1), np.uint8)], axis=2)
+    np.testing.assert_allclose(est.predict(rgba), files[1:2], rtol=1e-6, atol=1e-6)
+    # a crop box applies to arrays as to files
+    box = (4, 6, 30, 40)
+    np.testing.assert_allclose(est.predict(gray, crop=box), est.predict([str(tmp_path / "g.png")], crop=box),
+                               rtol=1e-6, atol=1e-6)
+
+
+def test_images_in_memory_that_cannot_be_scored_are_named(tmp_path):
+    from crl_uiqa.io import ImageReadError, gray_array
+
+    est = _random_model_estimator(tmp_path)
+    ok = np.zeros((40, 52), np.uint8)
+    with pytest.raises(ImageReadError, match=r"image 1: .*outside \[0, 1\]"):
+        est.predict([ok, np.full((40, 52), 200.0)])  # 0-255 data as float: not silently clipped
+    with pytest.raises(ImageReadError, match="int32"):
+        est.predict(ok.astype(np.int32))
+    with pytest.raises(ImageReadError, match="not finite"):
+        gray_array(np.full((8, 8), np.nan))
+    with pytest.raises(ImageReadError, match="too small"):
+        est.predict(np.zeros((3, 52), np.uint8))
+    with pytest.raises(ValueError, match="shape"):
+        est.predict(np.zeros((2, 2, 40, 52, 1), np.uint8))
+    assert gray_array(np.array([[True, False]])).tolist() == [[1.0, 0.0]]
+    assert gray_array(np.array([[65535, 0]], np.uint16)).tolist() == [[1.0, 0.0]]

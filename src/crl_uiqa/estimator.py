@@ -258,11 +258,19 @@ class CRLUIQA:
             raise RuntimeError("this CRLUIQA is not fitted yet: call fit() or CRLUIQA.load(run_dir)")
 
     def predict(self, images, *, crop=None, strict: bool = True) -> np.ndarray:
-        """Quality scores of ``images`` (any source :func:`crl_uiqa.io.list_images` takes), higher = better.
+        """Quality scores of ``images``, higher = better: files (any source :func:`crl_uiqa.io.list_images`
+        takes) or images in memory (a numpy array or a stack of them, PIL images, tensors:
+        :func:`crl_uiqa.scoring.score_arrays`, which scores an array as its file).
 
         An unreadable file raises (``strict=True``) or gets NaN at its place
         (``strict=False``); use :meth:`score_files` to get the failures listed.
+        An image in memory that cannot be converted always raises.
         """
+        from .scoring import is_in_memory, score_arrays
+
+        if is_in_memory(images):
+            self._check_fitted()
+            return score_arrays(self.model_, images, batch_size=self.batch_size_eval, device=self.device, crop=crop)
         res = self.score_files(images, crop=crop, strict=strict)
         if strict:
             return res.scores

@@ -52,6 +52,9 @@ MIN_IMAGE_SIDE = 4  # smallest side (after the crop) the model pipeline accepts
 
 Crop = tuple[int, int, int, int]  # top, left, height, width
 
+#: ITU-R 601 luma: gray = 0.299 R + 0.587 G + 0.114 B (colour images, arrays and frames alike)
+LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
 
 class ImageReadError(ImageError):
     """An image file that cannot be used; the message names the file."""
@@ -291,6 +294,51 @@ def _to_gray(im, path: str) -> np.ndarray:
     raise ImageReadError(path, f"unsupported image mode {mode!r} (8/16-bit gray, RGB or RGBA expected)")
 
 
+def gray_array(image, what: str = "<array>") -> np.ndarray:
+    """An image in memory as crl-uiqa's gray input: a float32 array (H, W) in [0, 1].
+
+    Taken as a file of the same pixels is decoded (:func:`read_gray`): ``uint8`` is divided by 255 and
+    ``uint16`` by 65535; ``(H, W, 3)`` RGB and ``(H, W, 4)`` RGBA become ITU-R 601 luma, alpha ignored (8-bit
+    colour through the same conversion as a PNG's, so an array scores as its file); ``(H, W, 1)`` is gray;
+    ``bool`` is 0/1. A float array must already be finite and within [0, 1] (it is not rescaled: divide by
+    your data's maximum). A ``PIL.Image`` is converted as a decoded file; a ``torch.Tensor`` as its numpy
+    array. Anything else raises :class:`ImageReadError` naming ``what``.
+    """
+    if type(image).__module__.startswith("PIL."):
+        return _to_gray(image, what)
+    if type(image).__module__.startswith("torch"):
+        image = image.detach().cpu().numpy()
+    a = np.asarray(image)
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[..., 0]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)):
+        raise ImageReadError(what, f"expected an image (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got shape {a.shape}")
+    if a.dtype == np.bool_:
+        a = a.astype(np.uint8) * np.uint8(255)
+    if a.dtype == np.uint8:
+        if a.ndim == 3:
+            from PIL import Image
+
+            return _to_gray(Image.fromarray(np.ascontiguousarray(a)), what)
+        return a.astype(np.float32) / np.float32(255.0)
+    if a.dtype == np.uint16:
+        scale = np.float32(1.0 / 65535.0)
+    elif a.dtype.kind == "f":
+        if a.size and not (np.isfinite(a).all() and a.min() >= 0.0 and a.max() <= 1.0):
+            raise ImageReadError(what, f"float image with values outside [0, 1] or not finite (range "
+                                 f"{np.nanmin(a) if np.isfinite(a).any() else float('nan'):g} to "
+                                 f"{np.nanmax(a) if np.isfinite(a).any() else float('nan'):g}); scale it to [0, 1], "
+                                 "or give uint8/uint16 data")
+        scale = np.float32(1.0)
+    else:
+        raise ImageReadError(what, f"unsupported array type {a.dtype} (uint8, uint16, bool or float in [0, 1])")
+    out = a.astype(np.float32)
+    if out.ndim == 3:
+        out = out[..., :3] @ LUMA_WEIGHTS
+    out *= scale
+    return out
+
+
 def apply_crop(arr: np.ndarray, crop: Crop, path: str = "<array>") -> np.ndarray:
     """Crop ``arr`` to ``(top, left, height, width)``, with a clear error if it does not fit."""
     top, left, h, w = (int(v) for v in crop)
@@ -324,6 +372,15 @@ def to_tensor(image: np.ndarray, size: tuple[int, int] | None):
     return t[0]
 
 
+def model_tensor(image: np.ndarray, size: tuple[int, int] | None, what: str = "<array>"):
+    """A decoded (and cropped) gray image as the model pipeline's ``(1, h, w)`` input: refused when a side is
+    below :data:`MIN_IMAGE_SIDE`, then resized (:func:`to_tensor`)."""
+    if min(image.shape) < MIN_IMAGE_SIDE:
+        raise ImageReadError(what, f"image too small: {image.shape[0]}x{image.shape[1]} pixels, below the "
+                             f"minimum of {MIN_IMAGE_SIDE} per side")
+    return to_tensor(image, size)
+
+
 class ImageDataset:
     """A map-style dataset of image files, decoded to ``(1, H, W)`` tensors in [0, 1].
 
@@ -345,11 +402,7 @@ class ImageDataset:
 
         path = self.paths[i]
         try:
-            arr = read_gray(path, self.crop)
-            if min(arr.shape) < MIN_IMAGE_SIDE:
-                raise ImageReadError(path, f"image too small: {arr.shape[0]}x{arr.shape[1]} pixels, below the "
-                                     f"minimum of {MIN_IMAGE_SIDE} per side")
-            img = to_tensor(arr, self.size)
+            img = model_tensor(read_gray(path, self.crop), self.size, path)
             return {"image": img, "index": i, "ok": True, "error": ""}
         except ImageReadError as exc:
             if self.strict:

@@ -1,4 +1,5 @@
-"""Scoring image files with a trained quality model (higher = better)."""
+"""Scoring image files (:func:`score_paths`) or images in memory (:func:`score_arrays`) with a trained quality
+model (higher = better)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -8,7 +9,7 @@ import numpy as np
 import torch
 
 from .embed import prepare_model, resolve_device
-from .io import Crop, ReadFailure, iter_batches
+from .io import Crop, ReadFailure, apply_crop, gray_array, iter_batches, model_tensor
 
 
 @dataclass
@@ -70,3 +71,60 @@ def score_paths(
     if not out:
         raise ValueError(f"none of the {len(paths)} images could be read")
     return Scores([paths[i] for i in kept], torch.cat(out).numpy().astype(np.float64), failures)
+
+
+def as_image_list(images) -> list:
+    """In-memory images as a list, one entry per image: an ``(H, W)`` array or an ``(H, W, C)`` array with C of 1,
+    3 or 4 (gray, RGB, RGBA) is one image, any other 3-D array ``(N, H, W)`` or a 4-D ``(N, H, W, C)`` a stack of N, a ``PIL.Image`` one image, and a
+    list or tuple holds one image per entry."""
+    if isinstance(images, (list, tuple)):
+        return list(images)
+    if type(images).__module__.startswith("PIL."):
+        return [images]
+    a = images.detach().cpu().numpy() if type(images).__module__.startswith("torch") else np.asarray(images)
+    if a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (1, 3, 4)):
+        return [a]
+    if a.ndim in (3, 4):
+        return list(a)
+    raise ValueError(f"expected an image (H, W[, C]) or a stack (N, H, W[, C]), got an array of shape {a.shape}")
+
+
+def is_in_memory(images) -> bool:
+    """Whether ``images`` are images in memory (arrays, tensors, PIL images) rather than file sources."""
+    first = images[0] if isinstance(images, (list, tuple)) and images else images
+    return isinstance(first, np.ndarray) or type(first).__module__.startswith(("PIL.", "torch"))
+
+
+@torch.inference_mode()
+def score_arrays(
+    model: torch.nn.Module,
+    images,
+    *,
+    size: tuple[int, int] | None = None,
+    batch_size: int = 32,
+    device="auto",
+    crop: Crop | None = None,
+    amp: bool | str = True,
+) -> np.ndarray:
+    """Scores ``(N,)`` float64 of images in memory, in order (:func:`as_image_list` says what is one image).
+
+    Each image is converted as a file of the same pixels is decoded (:func:`crl_uiqa.io.gray_array`), cropped
+    to ``crop`` and resized to the model's size as :func:`score_paths` does, so an array scores as its file.
+    An image that cannot be converted raises :class:`crl_uiqa.io.ImageReadError` naming its index.
+    """
+    from .devices import autocast, autocast_enabled
+    dev = resolve_device(device)
+    model = prepare_model(model, dev)
+    size = tuple(size or model.config.image_size)
+    amp = autocast_enabled(amp, dev)
+    items = as_image_list(images)
+    out = []
+    for start in range(0, len(items), batch_size):
+        batch = []
+        for i, image in enumerate(items[start:start + batch_size], start):
+            what = f"image {i}"
+            g = gray_array(image, what)
+            batch.append(model_tensor(apply_crop(g, crop, what) if crop is not None else g, size, what))
+        with autocast(dev, amp):
+            out.append(score_tensor(model, torch.stack(batch).to(dev)).cpu())
+    return torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0, dtype=np.float64)
