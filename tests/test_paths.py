@@ -188,3 +188,26 @@ def test_evaluate_scores_root_names_the_folder_score_ran_in(tmp_path, monkeypatc
     assert main(["evaluate", "--scores", str(scores), "--pairs", str(pairs), "--scores-root", "../nowhere"]) != 0
     err = capsys.readouterr().err
     assert "nowhere" in err and err.count("\n") == 1
+
+
+def test_estimator_evaluate_reads_a_linked_pairs_csv_from_its_own_folder(tmp_path):
+    """CRLUIQA.evaluate takes a pairs CSV's paths from the CSV's own folder, a link to it followed, as the
+    evaluate command does (crl_uiqa.tables.csv_folder); before, from the link's folder."""
+    import torch
+
+    from crl_uiqa import CRLUIQA
+    from crl_uiqa.model import ModelConfig, build_model, save_model
+
+    _images(tmp_path / "data" / "imgs")
+    pairs = _write(tmp_path / "data" / "pairs.csv", "better,worse\nimgs/f0.png,imgs/f1.png\n")
+    (tmp_path / "elsewhere").mkdir()
+    try:
+        (tmp_path / "elsewhere" / "pairs.csv").symlink_to(pairs)
+    except OSError:
+        pytest.skip("no symbolic links on this file system")
+    torch.manual_seed(0)
+    save_model(build_model(ModelConfig(image_size=(16, 16)), pretrained=False), tmp_path / "run")
+    est = CRLUIQA.load(tmp_path / "run", device="cpu", num_workers=0, progress=False)
+    direct = est.evaluate(pairs)
+    assert direct["overall"]["n"] == 1
+    assert est.evaluate(tmp_path / "elsewhere" / "pairs.csv")["overall"] == direct["overall"]

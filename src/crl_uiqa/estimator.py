@@ -291,10 +291,10 @@ class CRLUIQA:
     def evaluate(self, pairs, *, root=None) -> dict:
         """Pairwise accuracy on ``pairs`` (a pairs CSV path or (better, worse[, type]) tuples)."""
         from .evaluation import pairwise_accuracy
-        from .tables import pair_keys, read_pairs
+        from .tables import csv_folder, pair_keys, read_pairs
 
         if isinstance(pairs, (str, Path)):
-            root = root if root is not None else Path(pairs).parent
+            root = root if root is not None else csv_folder(pairs)  # the rule of crl_uiqa.tables
             pairs = read_pairs(pairs)
         pr = pair_keys(pairs, root)
         paths = sorted({x for p in pr for x in p[:2]})
