@@ -373,6 +373,23 @@ def test_dicom_detected_by_preamble_without_extension(cine8, tmp_path):
     assert open_scan(bare).n_frames == 10
 
 
+@pytest.mark.parametrize("implicit", [True, False])
+def test_dicom_without_file_meta_decodes(cine8, tmp_path, implicit):
+    """A bare dataset (no preamble, no file meta: old scanners and PACS exports) is read with the encoding its
+    header was read with; the pixel decoder used to refuse it at frame 0 as 'damaged or truncated'."""
+    path, ref = cine8
+    ds = pydicom.dcmread(str(path))
+    del ds.file_meta
+    ds.preamble = None
+    bare = tmp_path / "bare.dcm"
+    ds.save_as(str(bare), implicit_vr=implicit, little_endian=True)
+    assert bare.read_bytes()[128:132] != b"DICM"
+    frames = list(open_scan(bare))
+    assert [f.index for f in frames] == list(range(10))
+    for f in frames:
+        np.testing.assert_allclose(f.image, ref[f.index] / 255.0, atol=1e-6)
+
+
 @pytest.mark.parametrize("ts", [ExplicitVRLittleEndian, RLELossless])
 def test_truncated_dicom_yields_frames_before_the_fault(tmp_path, ts):
     rng = np.random.default_rng(5)

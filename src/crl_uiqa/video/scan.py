@@ -616,8 +616,11 @@ class DicomScan(ScanSource):
         self.n_frames = max(1, int(_num(ds.get("NumberOfFrames"), 1)))
         self.region = region_from_dicom(ds)
         meta = getattr(ds, "file_meta", None)
-        # No file meta (a bare dataset): Implicit VR Little Endian, the DICOM default.
-        self.transfer_syntax = str(getattr(meta, "TransferSyntaxUID", "") or "1.2.840.10008.1.2")
+        # No file meta (a bare dataset, no preamble): the encoding pydicom found when it read the header
+        # (Implicit VR Little Endian, the DICOM default, when it cannot tell); the pixel decoder is then
+        # told so, as it reads only files that name their transfer syntax.
+        self._bare = not getattr(meta, "TransferSyntaxUID", "")
+        self.transfer_syntax = str(getattr(meta, "TransferSyntaxUID", "") or _bare_syntax(ds))
         self.photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
         self._video_codec = _DICOM_VIDEO_SYNTAXES.get(self.transfer_syntax)
         if self._video_codec is None and self.photometric not in _SUPPORTED_PHOTOMETRIC:
@@ -672,7 +675,8 @@ class DicomScan(ScanSource):
         from pydicom.pixels import iter_pixels  # noqa: PLC0415
 
         _quiet_pydicom_decoders()
-        frames = iter_pixels(str(self.path), indices=indices if len(indices) < self.n_frames else None)
+        syntax = {"transfer_syntax_uid": self.transfer_syntax} if self._bare else {}
+        frames = iter_pixels(str(self.path), indices=indices if len(indices) < self.n_frames else None, **syntax)
         k = 0
         try:
             while k < len(indices):
@@ -723,6 +727,14 @@ class DicomScan(ScanSource):
             if self.photometric == "MONOCHROME1":
                 image = 1.0 - image
             yield index, self._times[index], image
+
+
+def _bare_syntax(ds: Any) -> str:
+    """The transfer syntax of a dataset without file meta: the VR and byte order it was read with."""
+    implicit, little = getattr(ds, "original_encoding", (True, True))
+    if implicit is False:
+        return "1.2.840.10008.1.2.1" if little is not False else "1.2.840.10008.1.2.2"
+    return "1.2.840.10008.1.2"
 
 
 def _num(value: Any, default: float) -> float:
