@@ -256,3 +256,31 @@ def test_iter_batches_native_size_and_crop(tmp_path):
 def test_iter_batches_empty_list():
     with pytest.raises(ValueError, match="no images"):
         list(iter_batches([], num_workers=0))
+
+
+def test_a_scan_given_as_an_image_says_what_it_is(tmp_path):
+    """A DICOM file or a video given where images are read (score, embed, predict) is named as a scan and pointed
+    to `select`, not called 'unknown or corrupt'; bytes that are no format at all still are."""
+    pydicom = pytest.importorskip("pydicom")
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = SecondaryCaptureImageStorage, generate_uid()
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.Rows = ds.Columns = 4
+    dcm = tmp_path / "IM0001"  # detected by its DICM marker, without an extension
+    ds.save_as(str(dcm), enforce_file_format=True)
+    assert pydicom.dcmread(str(dcm)).Rows == 4
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"\x00\x00\x00\x18ftypisom" + bytes(100))
+    for path, what in ((dcm, "a DICOM file"), (video, "a video (.mp4)")):
+        with pytest.raises(ImageReadError) as exc:
+            read_gray(path)
+        assert exc.value.reason.startswith(f"{what}, not an image") and "crl-uiqa select" in exc.value.reason
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"\x00" * 200)
+    with pytest.raises(ImageReadError, match="not a readable image"):
+        read_gray(junk)

@@ -390,6 +390,16 @@ def test_dicom_without_file_meta_decodes(cine8, tmp_path, implicit):
         np.testing.assert_allclose(f.image, ref[f.index] / 255.0, atol=1e-6)
 
 
+def test_a_file_named_dcm_that_is_not_dicom_says_so(tmp_path):
+    """A PNG named .dcm is not 'a DICOM file with no image': the error says what its content is."""
+    fake = tmp_path / "frame.dcm"
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(buf, format="PNG")
+    fake.write_bytes(buf.getvalue())
+    with pytest.raises(ScanReadError, match=r"not a DICOM file: its content is image data \(PNG\).*rename it \.png"):
+        open_scan(fake)
+
+
 @pytest.mark.parametrize("ts", [ExplicitVRLittleEndian, RLELossless])
 def test_truncated_dicom_yields_frames_before_the_fault(tmp_path, ts):
     rng = np.random.default_rng(5)

@@ -242,7 +242,7 @@ def read_gray(path: str | os.PathLike, crop: Crop | None = None) -> np.ndarray:
             raise ImageReadError(path, "broken symbolic link") from None
         raise ImageReadError(path, "file not found") from None
     except UnidentifiedImageError:
-        raise ImageReadError(path, "not a readable image (unknown or corrupt format)") from None
+        raise ImageReadError(path, _unidentified(path)) from None
     except Image.DecompressionBombError as exc:  # PIL refuses twice its own limit while opening
         import re
 
@@ -265,6 +265,21 @@ def read_gray(path: str | os.PathLike, crop: Crop | None = None) -> np.ndarray:
     if arr.size == 0:
         raise ImageReadError(path, "image has no pixels")
     return arr
+
+
+def _unidentified(path: str) -> str:
+    """Why Pillow could not open ``path``: a scan (DICOM, video) is named as one, anything else is not an image."""
+    from .video.scan import DICOM_EXTENSIONS, VIDEO_EXTENSIONS, is_dicom_file
+
+    ext = Path(path).suffix.lower()
+    if ext in DICOM_EXTENSIONS or is_dicom_file(path):
+        what = "a DICOM file"
+    elif ext in VIDEO_EXTENSIONS:
+        what = f"a video ({ext})"
+    else:
+        return "not a readable image (unknown or corrupt format)"
+    return (f"{what}, not an image ({', '.join(IMAGE_EXTENSIONS)}): scans are read by `crl-uiqa select` "
+            "(Python: crl_uiqa.video.scan.open_scan), or export their frames as images")
 
 
 def _too_large(w: int, h: int, limit: int) -> str:

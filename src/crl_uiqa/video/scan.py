@@ -611,7 +611,7 @@ class DicomScan(ScanSource):
             raise ScanReadError(self.path, None, f"not a readable DICOM file ({exc})") from None
         self._meta = ds
         if "Rows" not in ds or "Columns" not in ds:
-            raise ScanReadError(self.path, None, "the DICOM file has no image (Rows/Columns missing)")
+            raise ScanReadError(self.path, None, self._no_image())
         self.shape = (int(ds.Rows), int(ds.Columns))
         self.n_frames = max(1, int(_num(ds.get("NumberOfFrames"), 1)))
         self.region = region_from_dicom(ds)
@@ -633,6 +633,20 @@ class DicomScan(ScanSource):
         self._times, self.fps, self.timing = _dicom_times(ds, self.n_frames, frame_rate)
         if self._video_codec is None:
             self._check_decoder()
+
+    def _no_image(self) -> str:
+        """Why a file read as DICOM has no Rows/Columns: a DICOM without an image (a report), or not DICOM at all."""
+        if is_dicom_file(self.path):
+            return "the DICOM file has no image (Rows/Columns missing: a structured report or other non-image object?)"
+        from ..serving.sniff import SNIFF_BYTES, UnsupportedContent, sniff  # noqa: PLC0415
+
+        try:
+            with open(self.path, "rb") as fh:
+                found = sniff(fh.read(SNIFF_BYTES))
+            content = f"its content is {found.kind} data ({found.format}), not DICOM; rename it {found.suffix}"
+        except (OSError, UnsupportedContent):
+            content = "it has no DICM marker and no DICOM image elements"
+        return f"not a DICOM file: {content}"
 
     def _check_decoder(self) -> None:
         from pydicom.pixels import get_decoder  # noqa: PLC0415
