@@ -284,3 +284,16 @@ def test_a_scan_given_as_an_image_says_what_it_is(tmp_path):
     junk.write_bytes(b"\x00" * 200)
     with pytest.raises(ImageReadError, match="not a readable image"):
         read_gray(junk)
+
+
+@pytest.mark.parametrize("name", ["cine.tif", "cine.png", "cine.gif"])
+def test_a_multi_frame_image_is_refused_not_read_as_its_first_frame(tmp_path, name):
+    """A multi-page TIFF (a cine some systems export) or an animated PNG/GIF was scored as its first frame alone."""
+    frames = [Image.fromarray(np.full((8, 8), v, np.uint8)) for v in (10, 200, 90)]
+    path = tmp_path / name
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+    with pytest.raises(ImageReadError, match="of 3 frames"):
+        read_gray(path)
+    single = tmp_path / f"one{Path(name).suffix}"
+    frames[1].save(single, save_all=True)
+    np.testing.assert_allclose(read_gray(single), 200 / 255.0, atol=1e-6)

@@ -10,8 +10,8 @@ these.
 Decoding (:func:`read_gray`): PNG, JPEG, BMP, TIFF; 8- and 16-bit; gray, RGB,
 RGBA, palette (to gray with ITU-R 601 luma, alpha ignored); an optional crop
 box ``(top, left, height, width)`` for vendor overlays. Anything else (float or
-32-bit integer images, CMYK, empty or truncated files) raises
-:class:`ImageReadError`, which names the file.
+32-bit integer images, CMYK, multi-page TIFF and animated PNG, empty or
+truncated files) raises :class:`ImageReadError`, which names the file.
 
 Batching (:func:`iter_batches`): decoding and resizing run in DataLoader
 worker processes so the model is fed while it computes; unreadable files are
@@ -49,6 +49,9 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 ENV_MAX_PIXELS = "CRL_UIQA_MAX_PIXELS"
 DEFAULT_MAX_PIXELS = 50_000_000  # 7071 x 7071; ultrasound frames are well under 2 megapixels
 MIN_IMAGE_SIDE = 4  # smallest side (after the crop) the model pipeline accepts
+# Formats whose extra frames are more images (a multi-page TIFF, an animated PNG, GIF or WebP): such a file is refused,
+# not read as its first frame. A JPEG's extra MPO pictures (a phone's depth map, a preview) are not frames of it.
+MULTI_FRAME_FORMATS = ("TIFF", "PNG", "GIF", "WEBP")
 
 Crop = tuple[int, int, int, int]  # top, left, height, width
 
@@ -233,6 +236,10 @@ def read_gray(path: str | os.PathLike, crop: Crop | None = None) -> np.ndarray:
                 w, h = im.size
                 if w * h > limit:
                     raise ImageReadError(path, _too_large(w, h, limit))
+                frames = getattr(im, "n_frames", 1) if im.format in MULTI_FRAME_FORMATS else 1
+                if frames > 1:
+                    raise ImageReadError(path, f"a {im.format} of {frames} frames (pages), not one image: reading "
+                                         "its first frame alone would hide the others; save them as separate images")
                 im.load()
                 arr = _to_gray(im, path)
     except ImageReadError:
