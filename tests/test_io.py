@@ -297,3 +297,16 @@ def test_a_multi_frame_image_is_refused_not_read_as_its_first_frame(tmp_path, na
     single = tmp_path / f"one{Path(name).suffix}"
     frames[1].save(single, save_all=True)
     np.testing.assert_allclose(read_gray(single), 200 / 255.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("orientation, stored", [(3, lambda a: np.rot90(a, 2)), (6, lambda a: np.rot90(a, 1)),
+                                                  (8, lambda a: np.rot90(a, -1)), (2, np.fliplr)])
+def test_exif_orientation_is_applied(tmp_path, orientation, stored):
+    """A camera or phone stores its pixels as the sensor saw them and an EXIF tag saying how to turn them; every viewer
+    shows the turned image, so that is the image scored (it was read sideways)."""
+    upright = np.arange(6 * 10, dtype=np.uint8).reshape(6, 10) * 4
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / "photo.png"  # lossless, so the pixels compare exactly; JPEG carries the same tag
+    Image.fromarray(np.ascontiguousarray(stored(upright))).save(path, exif=exif)
+    np.testing.assert_allclose(read_gray(path), upright / 255.0, atol=1e-6)

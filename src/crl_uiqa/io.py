@@ -8,7 +8,8 @@ taken relative to the list's folder), a single image file, or a list of any of
 these.
 
 Decoding (:func:`read_gray`): PNG, JPEG, BMP, TIFF; 8- and 16-bit; gray, RGB,
-RGBA, palette (to gray with ITU-R 601 luma, alpha ignored); an optional crop
+RGBA, palette (to gray with ITU-R 601 luma, alpha ignored); turned upright by
+an EXIF orientation, as every viewer shows it; an optional crop
 box ``(top, left, height, width)`` for vendor overlays. Anything else (float or
 32-bit integer images, CMYK, multi-page TIFF and animated PNG, empty or
 truncated files) raises :class:`ImageReadError`, which names the file.
@@ -52,6 +53,7 @@ MIN_IMAGE_SIDE = 4  # smallest side (after the crop) the model pipeline accepts
 # Formats whose extra frames are more images (a multi-page TIFF, an animated PNG, GIF or WebP): such a file is refused,
 # not read as its first frame. A JPEG's extra MPO pictures (a phone's depth map, a preview) are not frames of it.
 MULTI_FRAME_FORMATS = ("TIFF", "PNG", "GIF", "WEBP")
+EXIF_ORIENTATION = 0x0112  # the EXIF tag that says how a stored image is turned for display
 
 Crop = tuple[int, int, int, int]  # top, left, height, width
 
@@ -241,7 +243,7 @@ def read_gray(path: str | os.PathLike, crop: Crop | None = None) -> np.ndarray:
                     raise ImageReadError(path, f"a {im.format} of {frames} frames (pages), not one image: reading "
                                          "its first frame alone would hide the others; save them as separate images")
                 im.load()
-                arr = _to_gray(im, path)
+                arr = _to_gray(_upright(im), path)
     except ImageReadError:
         raise
     except FileNotFoundError:
@@ -272,6 +274,15 @@ def read_gray(path: str | os.PathLike, crop: Crop | None = None) -> np.ndarray:
     if arr.size == 0:
         raise ImageReadError(path, "image has no pixels")
     return arr
+
+
+def _upright(im):
+    """The image as viewers show it: turned by its EXIF orientation (a phone's or camera's JPEG), else as stored."""
+    from PIL import ImageOps
+
+    if im.getexif().get(EXIF_ORIENTATION, 1) in (2, 3, 4, 5, 6, 7, 8):
+        return ImageOps.exif_transpose(im)
+    return im
 
 
 def _unidentified(path: str) -> str:
