@@ -310,3 +310,13 @@ def test_exif_orientation_is_applied(tmp_path, orientation, stored):
     path = tmp_path / "photo.png"  # lossless, so the pixels compare exactly; JPEG carries the same tag
     Image.fromarray(np.ascontiguousarray(stored(upright))).save(path, exif=exif)
     np.testing.assert_allclose(read_gray(path), upright / 255.0, atol=1e-6)
+
+
+def test_an_array_given_as_images_is_refused_clearly():
+    """The estimator's predict(X) invites an array; str() of it was read as a glob ('[[0. 0. ...]] matches no
+    image'). The error now says images are paths."""
+    from crl_uiqa.errors import InputError
+
+    for source in (np.zeros((4, 4), np.float32), [np.zeros((4, 4), np.float32)], torch.zeros(1, 4, 4)):
+        with pytest.raises(InputError, match=r"images are given as paths .* not as (numpy\.ndarray|torch\.Tensor)"):
+            list_images(source)

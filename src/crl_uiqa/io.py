@@ -106,6 +106,13 @@ def list_images(source: str | os.PathLike | Sequence[str | os.PathLike]) -> list
         for s in source:
             out.extend(list_images(s))
         return out
+    if not isinstance(source, (str, os.PathLike)):
+        from .errors import InputError
+
+        # str() of an array would be read as a glob pattern ("[[0. 0. ...]] matches no image")
+        raise InputError(f"images are given as paths (a folder, glob, manifest CSV, .txt list or file), not as "
+                         f"{type(source).__module__}.{type(source).__qualname__}; to score pixels in memory, save "
+                         f"them as PNG files or call crl_uiqa.scoring.score_tensor")
     src = str(source)
     p = Path(src)
     if p.is_dir():
