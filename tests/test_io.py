@@ -44,6 +44,19 @@ def test_list_folder_recursive_and_sorted(tmp_path):
     assert got == want
 
 
+def test_list_folder_leaves_out_hidden_files_and_folders(tmp_path):
+    """macOS '._x.png' resource forks (a Mac-written USB drive) and '.thumbnails' copies are not images to score or
+    references; they stopped a pseudo-label run (references are strict) or counted a reference twice. A scan's folder
+    and a glob already left them out; a hidden folder given itself, or a hidden file given by name, is read."""
+    root = tmp_path / ".data"  # the given folder may itself be hidden
+    for rel in ("a.png", "._a.png", ".thumbnails/a.png", "sub/.b.png", "sub/b.png"):
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"x")
+    assert list_images(root) == [str(root / "a.png"), str(root / "sub/b.png")]
+    assert list_images(root / "._a.png") == [str(root / "._a.png")]
+
+
 def test_list_glob_single_file_and_list(tmp_path):
     for rel in ("x1.png", "x2.png", "y.png", "sub/x3.png"):
         _png8(tmp_path / rel, [[0]])

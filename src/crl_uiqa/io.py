@@ -1,6 +1,7 @@
 """Image input: finding images, decoding them to gray [0, 1], batching them.
 
-Sources (:func:`list_images`): a folder (searched recursively), a glob pattern,
+Sources (:func:`list_images`): a folder (searched recursively, hidden files and
+folders left out), a glob pattern,
 a manifest CSV with a ``path`` column (optional ``label`` and other columns;
 relative paths are taken relative to the CSV's folder), a path list (``.txt``:
 one path per line, blank lines and ``#`` comments skipped, relative paths
@@ -116,10 +117,13 @@ def list_images(source: str | os.PathLike | Sequence[str | os.PathLike]) -> list
     src = str(source)
     p = Path(src)
     if p.is_dir():
-        # broken and looping links stay in the list: reading them fails and lists them as skipped
+        # broken and looping links stay in the list: reading them fails and lists them as skipped. Hidden files and
+        # folders are not searched, as a glob and a scan's folder do not: macOS "._x.png" resource forks and
+        # ".thumbnails"/".ipynb_checkpoints" copies are not the user's images (a hidden file given by name is read).
         paths = sorted(
             str(q) for q in p.rglob("*")
             if (q.is_file() or (q.is_symlink() and not q.exists())) and q.suffix.lower() in IMAGE_EXTENSIONS
+            and not any(part.startswith(".") for part in q.relative_to(p).parts)
         )
         if not paths:
             raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under folder {src}")
