@@ -333,3 +333,17 @@ def test_an_array_given_as_images_is_refused_clearly():
     for source in (np.zeros((4, 4), np.float32), [np.zeros((4, 4), np.float32)], torch.zeros(1, 4, 4)):
         with pytest.raises(InputError, match=r"images are given as paths .* not as (numpy\.ndarray|torch\.Tensor)"):
             list_images(source)
+
+
+def test_a_signed_16bit_tiff_is_refused_as_signed_whatever_its_values(tmp_path):
+    """Pillow opens a signed 16-bit TIFF as 32-bit "I": one with negative values was refused as a '32-bit integer
+    image', one without was read as if unsigned. Both are now refused, as signed."""
+    tifffile = pytest.importorskip("tifffile")
+    for name, values in (("neg.tif", np.arange(-32, 32)), ("pos.tif", np.arange(64))):
+        path = tmp_path / name
+        tifffile.imwrite(path, (values.reshape(8, 8) * 100).astype(np.int16))
+        with pytest.raises(ImageReadError, match="signed integer image"):
+            read_gray(path)
+    unsigned = tmp_path / "u16.tif"
+    tifffile.imwrite(unsigned, np.full((8, 8), 65535, np.uint16))
+    np.testing.assert_allclose(read_gray(unsigned), 1.0, atol=1e-6)

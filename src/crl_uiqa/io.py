@@ -330,6 +330,9 @@ def _to_gray(im, path: str) -> np.ndarray:
         return a
     if mode == "I":  # PIL opens 16-bit PNG/TIFF as 32-bit signed ints
         a = np.asarray(im, dtype=np.int32)
+        if _signed_tiff(im):  # a signed 16-bit TIFF opens as "I" too: refused whatever its values, not as "32-bit"
+            raise ImageReadError(path, "signed integer image (TIFF SampleFormat 2): only unsigned 8- and 16-bit "
+                                 "images are supported")
         if a.size and (a.min() < 0 or a.max() > 65535):
             raise ImageReadError(path, "32-bit integer image: only 8- and 16-bit images are supported")
         return a.astype(np.float32) / 65535.0
@@ -381,6 +384,12 @@ def gray_array(image, what: str = "<array>") -> np.ndarray:
         out = out[..., :3] @ LUMA_WEIGHTS
     out *= scale
     return out
+
+
+def _signed_tiff(im) -> bool:
+    """Whether a TIFF stores signed integers (SampleFormat 2), which Pillow opens as unsigned-looking "I"."""
+    fmt = getattr(im, "tag_v2", {}).get(339, 1)  # SampleFormat, one value per sample
+    return 2 in (fmt if isinstance(fmt, tuple) else (fmt,))
 
 
 def apply_crop(arr: np.ndarray, crop: Crop, path: str = "<array>") -> np.ndarray:
