@@ -271,3 +271,19 @@ def test_region_cutter_holds_frames_until_the_region_is_found():
     # a box known up front: nothing is held; the frame size comes from the first frame when not given
     boxed = RegionCutter(RegionPolicy.create((0, 0, 30, 30), "auto"), "camera 0")
     assert boxed.push(frame(0))[0].image.shape == (30, 30)
+
+
+def test_region_none_takes_frames_of_any_size():
+    """An image sequence whose frames differ in size was refused with 'frames of different sizes need --region none',
+    and refused the same way with --region none: the whole frame is the region whatever its size."""
+    from crl_uiqa.video.framing import RegionCutter, RegionPolicy
+    from crl_uiqa.video.scan import Frame
+
+    cutter = RegionCutter(RegionPolicy.create(None, "none"), "seq", shape=(60, 80))
+    small = np.full((30, 40), 0.5, np.float32)
+    for i, img in enumerate([np.zeros((60, 80), np.float32), small]):
+        (out,) = cutter.push(Frame(i, i / 10, img))
+        assert out.image is img
+    auto = RegionCutter(RegionPolicy.create((0, 0, 20, 20), "auto"), "seq", shape=(60, 80))
+    with pytest.raises(ValueError, match="frames of different sizes need --region none"):
+        auto.push(Frame(0, 0.0, small[:10]))

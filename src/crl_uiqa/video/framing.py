@@ -134,7 +134,7 @@ def cut(frame: Frame, det: RegionDetection, where: Any) -> Frame:
     from .scan import Frame
 
     image = frame.image
-    if det.method == "none" and image.shape == det.mask.shape:
+    if det.method == "none":  # the whole frame, whatever its size: what the error below tells a sequence of sizes to use
         return frame
     if image.shape != det.mask.shape:
         raise ValueError(
