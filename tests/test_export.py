@@ -321,3 +321,22 @@ def test_format_given_against_the_suffix_is_checked_in_that_format(run_dir, tmp_
     model, _ = load_model(run_dir)
     with torch.inference_mode():
         np.testing.assert_allclose(rt(x), model(x).numpy(), atol=ATOL, rtol=0)
+
+
+def test_cli_export_skips_unreadable_check_images(run_dir, tmp_path, capsys):
+    """One damaged file in a --check-images folder stopped the export; it is skipped and listed, as every command
+    that reads images does, and only a folder with no readable image is refused (before any export)."""
+    from PIL import Image
+
+    folder = tmp_path / "check"
+    folder.mkdir()
+    for k, img in enumerate(real_images()[:2]):
+        Image.fromarray((img * 255).astype(np.uint8)).save(folder / f"f{k}.png")
+    (folder / "broken.png").write_bytes(b"not a png")
+    out = tmp_path / "checked.pt"
+    assert main(["export", "--model", str(run_dir), "--out", str(out), "--check-images", str(folder)]) == 0
+    cap = capsys.readouterr()
+    assert "broken.png: not a readable image" in cap.err and "OK" in cap.out and out.is_file()
+    none = tmp_path / "none.pt"
+    assert main(["export", "--model", str(run_dir), "--out", str(none), "--check-images", str(folder / "broken.png")]) == 1
+    assert "none of the 1 --check-images could be read" in capsys.readouterr().err and not none.exists()

@@ -49,10 +49,7 @@ def run(args) -> int:
     out = args.out or default_export_path(args.model, fmt)
     images = None
     if args.check_images:
-        from ..io import list_images, read_gray
-
-        paths = list_images(args.check_images)[: max(0, args.max_check_images)]
-        images = [read_gray(p, crop=crop_tuple(args.crop)) for p in paths]
+        images = _check_images(args.check_images, args.max_check_images, crop_tuple(args.crop))
     res = export_model(args.model, out, fmt, check=not args.no_check, atol=args.atol, check_images=images,
                        exporter=args.exporter, opset=args.opset)
     print(f"wrote {res.path} ({res.format}, {res.exporter} exporter, input (batch, 1, {res.image_size[0]}, "
@@ -61,3 +58,23 @@ def run(args) -> int:
         print(f"check: max |{res.format} - pytorch| = {res.max_abs_diff:.3g} over {res.n_checked} images "
               f"(atol {args.atol:g}): OK")
     return 0
+
+
+def _check_images(sources, limit: int, crop) -> list:
+    """The readable --check-images (at most ``limit``); unreadable ones are skipped and listed, as in every command
+    that reads images, so one bad file in a folder does not stop the export."""
+    from ..errors import InputError
+    from ..io import ImageReadError, ReadFailure, list_images, read_gray
+    from ._common import report_failures
+
+    images, failures = [], []
+    for p in list_images(sources)[: max(0, limit)]:
+        try:
+            images.append(read_gray(p, crop=crop))
+        except ImageReadError as exc:
+            failures.append(ReadFailure(p, exc.reason))
+    report_failures(failures)
+    if failures and not images:
+        raise InputError(f"none of the {len(failures)} --check-images could be read (the first: {failures[0].path}: "
+                         f"{failures[0].reason})")
+    return images
