@@ -398,6 +398,10 @@ def test_a_file_named_dcm_that_is_not_dicom_says_so(tmp_path):
     fake.write_bytes(buf.getvalue())
     with pytest.raises(ScanReadError, match=r"not a DICOM file: its content is image data \(PNG\).*rename it \.png"):
         open_scan(fake)
+    empty = tmp_path / "empty.dcm"
+    empty.write_bytes(b"")
+    with pytest.raises(ScanReadError, match="empty.dcm: cannot read header: empty file"):
+        open_scan(empty)
 
 
 @pytest.mark.parametrize("ts", [ExplicitVRLittleEndian, RLELossless])

@@ -642,9 +642,15 @@ class DicomScan(ScanSource):
 
         try:
             with open(self.path, "rb") as fh:
-                found = sniff(fh.read(SNIFF_BYTES))
+                head = fh.read(SNIFF_BYTES)
+        except OSError:
+            head = b"?"
+        if not head:
+            return "empty file"
+        try:
+            found = sniff(head)
             content = f"its content is {found.kind} data ({found.format}), not DICOM; rename it {found.suffix}"
-        except (OSError, UnsupportedContent):
+        except UnsupportedContent:
             content = "it has no DICM marker and no DICOM image elements"
         return f"not a DICOM file: {content}"
 
