@@ -606,6 +606,21 @@ def test_sequence_of_single_frame_dicoms(tmp_path, cine8):
         read_image_file(cine8[0])
 
 
+def test_a_cine_inside_an_image_sequence_stops_it_as_a_damaged_frame(tmp_path, cine8):
+    """A multi-frame DICOM (or one no decoder reads) among a folder's frames was a plain ScanError: select dropped the
+    frames scored before it. It is a ScanReadError at its frame, like any unreadable frame file, so they are kept."""
+    folder = tmp_path / "seq"
+    folder.mkdir()
+    for i in range(2):
+        Image.fromarray(np.full((6, 8), 40 * i, np.uint8)).save(folder / f"f{i}.png")
+    (folder / "f2.dcm").write_bytes(cine8[0].read_bytes())
+    got = []
+    with pytest.raises(ScanReadError, match="f2.dcm: cannot read frame 2: a multi-frame DICOM .10 frames.") as info:
+        for frame in open_scan(folder):
+            got.append(frame.index)
+    assert got == [0, 1] and info.value.frame_index == 2
+
+
 def test_sources_and_errors_pickle(cine8, videos):
     import pickle
 

@@ -821,11 +821,15 @@ def read_image_file(path: str | os.PathLike) -> np.ndarray:
     if not path.is_file():
         raise FileNotFoundError(f"image not found: {path}")
     if path.suffix.lower() in DICOM_EXTENSIONS or is_dicom_file(path):
-        scan = DicomScan(path)
+        try:
+            scan = DicomScan(path)
+        except ScanReadError:
+            raise
+        except ScanError as exc:  # a photometric or transfer syntax nothing here reads: this file cannot be decoded
+            raise ScanReadError(path, None, str(exc).removeprefix(f"{path}: ")) from None
         if scan.n_frames != 1:
-            raise ScanError(
-                f"{path}: a multi-frame DICOM ({scan.n_frames} frames) is not a single image; open it as a scan"
-            )
+            raise ScanReadError(path, None, f"a multi-frame DICOM ({scan.n_frames} frames) is not a single image: "
+                                "give it as a scan of its own (select --input FILE; Python: open_scan)")
         frames = scan._frames(FrameSampler())
         try:
             return next(frames)[2]
