@@ -347,3 +347,21 @@ def test_a_signed_16bit_tiff_is_refused_as_signed_whatever_its_values(tmp_path):
     unsigned = tmp_path / "u16.tif"
     tifffile.imwrite(unsigned, np.full((8, 8), 65535, np.uint16))
     np.testing.assert_allclose(read_gray(unsigned), 1.0, atol=1e-6)
+
+
+def test_a_folder_says_once_which_files_it_does_not_read(tmp_path, caplog):
+    """DICOM files, videos and WebP among a folder's frames were dropped without a word; the listing now says how many
+    files of which kind it leaves, once per folder however often a run lists it."""
+    import logging
+
+    for rel in ("a.png", "IM0001", "b.dcm", "c.mp4", "d.webp", "sub/e.dcm", ".DS_Store", "._a.png"):
+        p = tmp_path / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"x")
+    with caplog.at_level(logging.INFO, logger="crl_uiqa.io"):
+        assert list_images(tmp_path) == [str(tmp_path / "a.png")]
+        assert list_images(tmp_path) == [str(tmp_path / "a.png")]
+    told = [r.getMessage() for r in caplog.records if "not read" in r.getMessage()]
+    assert len(told) == 1
+    assert "5 file(s) not read" in told[0] and ".dcm: 2" in told[0] and "(no extension): 1" in told[0]
+    assert "`crl-uiqa select`" in told[0]

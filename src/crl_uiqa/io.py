@@ -120,11 +120,11 @@ def list_images(source: str | os.PathLike | Sequence[str | os.PathLike]) -> list
         # broken and looping links stay in the list: reading them fails and lists them as skipped. Hidden files and
         # folders are not searched, as a glob and a scan's folder do not: macOS "._x.png" resource forks and
         # ".thumbnails"/".ipynb_checkpoints" copies are not the user's images (a hidden file given by name is read).
-        paths = sorted(
-            str(q) for q in p.rglob("*")
-            if (q.is_file() or (q.is_symlink() and not q.exists())) and q.suffix.lower() in IMAGE_EXTENSIONS
-            and not any(part.startswith(".") for part in q.relative_to(p).parts)
-        )
+        found = [q for q in p.rglob("*")
+                 if (q.is_file() or (q.is_symlink() and not q.exists()))
+                 and not any(part.startswith(".") for part in q.relative_to(p).parts)]
+        paths = sorted(str(q) for q in found if q.suffix.lower() in IMAGE_EXTENSIONS)
+        _tell_not_read(src, [q for q in found if q.suffix.lower() not in IMAGE_EXTENSIONS])
         if not paths:
             raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under folder {src}")
         return paths
@@ -140,6 +140,27 @@ def list_images(source: str | os.PathLike | Sequence[str | os.PathLike]) -> list
             raise ValueError(f"the pattern {src} matches no image")
         return paths
     raise FileNotFoundError(f"image source not found: {src}")
+
+
+_TOLD: set[str] = set()  # folders whose other files were reported (a run lists its inputs more than once)
+
+
+def _tell_not_read(folder: str, others: Sequence[Path]) -> None:
+    """Say, once per folder, how many of its files are not read as images, by extension: a DICOM file, a video or a
+    WebP among the frames is otherwise dropped without a word."""
+    key = os.path.realpath(folder)
+    if not others or key in _TOLD:
+        return
+    _TOLD.add(key)
+    from collections import Counter
+
+    from .video.scan import DICOM_EXTENSIONS, VIDEO_EXTENSIONS
+
+    kinds = Counter(q.suffix.lower() or "(no extension)" for q in others)
+    listed = ", ".join(f"{ext}: {n}" for ext, n in sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0]))[:8])
+    scans = DICOM_EXTENSIONS | VIDEO_EXTENSIONS | {"(no extension)"}  # DICOM files often have no extension
+    log.info("%s: %d file(s) not read, not being images (%s); images are %s%s", folder, len(others), listed,
+             ", ".join(IMAGE_EXTENSIONS), "; videos and DICOM go to `crl-uiqa select`" if scans & set(kinds) else "")
 
 
 def list_references(source: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
