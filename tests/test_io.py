@@ -1,6 +1,7 @@
 """Tests of image input (crl_uiqa.io): listing, manifests, decoding, batching."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -365,3 +366,35 @@ def test_a_folder_says_once_which_files_it_does_not_read(tmp_path, caplog):
     assert len(told) == 1
     assert "5 file(s) not read" in told[0] and ".dcm: 2" in told[0] and "(no extension): 1" in told[0]
     assert "`crl-uiqa select`" in told[0]
+
+
+def _latin1_name(folder: Path) -> str:
+    """A file named in Latin-1 (an old Windows share or ZIP), as Python sees it: with a surrogate escape."""
+    raw = os.path.join(os.fsencode(folder), b"caf\xe9.png")
+    try:
+        with open(raw, "wb") as fh:
+            fh.write(b"x")
+    except OSError:
+        pytest.skip("this file system refuses names that are not UTF-8")
+    return os.fsdecode(raw)
+
+
+def test_a_file_name_that_is_not_utf8_is_refused_before_any_work(tmp_path, capsys):
+    """score read, scored and then failed at the end on "'utf-8' codec can't encode character '\\udce9'", naming no
+    file and writing nothing. Such a name is refused when the images are listed (and select's --input before any
+    work), naming the file; a CSV writer handed one says so instead of the codec's message."""
+    from crl_uiqa.cli import main
+    from crl_uiqa.errors import InputError, OutputError
+    from crl_uiqa.files import write_csv
+
+    _png8(tmp_path / "ok.png", [[0]])
+    bad = _latin1_name(tmp_path)
+    with pytest.raises(InputError, match=r"caf\\xe9\.png'.*not UTF-8 text.*rename"):
+        list_images(tmp_path)
+    with pytest.raises(OutputError, match=r"out\.csv: cannot write a file name that is not UTF-8"):
+        write_csv(tmp_path / "out.csv", [[bad]], ["path"])
+    assert not (tmp_path / "out.csv").exists()
+    out = tmp_path / "picks"
+    assert main(["select", "--model", str(tmp_path / "no-model"), "--input", bad, "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not UTF-8 text" in err[0] and not out.exists()

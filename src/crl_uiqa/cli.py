@@ -188,6 +188,11 @@ MODEL_FILES = ("model.safetensors", "model.json")
 
 
 def _check_out(args: argparse.Namespace) -> None:
+    from .files import check_utf8_names
+
+    # the paths a command writes into its CSVs and reports as given (select's scans, score's files): one that is not
+    # UTF-8 would fail the run at its end, after all its work
+    check_utf8_names([v for option in LISTED_INPUTS + ("out",) for v in _values(args, option)])
     out = getattr(args, "out", None)
     kind = OUT_KIND.get(args.command)
     for option in ("out", *EXTRA_OUTPUTS.get(args.command, ())):

@@ -257,7 +257,27 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
-    return write_bytes(path, text.encode("utf-8"))
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a file name in another encoding, read from the disk as surrogates
+        bad = exc.object[max(0, exc.start - 40):exc.end + 20].encode("utf-8", "surrogateescape")
+        raise OutputError(f"{path}: cannot write a file name that is not UTF-8 ({bad!r}); "
+                          f"{_RENAME_NOT_UTF8}") from None
+    return write_bytes(path, data)
+
+
+_RENAME_NOT_UTF8 = ("outputs are UTF-8 and keep names exactly, so rename such files to UTF-8 first "
+                    "(e.g. convmv -f latin1 -t utf8 --notest -r FOLDER)")
+
+
+def check_utf8_names(paths: Iterable[str]) -> None:
+    """Refuse, before any work, a path that is not UTF-8 (bytes of another encoding, e.g. Latin-1 names from an old
+    Windows share): no CSV could write it as it is, so a run would do all its work and then fail at the end."""
+    for p in paths:
+        try:
+            p.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InputError(f"{os.fsencode(p)!r}: the file name is not UTF-8 text; {_RENAME_NOT_UTF8}") from None
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:

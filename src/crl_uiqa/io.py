@@ -107,6 +107,15 @@ def list_images(source: str | os.PathLike | Sequence[str | os.PathLike]) -> list
         for s in source:
             out.extend(list_images(s))
         return out
+    from .files import check_utf8_names
+
+    paths = _list_source(source)
+    check_utf8_names(paths)
+    return paths
+
+
+def _list_source(source: str | os.PathLike) -> list[str]:
+    """:func:`list_images` of one source."""
     if not isinstance(source, (str, os.PathLike)):
         from .errors import InputError
 

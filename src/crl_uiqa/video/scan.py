@@ -972,8 +972,11 @@ def open_scan(
     ScanReadError
         The header is unreadable (during iteration: a corrupt frame).
     ValueError
-        Unsupported file type, bad arguments, or a missing decoder.
+        Unsupported file type, bad arguments, a missing decoder, or a path that is not UTF-8.
     """
+    from ..files import check_utf8_names  # noqa: PLC0415
+
+    check_utf8_names([str(path)])  # its name goes into every output: refused before any frame is decoded
     kind = scan_kind(path)
     frame_rate = _check_fps(frame_rate, "frame_rate")
     if kind == "video":
