@@ -160,6 +160,24 @@ def test_compute_embeddings_from_files_and_save(model, examples_dir, tmp_path):
         emb.save(tmp_path / "e.txt")
 
 
+def test_embedding_paths_keep_unusual_names_and_match_their_vectors(tmp_path):
+    """The .paths.txt beside an .npy was read with splitlines, which also splits names at \\r, \\x85 or \\u2028, and a
+    name with a line break was written over two lines: either way every later path named the wrong vector, silently.
+    Such names are kept (only \\n ends a line), a name with \\n is refused, and a count mismatch is an error."""
+    from crl_uiqa.errors import InputError
+
+    names = ["a b.png", "c\rd.png", "e\x85f\u2028g.png", "h.png"]
+    emb = Embeddings(names, np.arange(8, dtype=np.float32).reshape(4, 2), "block4")
+    for name in ("e.npy", "e.safetensors"):
+        emb.save(tmp_path / name)
+        assert Embeddings.load(tmp_path / name).paths == names
+    with pytest.raises(InputError, match="line break"):
+        Embeddings(["x\ny.png"], np.zeros((1, 2), np.float32), "block4").save(tmp_path / "n.npy")
+    (tmp_path / "e.paths.txt").write_text("a.png\nb.png\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="2 paths for 4 embeddings"):
+        Embeddings.load(tmp_path / "e.npy")
+
+
 def test_smallnet_port_classifies_12_of_13_examples(examples_dir, sononet16_path):
     """SmallNet (flipped Lasagne kernels) gets every example plane but the abdominal one."""
     from crl_uiqa.backbones import get_backbone

@@ -30,6 +30,7 @@ class Embeddings:
         from .files import atomic_path, write_text
 
         path = Path(path)
+        check_one_line_paths(self.paths)
         if path.suffix == ".safetensors":
             from safetensors.numpy import save_file
 
@@ -53,11 +54,29 @@ class Embeddings:
             with safe_open(str(path), framework="numpy") as fh:
                 meta = fh.metadata() or {}
                 vec = fh.get_tensor("embeddings")
-            return cls(meta.get("paths", "").split("\n") if meta.get("paths") else [], vec, meta.get("layer", ""))
-        vec = np.load(path, allow_pickle=False)
-        side = path.with_suffix(".paths.txt")
-        paths = side.read_text().splitlines() if side.exists() else []
-        return cls(paths, vec, "")
+            paths = meta.get("paths", "").split("\n") if meta.get("paths") else []
+            layer = meta.get("layer", "")
+        else:
+            vec = np.load(path, allow_pickle=False)
+            side = path.with_suffix(".paths.txt")
+            # "\n" alone ends a line, as save wrote it (splitlines would also split names at \r, \x85, \u2028...)
+            text = side.read_bytes().decode("utf-8").removesuffix("\n") if side.exists() else ""  # no newline translation
+            paths = text.split("\n") if text else []
+            layer = ""
+        if paths and len(paths) != len(vec):
+            raise ValueError(f"{path}: {len(paths)} paths for {len(vec)} embeddings; the two do not belong together")
+        return cls(paths, vec, layer)
+
+
+def check_one_line_paths(paths: Sequence[str]) -> None:
+    """Refuse a path with a line break: the ``.paths.txt`` beside an embedding (one path per line) cannot hold it, and
+    every later line would name the wrong vector."""
+    for p in paths:
+        if "\n" in p:
+            from .errors import InputError
+
+            raise InputError(f"{p!r}: a file name with a line break cannot be listed one path per line beside the "
+                             "embeddings; rename it")
 
 
 @torch.inference_mode()

@@ -18,10 +18,11 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from ..backbones import get_backbone
-    from ..embed import compute_embeddings
+    from ..embed import check_one_line_paths, compute_embeddings
     from ..io import list_images
 
     paths = list_images(args.images)
+    check_one_line_paths(paths)  # before any work: save would refuse them at the end
     model = get_backbone(args.backbone, args.weights)
     emb = compute_embeddings(paths, model, layer=args.layer, batch_size=args.batch_size, device=args.device,
                              crop=crop_tuple(args.crop), strict=args.strict, num_workers=args.workers,
