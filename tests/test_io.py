@@ -13,6 +13,7 @@ from crl_uiqa.io import (
     ImageReadError,
     ReadFailure,
     apply_crop,
+    gray_array,
     iter_batches,
     list_images,
     read_gray,
@@ -324,14 +325,16 @@ def test_exif_orientation_is_applied(tmp_path, orientation, stored):
     path = tmp_path / "photo.png"  # lossless, so the pixels compare exactly; JPEG carries the same tag
     Image.fromarray(np.ascontiguousarray(stored(upright))).save(path, exif=exif)
     np.testing.assert_allclose(read_gray(path), upright / 255.0, atol=1e-6)
+    with Image.open(path) as im:  # the same image opened by the caller and scored in memory
+        np.testing.assert_allclose(gray_array(im), upright / 255.0, atol=1e-6)
 
 
 def test_an_array_given_as_images_is_refused_clearly():
-    """The estimator's predict(X) invites an array; str() of it was read as a glob ('[[0. 0. ...]] matches no
-    image'). The error now says images are paths."""
+    """An array among paths (predict takes arrays, but not mixed with paths) was read by list_images as a glob
+    ('[[0. 0. ...]] matches no image'). The error now says images are paths here, and where arrays go."""
     from crl_uiqa.errors import InputError
 
-    for source in (np.zeros((4, 4), np.float32), [np.zeros((4, 4), np.float32)], torch.zeros(1, 4, 4)):
+    for source in (np.zeros((4, 4), np.float32), [np.zeros((4, 4), np.float32), "a.png"], torch.zeros(1, 4, 4)):
         with pytest.raises(InputError, match=r"images are given as paths .* not as (numpy\.ndarray|torch\.Tensor)"):
             list_images(source)
 

@@ -121,8 +121,8 @@ def _list_source(source: str | os.PathLike) -> list[str]:
 
         # str() of an array would be read as a glob pattern ("[[0. 0. ...]] matches no image")
         raise InputError(f"images are given as paths (a folder, glob, manifest CSV, .txt list or file), not as "
-                         f"{type(source).__module__}.{type(source).__qualname__}; to score pixels in memory, save "
-                         f"them as PNG files or call crl_uiqa.scoring.score_tensor")
+                         f"{type(source).__module__}.{type(source).__qualname__}; images in memory are scored by "
+                         f"CRLUIQA.predict (all of them, not mixed with paths) or crl_uiqa.scoring.score_arrays")
     src = str(source)
     p = Path(src)
     if p.is_dir():
@@ -382,7 +382,7 @@ def gray_array(image, what: str = "<array>") -> np.ndarray:
     array. Anything else raises :class:`ImageReadError` naming ``what``.
     """
     if type(image).__module__.startswith("PIL."):
-        return _to_gray(image, what)
+        return _to_gray(_upright(image), what)  # as its file is read: turned by its EXIF orientation
     if type(image).__module__.startswith("torch"):
         image = image.detach().cpu().numpy()
     a = np.asarray(image)
