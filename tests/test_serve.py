@@ -28,7 +28,7 @@ from _helpers import MeanRuntime, fan_frames, tiny_run, write_dicom_cine, write_
 from crl_uiqa.cli import main  # noqa: E402
 from crl_uiqa.serving import ScanOptions, ServeSettings, create_app  # noqa: E402
 from crl_uiqa.serving.jobs import JobQueue  # noqa: E402
-from crl_uiqa.serving.sniff import UnsupportedContent, sniff  # noqa: E402
+from crl_uiqa.sniff import UnsupportedContent, sniff  # noqa: E402
 
 torch.set_num_threads(1)
 

@@ -1,4 +1,4 @@
-"""Old import paths of modules that moved into ``video/`` and ``reporting/``.
+"""Old import paths of modules that moved into ``video/`` and ``reporting/`` (and out of ``serving/``).
 
 ``import crl_uiqa.select`` (the path of the first release, still in users' scripts) returns the
 module object of :mod:`crl_uiqa.video.select` itself, so attributes, monkeypatching and ``isinstance``
@@ -21,6 +21,7 @@ MOVED = {
     "crl_uiqa.report": "crl_uiqa.reporting.html",
     "crl_uiqa.figures": "crl_uiqa.reporting.figures",
     "crl_uiqa.report_scores": "crl_uiqa.reporting.scores",
+    "crl_uiqa.serving.sniff": "crl_uiqa.sniff",  # the format of a file is the core's, used by video/ too
 }
 
 

@@ -5,7 +5,7 @@
 * :mod:`.engine` — a job's work: :func:`crl_uiqa.video.select.select_frames` and
   :func:`~crl_uiqa.video.select.write_selection`, the same engine as ``select``;
 * :mod:`.models` — the models menu and the plane check;
-* :mod:`.sniff` — what an upload is, from its bytes;
+* :mod:`crl_uiqa.sniff` (core) — what an upload is, from its bytes;
 * :mod:`.settings` — limits and per-upload options;
 * ``static/`` — the page (plain HTML, CSS and JavaScript, no external asset).
 

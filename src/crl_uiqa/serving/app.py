@@ -55,11 +55,11 @@ except ImportError as _exc:  # pragma: no cover - depends on the install
         f"crl-uiqa serve needs FastAPI, uvicorn and python-multipart: pip install 'crl-uiqa[serve]' ({_exc})"
     ) from None
 
+from ..sniff import SNIFF_BYTES, UnsupportedContent, sniff
 from .engine import DOWNLOADS, render_frame, run_selection
 from .jobs import JobQueue, QueueFull, job_status
 from .models import ModelRegistry, PlaneChecker
 from .settings import ScanOptions, ServeSettings
-from .sniff import SNIFF_BYTES, UnsupportedContent, sniff
 
 log = logging.getLogger(__name__)
 

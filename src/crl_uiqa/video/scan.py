@@ -638,7 +638,7 @@ class DicomScan(ScanSource):
         """Why a file read as DICOM has no Rows/Columns: a DICOM without an image (a report), or not DICOM at all."""
         if is_dicom_file(self.path):
             return "the DICOM file has no image (Rows/Columns missing: a structured report or other non-image object?)"
-        from ..serving.sniff import SNIFF_BYTES, UnsupportedContent, sniff  # noqa: PLC0415
+        from ..sniff import SNIFF_BYTES, UnsupportedContent, sniff  # noqa: PLC0415
 
         try:
             with open(self.path, "rb") as fh:

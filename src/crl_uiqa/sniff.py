@@ -1,4 +1,5 @@
-"""What an uploaded file is, from its first bytes (never from its name).
+"""What a file is, from its first bytes (never from its name): the web page's uploads, and a file whose name
+says one thing and whose bytes another (a PNG named ``.dcm``).
 
 Only the formats a scan can be are recognised:
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import InputError
+from .errors import InputError
 
 __all__ = ["Sniffed", "sniff", "SNIFF_BYTES", "UnsupportedContent"]
 
