@@ -29,6 +29,7 @@ from pydicom.uid import (  # noqa: E402
 
 import _helpers  # noqa: E402
 from _helpers import us_dicom_dataset, us_region  # noqa: E402
+from crl_uiqa.io import read_gray  # noqa: E402
 from crl_uiqa.region import Region  # noqa: E402
 from crl_uiqa.scan import (  # noqa: E402
     DEFAULT_FRAME_RATE,
@@ -325,6 +326,9 @@ def test_dicom_16bit_monochrome1_rgb(tmp_path):
     luma = rgb @ np.array([0.299, 0.587, 0.114]) / 255.0
     for f in open_scan(write_dicom(tmp_path / "d.dcm", rgb, photometric="RGB")):
         np.testing.assert_allclose(f.image, luma[f.index], atol=1e-5)
+        # the same colour frame saved as a PNG reads the same (one luma rule, in float; PIL's "L" rounded it)
+        Image.fromarray(rgb[f.index]).save(tmp_path / f"d{f.index}.png")
+        np.testing.assert_allclose(read_gray(tmp_path / f"d{f.index}.png"), f.image, atol=1e-6)
 
 
 def test_dicom_jpeg_baseline_ybr_full_422(tmp_path):

@@ -349,8 +349,14 @@ def _too_large(w: int, h: int, limit: int) -> str:
 def _to_gray(im, path: str) -> np.ndarray:
     mode = im.mode
     if mode in ("L", "P", "RGB", "RGBA", "LA", "1", "YCbCr"):
-        if mode != "L":
-            im = im.convert("RGB").convert("L") if mode in ("P", "RGBA", "LA") else im.convert("L")
+        if mode in ("LA", "1"):
+            im = im.convert("L")
+        elif mode in ("P", "RGBA", "YCbCr"):
+            im = im.convert("RGB")
+        # colour to luma in float (LUMA_WEIGHTS, as DICOM and video frames), not rounded to 8 bits: a colour
+        # frame scores the same from a PNG as from its DICOM or video
+        if im.mode == "RGB":
+            return _rgb_luma(im)
         a = np.asarray(im, dtype=np.float32)
         a /= np.float32(255.0)  # in place: one float32 copy per decode
         return a
@@ -371,12 +377,24 @@ def _to_gray(im, path: str) -> np.ndarray:
     raise ImageReadError(path, f"unsupported image mode {mode!r} (8/16-bit gray, RGB or RGBA expected)")
 
 
+def _rgb_luma(im) -> np.ndarray:
+    """A PIL RGB image's float luma in [0, 1], converted a band of rows at a time so that no second full-size
+    float image is held beside the result (the decode limit of the module docstring)."""
+    w, h = im.size
+    out = np.empty((h, w), dtype=np.float32)
+    rows = max(1, (1 << 22) // max(w, 1))  # about 4 megapixels per band
+    for top in range(0, h, rows):
+        band = im.crop((0, top, w, min(h, top + rows))).convert("F")  # PIL's float luma: LUMA_WEIGHTS
+        np.divide(np.asarray(band), np.float32(255.0), out=out[top:top + band.size[1]])
+    return out
+
+
 def gray_array(image, what: str = "<array>") -> np.ndarray:
     """An image in memory as crl-uiqa's gray input: a float32 array (H, W) in [0, 1].
 
     Taken as a file of the same pixels is decoded (:func:`read_gray`): ``uint8`` is divided by 255 and
-    ``uint16`` by 65535; ``(H, W, 3)`` RGB and ``(H, W, 4)`` RGBA become ITU-R 601 luma, alpha ignored (8-bit
-    colour through the same conversion as a PNG's, so an array scores as its file); ``(H, W, 1)`` is gray;
+    ``uint16`` by 65535; ``(H, W, 3)`` RGB and ``(H, W, 4)`` RGBA become ITU-R 601 luma (:data:`LUMA_WEIGHTS`,
+    in float), alpha ignored, so an array scores as its file; ``(H, W, 1)`` is gray;
     ``bool`` is 0/1. A float array must already be finite and within [0, 1] (it is not rescaled: divide by
     your data's maximum). A ``PIL.Image`` is converted as a decoded file; a ``torch.Tensor`` as its numpy
     array. Anything else raises :class:`ImageReadError` naming ``what``.

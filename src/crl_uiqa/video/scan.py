@@ -66,7 +66,7 @@ import numpy as np
 
 from ..errors import ScanError, optional_import
 from ..io import IMAGE_EXTENSIONS as _IO_IMAGE_EXTENSIONS
-from ..io import ImageReadError, read_gray
+from ..io import LUMA_WEIGHTS, ImageReadError, read_gray
 from .framing import RegionPolicy
 from .region import Region, RegionDetection, dicom_number, region_from_dicom
 
@@ -99,10 +99,6 @@ IMAGE_EXTENSIONS = frozenset(_IO_IMAGE_EXTENSIONS)
 #: files without timing elements, when ``frame_rate`` is not given. 30 fps is
 #: the usual display rate of ultrasound scanners and screen recorders.
 DEFAULT_FRAME_RATE = 30.0
-
-#: ITU-R BT.601 luma weights, the Y of YCbCr (and of ``PIL.Image.convert("L")``).
-LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-
 
 class ScanReadError(ScanError):
     """A scan could not be decoded (corrupt, truncated or unsupported data).
