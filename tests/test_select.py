@@ -380,3 +380,33 @@ def test_cli_weights_option_has_one_name(spike_video, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["select", "--help"])
     assert "--plane-weights" not in capsys.readouterr().out
+
+
+def test_select_takes_frames_in_memory_as_their_image_sequence(tmp_path):
+    """Frames a pipeline holds (an (N, H, W) uint8 array) select as the same frames saved as a PNG sequence:
+    same scores, times and picks; a frame that cannot be converted is named by its index."""
+    from PIL import Image
+
+    from crl_uiqa.scan import ArrayScan
+
+    levels = [60 + bump(i, 12, 3, 60) + (80 if i == 5 else 0) for i in range(24)]
+    frames = np.stack(capture_frames(levels))
+    (tmp_path / "seq").mkdir()
+    for i, f in enumerate(frames):
+        Image.fromarray(f).save(tmp_path / "seq" / f"f{i:02d}.png")
+    kw = dict(top_k=2, min_gap=0.2, smooth=0.1, frame_rate=12.0)
+    mem = select_frames(MeanRuntime(), frames, **kw)
+    disk = select_frames(MeanRuntime(), tmp_path / "seq", **kw)
+    assert mem.error is None and mem.n_scored == 24 and mem.kind == "array" and mem.name == "frames"
+    np.testing.assert_allclose(mem.quality, disk.quality, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(mem.times, np.arange(24) / 12.0, atol=1e-9)
+    assert [p.frame for p in mem.picks] == [p.frame for p in disk.picks]
+    # a list of frames, every other one
+    half = select_frames(MeanRuntime(), list(frames), every=2, top_k=1)
+    assert half.n_scored == 12 and list(half.frames) == list(range(0, 24, 2))
+    # a bad frame stops the scan there, the frames before it kept (as a damaged file)
+    bad = list(frames[:3]) + [frames[3].astype(np.float32)]  # 0-255 data as float: refused, not clipped
+    res = select_frames(MeanRuntime(), bad, top_k=1)
+    assert res.n_scored == 3 and res.error is not None and "frame 3" in str(res.error)
+    with pytest.raises(ScanReadError, match="no frames"):
+        ArrayScan([])

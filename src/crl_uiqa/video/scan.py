@@ -64,7 +64,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from ..errors import ScanError, optional_import
+from ..errors import ConfigError, ScanError, optional_import
 from ..io import IMAGE_EXTENSIONS as _IO_IMAGE_EXTENSIONS
 from ..io import LUMA_WEIGHTS, ImageReadError, read_gray
 from .framing import RegionPolicy
@@ -76,6 +76,7 @@ __all__ = [
     "VideoScan",
     "DicomScan",
     "ImageSequenceScan",
+    "ArrayScan",
     "ScanReadError",
     "FrameSampler",
     "open_scan",
@@ -890,6 +891,51 @@ class ImageSequenceScan(ScanSource):
             except FileNotFoundError:
                 raise ScanReadError(file, index, "the file disappeared while reading the sequence") from None
             yield index, time, image
+
+
+class ArrayScan(ScanSource):
+    """Frames already in memory as a scan: an ``(N, H, W)`` or ``(N, H, W, C)`` array, or a sequence of
+    frames (arrays, PIL images, tensors), for a pipeline that holds its own frames.
+
+    Each frame is converted as a file of the same pixels is read (:func:`crl_uiqa.io.gray_array`: ``uint8``
+    / 255, ``uint16`` / 65535, colour to luma, float frames already in [0, 1]); frames are at
+    ``index / frame_rate`` (:data:`DEFAULT_FRAME_RATE` when not given). ``name`` names the scan in results
+    and reports. A frame that cannot be converted raises :class:`ScanReadError` naming its index, after the
+    frames before it (as a damaged file does).
+    """
+
+    kind = "array"
+
+    def __init__(self, frames: Any, *, name: str = "frames", **kwargs: Any) -> None:
+        from ..scoring import as_image_list
+
+        if not isinstance(name, str) or not name.strip() or "/" in name or "\\" in name:
+            raise ConfigError(f"name must be a short scan name (no path separators), got {name!r}")
+        self._items = as_image_list(frames)
+        self._name = name
+        super().__init__(Path(name), **kwargs)
+        self.name = name
+
+    def _read_header(self, frame_rate: float | None) -> None:
+        if not self._items:
+            raise ScanReadError(self.path, 0, "the scan has no frames")
+        self.n_frames = len(self._items)
+        self.fps, self.timing = _fallback_rate(frame_rate)
+        self.shape = tuple(self._gray(0).shape[:2])
+
+    def _gray(self, index: int) -> np.ndarray:
+        from ..io import gray_array
+
+        try:
+            return gray_array(self._items[index], f"frame {index}")
+        except ImageReadError as exc:
+            raise ScanReadError(self.path, index, exc.reason) from None
+
+    def _frames(self, sampler: FrameSampler) -> Iterator[tuple[int, float, np.ndarray]]:
+        for index in range(len(self._items)):
+            time = index / self.fps
+            if sampler.keep(index, time):
+                yield index, time, self._gray(index)
 
 
 # ----------------------------------------------------------------------------- entry point

@@ -45,7 +45,7 @@ import numpy as np
 from .framing import REGION_FRAMES, REGION_MODES, RegionCutter, RegionPolicy, model_input
 from .prefetch import prefetch, prefetch_depth
 from .region import Region, RegionDetection
-from .scan import Frame, ScanReadError, ScanSource, open_scan
+from .scan import ArrayScan, Frame, ScanReadError, ScanSource, open_scan
 from .temporal import ScoreTrack, TrackedFrame, smooth_scores, temporal_nms
 
 if TYPE_CHECKING:
@@ -432,8 +432,10 @@ def select_frames(
     model : Runtime, QualityModel, str or os.PathLike
         A :class:`crl_uiqa.runtime.Runtime`, a model, a run directory or an
         exported file (loaded with :func:`crl_uiqa.runtime.load_runtime`).
-    scan_path : str or os.PathLike
-        Video, DICOM file, image folder or glob (see :func:`crl_uiqa.scan.open_scan`).
+    scan_path : str, os.PathLike, array or sequence of frames
+        Video, DICOM file, image folder or glob (see :func:`crl_uiqa.scan.open_scan`), or frames in
+        memory: an ``(N, H, W[, C])`` array or a list of frames (:class:`crl_uiqa.scan.ArrayScan`, named
+        "frames"; their times follow ``frame_rate``).
     runtime : {"auto", "torch", "torchscript", "onnx"}
         Engine when ``model`` is not a Runtime.
     device : str or torch.device
@@ -482,6 +484,7 @@ def select_frames(
     """
     from ..progress import progress as _progress
     from ..runtime import Runtime, load_runtime
+    from ..scoring import is_in_memory
 
     t_start = time.perf_counter()
     cfg = SelectionSettings.create(top_k=top_k, min_gap=min_gap, smooth=smooth, batch_size=batch_size, plane=plane,
@@ -491,7 +494,11 @@ def select_frames(
     check = None
     if plane is not None:
         check = PlaneCheck(plane, cfg.plane_threshold, model=plane_model, weights=plane_weights, device=device)
-    scan = open_scan(scan_path, every=every, fps=fps, frame_rate=frame_rate)
+    if is_in_memory(scan_path):
+        scan = ArrayScan(scan_path, every=every, fps=fps, frame_rate=frame_rate)
+        scan_path = f"<{scan.n_frames} frames in memory>"
+    else:
+        scan = open_scan(scan_path, every=every, fps=fps, frame_rate=frame_rate)
     preparer = _FramePreparer(scan, cfg.region, rt.image_size,
                               None if check is None else (check.input_size or rt.image_size))
     track = ScoreTrack(cfg.top_k, cfg.min_gap, cfg.smooth)
