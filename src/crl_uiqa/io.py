@@ -163,7 +163,7 @@ def _tell_not_read(folder: str, others: Sequence[Path]) -> None:
     _TOLD.add(key)
     from collections import Counter
 
-    from .video.scan import DICOM_EXTENSIONS, VIDEO_EXTENSIONS
+    from .sniff import DICOM_EXTENSIONS, VIDEO_EXTENSIONS
 
     kinds = Counter(q.suffix.lower() or "(no extension)" for q in others)
     listed = ", ".join(f"{ext}: {n}" for ext, n in sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0]))[:8])
@@ -328,7 +328,7 @@ def _upright(im):
 
 def _unidentified(path: str) -> str:
     """Why Pillow could not open ``path``: a scan (DICOM, video) is named as one, anything else is not an image."""
-    from .video.scan import DICOM_EXTENSIONS, VIDEO_EXTENSIONS, is_dicom_file
+    from .sniff import DICOM_EXTENSIONS, VIDEO_EXTENSIONS, is_dicom_file
 
     ext = Path(path).suffix.lower()
     if ext in DICOM_EXTENSIONS or is_dicom_file(path):

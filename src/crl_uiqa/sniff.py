@@ -23,10 +23,25 @@ from dataclasses import dataclass
 
 from .errors import InputError
 
-__all__ = ["Sniffed", "sniff", "SNIFF_BYTES", "UnsupportedContent"]
+__all__ = ["Sniffed", "sniff", "SNIFF_BYTES", "UnsupportedContent", "VIDEO_EXTENSIONS", "DICOM_EXTENSIONS", "is_dicom_file"]
 
 #: Bytes needed to recognise every supported format (DICOM's marker ends at 132).
 SNIFF_BYTES = 132
+
+#: File name extensions of videos and of DICOM files (which are also recognised by their bytes,
+#: :func:`is_dicom_file`: DICOM files often have no extension).
+VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".ogv"})
+DICOM_EXTENSIONS = frozenset({".dcm", ".dicom", ".dic"})
+
+
+def is_dicom_file(path) -> bool:
+    """Whether the file at ``path`` starts with the DICOM preamble (128 bytes then ``DICM``)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(SNIFF_BYTES)
+    except OSError:
+        return False
+    return len(head) == SNIFF_BYTES and head[128:132] == b"DICM"
 
 
 class UnsupportedContent(InputError):

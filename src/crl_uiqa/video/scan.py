@@ -67,6 +67,7 @@ import numpy as np
 from ..errors import ConfigError, ScanError, optional_import
 from ..io import IMAGE_EXTENSIONS as _IO_IMAGE_EXTENSIONS
 from ..io import LUMA_WEIGHTS, ImageReadError, read_gray
+from ..sniff import DICOM_EXTENSIONS, SNIFF_BYTES, VIDEO_EXTENSIONS, UnsupportedContent, is_dicom_file, sniff
 from .framing import RegionPolicy
 from .region import Region, RegionDetection, dicom_number, region_from_dicom
 
@@ -92,14 +93,13 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".ogv"})
-DICOM_EXTENSIONS = frozenset({".dcm", ".dicom", ".dic"})
 IMAGE_EXTENSIONS = frozenset(_IO_IMAGE_EXTENSIONS)
 
 #: Frame rate (frames per second) assumed for image sequences and for DICOM
 #: files without timing elements, when ``frame_rate`` is not given. 30 fps is
 #: the usual display rate of ultrasound scanners and screen recorders.
 DEFAULT_FRAME_RATE = 30.0
+
 
 class ScanReadError(ScanError):
     """A scan could not be decoded (corrupt, truncated or unsupported data).
@@ -585,16 +585,6 @@ def _import_pydicom():
     return optional_import("pydicom", "dicom", purpose="reading DICOM")
 
 
-def is_dicom_file(path: str | os.PathLike) -> bool:
-    """Whether ``path`` starts with the DICOM preamble (128 bytes then ``DICM``)."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(132)
-    except OSError:
-        return False
-    return len(head) == 132 and head[128:132] == b"DICM"
-
-
 class DicomScan(ScanSource):
     """A DICOM single- or multi-frame image read with pydicom (see the module docstring)."""
 
@@ -635,8 +625,6 @@ class DicomScan(ScanSource):
         """Why a file read as DICOM has no Rows/Columns: a DICOM without an image (a report), or not DICOM at all."""
         if is_dicom_file(self.path):
             return "the DICOM file has no image (Rows/Columns missing: a structured report or other non-image object?)"
-        from ..sniff import SNIFF_BYTES, UnsupportedContent, sniff  # noqa: PLC0415
-
         try:
             with open(self.path, "rb") as fh:
                 head = fh.read(SNIFF_BYTES)
