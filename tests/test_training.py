@@ -734,3 +734,27 @@ def test_an_interrupted_anchored_run_resumes_to_the_same_model(tmp_path, sononet
                 assert a[key] == pytest.approx(b[key], abs=1e-6), key
     for name, t in full.model.state_dict().items():
         assert torch.allclose(t.float(), resumed.model.state_dict()[name].float(), atol=1e-6), name
+
+
+def test_settings_float32_training_cannot_hold_are_refused_up_front():
+    # torch's SGD overflowed on an lr or weight decay above float32's range, after the pseudo-label pass (exit 3)
+    for name in ("lr", "weight_decay", "alpha", "theta", "beta", "margin_scale"):
+        with pytest.raises(ConfigError, match=name):
+            TrainConfig(**{name: 1e300})
+    assert TrainConfig(lr=1e30).lr == 1e30
+    # the epoch generators are seeded with seed * 1_000_003 + epoch, which must fit torch's 64-bit seed
+    assert TrainConfig(seed=2**32 - 1).seed == 2**32 - 1
+    with pytest.raises(ConfigError, match=r"seed \(--seed\) must be <="):
+        TrainConfig(seed=2**64)
+
+
+def test_a_diverging_run_is_a_setting_error_naming_lr(tmp_path):
+    paths, labels = _images(tmp_path, n=6)
+    with pytest.raises(ConfigError, match=r"training diverged: .* at epoch 1 \(--lr 1e\+30"):
+        train(paths, labels, config=_cfg(epochs=2, batch_size=1, lr=1e30), model_config=ModelConfig(image_size=SIZE),
+              num_workers=0, progress=False)
+    labels_csv = tmp_path / "labels.csv"
+    labels_csv.write_text("path,pseudo_label\n" + "".join(f"{p},{q}\n" for p, q in zip(paths, labels)))
+    # on the command line: one line and exit 1 (a user's setting), not the "bug in crl-uiqa" exit 3
+    assert main(["train", "--labels", str(labels_csv), "--out", str(tmp_path / "run"), "--lr", "1e30",
+                 "--epochs", "2", "--batch-size", "1", "--image-size", *map(str, SIZE), "--workers", "0", "--quiet"]) == 1

@@ -85,13 +85,13 @@ class TrainConfig:
         f = v.flag
         v.integer(f("epochs"), self.epochs, minimum=1)
         v.integer(f("batch_size"), self.batch_size, minimum=1)
-        v.real(f("lr"), self.lr, minimum=0, strict_min=True)
+        v.real(f("lr"), self.lr, minimum=0, strict_min=True, maximum=v.MAX_FLOAT32)
         v.real(f("momentum"), self.momentum, minimum=0, maximum=1, strict_max=True)
-        v.real(f("weight_decay"), self.weight_decay, minimum=0)
+        v.real(f("weight_decay"), self.weight_decay, minimum=0, maximum=v.MAX_FLOAT32)
         v.choice(f("lr_schedule"), self.lr_schedule, ("linear", "constant"))
         v.real("final_lr_fraction", self.final_lr_fraction, minimum=0, maximum=1, strict_min=True)
         for name in ("alpha", "theta", "beta", "margin_scale"):
-            v.real(f(name), getattr(self, name), minimum=0)
+            v.real(f(name), getattr(self, name), minimum=0, maximum=v.MAX_FLOAT32)
         v.boolean("consistency", self.consistency)
         v.boolean("relativity", self.relativity)
         if not isinstance(self.strong_views, str):
@@ -112,7 +112,7 @@ class TrainConfig:
             v.real(f"calibration[{fam!r}]", w, minimum=0)
         v.real(f("max_rotation"), self.max_rotation, minimum=0, maximum=180)
         v.real(f("val_fraction"), self.val_fraction, minimum=0, maximum=1, strict_max=True)
-        v.integer(f("seed"), self.seed, minimum=0)
+        v.integer(f("seed"), self.seed, minimum=0, maximum=v.MAX_SEED)
         if not (isinstance(self.amp, bool) or self.amp == "bf16"):
             raise ConfigError(f"{f('amp')} must be true (bfloat16 on CUDA only), false or 'bf16' (the CPU too), "
                               f"got {self.amp!r}")
@@ -944,15 +944,24 @@ def _train_epoch(model: QualityModel, opt: torch.optim.Optimizer, tr_cache: torc
         p_strong = parts_out[-1] if strong is not None else None
         loss, parts = total_loss(p, q, p_weak, p_strong, eps, weights_)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {float(loss)} at epoch {epoch + 1}; lower --lr")
+            raise _diverged(f"the loss became {float(loss.detach())}", epoch, cfg)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if not all(bool(torch.isfinite(q_).all()) for grp in opt.param_groups for q_ in grp["params"]):
+            raise _diverged("a weight became inf or NaN", epoch, cfg)
         for k, v in parts.items():
             sums[k] = sums.get(k, 0.0) + v * x.shape[0]
         bar.set_postfix(loss=f"{parts['loss']:.4f}")
     bar.close()
     return sums
+
+
+def _diverged(what: str, epoch: int, cfg: TrainConfig) -> ConfigError:
+    """Training that ran off to inf/NaN: a setting's fault (one line naming the settings that scale the steps)."""
+    return ConfigError(f"training diverged: {what} at epoch {epoch + 1} (--lr {cfg.lr:g}, --weight-decay "
+                       f"{cfg.weight_decay:g}, --alpha {cfg.alpha:g}, --theta {cfg.theta:g}, --beta {cfg.beta:g}); "
+                       f"lower --lr or the loss weights")
 
 
 def _metrics_text(row: dict, skip: tuple[str, ...]) -> str:
