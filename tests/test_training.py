@@ -758,3 +758,13 @@ def test_a_diverging_run_is_a_setting_error_naming_lr(tmp_path):
     # on the command line: one line and exit 1 (a user's setting), not the "bug in crl-uiqa" exit 3
     assert main(["train", "--labels", str(labels_csv), "--out", str(tmp_path / "run"), "--lr", "1e30",
                  "--epochs", "2", "--batch-size", "1", "--image-size", *map(str, SIZE), "--workers", "0", "--quiet"]) == 1
+
+
+def test_min_val_pairs_beyond_what_memory_holds_is_refused_up_front():
+    # each pair is a corrupted copy of a validation image kept in memory: --min-val-pairs 1e12 drew views until the
+    # machine ran out of memory, after the pseudo-label pass
+    from crl_uiqa.training import MAX_VAL_PAIRS
+
+    assert TrainConfig(min_val_pairs=MAX_VAL_PAIRS).min_val_pairs == MAX_VAL_PAIRS
+    with pytest.raises(ConfigError, match=r"min_val_pairs \(--min-val-pairs\) must be <="):
+        TrainConfig(min_val_pairs=10**12)

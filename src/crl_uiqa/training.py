@@ -45,6 +45,12 @@ from .views import StrongViews, parse_strong_views, weak_view
 log = logging.getLogger(__name__)
 
 
+#: most clean-over-corrupted validation pairs asked for: each is a corrupted copy of a validation image held in
+#: memory and scored every epoch (10000 at 224x288 is about 0.6 GB); a larger --min-val-pairs drew views until
+#: memory ran out, after the pseudo-label pass
+MAX_VAL_PAIRS = 10_000
+
+
 @dataclass
 class TrainConfig:
     """Training settings; the defaults are the paper's where it gives one."""
@@ -123,7 +129,7 @@ class TrainConfig:
             self.train_crop = v.image_size(f("train_crop"), self.train_crop, minimum=1)
         v.choice(f("select"), self.select, ("last", "best"))
         v.integer(f("min_steps"), self.min_steps, minimum=0)
-        v.integer(f("min_val_pairs"), self.min_val_pairs, minimum=0)
+        v.integer(f("min_val_pairs"), self.min_val_pairs, minimum=0, maximum=MAX_VAL_PAIRS)
         v.integer(f("min_train_images"), self.min_train_images, minimum=0)
 
     def to_dict(self) -> dict:
