@@ -12,7 +12,7 @@ def register(sub) -> None:
     p.add_argument("--pairs", required=True, help="CSV with columns better,worse[,type]")
     p.add_argument("--root", default=None, help="folder the pair paths are relative to (default: the pairs CSV's folder)")
     p.add_argument("--mos", default=None, help="optional CSV path,mos for SRCC/PLCC/KRCC")
-    p.add_argument("--skip-missing", action="store_true", help="ignore pairs whose images have no score (counted)")
+    p.add_argument("--skip-missing", action="store_true", help="ignore pairs (and --mos images) whose images have no score (counted)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)
 
