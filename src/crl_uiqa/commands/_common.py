@@ -187,10 +187,12 @@ def add_training(parser: argparse.ArgumentParser, calibrate_margins: bool = Fals
     g.add_argument("--amp", choices=list(AMP_SETTINGS), default=None,
                    help="bfloat16 autocast: cuda (default: on CUDA only), bf16 (on the CPU too; see BENCHMARKS.md "
                    "for what it gains and costs), off")
-    g.add_argument("--resume", action="store_true",
-                   help="continue an interrupted run from OUT/last.safetensors (same inputs and settings)")
-    g.add_argument("--overwrite", action="store_true",
-                   help="replace the run OUT already holds (without it, an interrupted or finished run is refused)")
+    # one or the other: with both, --resume won and --overwrite was silently ignored
+    run = g.add_mutually_exclusive_group()
+    run.add_argument("--resume", action="store_true",
+                     help="continue an interrupted run from OUT/last.safetensors (same inputs and settings)")
+    run.add_argument("--overwrite", action="store_true",
+                     help="replace the run OUT already holds (without it, an interrupted or finished run is refused)")
     g.add_argument("--val-pairs", default=None, help="optional pairs CSV (better,worse) for validation accuracy per epoch")
 
 
