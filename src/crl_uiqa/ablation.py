@@ -98,11 +98,10 @@ def run_ablation(images, references, pairs_csv, out_dir, *, k: int = 5, layer: s
 
 def format_table(table: list[dict]) -> str:
     """Markdown table of :func:`run_ablation` rows."""
+    from .reporting import markdown
+
     types = sorted({k for r in table for k in r if k.startswith("acc_")})
     head = ["configuration", "accuracy", "95% CI", *[t.removeprefix("acc_") for t in types], "seconds"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in table:
-        cells = [r["configuration"], f"{r['accuracy']:.3f}", f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]",
-                 *[f"{r[t]:.3f}" if t in r else "" for t in types], f"{r['seconds']}"]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return markdown.table(head, ([r["configuration"], f"{r['accuracy']:.3f}", f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]",
+                                  *[f"{r[t]:.3f}" if t in r else "" for t in types], f"{r['seconds']}"]
+                                 for r in table))
