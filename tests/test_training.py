@@ -99,6 +99,18 @@ def test_resume_refuses_changed_settings(tmp_path, sononet16_path):
               weights=sononet16_path, run_dir=tmp_path / "r", resume=True, num_workers=0, progress=False)
 
 
+def test_resume_refuses_other_epochs(tmp_path, sononet16_path):
+    # the linear lr schedule spans the run's epochs: a resume with other epochs made a model no run makes
+    paths, labels = _images(tmp_path)
+    kw = dict(model_config=ModelConfig(image_size=SIZE), weights=sononet16_path, run_dir=tmp_path / "r",
+              num_workers=0, progress=False)
+    train(paths, labels, config=_cfg(epochs=1), **kw)
+    for epochs in (2, 3):
+        with pytest.raises(ValueError, match=r"settings differ from the checkpoint \(epochs\)"):
+            train(paths, labels, config=_cfg(epochs=epochs), resume=True, **kw)
+    assert json.loads((tmp_path / "r" / "model.json").read_text())["train_config"]["epochs"] == 1
+
+
 def test_bad_labels_are_clear_errors(tmp_path):
     paths, labels = _images(tmp_path, n=4)
     with pytest.raises(ValueError, match="NaN"):

@@ -185,7 +185,10 @@ def settings(paper: bool = False) -> tuple[dict, dict]:
 
 
 # the settings that must not change when a run is resumed
-_RESUME_KEYS = ("batch_size", "lr", "momentum", "weight_decay", "lr_schedule", "final_lr_fraction", "alpha", "theta",
+# epochs too: the linear schedule decays over the run's epochs, so a resumed run with more or fewer epochs is no
+# run's (resuming a finished 8-epoch run with --epochs 10 jumped the lr from 0.005 back to 0.06 at epoch 9, and a
+# later --resume --epochs 8 re-saved its 10 epochs as an 8-epoch run)
+_RESUME_KEYS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "lr_schedule", "final_lr_fraction", "alpha", "theta",
                 "beta", "consistency", "relativity", "strong_views", "degree_range", "margin_scale", "max_rotation",
                 "val_fraction", "seed", "select", "min_steps", "train_crop", "min_val_pairs", "min_train_images")
 
