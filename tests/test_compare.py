@@ -170,3 +170,20 @@ def test_a_self_pair_stops_the_comparison(tiny):
     (tiny / "self.csv").write_text("better,worse\ntest/clean0.png,test/noisy0.png\ntest/clean1.png,test/clean1.png\n")
     with pytest.raises(ValueError, match="self.csv, line 3: better and worse are the same image"):
         compare_methods(tiny / "self.csv", "mssim", images=tiny / "test")
+
+
+def test_user_text_in_markdown_tables_cannot_shift_columns_or_render_as_html():
+    """A pair type 'a|b' split its header cell, so every later value stood under the wrong column of compare.md;
+    '<img ...>' from a pairs CSV went into the Markdown as raw HTML."""
+    from crl_uiqa.reporting import markdown
+
+    rows = [{"method": "mssim", "status": "ok", "accuracy": 0.75, "ci_low": 0.5, "ci_high": 1.0,
+             "acc_a|b": 0.5, "acc_<img src=x onerror=alert(1)>": 1.0, "n_pairs": 4, "seconds": 0.2,
+             "note": "x | y"}]
+    lines = format_table(rows).splitlines()
+    # the header, separator and row have the same number of (unescaped) cell separators
+    count = [len([c for i, c in enumerate(line) if c == "|" and line[i - 1] != "\\"]) for line in lines]
+    assert count == [count[0]] * 3 and count[0] == 9
+    assert lines[0] == "| method | accuracy | 95% CI | a\\|b | &lt;img src=x onerror=alert(1)&gt; | pairs | seconds | note |"
+    assert lines[2] == "| mssim | 0.750 | [0.500, 1.000] | 0.500 | 1.000 | 4 | 0.2 | x \\| y |"
+    assert markdown.cell("a&b\nc") == "a&amp;b c"

@@ -159,6 +159,28 @@ def test_evaluate_files_missing_skip_and_mos(tmp_path):
     assert res["correlation"]["n"] == 5
 
 
+def test_mos_rows_without_a_score_are_refused_or_counted_and_constant_mos_is_one_line(tmp_path):
+    """A graded image with no score was dropped silently (the correlations then over a subset, n the only hint);
+    constant MOS printed scipy's warnings and NaN correlations."""
+    from crl_uiqa.evaluation import format_result
+
+    bench = tmp_path / "bench"
+    pairs = _write(bench / "pairs.csv", "better,worse\nimgs/a.png,imgs/b.png\n")
+    scores = _write(bench / "scores.csv", "path,score\n" + "".join(f"imgs/{k}.png,{v}\n" for k, v in SCORES.items()))
+    grades = "".join(f"imgs/{k}.png,{m}\n" for k, m in zip("abcde", [5, 3, 1, 2, 4]))
+    mos = _write(bench / "mos.csv", "path,mos\n" + grades + "imgs/zz.png,1\n")
+    with pytest.raises(InputError, match=r"no score for .*zz.png.* \(named in .*mos.csv, 1 of its 6 images unscored\)"):
+        evaluate_files(scores, pairs, mos_csv=mos, n_boot=0)
+    res = evaluate_files(scores, pairs, mos_csv=mos, n_boot=0, missing="skip")
+    s = [SCORES[k] for k in "abcde"]
+    assert res["correlation"]["srcc"] == pytest.approx(stats.spearmanr(s, [5, 3, 1, 2, 4]).statistic)
+    assert res["correlation"]["n"] == 5 and res["correlation"]["n_missing"] == 1
+    assert "(1 MOS images skipped: unscored)" in format_result(res)
+    flat = _write(bench / "flat.csv", "path,mos\n" + "".join(f"imgs/{k}.png,3\n" for k in "abcde"))
+    with pytest.raises(ValueError, match=r"correlations are undefined: the reference scores \(MOS\) of all 5 images"):
+        evaluate_files(scores, pairs, mos_csv=flat, n_boot=0)
+
+
 def test_read_scores_and_pairs_errors(tmp_path):
     bad = _write(tmp_path / "s.csv", "file,value\na,1\n")
     with pytest.raises(ValueError, match="path,score"):
@@ -202,7 +224,7 @@ def test_a_path_listed_twice_with_different_scores_is_refused(tmp_path):
     pairs = _pairs_csv(tmp_path)
     body = "".join(f"imgs/{k}.png,{v}\n" for k, v in SCORES.items())
     dup = _write(tmp_path / "dup.csv", "path,score\n" + body + "./imgs/a.png,0.1\n")
-    with pytest.raises(InputError, match=r"dup.csv, line 7: ./imgs/a.png is listed twice with different scores "
+    with pytest.raises(InputError, match=r"dup.csv, line 7: ./imgs/a.png is listed twice with different score values "
                                          r"\(0.9 on line 2, 0.1 here\)"):
         evaluate_files(dup, pairs)
     # the same score again (an image given twice to `score`; float32 noise within the tolerance) is kept

@@ -259,6 +259,30 @@ def test_reference_stats_option_of_fit_and_train():
     assert mc.anchor["statistics"] == list(SIX_STATISTICS) and mc.anchor["reference_stats"] == "norm"
 
 
+def test_anchored_head_options_with_the_papers_head_are_refused(tmp_path, monkeypatch, capsys):
+    """--head paper --reference-stats each trained the paper's head, ignoring the option, and saved a model_config
+    saying reference_stats norm: options the paper's head cannot honour are one line, before any work."""
+    from crl_uiqa.cli import build_parser, main
+    from crl_uiqa.commands._common import training_configs
+    from crl_uiqa.errors import ConfigError
+
+    base = ["fit", "--images", "i", "--references", "r", "--out", "run"]
+    for extra, named in ((["--head", "paper", "--reference-stats", "each"], r"--reference-stats only apply"),
+                         (["--paper", "--no-black-level"], r"--no-black-level only apply.*head here is paper \(--paper"),
+                         (["--head", "paper", "--min-train-images", "5", "--reference-stats", "off"],
+                          r"--reference-stats, --min-train-images only apply.*\(--head paper\): leave them out")):
+        with pytest.raises(ConfigError, match=named):
+            training_configs(build_parser().parse_args(base + extra))
+    _, mc = training_configs(build_parser().parse_args(base + ["--head", "anchored", "--reference-stats", "each"]))
+    assert mc.anchor["reference_stats"] == "each"
+    # train without --references takes the paper's head: an anchored-only option there is refused too, exit 1
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "labels.csv").write_text("path,pseudo_label\na.png,0.1\nb.png,0.9\n")
+    assert main(["train", "--labels", "labels.csv", "--out", "run", "--reference-stats", "each"]) == 1
+    assert "--reference-stats only apply to the anchored head" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
 @torch.no_grad()
 def test_deviation_correction_is_two_parameters_on_the_deviation_feature(tmp_path):
     """correction "deviation": no conv head, the FC sees the deviation feature alone, so the score is

@@ -174,3 +174,14 @@ def test_pseudo_label_checks_settings(tmp_path, capsys, sononet16_path, extra, m
     (line,) = _err_lines(capsys)
     assert rc == errors.EXIT_USER and match in line
     assert not (tmp_path / "pl.csv").exists()
+
+
+@pytest.mark.parametrize("command", ["fit", "train"])
+def test_resume_and_overwrite_together_is_a_usage_error(tmp_path, capsys, command):
+    # with both, --resume won and --overwrite was silently ignored
+    inputs = ["--images", "i", "--references", "r"] if command == "fit" else ["--labels", "l.csv"]
+    with pytest.raises(SystemExit) as exc:
+        main([command, *inputs, "--out", str(tmp_path / "run"), "--resume", "--overwrite"])
+    assert exc.value.code == errors.EXIT_USAGE
+    assert "--overwrite: not allowed with argument --resume" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

@@ -414,3 +414,30 @@ def test_training_curves_all_nan_accuracy_warns_nothing():
         warnings.simplefilter("error")
         fig = F.training_curves(hist)
     assert len(fig.axes) == 2 and fig.axes[1].get_ylim() == pytest.approx((0.35, 1.02))
+
+
+def test_an_output_that_is_an_image_named_in_an_input_csv_is_refused(tmp_path, monkeypatch, capsys):
+    """report --scores s.csv --out imgs/a.png replaced the image a.png (named in s.csv, embedded by the report) with
+    the HTML; train --labels l.csv --out imgs/ wrote the run into the training images' folder."""
+    from crl_uiqa.cli import main
+    from crl_uiqa.io import write_gray_png
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "imgs").mkdir()
+    for name in ("a", "b", "c"):
+        write_gray_png(tmp_path / "imgs" / f"{name}.png", np.full((20, 24), 0.5))
+    original = (tmp_path / "imgs" / "a.png").read_bytes()
+    (tmp_path / "csv").mkdir()
+    # relative to the CSV's own folder, as the readers take them when the current folder does not hold them
+    (tmp_path / "csv" / "s.csv").write_text("path,score\n../imgs/a.png,0.5\n../imgs/b.png,0.1\n")
+    (tmp_path / "csv" / "p.csv").write_text("better,worse\n../imgs/a.png,../imgs/c.png\n")
+    for out, extra in (("imgs/a.png", []), ("imgs/c.png", ["--pairs", "csv/p.csv"])):
+        assert main(["report", "--scores", "csv/s.csv", *extra, "--out", out]) == 1
+        err = capsys.readouterr().err
+        assert "is also an input (an image named in --" in err and err.count("\n") == 1
+    assert (tmp_path / "imgs" / "a.png").read_bytes() == original
+    (tmp_path / "l.csv").write_text("path,pseudo_label\nimgs/a.png,0.1\nimgs/b.png,0.9\n")
+    assert main(["train", "--labels", "l.csv", "--out", "imgs", "--quiet"]) == 1
+    assert "--out imgs holds an input (an image named in --labels l.csv:" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "imgs").iterdir()) == ["a.png", "b.png", "c.png"]
+    assert main(["report", "--scores", "csv/s.csv", "--out", "report.html"]) == 0  # a new file is fine

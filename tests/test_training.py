@@ -99,6 +99,18 @@ def test_resume_refuses_changed_settings(tmp_path, sononet16_path):
               weights=sononet16_path, run_dir=tmp_path / "r", resume=True, num_workers=0, progress=False)
 
 
+def test_resume_refuses_other_epochs(tmp_path, sononet16_path):
+    # the linear lr schedule spans the run's epochs: a resume with other epochs made a model no run makes
+    paths, labels = _images(tmp_path)
+    kw = dict(model_config=ModelConfig(image_size=SIZE), weights=sononet16_path, run_dir=tmp_path / "r",
+              num_workers=0, progress=False)
+    train(paths, labels, config=_cfg(epochs=1), **kw)
+    for epochs in (2, 3):
+        with pytest.raises(ValueError, match=r"settings differ from the checkpoint \(epochs\)"):
+            train(paths, labels, config=_cfg(epochs=epochs), resume=True, **kw)
+    assert json.loads((tmp_path / "r" / "model.json").read_text())["train_config"]["epochs"] == 1
+
+
 def test_bad_labels_are_clear_errors(tmp_path):
     paths, labels = _images(tmp_path, n=4)
     with pytest.raises(ValueError, match="NaN"):
@@ -734,3 +746,37 @@ def test_an_interrupted_anchored_run_resumes_to_the_same_model(tmp_path, sononet
                 assert a[key] == pytest.approx(b[key], abs=1e-6), key
     for name, t in full.model.state_dict().items():
         assert torch.allclose(t.float(), resumed.model.state_dict()[name].float(), atol=1e-6), name
+
+
+def test_settings_float32_training_cannot_hold_are_refused_up_front():
+    # torch's SGD overflowed on an lr or weight decay above float32's range, after the pseudo-label pass (exit 3)
+    for name in ("lr", "weight_decay", "alpha", "theta", "beta", "margin_scale"):
+        with pytest.raises(ConfigError, match=name):
+            TrainConfig(**{name: 1e300})
+    assert TrainConfig(lr=1e30).lr == 1e30
+    # the epoch generators are seeded with seed * 1_000_003 + epoch, which must fit torch's 64-bit seed
+    assert TrainConfig(seed=2**32 - 1).seed == 2**32 - 1
+    with pytest.raises(ConfigError, match=r"seed \(--seed\) must be <="):
+        TrainConfig(seed=2**64)
+
+
+def test_a_diverging_run_is_a_setting_error_naming_lr(tmp_path):
+    paths, labels = _images(tmp_path, n=6)
+    with pytest.raises(ConfigError, match=r"training diverged: .* at epoch 1 \(--lr 1e\+30"):
+        train(paths, labels, config=_cfg(epochs=2, batch_size=1, lr=1e30), model_config=ModelConfig(image_size=SIZE),
+              num_workers=0, progress=False)
+    labels_csv = tmp_path / "labels.csv"
+    labels_csv.write_text("path,pseudo_label\n" + "".join(f"{p},{q}\n" for p, q in zip(paths, labels)))
+    # on the command line: one line and exit 1 (a user's setting), not the "bug in crl-uiqa" exit 3
+    assert main(["train", "--labels", str(labels_csv), "--out", str(tmp_path / "run"), "--lr", "1e30",
+                 "--epochs", "2", "--batch-size", "1", "--image-size", *map(str, SIZE), "--workers", "0", "--quiet"]) == 1
+
+
+def test_min_val_pairs_beyond_what_memory_holds_is_refused_up_front():
+    # each pair is a corrupted copy of a validation image kept in memory: --min-val-pairs 1e12 drew views until the
+    # machine ran out of memory, after the pseudo-label pass
+    from crl_uiqa.training import MAX_VAL_PAIRS
+
+    assert TrainConfig(min_val_pairs=MAX_VAL_PAIRS).min_val_pairs == MAX_VAL_PAIRS
+    with pytest.raises(ConfigError, match=r"min_val_pairs \(--min-val-pairs\) must be <="):
+        TrainConfig(min_val_pairs=10**12)

@@ -52,7 +52,8 @@ def run_ablation(images, references, pairs_csv, out_dir, *, k: int = 5, layer: s
 
     net = get_backbone(backbone, weights)
     common = dict(layer=layer, device=dev, num_workers=num_workers, crop=crop)
-    refs = compute_embeddings(list_references(references), net, strict=True, progress="references" if progress else False, **common)
+    ref_list = list_references(references)
+    refs = compute_embeddings(ref_list, net, strict=True, progress="references" if progress else False, **common)
     embs = compute_embeddings(list_images(images), net, progress="images" if progress else False, **common)
     dist = topk_mean_distance(embs.vectors, refs.vectors, k, device=dev)
     test_emb = compute_embeddings(test_paths, net, strict=True, progress="test images" if progress else False, **common)
@@ -83,9 +84,14 @@ def run_ablation(images, references, pairs_csv, out_dir, *, k: int = 5, layer: s
         pl = pseudo_labels_from_distances(dist, k=k, smoothing=opts.pop("smoothing", True))
         cfg = replace(tc, **opts)
         slug = "".join(c if c.isalnum() else " " for c in name).split()
+        # the anchored head (the default) starts at its teacher, the distance to these references through this
+        # row's label map (Eq. 2-3, smoothed or not), as in fit; without them every row failed after the labelling
+        anchor = {} if mc.head != "anchored" else dict(
+            references=ref_list, reference_crop=crop,
+            anchor_transform=(pl.lmbda, float(pl.smoothed.min()), float(pl.smoothed.max())))
         res = train(embs.paths, pl.label, config=cfg, model_config=mc, weights=weights,
                     run_dir=out_dir / "_".join(slug).lower(), device=dev, crop=crop, num_workers=num_workers,
-                    progress=progress)
+                    progress=progress, **anchor)
         sc = score_paths(res.model, test_paths, device=dev, crop=crop, num_workers=num_workers, progress=False)
         table.append(summarise(name, sc.as_dict(), time.perf_counter() - t0))
     keys: list[str] = []
@@ -98,11 +104,10 @@ def run_ablation(images, references, pairs_csv, out_dir, *, k: int = 5, layer: s
 
 def format_table(table: list[dict]) -> str:
     """Markdown table of :func:`run_ablation` rows."""
+    from .reporting import markdown
+
     types = sorted({k for r in table for k in r if k.startswith("acc_")})
     head = ["configuration", "accuracy", "95% CI", *[t.removeprefix("acc_") for t in types], "seconds"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in table:
-        cells = [r["configuration"], f"{r['accuracy']:.3f}", f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]",
-                 *[f"{r[t]:.3f}" if t in r else "" for t in types], f"{r['seconds']}"]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return markdown.table(head, ([r["configuration"], f"{r['accuracy']:.3f}", f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]",
+                                  *[f"{r[t]:.3f}" if t in r else "" for t in types], f"{r['seconds']}"]
+                                 for r in table))

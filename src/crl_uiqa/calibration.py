@@ -151,13 +151,12 @@ class CalibrationTable:
 
     def to_markdown(self, *, floor: float = FLOOR) -> str:
         """Markdown table: families x degrees of delta distance, then slope and weight."""
+        from .reporting import markdown
+
         w = self.weights(floor=floor, warn=False)
         head = ["family", *[f"d={d:g}" for d in self.degrees], "slope", "weight"]
-        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for f in self.families:
-            cells = [f, *[f"{v:.4g}" for v in self.delta[f]], f"{self.slopes[f]:.4g}", f"{w[f]:.3f}"]
-            lines.append("| " + " | ".join(cells) + " |")
-        return "\n".join(lines)
+        return markdown.table(head, ([f, *[f"{v:.4g}" for v in self.delta[f]], f"{self.slopes[f]:.4g}", f"{w[f]:.3f}"]
+                                     for f in self.families))
 
 
 # --------------------------------------------------------------------------- validation

@@ -182,6 +182,11 @@ LISTED_INPUTS = ("images", "references", "train_images", "check_images", "input"
 OTHER_INPUTS = ("model", "labels", "scores", "pairs", "mos", "val_pairs", "detections", "weights", "plane_weights",
                 "structure_weights", "root")
 
+#: options naming CSVs whose rows name images the command reads (report embeds them, train trains on them), and
+#: the columns that name them: those images are inputs too (``report --out`` one of them replaced the image)
+CSV_IMAGE_COLUMNS = {"scores": ("path",), "labels": ("path",), "mos": ("path",), "pairs": ("better", "worse"),
+                     "val_pairs": ("better", "worse")}
+
 
 #: the files of a run folder that loading the model reads
 MODEL_FILES = ("model.safetensors", "model.json")
@@ -245,7 +250,35 @@ def _inputs_of(args: argparse.Namespace):
                         found.add_file(flag, f, listed=True)
                 except (CRLUIQAError, OSError, ValueError):
                     pass
+    for option, columns in CSV_IMAGE_COLUMNS.items():
+        for v in _values(args, option):
+            _add_csv_images(found, args, option, v, columns)
     return found
+
+
+def _add_csv_images(found, args: argparse.Namespace, option: str, csv_path: str, columns) -> None:
+    """The images a CSV names, as inputs: each path taken from every folder the readers may take it from (the
+    current folder, the CSV's, ``--root``): refusing too much here only keeps a file that is not read from being
+    replaced. A CSV that cannot be read is left to the command, which reports it."""
+    import os
+
+    from .files import read_csv
+    from .tables import csv_folder
+
+    if not os.path.isfile(csv_path):
+        return
+    try:
+        rows = read_csv(csv_path)
+    except (CRLUIQAError, OSError, ValueError):
+        return
+    bases = [Path.cwd(), csv_folder(csv_path), *(Path(r) for r in _values(args, "root"))]
+    what = f"an image named in --{option.replace('_', '-')} {csv_path}:"
+    for row in rows:
+        for column in columns:
+            name = row.get(column)
+            if name:
+                for base in bases:
+                    found.add_file(what, base / os.path.expanduser(name), listed=option == "labels")
 
 
 def _one_line(msg: str) -> str:

@@ -707,11 +707,13 @@ def _write_outputs(out: Path, rows: list[dict], pairs_csv: Path, n_pairs: int, c
 
 def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """Markdown table of :func:`compare_methods` rows (Table 2 layout, one row per method)."""
+    from .reporting import markdown
+
     types = []
     for r in rows:
         types += [c for c in r if c.startswith("acc_") and c not in types]
     head = ["method", "accuracy", "95% CI", *[t.removeprefix("acc_") for t in types], "pairs", "seconds", "note"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    body = []
 
     def num(v, fmt="{:.3f}"):
         return fmt.format(v) if isinstance(v, (int, float)) and v is not None else ""
@@ -731,7 +733,7 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
             *[num(r.get(t)) if ok else "" for t in types],
             str(r.get("n_pairs") or "") if ok else "",
             num(secs, "{:.1f}") if secs is not None else "",
-            note.replace("|", "/").replace("\n", " "),
+            note,
         ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        body.append(cells)
+    return markdown.table(head, body)

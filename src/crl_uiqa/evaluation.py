@@ -113,6 +113,9 @@ def correlations(pred: Sequence[float], target: Sequence[float]) -> dict:
     p, t = np.asarray(pred, dtype=np.float64), np.asarray(target, dtype=np.float64)
     if p.shape != t.shape or p.size < 3:
         raise ValueError("correlations need two equally long score lists with at least 3 entries")
+    for values, what in ((p, "the scores"), (t, "the reference scores (MOS)")):
+        if np.ptp(values) == 0:
+            raise ValueError(f"correlations are undefined: {what} of all {p.size} images are equal")
     return {
         "srcc": float(stats.spearmanr(p, t).statistic),
         "plcc": float(stats.pearsonr(p, t).statistic),
@@ -176,8 +179,14 @@ def evaluate_files(scores_csv, pairs_csv, *, root=None, mos_csv=None, n_boot: in
     result = pairwise_accuracy(s, pairs, n_boot=n_boot, missing=missing)
     if mos_csv is not None:
         mos = _keyed(read_scores(mos_csv, column="mos"), mos_csv, set(s), csv_folder(mos_csv))
+        unscored = [k for k in mos if k not in s]
+        if unscored and missing == "error":
+            # as for the pairs: an image graded but not scored is a path mistake, not a row to drop silently
+            raise InputError(f"no score for {unscored[0]!r} (named in {os.fspath(mos_csv)}, {len(unscored)} of its "
+                             f"{len(mos)} images unscored); check the paths, or --skip-missing to leave them out")
         common = [k for k in s if k in mos]
         result["correlation"] = correlations([s[k] for k in common], [mos[k] for k in common])
+        result["correlation"]["n_missing"] = len(unscored)
     return result
 
 
@@ -197,4 +206,6 @@ def format_result(result: dict) -> str:
     if "correlation" in result:
         c = result["correlation"]
         lines.append(f"SRCC {c['srcc']:.3f}  PLCC {c['plcc']:.3f}  KRCC {c['krcc']:.3f}  (n={c['n']})")
+        if c.get("n_missing"):
+            lines.append(f"({c['n_missing']} MOS images skipped: unscored)")
     return "\n".join(lines)

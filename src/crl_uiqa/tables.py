@@ -163,7 +163,7 @@ def read_score_table(path: str | os.PathLike, column: str = "score", *, allow_em
         rec = ScoreRow(key, value, line, extra)
         first = seen.setdefault(_table_key(key), rec)
         if first is not rec and not _agree(first.value, value):
-            raise InputError(f"{path}, line {line}: {key} is listed twice with different {column}s "
+            raise InputError(f"{path}, line {line}: {key} is listed twice with different {column} values "
                              f"({first.value} on line {first.line}, {value} here)")
         out.append(rec)
     return out

@@ -46,6 +46,12 @@ from .views import StrongViews, parse_strong_views, weak_view
 log = logging.getLogger(__name__)
 
 
+#: most clean-over-corrupted validation pairs asked for: each is a corrupted copy of a validation image held in
+#: memory and scored every epoch (10000 at 224x288 is about 0.6 GB); a larger --min-val-pairs drew views until
+#: memory ran out, after the pseudo-label pass
+MAX_VAL_PAIRS = 10_000
+
+
 @dataclass
 class TrainConfig:
     """Training settings; the defaults are the paper's where it gives one."""
@@ -86,13 +92,13 @@ class TrainConfig:
         f = v.flag
         v.integer(f("epochs"), self.epochs, minimum=1)
         v.integer(f("batch_size"), self.batch_size, minimum=1)
-        v.real(f("lr"), self.lr, minimum=0, strict_min=True)
+        v.real(f("lr"), self.lr, minimum=0, strict_min=True, maximum=v.MAX_FLOAT32)
         v.real(f("momentum"), self.momentum, minimum=0, maximum=1, strict_max=True)
-        v.real(f("weight_decay"), self.weight_decay, minimum=0)
+        v.real(f("weight_decay"), self.weight_decay, minimum=0, maximum=v.MAX_FLOAT32)
         v.choice(f("lr_schedule"), self.lr_schedule, ("linear", "constant"))
         v.real("final_lr_fraction", self.final_lr_fraction, minimum=0, maximum=1, strict_min=True)
         for name in ("alpha", "theta", "beta", "margin_scale"):
-            v.real(f(name), getattr(self, name), minimum=0)
+            v.real(f(name), getattr(self, name), minimum=0, maximum=v.MAX_FLOAT32)
         v.boolean("consistency", self.consistency)
         v.boolean("relativity", self.relativity)
         if not isinstance(self.strong_views, str):
@@ -113,7 +119,7 @@ class TrainConfig:
             v.real(f"calibration[{fam!r}]", w, minimum=0)
         v.real(f("max_rotation"), self.max_rotation, minimum=0, maximum=180)
         v.real(f("val_fraction"), self.val_fraction, minimum=0, maximum=1, strict_max=True)
-        v.integer(f("seed"), self.seed, minimum=0)
+        v.integer(f("seed"), self.seed, minimum=0, maximum=v.MAX_SEED)
         if not (isinstance(self.amp, bool) or self.amp == "bf16"):
             raise ConfigError(f"{f('amp')} must be true (bfloat16 on CUDA only), false or 'bf16' (the CPU too), "
                               f"got {self.amp!r}")
@@ -124,7 +130,7 @@ class TrainConfig:
             self.train_crop = v.image_size(f("train_crop"), self.train_crop, minimum=1)
         v.choice(f("select"), self.select, ("last", "best"))
         v.integer(f("min_steps"), self.min_steps, minimum=0)
-        v.integer(f("min_val_pairs"), self.min_val_pairs, minimum=0)
+        v.integer(f("min_val_pairs"), self.min_val_pairs, minimum=0, maximum=MAX_VAL_PAIRS)
         v.integer(f("min_train_images"), self.min_train_images, minimum=0)
 
     def to_dict(self) -> dict:
@@ -180,7 +186,10 @@ def settings(paper: bool = False) -> tuple[dict, dict]:
 
 
 # the settings that must not change when a run is resumed
-_RESUME_KEYS = ("batch_size", "lr", "momentum", "weight_decay", "lr_schedule", "final_lr_fraction", "alpha", "theta",
+# epochs too: the linear schedule decays over the run's epochs, so a resumed run with more or fewer epochs is no
+# run's (resuming a finished 8-epoch run with --epochs 10 jumped the lr from 0.005 back to 0.06 at epoch 9, and a
+# later --resume --epochs 8 re-saved its 10 epochs as an 8-epoch run)
+_RESUME_KEYS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "lr_schedule", "final_lr_fraction", "alpha", "theta",
                 "beta", "consistency", "relativity", "strong_views", "degree_range", "margin_scale", "max_rotation",
                 "val_fraction", "seed", "select", "min_steps", "train_crop", "min_val_pairs", "min_train_images")
 
@@ -948,15 +957,24 @@ def _train_epoch(model: QualityModel, opt: torch.optim.Optimizer, tr_cache: torc
         p_strong = parts_out[-1] if strong is not None else None
         loss, parts = total_loss(p, q, p_weak, p_strong, eps, weights_)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {float(loss)} at epoch {epoch + 1}; lower --lr")
+            raise _diverged(f"the loss became {float(loss.detach())}", epoch, cfg)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if not all(bool(torch.isfinite(q_).all()) for grp in opt.param_groups for q_ in grp["params"]):
+            raise _diverged("a weight became inf or NaN", epoch, cfg)
         for k, v in parts.items():
             sums[k] = sums.get(k, 0.0) + v * x.shape[0]
         bar.set_postfix(loss=f"{parts['loss']:.4f}")
     bar.close()
     return sums
+
+
+def _diverged(what: str, epoch: int, cfg: TrainConfig) -> ConfigError:
+    """Training that ran off to inf/NaN: a setting's fault (one line naming the settings that scale the steps)."""
+    return ConfigError(f"training diverged: {what} at epoch {epoch + 1} (--lr {cfg.lr:g}, --weight-decay "
+                       f"{cfg.weight_decay:g}, --alpha {cfg.alpha:g}, --theta {cfg.theta:g}, --beta {cfg.beta:g}); "
+                       f"lower --lr or the loss weights")
 
 
 def _metrics_text(row: dict, skip: tuple[str, ...]) -> str:

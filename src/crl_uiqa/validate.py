@@ -14,6 +14,12 @@ from .errors import ConfigError
 
 #: largest training/scoring resolution accepted per side (a 8192 x 8192 batch of 16 views is already ~13 GB)
 MAX_IMAGE_SIDE = 8192
+#: largest value a setting used inside float32 training may take (torch's SGD refuses a larger lr or weight decay
+#: with an overflow, and a larger loss weight makes every loss inf)
+MAX_FLOAT32 = 3.4028234663852886e38
+#: largest random seed: the training draws from generators seeded with seed * 1_000_003 + epoch, which must fit
+#: torch's 64-bit seed (2**32 - 1, numpy's legacy bound, leaves room for any number of epochs)
+MAX_SEED = 2**32 - 1
 
 
 def flag(field: str) -> str:

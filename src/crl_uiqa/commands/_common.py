@@ -187,10 +187,12 @@ def add_training(parser: argparse.ArgumentParser, calibrate_margins: bool = Fals
     g.add_argument("--amp", choices=list(AMP_SETTINGS), default=None,
                    help="bfloat16 autocast: cuda (default: on CUDA only), bf16 (on the CPU too; see BENCHMARKS.md "
                    "for what it gains and costs), off")
-    g.add_argument("--resume", action="store_true",
-                   help="continue an interrupted run from OUT/last.safetensors (same inputs and settings)")
-    g.add_argument("--overwrite", action="store_true",
-                   help="replace the run OUT already holds (without it, an interrupted or finished run is refused)")
+    # one or the other: with both, --resume won and --overwrite was silently ignored
+    run = g.add_mutually_exclusive_group()
+    run.add_argument("--resume", action="store_true",
+                     help="continue an interrupted run from OUT/last.safetensors (same inputs and settings)")
+    run.add_argument("--overwrite", action="store_true",
+                     help="replace the run OUT already holds (without it, an interrupted or finished run is refused)")
     g.add_argument("--val-pairs", default=None, help="optional pairs CSV (better,worse) for validation accuracy per epoch")
 
 
@@ -212,6 +214,7 @@ def training_configs(args):
     """TrainConfig and ModelConfig from the parsed options: given > --paper's > the defaults (training.settings)."""
     from dataclasses import replace
 
+    from ..errors import ConfigError
     from ..model import ModelConfig
     from ..reference_stats import SIX_STATISTICS
     from ..training import TrainConfig, settings
@@ -246,6 +249,17 @@ def training_configs(args):
                                      else args.reference_stats})
         if getattr(args, "no_black_level", False):
             mc = replace(mc, anchor={**mc.anchor, "statistics": list(SIX_STATISTICS)})
+    else:
+        # options of the anchored head only: given with the paper's head they were silently ignored (and the
+        # saved model_config still said reference_stats norm)
+        anchored_only = [name for name, value in (("--reference-stats", getattr(args, "reference_stats", None)),
+                                                  ("--no-black-level", getattr(args, "no_black_level", False) or None),
+                                                  ("--min-train-images", args.min_train_images)) if value is not None]
+        if anchored_only:
+            how = f"--head {args.head}" if args.head else "--paper, or train without --references"
+            raise ConfigError(f"{', '.join(anchored_only)} only apply to the anchored head, and the head here is "
+                              f"{mc.head} ({how}): leave {'it' if len(anchored_only) == 1 else 'them'} out or give "
+                              "--head anchored")
     return tc, mc
 
 

@@ -15,7 +15,7 @@ def register(sub) -> None:
                    help="folder the scores CSV's relative paths are relative to: the folder `score` ran in (default: "
                    "the current folder when its images are there, else the scores CSV's folder)")
     p.add_argument("--mos", default=None, help="optional CSV path,mos for SRCC/PLCC/KRCC")
-    p.add_argument("--skip-missing", action="store_true", help="ignore pairs whose images have no score (counted)")
+    p.add_argument("--skip-missing", action="store_true", help="ignore pairs (and --mos images) whose images have no score (counted)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)
 
