@@ -175,7 +175,7 @@ def test_a_self_pair_stops_the_comparison(tiny):
 def test_user_text_in_markdown_tables_cannot_shift_columns_or_render_as_html():
     """A pair type 'a|b' split its header cell, so every later value stood under the wrong column of compare.md;
     '<img ...>' from a pairs CSV went into the Markdown as raw HTML."""
-    from crl_uiqa.reporting import markdown
+    from crl_uiqa import markdown
 
     rows = [{"method": "mssim", "status": "ok", "accuracy": 0.75, "ci_low": 0.5, "ci_high": 1.0,
              "acc_a|b": 0.5, "acc_<img src=x onerror=alert(1)>": 1.0, "n_pairs": 4, "seconds": 0.2,

@@ -104,7 +104,7 @@ def run_ablation(images, references, pairs_csv, out_dir, *, k: int = 5, layer: s
 
 def format_table(table: list[dict]) -> str:
     """Markdown table of :func:`run_ablation` rows."""
-    from .reporting import markdown
+    from . import markdown
 
     types = sorted({k for r in table for k in r if k.startswith("acc_")})
     head = ["configuration", "accuracy", "95% CI", *[t.removeprefix("acc_") for t in types], "seconds"]

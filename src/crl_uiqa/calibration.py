@@ -151,7 +151,7 @@ class CalibrationTable:
 
     def to_markdown(self, *, floor: float = FLOOR) -> str:
         """Markdown table: families x degrees of delta distance, then slope and weight."""
-        from .reporting import markdown
+        from . import markdown
 
         w = self.weights(floor=floor, warn=False)
         head = ["family", *[f"d={d:g}" for d in self.degrees], "slope", "weight"]

@@ -707,7 +707,7 @@ def _write_outputs(out: Path, rows: list[dict], pairs_csv: Path, n_pairs: int, c
 
 def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """Markdown table of :func:`compare_methods` rows (Table 2 layout, one row per method)."""
-    from .reporting import markdown
+    from . import markdown
 
     types = []
     for r in rows:
