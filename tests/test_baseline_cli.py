@@ -12,7 +12,7 @@ from crl_uiqa.baselines.mssim import mssim_score
 from crl_uiqa.cli import main
 from crl_uiqa.commands.baseline import parse_options
 from crl_uiqa.files import read_csv
-from crl_uiqa.io import read_gray
+from crl_uiqa.io import read_gray, write_gray_png
 
 torch.set_num_threads(1)
 
@@ -130,3 +130,24 @@ def test_cli_brisque_matches_function(tmp_path):
     got = [float(r["score"]) for r in read_csv(out)]
     want = baselines.brisque_score([read_gray(p, (10, 10, 100, 120)) for p in imgs])
     np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["brisque", "niqe"])
+def test_cli_skips_and_lists_a_blank_frame_the_method_is_undefined_on(tmp_path, capsys, method):
+    """One blank frame in a pool stopped the whole BRISQUE/NIQE run ("constant image; ... undefined"); it is now
+    skipped and listed like an unreadable file, the others scored as alone; with --strict it still stops."""
+    imgs = _pngs(tmp_path / "imgs", 2, seed=3, shape=(200, 220))
+    blank = tmp_path / "imgs" / "blank.png"
+    write_gray_png(blank, np.full((200, 220), 0.0))
+    out = tmp_path / "b.csv"
+    assert main(["baseline", method, "--images", str(tmp_path / "imgs"), "--out", str(out)]) == 0
+    rows = read_csv(out)
+    assert [r["path"] for r in rows] == imgs
+    want = baselines.run_baseline(method, [read_gray(p) for p in imgs])
+    np.testing.assert_allclose([float(r["score"]) for r in rows], want, rtol=1e-12)
+    skipped = read_csv(str(out) + ".skipped.csv")
+    assert skipped[0]["path"] == str(blank) and "constant image" in skipped[0]["reason"]
+    capsys.readouterr()
+    assert main(["baseline", method, "--images", str(tmp_path / "imgs"), "--out", str(tmp_path / "s.csv"),
+                 "--strict"]) == 1
+    assert "constant image" in capsys.readouterr().err

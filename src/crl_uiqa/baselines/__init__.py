@@ -84,6 +84,10 @@ class BaselineSpec:
         Whether ``func`` takes ``weights=`` (a model file path; None = the method's default).
     device : bool
         Whether ``func`` takes ``device=`` (a torch device string).
+    undefined : callable, optional
+        ``undefined(image) -> str | None``: why the method is undefined on one image (a constant frame has no
+        local contrast for BRISQUE and NIQE), else None. ``crl-uiqa baseline`` skips and lists such images, as
+        it does unreadable files, instead of stopping the whole run on one blank frame.
     """
 
     func: Callable[..., np.ndarray]
@@ -91,6 +95,7 @@ class BaselineSpec:
     references: str = "none"
     weights: str = "none"
     device: bool = False
+    undefined: Callable[[np.ndarray], str | None] | None = None
 
     def __post_init__(self) -> None:
         for field_name in ("references", "weights"):
@@ -204,16 +209,27 @@ def run_baseline(
     return scores
 
 
+def _constant(method: str) -> Callable[[np.ndarray], str | None]:
+    """The images a natural-scene-statistics method is undefined on: constant ones (no local contrast)."""
+    def undefined(image: np.ndarray) -> str | None:
+        return f"constant image: {method} is undefined (no local contrast)" if np.ptp(image) == 0 else None
+
+    return undefined
+
+
 register_baseline(
-    "brisque", BaselineSpec(brisque_score, "-BRISQUE as the authors' MATLAB release computes it (LIVE-trained SVR)")
+    "brisque", BaselineSpec(brisque_score, "-BRISQUE as the authors' MATLAB release computes it (LIVE-trained SVR)",
+                            undefined=_constant("BRISQUE"))
 )
 register_baseline(
-    "niqe", BaselineSpec(niqe_score, "-NIQE as the authors' MATLAB release computes it (LIVE pristine model)")
+    "niqe", BaselineSpec(niqe_score, "-NIQE as the authors' MATLAB release computes it (LIVE pristine model)",
+                         undefined=_constant("NIQE"))
 )
 register_baseline(
     "niqe-ref",
     BaselineSpec(
-        niqe_ref_score, "-NIQE against a pristine model fitted on the reference images", references="required"
+        niqe_ref_score, "-NIQE against a pristine model fitted on the reference images", references="required",
+        undefined=_constant("NIQE"),
     ),
 )
 register_baseline(
