@@ -4,6 +4,8 @@ from __future__ import annotations
 import logging
 import re
 
+import pytest
+
 from crl_uiqa.progress import LogProgress, eta, format_duration, progress
 
 
@@ -128,3 +130,21 @@ def test_baselines_log_progress_when_not_a_terminal(monkeypatch, caplog):
     lines = [r.getMessage() for r in caplog.records]
     assert any(m.startswith("BRISQUE: 3/3 img (100%)") and m.endswith("done") for m in lines), lines
     assert any(m.startswith("NIQE: 3/3 img (100%)") and m.endswith("done") for m in lines), lines
+
+
+@pytest.mark.parametrize("value", ["abc", "nan", "-1", "inf"])
+def test_a_bad_progress_interval_in_the_environment_is_refused_before_any_work(value, monkeypatch, tmp_path, capsys):
+    """$CRL_UIQA_PROGRESS_SECONDS=abc fell back to 15 s and nan printed a line at every update, silently; like
+    $CRL_UIQA_MAX_PIXELS it is now checked when a command starts, one line, exit 1, nothing written."""
+    from crl_uiqa.cli import main
+    from crl_uiqa.progress import log_interval
+
+    monkeypatch.setenv("CRL_UIQA_PROGRESS_SECONDS", value)
+    with pytest.raises(ValueError, match="CRL_UIQA_PROGRESS_SECONDS"):
+        log_interval()
+    out = tmp_path / "labels.csv"
+    rc = main(["pseudo-label", "--images", str(tmp_path), "--references", str(tmp_path), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 1 and "CRL_UIQA_PROGRESS_SECONDS" in err and err.count("\n") == 1 and not out.exists()
+    monkeypatch.setenv("CRL_UIQA_PROGRESS_SECONDS", " 2.5 ")
+    assert log_interval() == 2.5

@@ -64,17 +64,24 @@ def main(argv: list[str] | None = None) -> int:
     import os
 
     from .backbones import allow_plugin_backbones
-    from .io import ENV_MAX_PIXELS, set_max_pixels
+    from .io import ENV_MAX_PIXELS, max_pixels, set_max_pixels
+    from .progress import log_interval
 
     allow_plugin_backbones(args.allow_plugin_backbones)
     saved = os.environ.get(ENV_MAX_PIXELS)
     try:
-        if args.max_pixels is not None:
-            try:
+        try:
+            if args.max_pixels is not None:
                 set_max_pixels(args.max_pixels)
-            except CRLUIQAError as exc:
-                print(f"crl-uiqa: error: {exc}", file=sys.stderr)
-                return EXIT_USAGE
+        except CRLUIQAError as exc:
+            print(f"crl-uiqa: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        try:  # the settings from the environment, checked before any work as the options are
+            max_pixels()
+            log_interval()
+        except CRLUIQAError as exc:
+            print(f"crl-uiqa: error: {exc}", file=sys.stderr)
+            return EXIT_USER
         return run_command(args)
     finally:  # the settings of one command do not outlive it (main() may be called again in-process)
         allow_plugin_backbones(False)

@@ -45,11 +45,26 @@ def eta(elapsed: float, done: float, total: float | None) -> float | None:
     return elapsed / done * max(0.0, total - done)
 
 
-def _interval() -> float:
-    try:
-        return max(0.0, float(os.environ.get(ENV_INTERVAL, DEFAULT_INTERVAL)))
-    except ValueError:
+def log_interval() -> float:
+    """Seconds between two progress lines in a log: ``$CRL_UIQA_PROGRESS_SECONDS`` or :data:`DEFAULT_INTERVAL`.
+
+    Raises :class:`~crl_uiqa.errors.ConfigError` for a value that is not a finite number >= 0 (``abc`` fell back
+    to the default and ``nan`` printed a line on every update, silently).
+    """
+    import math
+
+    raw = os.environ.get(ENV_INTERVAL, "").strip()
+    if not raw:
         return DEFAULT_INTERVAL
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        from .errors import ConfigError
+
+        raise ConfigError(f"${ENV_INTERVAL} must be a number of seconds >= 0, got {raw!r}")
+    return value
 
 
 class LogProgress:
@@ -62,7 +77,7 @@ class LogProgress:
         if total is None and iterable is not None and hasattr(iterable, "__len__"):
             total = len(iterable)  # type: ignore[arg-type]
         self.total, self.desc, self.unit = total, desc, unit
-        self.interval = _interval() if interval is None else interval
+        self.interval = log_interval() if interval is None else interval
         self.clock, self.log = clock, logger or log
         self.n = 0.0
         self.postfix = ""
