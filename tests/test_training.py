@@ -780,3 +780,18 @@ def test_min_val_pairs_beyond_what_memory_holds_is_refused_up_front():
     assert TrainConfig(min_val_pairs=MAX_VAL_PAIRS).min_val_pairs == MAX_VAL_PAIRS
     with pytest.raises(ConfigError, match=r"min_val_pairs \(--min-val-pairs\) must be <="):
         TrainConfig(min_val_pairs=10**12)
+
+
+def test_the_near_chance_warning_names_only_the_measures_a_run_took():
+    """With one validation image there is no SRCC: the warning said 'SRCC with the pseudo-labels nan'."""
+    from crl_uiqa.training import diagnose_training
+
+    history = [{"epoch": 0, "val_srcc": float("nan"), "val_strong_accuracy": 0.52},
+               {"epoch": 1, "val_srcc": float("nan"), "val_strong_accuracy": 0.55}]
+    warnings = diagnose_training(history, 1, lr=0.5, steps=300, n_train=500, head="anchored")
+    near = [w for w in warnings if "near chance" in w]
+    assert len(near) == 1 and "nan" not in near[0] and "clean-over-corrupted accuracy 0.550" in near[0]
+    assert "SRCC" not in near[0]
+    both = diagnose_training([{"epoch": 1, "val_srcc": 0.1, "val_strong_accuracy": 0.9}], 1, lr=0.5, steps=300,
+                             n_train=500)
+    assert any("SRCC with the pseudo-labels 0.100, clean-over-corrupted accuracy 0.900" in w for w in both)

@@ -262,8 +262,10 @@ def diagnose_training(history: list[dict], kept_epoch: int | None, *, lr: float,
     if kept is not None:
         srcc, acc = kept.get("val_srcc", float("nan")), kept.get("val_strong_accuracy", float("nan"))
         if (np.isfinite(srcc) and srcc < 0.2) or (np.isfinite(acc) and acc < 0.6):
-            out.append(f"the model kept is near chance on validation (SRCC with the pseudo-labels {srcc:.3f}, "
-                       f"clean-over-corrupted accuracy {acc:.3f}){cause}")
+            # a measure a run could not take (one validation image has no SRCC) is said so, not printed as nan
+            shown = [f"{what} {v:.3f}" for what, v in (("SRCC with the pseudo-labels", srcc),
+                                                        ("clean-over-corrupted accuracy", acc)) if np.isfinite(v)]
+            out.append(f"the model kept is near chance on validation ({', '.join(shown)}){cause}")
     return out
 
 
