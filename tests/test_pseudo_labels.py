@@ -207,11 +207,14 @@ def test_shape_errors():
 
 
 # --------------------------------------------------------------------------- end to end
-def test_label_images_on_hc18(hc18_dir, sononet16_path, tmp_path):
+def test_label_images_on_hc18(hc18_dir, sononet16_path, tmp_path, caplog):
     images = sorted((hc18_dir / "images").glob("*_HC.png"))[:6]
     refs = images[:3]  # the references are among the images
-    res = label_images([str(p) for p in images], [str(p) for p in refs], k=1, weights=sononet16_path,
-                       device="cpu", num_workers=0, batch_size=6, progress=False)
+    with caplog.at_level("WARNING", logger="crl_uiqa.pseudo_labels"):
+        res = label_images([str(p) for p in images], [str(p) for p in refs], k=1, weights=sononet16_path,
+                           device="cpu", num_workers=0, batch_size=6, progress=False)
+    # ...which the user is told: they are their own nearest references
+    assert "3 of the 6 images are also references" in caplog.text
     assert res.paths == [str(p) for p in images] and not res.failures
     d = res.labels.distance
     # with k=1 a reference's nearest reference is itself (batching may change the last float bits)

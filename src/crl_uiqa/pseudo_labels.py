@@ -157,6 +157,22 @@ class LabelledImages:
         return write_csv(path, self.rows(), ["path", "distance", "score", "smoothed", "pseudo_label"])
 
 
+def _warn_references_among_images(img_paths, ref_paths, k: int) -> None:
+    """Say when images to label are also references: each is at distance 0 from itself, one of its k nearest,
+    so it gets a pseudo-label near the top whatever its quality (Eq. 1: the references are the standard)."""
+    import logging
+
+    from .tables import path_key
+
+    refs = {path_key(p) for p in ref_paths}
+    both = [p for p in img_paths if path_key(p) in refs]
+    if both:
+        logging.getLogger(__name__).warning(
+            "%d of the %d images are also references (first: %s): each is among its own k=%d nearest references, "
+            "at distance 0, so its pseudo-label is near the top by construction; leave the references out of "
+            "--images to label them by the others", len(both), len(img_paths), both[0], k)
+
+
 def label_images(
     images,
     references,
@@ -195,6 +211,7 @@ def label_images(
         raise ValueError(f"pseudo-labels need at least 2 images, found {len(img_paths)}")
     if k > len(ref_paths):
         raise ValueError(f"k={k} is larger than the number of references n={len(ref_paths)}")
+    _warn_references_among_images(img_paths, ref_paths, k)
     name = backbone if isinstance(backbone, str) else type(backbone).__name__
     model = get_backbone(backbone, weights) if isinstance(backbone, str) else backbone
     layers = getattr(model, "embedding_layers", None)
