@@ -211,3 +211,12 @@ def test_checkpoint_description_and_checksum_live_in_one_file(tmp_path):
     (tmp_path / "c.json").unlink()  # the readable copy is not needed
     tensors, meta = load_tensors(p)
     assert meta["epoch"] == 3 and meta["format_version"] == 2 and torch.equal(tensors["a"], torch.arange(6.0))
+
+
+def test_a_run_folder_with_only_its_checkpoint_says_how_to_write_its_model(tmp_path):
+    """A finished run whose model.safetensors was removed was called 'unfinished'; either way --resume writes it."""
+    from crl_uiqa.model import load_model
+
+    (tmp_path / "last.safetensors").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="only the checkpoint last.safetensors .* write its model with --resume"):
+        load_model(tmp_path)

@@ -388,7 +388,9 @@ def load_model(run_dir: str | Path, device="cpu", *, allow_plugins: bool | None 
     if p.is_dir():
         p = p / "model.safetensors"
     if not p.exists() and (p.parent / "last.safetensors").exists():
-        raise FileNotFoundError(f"{p.parent} holds an unfinished run (last.safetensors); finish it with --resume")
+        raise FileNotFoundError(f"{p.parent} holds no model.safetensors, only the checkpoint last.safetensors (an "
+                                "unfinished run, or a finished one whose model was removed); write its model with "
+                                "--resume")
     if not p.is_file():
         raise FileNotFoundError(f"no model at {run_dir} (expected a run folder from fit or train, holding "
                                 "model.safetensors and model.json)")
