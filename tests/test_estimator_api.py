@@ -101,3 +101,57 @@ def test_images_in_memory_that_cannot_be_scored_are_named(tmp_path):
         est.predict(np.zeros((2, 2, 40, 52, 1), np.uint8))
     assert gray_array(np.array([[True, False]])).tolist() == [[1.0, 0.0]]
     assert gray_array(np.array([[65535, 0]], np.uint16)).tolist() == [[1.0, 0.0]]
+
+
+def _sklearn_clone(est):
+    """What sklearn.base.clone does (sklearn is not a dependency): rebuild from get_params(deep=False), deep-copying
+    each parameter, and check the constructor kept every parameter as given."""
+    import copy
+
+    params = {k: copy.deepcopy(v) for k, v in est.get_params(deep=False).items()}
+    new = type(est)(**params)
+    for name, value in new.get_params(deep=False).items():
+        assert value is params[name], name
+    return new
+
+
+def test_settings_follow_the_sklearn_protocol(tmp_path):
+    """repr shows the settings given, get_params/set_params/clone work, bad values are ConfigErrors when the
+    estimator is made, and using it unfitted is a NotFittedError (a CRLUIQAError, still a RuntimeError)."""
+    from crl_uiqa.errors import CRLUIQAError, NotFittedError
+
+    est = CRLUIQA(k=3, image_size=(112, 144), epochs=2, device="cpu")
+    assert repr(est) == "CRLUIQA(k=3, image_size=(112, 144), device='cpu', epochs=2)"
+    twin = _sklearn_clone(est)
+    assert twin.get_params() == est.get_params() and twin.train_config.epochs == 2 and twin.pseudo.k == 3
+    assert est.set_params(k=4, lr=0.1) is est and est.pseudo.k == 4 and est.train_config.lr == 0.1
+    assert est.train_config.epochs == 2 and est.model_config.anchor["k"] == 4
+    with pytest.raises(ConfigError, match="k .--k. must be >= 1"):
+        est.set_params(k=0)
+    assert est.pseudo.k == 4  # a refused change leaves the settings as they were
+    loaded = _random_model_estimator(tmp_path)
+    _sklearn_clone(loaded)
+    assert loaded.set_params(batch_size_eval=8).model_ is not None  # set_params keeps the fitted model
+    for bad in (dict(image_size=5), dict(progress="x"), dict(paper="yes"), dict(calibrate_margins=1),
+                dict(train_config={"epochs": 2}), dict(model_config={}), dict(epoch=2)):
+        with pytest.raises(ConfigError):
+            CRLUIQA(device="cpu", **bad)
+    with pytest.raises(NotFittedError, match="not fitted") as info:
+        CRLUIQA(device="cpu").predict(np.zeros((40, 52), np.uint8))
+    assert isinstance(info.value, CRLUIQAError) and isinstance(info.value, RuntimeError)
+
+
+def test_load_takes_the_settings_of_use_only(tmp_path):
+    _random_model_estimator(tmp_path)
+    with pytest.raises(ConfigError, match="k is the saved model's"):
+        CRLUIQA.load(tmp_path / "run", device="cpu", k=3)  # was a TypeError: multiple values for 'k'
+    assert CRLUIQA.load(tmp_path / "run", device="cpu", batch_size_eval=4).batch_size_eval == 4
+
+
+def test_an_estimator_pickles_with_its_model(tmp_path):
+    """In memory (process pools, deepcopy) an estimator pickles; files stay safetensors (save/load)."""
+    import pickle
+
+    est = _random_model_estimator(tmp_path)
+    frames = np.random.default_rng(1).integers(0, 256, (3, 40, 52)).astype(np.uint8)
+    np.testing.assert_allclose(pickle.loads(pickle.dumps(est)).predict(frames), est.predict(frames), atol=1e-7)

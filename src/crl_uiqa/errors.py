@@ -56,6 +56,10 @@ class OutputError(CRLUIQAError, OSError):
     """An output path that cannot be written (a folder where a file is expected, read-only, disk full)."""
 
 
+class NotFittedError(CRLUIQAError, RuntimeError):
+    """A :class:`crl_uiqa.CRLUIQA` used before ``fit`` or ``load`` (also a ``RuntimeError``, as it used to be)."""
+
+
 class MissingDependencyError(CRLUIQAError, ImportError, ValueError):
     """An optional dependency (an ``extra``) is not installed (also a ``ValueError``, as it used to be)."""
 
@@ -88,6 +92,6 @@ def describe_os_error(exc: OSError) -> str:
 
 __all__ = [
     "CRLUIQAError", "ConfigError", "InputError", "ImageError", "ScanError", "WeightsError", "ModelError",
-    "OutputError", "MissingDependencyError", "optional_import", "describe_os_error",
+    "OutputError", "NotFittedError", "MissingDependencyError", "optional_import", "describe_os_error",
     "EXIT_OK", "EXIT_USER", "EXIT_USAGE", "EXIT_BUG", "EXIT_INTERRUPTED",
 ]

@@ -11,15 +11,33 @@ on the references) then :func:`crl_uiqa.training.train`; ``predict`` = :func:`cr
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import inspect
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from .errors import ConfigError, InputError
+from .errors import ConfigError, InputError, NotFittedError
 from .model import ModelConfig
 from .training import TrainConfig
+
+_TRAIN_FIELDS = frozenset(f.name for f in fields(TrainConfig))  # CRLUIQA's keyword arguments beyond its own
+#: what CRLUIQA.load takes besides device: how the saved model is used, not what it is
+_LOAD_PARAMS = frozenset({"batch_size_eval", "num_workers", "progress", "weights"})
+
+
+def _init_defaults() -> dict:
+    """CRLUIQA's own settings and their defaults, from its signature."""
+    return {n: p.default for n, p in inspect.signature(CRLUIQA.__init__).parameters.items()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+def _same(a, b) -> bool:
+    try:
+        return bool(a is b or a == b)
+    except Exception:  # a setting that does not compare to a bool (an array): shown
+        return False
 
 
 @dataclass
@@ -92,7 +110,17 @@ def _labels_by_file(rows: list[dict], img_list: Sequence[str], base: str | None,
 
 
 class CRLUIQA:
-    """Unsupervised ultrasound quality model: ``fit(images, references)`` then ``predict(images)``."""
+    """Unsupervised ultrasound quality model: ``fit(images, references)`` then ``predict(images)``.
+
+    Settings are checked when the estimator is made (and by :meth:`set_params`), not in :meth:`fit` as in
+    scikit-learn: a bad value is a :class:`crl_uiqa.errors.ConfigError` before any work. Files (``weights``, the
+    images) are only looked at by :meth:`fit`. ``get_params``/``set_params`` follow scikit-learn's protocol, so
+    ``sklearn.base.clone`` gives an unfitted copy with the same settings. The fitted state (``model_``,
+    ``labels_``, ``history_`` ...) ends with an underscore; using the estimator before :meth:`fit` or :meth:`load`
+    raises :class:`crl_uiqa.errors.NotFittedError`. An estimator pickles (``pickle.dumps``, ``copy.deepcopy``,
+    process pools) with its model; to keep a model on disk use :meth:`save` and :meth:`load`, which write and read
+    safetensors, never pickles.
+    """
 
     def __init__(self, *, k: int = 5, layer: str = "block4", smoothing: bool = True, backbone: str = "sononet16",
                  weights=None, image_size: tuple[int, int] | None = None, device="auto", batch_size_eval: int = 32,
@@ -102,11 +130,30 @@ class CRLUIQA:
         from . import validate as v
         from .devices import resolve_device
 
+        unknown = sorted(set(train_kwargs) - _TRAIN_FIELDS)
+        if unknown:
+            raise ConfigError(f"CRLUIQA has no setting {', '.join(unknown)}; its settings: "
+                              f"{', '.join(_init_defaults())} and the TrainConfig fields {', '.join(sorted(_TRAIN_FIELDS))}")
+        self._params = {"k": k, "layer": layer, "smoothing": smoothing, "backbone": backbone, "weights": weights,
+                        "image_size": image_size, "device": device, "batch_size_eval": batch_size_eval,
+                        "num_workers": num_workers, "progress": progress, "train_config": train_config,
+                        "model_config": model_config, "calibrate_margins": calibrate_margins, "paper": paper,
+                        **train_kwargs}  # as given: get_params returns them, so clone() makes the same estimator
         self.pseudo = PseudoLabelConfig(k, layer, backbone, smoothing)
         resolve_device(device)  # refuse --device tpu (or an absent CUDA) before any work
         v.integer("batch_size_eval", batch_size_eval, minimum=1)
         if num_workers is not None:
             v.integer(v.flag("workers"), num_workers, minimum=0)
+        for name, value in (("progress", progress), ("calibrate_margins", calibrate_margins), ("paper", paper)):
+            v.boolean(name, value)
+        if image_size is not None:
+            from .backbones import min_input_size
+
+            image_size = v.image_size(v.flag("image_size"), image_size, minimum=min_input_size(backbone))
+        for name, value, cls in (("train_config", train_config, TrainConfig), ("model_config", model_config,
+                                                                                 ModelConfig)):
+            if value is not None and not isinstance(value, cls):
+                raise ConfigError(f"{name} must be a {cls.__name__} (or None), got {type(value).__name__}")
         self.weights = weights
         self.device = device
         self.batch_size_eval = batch_size_eval
@@ -252,10 +299,32 @@ class CRLUIQA:
         self.warnings_ = res.warnings
         return self
 
+    # ---------------------------------------------------------- parameters
+    def get_params(self, deep: bool = True) -> dict:
+        """The settings as given to the constructor (scikit-learn's protocol; ``deep`` has nothing to expand)."""
+        return dict(self._params)
+
+    def set_params(self, **params) -> CRLUIQA:
+        """Change settings for the next :meth:`fit`, checked as the constructor checks them; a fitted model is kept.
+
+        Settings given together (``train_config`` and training keywords, ``image_size`` and ``model_config``)
+        must agree, as in the constructor.
+        """
+        new = type(self)(**{**self._params, **params})
+        for name in ("_params", "pseudo", "weights", "device", "batch_size_eval", "num_workers", "progress",
+                     "train_config", "model_config", "calibrate_margins"):
+            setattr(self, name, getattr(new, name))
+        return self
+
+    def __repr__(self) -> str:
+        defaults = _init_defaults()
+        shown = [f"{k}={v!r}" for k, v in self._params.items() if k not in defaults or not _same(v, defaults[k])]
+        return f"{type(self).__name__}({', '.join(shown)})"
+
     # -------------------------------------------------------------- predict
     def _check_fitted(self):
         if self.model_ is None:
-            raise RuntimeError("this CRLUIQA is not fitted yet: call fit() or CRLUIQA.load(run_dir)")
+            raise NotFittedError("this CRLUIQA is not fitted yet: call fit() or CRLUIQA.load(run_dir)")
 
     def predict(self, images, *, crop=None, strict: bool = True) -> np.ndarray:
         """Quality scores of ``images``, higher = better: files (any source :func:`crl_uiqa.io.list_images`
@@ -311,9 +380,18 @@ class CRLUIQA:
 
     @classmethod
     def load(cls, run_dir, *, device="auto", **kwargs) -> CRLUIQA:
+        """The estimator saved in ``run_dir`` (by :meth:`save`, ``fit`` or ``crl-uiqa fit``), ready to predict.
+
+        ``kwargs`` are the settings of use (``batch_size_eval``, ``num_workers``, ``progress``, ``weights``); the
+        model's own settings (k, layer, sizes, training) are the saved ones.
+        """
         from .devices import resolve_device
         from .model import load_model
 
+        fixed = sorted(set(kwargs) - _LOAD_PARAMS)
+        if fixed:
+            raise ConfigError(f"CRLUIQA.load takes {', '.join(sorted(_LOAD_PARAMS))} besides device; "
+                              f"{', '.join(fixed)} {'is' if len(fixed) == 1 else 'are'} the saved model's")
         model, meta = load_model(run_dir, device=resolve_device(device))
         pl = meta.get("pseudo_label_config", {})
         est = cls(k=pl.get("k", 5), layer=pl.get("layer", "block4"), smoothing=pl.get("smoothing", True),
@@ -323,3 +401,4 @@ class CRLUIQA:
         est.model_ = model
         est.history_ = meta.get("history", [])
         return est
+
