@@ -155,3 +155,15 @@ def test_an_estimator_pickles_with_its_model(tmp_path):
     est = _random_model_estimator(tmp_path)
     frames = np.random.default_rng(1).integers(0, 256, (3, 40, 52)).astype(np.uint8)
     np.testing.assert_allclose(pickle.loads(pickle.dumps(est)).predict(frames), est.predict(frames), atol=1e-7)
+
+
+def test_channel_first_batches_score_as_their_images(tmp_path):
+    """(N, C, H, W) batches, torch's and MONAI's layout, are N images (they were refused), as (N, H, W, C) are."""
+    est = _random_model_estimator(tmp_path)
+    rng = np.random.default_rng(2)
+    rgb = (rng.random((2, 40, 52, 3)) * 255).astype(np.uint8)
+    expected = est.predict(list(rgb))
+    np.testing.assert_allclose(est.predict(torch.from_numpy(rgb).permute(0, 3, 1, 2)), expected, atol=1e-6)
+    np.testing.assert_allclose(est.predict(np.ascontiguousarray(rgb.transpose(0, 3, 1, 2))), expected, atol=1e-6)
+    gray = torch.rand(2, 1, 40, 52)
+    np.testing.assert_allclose(est.predict(gray), est.predict(list(gray[:, 0])), atol=1e-6)

@@ -73,17 +73,24 @@ def score_paths(
     return Scores([paths[i] for i in kept], torch.cat(out).numpy().astype(np.float64), failures)
 
 
+_CHANNELS = (1, 3, 4)  # gray, RGB, RGBA
+
+
 def as_image_list(images) -> list:
     """In-memory images as a list, one entry per image: an ``(H, W)`` array or an ``(H, W, C)`` array with C of 1,
-    3 or 4 (gray, RGB, RGBA) is one image, any other 3-D array ``(N, H, W)`` or a 4-D ``(N, H, W, C)`` a stack of N, a ``PIL.Image`` one image, and a
+    3 or 4 (gray, RGB, RGBA) is one image, any other 3-D array ``(N, H, W)`` a stack of N (so a channel-first
+    ``(3, H, W)`` tensor is three gray images: give it as ``(1, 3, H, W)``), a 4-D ``(N, H, W, C)`` or
+    channel-first ``(N, C, H, W)`` (torch's and MONAI's batches) a stack of N, a ``PIL.Image`` one image, and a
     list or tuple holds one image per entry."""
     if isinstance(images, (list, tuple)):
         return list(images)
     if type(images).__module__.startswith("PIL."):
         return [images]
     a = images.detach().cpu().numpy() if type(images).__module__.startswith("torch") else np.asarray(images)
-    if a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (1, 3, 4)):
+    if a.ndim == 2 or (a.ndim == 3 and a.shape[2] in _CHANNELS):
         return [a]
+    if a.ndim == 4 and a.shape[1] in _CHANNELS and a.shape[3] not in _CHANNELS:
+        a = np.moveaxis(a, 1, 3)  # (N, C, H, W) -> (N, H, W, C)
     if a.ndim in (3, 4):
         return list(a)
     raise ValueError(f"expected an image (H, W[, C]) or a stack (N, H, W[, C]), got an array of shape {a.shape}")
