@@ -156,7 +156,7 @@ def test_k_larger_than_n():
 
 @pytest.mark.parametrize("k", [0, -1, 1.5])
 def test_k_not_positive_integer(k):
-    with pytest.raises(ValueError, match="k must be a positive integer"):
+    with pytest.raises(ValueError, match=r"k \(--k\) must be (an integer|>= 1)"):
         topk_mean_distance(IMAGES, REFS, k)
 
 
@@ -233,3 +233,22 @@ def test_label_images_on_hc18(hc18_dir, sononet16_path, tmp_path, caplog):
     with pytest.raises(ValueError, match="at least 2 images"):
         label_images([str(images[0])], [str(p) for p in refs], k=1, weights=sononet16_path, device="cpu",
                      num_workers=0, progress=False)
+
+
+def test_functional_inputs_of_any_array_kind_or_clear_errors():
+    """Lists, float32/float64 arrays and tensors (also ones that require grad) give the same labels; a bad setting
+    is a ConfigError and a bad input an InputError (both CRLUIQAError and ValueError), never torch's own error."""
+    from crl_uiqa.errors import ConfigError, InputError
+
+    expected = compute_pseudo_labels(IMAGES, REFS, k=2).label
+    for x, r in ((IMAGES.tolist(), REFS.tolist()), (IMAGES.astype(np.float32), REFS.astype(np.float32)),
+                 (torch.tensor(IMAGES, requires_grad=True), torch.tensor(REFS))):
+        np.testing.assert_allclose(compute_pseudo_labels(x, r, k=2).label, expected, atol=1e-6)
+    for kwargs in (dict(k=True), dict(k=2, smoothing="no"), dict(k=2, chunk_size=0), dict(k=2, device="tpu")):
+        with pytest.raises(ConfigError):
+            compute_pseudo_labels(IMAGES, REFS, **kwargs)
+    with pytest.raises(ConfigError, match=r"k=4 \(--k\) is larger"):
+        compute_pseudo_labels(IMAGES, REFS, k=4)
+    for x in (IMAGES[0], np.zeros((0, IMAGES.shape[1])), [["a", "b"]], np.full_like(IMAGES, np.nan)):
+        with pytest.raises(InputError):
+            compute_pseudo_labels(x, REFS, k=1)

@@ -19,19 +19,24 @@ import numpy as np
 import torch
 from scipy import stats
 
-from .errors import ConfigError
+from . import validate
+from .errors import ConfigError, InputError
 
 
 def _check_embeddings(x: np.ndarray | torch.Tensor, name: str) -> torch.Tensor:
-    t = torch.as_tensor(x)
+    """``x`` as a 2-D tensor of finite numbers (a tensor that requires grad is detached), else :class:`InputError`."""
+    try:
+        t = x.detach() if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise InputError(f"{name} must be a 2-D array of numbers (count, dim): {exc}") from None
     if t.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D array (count, dim), got shape {tuple(t.shape)}")
+        raise InputError(f"{name} must be a 2-D array (count, dim), got shape {tuple(t.shape)}")
     if t.shape[0] == 0:
-        raise ValueError(f"{name} is empty")
+        raise InputError(f"{name} is empty")
     # A finite sum proves every entry finite without the elementwise temporaries of
     # isfinite (about twice the array's size); only a non-finite sum needs the full check.
     if not torch.isfinite(t.sum()) and not torch.isfinite(t).all():
-        raise ValueError(f"{name} contain NaN or inf")
+        raise InputError(f"{name} contain NaN or inf")
     return t
 
 
@@ -49,15 +54,18 @@ def topk_mean_distance(
     ``device``; distances are computed in float64 for exactness when the
     inputs are float64, else float32.
     """
+    from .devices import resolve_device
+
+    k = validate.integer(validate.flag("k"), k, minimum=1)
+    chunk_size = validate.integer("chunk_size", chunk_size, minimum=1)
+    device = resolve_device(device)
     x = _check_embeddings(embeddings, "image embeddings")
     r = _check_embeddings(references, "reference embeddings")
     n = r.shape[0]
     if x.shape[1] != r.shape[1]:
-        raise ValueError(f"embedding sizes differ: images {x.shape[1]}, references {r.shape[1]}")
-    if not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
+        raise InputError(f"embedding sizes differ: images {x.shape[1]}, references {r.shape[1]}")
     if k > n:
-        raise ValueError(f"k={k} is larger than the number of references n={n}")
+        raise ConfigError(f"k={k} (--k) is larger than the number of references n={n}")
     dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     r = r.to(device=device, dtype=dtype)
     out = torch.empty(x.shape[0], dtype=torch.float64)
@@ -83,7 +91,7 @@ def minmax(values: np.ndarray, lo: float | None = None, hi: float | None = None)
     lo = float(v.min()) if lo is None else lo
     hi = float(v.max()) if hi is None else hi
     if not hi > lo:
-        raise ValueError("all pseudo-label scores are equal: the distances carry no quality information")
+        raise InputError("all pseudo-label scores are equal: the distances carry no quality information")
     return (v - lo) / (hi - lo)
 
 
@@ -101,18 +109,20 @@ class PseudoLabels:
 
 def pseudo_labels_from_distances(distance: np.ndarray, *, k: int, smoothing: bool = True) -> PseudoLabels:
     """Eq. 1 (sign) to Eq. 3 from per-image mean top-k distances."""
+    k = validate.integer(validate.flag("k"), k, minimum=1)
+    smoothing = validate.boolean("smoothing (--no-smoothing)", smoothing)
     d = np.asarray(distance, dtype=np.float64)
     if d.ndim != 1 or d.size < 2:
-        raise ValueError(f"pseudo-labels need at least 2 images, got {d.size}")
+        raise InputError(f"pseudo-labels need at least 2 images, got {d.size}")
     if not np.isfinite(d).all():
-        raise ValueError("distances contain NaN or inf")
+        raise InputError("distances contain NaN or inf")
     if np.ptp(d) == 0:
-        raise ValueError("all distances to the references are equal: the pseudo-labels would be constant")
+        raise InputError("all distances to the references are equal: the pseudo-labels would be constant")
     s = -d
     if smoothing:
         s_hat, lam = yeo_johnson(s)
         if not np.isfinite(s_hat).all():
-            raise ValueError("the Yeo-Johnson transform produced NaN/inf; try --no-smoothing")
+            raise InputError("the Yeo-Johnson transform produced NaN/inf; try --no-smoothing")
     else:
         s_hat, lam = s, None
     return PseudoLabels(d, s, s_hat, minmax(s_hat), lam, k)
@@ -127,7 +137,13 @@ def compute_pseudo_labels(
     chunk_size: int = 65536,
     device: str | torch.device = "cpu",
 ) -> PseudoLabels:
-    """Pseudo-labels (Eq. 1-3) for image embeddings given reference embeddings."""
+    """Pseudo-labels (Eq. 1-3) for image embeddings given reference embeddings.
+
+    ``embeddings`` ``(m, dim)`` and ``references`` ``(n, dim)`` are numpy arrays, torch tensors or nested lists of
+    numbers; bad shapes, empty or non-finite inputs raise :class:`crl_uiqa.errors.InputError`, bad settings
+    :class:`crl_uiqa.errors.ConfigError` (both ``ValueError``).
+    """
+    smoothing = validate.boolean("smoothing (--no-smoothing)", smoothing)
     d = topk_mean_distance(embeddings, references, k, chunk_size=chunk_size, device=device)
     return pseudo_labels_from_distances(d, k=k, smoothing=smoothing)
 
@@ -197,7 +213,6 @@ def label_images(
     accepts. Reference files that cannot be read are an error (a silently
     smaller reference set would change every label).
     """
-    from . import validate
     from .backbones import get_backbone
     from .embed import compute_embeddings, resolve_device
     from .io import list_images, list_references
@@ -208,9 +223,9 @@ def label_images(
     img_paths = list_images(images)
     ref_paths = list_references(references)
     if len(img_paths) < 2:
-        raise ValueError(f"pseudo-labels need at least 2 images, found {len(img_paths)}")
+        raise InputError(f"pseudo-labels need at least 2 images, found {len(img_paths)}")
     if k > len(ref_paths):
-        raise ValueError(f"k={k} is larger than the number of references n={len(ref_paths)}")
+        raise ConfigError(f"k={k} (--k) is larger than the number of references n={len(ref_paths)}")
     _warn_references_among_images(img_paths, ref_paths, k)
     name = backbone if isinstance(backbone, str) else type(backbone).__name__
     model = get_backbone(backbone, weights) if isinstance(backbone, str) else backbone
