@@ -167,3 +167,10 @@ def test_channel_first_batches_score_as_their_images(tmp_path):
     np.testing.assert_allclose(est.predict(np.ascontiguousarray(rgb.transpose(0, 3, 1, 2))), expected, atol=1e-6)
     gray = torch.rand(2, 1, 40, 52)
     np.testing.assert_allclose(est.predict(gray), est.predict(list(gray[:, 0])), atol=1e-6)
+
+
+def test_evaluate_without_pairs_says_so(tmp_path):
+    from crl_uiqa.errors import InputError
+
+    with pytest.raises(InputError, match="no pairs to evaluate"):
+        _random_model_estimator(tmp_path).evaluate([])  # was list_images' 'no images to read'

@@ -296,3 +296,24 @@ def test_cli_evaluate_bad_tables_are_one_line_user_errors(tmp_path, capsys, scor
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert rc == errors.EXIT_USER and len(err) == 1, err
     assert err[0].startswith("crl-uiqa evaluate: error: ") and match in err[0]
+
+
+def test_pairwise_accuracy_inputs_of_other_kinds_or_clear_errors():
+    """Path objects match string keys and any iterable of pairs works; a list of scores, a pair of one image or a
+    score that is not a number are InputErrors (a CRLUIQAError), not IndexError/TypeError or a misleading
+    'no score for'."""
+    from pathlib import Path
+
+    from crl_uiqa.errors import InputError
+
+    scores = {"a.png": 0.9, Path("b.png"): 0.1, "c.png": 0.5}
+    res = pairwise_accuracy(scores, ((Path("a.png"), "b.png"), ("c.png", "a.png")), n_boot=0)
+    assert res["overall"]["n"] == 2 and res["overall"]["accuracy"] == pytest.approx(0.5)
+    for bad_scores, pairs, match in (([0.9, 0.1], [("a.png", "b.png")], "dict"),
+                                     (scores, [("a.png",)], "pair 1"),
+                                     (scores, ["ab"], "pair 1"),
+                                     ({"a.png": None, "b.png": 1.0}, [("a.png", "b.png")], "not a number"),
+                                     (scores, [("a.png", "z.png")], "no score for 'z.png'"),
+                                     (scores, [], "no pairs")):
+        with pytest.raises(InputError, match=match):
+            pairwise_accuracy(bad_scores, pairs, n_boot=0)

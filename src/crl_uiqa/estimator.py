@@ -366,6 +366,8 @@ class CRLUIQA:
             root = root if root is not None else csv_folder(pairs)  # the rule of crl_uiqa.tables
             pairs = read_pairs(pairs)
         pr = pair_keys(pairs, root)
+        if not pr:  # pairwise_accuracy says so, instead of list_images' "no images to read"
+            return pairwise_accuracy({}, pr)
         paths = sorted({x for p in pr for x in p[:2]})
         sc = self.score_files(paths, strict=True)
         return pairwise_accuracy(sc.as_dict(), pr)

@@ -58,6 +58,11 @@ def _summary(o: np.ndarray, n_boot: int, seed: int) -> dict:
     return {"accuracy": float(o.mean()) if o.size else float("nan"), "n": int(o.size), "ci_low": lo, "ci_high": hi}
 
 
+def _path(p):
+    """A path given as ``pathlib.Path`` as its string, so it matches the same path given as a string."""
+    return os.fspath(p) if isinstance(p, os.PathLike) else p
+
+
 def pairwise_accuracy(
     scores: Mapping[str, float],
     pairs: Sequence[Pair] | Sequence[tuple[str, str]],
@@ -74,32 +79,44 @@ def pairwise_accuracy(
     ``missing="error"`` raises when a pair names an unscored image;
     ``"skip"`` drops such pairs and counts them. A pair of one image with
     itself, or a NaN or infinite score of a pair image, is an error.
+    Paths given as ``pathlib.Path`` match the same paths given as strings; ``pairs`` may be any iterable.
+    Every problem with the inputs raises :class:`crl_uiqa.errors.InputError` (a ``ValueError``).
     """
     n_boot = check_n_boot(n_boot)
     if missing not in ("error", "skip"):
         raise ConfigError(f"missing must be 'error' or 'skip', got {missing!r}")
+    if not isinstance(scores, Mapping):
+        raise InputError(f"scores must map each image path to its score (a dict), got {type(scores).__name__}")
+    scores = {_path(p): s for p, s in scores.items()}
+    pairs = list(pairs)
     if len(pairs) == 0:
-        raise ValueError("no pairs to evaluate")
+        raise InputError("no pairs to evaluate")
     b, w, types, n_missing = [], [], [], 0
     for i, pair in enumerate(pairs):
-        better, worse = pair[0], pair[1]
+        if isinstance(pair, (str, bytes)) or len(pair) not in (2, 3):
+            raise InputError(f"pair {i + 1}: expected (better, worse) or (better, worse, type), got {pair!r}")
+        better, worse = _path(pair[0]), _path(pair[1])
         typ = pair[2] if len(pair) > 2 else None
         if better == worse:
             raise InputError(f"pair {i + 1}: better and worse are the same image ({better})")
         if better not in scores or worse not in scores:
             if missing == "error":
                 absent = better if better not in scores else worse
-                raise ValueError(f"no score for {absent!r} (named in the pairs); check --root or the paths")
+                raise InputError(f"no score for {absent!r} (named in the pairs); check --root or the paths")
             n_missing += 1
             continue
         for p in (better, worse):
-            if not math.isfinite(scores[p]):
+            try:
+                finite = math.isfinite(scores[p])
+            except TypeError:
+                raise InputError(f"the score of {p} is {scores[p]!r}, not a number") from None
+            if not finite:
                 raise InputError(f"the score of {p} is {scores[p]}, not a finite number")
         b.append(scores[better])
         w.append(scores[worse])
         types.append(typ)
     if not b:
-        raise ValueError("none of the pairs has both images scored")
+        raise InputError("none of the pairs has both images scored")
     o = pair_outcomes(np.array(b), np.array(w))
     result = {"overall": _summary(o, n_boot, seed), "by_type": {}, "n_missing": n_missing}
     tarr = np.array([t if t is not None else "" for t in types], dtype=object)
