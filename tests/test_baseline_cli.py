@@ -151,3 +151,23 @@ def test_cli_skips_and_lists_a_blank_frame_the_method_is_undefined_on(tmp_path, 
     assert main(["baseline", method, "--images", str(tmp_path / "imgs"), "--out", str(tmp_path / "s.csv"),
                  "--strict"]) == 1
     assert "constant image" in capsys.readouterr().err
+
+
+def test_run_baseline_takes_one_array_or_a_stack_and_raises_crl_uiqa_errors():
+    """One (H, W) array is one image, as the methods themselves take it (run_baseline counted its rows and raised
+    'returned shape (1,) for 40 images'); bad names and inputs are CRLUIQAErrors (still ValueError)."""
+    from crl_uiqa.errors import ConfigError, InputError
+
+    rng = np.random.default_rng(0)
+    imgs = [rng.random((40, 50)).astype(np.float32) for _ in range(2)]
+    both = run_baseline("mssim", imgs, references=imgs[:1])
+    np.testing.assert_allclose(run_baseline("mssim", imgs[1], references=imgs[:1]), both[1:], atol=1e-12)
+    np.testing.assert_allclose(run_baseline("mssim", np.stack(imgs), references=imgs[0]), both, atol=1e-12)
+    with pytest.raises(ConfigError, match="unknown baseline"):
+        run_baseline("ssim", imgs)
+    with pytest.raises(ConfigError, match="needs reference images"):
+        run_baseline("mssim", imgs)
+    with pytest.raises(InputError, match=r"images\[0\]: values must lie in \[0, 1\]"):
+        run_baseline("brisque", [imgs[0] * 255])
+    with pytest.raises(InputError, match="empty"):
+        run_baseline("brisque", [])

@@ -45,6 +45,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ..errors import ConfigError
 from .brisque import brisque_score
 from .mssim import mssim_score
 from .niqe import niqe_ref_score, niqe_score
@@ -120,8 +121,8 @@ def register_baseline(name: str, spec: BaselineSpec) -> None:
     BASELINES[name] = spec.func
 
 
-def _unknown(name: str) -> ValueError:
-    return ValueError(f"unknown baseline {name!r}; valid names: {', '.join(sorted(BASELINES))}")
+def _unknown(name: str) -> ConfigError:
+    return ConfigError(f"unknown baseline {name!r}; valid names: {', '.join(sorted(BASELINES))}")
 
 
 def get_baseline(name: str) -> Callable[..., np.ndarray]:
@@ -155,7 +156,7 @@ def run_baseline(
     name : str
         Registered name (see :data:`BASELINES`).
     images : sequence of numpy.ndarray
-        Grayscale (H, W) images in [0, 1].
+        Grayscale (H, W) images in [0, 1] (also one (H, W) array or an (N, H, W) stack).
     references : sequence of numpy.ndarray, optional
         High-quality reference images, for methods that take them.
     weights : str, optional
@@ -173,11 +174,16 @@ def run_baseline(
 
     Raises
     ------
-    ValueError
+    crl_uiqa.errors.ConfigError
         Unknown method or option, a missing required input, or an input the
         method does not use.
+    crl_uiqa.errors.InputError
+        Images that are not grayscale arrays in [0, 1] (both errors are ``ValueError``).
     """
+    from ._network import check_array_images
+
     spec = get_spec(name)
+    images = check_array_images(images, "images")  # one (H, W) array or an (N, H, W) stack too, as a list
     key = str(name).strip().lower()
     kwargs: dict[str, Any] = {}
     for arg, value, need, what in (
@@ -186,9 +192,9 @@ def run_baseline(
     ):
         if value is None:
             if need == "required":
-                raise ValueError(f"baseline {key!r} needs {what}")
+                raise ConfigError(f"baseline {key!r} needs {what}")
         elif need == "none":
-            raise ValueError(f"baseline {key!r} does not use {what}")
+            raise ConfigError(f"baseline {key!r} does not use {what}")
         else:
             kwargs[arg] = value
     if device is not None and spec.device:
@@ -199,7 +205,7 @@ def run_baseline(
         accepted = [p.name for p in params if p.kind in kinds and p.name not in _RESERVED]
         bad = sorted(set(options) - set(accepted))
         if bad:
-            raise ValueError(
+            raise ConfigError(
                 f"baseline {key!r} has no option {', '.join(bad)}; its options: {', '.join(accepted) or 'none'}"
             )
         kwargs.update(options)

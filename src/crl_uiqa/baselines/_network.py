@@ -13,6 +13,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from ..errors import ConfigError, InputError
+
 __all__ = ["check_array_images", "check_size", "check_positive_int", "check_integer", "load_sononet",
            "iter_tensor_batches", "sononet_outputs", "sononet_features"]
 
@@ -42,7 +44,7 @@ def check_array_images(images, what: str = "images") -> list[np.ndarray]:
 
     Raises
     ------
-    ValueError
+    crl_uiqa.errors.InputError (a ValueError)
         Not a sequence, empty sequence, non-2-D, empty, non-real, non-finite or out-of-range image.
     """
     if isinstance(images, np.ndarray):
@@ -51,28 +53,28 @@ def check_array_images(images, what: str = "images") -> list[np.ndarray]:
         elif images.ndim == 3:
             images = list(images)
         else:
-            raise ValueError(f"{what}: expected a sequence of (H, W) images, got an array of shape {images.shape}")
+            raise InputError(f"{what}: expected a sequence of (H, W) images, got an array of shape {images.shape}")
     try:
         images = list(images)
     except TypeError:
-        raise ValueError(f"{what}: expected a sequence of (H, W) images, got {type(images).__name__}") from None
+        raise InputError(f"{what}: expected a sequence of (H, W) images, got {type(images).__name__}") from None
     if not images:
-        raise ValueError(f"{what}: the list of images is empty")
+        raise InputError(f"{what}: the list of images is empty")
     out = []
     for i, img in enumerate(images):
         arr = np.asarray(img)
         if arr.ndim != 2:
-            raise ValueError(f"{what}[{i}]: expected a grayscale (H, W) image, got shape {arr.shape} "
+            raise InputError(f"{what}[{i}]: expected a grayscale (H, W) image, got shape {arr.shape} "
                              "(convert colour images to grayscale first)")
         if arr.size == 0:
-            raise ValueError(f"{what}[{i}]: empty image of shape {arr.shape}")
+            raise InputError(f"{what}[{i}]: empty image of shape {arr.shape}")
         if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
-            raise ValueError(f"{what}[{i}]: expected a real-valued image, got dtype {arr.dtype}")
+            raise InputError(f"{what}[{i}]: expected a real-valued image, got dtype {arr.dtype}")
         if not np.all(np.isfinite(arr)):
-            raise ValueError(f"{what}[{i}]: the image contains NaN or infinite values")
+            raise InputError(f"{what}[{i}]: the image contains NaN or infinite values")
         lo, hi = float(arr.min()), float(arr.max())
         if lo < -_RANGE_TOL or hi > 1 + _RANGE_TOL:
-            raise ValueError(f"{what}[{i}]: values must lie in [0, 1], got [{lo:g}, {hi:g}] (divide 8-bit images by 255)")
+            raise InputError(f"{what}[{i}]: values must lie in [0, 1], got [{lo:g}, {hi:g}] (divide 8-bit images by 255)")
         out.append(arr)
     return out
 
@@ -82,23 +84,23 @@ def check_size(size) -> tuple[int, int]:
     try:
         h, w = (int(v) for v in size)
     except (TypeError, ValueError):
-        raise ValueError(f"size must be (height, width), got {size!r}") from None
+        raise ConfigError(f"size must be (height, width), got {size!r}") from None
     if h < 16 or w < 16:
-        raise ValueError(f"size must be at least 16x16 pixels (SonoNet halves it four times), got {size!r}")
+        raise ConfigError(f"size must be at least 16x16 pixels (SonoNet halves it four times), got {size!r}")
     return h, w
 
 
 def check_positive_int(value, name: str) -> int:
-    """``value`` as a positive int, or a ValueError naming ``name``."""
+    """``value`` as a positive int, or a ConfigError (a ValueError) naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
 
 
 def check_integer(value, name: str) -> int:
-    """``value`` as an int (any integer, e.g. a seed), or a ValueError naming ``name``."""
+    """``value`` as an int (any integer, e.g. a seed), or a ConfigError (a ValueError) naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
+        raise ConfigError(f"{name} must be an integer, got {value!r}")
     return int(value)
 
 
