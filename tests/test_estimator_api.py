@@ -174,3 +174,22 @@ def test_evaluate_without_pairs_says_so(tmp_path):
 
     with pytest.raises(InputError, match="no pairs to evaluate"):
         _random_model_estimator(tmp_path).evaluate([])  # was list_images' 'no images to read'
+
+
+def test_a_missing_input_is_a_crl_uiqa_error_and_still_file_not_found(tmp_path):
+    """Missing images, models, CSVs and weights raise NotFoundError: a CRLUIQAError as errors.py promises for every
+    input problem (they were plain FileNotFoundError) and still a FileNotFoundError."""
+    from crl_uiqa.errors import CRLUIQAError, NotFoundError
+    from crl_uiqa.io import list_images
+    from crl_uiqa.runtime import load_runtime
+    from crl_uiqa.tables import read_pairs
+    from crl_uiqa.weights import resolve_weights
+
+    missing = tmp_path / "absent"
+    for call in (lambda: list_images(str(missing / "a.png")), lambda: CRLUIQA.load(missing, device="cpu"),
+                 lambda: load_runtime(missing), lambda: read_pairs(missing / "pairs.csv"),
+                 lambda: resolve_weights("SonoNet16.npz", missing / "w.npz")):
+        with pytest.raises(NotFoundError) as info:
+            call()
+        assert isinstance(info.value, CRLUIQAError) and isinstance(info.value, FileNotFoundError)
+        assert "\n" not in str(info.value)

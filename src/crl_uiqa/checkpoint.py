@@ -32,7 +32,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .errors import ModelError, OutputError
+from .errors import ModelError, NotFoundError, OutputError
 from .files import _json_default, atomic_path, write_json
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ def load_tensors(path: str | os.PathLike, device: str | torch.device = "cpu", *,
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise NotFoundError(f"checkpoint not found: {path}")
     try:
         tensors = load_file(str(path), device="cpu")
         from safetensors import safe_open

@@ -58,6 +58,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import NotFoundError
 from .tables import Pair, csv_folder, path_key, read_pairs
 
 log = logging.getLogger(__name__)
@@ -536,7 +537,7 @@ def compare_methods(
     images, references, train_images = _single(images), _single(references), _single(train_images)
     paths, pairs = _test_set(raw_pairs, pairs_csv, images, root)
     if model is not None and not Path(model).exists():
-        raise FileNotFoundError(f"no model at {model}")
+        raise NotFoundError(f"no model at {model}")
     reference_crop = reference_crop if reference_crop is not None else crop
     ctx = CompareContext(
         paths=paths, labels=_labels(images, paths), model=model, train_images=train_images, weights=weights,
@@ -589,8 +590,8 @@ def _test_set(raw_pairs: list[Pair], pairs_csv: Path, images, root) -> tuple[lis
         paths = sorted({p for pr in pairs for p in pr[:2]})
         missing = [p for p in paths if not Path(p).is_file()]
         if missing:
-            raise FileNotFoundError(f"{len(missing)} pair image(s) not found, first: {missing[0]} "
-                                    f"(pair paths are relative to {roots[0]}; set --root)")
+            raise NotFoundError(f"{len(missing)} pair image(s) not found, first: {missing[0]} "
+                                f"(pair paths are relative to {roots[0]}; set --root)")
         return paths, pairs
     paths = list(dict.fromkeys(path_key(p) for p in list_images(images)))
     listed = set(paths)

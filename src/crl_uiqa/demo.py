@@ -38,6 +38,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .errors import NotFoundError
+
 log = logging.getLogger(__name__)
 
 DEMO_PLANE = "abdomen"
@@ -326,8 +328,8 @@ def run_demo(settings: DemoSettings | None = None) -> DemoResult:
     dev = resolve_device(st.device)
     weights = None if st.encoder == "fallback" else _find_sononet(st.weights)
     if weights is None and st.encoder == "sononet":
-        raise FileNotFoundError("--encoder sononet: SonoNet-16 weights not found (no --weights, $CRL_UIQA_WEIGHTS_DIR, "
-                                "packaged copy or cache; the demo never downloads)")
+        raise NotFoundError("--encoder sononet: SonoNet-16 weights not found (no --weights, $CRL_UIQA_WEIGHTS_DIR, "
+                            "packaged copy or cache; the demo never downloads)")
 
     _say(f"[1/6] simulating {st.n_train_sweeps + st.n_reference_sweeps + st.n_test_sweeps} fetal abdomen sweeps "
          f"of {st.n_frames} frames into {out / 'data'}")

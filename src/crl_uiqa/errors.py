@@ -7,7 +7,7 @@ The command line prints that line and exits with :data:`EXIT_USER`; anything
 else is a bug in crl-uiqa and is reported as such (:mod:`crl_uiqa.cli`).
 
 The subclasses also derive from the built-in exception a Python caller would
-expect (``ValueError``, ``OSError``, ``ImportError``), so ``except ValueError``
+expect (``ValueError``, ``OSError``/``FileNotFoundError``, ``ImportError``), so ``except ValueError``
 keeps working around library calls.
 """
 from __future__ import annotations
@@ -52,6 +52,11 @@ class ModelError(CRLUIQAError, ValueError):
     """A trained model or checkpoint that is missing, damaged, or not crl-uiqa's."""
 
 
+class NotFoundError(CRLUIQAError, FileNotFoundError):
+    """An input the user named (an image or folder, a model, a CSV, a weights file) that does not exist (also a
+    ``FileNotFoundError``, as it used to be)."""
+
+
 class OutputError(CRLUIQAError, OSError):
     """An output path that cannot be written (a folder where a file is expected, read-only, disk full)."""
 
@@ -92,6 +97,6 @@ def describe_os_error(exc: OSError) -> str:
 
 __all__ = [
     "CRLUIQAError", "ConfigError", "InputError", "ImageError", "ScanError", "WeightsError", "ModelError",
-    "OutputError", "NotFittedError", "MissingDependencyError", "optional_import", "describe_os_error",
+    "NotFoundError", "OutputError", "NotFittedError", "MissingDependencyError", "optional_import", "describe_os_error",
     "EXIT_OK", "EXIT_USER", "EXIT_USAGE", "EXIT_BUG", "EXIT_INTERRUPTED",
 ]

@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from .errors import ConfigError, ModelError, optional_import
+from .errors import ConfigError, ModelError, NotFoundError, optional_import
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -181,7 +181,7 @@ def _weights_file(source: str | os.PathLike) -> Path:
     if p.is_dir():
         p = p / "model.safetensors"
     if not p.is_file():
-        raise FileNotFoundError(f"no trained model at {source} (expected a run directory holding model.safetensors)")
+        raise NotFoundError(f"no trained model at {source} (expected a run directory holding model.safetensors)")
     return p
 
 

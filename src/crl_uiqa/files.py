@@ -33,7 +33,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
-from .errors import CRLUIQAError, InputError, OutputError
+from .errors import CRLUIQAError, InputError, NotFoundError, OutputError
 
 _TMP_TAG = "crl-uiqa"
 _TMP_PID = re.compile(r"\." + _TMP_TAG + r"-(\d+)-[^/]*\.tmp")
@@ -342,7 +342,7 @@ def read_csv(path: str | os.PathLike) -> list[dict[str, str]]:
     """Read a CSV with a header row into a list of dicts (clear errors if absent or not UTF-8 text)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"CSV file not found: {path}")
+        raise NotFoundError(f"CSV file not found: {path}")
     try:
         with path.open(newline="", encoding="utf-8-sig") as fh:
             return list(csv.DictReader(fh))

@@ -42,7 +42,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .errors import ImageError
+from .errors import ImageError, NotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ def _list_source(source: str | os.PathLike) -> list[str]:
         if not paths:
             raise ValueError(f"the pattern {src} matches no image")
         return paths
-    raise FileNotFoundError(f"image source not found: {src}")
+    raise NotFoundError(f"image source not found: {src}")
 
 
 _TOLD: set[str] = set()  # folders whose other files were reported (a run lists its inputs more than once)
@@ -222,7 +222,7 @@ def read_manifest(path: str | os.PathLike) -> Manifest:
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"manifest not found: {path}")
+        raise NotFoundError(f"manifest not found: {path}")
     try:
         with path.open(newline="", encoding="utf-8-sig") as fh:
             rows = [r for r in csv.reader(fh) if r and any(c.strip() for c in r)]

@@ -57,7 +57,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import ConfigError
+from .errors import ConfigError, NotFoundError
 from .reference_stats import MODES as REFERENCE_STATS_MODES
 from .reference_stats import SIX_STATISTICS, ReferenceDeviation, check_statistics
 
@@ -388,12 +388,12 @@ def load_model(run_dir: str | Path, device="cpu", *, allow_plugins: bool | None 
     if p.is_dir():
         p = p / "model.safetensors"
     if not p.exists() and (p.parent / "last.safetensors").exists():
-        raise FileNotFoundError(f"{p.parent} holds no model.safetensors, only the checkpoint last.safetensors (an "
-                                "unfinished run, or a finished one whose model was removed); write its model with "
-                                "--resume")
+        raise NotFoundError(f"{p.parent} holds no model.safetensors, only the checkpoint last.safetensors (an "
+                            "unfinished run, or a finished one whose model was removed); write its model with "
+                            "--resume")
     if not p.is_file():
-        raise FileNotFoundError(f"no model at {run_dir} (expected a run folder from fit or train, holding "
-                                "model.safetensors and model.json)")
+        raise NotFoundError(f"no model at {run_dir} (expected a run folder from fit or train, holding "
+                            "model.safetensors and model.json)")
     tensors, meta = load_tensors(p, device=device)
     if not isinstance(meta.get("model_config"), dict):
         raise ModelError(f"{p}: no model_config in its description: not a crl-uiqa quality model")

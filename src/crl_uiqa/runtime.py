@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Sequence, TypeAlias
 
 import numpy as np
 
-from .errors import optional_import
+from .errors import NotFoundError, optional_import
 from .export import (
     FORMATS,
     META_KEY,
@@ -142,7 +142,7 @@ class TorchScriptRuntime(Runtime):
 
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"TorchScript model not found: {path}")
+            raise NotFoundError(f"TorchScript model not found: {path}")
         self.device = resolve_device(device)
         extra = {META_KEY: ""}
         try:
@@ -175,7 +175,7 @@ class OnnxRuntime(Runtime):
         ort = _import_onnxruntime()
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"ONNX model not found: {path}")
+            raise NotFoundError(f"ONNX model not found: {path}")
         opts = ort.SessionOptions()
         self.threads = int(threads) if threads else cpu_cores()
         opts.intra_op_num_threads = self.threads
@@ -279,7 +279,7 @@ def load_runtime(
 
     p = Path(source)
     if not p.exists():
-        raise FileNotFoundError(f"no model at {p}")
+        raise NotFoundError(f"no model at {p}")
     if _is_export_file(p):
         fmt = format_from_path(p)
         if fmt != key:

@@ -46,7 +46,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import InputError
+from .errors import InputError, NotFoundError
 from .files import read_csv
 
 __all__ = ["Pair", "ScoreRow", "path_key", "csv_folder", "on_disk", "table_base", "read_score_table", "read_pairs", "score_keys", "pair_keys",
@@ -89,7 +89,7 @@ def table_base(csv_path: str | os.PathLike, paths: Iterable[str], root: str | os
     if root is not None:
         base = Path(root)
         if not base.is_dir():
-            raise FileNotFoundError(f"--root folder not found: {base}")
+            raise NotFoundError(f"--root folder not found: {base}")
         return base
     relative = [p for p in paths if p and not Path(os.path.expanduser(p)).is_absolute()][:_PROBE]
     if not relative:

@@ -34,7 +34,7 @@ from .checkpoint import check_run_dir, inputs_digest, load_tensors, optimizer_te
 from .devices import autocast as _autocast
 from .devices import autocast_enabled
 from .embed import resolve_device
-from .errors import ConfigError, ModelError
+from .errors import ConfigError, ModelError, NotFoundError
 from .files import write_csv
 from .io import iter_batches, list_references
 from .losses import LossWeights, total_loss
@@ -634,7 +634,7 @@ def _open_run_dir(run_dir: str | Path | None, resume: bool, overwrite: bool) -> 
                       files=("last.safetensors", "last.json", "model.safetensors", "model.json"))
     last = run_dir / "last.safetensors" if run_dir is not None else None
     if resume and not last.exists() and not any((run_dir / f).exists() for f in ("labels.csv", "fit.json")):
-        raise FileNotFoundError(f"--resume: {run_dir} holds no interrupted run (no last.safetensors)")
+        raise NotFoundError(f"--resume: {run_dir} holds no interrupted run (no last.safetensors)")
     return run_dir, last
 
 

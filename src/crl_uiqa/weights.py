@@ -24,6 +24,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import NotFoundError
 from .files import atomic_path
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,7 @@ def resolve_weights(filename: str, path: str | os.PathLike | None = None, *, dow
             p = p / filename
         if p.is_file():
             return p
-        raise FileNotFoundError(f"weights not found at {p} (given with --weights)")
+        raise NotFoundError(f"weights not found at {p} (given with --weights)")
     env = os.environ.get(ENV_DIR)
     if env:
         p = Path(env).expanduser() / filename
@@ -148,7 +149,7 @@ def resolve_weights(filename: str, path: str | os.PathLike | None = None, *, dow
             searched.append(f"download from {known.url} failed: {exc}")
     elif known is not None:
         searched.append(f"download disabled (${ENV_NO_DOWNLOAD} set or download=False)")
-    raise FileNotFoundError(
+    raise NotFoundError(
         f"{filename} not found. Give it with --weights PATH or set {ENV_DIR}. Searched: "
         + "; ".join(searched)
     )

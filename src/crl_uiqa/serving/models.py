@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..errors import NotFoundError
+
 log = logging.getLogger(__name__)
 
 __all__ = ["ServedModel", "ModelRegistry", "discover_models", "PlaneChecker"]
@@ -66,7 +68,7 @@ def discover_models(paths: Sequence[str | os.PathLike]) -> list[tuple[str, Path]
     for raw in paths:
         p = Path(raw).expanduser()
         if not p.exists():
-            raise FileNotFoundError(f"model not found: {p}")
+            raise NotFoundError(f"model not found: {p}")
         if p.is_file():
             add(p.parent if p.name == "model.safetensors" else p)
         elif _is_run(p):
@@ -75,13 +77,13 @@ def discover_models(paths: Sequence[str | os.PathLike]) -> list[tuple[str, Path]
             subs = sorted(q for q in p.iterdir() if q.is_dir() and _is_run(q))
             subs += sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in _EXPORT_SUFFIXES)
             if not subs:
-                raise FileNotFoundError(
+                raise NotFoundError(
                     f"{p}: neither a run folder (no model.safetensors) nor a folder of runs or exported models"
                 )
             for q in subs:
                 add(q)
     if not found:
-        raise FileNotFoundError("no model given: pass --model RUN (a run folder of `crl-uiqa fit`)")
+        raise NotFoundError("no model given: pass --model RUN (a run folder of `crl-uiqa fit`)")
     return found
 
 

@@ -64,7 +64,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from ..errors import ConfigError, ScanError, optional_import
+from ..errors import ConfigError, NotFoundError, ScanError, optional_import
 from ..io import IMAGE_EXTENSIONS as _IO_IMAGE_EXTENSIONS
 from ..io import LUMA_WEIGHTS, ImageReadError, read_gray
 from ..sniff import DICOM_EXTENSIONS, SNIFF_BYTES, VIDEO_EXTENSIONS, UnsupportedContent, is_dicom_file, sniff
@@ -804,7 +804,7 @@ def read_image_file(path: str | os.PathLike) -> np.ndarray:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"image not found: {path}")
+        raise NotFoundError(f"image not found: {path}")
     if path.suffix.lower() in DICOM_EXTENSIONS or is_dicom_file(path):
         try:
             scan = DicomScan(path)
@@ -850,7 +850,7 @@ def _list_images(path: Path) -> list[Path]:
         files = [path]
         what = str(path)
     if not files:
-        raise FileNotFoundError(
+        raise NotFoundError(
             f"no image files match {what} (looked for {', '.join(sorted(IMAGE_EXTENSIONS | DICOM_EXTENSIONS))})"
         )
     return sorted(files, key=lambda p: natural_key(p.name))
@@ -944,7 +944,7 @@ def scan_kind(path: str | os.PathLike) -> str:
     if _is_pattern(text) and not p.exists():
         return "images"
     if not p.exists():
-        raise FileNotFoundError(f"scan not found: {p}")
+        raise NotFoundError(f"scan not found: {p}")
     if p.is_dir():
         return "images"
     ext = p.suffix.lower()
