@@ -193,3 +193,19 @@ def test_a_missing_input_is_a_crl_uiqa_error_and_still_file_not_found(tmp_path):
             call()
         assert isinstance(info.value, CRLUIQAError) and isinstance(info.value, FileNotFoundError)
         assert "\n" not in str(info.value)
+
+
+def test_runtime_takes_a_nested_list_and_raises_crl_uiqa_errors(tmp_path):
+    """A Runtime scores a batch given as a nested list as its array (it raised AttributeError: no .shape); a
+    wrong shape and an unknown kind are CRLUIQAErrors (still ValueError)."""
+    from crl_uiqa.errors import ConfigError, InputError
+    from crl_uiqa.runtime import load_runtime
+
+    _random_model_estimator(tmp_path)
+    rt = load_runtime(tmp_path / "run", device="cpu")
+    batch = np.random.default_rng(3).random((2, 1, 32, 48)).astype(np.float32)
+    np.testing.assert_allclose(rt(batch.tolist()), rt(batch), atol=1e-6)
+    with pytest.raises(InputError, match=r"expected a batch \(B, 1, 32, 48\)"):
+        rt(batch[:, 0])
+    with pytest.raises(ConfigError, match="runtime must be one of"):
+        load_runtime(tmp_path / "run", kind="tf")

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Sequence, TypeAlias
 
 import numpy as np
 
-from .errors import NotFoundError, optional_import
+from .errors import ConfigError, InputError, ModelError, NotFoundError, optional_import
 from .export import (
     FORMATS,
     META_KEY,
@@ -89,9 +89,11 @@ class Runtime:
         return np.asarray(self._run(x), dtype=np.float32).reshape(-1)
 
     def _check(self, batch: Any):
+        if not hasattr(batch, "shape"):  # a nested list: as the array it spells
+            batch = np.asarray(batch, dtype=np.float32)
         shape = tuple(batch.shape)
         if len(shape) != 4 or shape[1] != 1 or tuple(shape[2:]) != self.image_size:
-            raise ValueError(
+            raise InputError(
                 f"{self.kind} runtime: expected a batch (B, 1, {self.image_size[0]}, {self.image_size[1]}), "
                 f"got shape {shape}"
             )
@@ -149,7 +151,7 @@ class TorchScriptRuntime(Runtime):
             with _quiet_torch_export():
                 module = torch.jit.load(str(path), map_location=self.device, _extra_files=extra)
         except RuntimeError as exc:
-            raise ValueError(f"{path}: not a readable TorchScript model ({exc})") from None
+            raise ModelError(f"{path}: not a readable TorchScript model ({exc})") from None
         meta = _parse_meta(extra[META_KEY], path)
         module.eval()
         if optimize:
@@ -184,18 +186,18 @@ class OnnxRuntime(Runtime):
         try:
             self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types
-            raise ValueError(f"{path}: not a readable ONNX model ({exc})") from None
+            raise ModelError(f"{path}: not a readable ONNX model ({exc})") from None
         props = self.session.get_modelmeta().custom_metadata_map
         inputs = self.session.get_inputs()
         if len(inputs) != 1:
-            raise ValueError(f"{path}: expected a model with one input, found {len(inputs)}")
+            raise ModelError(f"{path}: expected a model with one input, found {len(inputs)}")
         self.input_name = inputs[0].name
         if META_KEY in props:
             meta = _parse_meta(props[META_KEY], path)
         else:  # an ONNX model not written by crl-uiqa: take H, W from the input shape
             shape = inputs[0].shape
             if len(shape) != 4 or not all(isinstance(v, int) for v in shape[2:]):
-                raise ValueError(f"{path}: cannot tell the input image size from the input shape {shape}")
+                raise ModelError(f"{path}: cannot tell the input image size from the input shape {shape}")
             meta = {"image_size": [shape[2], shape[3]]}
         super().__init__(meta["image_size"], str(path), meta)
 
@@ -213,7 +215,7 @@ def _parse_meta(text: str, path: Path) -> dict:
         meta = {}
     size = meta.get("image_size")
     if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
-        raise ValueError(f"{path}: not a crl-uiqa export (its {META_KEY} metadata with the image size is missing)")
+        raise ModelError(f"{path}: not a crl-uiqa export (its {META_KEY} metadata with the image size is missing)")
     return meta
 
 
@@ -253,10 +255,14 @@ def load_runtime(
 
     Raises
     ------
-    ValueError
-        Unknown kind, a file of another format, onnxruntime not installed.
-    FileNotFoundError
-        No model at ``source``.
+    crl_uiqa.errors.ConfigError
+        Unknown kind, a file of another format.
+    crl_uiqa.errors.ModelError
+        A file that is not a readable crl-uiqa export.
+    crl_uiqa.errors.MissingDependencyError
+        onnxruntime not installed.
+    crl_uiqa.errors.NotFoundError
+        No model at ``source`` (a ``FileNotFoundError``; the others are ``ValueError``).
     """
     from .model import QualityModel
 
@@ -268,7 +274,7 @@ def load_runtime(
             p = Path(source)
             key = format_from_path(p) if _is_export_file(p) else "torch"
     if key not in RUNTIMES:
-        raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)} (or auto), got {kind!r}")
+        raise ConfigError(f"runtime must be one of {', '.join(RUNTIMES)} (or auto), got {kind!r}")
     if key == "onnx":
         _import_onnxruntime()  # fail early, before any export
 
@@ -283,7 +289,7 @@ def load_runtime(
     if _is_export_file(p):
         fmt = format_from_path(p)
         if fmt != key:
-            raise ValueError(f"{p} is a {fmt} export; it cannot run with the {key} runtime (use --runtime {fmt})")
+            raise ConfigError(f"{p} is a {fmt} export; it cannot run with the {key} runtime (use --runtime {fmt})")
         return _open_export(p, key, device, threads)
     weights = _weights_file(p)
     if key == "torch":
