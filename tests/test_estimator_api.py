@@ -209,3 +209,21 @@ def test_runtime_takes_a_nested_list_and_raises_crl_uiqa_errors(tmp_path):
         rt(batch[:, 0])
     with pytest.raises(ConfigError, match="runtime must be one of"):
         load_runtime(tmp_path / "run", kind="tf")
+
+
+def test_predict_input_mistakes_are_crl_uiqa_errors_that_say_what(tmp_path):
+    """No images, an empty folder, a path among arrays, a 5-D array: InputError/ImageReadError (CRLUIQAError and
+    ValueError), each saying what is wrong (a path among arrays was 'got shape ()')."""
+    from crl_uiqa.errors import InputError
+    from crl_uiqa.io import ImageReadError
+
+    est = _random_model_estimator(tmp_path)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no images to read"):
+        est.predict([])
+    with pytest.raises(InputError, match="no images .* found under folder"):
+        est.predict(str(tmp_path / "empty"))
+    with pytest.raises(ImageReadError, match=r"image 1: is a path .*not both"):
+        est.predict([np.zeros((40, 52), np.uint8), str(tmp_path / "a.png")])
+    with pytest.raises(InputError, match="shape"):
+        est.predict(np.zeros((2, 2, 40, 52, 1), np.uint8))

@@ -42,7 +42,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .errors import ImageError, NotFoundError
+from .errors import ImageError, InputError, NotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +117,6 @@ def list_images(source: str | os.PathLike | Sequence[str | os.PathLike]) -> list
 def _list_source(source: str | os.PathLike) -> list[str]:
     """:func:`list_images` of one source."""
     if not isinstance(source, (str, os.PathLike)):
-        from .errors import InputError
-
         # str() of an array would be read as a glob pattern ("[[0. 0. ...]] matches no image")
         raise InputError(f"images are given as paths (a folder, glob, manifest CSV, .txt list or file), not as "
                          f"{type(source).__module__}.{type(source).__qualname__}; images in memory are scored by "
@@ -135,7 +133,7 @@ def _list_source(source: str | os.PathLike) -> list[str]:
         paths = sorted(str(q) for q in found if q.suffix.lower() in IMAGE_EXTENSIONS)
         _tell_not_read(src, [q for q in found if q.suffix.lower() not in IMAGE_EXTENSIONS])
         if not paths:
-            raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under folder {src}")
+            raise InputError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under folder {src}")
         return paths
     if p.is_file() and p.suffix.lower() == ".csv":
         return read_manifest(p).paths
@@ -146,7 +144,7 @@ def _list_source(source: str | os.PathLike) -> list[str]:
     if glob.has_magic(src):
         paths = sorted(q for q in glob.glob(src, recursive=True) if Path(q).suffix.lower() in IMAGE_EXTENSIONS)
         if not paths:
-            raise ValueError(f"the pattern {src} matches no image")
+            raise InputError(f"the pattern {src} matches no image")
         return paths
     raise NotFoundError(f"image source not found: {src}")
 
@@ -208,11 +206,11 @@ def read_path_list(path: str | os.PathLike) -> list[str]:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
-        raise ValueError(f"path list {path} is not UTF-8 text") from None
+        raise InputError(f"path list {path} is not UTF-8 text") from None
     lines = [ln.strip() for ln in text.splitlines()]
     paths = [ln if Path(ln).is_absolute() else str(path.parent / ln) for ln in lines if ln and not ln.startswith("#")]
     if not paths:
-        raise ValueError(f"path list {path} lists no image")
+        raise InputError(f"path list {path} lists no image")
     return paths
 
 
@@ -231,7 +229,7 @@ def read_manifest(path: str | os.PathLike) -> Manifest:
 
         raise not_utf8(path, exc) from None
     if not rows:
-        raise ValueError(f"manifest {path} is empty")
+        raise InputError(f"manifest {path} is empty")
     header = [c.strip() for c in rows[0]]
     if "path" in header:
         body = rows[1:]
@@ -249,7 +247,7 @@ def read_manifest(path: str | os.PathLike) -> Manifest:
             if h != "path":
                 columns[h].append(r[j].strip() if j < len(r) else "")
     if not paths:
-        raise ValueError(f"manifest {path} lists no image")
+        raise InputError(f"manifest {path} lists no image")
     return Manifest(paths, columns)
 
 
@@ -403,6 +401,8 @@ def gray_array(image, what: str = "<array>") -> np.ndarray:
         return _to_gray(_upright(image), what)  # as its file is read: turned by its EXIF orientation
     if type(image).__module__.startswith("torch"):
         image = image.detach().cpu().numpy()
+    if isinstance(image, (str, bytes, os.PathLike)):
+        raise ImageReadError(what, f"is a path ({image!r}), not an image in memory: give paths or images, not both")
     a = np.asarray(image)
     if a.ndim == 3 and a.shape[2] == 1:
         a = a[..., 0]
@@ -554,7 +554,7 @@ def iter_batches(
     from .progress import progress as _progress
 
     if len(paths) == 0:
-        raise ValueError("no images to read")
+        raise InputError("no images to read")
     validate.integer(validate.flag("batch_size"), batch_size, minimum=1)
     max_pixels()  # a bad $CRL_UIQA_MAX_PIXELS is a setting error here, not a failure in every worker
     if num_workers is not None:

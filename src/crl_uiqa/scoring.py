@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from .embed import prepare_model, resolve_device
+from .errors import InputError
 from .io import Crop, ReadFailure, apply_crop, gray_array, iter_batches, model_tensor
 
 
@@ -69,7 +70,7 @@ def score_paths(
             out.append(score_tensor(model, b.images.to(dev, non_blocking=True)).cpu())
         kept.extend(b.indices)
     if not out:
-        raise ValueError(f"none of the {len(paths)} images could be read")
+        raise InputError(f"none of the {len(paths)} images could be read")
     return Scores([paths[i] for i in kept], torch.cat(out).numpy().astype(np.float64), failures)
 
 
@@ -93,7 +94,7 @@ def as_image_list(images) -> list:
         a = np.moveaxis(a, 1, 3)  # (N, C, H, W) -> (N, H, W, C)
     if a.ndim in (3, 4):
         return list(a)
-    raise ValueError(f"expected an image (H, W[, C]) or a stack (N, H, W[, C]), got an array of shape {a.shape}")
+    raise InputError(f"expected an image (H, W[, C]), a stack (N, H, W[, C]) or (N, C, H, W) (N, H, W[, C]), got an array of shape {a.shape}")
 
 
 def is_in_memory(images) -> bool:
