@@ -119,6 +119,12 @@ def test_bad_labels_are_clear_errors(tmp_path):
         train(paths, [0.5] * 4, config=_cfg(), progress=False)
     with pytest.raises(ValueError, match="at least 2"):
         train(paths[:1], [0.5], config=_cfg(), progress=False)
+    from crl_uiqa.errors import InputError  # a CRLUIQAError, as every input problem (they were plain ValueError)
+
+    with pytest.raises(InputError, match="4 paths but 2 labels"):
+        train(paths, [0.1, 0.2], config=_cfg(), progress=False)
+    with pytest.raises(InputError, match="NaN"):
+        train(paths, [0.1, float("nan"), 0.3, 0.4], config=_cfg(), progress=False)
 
 
 def test_checkpoint_is_not_pickle(tmp_path):

@@ -34,7 +34,7 @@ from .checkpoint import check_run_dir, inputs_digest, load_tensors, optimizer_te
 from .devices import autocast as _autocast
 from .devices import autocast_enabled
 from .embed import resolve_device
-from .errors import ConfigError, ModelError, NotFoundError
+from .errors import ConfigError, InputError, ModelError, NotFoundError
 from .files import write_csv
 from .io import iter_batches, list_references
 from .losses import LossWeights, total_loss
@@ -272,14 +272,14 @@ def diagnose_training(history: list[dict], kept_epoch: int | None, *, lr: float,
 def _validate_labels(paths: Sequence[str], labels: Sequence[float]) -> np.ndarray:
     q = np.asarray(labels, dtype=np.float64)
     if len(paths) != q.size:
-        raise ValueError(f"{len(paths)} paths but {q.size} labels")
+        raise InputError(f"{len(paths)} paths but {q.size} labels")
     if q.size < 2:
-        raise ValueError(f"training needs at least 2 labelled images, got {q.size}")
+        raise InputError(f"training needs at least 2 labelled images, got {q.size}")
     if not np.isfinite(q).all():
         bad = paths[int(np.flatnonzero(~np.isfinite(q))[0])]
-        raise ValueError(f"pseudo-labels contain NaN or inf (first: {bad})")
+        raise InputError(f"pseudo-labels contain NaN or inf (first: {bad})")
     if np.ptp(q) == 0:
-        raise ValueError("all pseudo-labels are equal: there is nothing to learn")
+        raise InputError("all pseudo-labels are equal: there is nothing to learn")
     return q
 
 
@@ -297,14 +297,14 @@ def load_image_cache(paths: Sequence[str], size: tuple[int, int], *, crop=None, 
         chunks.append((b.images * 255.0).round_().clamp_(0, 255).to(torch.uint8))
         kept.extend(b.indices)
     if not chunks:
-        raise ValueError("no readable training image")
+        raise InputError("no readable training image")
     return torch.cat(chunks), kept, failures
 
 
 def split_train_val(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Random split of ``range(n)`` (at least one image on each side when val_fraction > 0)."""
     if not 0 <= val_fraction < 1:
-        raise ValueError("val_fraction must be in [0, 1)")
+        raise ConfigError("val_fraction must be in [0, 1)")
     perm = np.random.default_rng(seed).permutation(n)
     n_val = int(round(n * val_fraction))
     if val_fraction > 0:
@@ -316,7 +316,7 @@ def _lr_factor(cfg: TrainConfig, epoch: int) -> float:
     if cfg.lr_schedule == "constant" or cfg.epochs <= 1:
         return 1.0
     if cfg.lr_schedule != "linear":
-        raise ValueError(f"lr_schedule must be linear or constant, got {cfg.lr_schedule!r}")
+        raise ConfigError(f"lr_schedule must be linear or constant, got {cfg.lr_schedule!r}")
     return 1.0 - (1.0 - cfg.final_lr_fraction) * epoch / (cfg.epochs - 1)
 
 
@@ -330,7 +330,7 @@ def random_crops(images: torch.Tensor, size: tuple[int, int], generator: torch.G
     h, w = size
     H, W = images.shape[-2:]
     if h > H or w > W:
-        raise ValueError(f"crop {h}x{w} is larger than the images ({H}x{W})")
+        raise ConfigError(f"crop {h}x{w} is larger than the images ({H}x{W})")
     b = images.shape[0]
     corners = torch.stack([torch.randint(0, H - h + 1, (b,), generator=generator),
                            torch.randint(0, W - w + 1, (b,), generator=generator)], dim=1)
@@ -828,7 +828,7 @@ def _load_val_pairs(val_pairs, size, crop, num_workers) -> tuple[torch.Tensor, t
     w_cache, _, fw = load_image_cache([w for b, w in val_pairs], size, crop=crop, num_workers=num_workers,
                                       progress=False)
     if fb or fw:
-        raise ValueError("some validation-pair images cannot be read")
+        raise InputError("some validation-pair images cannot be read")
     return b_cache, w_cache
 
 
@@ -1051,7 +1051,7 @@ def _reference_embeddings(references, mcfg: ModelConfig, weights, dev, crop, num
                               progress="references" if progress else False)
     a["n_references"], a["dim"] = (int(v) for v in refs.vectors.shape)
     if a["k"] > a["n_references"]:
-        raise ValueError(f"k={a['k']} is larger than the number of references n={a['n_references']}")
+        raise ConfigError(f"k={a['k']} is larger than the number of references n={a['n_references']}")
     native = tuple(getattr(net, "input_size", mcfg.image_size)) == tuple(mcfg.image_size)
     return torch.from_numpy(refs.vectors), replace(mcfg, anchor=a), native
 
@@ -1064,7 +1064,7 @@ def _reference_statistics(references, size, crop, num_workers, names) -> torch.T
     refs, _, failures = load_image_cache(list_images(references), tuple(size), crop=crop, num_workers=num_workers,
                                          progress=False)
     if failures:
-        raise ValueError(f"reference image {failures[0].path} cannot be read: {failures[0].reason}")
+        raise InputError(f"reference image {failures[0].path} cannot be read: {failures[0].reason}")
     return torch.cat([image_statistics(refs[i : i + 64].float().div_(255.0), names)
                       for i in range(0, refs.shape[0], 64)])
 
