@@ -227,3 +227,10 @@ def test_predict_input_mistakes_are_crl_uiqa_errors_that_say_what(tmp_path):
         est.predict([np.zeros((40, 52), np.uint8), str(tmp_path / "a.png")])
     with pytest.raises(InputError, match="shape"):
         est.predict(np.zeros((2, 2, 40, 52, 1), np.uint8))
+
+
+def test_the_public_surface():
+    import crl_uiqa
+
+    assert "CRLUIQA" in dir(crl_uiqa)  # tab completion finds the lazily loaded estimator
+    assert set(crl_uiqa.__all__) <= set(dir(crl_uiqa)) and crl_uiqa.CRLUIQA is CRLUIQA

@@ -22,6 +22,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from .estimator import CRLUIQA
 
 
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))  # CRLUIQA too, before it is loaded (tab completion)
+
+
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib

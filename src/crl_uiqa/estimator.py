@@ -328,8 +328,9 @@ class CRLUIQA:
 
     def predict(self, images, *, crop=None, strict: bool = True) -> np.ndarray:
         """Quality scores of ``images``, higher = better: files (any source :func:`crl_uiqa.io.list_images`
-        takes) or images in memory (a numpy array or a stack of them, PIL images, tensors:
-        :func:`crl_uiqa.scoring.score_arrays`, which scores an array as its file).
+        takes) or images in memory (a numpy array or a stack of them, ``(N, H, W[, C])`` or channel-first
+        ``(N, C, H, W)``, PIL images, tensors: :func:`crl_uiqa.scoring.score_arrays`, which scores an array as its
+        file; :func:`crl_uiqa.scoring.as_image_list` says what is one image).
 
         An unreadable file raises (``strict=True``) or gets NaN at its place
         (``strict=False``); use :meth:`score_files` to get the failures listed.
