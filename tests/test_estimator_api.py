@@ -234,3 +234,16 @@ def test_the_public_surface():
 
     assert "CRLUIQA" in dir(crl_uiqa)  # tab completion finds the lazily loaded estimator
     assert set(crl_uiqa.__all__) <= set(dir(crl_uiqa)) and crl_uiqa.CRLUIQA is CRLUIQA
+
+
+def test_a_malformed_crop_or_strict_is_a_setting_error(tmp_path):
+    """A crop that is not four integers was Python's unpacking ValueError (or int('...')); strict='no' was
+    taken as true. Both are ConfigErrors, with the rule of the command line's --crop."""
+    est = _random_model_estimator(tmp_path)
+    frame = np.zeros((40, 52), np.uint8)
+    for crop in ((1, 2, 3), "0,0,10,10", (0, 0, 10.5, 10), (-1, 0, 10, 10)):
+        with pytest.raises(ConfigError, match="crop"):
+            est.predict(frame, crop=crop)
+    with pytest.raises(ConfigError, match="strict must be true or false"):
+        est.predict(frame, strict="no")
+    np.testing.assert_allclose(est.predict(frame, crop=np.array([2, 3, 30, 40])), est.predict(frame, crop=(2, 3, 30, 40)))

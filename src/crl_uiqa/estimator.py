@@ -197,11 +197,13 @@ class CRLUIQA:
         """
         import os
 
+        from . import validate as v
         from .checkpoint import check_run_dir
         from .files import write_json
         from .io import list_images, list_references
         from .pseudo_labels import label_images
 
+        crop, reference_crop = v.crop("crop", crop), v.crop("reference_crop", reference_crop)
         run_dir = Path(run_dir) if run_dir is not None else None
         labels_csv = run_dir / "labels.csv" if run_dir is not None else None
         img_list, ref_list = list_images(images), list_references(references)
@@ -336,8 +338,10 @@ class CRLUIQA:
         (``strict=False``); use :meth:`score_files` to get the failures listed.
         An image in memory that cannot be converted always raises.
         """
+        from . import validate as v
         from .scoring import is_in_memory, score_arrays
 
+        crop, strict = v.crop("crop", crop), v.boolean("strict", strict)
         if is_in_memory(images):
             self._check_fitted()
             return score_arrays(self.model_, images, batch_size=self.batch_size_eval, device=self.device, crop=crop)
@@ -351,10 +355,12 @@ class CRLUIQA:
 
     def score_files(self, images, *, crop=None, strict: bool = False):
         """:class:`crl_uiqa.scoring.Scores` of image files (unreadable ones skipped and listed)."""
+        from . import validate as v
         from .io import list_images
         from .scoring import score_paths
 
         self._check_fitted()
+        crop, strict = v.crop("crop", crop), v.boolean("strict", strict)
         return score_paths(self.model_, list_images(images), batch_size=self.batch_size_eval, device=self.device,
                            crop=crop, strict=strict, num_workers=self.num_workers, progress=self.progress)
 

@@ -80,3 +80,21 @@ def image_size(name: str, value: Any, *, minimum: int = 1) -> tuple[int, int]:
         raise ConfigError(f"{name} must be between {minimum} and {MAX_IMAGE_SIDE} pixels per side for this "
                           f"backbone, got {h} {w}")
     return h, w
+
+
+def crop(name: str, value: Any) -> tuple[int, int, int, int] | None:
+    """A crop box ``(top, left, height, width)`` of integers, top and left >= 0, height and width >= 1 (None: no
+    crop). Whether it fits an image is the image's business (:func:`crl_uiqa.io.apply_crop`)."""
+    if value is None:
+        return None
+    try:
+        box = tuple(value)
+    except TypeError:
+        box = ()
+    if len(box) != 4 or any(isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in box):
+        raise ConfigError(f"{name} must be a box of four integers TOP LEFT HEIGHT WIDTH, got {value!r}")
+    top, left, h, w = (int(v) for v in box)
+    if top < 0 or left < 0 or h < 1 or w < 1:
+        raise ConfigError(f"a crop box TOP LEFT HEIGHT WIDTH needs top, left >= 0 and height, width >= 1; "
+                          f"got {top} {left} {h} {w}")
+    return top, left, h, w

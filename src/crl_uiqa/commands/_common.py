@@ -70,15 +70,9 @@ def add_engine(group, device_use: str = "the torch engines") -> None:
 
 def crop_tuple(value):
     """``--crop T L H W`` as a tuple (None when absent), refused before any work when it cannot be a box."""
-    if not value:
-        return None
-    top, left, h, w = value
-    if top < 0 or left < 0 or h < 1 or w < 1:
-        from ..errors import ConfigError
+    from ..validate import crop
 
-        raise ConfigError(f"a crop box TOP LEFT HEIGHT WIDTH needs top, left >= 0 and height, width >= 1; "
-                          f"got {top} {left} {h} {w}")
-    return tuple(value)
+    return crop("--crop", value) if value else None
 
 
 def report_failures(failures, out_path=None, *, side=None) -> None:
