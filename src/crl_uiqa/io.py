@@ -99,8 +99,10 @@ def set_max_pixels(value: int) -> None:
 def list_images(source: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
     """List the image paths of ``source`` (see the module docstring), in a stable order.
 
-    Raises ``FileNotFoundError`` when the source does not exist and
-    ``ValueError`` when it holds no image.
+    Raises :class:`crl_uiqa.errors.NotFoundError` (a ``FileNotFoundError``) when the source does not exist, each
+    entry of a list or tuple of sources included (the entries of a ``.txt`` list or manifest are listed unchecked:
+    reading skips a missing one and lists it), and :class:`crl_uiqa.errors.InputError` (a ``ValueError``) when it
+    holds no image.
     """
     if isinstance(source, (list, tuple)):
         out: list[str] = []
