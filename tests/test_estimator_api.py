@@ -131,6 +131,8 @@ def test_settings_follow_the_sklearn_protocol(tmp_path):
     assert est.pseudo.k == 4  # a refused change leaves the settings as they were
     loaded = _random_model_estimator(tmp_path)
     _sklearn_clone(loaded)
+    # sklearn's check_is_fitted asks this first; the trailing-underscore attributes exist (None) before fit
+    assert loaded.__sklearn_is_fitted__() and not est.__sklearn_is_fitted__()
     assert loaded.set_params(batch_size_eval=8).model_ is not None  # set_params keeps the fitted model
     for bad in (dict(image_size=5), dict(progress="x"), dict(paper="yes"), dict(calibrate_margins=1),
                 dict(train_config={"epochs": 2}), dict(model_config={}), dict(epoch=2)):

@@ -323,9 +323,13 @@ class CRLUIQA:
         shown = [f"{k}={v!r}" for k, v in self._params.items() if k not in defaults or not _same(v, defaults[k])]
         return f"{type(self).__name__}({', '.join(shown)})"
 
+    def __sklearn_is_fitted__(self) -> bool:
+        """For ``sklearn.utils.validation.check_is_fitted``: the fitted attributes exist (as None) before fit too."""
+        return self.model_ is not None
+
     # -------------------------------------------------------------- predict
     def _check_fitted(self):
-        if self.model_ is None:
+        if not self.__sklearn_is_fitted__():
             raise NotFittedError("this CRLUIQA is not fitted yet: call fit() or CRLUIQA.load(run_dir)")
 
     def predict(self, images, *, crop=None, strict: bool = True) -> np.ndarray:
