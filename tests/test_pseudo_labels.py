@@ -252,3 +252,15 @@ def test_functional_inputs_of_any_array_kind_or_clear_errors():
     for x in (IMAGES[0], np.zeros((0, IMAGES.shape[1])), [["a", "b"]], np.full_like(IMAGES, np.nan)):
         with pytest.raises(InputError):
             compute_pseudo_labels(x, REFS, k=1)
+
+
+def test_float64_on_either_side_computes_in_float64():
+    """Image embeddings in float32 against float64 references were computed in float32 (the images' type alone
+    decided); now either side in float64 promotes, as numpy does."""
+    rng = np.random.default_rng(5)
+    x32, r64 = rng.random((6, 16)).astype(np.float32), rng.random((4, 16))
+    exact = topk_mean_distance(x32.astype(np.float64), r64, 2)
+    np.testing.assert_allclose(topk_mean_distance(x32, r64, 2), exact, rtol=1e-13, atol=0)
+    np.testing.assert_allclose(topk_mean_distance(r64[:2].astype(np.float32).repeat(3, 0), x32.astype(np.float64), 2),
+                               topk_mean_distance(r64[:2].astype(np.float32).astype(np.float64).repeat(3, 0),
+                                                  x32.astype(np.float64), 2), rtol=1e-13, atol=0)

@@ -51,8 +51,8 @@ def topk_mean_distance(
     """Mean of the ``k`` smallest Euclidean distances of each row to the references (Eq. 1).
 
     Returns float64 array (m,). Rows are processed ``chunk_size`` at a time on
-    ``device``; distances are computed in float64 for exactness when the
-    inputs are float64, else float32.
+    ``device``; distances are computed in float64 for exactness when either
+    input is float64, else float32.
     """
     from .devices import resolve_device
 
@@ -66,7 +66,7 @@ def topk_mean_distance(
         raise InputError(f"embedding sizes differ: images {x.shape[1]}, references {r.shape[1]}")
     if k > n:
         raise ConfigError(f"k={k} (--k) is larger than the number of references n={n}")
-    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    dtype = torch.float64 if torch.float64 in (x.dtype, r.dtype) else torch.float32  # as numpy would promote
     r = r.to(device=device, dtype=dtype)
     out = torch.empty(x.shape[0], dtype=torch.float64)
     for start in range(0, x.shape[0], chunk_size):
