@@ -158,3 +158,14 @@ def test_live_track_running_mean_and_best_without_a_stream():
     assert float(track.best_image[0, 0]) == 1.0
     st = track.status(received=6, dropped=2, elapsed=0.5)
     assert (st.scored, st.received, st.dropped, st.quality, st.time) == (4, 6, 2, 2.0, 3.0)
+
+
+def test_cli_live_checks_its_output_files_before_the_stream(clip, tmp_path, capsys):
+    # a --csv that cannot be written failed only after the whole stream was scored, losing it
+    run = _helpers.tiny_run(tmp_path / "run", image_size=(32, 48))
+    (tmp_path / "afile").write_text("x")
+    rc = main(["live", "--model", str(run), "--input", str(clip), "--no-realtime", "--region", "none", "--quiet",
+               "--best", str(tmp_path / "new" / "deeper" / "best.png"), "--csv", str(tmp_path / "afile" / "x.csv")])
+    out, err = capsys.readouterr()
+    assert rc == 1 and "afile" in err and "received" not in out
+    assert not (tmp_path / "new").exists()  # the refused run leaves no folder of its outputs behind

@@ -123,26 +123,31 @@ def run_command(args: argparse.Namespace) -> int:
 
 def _new_out_folders(args: argparse.Namespace) -> list[Path]:
     """The folders the --out check will create, deepest first: the --out folder of a command that writes one and
-    its missing parents, or the missing parents of an --out file."""
+    its missing parents, or the missing parents of an --out file (and of live's --csv, --best, --plot)."""
     out = getattr(args, "out", None)
     kind = OUT_KIND.get(args.command)
-    if not out or kind is None or not str(out).strip():
-        return []
-    folder = Path(out) if kind == "dir" else Path(out).parent
-    missing = []
-    for f in (folder, *folder.parents):
-        if os.path.lexists(f):
-            break
-        missing.append(f)
-    return missing
+    folders = []
+    if out and kind is not None and str(out).strip():
+        folders.append(Path(out) if kind == "dir" else Path(out).parent)
+    for option in EXTRA_OUTPUTS.get(args.command, ()):  # live's --csv, --best, --plot: files
+        value = getattr(args, option, None)
+        if value and str(value).strip():
+            folders.append(Path(value).parent)
+    missing: list[Path] = []
+    for folder in folders:
+        for f in (folder, *folder.parents):
+            if os.path.lexists(f) or f in missing:
+                break
+            missing.append(f)
+    return sorted(missing, key=lambda f: len(f.parts), reverse=True)
 
 
 def _remove_if_empty(folders: list[Path]) -> None:
-    for folder in folders:  # deepest first; stop at the first that is not empty (or not ours to remove)
+    for folder in folders:  # deepest first, each one the run created; a folder that is not empty stays
         try:
             folder.rmdir()  # only an empty folder
         except OSError:
-            return
+            continue
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -218,6 +223,8 @@ def _check_out(args: argparse.Namespace) -> None:
 
     if out and kind is not None:
         (check_output_dir if kind == "dir" else check_output_file)(out)
+    for _, value in extra:  # live's --csv under /proc/x failed only after the whole stream was scored
+        check_output_file(value)
     files = extra + ([("--out", out)] if out and kind == "file" else [])
     folders = [("--out", out)] if out and kind == "dir" else []
     check_outputs_apart(_inputs_of(args), files, folders)
