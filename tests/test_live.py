@@ -160,6 +160,56 @@ def test_live_track_running_mean_and_best_without_a_stream():
     assert (st.scored, st.received, st.dropped, st.quality, st.time) == (4, 6, 2, 2.0, 3.0)
 
 
+class _CtrlCRuntime(_helpers.MeanRuntime):
+    """The mean-intensity scorer, with Ctrl-C arriving while it scores its ``at``-th frame."""
+
+    def __init__(self, at: int):
+        super().__init__((32, 48))
+        self.at = at
+
+    def _run(self, batch):
+        if self.calls + 1 == self.at:
+            self.calls += 1
+            raise KeyboardInterrupt
+        return super()._run(batch)
+
+
+def test_ctrl_c_ends_the_session_and_keeps_what_was_scored(clip):
+    # Ctrl-C is how a camera stream is stopped: it used to propagate and lose every score
+    try:
+        res = run_live(_CtrlCRuntime(at=4), clip, realtime=False, region="none")
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C escaped run_live: the frames scored before it were lost")
+    assert res.interrupted and res.error is None
+    assert list(res.frames) == [0, 1, 2] and res.scored == 3
+    assert res.best_frame == 2 and res.best_image is not None  # the clip gets brighter
+    assert res.summary().endswith("; interrupted")
+    full = run_live(MeanRuntime(), clip, realtime=False, region="none")
+    assert not full.interrupted
+    np.testing.assert_allclose(res.scores, full.scores[:3], rtol=1e-6)
+
+
+def test_cli_live_ctrl_c_writes_the_frames_scored_so_far(clip, tmp_path, capsys, monkeypatch):
+    from crl_uiqa.video.live import LiveTrack
+
+    add = LiveTrack.add
+
+    def add_then_ctrl_c(self, frame, score):  # Ctrl-C right after the 5th frame is scored
+        add(self, frame, score)
+        if len(self.scores) == 5:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(LiveTrack, "add", add_then_ctrl_c)
+    run = _helpers.tiny_run(tmp_path / "run", image_size=(32, 48))
+    rc = main(["live", "--model", str(run), "--input", str(clip), "--no-realtime", "--region", "none", "--quiet",
+               "--plot", str(tmp_path / "live.png"), "--best", str(tmp_path / "best.png"),
+               "--csv", str(tmp_path / "live.csv")])
+    out, err = capsys.readouterr()
+    assert rc == 130 and "interrupted" in err and "scored 5" in out
+    assert [r["frame"] for r in read_csv(tmp_path / "live.csv")] == ["0", "1", "2", "3", "4"]
+    assert (tmp_path / "live.png").is_file() and (tmp_path / "best.png").is_file()
+
+
 def test_cli_live_checks_its_output_files_before_the_stream(clip, tmp_path, capsys):
     # a --csv that cannot be written failed only after the whole stream was scored, losing it
     run = _helpers.tiny_run(tmp_path / "run", image_size=(32, 48))

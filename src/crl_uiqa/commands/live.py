@@ -12,7 +12,9 @@ def register(sub) -> None:
             "A reader thread delivers frames at the stream's own rate (a video file is paced by its timestamps) "
             "into a one-slot buffer that keeps only the newest frame; the scorer always takes the newest one, "
             "so frames it cannot keep up with are dropped, never queued. One status line shows the current and "
-            "running quality and the best frame so far; the end prints frames received, scored and dropped."
+            "running quality and the best frame so far; the end prints frames received, scored and dropped. "
+            "Ctrl-C ends the stream as its end does: --plot, --best and --csv hold the frames scored until then "
+            "(exit code 130)."
         ),
     )
     p.add_argument("--model", required=True,
@@ -83,4 +85,9 @@ def run(args) -> int:
     if res.error is not None:
         print(f"crl-uiqa live: error: {res.error}", file=sys.stderr)
         return 1
+    if res.interrupted:  # the files above hold what was scored before Ctrl-C
+        from ..errors import EXIT_INTERRUPTED
+
+        print("crl-uiqa live: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return 0

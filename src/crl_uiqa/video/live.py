@@ -154,6 +154,8 @@ class LiveResult:
     region : RegionDetection or None
     error : Exception or None
         A read error that ended the stream early.
+    interrupted : bool
+        Ctrl-C (``KeyboardInterrupt``) ended the session; what was scored up to then is kept.
     """
 
     source: str
@@ -171,6 +173,7 @@ class LiveResult:
     stream_fps: float | None
     region: RegionDetection | None
     error: Exception | None = None
+    interrupted: bool = False
 
     @property
     def scored_per_second(self) -> float:
@@ -187,6 +190,8 @@ class LiveResult:
             text += f"; best frame {self.best_frame} at {self.best_time:.2f} s, score {self.best_quality:.4f}"
         if self.error is not None:
             text += f"; stopped by: {self.error}"
+        if self.interrupted:
+            text += "; interrupted"
         return text
 
 
@@ -452,6 +457,8 @@ def run_live(
     Returns
     -------
     LiveResult
+        Ctrl-C (``KeyboardInterrupt``) in the scoring loop ends the session as the end of the stream
+        does, the way to stop a camera: the frames scored so far are returned, with ``interrupted`` set.
     """
     from ..runtime import Runtime, load_runtime
 
@@ -467,6 +474,7 @@ def run_live(
     t_start = time.perf_counter()
     score = _LiveScorer(rt, track, reader, on_status, status_interval, t_start)
     reader.thread.start()
+    interrupted = False
     try:
         while duration is None or time.perf_counter() - t_start < float(duration):
             frame = slot.get(timeout=0.1)
@@ -475,6 +483,8 @@ def run_live(
             elif slot.closed:
                 break
         score(cutter.flush())  # the stream ended during region detection
+    except KeyboardInterrupt:  # Ctrl-C stops a stream (a camera has no end): keep what was scored
+        interrupted = True
     finally:
         stop.set()
         slot.close()
@@ -486,6 +496,7 @@ def run_live(
         scores=np.asarray(track.scores, dtype=np.float64), best_frame=track.best_frame, best_time=track.best_time,
         best_quality=track.best_quality if track.scores else math.nan, best_image=track.best_image,
         seconds=time.perf_counter() - t_start, stream_fps=stream_fps, region=cutter.det, error=reader.error,
+        interrupted=interrupted,
     )
 
 
