@@ -260,6 +260,22 @@ def test_upload_errors_are_one_clear_line(served, scans, tmp_path):
     assert client.delete("/api/scans/" + "f" * 32).status_code == 404
 
 
+def test_still_images_of_different_sizes_are_refused_at_upload(served, scans, tmp_path):
+    # they were queued, then the job failed naming `--region none`, an option the page does not have
+    app, client = served
+    small = tmp_path / "small.png"
+    Image.fromarray(fan_frames([90], seed=5, h=64, w=80)[0]).save(small)
+    before = set(app.state.workdir.iterdir())
+    r = upload(client, [scans["images"][0], small, scans["images"][1]])
+    assert r.status_code == 400, r.text
+    detail = r.json()["detail"]
+    assert detail == ("small.png is 80x64 pixels but still_0.png is 128x96: the images of one sweep must all have "
+                      "the same size")
+    assert set(app.state.workdir.iterdir()) == before  # nothing of the refused upload is kept
+    body = scored(client, scans["images"][:2], top_k=1)  # same-size stills still score
+    assert body["status"] == "done"
+
+
 def test_unreadable_scan_fails_with_its_name_not_a_server_path(served, scans, tmp_path):
     app, client = served
     bad = tmp_path / "broken.mp4"  # an MP4 header, then garbage

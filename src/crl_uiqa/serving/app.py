@@ -418,6 +418,28 @@ def _store(job, uploads, kinds, limit: int) -> None:
                 if total > limit:
                     raise _too_large(limit)
                 out.write(chunk)
+    if job.kind == "image":
+        _same_size(job, targets)
+
+
+def _same_size(job, targets: Sequence[Path]) -> None:
+    """Refuse still images of different sizes (400), from their headers: one region is cut from all of them,
+    and the page has no option to score whole frames of any size (a job failed on them, naming `--region none`)."""
+    from PIL import Image
+
+    first = None
+    for target in targets:
+        try:
+            with Image.open(target) as im:
+                size = im.size
+        except Exception:  # noqa: BLE001 - an image PIL cannot open is reported by the worker, with its reason
+            continue
+        if first is None:
+            first = (target, size)
+        elif size != first[1]:
+            raise HTTPException(
+                400, f"{job.aliases[str(target)]} is {size[0]}x{size[1]} pixels but {job.aliases[str(first[0])]} "
+                f"is {first[1][0]}x{first[1][1]}: the images of one sweep must all have the same size")
 
 
 def _too_large(limit: int):
