@@ -194,6 +194,23 @@ def test_runtime_errors(run_dir, onnx_export, tmp_path, monkeypatch):
         load_runtime(run_dir, "onnx")
 
 
+def test_runtimes_refuse_batches_that_are_not_0_to_1_floats(run_dir, onnx_export):
+    # every engine casts to float32: a uint8 frame or 0-255 floats were scored as intensities up to 255
+    pytest.importorskip("onnxruntime")
+    x = np.random.default_rng(0).random((3, 1, *SIZE)).astype(np.float32)
+    for rt in (load_runtime(run_dir, "torch"), load_runtime(onnx_export.path, "onnx")):
+        ref = rt(x)
+        np.testing.assert_allclose(rt(torch.from_numpy(x)), ref, atol=ATOL)  # tensors too
+        np.testing.assert_allclose(rt(x.astype(np.float64)), ref, atol=ATOL)
+        assert rt(x[:0]).shape == (0,)
+        with pytest.raises(ValueError, match="expected a float batch in \\[0, 1\\], got uint8"):
+            rt(np.round(x * 255).astype(np.uint8))
+        with pytest.raises(ValueError, match="got values from .* to 25[0-9]"):
+            rt(x * 255)
+        with pytest.raises(ValueError, match="not finite"):
+            rt(np.where(x > 0.5, np.nan, x).astype(np.float32))
+
+
 def test_export_check_failure_writes_nothing(tmp_path):
     # Scores of magnitude ~1e6: float32 rounding differences between engines exceed an atol of 1e-4.
     model = spread_model(1)

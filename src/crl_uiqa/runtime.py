@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -59,6 +60,10 @@ def cpu_cores() -> int:
 
 
 
+#: rounding a batch may carry beyond [0, 1] (resizing sums weights in float32)
+RANGE_SLACK = 1e-4
+
+
 class Runtime:
     """Scores batches of images with some inference engine (see the module docstring).
 
@@ -97,6 +102,19 @@ class Runtime:
                 f"{self.kind} runtime: expected a batch (B, 1, {self.image_size[0]}, {self.image_size[1]}), "
                 f"got shape {shape}"
             )
+        # every engine casts to float32: a uint8 frame or 0-255 floats would be scored as intensities up to 255,
+        # silently wrong (the in-memory image rule of crl_uiqa.io.gray_array, for batches)
+        kind = str(batch.dtype)
+        if "float" not in kind:
+            raise ValueError(f"{self.kind} runtime: expected a float batch in [0, 1], got {kind} (divide uint8 "
+                             "frames by 255, or use crl_uiqa.io.gray_array)")
+        if shape[0]:
+            low, high = float(batch.min()), float(batch.max())
+            if not (math.isfinite(low) and math.isfinite(high)):
+                raise ValueError(f"{self.kind} runtime: expected a batch in [0, 1], got values that are not finite")
+            if not (-RANGE_SLACK <= low and high <= 1.0 + RANGE_SLACK):
+                raise ValueError(f"{self.kind} runtime: expected a batch in [0, 1], got values from {low:g} to "
+                                 f"{high:g} (scale it to [0, 1])")
         return batch
 
     def _run(self, batch: Any) -> Any:  # pragma: no cover - abstract
