@@ -219,3 +219,19 @@ def test_cli_live_checks_its_output_files_before_the_stream(clip, tmp_path, caps
     out, err = capsys.readouterr()
     assert rc == 1 and "afile" in err and "received" not in out
     assert not (tmp_path / "new").exists()  # the refused run leaves no folder of its outputs behind
+
+
+def test_cli_live_says_when_nothing_was_scored_for_plot_and_best(clip, tmp_path, capsys):
+    # a session that scored nothing wrote an empty --csv and exited 0, silently leaving an earlier session's
+    # --best and --plot in place as if they were this one's
+    run = _helpers.tiny_run(tmp_path / "run", image_size=(32, 48))
+    old = tmp_path / "best.png"
+    old.write_bytes(b"an earlier session's picture")
+    rc = main(["live", "--model", str(run), "--input", str(clip), "--region", "none", "--quiet",
+               "--duration", "1e-9", "--best", str(old), "--plot", str(tmp_path / "plot.png"),
+               "--csv", str(tmp_path / "live.csv")])
+    out, err = capsys.readouterr()
+    assert "scored 0" in out and rc == 1
+    assert err.strip().splitlines()[-1] == (f"crl-uiqa live: error: no frame was scored, so --plot "
+                                            f"{tmp_path / 'plot.png'} and --best {old} were not written")
+    assert read_csv(tmp_path / "live.csv") == [] and not (tmp_path / "plot.png").exists()

@@ -65,6 +65,11 @@ def run(args) -> int:
     if tty and not args.quiet:
         sys.stderr.write("\n")
     print(res.summary())
+    unwritten = []  # asked for, but there is nothing to put in them
+    if args.plot and not res.scored:
+        unwritten.append(f"--plot {args.plot}")
+    if args.best and res.best_image is None:
+        unwritten.append(f"--best {args.best}")
     if args.plot and res.scored:
         from ..files import write_bytes
         from ..reporting.figures import fig_to_png
@@ -82,6 +87,9 @@ def run(args) -> int:
         write_csv(args.csv, [{"frame": int(f), "time": float(t), "quality": float(q)}
                              for f, t, q in zip(res.frames, res.times, res.scores)], ["frame", "time", "quality"])
         print(f"scores: {args.csv}")
+    if unwritten:  # said, not silent: a file left there by an earlier session would pass for this one's
+        print(f"crl-uiqa live: error: no frame was scored{' with a finite score' if res.scored else ''}, so "
+              f"{' and '.join(unwritten)} {'was' if len(unwritten) == 1 else 'were'} not written", file=sys.stderr)
     if res.error is not None:
         print(f"crl-uiqa live: error: {res.error}", file=sys.stderr)
         return 1
@@ -90,4 +98,4 @@ def run(args) -> int:
 
         print("crl-uiqa live: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    return 0
+    return 1 if unwritten else 0
