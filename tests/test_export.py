@@ -211,6 +211,21 @@ def test_runtimes_refuse_batches_that_are_not_0_to_1_floats(run_dir, onnx_export
             rt(np.where(x > 0.5, np.nan, x).astype(np.float32))
 
 
+def test_an_export_given_where_a_trained_model_is_needed_is_named_as_such(onnx_export, tmp_path, capsys):
+    # `export --model run/model.onnx` and `score --model run/model.onnx` said "damaged or not a safetensors file"
+    from crl_uiqa.errors import ModelError
+
+    with pytest.raises(ModelError, match="model.onnx: an exported model .ONNX/TorchScript., not a trained one"):
+        load_model(onnx_export.path)
+    rc = main(["export", "--model", str(onnx_export.path), "--out", str(tmp_path / "again.onnx")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "not a trained one: give the run directory" in err and "damaged" not in err
+    junk = tmp_path / "junk.safetensors"  # a damaged trained model is still called damaged
+    junk.write_bytes(onnx_export.path.read_bytes())
+    with pytest.raises(ModelError, match="damaged or not a safetensors file"):
+        load_model(junk)
+
+
 def test_export_check_failure_writes_nothing(tmp_path):
     # Scores of magnitude ~1e6: float32 rounding differences between engines exceed an atol of 1e-4.
     model = spread_model(1)

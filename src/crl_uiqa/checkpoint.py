@@ -105,6 +105,11 @@ def load_tensors(path: str | os.PathLike, device: str | torch.device = "cpu", *,
         with safe_open(str(path), "pt") as fh:
             header = fh.metadata() or {}
     except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
+        from .export import _TORCHSCRIPT_SUFFIXES
+
+        if path.name.lower().endswith((".onnx", *_TORCHSCRIPT_SUFFIXES)):  # not "damaged": the wrong kind of model
+            raise ModelError(f"{path}: an exported model (ONNX/TorchScript), not a trained one: give the run "
+                             "directory it was exported from (select and live run an export as it is)") from None
         raise ModelError(f"{path}: damaged or not a safetensors file ({exc})") from None
     sidecar = path.with_suffix(".json")
     if META_KEY in header:
