@@ -410,3 +410,17 @@ def test_select_takes_frames_in_memory_as_their_image_sequence(tmp_path):
     assert res.n_scored == 3 and res.error is not None and "frame 3" in str(res.error)
     with pytest.raises(ScanReadError, match="no frames"):
         ArrayScan([])
+
+
+def test_a_crop_below_the_smallest_image_side_is_refused_before_any_work(tmp_path, capsys):
+    # `--crop 0 0 2 2` scored every frame as a 2x2 image blown up to the model's size and wrote a report of it;
+    # images below 4 pixels a side are refused everywhere else
+    frames = np.stack(fan_frames([60, 120, 90]))
+    with pytest.raises(ValueError, match=r"is 2x2 pixels, below the model pipeline's minimum of 4 per side"):
+        select_frames(MeanRuntime(), frames, frame_rate=10, crop=(0, 0, 2, 2))
+    res = select_frames(MeanRuntime(), frames, frame_rate=10, crop=(0, 0, 4, 4))  # the minimum itself is fine
+    assert res.n_scored == 3 and res.picks[0].image.shape == (4, 4)
+    run = _helpers.tiny_run(tmp_path / "run")
+    rc = main(["select", "--model", str(run), "--input", str(tmp_path / "nothing-read.mp4"), "--crop", "0", "0",
+               "3", "200", "--out", str(tmp_path / "picks"), "--quiet"])
+    assert rc == 1 and "is 3x200 pixels" in capsys.readouterr().err and not (tmp_path / "picks").exists()

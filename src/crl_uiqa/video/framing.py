@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from ..io import MIN_IMAGE_SIDE
 from .region import Region, RegionDetection, detect_region
 
 if TYPE_CHECKING:
@@ -79,7 +80,11 @@ class RegionPolicy:
             raise ValueError(f"region must be one of {', '.join(REGION_MODES)}, got {region!r}")
         if isinstance(frames, bool) or not isinstance(frames, (int, np.integer)) or frames < 1:
             raise ValueError(f"region_frames must be an integer >= 1, got {frames!r}")
-        return cls(None if crop is None else Region.coerce(crop), mode, int(frames), int(margin))
+        box = None if crop is None else Region.coerce(crop)
+        if box is not None and min(box.height, box.width) < MIN_IMAGE_SIDE:  # every frame would be that small
+            raise ValueError(f"crop box (top, left, height, width)={box.as_tuple()} is {box.height}x{box.width} "
+                             f"pixels, below the model pipeline's minimum of {MIN_IMAGE_SIDE} per side")
+        return cls(box, mode, int(frames), int(margin))
 
     @property
     def needs_pixels(self) -> bool:
