@@ -424,3 +424,16 @@ def test_a_crop_below_the_smallest_image_side_is_refused_before_any_work(tmp_pat
     rc = main(["select", "--model", str(run), "--input", str(tmp_path / "nothing-read.mp4"), "--crop", "0", "0",
                "3", "200", "--out", str(tmp_path / "picks"), "--quiet"])
     assert rc == 1 and "is 3x200 pixels" in capsys.readouterr().err and not (tmp_path / "picks").exists()
+
+
+def test_plane_threshold_out_of_range_is_refused_without_a_plane_too(tmp_path, capsys):
+    # --plane-threshold 1.5 without --plane was silently ignored
+    frames = np.stack(fan_frames([60, 120, 90]))
+    for bad in (1.5, -0.1, float("nan")):
+        with pytest.raises(ValueError, match="plane_threshold"):
+            select_frames(MeanRuntime(), frames, frame_rate=10, plane_threshold=bad)
+    assert select_frames(MeanRuntime(), frames, frame_rate=10, plane_threshold=1.0).n_scored == 3
+    run = _helpers.tiny_run(tmp_path / "run")
+    rc = main(["select", "--model", str(run), "--input", str(tmp_path / "nothing-read.mp4"), "--plane-threshold",
+               "1.5", "--out", str(tmp_path / "picks"), "--quiet"])
+    assert rc == 1 and "--plane-threshold) must be <= 1, got 1.5" in capsys.readouterr().err

@@ -263,8 +263,8 @@ class SelectionSettings:
         batch_size = v.integer(v.flag("batch_size"), batch_size, minimum=1)
         min_gap = v.real(v.flag("min_gap"), min_gap, minimum=0)
         smooth = v.real(v.flag("smooth"), smooth, minimum=0)
-        if plane is not None:
-            plane_threshold = v.real(v.flag("plane_threshold"), plane_threshold, minimum=0, maximum=1)
+        # checked with or without a plane: --plane-threshold 1.5 is a mistake either way, not a setting to ignore
+        plane_threshold = v.real(v.flag("plane_threshold"), plane_threshold, minimum=0, maximum=1)
         return cls(top_k, min_gap, smooth, batch_size, plane, float(plane_threshold),
                    RegionPolicy.create(crop, region, region_frames))
 
