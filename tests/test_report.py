@@ -441,3 +441,27 @@ def test_an_output_that_is_an_image_named_in_an_input_csv_is_refused(tmp_path, m
     assert "--out imgs holds an input (an image named in --labels l.csv:" in capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / "imgs").iterdir()) == ["a.png", "b.png", "c.png"]
     assert main(["report", "--scores", "csv/s.csv", "--out", "report.html"]) == 0  # a new file is fine
+
+
+def test_names_with_dollar_signs_are_drawn_as_plain_text(tmp_path, capsys):
+    # a scan or folder named `$\frac{a$` failed `report` and `select` (after all their scoring) with a mathtext
+    # ParseSyntaxException; `scan_$x^2$` came out as a formula
+    from PIL import Image
+
+    from crl_uiqa.cli import main
+
+    for title in (r"$\frac{a$: quality over time", "scan_$x^2$: quality"):
+        fig = F.quality_curve([0.1, 0.3, 0.2], times=[0.0, 1.0, 2.0], best=1, title=title)
+        assert F.fig_to_png(fig).startswith(PNG_SIGNATURE)
+        shown = [t for t in fig.findobj(matplotlib.text.Text) if t.get_text() == title]
+        assert shown and not any(t.get_parse_math() for t in shown)
+    folder = tmp_path / r"$\frac{a$"
+    folder.mkdir()
+    rows = ["path,score"]
+    for i, level in enumerate((40, 200, 120)):
+        Image.fromarray(np.full((24, 32), level, np.uint8)).save(folder / f"{i}.png")
+        rows.append(f"{folder / f'{i}.png'},{level / 255:.4f}")
+    (tmp_path / "scores.csv").write_text("\n".join(rows) + "\n")
+    rc = main(["report", "--scores", str(tmp_path / "scores.csv"), "--curves", "--out", str(tmp_path / "r.html")])
+    assert rc == 0, capsys.readouterr().err
+    assert r"$\frac{a$" in (tmp_path / "r.html").read_text(encoding="utf-8")

@@ -45,11 +45,25 @@ BOOKKEEPING_KEYS = frozenset({"epoch", "step", "steps", "lr", "learning_rate", "
 STRIP_COLUMNS = 8
 
 
+#: attribute that marks the figures made here: their text is plain (see :func:`fig_to_png`)
+_PLAIN_TEXT = "_crl_uiqa_plain_text"
+
+
 def _new_figure(width: float, height: float) -> Figure:
-    """A figure on its own Agg canvas, with constrained layout."""
+    """A figure on its own Agg canvas, with constrained layout, whose text is drawn as plain text."""
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
+    setattr(fig, _PLAIN_TEXT, True)
     return fig
+
+
+def _plain_text(fig: Figure) -> None:
+    """No mathtext in a figure made here: its titles, labels and legends carry scan, folder and file names,
+    and a name with ``$`` in it (``$\\frac{a$``, ``scan_$x^2$``) failed the render or came out as a formula."""
+    from matplotlib.text import Text
+
+    for text in fig.findobj(Text):
+        text.set_parse_math(False)
 
 
 def _as_image(image: Any, what: str) -> np.ndarray:
@@ -596,6 +610,8 @@ def fig_to_png(fig: Figure, dpi: int = 100) -> bytes:
         raise ValueError(f"fig_to_png: expected a matplotlib Figure, got {type(fig).__name__}")
     if dpi <= 0:
         raise ValueError(f"fig_to_png: dpi must be positive, got {dpi}")
+    if getattr(fig, _PLAIN_TEXT, False):
+        _plain_text(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     return buf.getvalue()
