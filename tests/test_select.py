@@ -437,3 +437,15 @@ def test_plane_threshold_out_of_range_is_refused_without_a_plane_too(tmp_path, c
     rc = main(["select", "--model", str(run), "--input", str(tmp_path / "nothing-read.mp4"), "--plane-threshold",
                "1.5", "--out", str(tmp_path / "picks"), "--quiet"])
     assert rc == 1 and "--plane-threshold) must be <= 1, got 1.5" in capsys.readouterr().err
+
+
+def test_frames_that_are_neither_a_path_nor_in_memory_get_one_clear_line():
+    # a generator of frames failed deep in pathlib: "TypeError: expected str, bytes or os.PathLike object"
+    from crl_uiqa.errors import ConfigError
+
+    frames = fan_frames([60, 120, 90])
+    with pytest.raises(ConfigError, match=r"frames in memory .*list\(frames\)\); got generator"):
+        select_frames(MeanRuntime(), (f for f in frames), frame_rate=10)
+    with pytest.raises(ConfigError, match="got an empty list"):
+        select_frames(MeanRuntime(), [], frame_rate=10)
+    assert select_frames(MeanRuntime(), list(frames), frame_rate=10).best.frame == 1

@@ -1006,6 +1006,10 @@ def open_scan(
     """
     from ..files import check_utf8_names  # noqa: PLC0415
 
+    if not isinstance(path, (str, os.PathLike)):  # a generator of frames failed in pathlib with a TypeError
+        what = "an empty list" if isinstance(path, (list, tuple)) and not path else type(path).__name__
+        raise ConfigError(f"a scan is a path (video, DICOM file, image folder or glob) or frames in memory (an "
+                          f"array, or a list of arrays or images, e.g. list(frames)); got {what}")
     check_utf8_names([str(path)])  # its name goes into every output: refused before any frame is decoded
     kind = scan_kind(path)
     frame_rate = _check_fps(frame_rate, "frame_rate")
