@@ -235,3 +235,15 @@ def test_cli_live_says_when_nothing_was_scored_for_plot_and_best(clip, tmp_path,
     assert err.strip().splitlines()[-1] == (f"crl-uiqa live: error: no frame was scored, so --plot "
                                             f"{tmp_path / 'plot.png'} and --best {old} were not written")
     assert read_csv(tmp_path / "live.csv") == [] and not (tmp_path / "plot.png").exists()
+
+
+def test_cli_live_refuses_two_outputs_that_are_one_file(clip, tmp_path, capsys, monkeypatch):
+    # --csv out --best ./out: the CSV replaced the best frame, and both were reported written
+    run = _helpers.tiny_run(tmp_path / "run", image_size=(32, 48))
+    monkeypatch.chdir(tmp_path)
+    rc = main(["live", "--model", str(run), "--input", str(clip), "--no-realtime", "--region", "none", "--quiet",
+               "--best", "./out", "--csv", "out", "--plot", "plot.png"])
+    out, err = capsys.readouterr()
+    assert rc == 1 and "received" not in out
+    assert err.strip() == "crl-uiqa live: error: --best ./out and --csv out are the same file: each output needs its own path"
+    assert not (tmp_path / "out").exists() and not (tmp_path / "plot.png").exists()

@@ -218,8 +218,17 @@ def check_outputs_apart(inputs: InputSet, files: Sequence[tuple[str, str | os.Pa
     writes. A file output must not be an input file (the same file also through
     a link); a folder output must not be an input folder, nor lie inside a
     folder listed recursively for inputs, nor directly hold input images or
-    frames (its figures and frames would be read as inputs next time).
+    frames (its figures and frames would be read as inputs next time). Two file
+    outputs must not be one file (each would replace the other).
     """
+    seen: dict[str, tuple[str, str | os.PathLike]] = {}
+    for option, path in files:
+        real = os.path.realpath(os.path.abspath(path))
+        if real in seen:
+            first, first_path = seen[real]
+            raise OutputError(f"{first} {first_path} and {option} {path} are the same file: each output needs its "
+                              "own path")
+        seen[real] = (option, path)
     for option, path in files:
         try:
             st = os.stat(path)
