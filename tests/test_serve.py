@@ -320,7 +320,7 @@ def test_queue_full_busy_results_and_delete(scans):
         second = upload(client, [scans["dicom"]])
         assert second.status_code == 202 and second.json()["position"] == 1
         third = upload(client, [scans["dicom"]])
-        assert third.status_code == 429 and "already waiting" in third.json()["detail"]
+        assert third.status_code == 429 and third.json()["detail"].startswith("1 upload is already waiting")
         assert third.headers["retry-after"]
         assert len(list(app.state.workdir.iterdir())) == 2  # the refused upload left nothing behind
         busy = client.get(f"/api/scans/{first['id']}").json()

@@ -145,7 +145,8 @@ class JobQueue:
             except queue.Full:
                 self._remove_files(job)
                 raise QueueFull(
-                    f"{self.settings.queue_size} uploads are already waiting; try again when one has finished"
+                    f"{self.settings.queue_size} upload{'s are' if self.settings.queue_size != 1 else ' is'} already "
+                    "waiting; try again when one has finished"
                 ) from None
             self._jobs[job.id] = job
         log.info("job %s queued (%s, %s)", job.id, job.kind, job.name)
