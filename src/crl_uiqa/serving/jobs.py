@@ -37,6 +37,12 @@ FINAL = frozenset({"done", "failed", "cancelled"})
 class QueueFull(RuntimeError):
     """Too many uploads are already waiting."""
 
+    @classmethod
+    def of(cls, queue_size: int) -> QueueFull:
+        """The error of a full queue of ``queue_size`` waiting uploads (one message for the check and the queue)."""
+        waiting = f"{queue_size} upload{'s are' if queue_size != 1 else ' is'} already waiting"
+        return cls(f"{waiting}; try again when one has finished")
+
 
 class JobCancelled(RuntimeError):
     """The job was cancelled (deleted by its client, or the server is stopping)."""
@@ -144,10 +150,7 @@ class JobQueue:
                 self._waiting.put_nowait(job)
             except queue.Full:
                 self._remove_files(job)
-                raise QueueFull(
-                    f"{self.settings.queue_size} upload{'s are' if self.settings.queue_size != 1 else ' is'} already "
-                    "waiting; try again when one has finished"
-                ) from None
+                raise QueueFull.of(self.settings.queue_size) from None
             self._jobs[job.id] = job
         log.info("job %s queued (%s, %s)", job.id, job.kind, job.name)
         return job
