@@ -340,7 +340,11 @@ class CRLUIQA:
 
         An unreadable file raises (``strict=True``) or gets NaN at its place
         (``strict=False``); use :meth:`score_files` to get the failures listed.
-        An image in memory that cannot be converted always raises.
+        A file named directly (in a list or as the source) that does not exist
+        raises :class:`crl_uiqa.errors.NotFoundError` either way, as the command
+        line refuses it before any work; one listed in a manifest or ``.txt``
+        list is an unreadable file. An image in memory that cannot be converted
+        always raises.
         """
         from . import validate as v
         from .scoring import is_in_memory, score_arrays
