@@ -406,33 +406,37 @@ def gray_array(image, what: str = "<array>") -> np.ndarray:
     if isinstance(image, (str, bytes, os.PathLike)):
         raise ImageReadError(what, f"is a path ({image!r}), not an image in memory: give paths or images, not both")
     a = np.asarray(image)
-    if a.ndim == 3 and a.shape[2] == 1:
-        a = a[..., 0]
-    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)):
-        raise ImageReadError(what, f"expected an image (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got shape {a.shape}")
     if a.dtype == np.bool_:
         a = a.astype(np.uint8) * np.uint8(255)
     if a.dtype == np.uint8:
-        if a.ndim == 3:
+        if a.ndim == 3 and a.shape[2] in (3, 4):
             from PIL import Image
 
             return _to_gray(Image.fromarray(np.ascontiguousarray(a)), what)
-        return a.astype(np.float32) / np.float32(255.0)
+        return scaled_gray(a, 255.0, what)
     if a.dtype == np.uint16:
-        scale = np.float32(1.0 / 65535.0)
-    elif a.dtype.kind == "f":
+        return scaled_gray(a, 65535.0, what)
+    if a.dtype.kind == "f":
         if a.size and not (np.isfinite(a).all() and a.min() >= 0.0 and a.max() <= 1.0):
             raise ImageReadError(what, f"float image with values outside [0, 1] or not finite (range "
                                  f"{np.nanmin(a) if np.isfinite(a).any() else float('nan'):g} to "
                                  f"{np.nanmax(a) if np.isfinite(a).any() else float('nan'):g}); scale it to [0, 1], "
                                  "or give uint8/uint16 data")
-        scale = np.float32(1.0)
-    else:
-        raise ImageReadError(what, f"unsupported array type {a.dtype} (uint8, uint16, bool or float in [0, 1])")
-    out = a.astype(np.float32)
-    if out.ndim == 3:
-        out = out[..., :3] @ LUMA_WEIGHTS
-    out *= scale
+        return scaled_gray(a, 1.0, what)
+    raise ImageReadError(what, f"unsupported array type {a.dtype} (uint8, uint16, bool or float in [0, 1])")
+
+
+def scaled_gray(a: np.ndarray, max_value: float, what: str = "<array>") -> np.ndarray:
+    """Pixel values ``(H, W)``, ``(H, W, 1)`` or ``(H, W, 3|4)`` as a float32 gray image ``(H, W)`` divided by
+    ``max_value``: colour to luma (:data:`LUMA_WEIGHTS`, alpha ignored). The one shape and luma rule of arrays in
+    memory (:func:`gray_array`) and of DICOM and video frames (:mod:`crl_uiqa.video.scan`); anything else raises
+    :class:`ImageReadError` naming ``what``."""
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[..., 0]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)):
+        raise ImageReadError(what, f"expected an image (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got shape {a.shape}")
+    out = a[..., :3].astype(np.float32) @ LUMA_WEIGHTS if a.ndim == 3 else a.astype(np.float32)
+    out /= np.float32(max_value)
     return out
 
 

@@ -66,7 +66,7 @@ import numpy as np
 
 from ..errors import ConfigError, NotFoundError, ScanError, optional_import
 from ..io import IMAGE_EXTENSIONS as _IO_IMAGE_EXTENSIONS
-from ..io import LUMA_WEIGHTS, ImageReadError, read_gray
+from ..io import ImageReadError, read_gray, scaled_gray
 from ..sniff import DICOM_EXTENSIONS, SNIFF_BYTES, VIDEO_EXTENSIONS, UnsupportedContent, is_dicom_file, sniff
 from .framing import RegionPolicy
 from .region import Region, RegionDetection, dicom_number, region_from_dicom
@@ -389,18 +389,9 @@ def _scan_name(path: Path) -> str:
 
 
 def _to_gray(arr: np.ndarray, *, max_value: float, what: str) -> np.ndarray:
-    """Integer or float ``(H, W)`` / ``(H, W, 3|4)`` array -> float32 gray in [0, 1]."""
-    a = np.asarray(arr)
-    if a.ndim == 3:
-        if a.shape[2] == 1:
-            a = a[..., 0]
-        elif a.shape[2] in (3, 4):
-            a = a[..., :3].astype(np.float32) @ LUMA_WEIGHTS
-        else:
-            raise ValueError(f"{what}: unsupported number of channels {a.shape[2]}")
-    elif a.ndim != 2:
-        raise ValueError(f"{what}: expected a 2D image, got shape {a.shape}")
-    out = a.astype(np.float32) * np.float32(1.0 / max_value)
+    """Integer or float ``(H, W)`` / ``(H, W, 1|3|4)`` array -> float32 gray in [0, 1] (:func:`crl_uiqa.io.scaled_gray`,
+    clipped: bits above the stored ones are masked, but a float frame may overshoot)."""
+    out = scaled_gray(np.asarray(arr), max_value, what)
     return np.clip(out, 0.0, 1.0, out=out)
 
 
