@@ -94,7 +94,8 @@ def as_image_list(images) -> list:
         a = np.moveaxis(a, 1, 3)  # (N, C, H, W) -> (N, H, W, C)
     if a.ndim in (3, 4):
         return list(a)
-    raise InputError(f"expected an image (H, W[, C]), a stack (N, H, W[, C]) or (N, C, H, W) (N, H, W[, C]), got an array of shape {a.shape}")
+    raise InputError(f"expected an image (H, W[, C]) or a stack (N, H, W[, C]) or (N, C, H, W), got an array of "
+                     f"shape {a.shape}")
 
 
 def is_in_memory(images) -> bool:
@@ -121,6 +122,7 @@ def score_arrays(
     An image that cannot be converted raises :class:`crl_uiqa.io.ImageReadError` naming its index.
     """
     from .devices import autocast, autocast_enabled
+
     dev = resolve_device(device)
     model = prepare_model(model, dev)
     size = tuple(size or model.config.image_size)

@@ -891,7 +891,6 @@ class ArrayScan(ScanSource):
         if not isinstance(name, str) or not name.strip() or "/" in name or "\\" in name:
             raise ConfigError(f"name must be a short scan name (no path separators), got {name!r}")
         self._items = as_image_list(frames)
-        self._name = name
         super().__init__(Path(name), **kwargs)
         self.name = name
 
