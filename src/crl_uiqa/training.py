@@ -963,12 +963,14 @@ def _train_epoch(model: QualityModel, opt: torch.optim.Optimizer, tr_cache: torc
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if not all(bool(torch.isfinite(q_).all()) for grp in opt.param_groups for q_ in grp["params"]):
-            raise _diverged("a weight became inf or NaN", epoch, cfg)
         for k, v in parts.items():
             sums[k] = sums.get(k, 0.0) + v * x.shape[0]
         bar.set_postfix(loss=f"{parts['loss']:.4f}")
     bar.close()
+    # weights gone to inf/NaN make the next step's loss non-finite (checked above); after the last step, once per
+    # epoch and before its checkpoint, not a device sync per parameter at every step
+    if not all(bool(torch.isfinite(q_).all()) for grp in opt.param_groups for q_ in grp["params"]):
+        raise _diverged("a weight became inf or NaN", epoch, cfg)
     return sums
 
 
