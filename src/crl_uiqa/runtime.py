@@ -106,14 +106,14 @@ class Runtime:
         # silently wrong (the in-memory image rule of crl_uiqa.io.gray_array, for batches)
         kind = str(batch.dtype)
         if "float" not in kind:
-            raise ValueError(f"{self.kind} runtime: expected a float batch in [0, 1], got {kind} (divide uint8 "
+            raise InputError(f"{self.kind} runtime: expected a float batch in [0, 1], got {kind} (divide uint8 "
                              "frames by 255, or use crl_uiqa.io.gray_array)")
         if shape[0]:
             low, high = float(batch.min()), float(batch.max())
             if not (math.isfinite(low) and math.isfinite(high)):
-                raise ValueError(f"{self.kind} runtime: expected a batch in [0, 1], got values that are not finite")
+                raise InputError(f"{self.kind} runtime: expected a batch in [0, 1], got values that are not finite")
             if not (-RANGE_SLACK <= low and high <= 1.0 + RANGE_SLACK):
-                raise ValueError(f"{self.kind} runtime: expected a batch in [0, 1], got values from {low:g} to "
+                raise InputError(f"{self.kind} runtime: expected a batch in [0, 1], got values from {low:g} to "
                                  f"{high:g} (scale it to [0, 1])")
         return batch
 
