@@ -75,6 +75,31 @@ def crop_tuple(value):
     return crop("--crop", value) if value else None
 
 
+def read_images(paths: list[str], crop, strict: bool, failures: list, desc: str, undefined=None):
+    """The readable images of ``paths`` at native size, with their paths, for the commands that hold them all
+    (``baseline``, ``export --check-images``). Unreadable ones, and those ``undefined(image)`` gives a reason for
+    (``BaselineSpec.undefined``), are listed in ``failures`` with their reason; ``strict``: the first one stops the
+    run."""
+    from ..io import ImageReadError, ReadFailure, read_gray
+    from ..progress import progress
+
+    images, kept = [], []
+    for p in progress(paths, desc=desc, unit="img"):
+        try:
+            image = read_gray(p, crop)
+            why = undefined(image) if undefined is not None else None
+            if why:
+                raise ImageReadError(p, why)
+        except ImageReadError as exc:
+            if strict:
+                raise
+            failures.append(ReadFailure(p, exc.reason))
+            continue
+        images.append(image)
+        kept.append(p)
+    return images, kept
+
+
 def report_failures(failures, out_path=None, *, side=None) -> None:
     """Print skipped files, and write them to ``side`` (default ``OUT.skipped.csv``) when there are any.
 

@@ -6,7 +6,7 @@ are available here without changes.
 """
 from __future__ import annotations
 
-from ._common import add_crop, add_device, crop_tuple, option_value, report_failures
+from ._common import add_crop, add_device, crop_tuple, option_value, read_images, report_failures
 
 
 def register(sub) -> None:
@@ -48,29 +48,6 @@ def parse_options(items: list[str]) -> dict:
     return out
 
 
-def _read(paths: list[str], crop, strict: bool, failures: list, desc: str, undefined=None):
-    """The readable images of ``paths`` on which the method is defined (``BaselineSpec.undefined``); the others
-    are listed in ``failures`` with their reason (``strict``: the first one stops the run)."""
-    from ..io import ImageReadError, ReadFailure, read_gray
-    from ..progress import progress
-
-    images, kept = [], []
-    for p in progress(paths, desc=desc, unit="img"):
-        try:
-            image = read_gray(p, crop)
-            why = undefined(image) if undefined is not None else None
-            if why:
-                raise ImageReadError(p, why)
-        except ImageReadError as exc:
-            if strict:
-                raise
-            failures.append(ReadFailure(p, exc.reason))
-            continue
-        images.append(image)
-        kept.append(p)
-    return images, kept
-
-
 def _list_methods() -> None:
     from ..baselines import SPECS
 
@@ -104,12 +81,12 @@ def run(args) -> int:
     options = parse_options(args.option)
 
     failures: list = []
-    images, paths = _read(list_images(args.images), crop_tuple(args.crop), args.strict, failures, "reading images",
+    images, paths = read_images(list_images(args.images), crop_tuple(args.crop), args.strict, failures, "reading images",
                           spec.undefined)
     references, ref_paths = None, []
     if args.references:
         ref_crop = crop_tuple(args.reference_crop) or crop_tuple(args.crop)
-        references, ref_paths = _read(list_references(args.references), ref_crop, args.strict, failures,
+        references, ref_paths = read_images(list_references(args.references), ref_crop, args.strict, failures,
                                       "reading references", spec.undefined)
     if not images:
         report_failures(failures, args.out)

@@ -64,15 +64,11 @@ def _check_images(sources, limit: int, crop) -> list:
     """The readable --check-images (at most ``limit``); unreadable ones are skipped and listed, as in every command
     that reads images, so one bad file in a folder does not stop the export."""
     from ..errors import InputError
-    from ..io import ImageReadError, ReadFailure, list_images, read_gray
-    from ._common import report_failures
+    from ..io import list_images
+    from ._common import read_images, report_failures
 
-    images, failures = [], []
-    for p in list_images(sources)[: max(0, limit)]:
-        try:
-            images.append(read_gray(p, crop=crop))
-        except ImageReadError as exc:
-            failures.append(ReadFailure(p, exc.reason))
+    failures: list = []
+    images, _ = read_images(list_images(sources)[: max(0, limit)], crop, False, failures, "check images")
     report_failures(failures)
     if failures and not images:
         raise InputError(f"none of the {len(failures)} --check-images could be read (the first: {failures[0].path}: "
