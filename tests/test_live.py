@@ -118,6 +118,19 @@ def test_region_detection_frames_are_scored_too(clip):
     assert res.region.method == "manual" and res.best_image.shape == (30, 40)
 
 
+def test_no_realtime_live_scores_as_select_with_the_same_region_frames(clip, model_runtime):
+    """The README's promise: with select's region frames (or a crop, or --region none), live --no-realtime scores
+    every frame as select does; by default live finds the region on fewer frames, so its region may differ."""
+    from crl_uiqa.select import REGION_FRAMES, select_frames
+
+    for kw in ({"region_frames": REGION_FRAMES}, {"region": "none"}, {"crop": (4, 8, 30, 40)}):
+        live = run_live(model_runtime, clip, realtime=False, **kw)
+        sel = select_frames(model_runtime, clip, **kw)
+        assert list(live.frames) == list(sel.frames)
+        np.testing.assert_allclose(live.scores, sel.quality, rtol=1e-5, atol=1e-6)
+        assert live.best_frame == sel.frames[int(np.argmax(sel.quality))]
+
+
 def test_camera_errors():
     assert is_camera(0) and is_camera("1") and not is_camera("clip.mp4") and not is_camera(True)
     with pytest.raises(ValueError, match="cannot open camera 97"):
