@@ -216,7 +216,8 @@ def _layer_features(seed: int) -> dict:
 
     from crl_uiqa.backbones import get_backbone
     from crl_uiqa.data.simulate import simulate_dataset
-    from crl_uiqa.demo import DEMO_PLANE, DemoSettings, _find_sononet
+    from crl_uiqa.demo import DEMO_PLANE, DemoSettings
+    from crl_uiqa.demo.pipeline import _find_sononet
     from crl_uiqa.files import read_csv
     from crl_uiqa.io import list_images
 

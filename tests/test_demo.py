@@ -77,7 +77,7 @@ def test_demo_quick_fallback(tmp_path, capsys):
 def test_demo_without_weights_falls_back_and_encoder_sononet_says_so(tmp_path, monkeypatch, capsys):
     """No weights anywhere (packaged copy hidden, empty cache, no download): auto chooses the fallback encoder;
     --encoder sononet fails at once with one line, before simulating anything."""
-    from crl_uiqa import demo
+    from crl_uiqa.demo import pipeline as demo
 
     monkeypatch.delenv("CRL_UIQA_WEIGHTS_DIR", raising=False)
     monkeypatch.setenv("CRL_UIQA_NO_DOWNLOAD", "1")
@@ -196,7 +196,7 @@ def test_views_figure_accepts_a_resize_that_overshoots_one():
     import numpy as np
     import torch
 
-    from crl_uiqa.demo import _views_figure
+    from crl_uiqa.demo.report import model_views_figure as _views_figure
     from crl_uiqa.io import to_tensor
 
     img = (np.random.default_rng(0).random((256, 320)) > 0.5).astype(np.float32)
