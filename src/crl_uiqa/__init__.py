@@ -2,8 +2,8 @@
 
 The estimator is importable from the top level (``from crl_uiqa import CRLUIQA``); it is loaded on
 first use, so ``import crl_uiqa`` stays cheap. The method core is flat (one module per concept);
-application code lives in ``video/`` (scans, region, select, live) and ``reporting/`` (HTML, figures,
-score reports). See docs/architecture.md.
+application code lives in ``video/`` (scans, region, select, live), ``reporting/`` (HTML, figures,
+score reports), ``serving/`` (the web page) and ``demo/``. See docs/architecture.md.
 """
 from __future__ import annotations
 
