@@ -86,11 +86,12 @@ def matlab_test_image(name: str) -> np.ndarray:
 
 
 def write_video(path, frames, *, fps, codec="libx264", pix_fmt="yuv420p", in_format="gray", options=None,
-                stream_options=None) -> Path:
+                stream_options=None, rotation=None) -> Path:
     """Encode uint8/uint16 (H, W) ``frames`` into a video file with PyAV.
 
     ``options`` are container (muxer) options such as ``{"movflags": "+faststart"}``,
-    ``stream_options`` encoder options such as ``{"crf": "12"}``.
+    ``stream_options`` encoder options such as ``{"crf": "12"}``, ``rotation`` a display rotation in degrees
+    counter-clockwise (a phone's portrait recording; needs a PyAV with ``set_display_rotation``).
     """
     import av
 
@@ -99,6 +100,8 @@ def write_video(path, frames, *, fps, codec="libx264", pix_fmt="yuv420p", in_for
     stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], pix_fmt
     if stream_options:
         stream.options = stream_options
+    if rotation is not None:
+        stream.set_display_rotation(rotation)
     for img in frames:
         for packet in stream.encode(av.VideoFrame.from_ndarray(img, format=in_format)):
             container.mux(packet)

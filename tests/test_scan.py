@@ -159,6 +159,35 @@ def test_lossless_video_exact_values(tmp_path):
         np.testing.assert_allclose(frame.image, ref / 65535.0, atol=1e-6)
 
 
+@pytest.mark.parametrize("rotation", [90, -90, 180])
+def test_video_with_a_display_rotation_is_read_upright(tmp_path, rotation):
+    """A phone records portrait video as landscape frames with a display rotation; players show it turned, and
+    so must every reader (the region, the thumbnails, the scores). The decoded frame is turned counter-clockwise
+    by the rotation (FFmpeg's autorotate; PyAV's ``VideoFrame.rotation``), and the header's shape is the turned
+    one."""
+    import av
+
+    if not hasattr(av.video.stream.VideoStream, "set_display_rotation"):
+        pytest.skip("this PyAV cannot write a display rotation")
+    frame = np.full((48, 64), 20, np.uint8)
+    frame[:16, :16] = 235  # a bright block in the stored frame's top-left corner
+    path = write_video(tmp_path / "phone.mp4", [frame] * 3, rotation=rotation, stream_options={"crf": "0"})
+    scan = open_scan(path)
+    frames = list(scan)
+    expected = np.rot90(frame, rotation // 90) / 255.0  # rot90 turns counter-clockwise for a positive k
+    assert scan.shape == expected.shape == frames[0].image.shape
+    np.testing.assert_allclose(frames[0].image, expected, atol=0.03)
+    # where the corner went, said in words: 90 counter-clockwise puts the top-left at the bottom-left
+    corner = {90: (slice(-16, None), slice(None, 16)), -90: (slice(None, 16), slice(-16, None)),
+              180: (slice(-16, None), slice(-16, None))}[rotation]
+    assert frames[0].image[corner].mean() > 0.85
+
+
+def test_unrotated_video_keeps_its_shape(videos):
+    scan = open_scan(videos["mp4"])
+    assert scan.shape == (H, W) and next(iter(scan)).image.shape == (H, W)
+
+
 @pytest.mark.parametrize("kind", ["mp4", "avi", "avi_h264"])
 def test_truncated_video_yields_frames_before_the_fault(videos, tmp_path, kind):
     src = videos[kind]

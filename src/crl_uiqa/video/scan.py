@@ -8,7 +8,10 @@ lazily, one decoded frame at a time:
   with PyAV (``pip install av``). Times come from each frame's presentation
   timestamp (``pts x time_base``, relative to the first frame); AVI has no
   presentation timestamps, so AVI frames are at ``index / fps``. Only one
-  decoded frame is held at a time.
+  decoded frame is held at a time. Frames are turned upright by the stream's
+  display rotation (a phone's portrait recording: landscape frames turned by
+  +-90 degrees), in quarter turns, as players and FFmpeg's autorotate show them;
+  :attr:`ScanSource.shape` is the turned shape.
 * **DICOM** single- and multi-frame (``.dcm .dicom .dic``, or any file with the
   ``DICM`` preamble), read with pydicom. Frames are decoded one at a time with
   :func:`pydicom.pixels.iter_pixels` from the file, so the pixel data of a
@@ -402,10 +405,31 @@ def _import_av():
     return optional_import("av", "video", purpose="reading videos")
 
 
+def _first_frame_rotation(container: Any, stream: Any) -> float:
+    """The display rotation of ``stream`` (degrees counter-clockwise, PyAV's ``VideoFrame.rotation``), read from
+    its first frame; 0 when there is none, when PyAV is too old to report it, or when the first frame does not
+    decode (the frames' own reading then says what is wrong)."""
+    av = _import_av()
+    try:
+        for frame in container.decode(stream):
+            return float(getattr(frame, "rotation", 0) or 0)
+    except (av.error.FFmpegError, ValueError, TypeError):
+        return 0.0
+    return 0.0
+
+
+def _quarter_turns(rotation: float) -> int:
+    """Counter-clockwise quarter turns (0-3) that show a frame upright for a display rotation in degrees: a
+    phone's portrait recording is stored as landscape frames with -90 or 90. Other angles are not turned."""
+    k = round(rotation / 90.0)
+    return k % 4 if abs(rotation - 90.0 * k) <= 1.0 else 0
+
+
 class VideoScan(ScanSource):
     """A video file decoded with PyAV (see the module docstring)."""
 
     kind = "video"
+    _turns = 0  # counter-clockwise quarter turns that show the frames upright (the display matrix)
 
     def __init__(self, path: str | os.PathLike, *, _opener: Callable[[], Any] | None = None,
                  _constant_rate: bool = False, **kwargs: Any) -> None:
@@ -426,7 +450,9 @@ class VideoScan(ScanSource):
             self._constant_rate = self._constant_rate or "avi" in fmt_names
             self.fps = float(frame_rate) if frame_rate else (float(rate) if rate else None)
             self.n_frames = int(stream.frames) if stream.frames else None
-            self.shape = (int(stream.height), int(stream.width))
+            self._turns = _quarter_turns(_first_frame_rotation(container, stream))
+            h, w = int(stream.height), int(stream.width)
+            self.shape = (w, h) if self._turns % 2 else (h, w)
             self.timing = "constant-rate" if self._constant_rate else "pts"
         finally:
             container.close()
@@ -504,6 +530,8 @@ class VideoScan(ScanSource):
             image = _to_gray(frame.to_ndarray(format="gray16le"), max_value=65535.0, what=str(self.path))
         else:
             image = _to_gray(frame.to_ndarray(format="gray"), max_value=255.0, what=str(self.path))
+        if self._turns:  # upright, as a player shows it (the header's shape is already turned)
+            image = np.ascontiguousarray(np.rot90(image, self._turns))
         return index, time, image
 
     def _time(self, frame: Any, index: int, stream: Any, state: dict) -> float:
