@@ -360,6 +360,57 @@ def test_dicom_16bit_monochrome1_rgb(tmp_path):
         np.testing.assert_allclose(read_gray(tmp_path / f"d{f.index}.png"), f.image, atol=1e-6)
 
 
+def test_dicom_window_is_applied_as_a_viewer_shows_it(tmp_path):
+    """A monochrome DICOM with a VOI window is read as displayed (PS3.3 C.11.2.1.2, LINEAR), hand-computed: a 12-bit
+    frame with centre 2048 and width 1024 maps x <= 1536 to 0, x > 2559 to 1 and ((x - 2047.5) / 1023 + 0.5) between."""
+    x = np.array([[0, 1536, 1537, 2047, 2048, 2559, 2560, 4095]], dtype=np.uint16)
+    scan = open_scan(write_dicom(tmp_path / "w.dcm", x[None], bits_stored=12, WindowCenter=2048, WindowWidth=1024))
+    expected = np.clip((x - 2047.5) / 1023 + 0.5, 0, 1)
+    expected[x <= 1536], expected[x > 2559] = 0.0, 1.0
+    np.testing.assert_allclose(next(iter(scan)).image, expected, atol=1e-6)
+    assert expected[0, 3] == pytest.approx(0.49951124, abs=1e-8)  # (2047 - 2047.5) / 1023 + 0.5
+
+    # the window an 8-bit ultrasound file usually carries (centre 128, width 256) changes nothing: x / 255
+    v = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    plain = open_scan(write_dicom(tmp_path / "p.dcm", v[None], WindowCenter=128, WindowWidth=256))
+    np.testing.assert_allclose(next(iter(plain)).image, v / 255.0, atol=1e-6)
+
+    # MONOCHROME1 is windowed, then inverted
+    m1 = open_scan(write_dicom(tmp_path / "m1.dcm", x[None], bits_stored=12, photometric="MONOCHROME1",
+                               WindowCenter=2048, WindowWidth=1024))
+    np.testing.assert_allclose(next(iter(m1)).image, 1.0 - expected, atol=1e-6)
+
+    # a window that cannot be applied is one line naming the file, not a traceback from pydicom
+    from crl_uiqa.errors import ScanError
+
+    bad = write_dicom(tmp_path / "bad.dcm", x[None], bits_stored=12, WindowCenter=2048, WindowWidth=0)
+    with pytest.raises(ScanError, match=r"bad\.dcm: the DICOM VOI \(window\) cannot be applied"):
+        open_scan(bad)  # refused at open, before any frame
+
+
+def test_dicom_rescale_then_window_and_voi_lut(tmp_path):
+    """The modality transform comes first: stored 1000 + intercept -1000 = 0 is the centre of a window at 0 of
+    width 101 (LINEAR: -0.5 centre, 100 width), so it reads (0 + 0.5) / 100 + 0.5 = 0.505. A VOI LUT maps through
+    its table, scaled by the table's own range."""
+    x = np.array([[0, 949, 950, 1000, 1049, 1050, 4095]], dtype=np.uint16)
+    scan = open_scan(write_dicom(tmp_path / "r.dcm", x[None], bits_stored=12, RescaleSlope=1, RescaleIntercept=-1000,
+                                 WindowCenter=0, WindowWidth=101))
+    got = next(iter(scan)).image[0]
+    # -51 <= -50.5 is below the window; -50: (-50 + 0.5) / 100 + 0.5 = 0.005; 49: 0.995; 50 > 49.5 is above it
+    np.testing.assert_allclose(got, [0.0, 0.0, 0.005, 0.505, 0.995, 1.0, 1.0], atol=1e-6)
+
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence as DicomSeq
+
+    lut = Dataset()
+    lut.LUTDescriptor = [4, 0, 8]  # 4 entries, first stored value 0, 8-bit output
+    lut.LUTData = [0, 50, 200, 255]
+    lut["LUTData"].VR = "US"
+    v = np.array([[0, 1, 2, 3, 9]], dtype=np.uint8)
+    voi = open_scan(write_dicom(tmp_path / "l.dcm", v[None], VOILUTSequence=DicomSeq([lut])))
+    np.testing.assert_allclose(next(iter(voi)).image[0], [0, 50 / 255, 200 / 255, 1.0, 1.0], atol=1e-6)
+
+
 def test_dicom_jpeg_baseline_ybr_full_422(tmp_path):
     # The usual ultrasound export: JPEG baseline, YBR_FULL_422, decoded by Pillow.
     y, x = np.mgrid[0:32, 0:48]

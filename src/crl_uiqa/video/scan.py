@@ -36,9 +36,11 @@ Gray conversion: 8-bit data is divided by 255, higher bit depths by the
 maximum of their stored bits (DICOM BitsStored, 65535 for 16-bit images and
 videos); colour (RGB, YBR_FULL, YBR_FULL_422, palette) becomes luma
 ``0.299 R + 0.587 G + 0.114 B``; image files are decoded by
-:func:`crl_uiqa.io.read_gray` like every image crl-uiqa scores; DICOM MONOCHROME1 is inverted. DICOM
-rescale and VOI (window) transforms are not applied: ultrasound pixel data is
-stored display-ready.
+:func:`crl_uiqa.io.read_gray` like every image crl-uiqa scores; DICOM MONOCHROME1 is inverted. A monochrome
+DICOM with a VOI (window or VOI LUT) is read as a viewer shows it: the modality
+transform (rescale or modality LUT), then the first VOI, scaled to [0, 1] by
+its output range; without one the stored values are read as above (ultrasound
+pixel data is stored display-ready).
 
 A corrupt or truncated file raises :class:`ScanReadError` (a
 :class:`ValueError`) naming the file and the frame, *after* every frame decoded
@@ -636,6 +638,11 @@ class DicomScan(ScanSource):
             )
         self._bits_stored = int(_num(ds.get("BitsStored"), _num(ds.get("BitsAllocated"), 8)))
         self._signed = int(_num(ds.get("PixelRepresentation"), 0)) == 1
+        # a VOI (window or VOI LUT) of a monochrome image: frames are read as a viewer shows them
+        self._voi = self.photometric in ("MONOCHROME1", "MONOCHROME2") and self._video_codec is None and (
+            "VOILUTSequence" in ds or ("WindowCenter" in ds and "WindowWidth" in ds))
+        if self._voi:  # a VOI that cannot be applied is refused at open, before any frame is scored
+            self._displayed(np.zeros((1, 1), dtype=np.int32 if self._signed else np.uint16))
         self._times, self.fps, self.timing = _dicom_times(ds, self.n_frames, frame_rate)
         if self._video_codec is None:
             self._check_decoder()
@@ -681,13 +688,39 @@ class DicomScan(ScanSource):
 
             rgb = apply_color_lut(arr, self._meta)
             return _to_gray(rgb, max_value=float(np.iinfo(rgb.dtype).max), what=str(self.path))
-        bits = self._bits_stored
-        if self._signed:
-            arr = arr.astype(np.float32) + np.float32(2 ** (bits - 1))
-        image = _to_gray(arr, max_value=float(2**bits - 1), what=str(self.path))
+        if self._voi:
+            image = self._displayed(arr)
+        else:
+            bits = self._bits_stored
+            if self._signed:
+                arr = arr.astype(np.float32) + np.float32(2 ** (bits - 1))
+            image = _to_gray(arr, max_value=float(2**bits - 1), what=str(self.path))
         if self.photometric == "MONOCHROME1":
             image = 1.0 - image
         return image
+
+    def _displayed(self, arr: np.ndarray) -> np.ndarray:
+        """A monochrome frame with a VOI (a window, or a VOI LUT) as a viewer shows it: the modality transform
+        (rescale slope and intercept, or a modality LUT), then the first VOI transform (pydicom), scaled to [0, 1]
+        by that transform's own output range (what it gives far below and far above the window)."""
+        from pydicom.pixels import apply_modality_lut, apply_voi_lut  # noqa: PLC0415
+
+        ds = self._meta
+        try:
+            with np.errstate(over="ignore"):  # SIGMOID windows: exp overflows to the range's ends
+                values = apply_voi_lut(apply_modality_lut(arr, ds), ds, prefer_lut=True)
+                if "VOILUTSequence" in ds:  # a table: 0 to its descriptor's bits (or its largest entry, if larger)
+                    item = ds.VOILUTSequence[0]
+                    lo, hi = 0.0, float(max(2 ** int(item.LUTDescriptor[2]) - 1, np.max(np.asarray(item.LUTData))))
+                else:  # a window: what it gives far below and far above it
+                    ends = apply_voi_lut(np.array([-1e30, 1e30]), ds).astype(np.float64)
+                    lo, hi = float(ends.min()), float(ends.max())
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+            raise ScanError(f"{self.path}: the DICOM VOI (window) cannot be applied ({exc})") from None
+        if not np.isfinite([lo, hi]).all() or hi <= lo:
+            raise ScanError(f"{self.path}: the DICOM VOI (window) has no output range ({lo:g} to {hi:g})")
+        image = ((np.asarray(values, dtype=np.float64) - lo) / (hi - lo)).astype(np.float32)
+        return np.clip(image, 0.0, 1.0, out=image)
 
     def _frames(self, sampler: FrameSampler) -> Iterator[tuple[int, float, np.ndarray]]:
         indices = [i for i in range(self.n_frames) if sampler.keep(i, self._times[i])]
