@@ -36,6 +36,11 @@ class InputError(CRLUIQAError, ValueError):
     """An input set or table that cannot be used (no images, a malformed CSV...)."""
 
 
+class ArgumentTypeError(ConfigError, TypeError):
+    """An argument of the wrong type from a Python caller (a ``ConfigError``, and also the ``TypeError`` Python
+    code expects for it)."""
+
+
 class ImageError(CRLUIQAError, ValueError):
     """An image that cannot be used (base of :class:`crl_uiqa.io.ImageReadError`)."""
 
@@ -96,7 +101,7 @@ def describe_os_error(exc: OSError) -> str:
 
 
 __all__ = [
-    "CRLUIQAError", "ConfigError", "InputError", "ImageError", "ScanError", "WeightsError", "ModelError",
+    "CRLUIQAError", "ConfigError", "ArgumentTypeError", "InputError", "ImageError", "ScanError", "WeightsError", "ModelError",
     "NotFoundError", "OutputError", "NotFittedError", "MissingDependencyError", "optional_import", "describe_os_error",
     "EXIT_OK", "EXIT_USER", "EXIT_USAGE", "EXIT_BUG", "EXIT_INTERRUPTED",
 ]
