@@ -59,6 +59,7 @@ import torch
 from torch import Tensor
 
 from .corruptions import ULTRASOUND_FAMILIES, corrupt, get_family
+from .errors import ConfigError, InputError, ModelError
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ class CalibrationTable:
         fams = self.families if families is None else _check_families(families)
         missing = [f for f in fams if f not in self.slopes]
         if missing:
-            raise ValueError(f"families {missing} are not in this calibration table "
+            raise ConfigError(f"families {missing} are not in this calibration table "
                              f"(calibrated: {', '.join(self.families)})")
         return margin_weights({f: self.slopes[f] for f in fams}, floor=floor, warn=warn)
 
@@ -162,7 +163,7 @@ class CalibrationTable:
 # --------------------------------------------------------------------------- validation
 def _check_families(families: Sequence[str]) -> tuple[str, ...]:
     if isinstance(families, str) or len(families) == 0:
-        raise ValueError(f"families must be a non-empty sequence of family names, got {families!r}")
+        raise ConfigError(f"families must be a non-empty sequence of family names, got {families!r}")
     out: list[str] = []
     for f in families:
         get_family(f)  # ValueError naming the unknown family and listing the valid ones
@@ -175,28 +176,28 @@ def _check_degrees(degrees: Sequence[float]) -> tuple[float, ...]:
     try:
         ds = tuple(float(d) for d in degrees)
     except (TypeError, ValueError):
-        raise ValueError(f"degrees must be a sequence of numbers in (0, 1], got {degrees!r}") from None
+        raise ConfigError(f"degrees must be a sequence of numbers in (0, 1], got {degrees!r}") from None
     if not ds or any(not 0.0 < d <= 1.0 for d in ds):
-        raise ValueError(f"degrees must be a non-empty sequence of numbers in (0, 1], got {degrees!r}")
+        raise ConfigError(f"degrees must be a non-empty sequence of numbers in (0, 1], got {degrees!r}")
     return ds
 
 
 def _check_references(images: Tensor, k: int) -> Tensor:
     if not isinstance(images, Tensor):
-        raise ValueError(f"reference_images must be a torch tensor (N, 1, H, W), got {type(images).__name__}")
+        raise InputError(f"reference_images must be a torch tensor (N, 1, H, W), got {type(images).__name__}")
     if images.ndim != 4 or images.shape[1] != 1:
-        raise ValueError(f"reference_images must have shape (N, 1, H, W), got {tuple(images.shape)}")
+        raise InputError(f"reference_images must have shape (N, 1, H, W), got {tuple(images.shape)}")
     n = images.shape[0]
     if n == 0:
-        raise ValueError("reference_images is empty: calibration needs reference planes")
+        raise InputError("reference_images is empty: calibration needs reference planes")
     if not images.is_floating_point():
-        raise ValueError(f"reference_images must be a float tensor in [0, 1], got {images.dtype}")
+        raise InputError(f"reference_images must be a float tensor in [0, 1], got {images.dtype}")
     if not torch.isfinite(images).all() or images.min() < 0 or images.max() > 1:
-        raise ValueError("reference_images must hold finite values in [0, 1]")
+        raise InputError("reference_images must hold finite values in [0, 1]")
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
+        raise ConfigError(f"k must be a positive integer, got {k!r}")
     if k >= n:
-        raise ValueError(f"k={k} must be smaller than the number of references ({n}): each reference is left out "
+        raise ConfigError(f"k={k} must be smaller than the number of references ({n}): each reference is left out "
                          "of its own distance, so only N - 1 neighbours remain")
     return images
 
@@ -206,9 +207,9 @@ def _embed(embed_fn: EmbedFn, x: Tensor, what: str) -> Tensor:
         e = embed_fn(x)
     e = torch.as_tensor(e)
     if e.ndim != 2 or e.shape[0] != x.shape[0]:
-        raise ValueError(f"embed_fn must return a ({x.shape[0]}, D) tensor for {what}, got shape {tuple(e.shape)}")
+        raise ConfigError(f"embed_fn must return a ({x.shape[0]}, D) tensor for {what}, got shape {tuple(e.shape)}")
     if not torch.isfinite(e).all():
-        raise ValueError(f"embed_fn returned NaN or inf for {what}")
+        raise ModelError(f"embed_fn returned NaN or inf for {what}")
     return e.detach().to("cpu", torch.float64)
 
 
@@ -317,13 +318,13 @@ def margin_weights(slopes: Mapping[str, float], *, floor: float = FLOOR, warn: b
         No slopes, ``floor`` outside (0, 1), or no family with a positive slope.
     """
     if not slopes:
-        raise ValueError("no slopes to turn into margin weights")
+        raise InputError("no slopes to turn into margin weights")
     if not 0.0 < float(floor) < 1.0:
-        raise ValueError(f"floor must be in (0, 1), got {floor!r}")
+        raise ConfigError(f"floor must be in (0, 1), got {floor!r}")
     s = {f: float(v) for f, v in slopes.items()}
     blind = [f for f, v in s.items() if not v > 0]  # also catches NaN
     if len(blind) == len(s):
-        raise ValueError(f"no corruption family moves the images away from the references in this embedding "
+        raise ConfigError(f"no corruption family moves the images away from the references in this embedding "
                          f"(slopes {s}): margins cannot be calibrated; leave the calibration off")
     for f in blind if warn else ():
         log.warning("the embedding does not see corruption family %s (distance slope %.3g <= 0): its margin weight "
@@ -414,7 +415,7 @@ def backbone_calibration_table(
 
     paths = [str(p) for p in reference_paths]
     if not paths:
-        raise ValueError("no reference images given for the margin calibration")
+        raise InputError("no reference images given for the margin calibration")
     dev = resolve_device(device)
     net = get_backbone(backbone, weights) if isinstance(backbone, str) else backbone
     size = tuple(size or getattr(net, "input_size", (224, 288)))

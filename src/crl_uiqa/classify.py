@@ -6,6 +6,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .errors import ConfigError, ModelError
+
 
 @dataclass
 class Classification:
@@ -48,7 +50,7 @@ def plane_index(name: str, class_names=None) -> int:
     for i, c in enumerate(names):
         if norm(c) == key:
             return i
-    raise ValueError(f"unknown plane {name!r}; choose from {', '.join(names)}")
+    raise ConfigError(f"unknown plane {name!r}; choose from {', '.join(names)}")
 
 
 def classify_images(images, *, backbone="sononet16", weights=None, batch_size=32, device="auto", crop=None,
@@ -60,7 +62,7 @@ def classify_images(images, *, backbone="sononet16", weights=None, batch_size=32
 
     model = get_backbone(backbone, weights) if isinstance(backbone, str) else backbone
     if "probs" not in getattr(model, "embedding_layers", ()):
-        raise ValueError("this backbone is not a plane classifier (it has no 'probs' output)")
+        raise ModelError("this backbone is not a plane classifier (it has no 'probs' output)")
     emb = compute_embeddings(list_images(images), model, layer="probs", batch_size=batch_size, device=device,
                              crop=crop, strict=strict, num_workers=num_workers,
                              progress="classifying" if progress else False)

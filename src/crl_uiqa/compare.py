@@ -58,7 +58,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import NotFoundError
+from .errors import ConfigError, ImageError, InputError, NotFoundError, reworded
 from .tables import Pair, csv_folder, path_key, read_pairs
 
 log = logging.getLogger(__name__)
@@ -247,14 +247,14 @@ class Method:
 
     def __call__(self, ctx: CompareContext, opts: dict) -> np.ndarray:
         if opts and self.no_options is not None:
-            raise ValueError(f"{self.name} takes no options{self.no_options}, got {', '.join(opts)}")
+            raise ConfigError(f"{self.name} takes no options{self.no_options}, got {', '.join(opts)}")
         values = np.asarray(self.run(ctx, opts), dtype=np.float64)
         if values.shape != (len(ctx.paths),):
             raise RuntimeError(f"{self.name} returned {values.shape[0] if values.ndim else 0} scores for "
                                f"{len(ctx.paths)} images")
         bad = np.flatnonzero(~np.isfinite(values))
         if bad.size:
-            raise ValueError(f"{bad.size} non-finite score(s), first for {ctx.paths[int(bad[0])]}")
+            raise ImageError(f"{bad.size} non-finite score(s), first for {ctx.paths[int(bad[0])]}")
         return values
 
 
@@ -350,8 +350,8 @@ def _run_baseline(name: str, ctx: CompareContext, opts: dict) -> np.ndarray:
         try:
             return run_baseline(name, images, references=refs, weights=weights, device=device, **o)
         except ValueError as exc:
-            raise ValueError(name_files(str(exc), ctx.paths[offset: offset + len(images)], ctx.ref_paths or [])
-                             ) from None
+            raise reworded(exc, name_files(str(exc), ctx.paths[offset: offset + len(images)], ctx.ref_paths or [])
+                           ) from None
 
     if name in _NETWORK:
         size = opts.get("size", _NETWORK_SIZE)
@@ -426,11 +426,11 @@ def _parse_methods(methods) -> list[str]:
         if not key:
             continue
         if key not in valid:
-            raise ValueError(f"unknown method {m!r}; valid methods: {', '.join(valid)}")
+            raise ConfigError(f"unknown method {m!r}; valid methods: {', '.join(valid)}")
         if key not in out:
             out.append(key)
     if not out:
-        raise ValueError(f"no method given; valid methods: {', '.join(valid)}")
+        raise ConfigError(f"no method given; valid methods: {', '.join(valid)}")
     return out
 
 
@@ -533,7 +533,7 @@ def compare_methods(
     pairs_csv = Path(pairs_csv)
     raw_pairs = read_pairs(pairs_csv)
     if not raw_pairs:
-        raise ValueError(f"{pairs_csv} lists no pairs")
+        raise InputError(f"{pairs_csv} lists no pairs")
     images, references, train_images = _single(images), _single(references), _single(train_images)
     paths, pairs = _test_set(raw_pairs, pairs_csv, images, root)
     if model is not None and not Path(model).exists():
@@ -562,11 +562,11 @@ def _check_options(options, k, chunk_size) -> dict[str, dict]:
     options = {str(m).strip().lower(): dict(v) for m, v in (options or {}).items()}
     bad = sorted(set(options) - set(available_methods()))
     if bad:
-        raise ValueError(f"options given for unknown method(s) {', '.join(bad)}")
+        raise ConfigError(f"options given for unknown method(s) {', '.join(bad)}")
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
+        raise ConfigError(f"k must be a positive integer, got {k!r}")
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+        raise ConfigError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     return options
 
 
@@ -600,7 +600,7 @@ def _test_set(raw_pairs: list[Pair], pairs_csv: Path, images, root) -> tuple[lis
         if all(b in listed and w in listed for b, w, _ in pairs):
             return paths, pairs
     absent = next(p for pr in keyed(roots[0]) for p in pr[:2] if p not in listed)
-    raise ValueError(f"the pair image {absent} is not among the --images ({len(paths)} images); "
+    raise InputError(f"the pair image {absent} is not among the --images ({len(paths)} images); "
                      f"pair paths are relative to {' or '.join(map(str, roots))} (set --root)")
 
 

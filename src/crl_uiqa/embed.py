@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from .devices import prepare_model, resolve_device  # noqa: F401 - kept importable from here
+from .errors import ConfigError, InputError, ModelError
 from .io import Crop, ReadFailure, iter_batches
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ class Embeddings:
                     np.save(fh, self.vectors)
             write_text(path.with_suffix(".paths.txt"), "\n".join(self.paths) + "\n")
         else:
-            raise ValueError(f"embedding output must end in .npy or .safetensors, got {path}")
+            raise ConfigError(f"embedding output must end in .npy or .safetensors, got {path}")
         return path
 
     @classmethod
@@ -64,7 +65,7 @@ class Embeddings:
             paths = text.split("\n") if text else []
             layer = ""
         if paths and len(paths) != len(vec):
-            raise ValueError(f"{path}: {len(paths)} paths for {len(vec)} embeddings; the two do not belong together")
+            raise InputError(f"{path}: {len(paths)} paths for {len(vec)} embeddings; the two do not belong together")
         return cls(paths, vec, layer)
 
 
@@ -110,10 +111,10 @@ def compute_embeddings(
         chunks.append(model.embed(x, layer).float().cpu())
         kept.extend(batch.indices)
     if not chunks:
-        raise ValueError(f"none of the {len(paths)} images could be read (first failure: {failures[0].path}: {failures[0].reason})")
+        raise InputError(f"none of the {len(paths)} images could be read (first failure: {failures[0].path}: {failures[0].reason})")
     vectors = torch.cat(chunks).numpy()
     bad = ~np.isfinite(vectors).all(axis=1)
     if bad.any():
         first = paths[kept[int(np.flatnonzero(bad)[0])]]
-        raise ValueError(f"{int(bad.sum())} embedding(s) contain NaN or inf (first: {first})")
+        raise ModelError(f"{int(bad.sum())} embedding(s) contain NaN or inf (first: {first})")
     return Embeddings([paths[i] for i in kept], vectors, layer, failures)

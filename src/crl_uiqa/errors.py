@@ -36,6 +36,11 @@ class InputError(CRLUIQAError, ValueError):
     """An input set or table that cannot be used (no images, a malformed CSV...)."""
 
 
+class ArgumentTypeError(ConfigError, TypeError):
+    """An argument of the wrong type from a Python caller (a ``ConfigError``, and also the ``TypeError`` Python
+    code expects for it)."""
+
+
 class ImageError(CRLUIQAError, ValueError):
     """An image that cannot be used (base of :class:`crl_uiqa.io.ImageReadError`)."""
 
@@ -69,6 +74,20 @@ class MissingDependencyError(CRLUIQAError, ImportError, ValueError):
     """An optional dependency (an ``extra``) is not installed (also a ``ValueError``, as it used to be)."""
 
 
+#: the user-error classes that take just a message (``reworded`` keeps an error's kind by these)
+_PLAIN = (ArgumentTypeError, ConfigError, InputError, ImageError, ScanError, WeightsError, ModelError,
+          MissingDependencyError)
+
+
+def reworded(exc: BaseException, message: str, default: type[CRLUIQAError] = InputError) -> CRLUIQAError:
+    """The same kind of user error as ``exc`` (its nearest message-only :class:`CRLUIQAError` class) with a new
+    one-line ``message``, e.g. one that names the files; ``default`` when ``exc`` is not a user error."""
+    for cls in type(exc).__mro__:
+        if cls in _PLAIN:
+            return cls(message)
+    return default(message)
+
+
 def optional_import(module: str, extra: str, *, purpose: str | None = None, package: str | None = None) -> ModuleType:
     """Import the optional dependency ``module`` or raise :class:`MissingDependencyError`.
 
@@ -96,7 +115,8 @@ def describe_os_error(exc: OSError) -> str:
 
 
 __all__ = [
-    "CRLUIQAError", "ConfigError", "InputError", "ImageError", "ScanError", "WeightsError", "ModelError",
+    "CRLUIQAError", "ConfigError", "ArgumentTypeError", "InputError", "ImageError", "ScanError", "WeightsError", "ModelError",
     "NotFoundError", "OutputError", "NotFittedError", "MissingDependencyError", "optional_import", "describe_os_error",
+    "reworded",
     "EXIT_OK", "EXIT_USER", "EXIT_USAGE", "EXIT_BUG", "EXIT_INTERRUPTED",
 ]

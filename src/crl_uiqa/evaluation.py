@@ -129,10 +129,10 @@ def correlations(pred: Sequence[float], target: Sequence[float]) -> dict:
     """SRCC, PLCC and KRCC of predicted scores against reference scores (e.g. MOS)."""
     p, t = np.asarray(pred, dtype=np.float64), np.asarray(target, dtype=np.float64)
     if p.shape != t.shape or p.size < 3:
-        raise ValueError("correlations need two equally long score lists with at least 3 entries")
+        raise InputError("correlations need two equally long score lists with at least 3 entries")
     for values, what in ((p, "the scores"), (t, "the reference scores (MOS)")):
         if np.ptp(values) == 0:
-            raise ValueError(f"correlations are undefined: {what} of all {p.size} images are equal")
+            raise InputError(f"correlations are undefined: {what} of all {p.size} images are equal")
     return {
         "srcc": float(stats.spearmanr(p, t).statistic),
         "plcc": float(stats.pearsonr(p, t).statistic),

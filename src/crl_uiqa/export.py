@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from .errors import ConfigError, ModelError, NotFoundError, optional_import
+from .errors import ConfigError, ImageError, MissingDependencyError, ModelError, NotFoundError, optional_import
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -146,7 +146,7 @@ def format_from_path(path: str | os.PathLike) -> str:
         return "onnx"
     if name.endswith(_TORCHSCRIPT_SUFFIXES):
         return "torchscript"
-    raise ValueError(
+    raise ConfigError(
         f"cannot tell the export format from {path}: use a .onnx file for ONNX or "
         f"{'/'.join(_TORCHSCRIPT_SUFFIXES)} for TorchScript (or give the format)"
     )
@@ -164,7 +164,7 @@ def default_export_path(run_dir: str | os.PathLike, fmt: str) -> Path:
 def _check_format(fmt: str) -> str:
     key = str(fmt).strip().lower()
     if key not in FORMATS:
-        raise ValueError(f"export format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        raise ConfigError(f"export format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     return key
 
 
@@ -455,7 +455,7 @@ def _export_onnx(model, example, path: Path, meta: dict, *, exporter: str, opset
     if choice == "auto":
         choice = "dynamo" if has_onnxscript else "legacy"
     if choice == "dynamo" and not has_onnxscript:
-        raise ValueError("the dynamo ONNX exporter needs onnxscript: pip install onnxscript (or use exporter='legacy')")
+        raise MissingDependencyError("the dynamo ONNX exporter needs onnxscript: pip install onnxscript (or use exporter='legacy')")
     kwargs: dict[str, Any] = {"input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME]}
     if opset is not None:
         kwargs["opset_version"] = int(opset)
@@ -473,7 +473,7 @@ def _export_onnx(model, example, path: Path, meta: dict, *, exporter: str, opset
             except Exception as exc:
                 log.debug("dynamo ONNX exporter failure", exc_info=True)
                 if not auto:
-                    raise ValueError(f"the dynamo ONNX exporter failed ({_exception_summary(exc)}); "
+                    raise ConfigError(f"the dynamo ONNX exporter failed ({_exception_summary(exc)}); "
                                      "try --exporter legacy, or -v for the details") from exc
                 log.info("the dynamo ONNX exporter cannot export this model (%s); using the legacy exporter",
                          _exception_summary(exc))
@@ -505,7 +505,7 @@ def _as_batch(images: Sequence[np.ndarray], size: tuple[int, int]):
     for i, im in enumerate(images):
         arr = np.asarray(im, dtype=np.float32)
         if arr.ndim != 2:
-            raise ValueError(f"check image {i}: expected a gray (H, W) image, got shape {arr.shape}")
+            raise ImageError(f"check image {i}: expected a gray (H, W) image, got shape {arr.shape}")
         out.append(to_tensor(arr, size))
     return torch.stack(out)
 
@@ -540,7 +540,7 @@ def compare_scores(
     if images is not None and len(images):
         batches.append(_as_batch(images, (h, w)))
     if not batches:
-        raise ValueError("compare_scores needs random or real images")
+        raise ConfigError("compare_scores needs random or real images")
     model = model.eval()
     worst, n = 0.0, 0
     for x in batches:

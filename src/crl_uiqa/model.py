@@ -57,7 +57,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import ConfigError, NotFoundError
+from .errors import ConfigError, InputError, NotFoundError
 from .reference_stats import MODES as REFERENCE_STATS_MODES
 from .reference_stats import SIX_STATISTICS, ReferenceDeviation, check_statistics
 
@@ -161,7 +161,7 @@ class TeacherAnchor(nn.Module):
     def __init__(self, n_references: int, dim: int, k: int, smoothing: bool = True):
         super().__init__()
         if not 1 <= k <= n_references:
-            raise ValueError(f"anchor k={k} must be in 1..{n_references} (the number of references)")
+            raise ConfigError(f"anchor k={k} must be in 1..{n_references} (the number of references)")
         self.k = int(k)
         self.register_buffer("references", torch.zeros(n_references, dim))
         self.register_buffer("transform", torch.tensor([0.0, 0.0, 1.0, 1.0 if smoothing else 0.0], dtype=torch.float64))
@@ -169,10 +169,10 @@ class TeacherAnchor(nn.Module):
     def set(self, references: torch.Tensor, lmbda: float | None, lo: float, hi: float) -> None:
         """Store reference embeddings (n, D) and the label map of Eq. 2-3."""
         if tuple(references.shape) != tuple(self.references.shape):
-            raise ValueError(f"reference embeddings have shape {tuple(references.shape)}, "
+            raise InputError(f"reference embeddings have shape {tuple(references.shape)}, "
                              f"expected {tuple(self.references.shape)}")
         if not hi > lo:
-            raise ValueError("the anchor's label range is empty (hi <= lo)")
+            raise InputError(f"the anchor's label range is empty (lo={lo}, hi={hi}): the images' pseudo-labels do not vary")
         with torch.no_grad():
             self.references.copy_(references)
             self.transform.copy_(torch.tensor([float(lmbda or 0.0), float(lo), float(hi),
@@ -199,21 +199,21 @@ class QualityModel(nn.Module):
         super().__init__()
         self.config = config or ModelConfig()
         if self.config.activation not in ("linear", "sigmoid"):
-            raise ValueError(f"activation must be linear or sigmoid, got {self.config.activation!r}")
+            raise ConfigError(f"activation must be linear or sigmoid, got {self.config.activation!r}")
         if self.config.head not in ("paper", "anchored"):
-            raise ValueError(f"head must be paper or anchored, got {self.config.head!r}")
+            raise ConfigError(f"head must be paper or anchored, got {self.config.head!r}")
         self.backbone = backbone
         p = self.config.proj_channels
         if self.config.head == "anchored":
             a = self.config.anchor
             missing = [k for k in ("layer", "k", "n_references", "dim") if k not in a]
             if missing:
-                raise ValueError(f"the anchored head needs anchor settings {missing} (set by crl_uiqa.training.train)")
+                raise ConfigError(f"the anchored head needs anchor settings {missing} (set by crl_uiqa.training.train)")
             if self.config.activation != "linear":
-                raise ValueError("the anchored head is linear (it adds a correction to the pseudo-label)")
+                raise ConfigError("the anchored head is linear (it adds a correction to the pseudo-label)")
             layer = str(a["layer"])
             if layer in ("logits", "probs") or not (layer.startswith("block") or hasattr(backbone, "embedding_map")):
-                raise ValueError(f"the anchored head needs a feature-map layer (blockN, or a layer of the "
+                raise ConfigError(f"the anchored head needs a feature-map layer (blockN, or a layer of the "
                                  f"backbone's embedding_map); {type(backbone).__name__} has none for {layer!r}")
             self.anchor = TeacherAnchor(int(a["n_references"]), int(a["dim"]), int(a["k"]), bool(a.get("smoothing", True)))
             c = int(a["dim"])
@@ -249,7 +249,7 @@ class QualityModel(nn.Module):
             try:
                 first = int(start.removeprefix("block")) - 1
             except ValueError:
-                raise ValueError(f"train_from must be head or blockN, got {start!r}") from None
+                raise ConfigError(f"train_from must be head or blockN, got {start!r}") from None
             for block in self._trunk_blocks()[:first]:
                 for p in block.parameters():
                     p.requires_grad_(False)
@@ -274,13 +274,13 @@ class QualityModel(nn.Module):
     def teacher_score(self, x: torch.Tensor) -> torch.Tensor:
         """The anchored head's pseudo-label term q(x) alone (B,) (the model at initialisation)."""
         if self.config.head != "anchored":
-            raise ValueError("teacher_score needs the anchored head")
+            raise ConfigError("teacher_score needs the anchored head")
         return self.anchor(self.anchor_map(x).mean(dim=(2, 3)))
 
     def anchored_terms(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(teacher term q(x), learned correction), each (B,), from one trunk pass; their sum is the score."""
         if self.config.head != "anchored":
-            raise ValueError("anchored_terms needs the anchored head")
+            raise ConfigError("anchored_terms needs the anchored head")
         f, q0, stats = self.fixed_features(x)
         return q0, self._correction(f, stats)
 

@@ -49,6 +49,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .errors import ConfigError, InputError
+
 STATISTIC_NAMES = ("mean", "std", "log_grad1", "log_grad2", "log_grad1_over_grad2", "log_grad2_over_grad4",
                    "black_level")
 #: the statistics of models saved before the black level was added (an ``anchor`` without ``statistics``)
@@ -70,13 +72,13 @@ def _mean_abs_gradient(x: torch.Tensor) -> torch.Tensor:
 def check_statistics(names) -> tuple[str, ...]:
     """``names`` as a tuple of known statistic names (:data:`STATISTIC_NAMES`), each once, at least one."""
     if isinstance(names, str) or not isinstance(names, (list, tuple)) or not names:
-        raise ValueError(f"statistics must be a non-empty list of names from {', '.join(STATISTIC_NAMES)}, "
+        raise ConfigError(f"statistics must be a non-empty list of names from {', '.join(STATISTIC_NAMES)}, "
                          f"got {names!r}")
     unknown = [n for n in names if n not in STATISTIC_NAMES]
     if unknown:
-        raise ValueError(f"unknown statistic {unknown[0]!r}: choose from {', '.join(STATISTIC_NAMES)}")
+        raise ConfigError(f"unknown statistic {unknown[0]!r}: choose from {', '.join(STATISTIC_NAMES)}")
     if len(set(names)) != len(names):
-        raise ValueError(f"statistics {list(names)} name one twice")
+        raise ConfigError(f"statistics {list(names)} name one twice")
     return tuple(names)
 
 
@@ -98,9 +100,9 @@ def image_statistics(x: torch.Tensor, names=STATISTIC_NAMES) -> torch.Tensor:
     (B, 1, H, W) in [0, 1], H and W at least 8."""
     names = check_statistics(names)
     if x.dim() != 4 or x.shape[1] != 1:
-        raise ValueError(f"image_statistics needs gray images (B, 1, H, W), got shape {tuple(x.shape)}")
+        raise InputError(f"image_statistics needs gray images (B, 1, H, W), got shape {tuple(x.shape)}")
     if min(x.shape[-2:]) < 8:
-        raise ValueError(f"image_statistics needs images of at least 8x8 pixels, got {tuple(x.shape[-2:])}")
+        raise InputError(f"image_statistics needs images of at least 8x8 pixels, got {tuple(x.shape[-2:])}")
     x = x.float()
     flat = x.flatten(1)
     out = {}
@@ -138,7 +140,7 @@ class ReferenceDeviation(nn.Module):
     def __init__(self, mode: str = "norm", statistics=STATISTIC_NAMES) -> None:
         super().__init__()
         if mode not in MODES:
-            raise ValueError(f"reference_stats must be one of {', '.join(MODES)}, got {mode!r}")
+            raise ConfigError(f"reference_stats must be one of {', '.join(MODES)}, got {mode!r}")
         self.mode = mode
         self.statistics = check_statistics(statistics)
         n = len(self.statistics)
@@ -153,9 +155,9 @@ class ReferenceDeviation(nn.Module):
         s = torch.as_tensor(statistics, dtype=torch.float32)
         n = len(self.statistics)
         if s.dim() != 2 or s.shape[1] != n or s.shape[0] < 1:
-            raise ValueError(f"reference statistics must have shape (n >= 1, {n}), got {tuple(s.shape)}")
+            raise InputError(f"reference statistics must have shape (n >= 1, {n}), got {tuple(s.shape)}")
         if not torch.isfinite(s).all():
-            raise ValueError("reference statistics hold NaN or inf")
+            raise InputError("the reference images' statistics hold NaN or inf")
         spread = s.std(dim=0) if s.shape[0] > 1 else torch.zeros(n)
         self.center.copy_(s.mean(dim=0))
         self.scale.copy_(spread.clamp_min(MIN_SCALE))

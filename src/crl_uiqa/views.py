@@ -25,6 +25,7 @@ import torch
 from kornia.geometry.transform import rotate
 
 from .corruptions import PAPER_FAMILIES, ULTRASOUND_FAMILIES, sample_strong_views
+from .errors import ConfigError
 
 
 def _uniform(n: int, lo: float, hi: float, generator: torch.Generator | None, device) -> torch.Tensor:
@@ -64,7 +65,7 @@ def parse_strong_views(spec: str | Sequence[str]) -> tuple[str, ...]:
         fams = tuple(s.strip() for s in spec.split(",") if s.strip())
     unknown = [f for f in fams if f not in ULTRASOUND_FAMILIES]
     if unknown or not fams:
-        raise ValueError(f"unknown strong-view families {unknown}; use paper, ultrasound or a comma list of "
+        raise ConfigError(f"unknown strong-view families {unknown}; use paper, ultrasound or a comma list of "
                          + ", ".join(ULTRASOUND_FAMILIES))
     return fams
 

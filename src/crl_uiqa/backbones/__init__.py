@@ -129,13 +129,13 @@ def get_backbone(
     elif key in _REGISTRY:
         model = _REGISTRY[key](weights=weights, pretrained=pretrained)
     else:
-        raise ValueError(
+        raise ConfigError(
             f"unknown backbone {name!r}; choose from {', '.join(available_backbones())} "
             "or give python:package.module:function"
         )
     for attr in ("embed", "feature_maps", "input_size"):
         if not hasattr(model, attr):
-            raise ValueError(f"backbone {name!r} lacks {attr!r} (see crl_uiqa.backbones docstring)")
+            raise ConfigError(f"backbone {name!r} lacks {attr!r} (see crl_uiqa.backbones docstring)")
     model.eval()
     if device is not None:
         model.to(device)

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..errors import WeightsError
+from ..errors import ConfigError, WeightsError
 from ..weights import resolve_weights
 
 CLASS_NAMES: tuple[str, ...] = (
@@ -147,12 +147,12 @@ class SonoNet(nn.Module):
             return self.feature_maps(x, until=layer)
         if layer == "adaptation":
             return self.adaptation[0](self.feature_maps(x))
-        raise ValueError(f"SonoNet layer {layer!r} has no feature map; choose from block1..block5, adaptation")
+        raise ConfigError(f"SonoNet layer {layer!r} has no feature map; choose from block1..block5, adaptation")
 
     def embed(self, x: torch.Tensor, layer: str = "block5") -> torch.Tensor:
         """Pooled embedding (B, D) from ``layer`` (see the class docstring)."""
         if layer not in self.embedding_layers:
-            raise ValueError(f"unknown SonoNet layer {layer!r}; choose from {', '.join(self.embedding_layers)}")
+            raise ConfigError(f"unknown SonoNet layer {layer!r}; choose from {', '.join(self.embedding_layers)}")
         if layer.startswith("block") or layer == "adaptation":
             return self.embedding_map(x, layer).mean(dim=(2, 3))
         logits = self.adaptation(self.feature_maps(x)).mean(dim=(2, 3))
@@ -211,11 +211,11 @@ class SmallNet(nn.Module):
             return self.feature_maps(x, until=layer)
         if layer == "adaptation":
             return F.relu(self.adaptation[0](self.feature_maps(x)))
-        raise ValueError(f"SmallNet layer {layer!r} has no feature map; choose from block1..block4, adaptation")
+        raise ConfigError(f"SmallNet layer {layer!r} has no feature map; choose from block1..block4, adaptation")
 
     def embed(self, x: torch.Tensor, layer: str = "block4") -> torch.Tensor:
         if layer not in self.embedding_layers:
-            raise ValueError(f"unknown SmallNet layer {layer!r}; choose from {', '.join(self.embedding_layers)}")
+            raise ConfigError(f"unknown SmallNet layer {layer!r}; choose from {', '.join(self.embedding_layers)}")
         if layer.startswith("block") or layer == "adaptation":
             return self.embedding_map(x, layer).mean(dim=(2, 3))
         logits = self.adaptation[1](F.relu(self.adaptation[0](self.feature_maps(x)))).mean(dim=(2, 3))

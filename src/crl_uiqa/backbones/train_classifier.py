@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from ..errors import InputError
 from .sononet import SonoNet
 
 log = logging.getLogger(__name__)
@@ -42,11 +43,11 @@ def train_plane_classifier(
 
     y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
     if images.ndim != 4 or images.shape[0] != y.numel():
-        raise ValueError("images must be (N, 1, H, W) with one label each")
+        raise InputError("images must be (N, 1, H, W) with one label each")
     if len(set(y.tolist())) < 2:
-        raise ValueError("a plane classifier needs at least two classes")
+        raise InputError("a plane classifier needs at least two classes")
     if int(y.max()) >= len(class_names) or int(y.min()) < 0:
-        raise ValueError("labels must index class_names")
+        raise InputError("labels must index class_names")
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     model = init if init is not None else SonoNet(16, num_classes=len(class_names))

@@ -45,7 +45,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ArgumentTypeError, ConfigError
 from .brisque import brisque_score
 from .mssim import mssim_score
 from .niqe import niqe_ref_score, niqe_score
@@ -102,9 +102,9 @@ class BaselineSpec:
         for field_name in ("references", "weights"):
             value = getattr(self, field_name)
             if value not in _NEED:
-                raise ValueError(f"BaselineSpec.{field_name} must be one of {_NEED}, got {value!r}")
+                raise ConfigError(f"BaselineSpec.{field_name} must be one of {_NEED}, got {value!r}")
         if not callable(self.func):
-            raise TypeError(f"BaselineSpec.func must be callable, got {type(self.func).__name__}")
+            raise ArgumentTypeError(f"BaselineSpec.func must be callable, got {type(self.func).__name__}")
 
 
 #: name -> full declaration.
@@ -116,7 +116,7 @@ BASELINES: dict[str, Callable[..., np.ndarray]] = {}
 def register_baseline(name: str, spec: BaselineSpec) -> None:
     """Add (or replace) a baseline under ``name`` (lower case, no spaces)."""
     if not name or name != name.strip().lower() or " " in name:
-        raise ValueError(f"baseline names are lower case without spaces, got {name!r}")
+        raise ConfigError(f"baseline names are lower case without spaces, got {name!r}")
     SPECS[name] = spec
     BASELINES[name] = spec.func
 

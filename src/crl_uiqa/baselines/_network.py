@@ -13,7 +13,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError, ImageError, InputError, ModelError
 
 __all__ = ["check_array_images", "check_size", "check_positive_int", "check_integer", "load_sononet",
            "iter_tensor_batches", "sononet_outputs", "sononet_features"]
@@ -123,7 +123,7 @@ def load_sononet(weights=None, device=None):
         model = get_backbone("sononet16", weights)
     for attr in ("feature_maps", "adaptation"):
         if not hasattr(model, attr):
-            raise ValueError(f"the network must be a SonoNet (it lacks {attr!r})")
+            raise ModelError(f"the network must be a SonoNet (it lacks {attr!r})")
     return model.eval().to(dev), dev
 
 
@@ -181,5 +181,5 @@ def sononet_features(images: Sequence[np.ndarray], model, device, *, size: tuple
     for k, v in out.items():
         bad = ~np.isfinite(v).all(axis=1)
         if bad.any():
-            raise ValueError(f"images[{int(np.flatnonzero(bad)[0])}]: the network output ({k}) is NaN or infinite")
+            raise ImageError(f"images[{int(np.flatnonzero(bad)[0])}]: the network output ({k}) is NaN or infinite")
     return out

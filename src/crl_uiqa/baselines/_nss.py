@@ -37,6 +37,8 @@ import numpy as np
 import scipy.ndimage
 from scipy.special import gamma as _gamma
 
+from ..errors import ConfigError, InputError
+
 # One image validator for every baseline (grayscale (H, W) in [0, 1], errors naming ``images[i]``).
 from ._network import check_array_images as check_images
 
@@ -101,7 +103,7 @@ def gaussian_window(size: int = 7, sigma: float = 7 / 6) -> np.ndarray:
         (size, size) float64 weights.
     """
     if int(size) != size or size < 1 or size % 2 == 0:
-        raise ValueError(f"window size must be a positive odd integer, got {size}")
+        raise ConfigError(f"window size must be a positive odd integer, got {size}")
     half = (size - 1) / 2
     x = np.arange(-half, half + 1)
     xx, yy = np.meshgrid(x, x)
@@ -145,7 +147,7 @@ def mscn(image: np.ndarray, padding: str, window: np.ndarray | None = None) -> t
         (H, W) local standard deviation ``sqrt(|w * I^2 - mu^2|)``.
     """
     if padding not in _PADDING:
-        raise ValueError(f"padding must be one of {', '.join(_PADDING)}, got {padding!r}")
+        raise ConfigError(f"padding must be one of {', '.join(_PADDING)}, got {padding!r}")
     w = gaussian_window() if window is None else np.asarray(window, dtype=np.float64)
     img = np.asarray(image, dtype=np.float64)
     mode = _PADDING[padding]
@@ -268,7 +270,7 @@ def ggd_fit(samples: np.ndarray) -> GGDFit:
     """
     x = np.asarray(samples, dtype=np.float64)
     if x.shape[-1] == 0:
-        raise ValueError("ggd_fit needs at least one sample")
+        raise InputError("ggd_fit needs at least one sample")
     sigma_sq = np.mean(x * x, axis=-1)
     e = np.mean(np.abs(x), axis=-1)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -318,7 +320,7 @@ def aggd_fit(samples: np.ndarray) -> AGGDFit:
     """
     x = np.asarray(samples, dtype=np.float64)
     if x.shape[-1] == 0:
-        raise ValueError("aggd_fit needs at least one sample")
+        raise InputError("aggd_fit needs at least one sample")
     sq = x * x
     neg, pos = x < 0, x > 0
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -51,6 +51,7 @@ from typing import Sequence
 import numpy as np
 from scipy.special import gamma as _gamma
 
+from ..errors import ImageError, InputError, ModelError
 from ._nss import (
     aggd_fit,
     check_images,
@@ -107,9 +108,9 @@ class BRISQUEModel:
         """``svm-scale`` of (N, 36) features, including its ``%f`` input and ``%g`` output text rounding."""
         f = np.atleast_2d(np.asarray(features, dtype=np.float64))
         if f.shape[1] != self.support_vectors.shape[1]:
-            raise ValueError(f"expected {self.support_vectors.shape[1]} features per image, got {f.shape[1]}")
+            raise InputError(f"expected {self.support_vectors.shape[1]} features per image, got {f.shape[1]}")
         if not np.all(np.isfinite(f)):
-            raise ValueError("BRISQUE features are not finite (an image without local contrast?)")
+            raise InputError("BRISQUE features are not finite (an image without local contrast?)")
         f = np.vectorize(lambda v: float(f"{v:f}"))(f)  # brisquescore.m: fprintf('%d:%f ')
         lo, hi = self.feature_min, self.feature_max
         x = self.lower + (self.upper - self.lower) * (f - lo) / (hi - lo)
@@ -139,7 +140,7 @@ def _parse_libsvm_svr(text: str, name: str) -> tuple[np.ndarray, np.ndarray, flo
         header[key] = value
     rows = [line.split() for line in lines if line.strip()]
     if header.get("svm_type") != "epsilon_svr" or header.get("kernel_type") != "rbf":
-        raise ValueError(f"{name}: expected an RBF epsilon-SVR libsvm model, got {header}")
+        raise ModelError(f"BRISQUE model file {name}: expected an RBF epsilon-SVR libsvm model, got {header}")
     coef = np.array([float(r[0]) for r in rows])
     n_features = max(int(tok.split(":")[0]) for r in rows for tok in r[1:])
     sv = np.zeros((len(rows), n_features))  # libsvm's sparse format: absent entries are 0
@@ -148,7 +149,7 @@ def _parse_libsvm_svr(text: str, name: str) -> tuple[np.ndarray, np.ndarray, flo
             idx, val = tok.split(":")
             sv[i, int(idx) - 1] = float(val)
     if int(header.get("total_sv", -1)) != len(rows):
-        raise ValueError(f"{name}: header says {header.get('total_sv')} support vectors, found {len(rows)}")
+        raise ModelError(f"BRISQUE model file {name}: header says {header.get('total_sv')} support vectors, found {len(rows)}")
     return sv, coef, float(header["rho"]), float(header["gamma"])
 
 
@@ -156,13 +157,13 @@ def _parse_svm_scale_range(text: str, n_features: int, name: str) -> tuple[float
     """An ``svm-scale -s`` range file (``x``, ``lower upper``, ``index min max`` lines)."""
     lines = [line.split() for line in text.splitlines() if line.strip()]
     if not lines or lines[0] != ["x"]:
-        raise ValueError(f"{name}: not an svm-scale feature range file")
+        raise ModelError(f"BRISQUE model file {name}: not an svm-scale feature range file")
     lower, upper = (float(v) for v in lines[1])
     fmin, fmax = np.full(n_features, np.nan), np.full(n_features, np.nan)
     for idx, lo, hi in lines[2:]:
         fmin[int(idx) - 1], fmax[int(idx) - 1] = float(lo), float(hi)
     if np.isnan(fmin).any() or np.any(fmax <= fmin):
-        raise ValueError(f"{name}: feature ranges missing or empty")
+        raise ModelError(f"BRISQUE model file {name}: feature ranges missing or empty")
     return lower, upper, fmin, fmax
 
 
@@ -219,9 +220,9 @@ def brisque_features(image: np.ndarray) -> np.ndarray:
 
 def _check_brisque_image(img: np.ndarray, name: str) -> None:
     if min(img.shape) < MIN_SIDE:
-        raise ValueError(f"{name}: BRISQUE needs images of at least {MIN_SIDE}x{MIN_SIDE} pixels, got {img.shape}")
+        raise ImageError(f"{name}: BRISQUE needs images of at least {MIN_SIDE}x{MIN_SIDE} pixels, got {img.shape}")
     if np.ptp(img) == 0:
-        raise ValueError(f"{name}: constant image; BRISQUE is undefined (no local contrast)")
+        raise ImageError(f"{name}: constant image; BRISQUE is undefined (no local contrast)")
 
 
 def brisque_score(images: Sequence[np.ndarray]) -> np.ndarray:
@@ -254,5 +255,5 @@ def brisque_score(images: Sequence[np.ndarray]) -> np.ndarray:
         try:
             scores.append(-float(model.predict(_features(img))[0]))
         except ValueError as exc:
-            raise ValueError(f"images[{i}]: {exc}") from None
+            raise ImageError(f"images[{i}]: {exc}") from None
     return np.asarray(scores, dtype=np.float64)

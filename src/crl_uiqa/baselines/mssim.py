@@ -40,6 +40,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..errors import ConfigError, InputError
 from ._nss import check_images
 
 __all__ = ["ssim_matrix", "ms_ssim_matrix", "mssim_score"]
@@ -59,9 +60,9 @@ def _check_size(size) -> tuple[int, int] | None:
     try:
         h, w = (int(v) for v in size)
     except (TypeError, ValueError):
-        raise ValueError(f"size must be (height, width) or None, got {size!r}") from None
+        raise ConfigError(f"size must be (height, width) or None, got {size!r}") from None
     if h <= 2 * _RADIUS or w <= 2 * _RADIUS:
-        raise ValueError(f"size must be larger than {2 * _RADIUS}x{2 * _RADIUS} pixels, got {size!r}")
+        raise ConfigError(f"size must be larger than {2 * _RADIUS}x{2 * _RADIUS} pixels, got {size!r}")
     return h, w
 
 
@@ -73,12 +74,12 @@ def _stack(images: list[np.ndarray], size: tuple[int, int] | None, what: str):
     if size is None:
         shapes = {img.shape for img in images}
         if len(shapes) > 1:
-            raise ValueError(
+            raise InputError(
                 f"{what}: images have different shapes {sorted(shapes)}; pass size=(height, width) to resize them"
             )
         h, w = next(iter(shapes))
         if h <= 2 * _RADIUS or w <= 2 * _RADIUS:
-            raise ValueError(f"{what}: SSIM needs images larger than {2 * _RADIUS}x{2 * _RADIUS}, got {h}x{w}")
+            raise InputError(f"{what}: SSIM needs images larger than {2 * _RADIUS}x{2 * _RADIUS}, got {h}x{w}")
         size = (h, w)
     out = torch.empty((len(images), *size), dtype=torch.float32)
     for i, img in enumerate(images):
@@ -170,9 +171,9 @@ def _pair_means(x, y, threads: int | None, pairs_per_batch: int, want_cs: bool, 
 
 def _check_run_args(pairs_per_batch: int, threads: int | None) -> None:
     if pairs_per_batch < 1:
-        raise ValueError(f"pairs_per_batch must be >= 1, got {pairs_per_batch}")
+        raise ConfigError(f"pairs_per_batch must be >= 1, got {pairs_per_batch}")
     if threads is not None and threads < 1:
-        raise ValueError(f"threads must be >= 1, got {threads}")
+        raise ConfigError(f"threads must be >= 1, got {threads}")
 
 
 def _stack_pair(images, references, size):
@@ -181,7 +182,7 @@ def _stack_pair(images, references, size):
     x = _stack(imgs, size, "images")
     y = _stack(refs, size, "references")
     if x.shape[1:] != y.shape[1:]:
-        raise ValueError(
+        raise InputError(
             f"images are {tuple(x.shape[1:])} but references are {tuple(y.shape[1:])}; "
             "pass size=(height, width) to resize them"
         )
@@ -270,7 +271,7 @@ def ms_ssim_matrix(
     with torch.no_grad():
         x, y = _stack_pair(images, references, size)
         if min(x.shape[1:]) < MS_SSIM_MIN_SIDE:
-            raise ValueError(
+            raise InputError(
                 f"MS-SSIM needs images of at least {MS_SSIM_MIN_SIDE} pixels a side (11 after four halvings), "
                 f"got {tuple(x.shape[1:])}; pass a larger size=(height, width)"
             )
@@ -324,9 +325,9 @@ def mssim_score(
         MS-SSIM.
     """
     if reduction not in _REDUCTIONS:
-        raise ValueError(f"unknown reduction {reduction!r}; use one of {', '.join(_REDUCTIONS)}")
+        raise ConfigError(f"unknown reduction {reduction!r}; use one of {', '.join(_REDUCTIONS)}")
     if method not in _METHODS:
-        raise ValueError(f"unknown method {method!r}; use one of {', '.join(_METHODS)}")
+        raise ConfigError(f"unknown method {method!r}; use one of {', '.join(_METHODS)}")
     matrix = ssim_matrix if method == "ssim" else ms_ssim_matrix
     sims = matrix(images, references, size=size)
     return sims.mean(axis=1) if reduction == "mean" else sims.max(axis=1)

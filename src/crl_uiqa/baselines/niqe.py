@@ -54,6 +54,7 @@ from typing import Sequence
 import numpy as np
 from scipy.special import gamma as _gamma
 
+from ..errors import ConfigError, ImageError, InputError, ModelError
 from ._nss import (
     aggd_fit,
     check_images,
@@ -100,9 +101,9 @@ class NIQEModel:
         mean = np.asarray(self.mean, dtype=np.float64).ravel()
         cov = np.asarray(self.cov, dtype=np.float64)
         if cov.shape != (mean.size, mean.size):
-            raise ValueError(f"NIQE model: covariance shape {cov.shape} does not match mean of length {mean.size}")
+            raise ModelError(f"NIQE model: covariance shape {cov.shape} does not match mean of length {mean.size}")
         if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(cov))):
-            raise ValueError("NIQE model: mean or covariance contains NaN or infinite values")
+            raise ModelError("NIQE model: mean or covariance contains NaN or infinite values")
         _check_patch_size(self.patch_size)
         object.__setattr__(self, "mean", mean)
         object.__setattr__(self, "cov", cov)
@@ -115,10 +116,10 @@ class NIQEModel:
         """
         feats = np.asarray(features, dtype=np.float64)
         if feats.ndim != 2 or feats.shape[1] != self.mean.size:
-            raise ValueError(f"expected (n, {self.mean.size}) patch features, got shape {feats.shape}")
+            raise InputError(f"expected (n, {self.mean.size}) patch features, got shape {feats.shape}")
         complete = feats[~np.isnan(feats).any(axis=1)]
         if len(complete) < 2:
-            raise ValueError(
+            raise InputError(
                 f"NIQE needs at least two patches with defined features, got {len(complete)} "
                 "(patches without negative or positive MSCN values have undefined features)"
             )
@@ -131,7 +132,7 @@ class NIQEModel:
 
 def _check_patch_size(patch_size: int) -> None:
     if int(patch_size) != patch_size or patch_size < 8 or patch_size % 2:
-        raise ValueError(f"patch_size must be an even integer >= 8, got {patch_size}")
+        raise ConfigError(f"patch_size must be an even integer >= 8, got {patch_size}")
 
 
 @lru_cache(maxsize=1)
@@ -174,9 +175,9 @@ def _image_features(img: np.ndarray, patch_size: int, name: str) -> tuple[np.nda
     p = patch_size
     h, w = img.shape
     if np.ptp(img) == 0:
-        raise ValueError(f"{name}: constant image; NIQE is undefined (no local contrast)")
+        raise ImageError(f"{name}: constant image; NIQE is undefined (no local contrast)")
     if (h // p) * (w // p) < 2:
-        raise ValueError(
+        raise ImageError(
             f"{name}: NIQE needs at least two {p}x{p} patches, got an image of {h}x{w} "
             f"(use a larger image or a smaller patch_size)"
         )
@@ -238,7 +239,7 @@ def fit_niqe_model(
     """
     _check_patch_size(patch_size)
     if not 0.0 <= sharpness <= 1.0:
-        raise ValueError(f"sharpness must be in [0, 1], got {sharpness}")
+        raise ConfigError(f"sharpness must be in [0, 1], got {sharpness}")
     from ..progress import progress
 
     refs = check_images(reference_images, "reference_images")
@@ -249,7 +250,7 @@ def fit_niqe_model(
     feats = np.concatenate(kept)
     complete = feats[~np.isnan(feats).any(axis=1)]
     if len(complete) < 2:
-        raise ValueError(
+        raise InputError(
             f"only {len(complete)} reference patch(es) passed the sharpness threshold {sharpness} with defined "
             "features; give more (or larger) reference images or lower `sharpness`"
         )
@@ -300,7 +301,7 @@ def niqe_score(images: Sequence[np.ndarray], model: NIQEModel | None = None) -> 
         try:
             scores.append(-model.distance(_image_features(img, p, f"images[{i}]")[0]))
         except ValueError as exc:
-            raise ValueError(f"images[{i}]: {exc}") from None
+            raise ImageError(f"images[{i}]: {exc}") from None
     return np.asarray(scores, dtype=np.float64)
 
 

@@ -47,6 +47,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..errors import InputError
 from ._network import (
     check_array_images,
     check_integer,
@@ -89,9 +90,9 @@ def wasserstein_quality(positive, negative, signed: bool = False) -> float:
     p = np.asarray(positive, dtype=np.float64).ravel()
     n = np.asarray(negative, dtype=np.float64).ravel()
     if p.size == 0 or n.size == 0:
-        raise ValueError("both the positive and the negative similarity samples must be non-empty")
+        raise InputError("both the positive and the negative similarity samples must be non-empty")
     if not (np.isfinite(p).all() and np.isfinite(n).all()):
-        raise ValueError("similarities contain NaN or inf")
+        raise InputError("similarities contain NaN or inf")
     wd = float(wasserstein_distance(p, n))
     if signed and p.mean() < n.mean():
         wd = -wd
@@ -108,17 +109,17 @@ def cosine_similarity_rows(embeddings: np.ndarray, rows: slice | np.ndarray) -> 
 
 def _check_labels(labels, n: int) -> np.ndarray:
     if labels is None:
-        raise ValueError("labels are required")
+        raise InputError("labels are required")
     if isinstance(labels, (str, bytes)):
-        raise ValueError("labels must be a sequence with one label per image, not a string")
+        raise InputError("labels must be a sequence with one label per image, not a string")
     lab = list(labels)
     if len(lab) != n:
-        raise ValueError(f"{len(lab)} labels for {n} images")
+        raise InputError(f"{len(lab)} labels for {n} images")
     for i, v in enumerate(lab):
         if v is None or (isinstance(v, str) and not v.strip()):
-            raise ValueError(f"labels[{i}] is empty")
+            raise InputError(f"labels[{i}] is empty")
         if isinstance(v, float) and not np.isfinite(v):
-            raise ValueError(f"labels[{i}] is {v}")
+            raise InputError(f"labels[{i}] is {v}")
     _, codes = np.unique(np.asarray([str(v).strip() for v in lab], dtype=object), return_inverse=True)
     return codes.ravel()
 
@@ -171,9 +172,9 @@ def sddfiqa_from_embeddings(
 
     e = np.asarray(embeddings, dtype=np.float64)
     if e.ndim != 2 or e.shape[0] < 2 or e.shape[1] < 1:
-        raise ValueError(f"embeddings must have shape (N >= 2, D >= 1), got {e.shape}")
+        raise InputError(f"embeddings must have shape (N >= 2, D >= 1), got {e.shape}")
     if not np.isfinite(e).all():
-        raise ValueError("embeddings contain NaN or inf")
+        raise InputError("embeddings contain NaN or inf")
     n_pairs = check_positive_int(n_pairs, "n_pairs")
     repetitions = check_positive_int(repetitions, "repetitions")
     chunk_size = check_positive_int(chunk_size, "chunk_size")
@@ -182,7 +183,7 @@ def sddfiqa_from_embeddings(
     n = e.shape[0]
     classes, counts = np.unique(codes, return_counts=True)
     if classes.size < 2:
-        raise ValueError(
+        raise InputError(
             f"SDD-FIQA needs at least two classes (its negatives are samples of other classes), but all {n} "
             "images are in one class; give labels with several plane types or several subjects/videos "
             "(e.g. a manifest 'label' column holding the video id)"
@@ -191,7 +192,7 @@ def sddfiqa_from_embeddings(
     others = {int(c): np.flatnonzero(codes != c) for c in classes}
     singleton = counts[codes] == 1
     if singleton.all():
-        raise ValueError("every class has a single image: SDD-FIQA has no positive pairs to compare")
+        raise InputError("every class has a single image: SDD-FIQA has no positive pairs to compare")
     if singleton.any():
         log.warning("SDD-FIQA: %d image(s) are alone in their class and get the lowest score", int(singleton.sum()))
     # when every sample uses all its pairs, every repetition draws the same pairs
@@ -275,7 +276,7 @@ def sddfiqa_score(
     """
     imgs = check_array_images(images)
     if len(imgs) < 2:
-        raise ValueError(f"SDD-FIQA compares images with each other: it needs at least 2 images, got {len(imgs)}")
+        raise InputError(f"SDD-FIQA compares images with each other: it needs at least 2 images, got {len(imgs)}")
     if labels is not None:
         _check_labels(labels, len(imgs))  # fail before running the network
     batch_size = check_positive_int(batch_size, "batch_size")
@@ -292,7 +293,7 @@ def _score_features(feats: dict, labels, class_names: tuple, **kw) -> np.ndarray
         pred = feats["probs"].argmax(axis=1)
         labels = [class_names[i] if i < len(class_names) else str(i) for i in pred]
         if len(set(labels)) < 2:
-            raise ValueError(
+            raise InputError(
                 f"SDD-FIQA needs at least two classes (its negatives are samples of other classes), but SonoNet "
                 f"predicts the same plane ({labels[0]}) for all {len(labels)} images; give labels (plane types "
                 "or subject/video ids, e.g. a manifest 'label' column)"
@@ -339,7 +340,7 @@ def sddfiqa_files(
 
     paths = list_images(images)
     if len(paths) < 2:
-        raise ValueError(f"SDD-FIQA needs at least 2 images, found {len(paths)}")
+        raise InputError(f"SDD-FIQA needs at least 2 images, found {len(paths)}")
     if labels is None:
         labels = manifest_labels(images)
     if labels is not None:
@@ -356,7 +357,7 @@ def sddfiqa_files(
             probs.append(o["probs"])
             kept.extend(b.indices)
     if not kept:
-        raise ValueError(f"none of the {len(paths)} images could be read")
+        raise InputError(f"none of the {len(paths)} images could be read")
     feats = {"block5": torch.cat(block5).numpy(), "probs": torch.cat(probs).numpy()}
     names = tuple(getattr(model, "class_names", ()))
     if labels is None:

@@ -41,6 +41,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..errors import ConfigError, ImageError, InputError
 from ._network import check_array_images, check_integer, check_positive_int, check_size, load_sononet
 
 __all__ = ["serfiq_quality", "dropout_masks", "stochastic_embeddings", "serfiq_score"]
@@ -73,24 +74,24 @@ def serfiq_quality(embeddings) -> np.ndarray | float:
     if isinstance(embeddings, torch.Tensor):
         e = embeddings.detach()
         if e.is_complex() or e.dtype == torch.bool:
-            raise ValueError(f"embeddings must be real numbers, got dtype {e.dtype}")
+            raise InputError(f"embeddings must be real numbers, got dtype {e.dtype}")
     else:
         arr = np.asarray(embeddings)
         if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
-            raise ValueError(f"embeddings must be real numbers, got dtype {arr.dtype}")
+            raise InputError(f"embeddings must be real numbers, got dtype {arr.dtype}")
         e = torch.as_tensor(arr)
     single = e.ndim == 2
     if single:
         e = e[None]
     if e.ndim != 3:
-        raise ValueError(f"embeddings must have shape (T, D) or (N, T, D), got {tuple(e.shape)}")
+        raise InputError(f"embeddings must have shape (T, D) or (N, T, D), got {tuple(e.shape)}")
     if e.shape[1] < 2:
-        raise ValueError(f"SER-FIQ needs at least 2 stochastic embeddings per image, got T={e.shape[1]}")
+        raise InputError(f"SER-FIQ needs at least 2 stochastic embeddings per image, got T={e.shape[1]}")
     if e.shape[2] == 0:
-        raise ValueError("embeddings have dimension 0")
+        raise InputError("embeddings have dimension 0")
     e = e.to(torch.float64)
     if not torch.isfinite(e).all():
-        raise ValueError("embeddings contain NaN or inf")
+        raise InputError("embeddings contain NaN or inf")
     e = torch.nn.functional.normalize(e, dim=2)
     d = torch.cdist(e, e, compute_mode="donot_use_mm_for_euclid_dist")  # (N, T, T)
     t = e.shape[1]
@@ -199,11 +200,11 @@ def serfiq_score(
     imgs = check_array_images(images)
     passes = check_positive_int(passes, "passes")
     if passes < 2:
-        raise ValueError(f"passes must be at least 2 (SER-FIQ compares stochastic passes), got {passes}")
+        raise ConfigError(f"passes must be at least 2 (SER-FIQ compares stochastic passes), got {passes}")
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= float(dropout) < 1.0:
-        raise ValueError(f"dropout must be a rate in [0, 1), got {dropout!r}")
+        raise ConfigError(f"dropout must be a rate in [0, 1), got {dropout!r}")
     if embedding not in _EMBEDDINGS:
-        raise ValueError(f"embedding must be one of {', '.join(_EMBEDDINGS)}, got {embedding!r}")
+        raise ConfigError(f"embedding must be one of {', '.join(_EMBEDDINGS)}, got {embedding!r}")
     seed = check_integer(seed, "seed")
     batch_size = check_positive_int(batch_size, "batch_size")
     size = check_size(size)
@@ -225,7 +226,7 @@ def serfiq_score(
             for i in range(0, fmap.shape[0], head_chunk):
                 e = stochastic_embeddings(model, fmap[i : i + head_chunk], masks[0], masks[1], embedding)
                 if not torch.isfinite(e).all():
-                    raise ValueError(f"images[{start + i}]: the network output is NaN or infinite")
+                    raise ImageError(f"images[{start + i}]: the network output is NaN or infinite")
                 out[start + i : start + i + e.shape[0]] = serfiq_quality(e.double().cpu())
             bar.update(x.shape[0])
     return out

@@ -39,6 +39,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from ..errors import ConfigError, InputError
 from ..tables import path_key
 from ._network import check_array_images, check_positive_int, check_size, load_sononet, sononet_features
 
@@ -58,9 +59,9 @@ def _check_weight(value, what: str) -> float:
     try:
         w = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{what}: weight must be a number, got {value!r}") from None
+        raise ConfigError(f"{what}: weight must be a number, got {value!r}") from None
     if not math.isfinite(w) or w < 0:
-        raise ValueError(f"{what}: weight must be finite and >= 0, got {value!r}")
+        raise ConfigError(f"{what}: weight must be finite and >= 0, got {value!r}")
     return w
 
 
@@ -85,22 +86,22 @@ def class_weighted_score(probs, class_weights: Mapping, class_names: Sequence[st
 
     p = np.asarray(probs, dtype=np.float64)
     if p.ndim != 2 or p.shape[0] == 0:
-        raise ValueError(f"probs must have shape (N, C), got {p.shape}")
+        raise InputError(f"probs must have shape (N, C), got {p.shape}")
     if not np.isfinite(p).all():
-        raise ValueError("probs contain NaN or inf")
+        raise InputError("probs contain NaN or inf")
     if not isinstance(class_weights, Mapping) or not class_weights:
-        raise ValueError("class_weights must be a non-empty mapping {class name: weight}")
+        raise ConfigError("class_weights must be a non-empty mapping {class name: weight}")
     w = np.zeros(p.shape[1])
     for key, value in class_weights.items():
         if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
             if not 0 <= key < p.shape[1]:
-                raise ValueError(f"class_weights: class index {key} out of range 0..{p.shape[1] - 1}")
+                raise ConfigError(f"class_weights: class index {key} out of range 0..{p.shape[1] - 1}")
             idx = int(key)
         else:
             idx = plane_index(str(key), class_names)
         w[idx] += _check_weight(value, f"class_weights[{key!r}]")
     if w.sum() <= 0:
-        raise ValueError("class_weights: the weights sum to 0")
+        raise ConfigError("class_weights: the weights sum to 0")
     return p @ w / w.sum()
 
 
@@ -108,7 +109,7 @@ def target_plane(probs) -> int:
     """Index of the most frequently predicted class (argmax) of ``probs`` (N, C); ties: lowest index."""
     p = np.asarray(probs, dtype=np.float64)
     if p.ndim != 2 or p.shape[0] == 0:
-        raise ValueError(f"probs must have shape (N, C), got {p.shape}")
+        raise InputError(f"probs must have shape (N, C), got {p.shape}")
     return int(np.bincount(p.argmax(axis=1), minlength=p.shape[1]).argmax())
 
 
@@ -121,22 +122,22 @@ def read_detections(path: str | os.PathLike) -> dict[str, dict[str, float]]:
 
     rows = read_csv(path)
     if not rows:
-        raise ValueError(f"{path}: no detections (expected columns path,structure,confidence)")
+        raise InputError(f"{path}: no detections (expected columns path,structure,confidence)")
     missing = {"path", "structure", "confidence"} - set(rows[0])
     if missing:
-        raise ValueError(f"{path}: missing column(s) {', '.join(sorted(missing))} (expected path,structure,confidence)")
+        raise InputError(f"{path}: missing column(s) {', '.join(sorted(missing))} (expected path,structure,confidence)")
     root = Path(path).parent
     out: dict[str, dict[str, float]] = {}
     for line, r in enumerate(rows, start=2):
         img, s = (r["path"] or "").strip(), (r["structure"] or "").strip()
         if not img or not s:
-            raise ValueError(f"{path}, line {line}: empty path or structure")
+            raise InputError(f"{path}, line {line}: empty path or structure")
         try:
             c = float(r["confidence"])
         except (TypeError, ValueError):
-            raise ValueError(f"{path}, line {line}: confidence {r['confidence']!r} is not a number") from None
+            raise InputError(f"{path}, line {line}: confidence {r['confidence']!r} is not a number") from None
         if not 0.0 <= c <= 1.0:
-            raise ValueError(f"{path}, line {line}: confidence must lie in [0, 1], got {r['confidence']!r}")
+            raise InputError(f"{path}, line {line}: confidence must lie in [0, 1], got {r['confidence']!r}")
         per = out.setdefault(path_key(img, root), {})
         per[s] = max(c, per.get(s, 0.0))
     return out
@@ -148,20 +149,20 @@ def read_structure_weights(path: str | os.PathLike) -> dict[str, float]:
 
     rows = read_csv(path)
     if not rows:
-        raise ValueError(f"{path}: no weights (expected columns structure,weight)")
+        raise InputError(f"{path}: no weights (expected columns structure,weight)")
     missing = {"structure", "weight"} - set(rows[0])
     if missing:
-        raise ValueError(f"{path}: missing column(s) {', '.join(sorted(missing))} (expected structure,weight)")
+        raise InputError(f"{path}: missing column(s) {', '.join(sorted(missing))} (expected structure,weight)")
     out: dict[str, float] = {}
     for line, r in enumerate(rows, start=2):
         s = (r["structure"] or "").strip()
         if not s:
-            raise ValueError(f"{path}, line {line}: empty structure name")
+            raise InputError(f"{path}, line {line}: empty structure name")
         if s in out:
-            raise ValueError(f"{path}, line {line}: structure {s!r} is listed twice")
+            raise InputError(f"{path}, line {line}: structure {s!r} is listed twice")
         out[s] = _check_weight(r["weight"], f"{path}, line {line}")
     if sum(out.values()) <= 0:
-        raise ValueError(f"{path}: the weights sum to 0")
+        raise InputError(f"{path}: the weights sum to 0")
     return out
 
 
@@ -194,20 +195,20 @@ def detection_weighted_score(
         (almost always a path mismatch).
     """
     if isinstance(paths, (str, os.PathLike)):
-        raise ValueError("paths must be a sequence of image paths, not a single path")
+        raise InputError("paths must be a sequence of image paths, not a single path")
     paths = list(paths)
     if not paths:
-        raise ValueError("paths: the list of images is empty")
+        raise InputError("paths: the list of images is empty")
     if isinstance(detections, Mapping):
         det = {}
         for img, per in detections.items():
             if not isinstance(per, Mapping):
-                raise ValueError(f"detections[{img!r}] must map structure -> confidence")
+                raise InputError(f"detections[{img!r}] must map structure -> confidence")
             clean = {}
             for s, c in per.items():
                 c = float(c)
                 if not 0.0 <= c <= 1.0:
-                    raise ValueError(f"detections[{img!r}][{s!r}]: confidence must lie in [0, 1], got {c}")
+                    raise InputError(f"detections[{img!r}][{s!r}]: confidence must lie in [0, 1], got {c}")
                 clean[str(s).strip()] = c
             det[path_key(img)] = clean
         det_name = "the detections"
@@ -216,15 +217,15 @@ def detection_weighted_score(
         det_name = str(detections)
     if isinstance(structure_weights, Mapping):
         if not structure_weights:
-            raise ValueError("structure_weights is empty")
+            raise ConfigError("structure_weights is empty")
         sw = {str(s).strip(): _check_weight(v, f"structure_weights[{s!r}]") for s, v in structure_weights.items()}
         if sum(sw.values()) <= 0:
-            raise ValueError("structure_weights: the weights sum to 0")
+            raise ConfigError("structure_weights: the weights sum to 0")
     else:
         sw = read_structure_weights(structure_weights)
     keys = [path_key(p) for p in paths]
     if det and not any(k in det for k in keys):
-        raise ValueError(f"none of the {len(keys)} images appears in {det_name} (first image: {keys[0]}; first "
+        raise InputError(f"none of the {len(keys)} images appears in {det_name} (first image: {keys[0]}; first "
                          f"listed: {next(iter(det))}); relative paths in a detections CSV are relative to its folder")
     unknown = sorted({s for per in det.values() for s in per} - set(sw))
     if unknown:
@@ -293,18 +294,18 @@ def weighted_score(
     imgs = check_array_images(images)
     if detections is not None or structure_weights is not None:
         if detections is None or structure_weights is None:
-            raise ValueError("the detector version needs both detections (detections.csv) and structure_weights "
+            raise ConfigError("the detector version needs both detections (detections.csv) and structure_weights "
                              "(weights.csv)")
         if plane is not None or class_weights is not None:
-            raise ValueError("give either detections + structure_weights or plane/class_weights, not both")
+            raise ConfigError("give either detections + structure_weights or plane/class_weights, not both")
         if paths is None:
-            raise ValueError("the detector version matches images by file: give paths= (the images' files, in "
+            raise ConfigError("the detector version matches images by file: give paths= (the images' files, in "
                              "order; `crl-uiqa compare` does this)")
         if len(paths) != len(imgs):
-            raise ValueError(f"{len(paths)} paths for {len(imgs)} images")
+            raise InputError(f"{len(paths)} paths for {len(imgs)} images")
         return detection_weighted_score(paths, detections, structure_weights)
     if plane is not None and class_weights is not None:
-        raise ValueError("give either plane or class_weights, not both")
+        raise ConfigError("give either plane or class_weights, not both")
     batch_size = check_positive_int(batch_size, "batch_size")
     size = check_size(size)
     model, dev = load_sononet(weights, device)

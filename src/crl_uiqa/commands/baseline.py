@@ -6,6 +6,7 @@ are available here without changes.
 """
 from __future__ import annotations
 
+from ..errors import ConfigError, InputError, reworded
 from ._common import add_crop, add_device, crop_tuple, option_value, read_images, report_failures
 
 
@@ -43,7 +44,7 @@ def parse_options(items: list[str]) -> dict:
         key, sep, raw = item.partition("=")
         key = key.strip().replace("-", "_")
         if not sep or not key:
-            raise ValueError(f"--option expects KEY=VALUE, got {item!r}")
+            raise ConfigError(f"--option expects KEY=VALUE, got {item!r}")
         out[key] = option_value(raw)
     return out
 
@@ -70,14 +71,14 @@ def run(args) -> int:
     if not args.name:
         from ..baselines import BASELINES
 
-        raise ValueError(f"give a method NAME, one of: {', '.join(sorted(BASELINES))}")
+        raise ConfigError(f"give a method NAME, one of: {', '.join(sorted(BASELINES))}")
     spec = get_spec(args.name)
     if not args.images or not args.out:
-        raise ValueError("--images and --out are required")
+        raise ConfigError("--images and --out are required")
     if args.references and spec.references == "none":
-        raise ValueError(f"baseline {args.name!r} does not use --references")
+        raise ConfigError(f"baseline {args.name!r} does not use --references")
     if not args.references and spec.references == "required":
-        raise ValueError(f"baseline {args.name!r} needs --references (high-quality reference images)")
+        raise ConfigError(f"baseline {args.name!r} needs --references (high-quality reference images)")
     options = parse_options(args.option)
 
     failures: list = []
@@ -90,15 +91,15 @@ def run(args) -> int:
                                       "reading references", spec.undefined)
     if not images:
         report_failures(failures, args.out)
-        raise ValueError("none of the images could be read")
+        raise InputError("none of the images could be read")
     if args.references and not references:
         report_failures(failures, args.out)
-        raise ValueError("none of the reference images could be read")
+        raise InputError("none of the reference images could be read")
     try:
         scores = run_baseline(args.name, images, references=references, weights=args.weights,
                               device=args.device, **options)
     except ValueError as exc:
-        raise ValueError(name_files(str(exc), paths, ref_paths)) from None
+        raise reworded(exc, name_files(str(exc), paths, ref_paths)) from None
     except ImportError as exc:  # a missing optional dependency: its message says what to install
         from ..cli import CLIError
 

@@ -4,6 +4,7 @@ A thin layer over :func:`crl_uiqa.compare.compare_methods`.
 """
 from __future__ import annotations
 
+from ..errors import ConfigError
 from ._common import add_backbone, add_crop, add_runtime_eval, add_training, crop_tuple, option_value, training_configs
 
 
@@ -64,7 +65,7 @@ def parse_method_options(items: list[str]) -> dict[str, dict]:
         method, dot, key = lhs.strip().rpartition(".")
         key = key.strip().replace("-", "_")
         if not sep or not dot or not method or not key:
-            raise ValueError(f"--option expects METHOD.KEY=VALUE, got {item!r}")
+            raise ConfigError(f"--option expects METHOD.KEY=VALUE, got {item!r}")
         out.setdefault(method.strip().lower(), {})[key] = option_value(raw)
     return out
 
@@ -81,7 +82,7 @@ def run(args) -> int:
     if args.structure_weights is not None:
         weighted["structure_weights"] = args.structure_weights
     if (args.detections is None) != (args.structure_weights is None):
-        raise ValueError("--detections and --structure-weights go together")
+        raise ConfigError("--detections and --structure-weights go together")
     if not weighted:
         del options["weighted"]
     tc, mc = training_configs(args)

@@ -1,6 +1,8 @@
 """``crl-uiqa simulate``: write a simulated fetal ultrasound dataset with ground-truth quality."""
 from __future__ import annotations
 
+from ..errors import ConfigError
+
 PLANE_CHOICES = ("abdomen", "4ch", "head", "all")
 
 
@@ -50,14 +52,14 @@ def run(args) -> int:
 
     planes = PLANES if args.plane == "all" else (args.plane,)
     if args.sweeps < 1:
-        raise ValueError(f"--sweeps must be >= 1, got {args.sweeps}")
+        raise ConfigError(f"--sweeps must be >= 1, got {args.sweeps}")
     for name in ("reference_sweeps", "test_sweeps"):
         if getattr(args, name) < 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     if args.frames < 2:
-        raise ValueError(f"--frames must be >= 2, got {args.frames}")
+        raise ConfigError(f"--frames must be >= 2, got {args.frames}")
     if args.pairs < 0:
-        raise ValueError(f"--pairs must be >= 0, got {args.pairs}")
+        raise ConfigError(f"--pairs must be >= 0, got {args.pairs}")
     ds = simulate_dataset(
         args.out, planes=planes, n_train_sweeps=args.sweeps,
         n_reference_sweeps=args.reference_sweeps, n_test_sweeps=args.test_sweeps,

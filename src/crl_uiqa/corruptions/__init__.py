@@ -64,6 +64,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..errors import ConfigError, ImageError
 from .acoustic import ATTENUATION, HAZE, SHADOW
 from .base import Corruption, as_degree, check_images
 from .blur import GAUSSIAN_BLUR, LOW_RESOLUTION, MOTION_BLUR
@@ -116,7 +117,7 @@ def get_family(name: str) -> Corruption:
     try:
         return FAMILIES[name]
     except (KeyError, TypeError):
-        raise ValueError(
+        raise ConfigError(
             f"unknown corruption family {name!r}; valid families: {', '.join(FAMILIES)}"
         ) from None
 
@@ -186,7 +187,7 @@ def corrupt_mixed(
     check_images(images)
     b = images.shape[0]
     if isinstance(families, str) or len(families) != b:
-        raise ValueError(f"families must be a sequence of {b} family names (one per image), got {families!r}")
+        raise ConfigError(f"families must be a sequence of {b} family names (one per image), got {families!r}")
     for name in families:
         get_family(name)
     deg = as_degree(degrees, b, images.device)
@@ -235,16 +236,16 @@ def sample_strong_views(
     """
     check_images(images)
     if isinstance(families, str) or len(families) == 0:
-        raise ValueError(f"families must be a non-empty sequence of family names, got {families!r}")
+        raise ConfigError(f"families must be a non-empty sequence of family names, got {families!r}")
     families = list(families)
     for name in families:
         get_family(name)
     try:
         lo, hi = (float(v) for v in degree_range)
     except (TypeError, ValueError):
-        raise ValueError(f"degree_range must be a pair (low, high), got {degree_range!r}") from None
+        raise ConfigError(f"degree_range must be a pair (low, high), got {degree_range!r}") from None
     if not 0.0 <= lo <= hi <= 1.0:
-        raise ValueError(f"degree_range must satisfy 0 <= low <= high <= 1, got {degree_range!r}")
+        raise ConfigError(f"degree_range must satisfy 0 <= low <= high <= 1, got {degree_range!r}")
     b = images.shape[0]
     gdev = torch.device("cpu") if generator is None else generator.device
     choice = torch.randint(len(families), (b,), generator=generator, device=gdev).tolist()
@@ -274,7 +275,7 @@ def corrupt_image(image: np.ndarray, family: str, degree: float, seed: int | Non
     """
     arr = np.asarray(image)
     if arr.ndim != 2:
-        raise ValueError(f"image must be a 2-D (H, W) array, got shape {arr.shape}")
+        raise ImageError(f"image must be a 2-D (H, W) array, got shape {arr.shape}")
     x = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))[None, None]
     gen = None if seed is None else torch.Generator().manual_seed(int(seed))
     return corrupt(x, family, float(degree), gen)[0, 0].numpy()

@@ -29,6 +29,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from ..errors import ConfigError, InputError
+
 ApplyFn = Callable[[Tensor, Tensor, "torch.Generator | None"], Tensor]
 
 
@@ -99,16 +101,16 @@ def check_images(images: Tensor) -> None:
         in [0, 1] (NaN included).
     """
     if not isinstance(images, Tensor):
-        raise ValueError(f"images must be a torch.Tensor of shape (B, 1, H, W), got {type(images).__name__}")
+        raise InputError(f"images must be a torch.Tensor of shape (B, 1, H, W), got {type(images).__name__}")
     if images.ndim != 4 or images.shape[1] != 1:
-        raise ValueError(f"images must have shape (B, 1, H, W), got {tuple(images.shape)}")
+        raise InputError(f"images must have shape (B, 1, H, W), got {tuple(images.shape)}")
     if not images.is_floating_point():
-        raise ValueError(f"images must be a floating-point tensor in [0, 1], got dtype {images.dtype}")
+        raise InputError(f"images must be a floating-point tensor in [0, 1], got dtype {images.dtype}")
     if images.shape[-2] < 2 or images.shape[-1] < 2:
-        raise ValueError(f"images must be at least 2x2 pixels, got {tuple(images.shape[-2:])}")
+        raise InputError(f"images must be at least 2x2 pixels, got {tuple(images.shape[-2:])}")
     if images.numel() and not bool(((images >= 0) & (images <= 1)).all()):
         lo, hi = float(images.min()), float(images.max())
-        raise ValueError(f"images must have values in [0, 1], got range [{lo:.4g}, {hi:.4g}] (or NaN)")
+        raise InputError(f"images must have values in [0, 1], got range [{lo:.4g}, {hi:.4g}] (or NaN)")
 
 
 def as_degree(degree: Tensor | float, batch: int, device: torch.device) -> Tensor:
@@ -124,13 +126,13 @@ def as_degree(degree: Tensor | float, batch: int, device: torch.device) -> Tenso
         if deg.ndim == 0:
             deg = deg.expand(batch)
         elif deg.shape != (batch,):
-            raise ValueError(f"degree must be a float or a tensor of shape ({batch},), got shape {tuple(deg.shape)}")
+            raise ConfigError(f"degree must be a float or a tensor of shape ({batch},), got shape {tuple(deg.shape)}")
     elif isinstance(degree, (int, float)) and not isinstance(degree, bool):
         deg = torch.full((batch,), float(degree), device=device, dtype=torch.float32)
     else:
-        raise ValueError(f"degree must be a float or a tensor of shape ({batch},), got {type(degree).__name__}")
+        raise ConfigError(f"degree must be a float or a tensor of shape ({batch},), got {type(degree).__name__}")
     if deg.numel() and not bool(((deg >= 0) & (deg <= 1)).all()):
-        raise ValueError(f"degree must lie in [0, 1], got {deg.tolist()}")
+        raise ConfigError(f"degree must lie in [0, 1], got {deg.tolist()}")
     return deg.contiguous()
 
 

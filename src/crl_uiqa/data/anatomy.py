@@ -50,6 +50,8 @@ from functools import cache
 
 import numpy as np
 
+from ..errors import ConfigError
+
 __all__ = [
     "Ellipsoid",
     "PlaneAnatomy",
@@ -409,4 +411,4 @@ def plane_anatomy(plane: str) -> PlaneAnatomy:
         return PlaneAnatomy("4ch", _trunk(), -26.0, 30.0, 4.0, (-90.0, 90.0))
     if plane == "head":
         return PlaneAnatomy("head", _head(), 0.0, 33.0, 5.0, (-25.0, 25.0))
-    raise ValueError(f"unknown plane {plane!r}; choose one of {', '.join(PLANES)}")
+    raise ConfigError(f"unknown plane {plane!r}; choose one of {', '.join(PLANES)}")

@@ -39,6 +39,8 @@ import numpy as np
 import scipy.fft
 from scipy import ndimage
 
+from ..errors import ConfigError, InputError
+
 __all__ = [
     "FanGeometry",
     "check_size",
@@ -141,9 +143,9 @@ def check_size(size) -> tuple[int, int]:
     try:
         h, w = (int(s) for s in size)
     except (TypeError, ValueError):
-        raise ValueError(f"size must be two integers (H, W), got {size!r}") from None
+        raise ConfigError(f"size must be two integers (H, W), got {size!r}") from None
     if h < 32 or w < 32 or h > 4096 or w > 4096:
-        raise ValueError(f"size must be between 32 and 4096 pixels per side, got {size!r}")
+        raise ConfigError(f"size must be between 32 and 4096 pixels per side, got {size!r}")
     return h, w
 
 
@@ -292,13 +294,13 @@ def speckle_envelope(
     """
     amplitude = np.asarray(amplitude, dtype=np.float32)
     if amplitude.ndim != 2:
-        raise ValueError(f"amplitude must be a 2-D (depth, lines) array, got shape {amplitude.shape}")
+        raise InputError(f"amplitude must be a 2-D (depth, lines) array, got shape {amplitude.shape}")
     n_r, n_a = amplitude.shape
     lat = np.broadcast_to(np.asarray(lateral_sigma, dtype=np.float64), (n_r,))
     if axial_sigma <= 0 or np.any(lat <= 0):
-        raise ValueError("axial_sigma and lateral_sigma must be positive")
+        raise ConfigError("axial_sigma and lateral_sigma must be positive")
     if noise_std < 0:
-        raise ValueError(f"noise_std must be >= 0, got {noise_std!r}")
+        raise ConfigError(f"noise_std must be >= 0, got {noise_std!r}")
     # Zero padding keeps the circular FFT convolution from wrapping the far
     # field onto the near field (and the left fan edge onto the right one).
     pad_r = scipy.fft.next_fast_len(n_r + int(math.ceil(3 * axial_sigma)) + 1)
@@ -380,7 +382,7 @@ def scan_convert(polar: np.ndarray, geometry: FanGeometry) -> np.ndarray:
     Returns a float32 (H, W) image.
     """
     if polar.shape != (geometry.n_depth, geometry.n_lines):
-        raise ValueError(f"polar image has shape {polar.shape}, geometry expects "
+        raise InputError(f"polar image has shape {polar.shape}, geometry expects "
                          f"{(geometry.n_depth, geometry.n_lines)}")
     out = np.zeros(geometry.size[0] * geometry.size[1], dtype=np.float32)
     out[geometry.fan_index] = ndimage.map_coordinates(

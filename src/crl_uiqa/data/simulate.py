@@ -270,23 +270,23 @@ def _elevation_distance(s: Ellipsoid, w: float) -> float:
 
 def _check_params(plane: str, params: Mapping[str, Any]) -> None:
     if plane not in PLANES:
-        raise ValueError(f"unknown plane {plane!r}; choose one of {', '.join(PLANES)}")
+        raise ConfigError(f"unknown plane {plane!r}; choose one of {', '.join(PLANES)}")
     if not isinstance(params["flip"], (bool, np.bool_)) and params["flip"] not in (0, 1):
-        raise ValueError(f"flip must be a bool, got {params['flip']!r}")
+        raise ConfigError(f"flip must be a bool, got {params['flip']!r}")
     for name, value in params.items():
         if name == "flip":
             continue
         if not isinstance(value, (int, float, np.integer, np.floating)) or not math.isfinite(value):
-            raise ValueError(f"{name} must be a finite number, got {value!r}")
+            raise ConfigError(f"{name} must be a finite number, got {value!r}")
     for name in ("noise", "shadow", "motion"):
         if not 0.0 <= params[name] <= 1.0:
-            raise ValueError(f"{name} must be in [0, 1], got {params[name]!r}")
+            raise ConfigError(f"{name} must be in [0, 1], got {params[name]!r}")
     if not 0.5 <= params["scale"] <= 1.5:
-        raise ValueError(f"scale must be in [0.5, 1.5], got {params['scale']!r}")
+        raise ConfigError(f"scale must be in [0.5, 1.5], got {params['scale']!r}")
     if abs(params["tilt"]) >= 60:
-        raise ValueError(f"tilt must be within (-60, 60) degrees, got {params['tilt']!r}")
+        raise ConfigError(f"tilt must be within (-60, 60) degrees, got {params['tilt']!r}")
     if params["attenuation"] < 0:
-        raise ValueError(f"attenuation must be >= 0 dB/cm, got {params['attenuation']!r}")
+        raise ConfigError(f"attenuation must be >= 0 dB/cm, got {params['attenuation']!r}")
 
 
 def simulate_polar(
@@ -327,7 +327,7 @@ def simulate_polar(
         try:
             seed_value = int(seed)
         except (TypeError, ValueError):
-            raise ValueError(f"seed must be an int or a numpy Generator, got {seed!r}") from None
+            raise ConfigError(f"seed must be an int or a numpy Generator, got {seed!r}") from None
         rng = np.random.default_rng(seed_value)
     geo = _bmode.fan_geometry(size)
     anat = plane_anatomy(plane)
@@ -495,7 +495,7 @@ def simulate_frame(
     """
     unknown = set(anatomy) - set(PARAMETERS)
     if unknown:
-        raise ValueError(f"unknown simulate_frame parameter(s): {', '.join(sorted(unknown))}; "
+        raise ConfigError(f"unknown simulate_frame parameter(s): {', '.join(sorted(unknown))}; "
                          f"known: {', '.join(PARAMETERS)}")
     frame = simulate_polar(plane, offset=offset, gain=gain, focus_error=focus_error, noise=noise,
                            shadow=shadow, motion=motion, size=size, seed=seed, **anatomy)
@@ -517,20 +517,20 @@ def _smooth_walk(rng: np.random.Generator, n: int, correlation: float) -> np.nda
 def _check_ranges(ranges: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
     unknown = set(ranges) - set(DEFAULT_RANGES)
     if unknown:
-        raise ValueError(f"unknown range(s) {', '.join(sorted(unknown))}; "
+        raise ConfigError(f"unknown range(s) {', '.join(sorted(unknown))}; "
                          f"known: {', '.join(DEFAULT_RANGES)}")
     out = dict(DEFAULT_RANGES)
     for name, value in ranges.items():
         try:
             lo, hi = (float(x) for x in value)
         except (TypeError, ValueError):
-            raise ValueError(f"range {name} must be a pair (low, high), got {value!r}") from None
+            raise ConfigError(f"range {name} must be a pair (low, high), got {value!r}") from None
         if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
-            raise ValueError(f"range {name} must satisfy low <= high, got {value!r}")
+            raise ConfigError(f"range {name} must satisfy low <= high, got {value!r}")
         if name in ("noise", "shadow", "motion") and (lo < 0 or hi > 1):
-            raise ValueError(f"range {name} must lie within [0, 1], got {value!r}")
+            raise ConfigError(f"range {name} must lie within [0, 1], got {value!r}")
         if name == "offset" and lo < 0:
-            raise ValueError(f"range offset gives |start| and |end| of the sweep, must be >= 0, "
+            raise ConfigError(f"range offset gives |start| and |end| of the sweep, must be >= 0, "
                              f"got {value!r}")
         out[name] = (lo, hi)
     return out
@@ -540,10 +540,10 @@ def sweep_parameters(plane: str, n_frames: int, *, seed: int,
                      **ranges: tuple[float, float]) -> list[dict[str, Any]]:
     """Per-frame parameters of a sweep (without rendering); see :func:`simulate_sweep`."""
     if plane not in PLANES:
-        raise ValueError(f"unknown plane {plane!r}; choose one of {', '.join(PLANES)}")
+        raise ConfigError(f"unknown plane {plane!r}; choose one of {', '.join(PLANES)}")
     n = int(n_frames)
     if n < 1:
-        raise ValueError(f"n_frames must be >= 1, got {n_frames!r}")
+        raise ConfigError(f"n_frames must be >= 1, got {n_frames!r}")
     rg = _check_ranges(ranges)
     rng = np.random.default_rng(seed)
     anat = plane_anatomy(plane)
@@ -740,7 +740,7 @@ def _prepare_out(root: Path) -> None:
     if not present:
         return
     if not (root / _MARKER).is_file():
-        raise ValueError(f"{root} already contains {', '.join(present)} but is not a simulated "
+        raise ConfigError(f"{root} already contains {', '.join(present)} but is not a simulated "
                          f"dataset (no {_MARKER}); choose an empty or new output folder")
     for name in present:
         target = root / name
@@ -771,7 +771,7 @@ def make_pairs(rows: Iterable[Mapping[str, Any]], *, margin: float = 0.15, n_pai
     ``"acquisition"`` otherwise.
     """
     if margin <= 0:
-        raise ValueError(f"pair margin must be > 0, got {margin!r}")
+        raise ConfigError(f"pair margin must be > 0, got {margin!r}")
     by_sweep: dict[str, list[Mapping[str, Any]]] = {}
     for r in rows:
         by_sweep.setdefault(str(r["sweep"]), []).append(r)
@@ -876,21 +876,21 @@ def simulate_dataset(
         planes = (planes,)
     planes = tuple(planes)
     if not planes:
-        raise ValueError("planes must name at least one plane")
+        raise ConfigError("planes must name at least one plane")
     for p in planes:
         if p not in PLANES:
-            raise ValueError(f"unknown plane {p!r}; choose from {', '.join(PLANES)}")
+            raise ConfigError(f"unknown plane {p!r}; choose from {', '.join(PLANES)}")
     if len(set(planes)) != len(planes):
-        raise ValueError(f"planes must not repeat, got {planes!r}")
+        raise ConfigError(f"planes must not repeat, got {planes!r}")
     counts = {"n_train_sweeps": n_train_sweeps, "n_reference_sweeps": n_reference_sweeps,
               "n_test_sweeps": n_test_sweeps}
     for name, value in counts.items():
         if int(value) != value or value < 0:
-            raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+            raise ConfigError(f"{name} must be a non-negative integer, got {value!r}")
     if n_train_sweeps < 1:
-        raise ValueError("n_train_sweeps must be >= 1")
+        raise ConfigError("n_train_sweeps must be >= 1")
     if int(n_frames) != n_frames or n_frames < 2:
-        raise ValueError(f"n_frames must be an integer >= 2, got {n_frames!r}")
+        raise ConfigError(f"n_frames must be an integer >= 2, got {n_frames!r}")
     h, w = _bmode.check_size(size)
     train_ranges = dict(ranges or {})
     ref_ranges = dict(REFERENCE_RANGES if reference_ranges is None else reference_ranges)

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import NotFoundError
+from ..errors import InputError, NotFoundError
 from .report import print_summary, write_report
 
 log = logging.getLogger(__name__)
@@ -158,7 +158,7 @@ def best_frame(frames, scores, smooth: float = 0.0, eligible=None) -> tuple[int,
     smoothed = smooth_scores(t, np.asarray(scores, dtype=np.float64), float(smooth))
     taken = temporal_nms(t, smoothed, 1, 0.0, eligible=eligible)
     if not taken:
-        raise ValueError("no finite score among the eligible frames of the sweep" if eligible is not None
+        raise InputError("no finite score among the eligible frames of the sweep" if eligible is not None
                          else "no finite score in the sweep")
     return taken[0], smoothed
 

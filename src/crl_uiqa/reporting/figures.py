@@ -20,6 +20,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from ..errors import ArgumentTypeError, ConfigError, ImageError, InputError
+
 __all__ = [
     "quality_curve",
     "shade_ineligible",
@@ -74,9 +76,9 @@ def _as_image(image: Any, what: str) -> np.ndarray:
     if arr.ndim == 3 and arr.shape[0] == 1:
         arr = arr[0]
     if arr.ndim != 2 or arr.size == 0:
-        raise ValueError(f"{what}: expected a grayscale image of shape (H, W), got shape {arr.shape}")
+        raise ImageError(f"{what}: expected a grayscale image of shape (H, W), got shape {arr.shape}")
     if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
-        raise ValueError(f"{what}: expected a real numeric image, got dtype {arr.dtype}")
+        raise ImageError(f"{what}: expected a real numeric image, got dtype {arr.dtype}")
     arr = np.nan_to_num(arr.astype(np.float32, copy=False), nan=0.0, posinf=1.0, neginf=0.0)
     return np.clip(arr, 0.0, 1.0)
 
@@ -86,9 +88,9 @@ def _as_scores(scores: Any, what: str = "scores") -> np.ndarray:
     try:
         arr = np.asarray(scores, dtype=np.float64)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{what}: expected a sequence of numbers ({exc})") from None
+        raise InputError(f"{what}: expected a sequence of numbers ({exc})") from None
     if arr.ndim != 1:
-        raise ValueError(f"{what}: expected a 1-D sequence, got shape {arr.shape}")
+        raise InputError(f"{what}: expected a 1-D sequence, got shape {arr.shape}")
     return arr
 
 
@@ -114,9 +116,9 @@ def _check_index(index: Any, n: int, what: str) -> int:
     try:
         i = int(index)
     except (TypeError, ValueError):
-        raise ValueError(f"{what}: expected a frame index, got {index!r}") from None
+        raise InputError(f"{what}: expected a frame index, got {index!r}") from None
     if i != index or not 0 <= i < n:
-        raise ValueError(f"{what}: frame index {index!r} out of range for {n} scores")
+        raise InputError(f"{what}: frame index {index!r} out of range for {n} scores")
     return i
 
 
@@ -166,13 +168,13 @@ def quality_curve(
     y = _as_scores(scores)
     n = y.size
     if n == 0:
-        raise ValueError("scores: need at least one score to draw a quality curve")
+        raise InputError("scores: need at least one score to draw a quality curve")
     if times is None:
         x = np.arange(n, dtype=np.float64)
     else:
         x = _as_scores(times, "times")
         if x.size != n:
-            raise ValueError(f"times: got {x.size} values for {n} scores")
+            raise InputError(f"times: got {x.size} values for {n} scores")
     if not mark_best:
         best_i = None
     elif best is None:
@@ -195,7 +197,7 @@ def quality_curve(
             thumb = thumbnails.get(best_i)
         else:
             if len(thumbnails) != n:
-                raise ValueError(
+                raise InputError(
                     f"thumbnails: expected one image per score ({n}), a mapping or a single image; "
                     f"got {len(thumbnails)} items"
                 )
@@ -288,13 +290,13 @@ def ranked_strip(
     """
     y = _as_scores(scores)
     if len(images) != y.size:
-        raise ValueError(f"ranked_strip: got {len(images)} images but {y.size} scores")
+        raise InputError(f"ranked_strip: got {len(images)} images but {y.size} scores")
     if labels is not None and len(labels) != y.size:
-        raise ValueError(f"ranked_strip: got {len(labels)} labels for {y.size} images")
+        raise InputError(f"ranked_strip: got {len(labels)} labels for {y.size} images")
     if y.size == 0:
-        raise ValueError("ranked_strip: no images to show")
+        raise InputError("ranked_strip: no images to show")
     if int(n) != n or n < 1:
-        raise ValueError(f"ranked_strip: n must be a positive integer, got {n!r}")
+        raise ConfigError(f"ranked_strip: n must be a positive integer, got {n!r}")
     # stable descending order, NaN last
     key = np.where(np.isnan(y), -np.inf, y)
     order = np.argsort(-key, kind="stable")
@@ -357,7 +359,7 @@ def views_figure(
         out = []
         for k, view in enumerate(views):
             if not isinstance(view, (tuple, list)) or len(view) != 3:
-                raise ValueError(f"{name}[{k}]: expected an (image, score, caption) tuple")
+                raise InputError(f"{name}[{k}]: expected an (image, score, caption) tuple")
             img, score, caption = view
             out.append((_as_image(img, f"{name}[{k}] image"), score, str(caption)))
         return out
@@ -366,7 +368,7 @@ def views_figure(
     strong_v = _check(strong, "strong")
     cols = int(columns) if columns else min(6, max(1, len(weak_v), len(strong_v)))
     if cols < 1:
-        raise ValueError("columns must be at least 1")
+        raise ConfigError("columns must be at least 1")
     rows_of = lambda v: max(1, math.ceil(len(v) / cols)) if v else 0  # noqa: E731
     n_weak_rows, n_strong_rows = rows_of(weak_v), rows_of(strong_v)
     n_rows = max(1, n_weak_rows + n_strong_rows)
@@ -444,7 +446,7 @@ def _history_series(history: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, d
     keys: list[str] = []
     for i, row in enumerate(history):
         if not isinstance(row, Mapping):
-            raise ValueError(f"history[{i}]: expected a dict of per-epoch values, got {type(row).__name__}")
+            raise InputError(f"history[{i}]: expected a dict of per-epoch values, got {type(row).__name__}")
         epochs.append(row.get("epoch", i + 1))
         for k, v in row.items():
             if k not in keys and _is_number(v):
@@ -456,7 +458,7 @@ def _history_series(history: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, d
     try:
         x = np.asarray(epochs, dtype=np.float64)
     except (TypeError, ValueError):
-        raise ValueError("history: the 'epoch' values must be numbers") from None
+        raise InputError("history: the 'epoch' values must be numbers") from None
     return x, series
 
 
@@ -484,14 +486,14 @@ def training_curves(history: Sequence[Mapping[str, Any]]) -> Figure:
         Two axes (losses, accuracy) when an accuracy key is present, else one.
     """
     if len(history) == 0:
-        raise ValueError("history: no epochs to plot")
+        raise InputError("history: no epochs to plot")
     x, series = _history_series(history)
     # pairwise accuracies and rank correlations share the right-hand [0, 1] panel
     acc_keys = [k for k in series if ("accuracy" in k or "srcc" in k) and not k.endswith(("_ci_low", "_ci_high"))]
     ci_keys = {k for k in series if k.endswith(("_ci_low", "_ci_high"))}
     loss_keys = [k for k in series if k not in BOOKKEEPING_KEYS and k not in acc_keys and k not in ci_keys]
     if not loss_keys and not acc_keys:
-        raise ValueError("history: no numeric loss or accuracy values besides 'epoch'")
+        raise InputError("history: no numeric loss or accuracy values besides 'epoch'")
 
     panels = (1 if loss_keys else 0) + (1 if acc_keys else 0)
     fig = _new_figure(5.2 * panels, 3.4)
@@ -573,7 +575,7 @@ def _finite_pairs(x, y, what: str) -> tuple[np.ndarray, np.ndarray]:
     xs = _as_scores(x, "x")
     ys = _as_scores(y, "y")
     if xs.size != ys.size:
-        raise ValueError(f"{what}: x has {xs.size} values but y has {ys.size}")
+        raise InputError(f"{what}: x has {xs.size} values but y has {ys.size}")
     ok = np.isfinite(xs) & np.isfinite(ys)
     return xs[ok], ys[ok]
 
@@ -607,9 +609,9 @@ def fig_to_png(fig: Figure, dpi: int = 100) -> bytes:
         The PNG file content.
     """
     if not isinstance(fig, Figure):
-        raise ValueError(f"fig_to_png: expected a matplotlib Figure, got {type(fig).__name__}")
+        raise ArgumentTypeError(f"fig_to_png: expected a matplotlib Figure, got {type(fig).__name__}")
     if dpi <= 0:
-        raise ValueError(f"fig_to_png: dpi must be positive, got {dpi}")
+        raise ConfigError(f"fig_to_png: dpi must be positive, got {dpi}")
     if getattr(fig, _PLAIN_TEXT, False):
         _plain_text(fig)
     buf = io.BytesIO()

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
+from ..errors import ArgumentTypeError, ConfigError, ImageError, InputError, reworded
 from ..files import write_text
 
 __all__ = ["Report", "PNG_SIGNATURE", "png_data_uri", "image_to_png"]
@@ -115,13 +116,13 @@ def _check_format(float_format: str) -> None:
     try:
         float_format.format(1.5)
     except (ValueError, IndexError, KeyError) as exc:
-        raise ValueError(f"float_format {float_format!r} cannot format a float: {exc}") from None
+        raise ConfigError(f"float_format {float_format!r} cannot format a float: {exc}") from None
 
 
 def png_data_uri(png: bytes) -> str:
     """``data:image/png;base64,...`` URI for PNG bytes (checked to be a PNG)."""
     if not isinstance(png, (bytes, bytearray)) or not bytes(png[:8]) == PNG_SIGNATURE:
-        raise ValueError("expected PNG bytes (they must start with the PNG signature)")
+        raise InputError("expected PNG bytes (they must start with the PNG signature)")
     return "data:image/png;base64," + base64.b64encode(bytes(png)).decode("ascii")
 
 
@@ -142,13 +143,13 @@ def image_to_png(image: np.ndarray, *, size: int | None = None) -> bytes:
     if arr.ndim == 3 and arr.shape[-1] == 1:
         arr = arr[..., 0]
     if arr.ndim != 2 or arr.size == 0:
-        raise ValueError(f"expected a grayscale image of shape (H, W), got shape {arr.shape}")
+        raise ImageError(f"expected a grayscale image of shape (H, W), got shape {arr.shape}")
     arr = np.nan_to_num(arr.astype(np.float64), nan=0.0, posinf=1.0, neginf=0.0)
     u8 = np.round(np.clip(arr, 0.0, 1.0) * 255.0).astype(np.uint8)
     img = Image.fromarray(u8, mode="L")
     if size is not None:
         if size < 1:
-            raise ValueError(f"size must be a positive number of pixels, got {size}")
+            raise ConfigError(f"size must be a positive number of pixels, got {size}")
         img.thumbnail((int(size), int(size)), Image.Resampling.LANCZOS)
     buf = io.BytesIO()
     img.save(buf, format="PNG", optimize=True)
@@ -186,7 +187,7 @@ class Report:
     def add_heading(self, text: str, level: int = 2) -> Report:
         """Add a section heading (``level`` 2 to 4; level 2 appears in the contents)."""
         if level not in (2, 3, 4):
-            raise ValueError(f"heading level must be 2, 3 or 4, got {level!r}")
+            raise ConfigError(f"heading level must be 2, 3 or 4, got {level!r}")
         anchor = self._anchor(str(text))
         self._blocks.append(f'<h{level} id="{anchor}">{_esc(text)}</h{level}>')
         self._toc.append((level, anchor, str(text)))
@@ -236,7 +237,7 @@ class Report:
         rows = list(rows)
         for i, row in enumerate(rows):
             if not isinstance(row, Mapping):
-                raise ValueError(f"add_table: row {i} is a {type(row).__name__}, expected a dict")
+                raise InputError(f"add_table: row {i} is a {type(row).__name__}, expected a dict")
         if columns is None:
             columns = list(dict.fromkeys(k for row in rows for k in row))
         columns = [str(c) for c in columns]
@@ -261,7 +262,7 @@ class Report:
                        float_format: str = "{:.4g}") -> Report:
         """Add a two-column ``key | value`` table (e.g. a summary or settings)."""
         if not isinstance(values, Mapping):
-            raise ValueError(f"add_key_values: expected a dict, got {type(values).__name__}")
+            raise InputError(f"add_key_values: expected a dict, got {type(values).__name__}")
         _check_format(float_format)
         parts = ['<div class="table-wrap"><table class="kv">']
         if caption:
@@ -283,7 +284,7 @@ class Report:
             from matplotlib.figure import Figure
 
             if not isinstance(fig_or_png, Figure):
-                raise ValueError(
+                raise ArgumentTypeError(
                     f"add_figure: expected a matplotlib Figure or PNG bytes, got {type(fig_or_png).__name__}"
                 )
             from .figures import fig_to_png
@@ -311,7 +312,7 @@ class Report:
         if captions is not None:
             captions = [str(c) for c in captions]
             if len(captions) != len(images):
-                raise ValueError(f"add_images: got {len(captions)} captions for {len(images)} images")
+                raise InputError(f"add_images: got {len(captions)} captions for {len(images)} images")
         if not images:
             self._blocks.append('<p class="empty">(no images)</p>')
             return self
@@ -320,7 +321,7 @@ class Report:
             try:
                 png = image_to_png(image, size=size)
             except ValueError as exc:
-                raise ValueError(f"add_images: image {i}: {exc}") from None
+                raise reworded(exc, f"add_images: image {i}: {exc}", ImageError) from None
             cap = captions[i] if captions is not None else ""
             parts.append(
                 f'<figure><img src="{png_data_uri(png)}" alt="{_esc(cap or f"image {i + 1}")}">'

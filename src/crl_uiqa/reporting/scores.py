@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ConfigError, InputError
 from ..tables import csv_folder, path_key, read_pairs, read_score_table, table_base
 from .html import Report
 
@@ -60,7 +61,7 @@ def _parse_float(text: str | None, what: str) -> float:
     try:
         return float(text)
     except ValueError:
-        raise ValueError(f"{what}: {text!r} is not a number") from None
+        raise InputError(f"{what}: {text!r} is not a number") from None
 
 
 def load_scores(scores_csv: str | os.PathLike, root: str | os.PathLike | None = None) -> list[ScoreRecord]:
@@ -129,7 +130,7 @@ def group_records(records: list[ScoreRecord], group_by: str = "auto") -> dict[st
         for r in records:
             groups.setdefault(str(Path(r.key).parent), []).append(r)
     else:
-        raise ValueError(
+        raise ConfigError(
             f"--group-by {group_by!r}: no such column; use one of "
             f"{', '.join(sorted(columns)) or '(none)'}, 'auto', 'folder' or 'none'"
         )
@@ -274,9 +275,9 @@ def build_score_report(
         ``out``.
     """
     if int(top) != top or top < 1:
-        raise ValueError(f"--top must be a positive integer, got {top!r}")
+        raise ConfigError(f"--top must be a positive integer, got {top!r}")
     if max_groups < 0:
-        raise ValueError(f"max_groups must be >= 0, got {max_groups}")
+        raise ConfigError(f"max_groups must be >= 0, got {max_groups}")
     scores_csv = Path(scores_csv)
     records = load_scores(scores_csv, root)
     groups = group_records(records, group_by)
@@ -313,7 +314,7 @@ def _summary_section(report: Report, scores_csv: Path, records: list[ScoreRecord
     scores = np.array([r.score for r in records], dtype=np.float64)
     finite = np.isfinite(scores)
     if not finite.any():
-        raise ValueError(f"{scores_csv}: no finite scores to report")
+        raise InputError(f"{scores_csv}: no finite scores to report")
     ranked = sorted((r for r in records if math.isfinite(r.score)), key=lambda r: -r.score)
     summary: dict[str, Any] = {
         "scores file": str(scores_csv),

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from ..errors import InputError
 from ..files import safe_name
 from ..video.region import draw_region
 
@@ -55,7 +56,7 @@ def quality_figure(result: SelectionResult):
     from .figures import quality_curve, shade_ineligible
 
     if result.n_scored == 0:
-        raise ValueError(f"{result.scan}: no frame was scored, nothing to plot")
+        raise InputError(f"{result.scan}: no frame was scored, nothing to plot")
     pos = {int(f): i for i, f in enumerate(result.frames)}
     pick_pos = [pos[p.frame] for p in result.picks]
     smoothing = result.settings.get("smooth", 0.0) > 0
@@ -226,7 +227,7 @@ def live_figure(result: LiveResult):
     from .figures import quality_curve
 
     if result.scored == 0:
-        raise ValueError("no frame was scored, nothing to plot")
+        raise InputError("no frame was scored, nothing to plot")
     best = int(np.flatnonzero(result.frames == result.best_frame)[0]) if result.best_frame is not None else None
     return quality_curve(
         result.scores, times=result.times, best=best,

@@ -109,7 +109,7 @@ def run_selection(job: Job, models: ModelRegistry, planes: PlaneChecker, setting
     if job.cancel.is_set():
         raise JobCancelled("cancelled")
     if result.n_scored == 0:
-        raise ValueError(job.public_message(str(result.error) if result.error else "the scan has no frames")
+        raise ScanError(job.public_message(str(result.error) if result.error else "the scan has no frames")
                          + ": no frame could be decoded")
     job.phase = "writing the results"
     # the report names the upload, not the server's file

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..errors import NotFoundError
+from ..errors import ConfigError, NotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class ModelRegistry:
 
     def __init__(self, models: Sequence[ServedModel]) -> None:
         if not models:
-            raise ValueError("a server needs at least one model")
+            raise ConfigError("a server needs at least one model")
         self._models = {m.name: m for m in models}
         self.default = models[0].name
 
@@ -184,7 +184,7 @@ class PlaneChecker:
     def check(self, plane: str) -> str:
         """The canonical class name of ``plane`` (``ValueError`` when unknown or the check is off)."""
         if not self.available:
-            raise ValueError(f"the plane check is not available: {self.reason}")
+            raise ConfigError(f"the plane check is not available: {self.reason}")
         from ..classify import plane_index
 
         return self.class_names[plane_index(plane, self.class_names)]

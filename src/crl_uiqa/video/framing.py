@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from ..errors import ConfigError, ScanError
 from ..io import MIN_IMAGE_SIDE
 from .region import Region, RegionDetection, detect_region
 
@@ -77,12 +78,12 @@ class RegionPolicy:
         """Validate and build a policy (a bad mode, box or frame count raises :class:`ValueError`)."""
         mode = str(region).strip().lower()
         if mode not in REGION_MODES:
-            raise ValueError(f"region must be one of {', '.join(REGION_MODES)}, got {region!r}")
+            raise ConfigError(f"region must be one of {', '.join(REGION_MODES)}, got {region!r}")
         if isinstance(frames, bool) or not isinstance(frames, (int, np.integer)) or frames < 1:
-            raise ValueError(f"region_frames must be an integer >= 1, got {frames!r}")
+            raise ConfigError(f"region_frames must be an integer >= 1, got {frames!r}")
         box = None if crop is None else Region.coerce(crop)
         if box is not None and min(box.height, box.width) < MIN_IMAGE_SIDE:  # every frame would be that small
-            raise ValueError(f"crop box (top, left, height, width)={box.as_tuple()} is {box.height}x{box.width} "
+            raise ConfigError(f"crop box (top, left, height, width)={box.as_tuple()} is {box.height}x{box.width} "
                              f"pixels, below the model pipeline's minimum of {MIN_IMAGE_SIDE} per side")
         return cls(box, mode, int(frames), int(margin))
 
@@ -94,7 +95,7 @@ class RegionPolicy:
     def check_source(self, where: Any, dicom: Region | None) -> None:
         """Fail before any work when ``region="dicom"`` is asked of a source without a DICOM region."""
         if self.crop is None and self.mode == "dicom" and dicom is None:
-            raise ValueError(
+            raise ScanError(
                 f"{where}: no DICOM Sequence of Ultrasound Regions (tissue) in this scan; "
                 "use --region auto, --region none or a --crop box"
             )
@@ -109,7 +110,7 @@ class RegionPolicy:
         shape = (int(shape[0]), int(shape[1]))
         if self.crop is not None:
             if shape != (0, 0) and not self.crop.fits(shape):
-                raise ValueError(f"{where}: crop box (top, left, height, width)={self.crop.as_tuple()} does not fit "
+                raise ConfigError(f"{where}: crop box (top, left, height, width)={self.crop.as_tuple()} does not fit "
                                  f"its {shape[0]}x{shape[1]} frames")
             return RegionDetection.from_box(self.crop, shape, "manual")
         if self.mode != "none" and dicom is not None:
@@ -142,7 +143,7 @@ def cut(frame: Frame, det: RegionDetection, where: Any) -> Frame:
     if det.method == "none":  # the whole frame, whatever its size: what the error below tells a sequence of sizes to use
         return frame
     if image.shape != det.mask.shape:
-        raise ValueError(
+        raise ScanError(
             f"{where}: frame {frame.index} is {image.shape[0]}x{image.shape[1]} but the region was set "
             f"on {det.mask.shape[0]}x{det.mask.shape[1]} frames; frames of different sizes need --region none"
         )

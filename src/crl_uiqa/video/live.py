@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from ..errors import ConfigError, ScanError
 from .framing import RegionCutter, RegionPolicy, model_input
 from .region import Region, RegionDetection
 from .scan import Frame
@@ -253,7 +254,7 @@ def open_camera(index: int) -> tuple[Iterator[Frame], float | None]:
                 return _av_frames(container, stream), (float(rate) if rate else None)
             except Exception as exc:  # FFmpeg errors, missing device, no video stream
                 errors.append(f"PyAV could not open {url} ({fmt}): {exc}")
-    raise ValueError(f"cannot open camera {index}: " + "; ".join(errors))
+    raise ScanError(f"cannot open camera {index}: " + "; ".join(errors))
 
 
 def _cv2_frames(cap, cv2) -> Iterator[Frame]:
@@ -398,9 +399,9 @@ def _open_source(source: str | os.PathLike | int, realtime: bool, policy: Region
     """The frames, nominal rate, name and region cutter of a camera or a file."""
     if is_camera(source):
         if not realtime:
-            raise ValueError("a camera is always real time: --no-realtime applies to files only")
+            raise ConfigError("a camera is always real time: --no-realtime applies to files only")
         if policy.crop is None and policy.mode == "dicom":
-            raise ValueError(f"a camera has no DICOM region: use region auto or none, or a crop box "
+            raise ConfigError(f"a camera has no DICOM region: use region auto or none, or a crop box "
                              f"(got {policy.mode!r})")
         frames, fps = open_camera(int(source))
         name = f"camera {int(source)}"
@@ -464,7 +465,7 @@ def run_live(
 
     policy = RegionPolicy.create(crop, region, region_frames)
     if duration is not None and not float(duration) > 0:
-        raise ValueError(f"duration must be > 0 seconds, got {duration}")
+        raise ConfigError(f"duration must be > 0 seconds, got {duration}")
     rt = model if isinstance(model, Runtime) else load_runtime(model, runtime, device=device, threads=threads)
     frames, stream_fps, name, cutter = _open_source(source, realtime, policy, frame_rate)
     slot = LatestFrameSlot(overwrite=realtime)

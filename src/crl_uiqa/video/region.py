@@ -30,6 +30,8 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import ndimage
 
+from ..errors import ArgumentTypeError, ConfigError, InputError
+
 __all__ = [
     "Region",
     "RegionDetection",
@@ -61,12 +63,12 @@ class Region:
         for name in ("top", "left", "height", "width"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                raise ValueError(f"region {name} must be an integer, got {value!r}")
+                raise ConfigError(f"region {name} must be an integer, got {value!r}")
             object.__setattr__(self, name, int(value))
         if self.top < 0 or self.left < 0:
-            raise ValueError(f"region top/left must be >= 0, got top={self.top}, left={self.left}")
+            raise ConfigError(f"region top/left must be >= 0, got top={self.top}, left={self.left}")
         if self.height <= 0 or self.width <= 0:
-            raise ValueError(f"region height/width must be > 0, got height={self.height}, width={self.width}")
+            raise ConfigError(f"region height/width must be > 0, got height={self.height}, width={self.width}")
 
     @property
     def bottom(self) -> int:
@@ -103,11 +105,11 @@ class Region:
         """
         parts = [p for p in str(text).replace(",", " ").split() if p]
         if len(parts) != 4:
-            raise ValueError(f"crop box must be 'top,left,height,width' (4 integers), got {text!r}")
+            raise ConfigError(f"crop box must be 'top,left,height,width' (4 integers), got {text!r}")
         try:
             values = [int(p) for p in parts]
         except ValueError:
-            raise ValueError(f"crop box must be 'top,left,height,width' (4 integers), got {text!r}") from None
+            raise ConfigError(f"crop box must be 'top,left,height,width' (4 integers), got {text!r}") from None
         return cls(*values)
 
     @classmethod
@@ -120,11 +122,11 @@ class Region:
         try:
             items = list(value)
         except TypeError:
-            raise ValueError(f"crop must be (top, left, height, width), got {value!r}") from None
+            raise ConfigError(f"crop must be (top, left, height, width), got {value!r}") from None
         if len(items) != 4:
-            raise ValueError(f"crop must be (top, left, height, width), got {value!r}")
+            raise ConfigError(f"crop must be (top, left, height, width), got {value!r}")
         if any(isinstance(v, float) and not float(v).is_integer() for v in items):
-            raise ValueError(f"crop values must be whole pixels, got {value!r}")
+            raise ConfigError(f"crop values must be whole pixels, got {value!r}")
         return cls(*(int(v) if isinstance(v, float) else v for v in items))
 
     def fits(self, shape: Sequence[int]) -> bool:
@@ -143,14 +145,14 @@ class Region:
         top, left = min(self.top, h), min(self.left, w)
         bottom, right = min(self.bottom, h), min(self.right, w)
         if bottom <= top or right <= left:
-            raise ValueError(f"region {self.as_tuple()} lies outside a {h}x{w} frame")
+            raise ConfigError(f"region {self.as_tuple()} lies outside a {h}x{w} frame")
         return Region.from_bounds(top, left, bottom, right)
 
     def expand(self, margin: int, shape: Sequence[int]) -> Region:
         """Grow the box by ``margin`` pixels on each side, clipped to a frame of ``shape``."""
         m = int(margin)
         if m < 0:
-            raise ValueError(f"margin must be >= 0, got {margin}")
+            raise ConfigError(f"margin must be >= 0, got {margin}")
         h, w = int(shape[0]), int(shape[1])
         return Region.from_bounds(
             max(0, self.top - m), max(0, self.left - m), min(h, self.bottom + m), min(w, self.right + m)
@@ -166,9 +168,9 @@ class Region:
         """
         image = np.asarray(image)
         if image.ndim < 2:
-            raise ValueError(f"cannot crop an array of shape {image.shape}: expected (H, W) or (H, W, C)")
+            raise InputError(f"cannot crop an array of shape {image.shape}: expected (H, W) or (H, W, C)")
         if not self.fits(image.shape):
-            raise ValueError(
+            raise ConfigError(
                 f"crop box (top={self.top}, left={self.left}, height={self.height}, width={self.width}) "
                 f"does not fit in a {image.shape[0]}x{image.shape[1]} image"
             )
@@ -380,7 +382,7 @@ def detect_region(
     """
     stack = _as_stack(frames)
     if int(margin) < 0:
-        raise ValueError(f"margin must be >= 0, got {margin}")
+        raise ConfigError(f"margin must be >= 0, got {margin}")
     n, h, w = stack.shape
     scale = min(h, w)
     min_area = MIN_REGION_FRACTION * h * w
@@ -429,24 +431,24 @@ def _as_stack(frames: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
         if arr.ndim == 2:
             arr = arr[None]
         if arr.ndim != 3:
-            raise ValueError(f"frames must be (H, W) or (N, H, W) gray images, got shape {arr.shape}")
+            raise InputError(f"frames must be (H, W) or (N, H, W) gray images, got shape {arr.shape}")
         if arr.shape[0] > MAX_DETECTION_FRAMES:
             arr = arr[np.linspace(0, arr.shape[0] - 1, MAX_DETECTION_FRAMES).round().astype(int)]
     else:
         items = list(frames)
         if not items:
-            raise ValueError("detect_region needs at least one frame")
+            raise InputError("detect_region needs at least one frame")
         if len(items) > MAX_DETECTION_FRAMES:
             items = [items[i] for i in np.linspace(0, len(items) - 1, MAX_DETECTION_FRAMES).round().astype(int)]
         shapes = {np.shape(f) for f in items}
         if len(shapes) != 1:
-            raise ValueError(f"all frames must have the same shape, got {sorted(shapes)}")
+            raise InputError(f"all frames must have the same shape, got {sorted(shapes)}")
         shape = shapes.pop()
         if len(shape) != 2:
-            raise ValueError(f"frames must be gray (H, W) images, got shape {shape}")
+            raise InputError(f"frames must be gray (H, W) images, got shape {shape}")
         arr = np.stack([np.asarray(f) for f in items])
     if arr.shape[0] == 0 or arr.shape[1] == 0 or arr.shape[2] == 0:
-        raise ValueError(f"frames must not be empty, got shape {arr.shape}")
+        raise InputError(f"frames must not be empty, got shape {arr.shape}")
     return np.asarray(arr, dtype=np.float32)
 
 
@@ -519,20 +521,20 @@ def draw_region(
     elif img.ndim == 3 and img.shape[2] == 3:
         rgb = img.copy()
     else:
-        raise ValueError(f"image must be (H, W) or (H, W, 3), got shape {img.shape}")
+        raise InputError(f"image must be (H, W) or (H, W, 3), got shape {img.shape}")
     rgb = np.clip(rgb, 0.0, 1.0)
     h, w = rgb.shape[:2]
     t = int(thickness) if thickness is not None else max(1, math.ceil(min(h, w) / 250))
     if t < 1:
-        raise ValueError(f"thickness must be >= 1, got {thickness}")
+        raise ConfigError(f"thickness must be >= 1, got {thickness}")
     if isinstance(detection, RegionDetection):
         box, mask = detection.box, detection.mask
         if mask.shape != (h, w):
-            raise ValueError(f"detection mask has shape {mask.shape} but the image is {h}x{w}")
+            raise InputError(f"detection mask has shape {mask.shape} but the image is {h}x{w}")
     elif isinstance(detection, Region):
         box, mask = detection, None
     else:
-        raise ValueError(f"detection must be a RegionDetection or Region, got {type(detection).__name__}")
+        raise ArgumentTypeError(f"detection must be a RegionDetection or Region, got {type(detection).__name__}")
     if mask is not None and mask.any() and not mask.all():
         edge = mask & ~ndimage.binary_erosion(mask, structure=_disk(1), border_value=1)
         if t > 1:

@@ -187,7 +187,7 @@ class FrameSampler:
 
 def _check_every(every: Any) -> int:
     if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
-        raise ValueError(f"every must be an integer >= 1, got {every!r}")
+        raise ConfigError(f"every must be an integer >= 1, got {every!r}")
     return int(every)
 
 
@@ -197,9 +197,9 @@ def _check_fps(value: Any, name: str) -> float | None:
     try:
         v = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a positive number, got {value!r}") from None
+        raise ConfigError(f"{name} must be a positive number, got {value!r}") from None
     if not math.isfinite(v) or v <= 0:
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
+        raise ConfigError(f"{name} must be a positive number, got {value!r}")
     return v
 
 
@@ -325,7 +325,7 @@ class ScanSource(abc.ABC):
             float32 ``(N, H, W)`` with ``1 <= N <= n``.
         """
         if int(n) < 1:
-            raise ValueError(f"n must be >= 1, got {n}")
+            raise ConfigError(f"n must be >= 1, got {n}")
         images: list[np.ndarray] = []
         try:
             for _, _, image in self._sample(int(n), float(min_interval)):

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
+from ..errors import ModelError
 from .framing import REGION_FRAMES, REGION_MODES, RegionCutter, RegionPolicy, model_input
 from .prefetch import prefetch, prefetch_depth
 from .region import Region, RegionDetection
@@ -279,7 +280,7 @@ def _load_plane_model(plane_model: torch.nn.Module | str | None, plane_weights: 
     if isinstance(model, str):
         model = get_backbone(model, plane_weights)
     if "probs" not in getattr(model, "embedding_layers", ()):
-        raise ValueError("the plane model is not a plane classifier (it has no 'probs' output)")
+        raise ModelError("the plane model is not a plane classifier (it has no 'probs' output)")
     return prepare_model(model, dev), dev
 
 

@@ -24,6 +24,8 @@ from typing import Sequence
 
 import numpy as np
 
+from ..errors import ConfigError, InputError
+
 __all__ = ["smooth_scores", "temporal_nms", "CandidatePool", "GrowingColumn", "ScoreTrack", "TrackedFrame"]
 
 
@@ -55,10 +57,10 @@ def smooth_scores(times: Sequence[float], scores: Sequence[float], seconds: floa
     t = np.asarray(times, dtype=np.float64)
     s = np.asarray(scores, dtype=np.float64)
     if t.shape != s.shape or t.ndim != 1:
-        raise ValueError(f"times and scores must be 1-D of the same length, got {t.shape} and {s.shape}")
+        raise InputError(f"times and scores must be 1-D of the same length, got {t.shape} and {s.shape}")
     stop = t.size if stop is None else int(stop)
     if seconds < 0 or not math.isfinite(seconds):
-        raise ValueError(f"smoothing window must be a finite number of seconds >= 0, got {seconds}")
+        raise ConfigError(f"smoothing window must be a finite number of seconds >= 0, got {seconds}")
     if seconds == 0 or stop <= start:
         return s[start:stop].copy()
     sigma = seconds / 2.0
@@ -113,9 +115,9 @@ def temporal_nms(times: Sequence[float], scores: Sequence[float], k: int | None,
     t = np.asarray(times, dtype=np.float64)
     s = np.asarray(scores, dtype=np.float64)
     if k is not None and int(k) < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
+        raise ConfigError(f"k must be >= 1, got {k}")
     if min_gap < 0 or not math.isfinite(min_gap):
-        raise ValueError(f"min_gap must be a finite number of seconds >= 0, got {min_gap}")
+        raise ConfigError(f"min_gap must be a finite number of seconds >= 0, got {min_gap}")
     ok = np.isfinite(s)
     if eligible is not None:
         ok &= np.asarray(eligible, dtype=bool)
