@@ -88,21 +88,41 @@ def reworded(exc: BaseException, message: str, default: type[CRLUIQAError] = Inp
     return default(message)
 
 
-def optional_import(module: str, extra: str, *, purpose: str | None = None, package: str | None = None) -> ModuleType:
+def optional_import(
+    module: str,
+    extra: str,
+    *,
+    purpose: str | None = None,
+    package: str | None = None,
+    minimum: tuple[str, str] | None = None,
+) -> ModuleType:
     """Import the optional dependency ``module`` or raise :class:`MissingDependencyError`.
 
     ``extra`` is the crl-uiqa extra that installs it (``pip install 'crl-uiqa[extra]'``);
     ``package`` the PyPI name when it differs from ``module``; ``purpose`` says
-    what needs it.
+    what needs it. ``minimum`` is ``(version, submodule)``: the lowest version
+    that works (as in pyproject.toml) and a submodule that only it and later
+    versions have, so an older install already present is one line too, not an
+    ``ImportError`` deep inside a command.
     """
+    what = f"{purpose} needs" if purpose else "needs"
+    pip = package or module
     try:
-        return importlib.import_module(module)
+        found = importlib.import_module(module)
     except ImportError as exc:
-        what = f"{purpose} needs" if purpose else "needs"
-        pip = package or module
         raise MissingDependencyError(
             f"{what} the optional package {pip!r} ({exc}): pip install 'crl-uiqa[{extra}]' (or pip install {pip})"
         ) from None
+    if minimum is not None:
+        version, submodule = minimum
+        try:
+            importlib.import_module(submodule)
+        except ImportError:
+            have = getattr(found, "__version__", "an older version")
+            raise MissingDependencyError(
+                f"{what} {pip} >= {version} (installed: {have}): pip install -U 'crl-uiqa[{extra}]'"
+            ) from None
+    return found
 
 
 def describe_os_error(exc: OSError) -> str:

@@ -236,7 +236,7 @@ def open_camera(index: int) -> tuple[Iterator[Frame], float | None]:
         import av  # noqa: PLC0415
     except ImportError:
         av = None
-        errors.append("PyAV is not installed (pip install av)")
+        errors.append("PyAV is not installed (pip install 'crl-uiqa[video]')")
     if av is not None:
         if sys.platform.startswith("linux"):
             url, fmt = f"/dev/video{index}", "v4l2"

@@ -603,7 +603,8 @@ class _DropTracebacks(logging.Filter):
 
 
 def _import_pydicom():
-    return optional_import("pydicom", "dicom", purpose="reading DICOM")
+    # 3.0 (pyproject.toml): pydicom.pixels, the decoders and iter_pixels read below, came with it
+    return optional_import("pydicom", "dicom", purpose="reading DICOM", minimum=("3.0", "pydicom.pixels"))
 
 
 class DicomScan(ScanSource):
