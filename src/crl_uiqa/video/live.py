@@ -12,9 +12,12 @@
   frame so far.
 
 So the scorer always works on the most recent frame and the run ends when the
-stream does, however slow the model is. With ``realtime=False`` (files only)
-the reader waits for the scorer instead: nothing is dropped and every frame is
-scored, as fast as the machine allows.
+stream does, however slow the model is: one frame per forward pass, so a score
+never waits for later frames. With ``realtime=False`` (files only) the reader
+waits for the scorer instead: nothing is dropped, and every frame is scored in
+batches of ``batch_size`` frames per forward pass, as ``select`` does (the same
+batches, so the same scores, with the same region frames), as fast as the
+machine allows.
 
 The region: a manual crop, else the DICOM region, else (``region="auto"``)
 detection on the first ``region_frames`` frames taken (they are scored right
@@ -37,11 +40,13 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from .framing import RegionCutter, RegionPolicy, model_input
+from .framing import FRAME_BATCH, RegionCutter, RegionPolicy, batch_size_setting, model_input
 from .region import Region, RegionDetection
 from .scan import Frame
 
 if TYPE_CHECKING:
+    import torch
+
     from ..runtime import Device, ModelSource, Runtime
 
 log = logging.getLogger(__name__)
@@ -373,20 +378,41 @@ class LiveTrack:
 
 
 class _LiveScorer:
-    """Scores frames into a :class:`LiveTrack` and reports the status at most every ``interval`` seconds."""
+    """Scores cut frames into a :class:`LiveTrack`, in stream order, and reports the status after a forward pass
+    at most every ``interval`` seconds.
+
+    ``batch_size=None`` (real time): what arrives is scored at once, in one
+    pass (the newest frame, or the frames region detection held). Otherwise
+    frames wait until ``batch_size`` of them can go through one pass (the rest
+    at the end of the stream): the batches of ``select``.
+    """
 
     def __init__(self, rt: Runtime, track: LiveTrack, reader: _Reader, on_status: Callable[[LiveStatus], None] | None,
-                 interval: float, t_start: float) -> None:
+                 interval: float, t_start: float, batch_size: int | None) -> None:
         self.rt, self.track, self.reader, self.on_status = rt, track, reader, on_status
         self.interval, self.t_start, self.last = interval, t_start, -math.inf
+        self.batch_size = batch_size
+        self.pending: list[tuple[Frame, torch.Tensor]] = []  # cut and resized, not scored yet
 
-    def __call__(self, ready: list[Frame], force: bool = False) -> None:
-        if ready:
-            import torch
+    def feed(self, frames: list[Frame], end: bool = False) -> None:
+        """Take ``frames`` (cut to the region) and score every full batch; with ``end``, the rest too."""
+        self.pending.extend((f, model_input(f.image, self.rt.image_size)) for f in frames)
+        size = self.batch_size or len(self.pending)
+        while self.pending and (len(self.pending) >= size or end):
+            batch = self.pending[:size]
+            self._score(batch)
+            del self.pending[:len(batch)]
 
-            q = self.rt(torch.stack([model_input(f.image, self.rt.image_size) for f in ready]))
-            for f, v in zip(ready, np.asarray(q, dtype=np.float64)):
-                self.track.add(f, v)
+    def _score(self, batch: list[tuple[Frame, torch.Tensor]]) -> None:
+        import torch
+
+        q = self.rt(torch.stack([x for _, x in batch]))
+        for (f, _), v in zip(batch, np.asarray(q, dtype=np.float64)):
+            self.track.add(f, v)
+        self.report()
+
+    def report(self, force: bool = False) -> None:
+        """Call ``on_status`` when ``interval`` seconds have passed since the last call (always with ``force``)."""
         now = time.perf_counter()
         if self.on_status is not None and (force or now - self.last >= self.interval):
             self.last = now
@@ -420,6 +446,7 @@ def run_live(
     device: Device = "cpu",
     threads: int | None = None,
     realtime: bool = True,
+    batch_size: int = FRAME_BATCH,
     crop: Region | Sequence[int] | str | None = None,
     region: str = "auto",
     region_frames: int = LIVE_REGION_FRAMES,
@@ -441,7 +468,9 @@ def run_live(
         Engine options when ``model`` is not a Runtime (see :func:`crl_uiqa.runtime.load_runtime`).
     realtime : bool
         Pace files by their timestamps and drop frames the scorer cannot
-        keep up with. ``False`` (files only) scores every frame.
+        keep up with, one frame per forward pass. ``False`` (files only) scores every frame, in batches.
+    batch_size : int
+        Frames per forward pass without ``realtime`` (default: ``select``'s).
     crop, region, region_frames :
         The ultrasound region (see the module docstring).
     frame_rate : float, optional
@@ -449,8 +478,8 @@ def run_live(
     duration : float, optional
         Stop after this many seconds of wall time (e.g. for a camera).
     on_status : callable, optional
-        Called with a :class:`LiveStatus` at most every ``status_interval``
-        seconds, and once at the end.
+        Called with a :class:`LiveStatus` after a forward pass, at most every
+        ``status_interval`` seconds, and once at the end.
     stop_event : threading.Event, optional
         Set it (from another thread) to end the session early.
 
@@ -458,11 +487,13 @@ def run_live(
     -------
     LiveResult
         Ctrl-C (``KeyboardInterrupt``) in the scoring loop ends the session as the end of the stream
-        does, the way to stop a camera: the frames scored so far are returned, with ``interrupted`` set.
+        does, the way to stop a camera: the frames scored so far are returned, with ``interrupted`` set
+        (without ``realtime``, not the batch being filled or scored when it came).
     """
     from ..runtime import Runtime, load_runtime
 
     policy = RegionPolicy.create(crop, region, region_frames)
+    batch_size = batch_size_setting(batch_size)
     if duration is not None and not float(duration) > 0:
         raise ValueError(f"duration must be > 0 seconds, got {duration}")
     rt = model if isinstance(model, Runtime) else load_runtime(model, runtime, device=device, threads=threads)
@@ -472,24 +503,24 @@ def run_live(
     reader = _Reader(frames, slot, stop, paced=realtime and not is_camera(source))
     track = LiveTrack()
     t_start = time.perf_counter()
-    score = _LiveScorer(rt, track, reader, on_status, status_interval, t_start)
+    score = _LiveScorer(rt, track, reader, on_status, status_interval, t_start, None if realtime else batch_size)
     reader.thread.start()
     interrupted = False
     try:
         while duration is None or time.perf_counter() - t_start < float(duration):
             frame = slot.get(timeout=0.1)
             if frame is not None:
-                score(cutter.push(frame))
+                score.feed(cutter.push(frame))
             elif slot.closed:
                 break
-        score(cutter.flush())  # the stream ended during region detection
+        score.feed(cutter.flush(), end=True)  # the last batch, or a stream that ended during region detection
     except KeyboardInterrupt:  # Ctrl-C stops a stream (a camera has no end): keep what was scored
         interrupted = True
     finally:
         stop.set()
         slot.close()
         reader.thread.join(timeout=5.0)
-    score([], force=True)
+    score.report(force=True)
     return LiveResult(
         source=name, received=reader.received, scored=len(track.scores), dropped=slot.dropped,
         frames=np.asarray(track.frames, dtype=np.int64), times=np.asarray(track.times, dtype=np.float64),
