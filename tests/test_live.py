@@ -365,3 +365,11 @@ def test_read_error_mid_batch_keeps_every_frame_read_before_it(tmp_path):
     np.testing.assert_allclose(res.scores, one.scores, rtol=1e-6)
     np.testing.assert_allclose(res.scores, sel.quality, rtol=1e-6)
     assert res.best_frame == one.best_frame
+
+
+def test_no_realtime_stop_event_ends_the_session_after_the_batch_in_hand(clip):
+    stop = threading.Event()
+    res = run_live(MeanRuntime(), clip, realtime=False, region="none", batch_size=8, stop_event=stop,
+                   on_status=lambda st: stop.set(), status_interval=0.0)
+    assert not res.interrupted and res.error is None
+    assert list(res.frames) == list(range(8)) and res.received == 8
