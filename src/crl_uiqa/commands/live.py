@@ -13,7 +13,8 @@ def register(sub) -> None:
             "into a one-slot buffer that keeps only the newest frame; the scorer always takes the newest one, "
             "so frames it cannot keep up with are dropped, never queued. One status line shows the current and "
             "running quality and the best frame so far; the end prints frames received, scored and dropped. "
-            "Ctrl-C ends the stream as its end does: --plot, --best and --csv hold the frames scored until then "
+            "With --no-realtime (files) nothing is dropped: frames are decoded ahead and scored --batch-size at a "
+            "time, as select does. Ctrl-C ends the stream as its end does: --plot, --best and --csv hold the frames scored until then "
             "(exit code 130)."
         ),
     )
