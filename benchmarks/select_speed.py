@@ -16,13 +16,18 @@ and prints a Markdown table with the targets (select at 112x144 >= 120
 frames/s; select at 224x288 >= 80 % of the bare model rate). With ``--live``
 it also plays the clip in real time through :func:`crl_uiqa.live.run_live`
 (PyTorch eager at 224x288, the default) and reports frames received, scored
-and dropped.
+and dropped. With ``--live-batch`` it times, per size and runtime, on the same
+clip and with the same region frames (30): ``live --no-realtime`` in batches
+of ``--batch-size``, ``live --no-realtime`` one frame per forward pass
+(``--batch-size 1``, as it scored before batches) and ``select``, alternating
+them ``--repeats`` times, and checks that their scores agree.
 
 Model weights are random (speed does not depend on them). Usage::
 
     python benchmarks/select_speed.py                  # 60 s clip, everything
     python benchmarks/select_speed.py --seconds 20 --live
     python benchmarks/select_speed.py --sizes 112x144 --runtimes onnx
+    python benchmarks/select_speed.py --seconds 10 --sizes 224x288 --runtimes torch --live-batch --repeats 2
 """
 from __future__ import annotations
 
@@ -101,6 +106,38 @@ def decode_rate(video: Path) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def live_batch_rates(rt, video: Path, batch_size: int, repeats: int) -> dict:
+    """Frames/s of ``live --no-realtime`` (batched, batch 1) and ``select`` on one clip, the same region frames.
+
+    The three alternate ``repeats`` times (a shared machine's load drifts);
+    each rate is end to end (decode + region + crop/resize + scoring), model
+    already loaded. Also the largest score difference of each live run from
+    ``select``'s scores.
+    """
+    from crl_uiqa.live import run_live
+    from crl_uiqa.select import REGION_FRAMES, select_frames
+
+    modes = {"select": None, f"live --no-realtime --batch-size {batch_size}": batch_size,
+             "live --no-realtime --batch-size 1": 1}
+    rates: dict[str, list[float]] = {m: [] for m in modes}
+    diff = {m: 0.0 for m in modes}
+    for _ in range(repeats):
+        sel = select_frames(rt, video, batch_size=batch_size, region_frames=REGION_FRAMES)
+        rates["select"].append(sel.frames_per_second)
+        for mode, bs in modes.items():
+            if bs is None:
+                continue
+            res = run_live(rt, video, realtime=False, batch_size=bs, region_frames=REGION_FRAMES)
+            if list(res.frames) != list(sel.frames):
+                raise SystemExit(f"{mode}: scored other frames than select")
+            diff[mode] = max(diff[mode], float(np.max(np.abs(res.scores - sel.quality))))
+            rates[mode].append(res.scored_per_second)
+        load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").is_file() else "?"
+        print("# " + ", ".join(f"{m}: {r[-1]:.1f}/s" for m, r in rates.items()) + f" (load {' '.join(load)})",
+              flush=True)
+    return {"frames": int(sel.n_scored), "rates": rates, "max_abs_diff": diff}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=60.0, help="clip length (default 60)")
@@ -111,9 +148,13 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch and ONNX Runtime threads (default: cores)")
     ap.add_argument("--video", default=None, help="reuse this video instead of building one")
     ap.add_argument("--live", action="store_true", help="also play the clip in real time through `live`")
+    ap.add_argument("--live-batch", action="store_true",
+                    help="also time live --no-realtime batched vs batch 1 vs select on the clip")
+    ap.add_argument("--repeats", type=int, default=1, help="rounds of the --live-batch timings (default 1)")
     ap.add_argument("--json", default=None, help="write the results here")
     args = ap.parse_args(argv)
 
+    import _run_info as run_info
     import torch
 
     from crl_uiqa.export import cpu_cores, export_model, load_runtime
@@ -128,10 +169,11 @@ def main(argv=None) -> int:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"# torch {torch.__version__}, {threads} thread(s), {os.cpu_count()} CPUs visible, "
           f"load average {load:.2f}", flush=True)
+    print(f"# {run_info.command('select_speed.py', argv)}\n# {run_info.machine()}\n# {run_info.uptime()}", flush=True)
     dec = decode_rate(video)
     print(f"# decode only: {dec:.0f} frames/s", flush=True)
 
-    rows = []
+    rows, batched = [], []
     for size_text in args.sizes:
         size = parse_size(size_text)
         torch.manual_seed(0)
@@ -151,6 +193,9 @@ def main(argv=None) -> int:
             rows.append(row)
             print(f"# {size_text} {kind}: bare {bare:.1f}/s, select {sel.frames_per_second:.1f}/s "
                   f"({sel.n_scored} frames, region {sel.region.method} {sel.region.box.as_tuple()})", flush=True)
+            if args.live_batch:
+                batched.append({"size": size_text, "runtime": kind,
+                                **live_batch_rates(rt, video, args.batch_size, args.repeats)})
 
     print()
     print("| size | runtime | bare model (frames/s) | select end to end (frames/s) | select / bare | target |")
@@ -164,6 +209,20 @@ def main(argv=None) -> int:
             target = ""
         print(f"| {r['size']} | {r['runtime']} | {r['bare_fps']:.1f} | {r['select_fps']:.1f} | "
               f"{100 * r['ratio']:.0f} % | {target} |")
+
+    if batched:
+        print()
+        print(f"| size | runtime | command | frames/s (median of {args.repeats}) | range | vs select | "
+              "max abs score diff vs select |")
+        print("|---|---|---|---:|---|---:|---:|")
+        for b in batched:
+            ref = float(np.median(b["rates"]["select"]))
+            for mode, r in b["rates"].items():
+                med = float(np.median(r))
+                diff = "-" if mode == "select" else f"{b['max_abs_diff'][mode]:.1g}"
+                print(f"| {b['size']} | {b['runtime']} | `{mode}` | {med:.1f} | {min(r):.1f}-{max(r):.1f} | "
+                      f"{med / ref:.2f}x | {diff} |")
+        print(f"# {run_info.uptime()}", flush=True)
 
     live = None
     if args.live:
@@ -179,7 +238,7 @@ def main(argv=None) -> int:
         print()
         print(f"live (torch, 224x288, real time): {res.summary()}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"decode_fps": dec, "rows": rows, "live": live,
+        Path(args.json).write_text(json.dumps({"decode_fps": dec, "rows": rows, "live": live, "live_batch": batched,
                                                "threads": threads, "load": load}, indent=2))
     return 0
 

@@ -190,7 +190,7 @@ class _CtrlCRuntime(_helpers.MeanRuntime):
 def test_ctrl_c_ends_the_session_and_keeps_what_was_scored(clip):
     # Ctrl-C is how a camera stream is stopped: it used to propagate and lose every score
     try:
-        res = run_live(_CtrlCRuntime(at=4), clip, realtime=False, region="none")
+        res = run_live(_CtrlCRuntime(at=4), clip, realtime=False, region="none", batch_size=1)
     except KeyboardInterrupt:
         pytest.fail("Ctrl-C escaped run_live: the frames scored before it were lost")
     assert res.interrupted and res.error is None
@@ -260,3 +260,116 @@ def test_cli_live_refuses_two_outputs_that_are_one_file(clip, tmp_path, capsys, 
     assert rc == 1 and "received" not in out
     assert err.strip() == "crl-uiqa live: error: --best ./out and --csv out are the same file: each output needs its own path"
     assert not (tmp_path / "out").exists() and not (tmp_path / "plot.png").exists()
+
+
+# ----------------------------------------------------------------------------- --no-realtime in batches
+
+
+def _prefix_state(scores, frames, times, k):
+    """(quality, running quality, best frame, best quality) after the first ``k`` scores, as LiveTrack adds them."""
+    from crl_uiqa.live import LiveTrack
+    from crl_uiqa.scan import Frame
+
+    track = LiveTrack()
+    for f, t, q in zip(frames[:k], times[:k], scores[:k]):
+        track.add(Frame(int(f), float(t), np.zeros((1, 1), np.float32)), q)
+    return track.scores[-1], track.running, track.best_frame, track.best_quality
+
+
+def test_no_realtime_batches_score_as_select_and_as_one_frame_per_pass(clip, model_runtime):
+    from crl_uiqa.select import REGION_FRAMES, select_frames
+
+    for kw in ({"region_frames": REGION_FRAMES}, {"region": "none"}):
+        one = run_live(model_runtime, clip, realtime=False, batch_size=1, **kw)
+        for bs in (7, 32):  # 7: the region frames (30) end mid-batch and the last batch is short
+            statuses = []
+            live = run_live(model_runtime, clip, realtime=False, batch_size=bs, on_status=statuses.append,
+                            status_interval=0.0, **kw)
+            sel = select_frames(model_runtime, clip, batch_size=bs, **kw)
+            assert list(live.frames) == list(sel.frames) == list(one.frames) == list(range(N))
+            np.testing.assert_allclose(live.scores, sel.quality, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(live.scores, one.scores, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(live.times, one.times, atol=1e-9)
+            assert (live.received, live.scored, live.dropped) == (N, N, 0)
+            assert live.best_frame == one.best_frame == sel.frames[int(np.argmax(sel.quality))]
+            assert live.best_time == one.best_time and live.best_quality == pytest.approx(one.best_quality, abs=1e-6)
+            np.testing.assert_array_equal(live.best_image, one.best_image)
+            # one status per forward pass (the interval is 0), each the state after that many frames
+            assert [st.scored for st in statuses[:-1]] == [min(k, N) for k in range(bs, N + bs, bs)]
+            assert statuses[-1].scored == N
+            for st in statuses:
+                q, running, best, best_q = _prefix_state(one.scores, one.frames, one.times, st.scored)
+                assert st.quality == pytest.approx(q, abs=1e-6)
+                assert st.running_quality == pytest.approx(running, abs=1e-6)
+                assert st.best_frame == best and st.best_quality == pytest.approx(best_q, abs=1e-6)
+
+
+def test_no_realtime_batches_count_forward_passes_and_real_time_does_not_batch(clip):
+    rt = MeanRuntime()
+    res = run_live(rt, clip, realtime=False, region="none", batch_size=7)
+    assert rt.calls == math.ceil(N / 7) and res.scored == N
+    rt = MeanRuntime()  # region frames held (15), then batches of 7 from the stream: as select cuts them
+    res = run_live(rt, clip, realtime=False, region_frames=15, batch_size=7)
+    assert rt.calls == math.ceil(N / 7) and res.scored == N
+    rt = MeanRuntime()  # a stream shorter than one batch: one pass at its end
+    res = run_live(rt, clip, realtime=False, region="none", batch_size=4 * N)
+    assert rt.calls == 1 and list(res.frames) == list(range(N))
+    rt = MeanRuntime()  # ... and shorter than the region frames too
+    res = run_live(rt, clip, realtime=False, region_frames=N + 5, batch_size=4 * N)
+    assert rt.calls == 1 and res.scored == N and res.region is not None
+    one = run_live(MeanRuntime(), clip, realtime=False, region_frames=N + 5, batch_size=1)
+    np.testing.assert_allclose(res.scores, one.scores, rtol=1e-6)
+    rt = MeanRuntime(delay=0.05)  # real time: one frame per pass whatever batch_size says
+    res = run_live(rt, clip, region="none", batch_size=8)
+    assert rt.calls == res.scored
+
+
+def test_batch_size_is_checked_before_any_work(clip, tmp_path, capsys):
+    from crl_uiqa.errors import ConfigError
+
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ConfigError, match=r"^batch_size \(--batch-size\) must be"):
+            run_live(MeanRuntime(), clip, realtime=False, batch_size=bad)
+    run = _helpers.tiny_run(tmp_path / "run", image_size=(32, 48))
+    rc = main(["live", "--model", str(run), "--input", str(clip), "--no-realtime", "--batch-size", "0", "--quiet"])
+    out, err = capsys.readouterr()
+    assert rc == 1 and "received" not in out
+    assert err.strip() == "crl-uiqa live: error: batch_size (--batch-size) must be >= 1, got 0"
+
+
+def test_ctrl_c_mid_batch_keeps_the_batches_scored_before_it(clip):
+    res = run_live(_CtrlCRuntime(at=3), clip, realtime=False, region="none", batch_size=8)
+    assert res.interrupted and res.error is None
+    assert list(res.frames) == list(range(16)) and res.scored == 16  # two batches; the third was cut short
+    full = run_live(MeanRuntime(), clip, realtime=False, region="none", batch_size=1)
+    np.testing.assert_allclose(res.scores, full.scores[:16], rtol=1e-6)
+    assert res.best_frame == 15 and res.best_image is not None
+
+
+def test_read_error_mid_batch_keeps_every_frame_read_before_it(tmp_path):
+    from crl_uiqa.scan import ScanReadError
+    from crl_uiqa.select import select_frames
+
+    rng = np.random.default_rng(0)  # the clip's frames, with the index first so that a cut file keeps it
+    frames = [np.clip(rng.normal(40 + 4 * i, 10, (H, W)), 0, 255).astype(np.uint8) for i in range(N)]
+    data = _helpers.write_video(tmp_path / "clip.mp4", frames, fps=FPS, options={"movflags": "+faststart"}).read_bytes()
+    bad = tmp_path / "cut.mp4"
+    bad.write_bytes(data[: int(len(data) * 0.6)])
+    one = run_live(MeanRuntime(), bad, realtime=False, region="none", batch_size=1)
+    assert isinstance(one.error, ScanReadError) and 8 < one.scored < N
+    bs = 8 if one.scored % 8 else 7  # the fault comes in the middle of a batch
+    res = run_live(MeanRuntime(), bad, realtime=False, region="none", batch_size=bs)
+    sel = select_frames(MeanRuntime(), bad, region="none", batch_size=bs)
+    assert isinstance(res.error, ScanReadError) and str(res.error) == str(one.error)
+    assert list(res.frames) == list(one.frames) == list(sel.frames) == list(range(one.scored))
+    np.testing.assert_allclose(res.scores, one.scores, rtol=1e-6)
+    np.testing.assert_allclose(res.scores, sel.quality, rtol=1e-6)
+    assert res.best_frame == one.best_frame
+
+
+def test_no_realtime_stop_event_ends_the_session_after_the_batch_in_hand(clip):
+    stop = threading.Event()
+    res = run_live(MeanRuntime(), clip, realtime=False, region="none", batch_size=8, stop_event=stop,
+                   on_status=lambda st: stop.set(), status_interval=0.0)
+    assert not res.interrupted and res.error is None
+    assert list(res.frames) == list(range(8)) and res.received == 8

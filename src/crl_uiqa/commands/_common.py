@@ -60,6 +60,15 @@ def add_scan_region(group, detected_on: str) -> None:
                      "none: whole frames (default auto)")
 
 
+def add_frame_batch(group, note: str = "") -> None:
+    """``--batch-size`` of the video commands: frames per forward pass (checked by
+    :func:`crl_uiqa.video.framing.batch_size_setting` before any work)."""
+    from ..video.framing import FRAME_BATCH
+
+    group.add_argument("--batch-size", type=int, default=FRAME_BATCH,
+                       help=f"frames per forward pass (default {FRAME_BATCH}){note}")
+
+
 def add_engine(group, device_use: str = "the torch engines") -> None:
     """Inference engine of a trained or exported model (:func:`crl_uiqa.runtime.load_runtime`)."""
     group.add_argument("--runtime", choices=["auto", "torch", "torchscript", "onnx"], default="auto",

@@ -1,7 +1,7 @@
 """``crl-uiqa live``: score a camera or a video in real time, dropping frames rather than falling behind."""
 from __future__ import annotations
 
-from ._common import add_engine, add_scan_region
+from ._common import add_engine, add_frame_batch, add_scan_region
 
 
 def register(sub) -> None:
@@ -13,7 +13,8 @@ def register(sub) -> None:
             "into a one-slot buffer that keeps only the newest frame; the scorer always takes the newest one, "
             "so frames it cannot keep up with are dropped, never queued. One status line shows the current and "
             "running quality and the best frame so far; the end prints frames received, scored and dropped. "
-            "Ctrl-C ends the stream as its end does: --plot, --best and --csv hold the frames scored until then "
+            "With --no-realtime (files) nothing is dropped: frames are decoded ahead and scored --batch-size at a "
+            "time, as select does. Ctrl-C ends the stream as its end does: --plot, --best and --csv hold the frames scored until then "
             "(exit code 130)."
         ),
     )
@@ -23,7 +24,8 @@ def register(sub) -> None:
                    help="video/DICOM file or image sequence, or a camera index (0, 1...: OpenCV if installed, "
                    "else PyAV v4l2/avfoundation)")
     p.add_argument("--no-realtime", action="store_true",
-                   help="files only: do not pace by timestamps and score every frame (nothing dropped)")
+                   help="files only: do not pace by timestamps and score every frame (nothing dropped), "
+                   "--batch-size frames per forward pass as select does")
     p.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="stop after this long")
     add_scan_region(p, "the first --region-frames frames")
     p.add_argument("--region-frames", type=int, default=15, help="frames used to detect the region (default 15)")
@@ -32,6 +34,7 @@ def register(sub) -> None:
     p.add_argument("--csv", default=None, metavar="CSV", help="save frame,time,quality of the scored frames here")
     g = p.add_argument_group("runtime")
     add_engine(g)
+    add_frame_batch(g, "; with --no-realtime (real time scores the newest frame alone)")
     g.add_argument("--quiet", action="store_true", help="no status line")
     p.set_defaults(func=run)
 
@@ -58,9 +61,9 @@ def run(args) -> int:
     source = int(args.input) if is_camera(args.input) else args.input
     res = run_live(
         args.model, source, runtime=args.runtime, device=args.device, threads=args.threads,
-        realtime=not args.no_realtime, crop=args.crop, region=args.region, region_frames=args.region_frames,
-        frame_rate=args.frame_rate, duration=args.duration, on_status=None if args.quiet else show,
-        status_interval=0.25 if tty else 2.0,
+        realtime=not args.no_realtime, batch_size=args.batch_size, crop=args.crop, region=args.region,
+        region_frames=args.region_frames, frame_rate=args.frame_rate, duration=args.duration,
+        on_status=None if args.quiet else show, status_interval=0.25 if tty else 2.0,
     )
     if tty and not args.quiet:
         sys.stderr.write("\n")

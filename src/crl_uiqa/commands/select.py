@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_engine, add_scan_region
+from ._common import add_engine, add_frame_batch, add_scan_region
 
 
 def register(sub) -> None:
@@ -46,7 +46,7 @@ def register(sub) -> None:
     add_scan_region(g, "the first 30 sampled frames")
     g = p.add_argument_group("runtime")
     add_engine(g, "the torch engines and the plane classifier")
-    g.add_argument("--batch-size", type=int, default=32, help="frames per forward pass (default 32)")
+    add_frame_batch(g)
     g.add_argument("--no-report", action="store_true", help="skip the HTML report(s)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)

@@ -5,7 +5,7 @@ import argparse
 
 from .. import validate
 from ..errors import ConfigError, optional_import
-from ._common import add_device
+from ._common import add_device, add_frame_batch
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -49,7 +49,7 @@ def register(sub) -> None:
                    help="inference engine (default auto: from the --model file type, torch for run folders)")
     add_device(g, "used by the torch engines")
     g.add_argument("--threads", type=int, default=None, help="torch/ONNX Runtime threads (default: all cores)")
-    g.add_argument("--batch-size", type=int, default=32, help="frames per forward pass (default 32)")
+    add_frame_batch(g)
     g.add_argument("--weights", default=None, metavar="PATH",
                    help="SonoNet-16 weights for the plane check (default: $CRL_UIQA_WEIGHTS_DIR, the copy packaged "
                    "with crl-uiqa, the cache; never downloaded; without weights the plane check is off)")

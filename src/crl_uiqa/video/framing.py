@@ -38,12 +38,22 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["REGION_MODES", "REGION_FRAMES", "RegionPolicy", "RegionCutter", "model_input", "whole_frame"]
+__all__ = ["REGION_MODES", "REGION_FRAMES", "FRAME_BATCH", "RegionPolicy", "RegionCutter", "batch_size_setting",
+           "model_input", "whole_frame"]
 
 #: Accepted ``region`` modes.
 REGION_MODES = ("auto", "dicom", "none")
 #: Default number of frames region auto-detection looks at.
 REGION_FRAMES = 30
+#: Default frames per forward pass of ``select`` and ``live --no-realtime``.
+FRAME_BATCH = 32
+
+
+def batch_size_setting(value: Any) -> int:
+    """The frames-per-forward-pass setting, checked before any work (:class:`crl_uiqa.errors.ConfigError`)."""
+    from .. import validate as v
+
+    return v.integer(v.flag("batch_size"), value, minimum=1)
 
 
 def whole_frame(shape: Sequence[int]) -> RegionDetection:

@@ -12,9 +12,16 @@
   frame so far.
 
 So the scorer always works on the most recent frame and the run ends when the
-stream does, however slow the model is. With ``realtime=False`` (files only)
-the reader waits for the scorer instead: nothing is dropped and every frame is
-scored, as fast as the machine allows.
+stream does, however slow the model is: one frame per forward pass, so a score
+never waits for later frames.
+
+With ``realtime=False`` (files only) nothing is dropped and every frame is
+scored as fast as the machine allows, through ``select``'s pipeline: a
+background thread decodes, cuts and resizes frames a bounded number ahead
+(:mod:`crl_uiqa.video.prefetch`) while the scorer runs batches of
+``batch_size`` frames, the batches of ``select`` (so the same scores, with the
+same region frames). The running quality, the best frame and the status are
+updated frame by frame in stream order, as in real time.
 
 The region: a manual crop, else the DICOM region, else (``region="auto"``)
 detection on the first ``region_frames`` frames taken (they are scored right
@@ -33,17 +40,19 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from ..errors import ConfigError, ScanError
-from .framing import RegionCutter, RegionPolicy, model_input
+from .framing import FRAME_BATCH, RegionCutter, RegionPolicy, batch_size_setting, model_input
 from .region import Region, RegionDetection
 from .scan import Frame
 
 if TYPE_CHECKING:
     from ..runtime import Device, ModelSource, Runtime
+    from .scan import ScanSource
+    from .select import _Prepared
 
 log = logging.getLogger(__name__)
 
@@ -374,29 +383,58 @@ class LiveTrack:
 
 
 class _LiveScorer:
-    """Scores frames into a :class:`LiveTrack` and reports the status at most every ``interval`` seconds."""
+    """Scores frames into a :class:`LiveTrack`, in stream order, and reports the status after a forward pass at
+    most every ``interval`` seconds.
 
-    def __init__(self, rt: Runtime, track: LiveTrack, reader: _Reader, on_status: Callable[[LiveStatus], None] | None,
-                 interval: float, t_start: float) -> None:
-        self.rt, self.track, self.reader, self.on_status = rt, track, reader, on_status
+    ``batch_size=None`` (real time): what arrives is scored at once, in one
+    pass (the newest frame, or the frames region detection held). Otherwise
+    frames wait until ``batch_size`` of them can go through one pass (the rest
+    at the end of the stream): the batches of ``select``. ``counts`` gives the
+    frames received and dropped so far.
+    """
+
+    def __init__(self, rt: Runtime, track: LiveTrack, counts: Callable[[], tuple[int, int]],
+                 on_status: Callable[[LiveStatus], None] | None, interval: float, t_start: float,
+                 batch_size: int | None) -> None:
+        self.rt, self.track, self.counts, self.on_status = rt, track, counts, on_status
         self.interval, self.t_start, self.last = interval, t_start, -math.inf
+        self.batch_size = batch_size
+        self.pending: list[_Prepared] = []  # cut and resized, not scored yet
 
-    def __call__(self, ready: list[Frame], force: bool = False) -> None:
-        if ready:
-            import torch
+    def prepare(self, frames: list[Frame]) -> list[_Prepared]:
+        """Frames cut to the region, with their model inputs."""
+        from .select import _Prepared
 
-            q = self.rt(torch.stack([model_input(f.image, self.rt.image_size) for f in ready]))
-            for f, v in zip(ready, np.asarray(q, dtype=np.float64)):
-                self.track.add(f, v)
+        return [_Prepared(f, model_input(f.image, self.rt.image_size)) for f in frames]
+
+    def feed(self, items: list[_Prepared], end: bool = False) -> None:
+        """Take prepared frames and score every full batch; with ``end``, the rest too."""
+        self.pending.extend(items)
+        size = self.batch_size or len(self.pending)
+        while self.pending and (len(self.pending) >= size or end):
+            batch = self.pending[:size]
+            self._score(batch)
+            del self.pending[:len(batch)]
+
+    def _score(self, batch: list[_Prepared]) -> None:
+        import torch
+
+        q = self.rt(torch.stack([item.x for item in batch]))
+        for item, v in zip(batch, np.asarray(q, dtype=np.float64)):
+            self.track.add(item.frame, v)
+        self.report()
+
+    def report(self, force: bool = False) -> None:
+        """Call ``on_status`` when ``interval`` seconds have passed since the last call (always with ``force``)."""
         now = time.perf_counter()
         if self.on_status is not None and (force or now - self.last >= self.interval):
             self.last = now
-            self.on_status(self.track.status(self.reader.received, self.reader.slot.dropped, now - self.t_start))
+            self.on_status(self.track.status(*self.counts(), now - self.t_start))
 
 
 def _open_source(source: str | os.PathLike | int, realtime: bool, policy: RegionPolicy,
-                 frame_rate: float | None) -> tuple[Iterator[Frame], float | None, str, RegionCutter]:
-    """The frames, nominal rate, name and region cutter of a camera or a file."""
+                 frame_rate: float | None) -> tuple[Iterable[Frame], float | None, str, RegionCutter]:
+    """The frames (a camera's, or a file's scan), nominal rate, name and region cutter of a camera or a file."""
     if is_camera(source):
         if not realtime:
             raise ConfigError("a camera is always real time: --no-realtime applies to files only")
@@ -410,7 +448,7 @@ def _open_source(source: str | os.PathLike | int, realtime: bool, policy: Region
 
     scan = open_scan(source, frame_rate=frame_rate)
     cutter = RegionCutter(policy, str(source), scan.shape, scan.region)
-    return iter(scan), scan.fps, str(source), cutter
+    return scan, scan.fps, str(source), cutter
 
 
 def run_live(
@@ -421,6 +459,7 @@ def run_live(
     device: Device = "cpu",
     threads: int | None = None,
     realtime: bool = True,
+    batch_size: int = FRAME_BATCH,
     crop: Region | Sequence[int] | str | None = None,
     region: str = "auto",
     region_frames: int = LIVE_REGION_FRAMES,
@@ -442,7 +481,9 @@ def run_live(
         Engine options when ``model`` is not a Runtime (see :func:`crl_uiqa.runtime.load_runtime`).
     realtime : bool
         Pace files by their timestamps and drop frames the scorer cannot
-        keep up with. ``False`` (files only) scores every frame.
+        keep up with, one frame per forward pass. ``False`` (files only) scores every frame, in batches.
+    batch_size : int
+        Frames per forward pass without ``realtime`` (default: ``select``'s).
     crop, region, region_frames :
         The ultrasound region (see the module docstring).
     frame_rate : float, optional
@@ -450,8 +491,8 @@ def run_live(
     duration : float, optional
         Stop after this many seconds of wall time (e.g. for a camera).
     on_status : callable, optional
-        Called with a :class:`LiveStatus` at most every ``status_interval``
-        seconds, and once at the end.
+        Called with a :class:`LiveStatus` after a forward pass, at most every
+        ``status_interval`` seconds, and once at the end.
     stop_event : threading.Event, optional
         Set it (from another thread) to end the session early.
 
@@ -459,44 +500,89 @@ def run_live(
     -------
     LiveResult
         Ctrl-C (``KeyboardInterrupt``) in the scoring loop ends the session as the end of the stream
-        does, the way to stop a camera: the frames scored so far are returned, with ``interrupted`` set.
+        does, the way to stop a camera: the frames scored so far are returned, with ``interrupted`` set
+        (without ``realtime``, not the batch being filled or scored when it came).
     """
     from ..runtime import Runtime, load_runtime
 
     policy = RegionPolicy.create(crop, region, region_frames)
+    batch_size = batch_size_setting(batch_size)
     if duration is not None and not float(duration) > 0:
         raise ConfigError(f"duration must be > 0 seconds, got {duration}")
     rt = model if isinstance(model, Runtime) else load_runtime(model, runtime, device=device, threads=threads)
     frames, stream_fps, name, cutter = _open_source(source, realtime, policy, frame_rate)
-    slot = LatestFrameSlot(overwrite=realtime)
     stop = stop_event or threading.Event()
-    reader = _Reader(frames, slot, stop, paced=realtime and not is_camera(source))
     track = LiveTrack()
     t_start = time.perf_counter()
-    score = _LiveScorer(rt, track, reader, on_status, status_interval, t_start)
+    if not realtime:
+        return _run_batched(frames, policy, rt, track, batch_size, on_status, status_interval, stop, duration,
+                            t_start, name)
+    slot = LatestFrameSlot(overwrite=True)
+    reader = _Reader(iter(frames), slot, stop, paced=not is_camera(source))
+    score = _LiveScorer(rt, track, lambda: (reader.received, slot.dropped), on_status, status_interval, t_start,
+                        None)
     reader.thread.start()
     interrupted = False
     try:
         while duration is None or time.perf_counter() - t_start < float(duration):
             frame = slot.get(timeout=0.1)
             if frame is not None:
-                score(cutter.push(frame))
+                score.feed(score.prepare(cutter.push(frame)))
             elif slot.closed:
                 break
-        score(cutter.flush())  # the stream ended during region detection
+        score.feed(score.prepare(cutter.flush()))  # the stream ended during region detection
     except KeyboardInterrupt:  # Ctrl-C stops a stream (a camera has no end): keep what was scored
         interrupted = True
     finally:
         stop.set()
         slot.close()
         reader.thread.join(timeout=5.0)
-    score([], force=True)
+    score.report(force=True)
+    return _result(name, track, reader.received, slot.dropped, t_start, stream_fps, cutter, reader.error, interrupted)
+
+
+def _run_batched(scan: ScanSource, policy: RegionPolicy, rt: Runtime, track: LiveTrack, batch_size: int,
+                 on_status: Callable[[LiveStatus], None] | None, status_interval: float, stop: threading.Event,
+                 duration: float | None, t_start: float, name: str) -> LiveResult:
+    """``realtime=False``: every frame of a file, prepared ahead in a background thread as ``select`` does
+    (:class:`crl_uiqa.video.select._FramePreparer`), scored in batches of ``batch_size``."""
+    from .prefetch import prefetch, prefetch_depth
+    from .scan import ScanReadError
+    from .select import _FramePreparer
+
+    preparer = _FramePreparer(scan, policy, rt.image_size, None)
+    received = 0
+    score = _LiveScorer(rt, track, lambda: (received, 0), on_status, status_interval, t_start, batch_size)
+    items = prefetch(iter(preparer), prefetch_depth(scan.shape, batch_size))
+    error, interrupted = None, False
+    try:
+        try:
+            for item in items:
+                received += 1
+                score.feed([item])
+                if stop.is_set() or (duration is not None and time.perf_counter() - t_start >= float(duration)):
+                    break
+        except ScanReadError as exc:  # a read error ends the stream: the frames read before it are scored
+            error = exc
+        score.feed([], end=True)  # the last batch
+    except KeyboardInterrupt:  # Ctrl-C: keep what was scored
+        interrupted = True
+    finally:
+        stop.set()
+        items.close()
+    score.report(force=True)
+    return _result(name, track, received, 0, t_start, scan.fps, preparer.cutter, error, interrupted)
+
+
+def _result(name: str, track: LiveTrack, received: int, dropped: int, t_start: float, stream_fps: float | None,
+            cutter: RegionCutter, error: Exception | None, interrupted: bool) -> LiveResult:
+    """The :class:`LiveResult` of a finished session."""
     return LiveResult(
-        source=name, received=reader.received, scored=len(track.scores), dropped=slot.dropped,
+        source=name, received=received, scored=len(track.scores), dropped=dropped,
         frames=np.asarray(track.frames, dtype=np.int64), times=np.asarray(track.times, dtype=np.float64),
         scores=np.asarray(track.scores, dtype=np.float64), best_frame=track.best_frame, best_time=track.best_time,
         best_quality=track.best_quality if track.scores else math.nan, best_image=track.best_image,
-        seconds=time.perf_counter() - t_start, stream_fps=stream_fps, region=cutter.det, error=reader.error,
+        seconds=time.perf_counter() - t_start, stream_fps=stream_fps, region=cutter.det, error=error,
         interrupted=interrupted,
     )
 

@@ -43,7 +43,15 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 import numpy as np
 
 from ..errors import ModelError
-from .framing import REGION_FRAMES, REGION_MODES, RegionCutter, RegionPolicy, model_input
+from .framing import (
+    FRAME_BATCH,
+    REGION_FRAMES,
+    REGION_MODES,
+    RegionCutter,
+    RegionPolicy,
+    batch_size_setting,
+    model_input,
+)
 from .prefetch import prefetch, prefetch_depth
 from .region import Region, RegionDetection
 from .scan import ArrayScan, Frame, ScanReadError, ScanSource, open_scan
@@ -248,20 +256,20 @@ class SelectionSettings:
     top_k: int = 1
     min_gap: float = 1.0
     smooth: float = 0.0
-    batch_size: int = 32
+    batch_size: int = FRAME_BATCH
     plane: str | None = None
     plane_threshold: float = 0.5
     region: RegionPolicy = field(default_factory=RegionPolicy)
 
     @classmethod
-    def create(cls, *, top_k: Any = 1, min_gap: Any = 1.0, smooth: Any = 0.0, batch_size: Any = 32,
+    def create(cls, *, top_k: Any = 1, min_gap: Any = 1.0, smooth: Any = 0.0, batch_size: Any = FRAME_BATCH,
                plane: str | None = None, plane_threshold: Any = 0.5, crop: Any = None, region: str = "auto",
                region_frames: Any = REGION_FRAMES) -> SelectionSettings:
         """Validate everything before any work (a bad value raises :class:`ValueError`)."""
         from .. import validate as v
 
         top_k = v.integer("top_k (--top)", top_k, minimum=1)
-        batch_size = v.integer(v.flag("batch_size"), batch_size, minimum=1)
+        batch_size = batch_size_setting(batch_size)
         min_gap = v.real(v.flag("min_gap"), min_gap, minimum=0)
         smooth = v.real(v.flag("smooth"), smooth, minimum=0)
         # checked with or without a plane: --plane-threshold 1.5 is a mistake either way, not a setting to ignore
@@ -423,7 +431,7 @@ def select_frames(
     region: str = "auto",
     region_frames: int = REGION_FRAMES,
     smooth: float = 0.0,
-    batch_size: int = 32,
+    batch_size: int = FRAME_BATCH,
     progress: bool = False,
 ) -> SelectionResult:
     """Score every sampled frame of a scan and pick its best frames.
