@@ -9,7 +9,7 @@ import crl_uiqa
 
 PKG = Path(crl_uiqa.__file__).parent
 ROOMS = ("video", "reporting", "serving", "demo")  # application code
-TOP = ("commands", "cli")  # the command line: over everything
+TOP = ("commands", "cli", "__main__")  # the command line (and `python -m crl_uiqa`): over everything
 CORE_PACKAGES = ("backbones", "baselines", "corruptions", "data")  # parts of the core that are packages
 #: a core module's import of a room, allowed with the reason (keep this short)
 ALLOWED = {
