@@ -78,7 +78,7 @@ def test_quality_curve_thumbnail_and_times(rng):
     fig = F.quality_curve([0.2, 0.8, 0.5, 0.1], times=times, thumbnails=imgs)
     assert len(fig.axes) == 2 and _n_images(fig) == 1
     np.testing.assert_array_equal(fig.axes[1].images[0].get_array(), imgs[1])
-    assert fig.axes[1].get_title() == "best: time (s) 0.5\nscore 0.800"
+    assert fig.axes[1].get_title() == "best: 0.5 s\nscore 0.800"
     best = next(ln for ln in fig.axes[0].lines if ln.get_label().startswith("best"))
     assert list(best.get_xdata()) == [0.5]
     assert fig.axes[0].get_xlabel() == "time (s)"

@@ -479,3 +479,16 @@ def test_why_picked_says_the_rule_and_where_each_pick_stands(spike_video, tmp_pa
     assert "- No frame was picked: no frame reached the 4CH probability 0.5." in why_picked(none)
     assert "Only frames that SonoNet-16 takes for the 4CH plane (probability at least 0.5) could be picked: " \
            "0 of 20" in why_picked(none)
+
+
+def test_a_one_frame_scan_is_explained_and_drawn_plainly(tmp_path):
+    from crl_uiqa.reporting.selection import quality_figure, why_picked
+
+    frames = np.stack(capture_frames([120]))
+    res = select_frames(MeanRuntime(), frames, region="none")
+    assert res.n_scored == 1 and res.best.frame == 0
+    text = why_picked(res)
+    assert text == (f"The scan has one scored frame; its quality score (higher = better) is {res.quality[0]:.3f}."
+                    "\n\n- **#1: frame 0**: the only frame.")
+    ax = quality_figure(res).axes[0]
+    assert ax.get_xlim() == (-1.0, 1.0)  # not an axis of +-1e-17 around the one frame

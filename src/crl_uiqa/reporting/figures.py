@@ -189,7 +189,9 @@ def quality_curve(
     xlabel = xlabel or ("time (s)" if times is not None else "frame")
 
     def where(i: int) -> str:
-        return f"frame {i}" if times is None else f"{xlabel} {x[i]:g}"
+        if times is None:
+            return f"frame {i}"
+        return f"{x[i]:g} s" if xlabel == "time (s)" else f"{xlabel} {x[i]:g}"
 
     thumb = None
     if thumbnails is not None and best_i is not None:
@@ -231,6 +233,10 @@ def quality_curve(
         ax.plot([x[best_i]], [y[best_i]], linestyle="none", marker="*", markersize=15, color=BEST_COLOR,
                 markeredgecolor="black", markeredgewidth=0.6,
                 label=f"best ({where(best_i)}, {_fmt_value(y[best_i])})", zorder=4)
+    finite_x = np.unique(x[np.isfinite(x)])
+    if finite_x.size == 1:  # one frame: a unit-wide axis around it, not matplotlib's +-1e-17 offset axis
+        ax.set_xlim(finite_x[0] - 1.0, finite_x[0] + 1.0)
+    ax.ticklabel_format(axis="x", useOffset=False)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("quality score (higher = better)")
     ax.grid(True, alpha=0.3)

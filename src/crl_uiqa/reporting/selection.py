@@ -164,6 +164,13 @@ def why_picked(result: SelectionResult) -> str:
     gap = float(result.settings.get("min_gap", 0.0) or 0.0)
     top_k = int(result.settings.get("top_k", 1))
     score = f"score averaged over \u00b1{smooth:g} s" if smooth > 0 else "score"
+    if n == 1:
+        rules = ["The scan has one scored frame; its quality score (higher = better) is "
+                 f"{float(q[0]):.3f}."]
+        if result.picks:
+            return " ".join(rules) + "\n\n" + f"- **#1: frame {result.picks[0].frame}**: the only frame" + (
+                f"; {result.plane} probability {float(result.picks[0].plane_probability):.2f}." if result.plane
+                and result.picks[0].plane_probability is not None else ".")
     rules = [f"Each of the {n} scored frames got a quality score (higher = better)."]
     if smooth > 0:
         rules.append(f"Frames were ranked by their score averaged over \u00b1{smooth:g} s around them, so a single "
@@ -255,14 +262,17 @@ def _report(result: SelectionResult, plot_png: bytes | None, region_png: bytes |
         rep.add_heading("Why these frames")
         rep.add_text(why_picked(result))
     if plot_png is not None:
-        marks = "; star: best pick, triangles: other picks" if result.picks else ""
+        marks = ("; star: best pick" + (", triangles: other picks" if len(result.picks) > 1 else "")
+                 if result.picks else "")
         grey = "; grey bands: frames that failed the plane check" if result.plane else ""
         rep.add_heading("Quality over time").add_figure(
             plot_png, f"Quality score of each scored frame over time (higher = better){marks}{grey}.")
     if region_png is not None:
         rep.add_heading("Ultrasound region").add_figure(
             region_png, "The first frame of the scan. Red: the box every frame is cut to before scoring (the "
-            "image area, without the scanner's text and menus); green, where it differs: the image area found.")
+            "image area, without the scanner's text and menus); green, where it differs: the image area found. "
+            "Scores are of this box, so a frame saved as an image and given to `crl-uiqa score` (which scores the "
+            "whole image) can score differently; `--region none` scores whole frames as `score` does.")
     return rep
 
 
