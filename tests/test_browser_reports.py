@@ -59,20 +59,73 @@ def test_select_report_in_browser(browser, tmp_path, rng):
     run = tmp_path / "run"
     torch.manual_seed(0)
     save_model(build_model(ModelConfig(image_size=(48, 64)), pretrained=False), run)
-    scan = tmp_path / "a_scan_with_a_rather_long_folder_name_to_test_wrapping_of_names"
-    scan.mkdir()
-    for f in range(12):
-        arr = (rng.random((72, 96)) * (80 + 10 * f)).astype(np.uint8)
-        Image.fromarray(arr).save(scan / f"frame_{f:03d}.png")
+    scans = []
+    for name in ("a_scan_with_a_rather_long_folder_name_to_test_wrapping_of_names", "scan B #2 (été)"):
+        scan = tmp_path / name
+        scan.mkdir()
+        for f in range(12):
+            arr = (rng.random((72, 96)) * (80 + 10 * f)).astype(np.uint8)
+            Image.fromarray(arr).save(scan / f"frame_{f:03d}.png")
+        scans.append(str(scan))
     out = tmp_path / "picks"
-    assert main(["select", "--model", str(run), "--input", str(scan), "--out", str(out), "--top", "2",
+    assert main(["select", "--model", str(run), "--input", *scans, "--out", str(out), "--top", "2",
                  "--quiet"]) == 0
     reports = sorted(out.rglob("report.html"))
-    assert reports
+    assert len(reports) == 3  # one per scan and the page of both
     for i, rep in enumerate(reports):
-        page = open_page(browser, rep)
-        assert check_page(page, min_images=2) == []
-        _shot(page, tmp_path, f"select_{i}")
+        for width in (1280, 390):
+            page = open_page(browser, rep, width=width)
+            problems = check_page(page, min_images=2)
+            assert problems == [], (rep, width, problems)
+            _shot(page, tmp_path, f"select_{i}_{width}")
+        if rep.parent != out:
+            headings = page.evaluate("() => Array.from(document.querySelectorAll('h2')).map(h => h.innerText)")
+            assert "Why these frames" in headings
+            assert "#1: frame" in page.inner_text("body")
+    # the page of both scans links to each scan's report (names with spaces, '#' and accents included)
+    page = open_page(browser, out / "report.html")
+    links = page.evaluate("() => Array.from(document.querySelectorAll('a[href$=\"report.html\"]'))"
+                          ".map(a => [a.innerText, a.href])")
+    assert [text for text, _ in links] == scans
+    for _, href in links:
+        target = page.context.new_page()
+        target.goto(href)
+        assert target.title().startswith("Best frames of "), href
+        target.close()
+
+
+def test_score_report_fits_a_phone_and_keeps_odd_names(browser, tmp_path, rng):
+    """Long names, spaces, HTML characters: shown exactly, wrapped, never pushing the numbers off a phone."""
+    from PIL import Image
+
+    names = ["a_very_long_file_name_from_the_scanner_export_PATIENT_ANON_20261203_series_0004_image_0001.png",
+             "with   three spaces.png", "a&b <script>alert(1)<script> <img src=x onerror=alert(2)>.png",
+             "quote \"x\" 'y' $x$.png", "été ünïcödé.png"]
+    folder = tmp_path / "odd names"
+    folder.mkdir()
+    rows = ["path,score"]
+    for i, name in enumerate(names):
+        Image.fromarray((rng.random((60, 80)) * 255).astype(np.uint8)).save(folder / name)
+        quoted = '"' + f"odd names/{name}".replace('"', '""') + '"'
+        rows.append(f"{quoted},{0.2 * i - 0.1:.4f}")
+    (tmp_path / "scores.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    out = tmp_path / "report.html"
+    assert main(["report", "--scores", str(tmp_path / "scores.csv"), "--root", str(tmp_path), "--out", str(out)]) == 0
+    page = open_page(browser, out, width=390)
+    assert check_page(page, min_images=2) == []
+    _shot(page, tmp_path, "odd_names_390")
+    assert page.evaluate("() => document.scripts.length") == 0  # the names stayed text
+    # no table scrolls sideways on a phone: every number is on screen
+    wide = page.evaluate("() => Array.from(document.querySelectorAll('.table-wrap'))"
+                         ".filter(w => w.scrollWidth > w.clientWidth + 1).map(w => w.innerText.slice(0, 60))")
+    assert wide == []
+    text = page.inner_text("body")
+    for name in names:
+        assert f"odd names/{name}" in text.replace("\n", ""), name
+    assert "How to read the scores." in text and "below 0 or above 1" in text
+    page.emulate_media(media="print")
+    pdf = page.pdf(path=str(tmp_path / "report.pdf"))
+    assert pdf[:4] == b"%PDF"
 
 
 def test_demo_report_in_browser(browser, quick_demo, tmp_path):

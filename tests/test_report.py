@@ -78,7 +78,7 @@ def test_quality_curve_thumbnail_and_times(rng):
     fig = F.quality_curve([0.2, 0.8, 0.5, 0.1], times=times, thumbnails=imgs)
     assert len(fig.axes) == 2 and _n_images(fig) == 1
     np.testing.assert_array_equal(fig.axes[1].images[0].get_array(), imgs[1])
-    assert fig.axes[1].get_title() == "best: time (s) 0.5\nscore 0.800"
+    assert fig.axes[1].get_title() == "best: 0.5 s\nscore 0.800"
     best = next(ln for ln in fig.axes[0].lines if ln.get_label().startswith("best"))
     assert list(best.get_xdata()) == [0.5]
     assert fig.axes[0].get_xlabel() == "time (s)"
@@ -301,8 +301,8 @@ def test_build_score_report(score_folder):
                     "Score against true quality"]:
         assert f">{heading}</h2>" in text
     srcs = _srcs(text)
-    # top strip, bottom strip, one curve per sweep, the scatter
-    assert len(srcs) == 5 and all(s.startswith("data:image/png;base64,") for s in srcs)
+    # the histogram, top strip, bottom strip, one curve per sweep, the scatter
+    assert len(srcs) == 6 and all(s.startswith("data:image/png;base64,") for s in srcs)
     assert "http://" not in text and "https://" not in text
     assert "4 of 4 pairs have both images scored." in text
     assert re.search(r"<td>all</td><td class=\"num\">0\.750</td><td class=\"num\">4</td>", text)
@@ -322,7 +322,7 @@ def test_report_command(score_folder, capsys):
     assert rc == 0 and out.is_file()
     assert "report written to" in capsys.readouterr().out
     text = out.read_text(encoding="utf-8")
-    assert len(_srcs(text)) == 3  # one strip with all 6 images, one curve, the scatter
+    assert len(_srcs(text)) == 4  # the histogram, one strip with all 6 images, one curve, the scatter
     assert "Pairwise accuracy" not in text
     bad = score_folder / "bad.csv"
     bad.write_text("file,quality\na.png,1\n")
@@ -344,7 +344,7 @@ def test_build_score_report_unreadable_image(score_folder):
     # the best-scored image cannot be read: listed, and left out of the top strip
     assert ">Unreadable images</h2>" in text and "<td>s1/missing.png</td>" in text
     assert "file not found" in text
-    assert "<th>best image</th><td>s1/missing.png (0.95)</td>" in text
+    assert "<th>highest score (best image)</th><td>0.950  s1/missing.png</td>" in text
 
 
 def test_build_score_report_matches_pairs_by_file(score_folder):
@@ -400,9 +400,9 @@ def test_stills_get_no_sweep_curves_unless_asked(score_folder):
     assert csv.read_text().startswith("path,score\n")
     text = build_score_report(csv, score_folder / "r.html", top=2, timestamp=TS).read_text(encoding="utf-8")
     assert ">Quality along each sweep</h2>" not in text and "unrelated stills" in text
-    assert len(_srcs(text)) == 2  # the top and bottom strips only
+    assert len(_srcs(text)) == 3  # the histogram, the top and bottom strips only
     text = build_score_report(csv, score_folder / "r.html", top=2, timestamp=TS, curves=True).read_text()
-    assert ">Quality along each sweep</h2>" in text and len(_srcs(text)) == 4  # and a curve per folder
+    assert ">Quality along each sweep</h2>" in text and len(_srcs(text)) == 5  # and a curve per folder
 
 
 def test_training_curves_all_nan_accuracy_warns_nothing():
@@ -465,3 +465,24 @@ def test_names_with_dollar_signs_are_drawn_as_plain_text(tmp_path, capsys):
     rc = main(["report", "--scores", str(tmp_path / "scores.csv"), "--curves", "--out", str(tmp_path / "r.html")])
     assert rc == 0, capsys.readouterr().err
     assert r"$\frac{a$" in (tmp_path / "r.html").read_text(encoding="utf-8")
+
+
+def test_report_links_stay_relative_and_escaped():
+    from crl_uiqa.errors import InputError
+    from crl_uiqa.reporting.html import Report
+
+    rep = Report("t", timestamp=TS).add_links([("scan <1> & 2", "scan #2 (été)/report.html")])
+    html = rep.add_note("**How to read** `x` <b>").to_html()
+    assert '<a href="scan%20%232%20%28%C3%A9t%C3%A9%29/report.html">scan &lt;1&gt; &amp; 2</a>' in html
+    assert '<div class="note"><p><strong>How to read</strong> <code>x</code> &lt;b&gt;</p></div>' in html
+    for bad in ("https://example.org/x.html", "/etc/passwd", "javascript:alert(1)", "file:///x"):
+        with pytest.raises(InputError, match="not a relative path"):
+            Report("t").add_links([("x", bad)])
+
+
+def test_names_in_scripts_the_font_lacks_put_no_warning_on_the_terminal(recwarn):
+    from crl_uiqa.reporting.figures import fig_to_png, score_histogram
+
+    png = fig_to_png(score_histogram([0.1, 0.5, 0.5, 0.9], title="胎儿 头部.png"))
+    assert png[:8] == PNG_SIGNATURE
+    assert not [w for w in recwarn if "missing from" in str(w.message)]

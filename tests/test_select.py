@@ -449,3 +449,46 @@ def test_frames_that_are_neither_a_path_nor_in_memory_get_one_clear_line():
     with pytest.raises(ConfigError, match="got an empty list"):
         select_frames(MeanRuntime(), [], frame_rate=10)
     assert select_frames(MeanRuntime(), list(frames), frame_rate=10).best.frame == 1
+
+
+def test_why_picked_says_the_rule_and_where_each_pick_stands(spike_video, tmp_path):
+    """The report's "Why these frames": the rule that picked each frame, and its score against the scan's."""
+    from crl_uiqa.reporting.selection import why_picked
+
+    res = select_frames(MeanRuntime(), spike_video, top_k=6, min_gap=0.5)
+    text = why_picked(res)
+    q = res.quality_smoothed
+    assert text.startswith("Each of the 60 scored frames got a quality score (higher = better).")
+    assert f"run from {q.min():.3f} to {q.max():.3f} (median {np.median(q):.3f})" in text
+    lines = text.split("\n\n")[1].splitlines()
+    assert len(lines) == len(res.picks) == 6
+    assert lines[0] == f"- **#1: frame 25 at 1.25 s**, score {q[25]:.3f}: the highest of the 60 eligible frames."
+    for p, line in zip(res.picks[1:], lines[1:]):
+        pct = f"{100 * np.mean(q < p.quality_smoothed):.0f} %"
+        assert line.startswith(f"- **#{p.rank}: frame {p.frame} at {p.time:.2f} s**, score "
+                               f"{p.quality_smoothed:.3f}, better than {pct} of this scan's frames")
+        # a pick below the scan's median is called weak, and why it was picked anyway
+        assert ("weak frame, picked only because 6 picks at least 0.5 s apart were asked for" in line) == \
+            (p.quality_smoothed < np.median(q))
+    smooth = why_picked(select_frames(MeanRuntime(), spike_video, top_k=1, smooth=0.5))
+    assert "averaged over \u00b10.5 s" in smooth and "further pick" not in smooth
+    html = write_selection(res, tmp_path / "out")["report"].read_text()
+    assert ">Why these frames</h2>" in html and "How to read the scores" in html
+    # no eligible frame: said in the why section too
+    none = select_frames(MeanRuntime(), spike_video, every=3, top_k=2, plane="4ch", plane_model=_ConstantPlanes())
+    assert "- No frame was picked: no frame reached the 4CH probability 0.5." in why_picked(none)
+    assert "Only frames that SonoNet-16 takes for the 4CH plane (probability at least 0.5) could be picked: " \
+           "0 of 20" in why_picked(none)
+
+
+def test_a_one_frame_scan_is_explained_and_drawn_plainly(tmp_path):
+    from crl_uiqa.reporting.selection import quality_figure, why_picked
+
+    frames = np.stack(capture_frames([120]))
+    res = select_frames(MeanRuntime(), frames, region="none")
+    assert res.n_scored == 1 and res.best.frame == 0
+    text = why_picked(res)
+    assert text == (f"The scan has one scored frame; its quality score (higher = better) is {res.quality[0]:.3f}."
+                    "\n\n- **#1: frame 0**: the only frame.")
+    ax = quality_figure(res).axes[0]
+    assert ax.get_xlim() == (-1.0, 1.0)  # not an axis of +-1e-17 around the one frame

@@ -32,5 +32,14 @@ def run(args) -> int:
                       progress=not args.quiet, amp=AMP_SETTINGS[args.amp])
     res.to_csv(args.out)
     print(f"wrote {len(res.paths)} scores to {args.out}")
+    if len(res.paths):
+        import shlex
+
+        import numpy as np
+
+        hi, lo = int(np.argmax(res.scores)), int(np.argmin(res.scores))
+        print(f"highest {res.scores[hi]:.3f} ({res.paths[hi]}), lowest {res.scores[lo]:.3f} ({res.paths[lo]}), "
+              f"median {float(np.median(res.scores)):.3f}; higher = better")
+        print(f"to see them in a browser: crl-uiqa report --scores {shlex.quote(str(args.out))} --out report.html")
     report_failures(res.failures, args.out)
     return 0

@@ -70,7 +70,7 @@ def run(args) -> int:
         plane_model, _ = _load_plane_model(None, args.weights, args.device)
     several = len(args.input) > 1
     used: set[str] = set()
-    results, failed, status = [], [], 0
+    results, folders, failed, status = [], [], [], 0
     for scan in args.input:
         try:
             res = select_frames(
@@ -89,23 +89,30 @@ def run(args) -> int:
         dest = scan_folder(out, res.name, used) if several else out
         write_selection(res, dest, report=not args.no_report)
         results.append(res)
+        folders.append(dest)
         best = res.best
         msg = (f"{scan}: {res.n_scored} frames scored in {res.seconds:.1f} s ({res.frames_per_second:.1f}/s); "
                + (f"best frame {best.frame} at {best.time:.2f} s, score {best.quality_smoothed:.4f}"
                   if best else "no eligible frame") + f" -> {dest}")
         print(msg)
-        for note in (res.shortfall(), res.plane_census()):
+        short, census = res.shortfall(), res.plane_census()
+        for note in (short, None if short and census and census in short else census):
             if note:
                 print(f"  {note}")
         if res.error is not None:
             print(f"crl-uiqa select: error: {res.error} (the {res.n_scored} frames before it were scored and "
                   "written)", file=sys.stderr)
             status = 1
-    write_summary(results, out, errors=failed, report=several and not args.no_report)
+    written = write_summary(results, out, errors=failed, report=several and not args.no_report, folders=folders)
     _print_table([r.summary_row() for r in results] + [
         {"scan": s, "frames_scored": 0, "best_frame": "", "time": "", "score": "", "error": "could not be opened"}
         for s, _ in failed], SUMMARY_COLUMNS)
     print(f"summary: {out / 'summary.csv'}")
+    if not args.no_report:
+        if "report" in written:
+            print(f"report: {written['report']} (open it in a browser; it links to each scan's report)")
+        elif results:
+            print(f"report: {folders[0] / 'report.html'} (open it in a browser)")
     return status
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -32,6 +33,7 @@ __all__ = [
     "score_scatter",
     "spearman_rho",
     "fig_to_png",
+    "score_histogram",
 ]
 
 #: colour of the best frame marker (and of its thumbnail frame)
@@ -187,7 +189,9 @@ def quality_curve(
     xlabel = xlabel or ("time (s)" if times is not None else "frame")
 
     def where(i: int) -> str:
-        return f"frame {i}" if times is None else f"{xlabel} {x[i]:g}"
+        if times is None:
+            return f"frame {i}"
+        return f"{x[i]:g} s" if xlabel == "time (s)" else f"{xlabel} {x[i]:g}"
 
     thumb = None
     if thumbnails is not None and best_i is not None:
@@ -229,6 +233,10 @@ def quality_curve(
         ax.plot([x[best_i]], [y[best_i]], linestyle="none", marker="*", markersize=15, color=BEST_COLOR,
                 markeredgecolor="black", markeredgewidth=0.6,
                 label=f"best ({where(best_i)}, {_fmt_value(y[best_i])})", zorder=4)
+    finite_x = np.unique(x[np.isfinite(x)])
+    if finite_x.size == 1:  # one frame: a unit-wide axis around it, not matplotlib's +-1e-17 offset axis
+        ax.set_xlim(finite_x[0] - 1.0, finite_x[0] + 1.0)
+    ax.ticklabel_format(axis="x", useOffset=False)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("quality score (higher = better)")
     ax.grid(True, alpha=0.3)
@@ -532,6 +540,50 @@ def training_curves(history: Sequence[Mapping[str, Any]]) -> Figure:
     return fig
 
 
+def score_histogram(scores: Sequence[float] | np.ndarray, *, title: str = "", bins: int | None = None) -> Figure:
+    """How many images got each score: a histogram with the median marked (NaN scores left out).
+
+    Parameters
+    ----------
+    scores : sequence of float
+        One score per image (higher = better).
+    title : str
+        Figure title.
+    bins : int, optional
+        Number of bars; by default about one per 5 images, between 5 and 40.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One axes: score on x (higher = better, to the right), number of images on y.
+    """
+    y = _as_scores(scores)
+    y = y[np.isfinite(y)]
+    if y.size == 0:
+        raise InputError("score_histogram: no finite scores")
+    if bins is None:
+        bins = int(min(40, max(5, round(y.size / 5))))
+    if int(bins) != bins or bins < 1:
+        raise ConfigError(f"score_histogram: bins must be a positive integer, got {bins!r}")
+    fig = _new_figure(7.0, 2.8)
+    ax = fig.add_subplot()
+    lo, hi = float(y.min()), float(y.max())
+    ax.hist(y, bins=int(bins), range=(lo - 0.5, hi + 0.5) if hi == lo else None, color="#2b6cb0",
+            edgecolor="white")
+    med = float(np.median(y))
+    ax.axvline(med, color="#c53030", linestyle="--", linewidth=1.2, label=f"median {med:.3f}")
+    ax.set_xlabel("quality score (higher = better)")
+    ax.set_ylabel("images")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8, framealpha=0.85)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return fig
+
+
 def score_scatter(
     x: Sequence[float] | np.ndarray,
     y: Sequence[float] | np.ndarray,
@@ -615,5 +667,9 @@ def fig_to_png(fig: Figure, dpi: int = 100) -> bytes:
     if getattr(fig, _PLAIN_TEXT, False):
         _plain_text(fig)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
+    with warnings.catch_warnings():
+        # a file name in a script the font lacks (CJK, ...) is drawn as boxes; the HTML beside the figure
+        # shows the name itself, so matplotlib's warning would only put a Python warning on the terminal
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from (current )?font", category=UserWarning)
+        fig.savefig(buf, format="png", dpi=dpi)
     return buf.getvalue()

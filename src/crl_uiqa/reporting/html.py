@@ -32,10 +32,19 @@ from .. import __version__
 from ..errors import ArgumentTypeError, ConfigError, ImageError, InputError, reworded
 from ..files import write_text
 
-__all__ = ["Report", "PNG_SIGNATURE", "png_data_uri", "image_to_png"]
+__all__ = ["Report", "PNG_SIGNATURE", "png_data_uri", "image_to_png", "SCORE_SCALE"]
 
 #: the 8 bytes every PNG file starts with
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+#: How to read a quality score, in words for the people who read the reports (every report shows it).
+SCORE_SCALE = (
+    "**How to read the scores.** Higher = better image quality. A crl-uiqa model scores on the scale of the "
+    "images it was trained on: about 0 for the training image least like the reference standard planes and "
+    "about 1 for the one most like them, so other images can score below 0 or above 1. The numbers have no "
+    "unit and no fixed pass/fail line: compare images scored by the same model, and look at the images at "
+    "both ends to decide where your own cut-off lies."
+)
 
 _CSS = """
 :root { --fg: #1d2330; --muted: #5d6677; --line: #d9dee7; --accent: #2b6cb0; --bg: #ffffff; --soft: #f5f7fa; }
@@ -45,6 +54,7 @@ body { margin: 0; background: var(--soft); color: var(--fg);
 main { max-width: 1180px; margin: 0 auto; padding: 24px 28px 40px; background: var(--bg);
   min-height: 100vh; box-shadow: 0 0 0 1px var(--line); }
 header { border-bottom: 2px solid var(--accent); margin-bottom: 18px; padding-bottom: 8px; }
+h1, h2, h3, h4, p, li, figcaption, caption { overflow-wrap: break-word; }
 h1 { font-size: 1.7em; margin: 0 0 4px; }
 h2 { font-size: 1.3em; margin: 30px 0 10px; padding-bottom: 4px; border-bottom: 1px solid var(--line); }
 h3 { font-size: 1.1em; margin: 22px 0 8px; }
@@ -61,10 +71,14 @@ code { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace; 
 table { border-collapse: collapse; margin: 10px 0 18px; font-size: 0.9em; }
 caption { caption-side: top; text-align: left; color: var(--muted); padding-bottom: 4px; }
 th, td { border: 1px solid var(--line); padding: 4px 10px; vertical-align: top; }
+td { white-space: pre-wrap; overflow-wrap: anywhere; }
+td:not(.num) { min-width: 7em; }
 th { background: var(--soft); text-align: left; font-weight: 600; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; overflow-wrap: normal; }
 tbody tr:nth-child(even) td { background: #fafbfc; }
 table.kv th { width: 1%; white-space: nowrap; }
+table.kv td.num { text-align: left; }
+@media (max-width: 640px) { table.kv th { white-space: normal; width: 38%; } }
 .table-wrap { overflow-x: auto; }
 figure { margin: 14px 0 22px; }
 figure.plot img { max-width: 100%; height: auto; border: 1px solid var(--line); border-radius: 4px; }
@@ -75,6 +89,12 @@ figcaption { color: var(--muted); font-size: 0.88em; margin-top: 4px; }
   image-rendering: auto; background: #000; }
 .grid figcaption { max-width: 220px; word-break: break-word; }
 p.empty { color: var(--muted); font-style: italic; }
+.note { background: var(--soft); border-left: 3px solid var(--accent); padding: 6px 12px; margin: 10px 0 16px; }
+.note p { margin: 4px 0; }
+ul.links { padding-left: 20px; }
+ul.links li { overflow-wrap: anywhere; }
+@media print { body { background: #fff; } main { box-shadow: none; max-width: none; padding: 0; }
+  figure, table, .grid figure { break-inside: avoid; } nav.toc { display: none; } }
 """
 
 
@@ -209,6 +229,31 @@ class Report:
                 self._blocks.append(f"<ul>{items}</ul>")
             else:
                 self._blocks.append(f"<p>{_inline(' '.join(lines))}</p>")
+        return self
+
+    def add_note(self, text: str) -> Report:
+        """Add a highlighted box of text (light markdown as :meth:`add_text`), e.g. how to read the scores."""
+        inner = Report("")
+        inner.add_text(text)
+        self._blocks.append('<div class="note">' + "".join(inner._blocks) + "</div>")
+        return self
+
+    def add_links(self, links: Sequence[tuple[str, str]]) -> Report:
+        """Add a list of links ``(text, relative path)``, e.g. to the reports beside this one.
+
+        The path is percent-encoded (spaces, ``#``, ``?`` and non-ASCII names stay one file); an
+        absolute URL or path is refused: a report links only to files beside it.
+        """
+        from urllib.parse import quote
+
+        items = []
+        for text, href in links:
+            href = str(href).replace(os.sep, "/")
+            if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*:", href) or href.startswith("/"):
+                raise InputError(f"add_links: {href!r} is not a relative path")
+            items.append(f'<li><a href="{_esc(quote(href))}">{_esc(text)}</a></li>')
+        if items:
+            self._blocks.append('<ul class="links">' + "".join(items) + "</ul>")
         return self
 
     def add_table(

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import ConfigError, InputError
 from ..tables import csv_folder, path_key, read_pairs, read_score_table, table_base
-from .html import Report
+from .html import SCORE_SCALE, Report
 
 __all__ = ["ScoreRecord", "load_scores", "group_records", "load_pairs", "build_score_report", "SCAN_COLUMNS"]
 
@@ -316,24 +316,34 @@ def _summary_section(report: Report, scores_csv: Path, records: list[ScoreRecord
     if not finite.any():
         raise InputError(f"{scores_csv}: no finite scores to report")
     ranked = sorted((r for r in records if math.isfinite(r.score)), key=lambda r: -r.score)
+    n_ok = int(finite.sum())
     summary: dict[str, Any] = {
         "scores file": str(scores_csv),
         "images": len(records),
-        "scored (finite)": int(finite.sum()),
-        "groups": len(groups),
-        "mean score": float(np.mean(scores[finite])),
-        "std score": float(np.std(scores[finite])),
-        "min score": float(np.min(scores[finite])),
-        "median score": float(np.median(scores[finite])),
-        "max score": float(np.max(scores[finite])),
-        "best image": f"{ranked[0].key} ({ranked[0].score:.4g})",
-        "worst image": f"{ranked[-1].key} ({ranked[-1].score:.4g})",
     }
+    if n_ok < len(records):
+        summary["images with a score"] = n_ok
+    if len(groups) > 1:
+        summary["groups (folders or sweeps)"] = len(groups)
+    summary.update({
+        "highest score (best image)": f"{ranked[0].score:.3f}  {ranked[0].key}",
+        "median score": f"{float(np.median(scores[finite])):.3f}",
+        "mean score": f"{float(np.mean(scores[finite])):.3f}",
+        "lowest score (worst image)": f"{ranked[-1].score:.3f}  {ranked[-1].key}",
+    })
+    if n_ok > 1:
+        summary["spread (standard deviation)"] = f"{float(np.std(scores[finite])):.3f}"
     if truth is not None:
         summary["Spearman rho (score vs true_quality)"] = spearman_rho(truth, scores)
     report.add_heading("Summary")
-    report.add_text("Scores: higher = better quality.")
+    report.add_note(SCORE_SCALE)
     report.add_key_values(summary)
+    if n_ok >= 3:
+        from .figures import score_histogram
+
+        report.add_figure(score_histogram(scores[finite], title=f"Scores of the {n_ok} images"),
+                          caption=f"How many images got each score (higher = better, to the right); dashed line: "
+                          f"the median. Every score is in {scores_csv.name}.")
     return ranked
 
 
@@ -373,8 +383,10 @@ def _best_worst_section(report: Report, ranked: list[ScoreRecord], top: int, fai
                         has_truth: bool) -> None:
     n_top = min(top, len(ranked))
     report.add_heading("Best and worst images")
-    if len(ranked) <= 2 * n_top:
-        _strip(report, ranked, f"All {len(ranked)} scored images, best first", failures, has_truth)
+    everything = len(ranked) <= 2 * n_top
+    if everything:
+        _strip(report, ranked, "The scored image" if len(ranked) == 1 else f"All {len(ranked)} scored images, best first",
+               failures, has_truth)
     else:
         _strip(report, ranked[:n_top], f"Top {n_top} (highest scores)", failures, has_truth)
         _strip(report, ranked[-n_top:], f"Bottom {n_top} (lowest scores)", failures, has_truth,
@@ -386,7 +398,9 @@ def _best_worst_section(report: Report, ranked: list[ScoreRecord], top: int, fai
             if has_truth:
                 row["true_quality"] = _parse_float(r.extra.get("true_quality"), "true_quality")
             table.append(row)
-    report.add_table(table, caption=f"Top and bottom {n_top} of {len(ranked)} scored images", float_format="{:.4f}")
+    caption = (("The scored image" if len(ranked) == 1 else f"All {len(ranked)} scored images, best first") if everything
+               else f"The {n_top} best and the {n_top} worst of {len(ranked)} scored images")
+    report.add_table(table, caption=caption, float_format="{:.3f}")
 
 
 def _group_row(name: str, members: list[ScoreRecord]) -> dict:
@@ -401,7 +415,11 @@ def _group_row(name: str, members: list[ScoreRecord]) -> dict:
 
 def _groups_section(report: Report, groups: dict[str, list[ScoreRecord]], failures: dict[str, str],
                     max_groups: int, curves: bool) -> None:
-    """The best frame of each group and, for sweeps, a quality curve along the largest ones."""
+    """The best frame of each group and, for sweeps, a quality curve along the largest ones.
+
+    Nothing for one group of stills: its best image is in the summary already."""
+    if not curves and len(groups) <= 1:
+        return
     report.add_heading("Quality along each sweep" if curves else "Best image of each group")
     if not curves:
         report.add_text("The rows have no sweep, frame or time column, so the images are taken as unrelated "
@@ -418,7 +436,7 @@ def _groups_section(report: Report, groups: dict[str, list[ScoreRecord]], failur
     if curves and skipped > 0:
         report.add_text(f"Curves drawn for the {len(curve_groups)} largest groups; {skipped} more are in the table.")
     report.add_table(sorted((_group_row(n, m) for n, m in groups.items()), key=lambda r: r["group"]),
-                     caption="Best frame of each group", float_format="{:.4f}")
+                     caption="Best frame of each group", float_format="{:.3f}")
 
 
 def _curve(report: Report, name: str, members: list[ScoreRecord], failures: dict[str, str]) -> None:
@@ -438,4 +456,4 @@ def _curve(report: Report, name: str, members: list[ScoreRecord], failures: dict
         x, xlabel = None, "frame (order in the scores file)"
     thumb = _read_thumb(members[b], failures)
     fig = quality_curve(s, times=x, best=b, title=f"{name} ({len(members)} frames)", thumbnails=thumb, xlabel=xlabel)
-    report.add_figure(fig, caption=f"{name}: best frame {members[b].key} (score {s[b]:.4g})")
+    report.add_figure(fig, caption=f"{name}: best frame {members[b].key} (score {s[b]:.3f})")

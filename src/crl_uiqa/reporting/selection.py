@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from ..video.live import LiveResult
     from ..video.select import SelectionResult
 
-__all__ = ["write_selection", "write_summary", "quality_figure", "scan_folder", "live_figure"]
+__all__ = ["write_selection", "write_summary", "quality_figure", "scan_folder", "live_figure", "why_picked"]
 
 
 def scan_folder(out_dir: str | os.PathLike, name: str, used: set[str] | None = None) -> Path:
@@ -139,8 +139,81 @@ def _summary_json(result: SelectionResult) -> dict:
     }
 
 
+#: how the ultrasound region was found, in words (RegionDetection.method -> text)
+_REGION_METHODS = {
+    "temporal-std": "found from the pixels that change over the clip",
+    "intensity": "found from the bright pixels of the first frames",
+    "full-frame": "no image area found: the whole frame",
+    "dicom": "from the DICOM file's region",
+    "manual": "given with --crop",
+    "none": "the whole frame (--region none)",
+}
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.0f} %"
+
+
+def why_picked(result: SelectionResult) -> str:
+    """Why each frame was picked, in plain words (the rules that picked it and where its score stands)."""
+    n = result.n_scored
+    q = np.asarray(result.quality_smoothed, dtype=np.float64)
+    ok = np.asarray(result.eligible, dtype=bool) & np.isfinite(q)
+    n_ok = int(ok.sum())
+    smooth = float(result.settings.get("smooth", 0.0) or 0.0)
+    gap = float(result.settings.get("min_gap", 0.0) or 0.0)
+    top_k = int(result.settings.get("top_k", 1))
+    score = f"score averaged over \u00b1{smooth:g} s" if smooth > 0 else "score"
+    if n == 1:
+        rules = ["The scan has one scored frame; its quality score (higher = better) is "
+                 f"{float(q[0]):.3f}."]
+        if result.picks:
+            return " ".join(rules) + "\n\n" + f"- **#1: frame {result.picks[0].frame}**: the only frame" + (
+                f"; {result.plane} probability {float(result.picks[0].plane_probability):.2f}." if result.plane
+                and result.picks[0].plane_probability is not None else ".")
+    rules = [f"Each of the {n} scored frames got a quality score (higher = better)."]
+    if smooth > 0:
+        rules.append(f"Frames were ranked by their score averaged over \u00b1{smooth:g} s around them, so a single "
+                     "lucky frame between poor ones does not win.")
+    if result.plane:
+        rules.append(f"Only frames that SonoNet-16 takes for the {result.plane} plane (probability at least "
+                     f"{result.plane_threshold:g}) could be picked: {n_ok} of {n}"
+                     + ("; the others are the grey bands in the curve below." if n_ok < n else "."))
+    rules.append("Pick #1 is the eligible frame with the highest " + score
+                 + (f"; each further pick is the best eligible frame at least {gap:g} s from the picks before it "
+                    f"(up to {top_k})." if top_k > 1 else "."))
+    finite = q[np.isfinite(q)]
+    if finite.size:
+        rules.append(f"In this scan the {score}s run from {finite.min():.3f} to {finite.max():.3f} "
+                     f"(median {np.median(finite):.3f}).")
+    lines = []
+    for p in result.picks:
+        v = float(p.quality_smoothed)
+        better_than = float(np.mean(finite < v)) if finite.size else float("nan")
+        text = f"**#{p.rank}: frame {p.frame} at {p.time:.2f} s**, {score} {v:.3f}"
+        if p.rank == 1:
+            text += f": the highest of the {n_ok} eligible frames"
+            higher = int(np.sum(np.isfinite(q) & ~ok & (q > v)))
+            if higher:
+                text += (f" ({higher} frame{'s' if higher > 1 else ''} that failed the plane check scored higher "
+                         "and could not be picked)")
+        else:
+            text += f", better than {_pct(better_than)} of this scan's frames"
+            if finite.size and v < float(np.median(finite)):
+                text += (": below the scan's median, a weak frame, picked only because "
+                         f"{top_k} picks at least {gap:g} s apart were asked for")
+        if p.plane_probability is not None and result.plane:
+            text += f"; {result.plane} probability {float(p.plane_probability):.2f}"
+        lines.append(f"- {text}.")
+    if not result.picks:
+        lines.append("- No frame was picked: "
+                     + (f"no frame reached the {result.plane} probability {result.plane_threshold:g}."
+                        if result.plane and n_ok == 0 else "no frame had a finite score."))
+    return " ".join(rules) + "\n\n" + "\n".join(lines)
+
+
 def _report(result: SelectionResult, plot_png: bytes | None, region_png: bytes | None):
-    from .html import Report
+    from .html import SCORE_SCALE, Report
 
     rep = Report(f"Best frames of {result.name}")
     det = result.region
@@ -152,9 +225,9 @@ def _report(result: SelectionResult, plot_png: bytes | None, region_png: bytes |
         "frames scored": result.n_scored,
         "sampling": f"every {result.settings.get('every', 1)} frame(s)"
         + (f", at most {result.settings['fps']:g}/s" if result.settings.get("fps") else ""),
-        "ultrasound region": "n/a" if det is None else f"{det.method}: top {det.box.top}, left {det.box.left}, "
-        f"{det.box.height} x {det.box.width} px",
-        "model": f"{result.runtime} runtime at {result.image_size[0]} x {result.image_size[1]}",
+        "ultrasound region": "n/a" if det is None else f"{det.box.height} x {det.box.width} pixels from top "
+        f"{det.box.top}, left {det.box.left} ({_REGION_METHODS.get(det.method, det.method)})",
+        "model": f"{result.runtime} runtime, frames scored at {result.image_size[0]} x {result.image_size[1]} pixels",
         "plane check": (f"{result.plane}, probability >= {result.plane_threshold:g} "
                         f"({int(result.eligible.sum())} of {result.n_scored} frames eligible)")
         if result.plane else "none (every frame eligible)",
@@ -163,6 +236,7 @@ def _report(result: SelectionResult, plot_png: bytes | None, region_png: bytes |
         "time": f"{result.seconds:.1f} s ({result.frames_per_second:.1f} frames/s)",
     }
     rep.add_heading("Summary").add_key_values(info)
+    rep.add_note(SCORE_SCALE)
     if result.error is not None:
         rep.add_text(f"**Read error:** {result.error}. The {result.n_scored} frames decoded before it were "
                      "scored; the picks come from them.")
@@ -184,24 +258,35 @@ def _report(result: SelectionResult, plot_png: bytes | None, region_png: bytes |
     census = result.plane_census()
     if census:
         rep.add_text(f"Plane check: {census}.")
+    if result.n_scored:
+        rep.add_heading("Why these frames")
+        rep.add_text(why_picked(result))
     if plot_png is not None:
+        marks = ("; star: best pick" + (", triangles: other picks" if len(result.picks) > 1 else "")
+                 if result.picks else "")
+        grey = "; grey bands: frames that failed the plane check" if result.plane else ""
         rep.add_heading("Quality over time").add_figure(
-            plot_png, "Quality score per scored frame (higher = better); star: best pick, triangles: other picks.")
+            plot_png, f"Quality score of each scored frame over time (higher = better){marks}{grey}.")
     if region_png is not None:
         rep.add_heading("Ultrasound region").add_figure(
-            region_png, "Green: detected image area; red: the box every frame is cut to before scoring.")
+            region_png, "The first frame of the scan. Red: the box every frame is cut to before scoring (the "
+            "image area, without the scanner's text and menus); green, where it differs: the image area found. "
+            "Scores are of this box, so a frame saved as an image and given to `crl-uiqa score` (which scores the "
+            "whole image) can score differently; `--region none` scores whole frames as `score` does.")
     return rep
 
 
 def write_summary(results: Sequence[SelectionResult], out_dir: str | os.PathLike,
-                  *, errors: Sequence[tuple[str, str]] = (), report: bool = True) -> dict[str, Path]:
+                  *, errors: Sequence[tuple[str, str]] = (), report: bool = True,
+                  folders: Sequence[str | os.PathLike] | None = None) -> dict[str, Path]:
     """Write ``summary.csv`` (:data:`SUMMARY_COLUMNS`) and a ``report.html`` for several scans.
 
-    ``errors`` lists ``(scan, message)`` of scans that could not be opened at all.
+    ``errors`` lists ``(scan, message)`` of scans that could not be opened at all; ``folders`` the
+    folder each result was written to (:func:`write_selection`), which the page links to.
     """
     from ..files import write_csv
     from ..video.select import SUMMARY_COLUMNS
-    from .html import Report
+    from .html import SCORE_SCALE, Report
 
     out = Path(out_dir)
     rows = [r.summary_row() for r in results]
@@ -210,14 +295,35 @@ def write_summary(results: Sequence[SelectionResult], out_dir: str | os.PathLike
     written = {"summary_csv": write_csv(out / "summary.csv", rows, SUMMARY_COLUMNS)}
     if report:
         rep = Report("Best frames of several scans")
-        rep.add_heading("Summary").add_table(rows, SUMMARY_COLUMNS)
+        rep.add_heading("Summary")
+        rep.add_note(SCORE_SCALE)
+        shown = []
+        for r in results:
+            row = r.summary_row()
+            note = row["error"]
+            if r.best is None and not note:  # "0 of the 3 frames asked for: <why>" -> "no frame picked: <why>"
+                note = "no frame picked: " + (r.shortfall() or "").split(": ", 1)[-1]
+            shown.append({"scan": row["scan"], "frames scored": row["frames_scored"],
+                          "eligible frames": row["eligible"], "best frame": row["best_frame"],
+                          "at (s)": row["time"], "score": row["score"], "note": note})
+        shown += [{"scan": s, "frames scored": 0, "eligible frames": 0, "note": f"could not be opened: {m}"}
+                  for s, m in errors]
+        rep.add_table(shown, ["scan", "frames scored", "eligible frames", "best frame", "at (s)", "score", "note"],
+                      caption="One row per scan: the best frame, the time it shows in the scan and its score "
+                      "(also in summary.csv)")
         best = [r for r in results if r.best is not None]
         if best:
             rep.add_heading("Best frame of each scan")
             rep.add_images([r.best.image for r in best],
-                           [f"{r.name}: frame {r.best.frame}, {r.best.time:.2f} s, {r.best.quality_smoothed:.3f}"
+                           [f"{r.name}: frame {r.best.frame}, {r.best.time:.2f} s, score {r.best.quality_smoothed:.3f}"
                             for r in best], size=256)
-        rep.add_text("Each scan's folder holds its own report, frames.csv and picks.")
+        if folders is not None and len(folders) == len(results):
+            rep.add_heading("Report of each scan")
+            rep.add_text("Each scan's folder holds its own report (why its frames were picked, its quality over "
+                         "time), its frames.csv and the picked frames as PNG files:")
+            rep.add_links([(r.scan, f"{Path(f).name}/report.html") for r, f in zip(results, folders)])
+        else:
+            rep.add_text("Each scan's folder holds its own report, frames.csv and picks.")
         written["report"] = rep.write(out / "report.html")
     return written
 
