@@ -40,10 +40,11 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 #: How to read a quality score, in words for the people who read the reports (every report shows it).
 SCORE_SCALE = (
     "**How to read the scores.** Higher = better image quality. A crl-uiqa model scores on the scale of the "
-    "images it was trained on: about 0 for the training image least like the reference standard planes and "
-    "about 1 for the one most like them, so other images can score below 0 or above 1. The numbers have no "
-    "unit and no fixed pass/fail line: compare images scored by the same model, and look at the images at "
-    "both ends to decide where your own cut-off lies."
+    "images it was trained on with pseudo-labels (`fit`): about 0 for the training image least like the reference "
+    "standard planes and about 1 for the one most like them, so other images can score below 0 or above 1; the "
+    "scores of a baseline (`crl-uiqa baseline`) or of a model trained on your own labels are on that method's or "
+    "those labels' scale. The numbers have no unit and no fixed pass/fail line: compare images scored by the same "
+    "model, and look at the images at both ends to decide where your own cut-off lies."
 )
 
 _CSS = """
