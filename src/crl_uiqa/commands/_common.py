@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def add_crop(parser: argparse.ArgumentParser, flag: str = "--crop", what: str = "images") -> None:
@@ -115,7 +116,6 @@ def report_failures(failures, out_path=None, *, side=None) -> None:
     A clean run removes the list an earlier run left there.
     """
     import sys
-    from pathlib import Path
 
     if side is None and out_path is not None:
         side = Path(str(out_path) + ".skipped.csv")
@@ -307,7 +307,6 @@ def report_training(history, out, kept_epoch, failures, warnings, strict: bool, 
     ``list_failures=False`` leaves the skipped-file list alone (``fit --resume`` without new failures: the
     first run's list stays).
     """
-    from pathlib import Path
 
     _print_training_summary(history, out, kept_epoch)
     if list_failures:
@@ -329,7 +328,7 @@ def _print_training_summary(history, out, kept_epoch=None) -> None:
                          if k in row and math.isfinite(row[k]))
         print(f"kept epoch {kept_epoch}" + (" (the model before training)" if kept_epoch == 0 else "")
               + (f": {vals}" if vals else ""))
-    print(f"model written to {out}/model.safetensors (+ model.json, history.csv, training_curves.png)")
+    print(f"model written to {Path(out) / 'model.safetensors'} (+ model.json, history.csv, training_curves.png)")
 
 
 def option_value(raw: str):

@@ -4,6 +4,8 @@ A thin layer over :func:`crl_uiqa.compare.compare_methods`.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..errors import ConfigError
 from ._common import add_backbone, add_crop, add_runtime_eval, add_training, crop_tuple, option_value, training_configs
 
@@ -94,5 +96,5 @@ def run(args) -> int:
         use_cache=not args.no_cache, num_workers=args.workers, progress=not args.quiet,
     )
     print(format_table(rows))
-    print(f"\nwritten to {args.out}/compare.csv, compare.md, compare.json")
+    print(f"\nwritten to {Path(args.out) / 'compare.csv'}, compare.md, compare.json")
     return 0
