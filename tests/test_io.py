@@ -401,3 +401,98 @@ def test_a_file_name_that_is_not_utf8_is_refused_before_any_work(tmp_path, capsy
     assert main(["select", "--model", str(tmp_path / "no-model"), "--input", bad, "--out", str(out)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not UTF-8 text" in err[0] and not out.exists()
+
+
+def _tiff12(path: Path, values, *, deflate: bool = False, orientation: int | None = None) -> Path:
+    """A little-endian gray TIFF of 12 bits per sample (BitsPerSample 12), written by hand: tifffile writes one only
+    with the optional imagecodecs package. TIFF packs the samples most significant bit first, each row padded to a
+    byte."""
+    import struct
+    import zlib
+
+    a = np.asarray(values, dtype=np.uint16)
+    h, w = a.shape
+    rows = []
+    for row in a:
+        bits = "".join(format(int(v), "012b") for v in row)
+        bits += "0" * (-len(bits) % 8)
+        rows.append(int(bits, 2).to_bytes(len(bits) // 8, "big"))
+    data = b"".join(rows)
+    if deflate:
+        data = zlib.compress(data)
+    tags = [(256, 3, w), (257, 3, h), (258, 3, 12), (259, 3, 8 if deflate else 1), (262, 3, 1), (273, 4, 0),
+            (274, 3, orientation), (277, 3, 1), (278, 3, h), (279, 4, len(data))]
+    tags = [t for t in tags if t[2] is not None]
+    data_offset = 8 + 2 + 12 * len(tags) + 4
+    out = b"II" + struct.pack("<HI", 42, 8) + struct.pack("<H", len(tags))
+    for tag, kind, value in tags:
+        value = data_offset if tag == 273 else value
+        out += struct.pack("<HHI", tag, kind, 1) + (struct.pack("<HH", value, 0) if kind == 3 else struct.pack("<I", value))
+    path.write_bytes(out + struct.pack("<I", 0) + data)
+    return path
+
+
+@pytest.mark.parametrize("deflate", [False, True])
+def test_a_12bit_tiff_is_divided_by_4095_as_its_bits_per_sample_say(tmp_path, deflate):
+    """Pillow decodes a 12-bit TIFF unscaled into a 16-bit image (4095 stays 4095), which was divided by 65535: a
+    12-bit acquisition read 16 times too dark. Its BitsPerSample (the TIFF tag that says it) now sets the maximum,
+    as a DICOM's Bits Stored does."""
+    raw = np.array([[0, 1, 2047, 4095], [100, 200, 300, 401]])
+    p = _tiff12(tmp_path / "g12.tif", raw, deflate=deflate)
+    a = read_gray(p)
+    assert a.dtype == np.float32 and a.shape == (2, 4)
+    assert a[0, 3] == 1.0 and a[0, 0] == 0.0
+    assert a[0, 2] == pytest.approx(2047 / 4095, abs=1e-7)
+    np.testing.assert_allclose(a, raw / 4095, rtol=0, atol=1e-7)
+    with Image.open(p) as im:  # the same image in memory reads as its file
+        np.testing.assert_array_equal(gray_array(im, "g12"), a)
+    # turned upright by its orientation (a new image, without the TIFF's tags): still divided by 4095
+    turned = read_gray(_tiff12(tmp_path / "turned.tif", raw, deflate=deflate, orientation=6))
+    np.testing.assert_allclose(turned, np.rot90(raw, -1) / 4095, rtol=0, atol=1e-7)
+
+
+def test_png_sbit_does_not_change_the_scale(tmp_path):
+    """A PNG's sBIT chunk records the original sample depth of values that the PNG specification says are already
+    scaled up to the full 16-bit range (FFmpeg, libpng and pypng write 12-bit data so), so a 16-bit PNG is divided
+    by 65535 with or without it: 12-bit 4095 stored as 65535 reads 1.0, and a stored 4095 reads 4095/65535."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    orig = np.array([[0, 1, 2047, 4095]], dtype=np.uint16)
+    scaled = (orig << 4) | (orig >> 8)  # left bit replication (PNG specification, "Sample depth scaling")
+    raw = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in scaled)
+    p = tmp_path / "sbit12.png"
+    p.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 4, 1, 16, 0, 0, 0, 0))
+                  + chunk(b"sBIT", bytes([12])) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    np.testing.assert_allclose(read_gray(p), scaled / 65535, rtol=0, atol=1e-7)
+    assert read_gray(p)[0, 3] == 1.0
+
+
+def test_score_of_a_12bit_tiff_is_the_score_of_the_same_image_at_16_bits(tmp_path):
+    """End to end: `crl-uiqa score` reads a 12-bit TIFF as the same image scaled to the full 16-bit range. The
+    model standardises each image (SonoNet), so its score alone would not see a 16 times darker read: the batches
+    the score path decodes are compared too."""
+    import csv
+
+    from _helpers import tiny_run
+    from crl_uiqa.cli import main
+
+    rng = np.random.default_rng(0)
+    levels = rng.integers(0, 16, size=(40, 52))  # multiples of 273 are exact at both depths: 4095 = 15 * 273
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    _tiff12(folder / "a12.tif", levels * 273)
+    Image.fromarray((levels * 4369).astype(np.uint16)).save(folder / "b16.png")  # 65535 = 15 * 4369
+    out = tmp_path / "scores.csv"
+    assert main(["score", "--model", str(tiny_run(tmp_path / "run")), "--images", str(folder), "--out", str(out),
+                 "--workers", "0", "--quiet"]) == 0
+    with open(out, newline="", encoding="utf-8") as fh:
+        scores = {Path(r["path"]).name: float(r["score"]) for r in csv.DictReader(fh)}
+    assert set(scores) == {"a12.tif", "b16.png"}
+    assert scores["a12.tif"] == pytest.approx(scores["b16.png"], abs=1e-6)
+    (batch,) = iter_batches([str(folder / "a12.tif"), str(folder / "b16.png")], size=(48, 64), num_workers=0)
+    assert float(batch.images[1].max()) == 1.0
+    np.testing.assert_allclose(batch.images[0].numpy(), batch.images[1].numpy(), rtol=0, atol=1e-6)

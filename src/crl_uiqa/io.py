@@ -8,7 +8,7 @@ one path per line, blank lines and ``#`` comments skipped, relative paths
 taken relative to the list's folder), a single image file, or a list of any of
 these.
 
-Decoding (:func:`read_gray`): PNG, JPEG, BMP, TIFF; 8- and 16-bit; gray, RGB,
+Decoding (:func:`read_gray`): PNG, JPEG, BMP, TIFF; 8- and 16-bit (and 12-bit TIFF); gray, RGB,
 RGBA, palette (to gray with ITU-R 601 luma, alpha ignored); turned upright by
 an EXIF orientation, as every viewer shows it; an optional crop
 box ``(top, left, height, width)`` for vendor overlays. Anything else (float or
@@ -257,7 +257,8 @@ def read_manifest(path: str | os.PathLike) -> Manifest:
 def read_gray(path: str | os.PathLike, crop: Crop | None = None) -> np.ndarray:
     """Decode one image to a float32 gray array (H, W) in [0, 1].
 
-    8-bit images are divided by 255, 16-bit by 65535. ``crop`` is
+    8-bit images are divided by 255, 16-bit by 65535, a 12-bit TIFF (BitsPerSample 12) by 4095, as a DICOM by the
+    maximum of its Bits Stored. ``crop`` is
     ``(top, left, height, width)``. Images above :func:`max_pixels` are
     refused from their header, before decoding.
     """
@@ -284,7 +285,7 @@ def read_gray(path: str | os.PathLike, crop: Crop | None = None) -> np.ndarray:
                     raise ImageReadError(path, f"a {im.format} of {frames} frames (pages), not one image: reading "
                                          "its first frame alone would hide the others; save them as separate images")
                 im.load()
-                arr = _to_gray(_upright(im), path)
+                arr = _file_gray(im, path)
     except ImageReadError:
         raise
     except FileNotFoundError:
@@ -317,6 +318,12 @@ def read_gray(path: str | os.PathLike, crop: Crop | None = None) -> np.ndarray:
     return arr
 
 
+def _file_gray(im, what: str) -> np.ndarray:
+    """A decoded PIL image as gray [0, 1]: turned upright, its maximum read from the file's header first (a turned
+    image is a new one, without the TIFF tags)."""
+    return _to_gray(_upright(im), what, max16=_tiff_max_value(im))
+
+
 def _upright(im):
     """The image as viewers show it: turned by its EXIF orientation (a phone's or camera's JPEG), else as stored."""
     from PIL import ImageOps
@@ -346,7 +353,9 @@ def _too_large(w: int, h: int, limit: int) -> str:
             f"(--max-pixels or ${ENV_MAX_PIXELS})")
 
 
-def _to_gray(im, path: str) -> np.ndarray:
+def _to_gray(im, path: str, max16: float | None = None) -> np.ndarray:
+    """``im`` as gray [0, 1]: 8-bit / 255, 16-bit / ``max16`` (65535 unless the file says fewer bits:
+    :func:`_tiff_max_value`), colour to luma."""
     mode = im.mode
     if mode in ("L", "P", "RGB", "RGBA", "LA", "1", "YCbCr"):
         if mode in ("LA", "1"):
@@ -362,7 +371,7 @@ def _to_gray(im, path: str) -> np.ndarray:
         return a
     if mode.startswith("I;16"):
         a = np.asarray(im, dtype=np.uint16).astype(np.float32)
-        a /= np.float32(65535.0)
+        a /= np.float32(max16 or 65535.0)
         return a
     if mode == "I":  # PIL opens 16-bit PNG/TIFF as 32-bit signed ints
         a = np.asarray(im, dtype=np.int32)
@@ -400,7 +409,7 @@ def gray_array(image, what: str = "<array>") -> np.ndarray:
     array. Anything else raises :class:`ImageReadError` naming ``what``.
     """
     if type(image).__module__.startswith("PIL."):
-        return _to_gray(_upright(image), what)  # as its file is read: turned by its EXIF orientation
+        return _file_gray(image, what)  # as its file is read: turned by its EXIF orientation
     if type(image).__module__.startswith("torch"):
         image = image.detach().cpu().numpy()
     if isinstance(image, (str, bytes, os.PathLike)):
@@ -438,6 +447,18 @@ def scaled_gray(a: np.ndarray, max_value: float, what: str = "<array>") -> np.nd
     out = a[..., :3].astype(np.float32) @ LUMA_WEIGHTS if a.ndim == 3 else a.astype(np.float32)
     out /= np.float32(max_value)
     return out
+
+
+def _tiff_max_value(im) -> float | None:
+    """The largest value of a TIFF whose samples have fewer than 16 bits (BitsPerSample, tag 258: 12 for a 12-bit
+    acquisition), ``2**bits - 1``, which Pillow decodes unscaled into a 16-bit image (4095 stays 4095); ``None``
+    for anything else (a 16-bit TIFF, any other format), which is divided by 65535. TIFF's MaxSampleValue is not
+    used: the TIFF 6.0 specification says it must not change how an image is shown."""
+    bits = getattr(im, "tag_v2", {}).get(258)  # BitsPerSample, one value per sample
+    bits = set(bits) if isinstance(bits, tuple) else {bits}
+    if len(bits) == 1 and isinstance(b := bits.pop(), int) and 1 <= b < 16:
+        return float(2**b - 1)
+    return None
 
 
 def _signed_tiff(im) -> bool:
