@@ -86,12 +86,14 @@ def matlab_test_image(name: str) -> np.ndarray:
 
 
 def write_video(path, frames, *, fps, codec="libx264", pix_fmt="yuv420p", in_format="gray", options=None,
-                stream_options=None, rotation=None) -> Path:
+                stream_options=None, rotation=None, display_matrix=None) -> Path:
     """Encode uint8/uint16 (H, W) ``frames`` into a video file with PyAV.
 
     ``options`` are container (muxer) options such as ``{"movflags": "+faststart"}``,
     ``stream_options`` encoder options such as ``{"crf": "12"}``, ``rotation`` a display rotation in degrees
-    counter-clockwise (a phone's portrait recording; needs a PyAV with ``set_display_rotation``).
+    counter-clockwise (a phone's portrait recording; needs a PyAV with ``set_display_rotation``),
+    ``display_matrix`` the nine int32 values of a whole display matrix (FFmpeg's layout: 16.16 fixed point, the last
+    column 2.30; a flip included; needs a PyAV with ``set_display_matrix``).
     """
     import av
 
@@ -102,6 +104,8 @@ def write_video(path, frames, *, fps, codec="libx264", pix_fmt="yuv420p", in_for
         stream.options = stream_options
     if rotation is not None:
         stream.set_display_rotation(rotation)
+    if display_matrix is not None:
+        stream.set_display_matrix(display_matrix)
     for img in frames:
         for packet in stream.encode(av.VideoFrame.from_ndarray(img, format=in_format)):
             container.mux(packet)

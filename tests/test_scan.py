@@ -183,6 +183,71 @@ def test_video_with_a_display_rotation_is_read_upright(tmp_path, rotation):
     assert frames[0].image[corner].mean() > 0.85
 
 
+def _matrix(a: int, b: int, c: int, d: int) -> list[int]:
+    """A display matrix in FFmpeg's layout (libavutil/display.h): ``[a b 0; c d 0; 0 0 1]``, 16.16 fixed point and
+    2.30 in the last column; a stored pixel (p, q) is shown at (a p + c q, b p + d q)."""
+    return [a << 16, b << 16, 0, c << 16, d << 16, 0, 0, 0, 1 << 30]
+
+
+def _shown(stored: np.ndarray, m) -> np.ndarray:
+    """``stored`` as the display matrix ``m`` shows it: each pixel moved to (a p + c q, b p + d q), the result
+    shifted to start at (0, 0). Worked from the matrix's definition, not from any decoder's table."""
+    a, b, c, d = (int(np.sign(v)) for v in (m[0], m[1], m[3], m[4]))  # a quarter turn or mirror, at any scale
+    q, p = np.mgrid[0:stored.shape[0], 0:stored.shape[1]]
+    x, y = a * p + c * q, b * p + d * q
+    out = np.empty((stored.shape[1], stored.shape[0]) if a == 0 else stored.shape, stored.dtype)
+    out[y - y.min(), x - x.min()] = stored
+    return out
+
+
+# the 8 orientations: 4 turns (determinant +1) and 4 mirrors (determinant -1)
+ORIENTATIONS = {"none": (1, 0, 0, 1), "ccw90": (0, -1, 1, 0), "180": (-1, 0, 0, -1), "cw90": (0, 1, -1, 0),
+                "hflip": (-1, 0, 0, 1), "vflip": (1, 0, 0, -1), "transpose": (0, 1, 1, 0),
+                "antitranspose": (0, -1, -1, 0)}
+
+
+@pytest.mark.parametrize("name", ORIENTATIONS)
+def test_every_display_matrix_orientation_is_shown_as_the_matrix_says(name):
+    """A turn or a mirror (a flip: negative determinant) read as FFmpeg's autorotate reads it, which agrees with the
+    matrix's own meaning for all eight orientations; a scaled matrix (the scale cancels) reads the same."""
+    from crl_uiqa.video.scan import _upright_transform
+
+    stored = np.arange(12).reshape(3, 4)
+    for m in (_matrix(*ORIENTATIONS[name]), [v * 3 if i < 8 else v for i, v in enumerate(_matrix(*ORIENTATIONS[name]))]):
+        k, mirror = _upright_transform(m, 0.0)
+        shown = np.rot90(stored, k)
+        np.testing.assert_array_equal(shown[:, ::-1] if mirror else shown, _shown(stored, m))
+
+
+def test_a_degenerate_or_odd_angle_display_matrix_is_not_turned():
+    from crl_uiqa.video.scan import _upright_transform
+
+    assert _upright_transform([0] * 8 + [1 << 30], 0.0) == (0, False)  # NaN rotation: FFmpeg inserts nothing
+    s = int(65536 * 2 ** -0.5)
+    assert _upright_transform([s, -s, 0, s, s, 0, 0, 0, 1 << 30], 45.0) == (0, False)  # FFmpeg rotates; not here
+    assert _upright_transform(None, 90.0) == (1, False)  # no matrix from PyAV: the rotation's quarter turns
+
+
+@pytest.mark.parametrize("name", ["hflip", "vflip", "transpose", "antitranspose"])
+def test_a_mirrored_video_is_read_as_a_player_shows_it(tmp_path, name):
+    """A display matrix can mirror the frames (a front camera's recording); the mirror was ignored, and a pure
+    left-right mirror, whose rotation reads as 180 degrees, was turned upside down instead. Now the frames and the
+    header's shape are as the matrix shows them."""
+    import av
+
+    if not hasattr(av.video.stream.VideoStream, "set_display_matrix"):
+        pytest.skip("this PyAV cannot write a display matrix")
+    frame = np.full((48, 64), 20, np.uint8)
+    frame[:16, :24] = 235  # a bright block in the stored frame's top-left corner, wider than high
+    m = _matrix(*ORIENTATIONS[name])
+    path = write_video(tmp_path / f"{name}.mp4", [frame] * 3, display_matrix=m, stream_options={"crf": "0"})
+    scan = open_scan(path)
+    frames = list(scan)
+    expected = _shown(frame, m) / 255.0
+    assert scan.shape == expected.shape == frames[0].image.shape
+    np.testing.assert_allclose(frames[0].image, expected, atol=0.03)
+
+
 def test_unrotated_video_keeps_its_shape(videos):
     scan = open_scan(videos["mp4"])
     assert scan.shape == (H, W) and next(iter(scan)).image.shape == (H, W)

@@ -9,8 +9,9 @@ lazily, one decoded frame at a time:
   timestamp (``pts x time_base``, relative to the first frame); AVI has no
   presentation timestamps, so AVI frames are at ``index / fps``. Only one
   decoded frame is held at a time. Frames are turned upright by the stream's
-  display rotation (a phone's portrait recording: landscape frames turned by
-  +-90 degrees), in quarter turns, as players and FFmpeg's autorotate show them;
+  display matrix (a phone's portrait recording: landscape frames turned by
+  +-90 degrees; a mirrored recording: flipped), in quarter turns and flips, as
+  players and FFmpeg's autorotate show them;
   :attr:`ScanSource.shape` is the turned shape.
 * **DICOM** single- and multi-frame (``.dcm .dicom .dic``, or any file with the
   ``DICM`` preamble), read with pydicom. Frames are decoded one at a time with
@@ -63,6 +64,7 @@ import logging
 import math
 import os
 import re
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -407,17 +409,23 @@ def _import_av():
     return optional_import("av", "video", purpose="reading videos")
 
 
-def _first_frame_rotation(container: Any, stream: Any) -> float:
-    """The display rotation of ``stream`` (degrees counter-clockwise, PyAV's ``VideoFrame.rotation``), read from
-    its first frame; 0 when there is none, when PyAV is too old to report it, or when the first frame does not
-    decode (the frames' own reading then says what is wrong)."""
+def _first_frame_display(container: Any, stream: Any) -> tuple[tuple[int, ...] | None, float]:
+    """The display matrix of ``stream`` (its nine int32 values, FFmpeg's ``AV_FRAME_DATA_DISPLAYMATRIX``) and its
+    rotation (degrees counter-clockwise, PyAV's ``VideoFrame.rotation``), read from its first frame; ``(None, 0)``
+    when there is none, when the first frame does not decode (the frames' own reading then says what is wrong),
+    and no matrix (the rotation alone) when PyAV does not hand the side data over."""
     av = _import_av()
     try:
         for frame in container.decode(stream):
-            return float(getattr(frame, "rotation", 0) or 0)
+            matrix = None
+            for side in getattr(frame, "side_data", None) or ():
+                if getattr(getattr(side, "type", None), "name", "") == "DISPLAYMATRIX":
+                    raw = bytes(side)
+                    matrix = struct.unpack("=9i", raw) if len(raw) == 36 else None
+            return matrix, float(getattr(frame, "rotation", 0) or 0)
     except (av.error.FFmpegError, ValueError, TypeError):
-        return 0.0
-    return 0.0
+        return None, 0.0
+    return None, 0.0
 
 
 def _quarter_turns(rotation: float) -> int:
@@ -427,11 +435,46 @@ def _quarter_turns(rotation: float) -> int:
     return k % 4 if abs(rotation - 90.0 * k) <= 1.0 else 0
 
 
+def _display_rotation(matrix: Sequence[int]) -> float:
+    """FFmpeg's ``av_display_rotation_get`` (libavutil/display.c): the matrix's rotation in degrees
+    counter-clockwise, NaN for a degenerate matrix. The values are 16.16 fixed point; the scale cancels."""
+    s0, s1 = math.hypot(matrix[0], matrix[3]), math.hypot(matrix[1], matrix[4])
+    if s0 == 0 or s1 == 0:
+        return math.nan
+    return -math.atan2(matrix[1] / s1, matrix[0] / s0) * 180 / math.pi
+
+
+def _upright_transform(matrix: Sequence[int] | None, rotation: float) -> tuple[int, bool]:
+    """How a stored frame is shown upright: ``(k, mirror)``, turn it ``k`` counter-clockwise quarter turns
+    (``np.rot90``), then mirror it left to right if ``mirror``. The display matrix is read as FFmpeg's command-line
+    tools autorotate it (fftools ``get_rotation`` and the transpose/hflip/vflip filters they insert), a mirrored
+    recording (negative determinant) included; another angle than a quarter turn is not turned (FFmpeg would
+    rotate by it). Without the matrix (an older PyAV), the rotation alone gives quarter turns, unmirrored."""
+    if matrix is None:
+        return _quarter_turns(rotation), False
+    theta = _display_rotation(matrix)
+    if math.isnan(theta):
+        return 0, False
+    theta = -math.copysign(math.floor(abs(theta) + 0.5), theta)  # C's round(): halves away from zero
+    theta -= 360 * math.floor(theta / 360 + 0.9 / 360)
+    if abs(theta - 90) < 1.0:  # transpose: cclock_flip (the transpose, a mirrored turn) or clock
+        return (3, True) if matrix[3] > 0 else (3, False)
+    if abs(theta - 180) < 1.0:  # hflip if matrix[0] < 0, then vflip if matrix[4] < 0
+        return {(True, True): (2, False), (True, False): (0, True), (False, True): (2, True),
+                (False, False): (0, False)}[(matrix[0] < 0, matrix[4] < 0)]
+    if abs(theta - 270) < 1.0:  # transpose: clock_flip (the anti-transpose) or cclock
+        return (1, True) if matrix[3] < 0 else (1, False)
+    if abs(theta) < 1.0 and matrix[4] < 0:  # vflip
+        return 2, True
+    return 0, False
+
+
 class VideoScan(ScanSource):
     """A video file decoded with PyAV (see the module docstring)."""
 
     kind = "video"
     _turns = 0  # counter-clockwise quarter turns that show the frames upright (the display matrix)
+    _mirror = False  # then mirrored left to right (a display matrix with a flip: a mirrored recording)
 
     def __init__(self, path: str | os.PathLike, *, _opener: Callable[[], Any] | None = None,
                  _constant_rate: bool = False, **kwargs: Any) -> None:
@@ -452,7 +495,7 @@ class VideoScan(ScanSource):
             self._constant_rate = self._constant_rate or "avi" in fmt_names
             self.fps = float(frame_rate) if frame_rate else (float(rate) if rate else None)
             self.n_frames = int(stream.frames) if stream.frames else None
-            self._turns = _quarter_turns(_first_frame_rotation(container, stream))
+            self._turns, self._mirror = _upright_transform(*_first_frame_display(container, stream))
             h, w = int(stream.height), int(stream.width)
             self.shape = (w, h) if self._turns % 2 else (h, w)
             self.timing = "constant-rate" if self._constant_rate else "pts"
@@ -532,8 +575,9 @@ class VideoScan(ScanSource):
             image = _to_gray(frame.to_ndarray(format="gray16le"), max_value=65535.0, what=str(self.path))
         else:
             image = _to_gray(frame.to_ndarray(format="gray"), max_value=255.0, what=str(self.path))
-        if self._turns:  # upright, as a player shows it (the header's shape is already turned)
-            image = np.ascontiguousarray(np.rot90(image, self._turns))
+        if self._turns or self._mirror:  # upright, as a player shows it (the header's shape is already turned)
+            image = np.rot90(image, self._turns)
+            image = np.ascontiguousarray(image[:, ::-1] if self._mirror else image)
         return index, time, image
 
     def _time(self, frame: Any, index: int, stream: Any, state: dict) -> float:
