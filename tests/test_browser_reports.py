@@ -153,9 +153,20 @@ def test_score_report_fits_a_phone_and_keeps_odd_names(browser, tmp_path, rng):
 
 
 def test_demo_report_in_browser(browser, quick_demo, tmp_path):
-    page = open_page(browser, quick_demo / "report.html")
-    assert check_page(page, min_images=5) == []
-    _shot(page, tmp_path, "demo")
+    """On a desktop and a phone: the ranked frames as thumbnails big enough to see, nothing wider than the screen,
+    the developer details collapsed until opened."""
+    for width in (1280, 390):
+        page = open_page(browser, quick_demo / "report.html", width=width)
+        assert check_page(page, min_images=5) == []
+        _shot(page, tmp_path, f"demo_{width}")
+        thumbs = _thumbnails(page)
+        assert len(thumbs) == 8 and all(t["imgWidth"] >= 150 and t["right"] <= width for t in thumbs), thumbs
+        assert page.evaluate("() => document.documentElement.scrollWidth") <= width
+        assert not page.is_visible("text=Files in this folder")
+        page.click("details.more > summary")
+        assert page.is_visible("text=Files in this folder") and page.is_visible("th:text('CPU time')")
+        assert page.evaluate("() => document.documentElement.scrollWidth") <= width
+        _shot(page, tmp_path, f"demo_{width}_details")
 
 
 def test_page_checks_catch_broken_pages(browser, tmp_path):

@@ -21,7 +21,8 @@ import io
 import math
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,9 @@ figcaption { color: var(--muted); font-size: 0.88em; margin-top: 4px; }
   overflow-wrap: anywhere; }
 .thumbs figcaption strong { color: var(--fg); font-variant-numeric: tabular-nums; }
 @media (max-width: 640px) { .thumbs { grid-template-columns: repeat(2, minmax(0, 1fr)); gap: 10px; } }
+details.more { border: 1px solid var(--line); border-radius: 6px; padding: 4px 14px; margin: 10px 0 18px; }
+details.more > summary { cursor: pointer; font-weight: 600; padding: 4px 0; }
+details.more[open] > summary { border-bottom: 1px solid var(--line); margin-bottom: 8px; }
 p.empty { color: var(--muted); font-style: italic; }
 .note { background: var(--soft); border-left: 3px solid var(--accent); padding: 6px 12px; margin: 10px 0 16px; }
 .note p { margin: 4px 0; }
@@ -439,6 +443,16 @@ class Report:
         except ValueError as exc:
             raise reworded(exc, f"{method}: image {i}: {exc}", ImageError) from None
         return png_data_uri(png)
+
+    @contextmanager
+    def details(self, summary: str) -> Iterator[Report]:
+        """A collapsed section: what is added inside the ``with`` block shows when the reader opens ``summary``
+        (e.g. settings and timings for developers at the end of a report for users)."""
+        self._blocks.append(f'<details class="more"><summary>{_esc(summary)}</summary>')
+        try:
+            yield self
+        finally:
+            self._blocks.append("</details>")
 
     # -- output ----------------------------------------------------------------
     def to_html(self) -> str:
