@@ -41,13 +41,34 @@ def _frames_folder(root: Path, rng, n_sweeps=2, n_frames=6) -> Path:
     return root
 
 
+def _thumbnails(page) -> list[dict]:
+    """Where each thumbnail of the best and worst images is drawn: its box and its caption."""
+    return page.evaluate("""() => Array.from(document.querySelectorAll('.thumbs figure')).map(f => {
+        const r = f.getBoundingClientRect(), img = f.querySelector('img');
+        return {left: r.left, right: r.right, top: Math.round(r.top), width: r.width,
+                imgWidth: img ? img.getBoundingClientRect().width : 0, caption: f.innerText}; })""")
+
+
 def test_score_report_in_browser(browser, tmp_path, rng):
+    """The best and worst images are thumbnails that wrap: several per row on a desktop, two per row on a phone,
+    each big enough to judge (>= 150 px at 390 px) with its score and file; nothing is wider than the screen."""
     root = _frames_folder(tmp_path / "data", rng)
     out = tmp_path / "report.html"
     assert main(["report", "--scores", str(root / "scores.csv"), "--top", "3", "--out", str(out)]) == 0
-    page = open_page(browser, out)
-    assert check_page(page, min_images=3) == []
-    _shot(page, tmp_path, "report")
+    for width, per_row in ((1280, 3), (390, 2)):
+        page = open_page(browser, out, width=width)
+        assert check_page(page, min_images=3) == []
+        _shot(page, tmp_path, f"report_{width}")
+        thumbs = _thumbnails(page)
+        assert len(thumbs) == 6  # the 3 best and the 3 worst of 12
+        assert all(t["imgWidth"] >= (150 if width == 390 else 200) for t in thumbs), thumbs
+        assert all(0 <= t["left"] and t["right"] <= width for t in thumbs), thumbs
+        rows = [sum(1 for t in thumbs[k:k + 3] if t["top"] == thumbs[k]["top"]) for k in (0, 3)]
+        assert rows == [per_row, per_row], rows  # each strip of 3: all in one row, or 2 then 1 on a phone
+        assert page.evaluate("() => document.documentElement.scrollWidth") <= width
+        assert thumbs[0]["caption"].splitlines()[:2] == ["#1 · score 0.350", "sweep1/frame_005.png"]
+        assert thumbs[-1]["caption"].splitlines() == ["#12 · score 0.000", "sweep0/frame_000.png",
+                                                      "true quality 0.000"]
 
 
 def test_select_report_in_browser(browser, tmp_path, rng):
@@ -114,6 +135,9 @@ def test_score_report_fits_a_phone_and_keeps_odd_names(browser, tmp_path, rng):
     page = open_page(browser, out, width=390)
     assert check_page(page, min_images=2) == []
     _shot(page, tmp_path, "odd_names_390")
+    thumbs = _thumbnails(page)  # all 5 images, the long names wrapped inside their thumbnail's box
+    assert len(thumbs) == 5 and all(t["imgWidth"] >= 150 and t["right"] <= 390 for t in thumbs), thumbs
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 390
     assert page.evaluate("() => document.scripts.length") == 0  # the names stayed text
     # no table scrolls sideways on a phone: every number is on screen
     wide = page.evaluate("() => Array.from(document.querySelectorAll('.table-wrap'))"
@@ -129,9 +153,20 @@ def test_score_report_fits_a_phone_and_keeps_odd_names(browser, tmp_path, rng):
 
 
 def test_demo_report_in_browser(browser, quick_demo, tmp_path):
-    page = open_page(browser, quick_demo / "report.html")
-    assert check_page(page, min_images=5) == []
-    _shot(page, tmp_path, "demo")
+    """On a desktop and a phone: the ranked frames as thumbnails big enough to see, nothing wider than the screen,
+    the developer details collapsed until opened."""
+    for width in (1280, 390):
+        page = open_page(browser, quick_demo / "report.html", width=width)
+        assert check_page(page, min_images=5) == []
+        _shot(page, tmp_path, f"demo_{width}")
+        thumbs = _thumbnails(page)
+        assert len(thumbs) == 8 and all(t["imgWidth"] >= 150 and t["right"] <= width for t in thumbs), thumbs
+        assert page.evaluate("() => document.documentElement.scrollWidth") <= width
+        assert not page.is_visible("text=Files in this folder")
+        page.click("details.more > summary")
+        assert page.is_visible("text=Files in this folder") and page.is_visible("th:text('CPU time')")
+        assert page.evaluate("() => document.documentElement.scrollWidth") <= width
+        _shot(page, tmp_path, f"demo_{width}_details")
 
 
 def test_page_checks_catch_broken_pages(browser, tmp_path):

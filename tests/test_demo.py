@@ -49,6 +49,35 @@ def test_demo_quick_uses_packaged_sononet(quick_demo):
     assert "among frames with p(abdominal plane) ≥ 0.5" in html
     assert all(0 <= p["eligible_frames"] <= 40 for p in res["picks"])
     assert len(re.findall(r"<figcaption>[^<]*Plane check: ", html)) == len(res["picks"])
+    _check_reader_order(html, res)
+
+
+def _check_reader_order(html, res):
+    """The report reads as a user's: what was done and found, the pictures, the next commands; the developer details
+    (settings, times, seed, files) come last, collapsed."""
+    h2 = re.findall(r"<h2 id=\"[^\"]*\">([^<]*)</h2>", html)
+    assert h2 == ["What it found", "Pictures", "Next: your own images", "For developers"]
+    found = html[html.index(">What it found</h2>"):html.index(">Pictures</h2>")]
+    for p in res["picks"]:  # each sweep's pick against its truly best frame, in words
+        words = (f"picked frame {p['picked_frame']}, the truly best frame itself" if p["frame_error"] == 0 else
+                 f"picked frame {p['picked_frame']}; the truly best is frame {p['true_best_frame']}, "
+                 f"{p['frame_error']} frame")
+        assert words in found, words
+    model, dist = res["table"][0], res["table"][1]
+    assert f"the trained model put {model['accuracy']:.1%} in the right order" in found
+    verdict = ("ranks better than" if model["accuracy"] > dist["accuracy"] else "ranks worse than"
+               if model["accuracy"] < dist["accuracy"] else "rank these pairs equally well")
+    assert verdict in found
+    nxt = html[html.index(">Next: your own images</h2>"):html.index(">For developers</h2>")]
+    for command in ("crl-uiqa fit --images frames/ --references best_planes/ --out run/",
+                    "crl-uiqa score --model run/ --images new_frames/ --out scores.csv",
+                    "crl-uiqa report --scores scores.csv --pairs pairs.csv --out report.html",
+                    "crl-uiqa select --model run/ --input scan1.mp4"):
+        assert f"<code>{command}" in nxt, command
+    dev = html[html.index(">For developers</h2>"):]
+    assert dev.index('<details class="more"><summary>') < dev.index("<th>time</th>") < dev.index("</details>")
+    assert "<th>seed</th><td>0 (--seed" in dev and "<th>CPU time</th>" in dev and "<code>results.json</code>" in dev
+    assert html.count("<details") == 1 and "<details open" not in html
 
 
 def test_demo_quick_fallback(tmp_path, capsys):
@@ -68,6 +97,8 @@ def test_demo_quick_fallback(tmp_path, capsys):
     assert res["encoder"].startswith("FALLBACK") and (out / "encoder").exists()
     assert res["head"] == "anchored" and res["kept_epoch"] in (0, 1)
     assert "Encoder: fallback" in html
+    _check_reader_order(html, res)
+    assert "<code>encoder/</code>" in html  # the fallback classifier's folder is listed among the files
     rows = list(csv.DictReader((out / "frames.csv").open()))
     assert all(r["CRL-UIQA"] not in ("", "nan") and r["plane_probability"] != "" for r in rows)
     model = json.loads((out / "model" / "model.json").read_text())["model_config"]
@@ -222,3 +253,40 @@ def test_demo_never_replaces_a_users_file(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "already holds report.html but no earlier demo" in err and len(err.strip().splitlines()) == 1
     assert mine.read_text() == "mine" and sorted(p.name for p in mine.parent.iterdir()) == ["report.html"]
+
+
+def test_findings_say_which_ranks_better_and_whether_the_intervals_allow_it():
+    from crl_uiqa.demo.report import _findings_text
+
+    pick = {"sweep": "s1", "picked_frame": 4, "true_best_frame": 4, "frame_error": 0, "picked_true_quality": 0.9,
+            "best_true_quality": 0.9}
+    far = {**pick, "sweep": "s2", "picked_frame": 9, "frame_error": 5, "picked_true_quality": 0.5}
+
+    def row(method, acc, lo, hi):
+        return {"method": method, "accuracy": acc, "ci_low": lo, "ci_high": hi, "pairs": 200}
+
+    text = _findings_text([row("CRL-UIQA", 0.62, 0.55, 0.69), row("distance score (no training)", 0.80, 0.74, 0.85),
+                           row("niqe", 0.41, 0.35, 0.48)], [pick, far])
+    assert "on average 2.5 frames from the truly best one, exactly on it in 1 of 2 sweeps, within 2 frames in 1 of 2" \
+        in text
+    assert "picked frame 4, the truly best frame itself (true quality 0.900)" in text
+    assert "picked frame 9; the truly best is frame 4, 5 frames away (true quality 0.500 against 0.900)" in text
+    assert "put 62.0% in the right order" in text and "ranks worse than the distance score it started from, by " \
+        "18.0 percentage points. The two 95% intervals do not overlap." in text
+    assert "the best (niqe) reached 0.410" in text
+    text = _findings_text([row("CRL-UIQA", 0.73, 0.685, 0.77), row("distance score (no training)", 0.715, 0.667,
+                                                                       0.757)], [])
+    assert "ranks better than" in text and "intervals overlap, so on this many pairs the difference is not certain" \
+        in text and "Best frames" not in text and "other image-quality methods" not in text
+
+
+def test_report_details_is_a_collapsed_section():
+    from crl_uiqa.report import Report
+
+    rep = Report("t", timestamp="2024-01-01")
+    with rep.details("For <developers>"):
+        rep.add_text("inside")
+    rep.add_text("after")
+    html = rep.to_html()
+    assert '<details class="more"><summary>For &lt;developers&gt;</summary>\n<p>inside</p>\n</details>\n<p>after</p>' \
+        in html

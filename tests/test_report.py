@@ -1,6 +1,7 @@
 """Tests of the report figures, the HTML report builder and ``crl-uiqa report``."""
 from __future__ import annotations
 
+import base64
 import re
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from matplotlib.figure import Figure
 
 from crl_uiqa import __version__
 from crl_uiqa import figures as F
+from crl_uiqa.errors import ImageError, InputError
 from crl_uiqa.report import PNG_SIGNATURE, Report, image_to_png
 
 TS = "2024-10-06 12:00:00"
@@ -202,6 +204,13 @@ def _srcs(text: str) -> list[str]:
     return re.findall(r'src="([^"]*)"', text)
 
 
+def _thumbs(text: str) -> list[list[str]]:
+    """The caption lines of each thumbnail of :meth:`Report.add_thumbnails` in the page, in order."""
+    return [re.sub(r"</?strong>", "", cap).split("<br>")
+            for cap in re.findall(r'<figure>(?:<img [^>]*>|<div class="noimg"[^>]*>[^<]*</div>)'
+                                  r"<figcaption>(.*?)</figcaption></figure>", text)]
+
+
 def test_report_html_contents(tmp_path, rng):
     rep = Report("Sweep <quality>", timestamp=TS)
     rep.add_heading("Summary").add_key_values({"frames": 12, "best score": 0.91234, "name": "a&b"})
@@ -265,6 +274,24 @@ def test_report_input_checks(rng):
     assert "data:image/png;base64," in rep.to_html()
 
 
+def test_report_thumbnails_escape_wrap_and_keep_the_place_of_a_missing_image(rng):
+    rep = Report("t", timestamp=TS)
+    imgs = _images(rng, 2, (40, 60))
+    rep.add_thumbnails([imgs[0], None, imgs[1]], ["#1 · score 0.9", "#2 <b>", "#3"],
+                       ["a/<script>x</script>.png", "b/c.png\n(unreadable)", "d & e.png"], size=30)
+    text = rep.to_html()
+    assert _thumbs(text) == [["#1 · score 0.9", "a/&lt;script&gt;x&lt;/script&gt;.png"],
+                             ["#2 &lt;b&gt;", "b/c.png", "(unreadable)"], ["#3", "d &amp; e.png"]]
+    assert "<script>" not in text and len(_srcs(text)) == 2
+    assert [_png_size(base64.b64decode(s.split(",", 1)[1])) for s in _srcs(text)] == [(30, 20)] * 2
+    assert '<div class="thumbs">' in text and ".thumbs { display: grid;" in text
+    with pytest.raises(InputError, match="add_thumbnails: got 1 titles for 2 images"):
+        rep.add_thumbnails(imgs, ["one"])
+    with pytest.raises(ImageError, match="add_thumbnails: image 0"):
+        rep.add_thumbnails([np.zeros((2, 3, 4))], ["x"])
+    assert 'class="empty">(no images)' in Report("e").add_thumbnails([], []).to_html()
+
+
 # -- build_score_report / CLI ----------------------------------------------------
 @pytest.fixture
 def score_folder(tmp_path, rng):
@@ -301,8 +328,12 @@ def test_build_score_report(score_folder):
                     "Score against true quality"]:
         assert f">{heading}</h2>" in text
     srcs = _srcs(text)
-    # the histogram, top strip, bottom strip, one curve per sweep, the scatter
-    assert len(srcs) == 6 and all(s.startswith("data:image/png;base64,") for s in srcs)
+    # the histogram, one curve per sweep, the scatter; the 2 best and 2 worst images as thumbnails
+    assert len(srcs) == 8 and all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert _thumbs(text) == [["#1 · score 0.600", "s2/f1.png", "true quality 1.200"],
+                             ["#2 · score 0.550", "s2/f2.png", "true quality 1.100"],
+                             ["#5 · score 0.250", "s1/f2.png", "true quality 0.500"],
+                             ["#6 · score 0.200", "s1/f0.png", "true quality 0.400"]]
     assert "http://" not in text and "https://" not in text
     assert "4 of 4 pairs have both images scored." in text
     assert re.search(r"<td>all</td><td class=\"num\">0\.750</td><td class=\"num\">4</td>", text)
@@ -322,7 +353,9 @@ def test_report_command(score_folder, capsys):
     assert rc == 0 and out.is_file()
     assert "report written to" in capsys.readouterr().out
     text = out.read_text(encoding="utf-8")
-    assert len(_srcs(text)) == 4  # the histogram, one strip with all 6 images, one curve, the scatter
+    assert len(_srcs(text)) == 9  # the histogram, all 6 images as thumbnails, one curve, the scatter
+    assert [t[0].split(" · ")[0] for t in _thumbs(text)] == [f"#{i}" for i in range(1, 7)]
+    assert ">All 6 scored images, best first</h3>" in text
     assert "Pairwise accuracy" not in text
     bad = score_folder / "bad.csv"
     bad.write_text("file,quality\na.png,1\n")
@@ -341,8 +374,10 @@ def test_build_score_report_unreadable_image(score_folder):
     csv.write_text(csv.read_text() + "s1/missing.png,0.95,3,1.9\n")
     out = build_score_report(csv, score_folder / "r.html", top=2, group_by="folder", timestamp=TS)
     text = out.read_text(encoding="utf-8")
-    # the best-scored image cannot be read: listed, and left out of the top strip
+    # the best-scored image cannot be read: listed, and its place among the thumbnails says so
     assert ">Unreadable images</h2>" in text and "<td>s1/missing.png</td>" in text
+    assert _thumbs(text)[0] == ["#1 · score 0.950", "s1/missing.png", "true quality 1.900", "(unreadable)"]
+    assert text.count('class="noimg"') == 1
     assert "file not found" in text
     assert "<th>highest score (best image)</th><td>0.950  s1/missing.png</td>" in text
 
@@ -400,9 +435,9 @@ def test_stills_get_no_sweep_curves_unless_asked(score_folder):
     assert csv.read_text().startswith("path,score\n")
     text = build_score_report(csv, score_folder / "r.html", top=2, timestamp=TS).read_text(encoding="utf-8")
     assert ">Quality along each sweep</h2>" not in text and "unrelated stills" in text
-    assert len(_srcs(text)) == 3  # the histogram, the top and bottom strips only
+    assert len(_srcs(text)) == 5 and len(_thumbs(text)) == 4  # the histogram, the 2 best and 2 worst images
     text = build_score_report(csv, score_folder / "r.html", top=2, timestamp=TS, curves=True).read_text()
-    assert ">Quality along each sweep</h2>" in text and len(_srcs(text)) == 5  # and a curve per folder
+    assert ">Quality along each sweep</h2>" in text and len(_srcs(text)) == 7  # and a curve per folder
 
 
 def test_training_curves_all_nan_accuracy_warns_nothing():

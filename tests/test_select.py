@@ -10,6 +10,7 @@ expected picks are known by construction; one test runs a real model.
 from __future__ import annotations
 
 import math
+import re
 import shutil
 
 import numpy as np
@@ -276,13 +277,43 @@ def test_cli_several_scans_summary(spike_video, tmp_path, capsys):
     assert list(rows[0]) == SUMMARY_COLUMNS and len(rows) == 3
     assert [r["frames_scored"] for r in rows] == ["20", "20", "0"]
     assert rows[0]["best_frame"] != "" and rows[0]["best_frame"] == rows[1]["best_frame"]
-    assert "scan" in printed.out and "best_frame" in printed.out
+    # the terminal table: readable headings with units, numbers right-aligned under them (the CSV keeps its names)
+    lines = printed.out.splitlines()
+    head = next(i for i, ln in enumerate(lines) if ln.startswith("scan "))
+    assert "best_frame" not in lines[head] and "frames_scored" not in lines[head]
+    for words in ("frames scored", "best frame", "time (s)", "score", "error"):
+        assert words in lines[head], words
+    assert "eligible" not in lines[head]  # no plane check: every scored frame was eligible
+    assert set(lines[head + 1]) == {"-", " "}
+    body = lines[head + 2:head + 5]
+    for ln, scan in zip(body, (spike_video, other, tmp_path / "missing.mp4")):  # a long path keeps its end
+        cell = ln.split()[0]
+        assert cell == str(scan) or (cell.startswith("...") and str(scan).endswith(cell[3:])), (cell, scan)
+    score_end = re.search(r"\bscore\b", lines[head]).end()
+    assert body[0][:score_end].endswith(f"{float(rows[0]['score']):.4f}")  # right-aligned under its heading
+    assert body[2].rstrip().endswith("could not be opened")
     for folder in ("spike", "spike-2"):
         picks = read_csv(out / folder / "picks.csv")
         assert len(picks) == 2 and (out / folder / picks[0]["file"]).is_file()
         frames = read_csv(out / folder / "frames.csv")
         assert len(frames) == 20 and all(math.isfinite(float(r["quality"])) for r in frames)
     assert (out / "report.html").is_file()
+
+
+def test_cli_summary_table_shows_eligible_frames_only_when_a_plane_check_left_out_some(capsys):
+    from crl_uiqa.commands.select import _print_table
+    from crl_uiqa.video.select import SUMMARY_COLUMNS
+
+    row = {"scan": "a.mp4", "frames_scored": 120, "eligible": 120, "best_frame": 7, "time": 0.25, "score": 0.5,
+           "error": ""}
+    _print_table([row], SUMMARY_COLUMNS)
+    head, rule, body = capsys.readouterr().out.splitlines()
+    assert re.split(r"\s{2,}", head.strip()) == ["scan", "frames scored", "best frame", "time (s)", "score"]
+    assert body.split() == ["a.mp4", "120", "7", "0.25", "0.5000"] and len(body) == len(head) == len(rule)
+    _print_table([row, {**row, "scan": "b.mp4", "eligible": 3, "score": -1.23456}], SUMMARY_COLUMNS)
+    head, _, a, b = capsys.readouterr().out.splitlines()
+    assert "eligible frames" in head and b.split() == ["b.mp4", "120", "3", "7", "0.25", "-1.2346"]
+    assert a.index("120") + 3 == head.index("frames scored") + len("frames scored")  # numbers right-aligned
 
 
 # ----------------------------------------------------------------------------- streaming parts, without a video

@@ -116,17 +116,43 @@ def run(args) -> int:
     return status
 
 
+#: the terminal table's heading and number format of each summary.csv column (the CSV keeps its names)
+_HEADINGS = {"scan": ("scan", None), "frames_scored": ("frames scored", "{:d}"), "eligible": ("eligible frames", "{:d}"),
+             "best_frame": ("best frame", "{:d}"), "time": ("time (s)", "{:.2f}"), "score": ("score", "{:.4f}"),
+             "error": ("error", None)}
+
+
 def _print_table(rows: list[dict], columns: list[str]) -> None:
-    cols = [c for c in columns if c != "eligible" and (c != "error" or any(r.get("error") for r in rows))]
-    cells = [[_fmt(r.get(c, "")) for c in cols] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) if cells else len(c) for i, c in enumerate(cols)]
-    print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
+    """The summary of the scans, one row each, with readable headings and units: numbers right-aligned, text
+    left-aligned; "eligible" only when a plane check left fewer frames than were scored, "error" only when one
+    scan failed."""
+    def shown(c):
+        if c == "eligible":
+            return any(r.get(c, "") not in ("", r.get("frames_scored")) for r in rows)
+        return c != "error" or any(r.get("error") for r in rows)
+
+    cols = [c for c in columns if shown(c)]
+    heads = [_HEADINGS.get(c, (c.replace("_", " "), None))[0] for c in cols]
+    cells = [[_fmt(r.get(c, ""), c) for c in cols] for r in rows]
+    numeric = [_HEADINGS.get(c, (c, None))[1] is not None for c in cols]
+    widths = [max([len(h)] + [len(row[i]) for row in cells]) for i, h in enumerate(heads)]
+
+    def line(values):
+        return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)).rstrip()
+
+    print(line(heads))
+    print("  ".join("-" * w for w in widths))
     for row in cells:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
+        print(line(row))
 
 
-def _fmt(v) -> str:
-    if isinstance(v, float):
-        return f"{v:.4f}"
+def _fmt(v, column: str = "") -> str:
+    """One cell: numbers in the column's format, a long scan path shortened from the left (its file name stays),
+    other long text from the right."""
+    fmt = _HEADINGS.get(column, (column, None))[1]
+    if fmt is not None and isinstance(v, (int, float)) and not isinstance(v, bool):
+        return fmt.format(float(v) if "f" in fmt else int(v))
     text = str(v)
-    return text if len(text) <= 60 else text[:57] + "..."
+    if len(text) <= 60:
+        return text
+    return "..." + text[-57:] if column == "scan" else text[:57] + "..."

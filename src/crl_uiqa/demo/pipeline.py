@@ -425,7 +425,7 @@ def run_demo(settings: DemoSettings | None = None) -> DemoResult:
     write_csv(out / "frames.csv", _frame_rows(methods, plane_p, truth), FRAME_COLUMNS + list(methods))
 
     _say("[6/6] writing the report")
-    report = write_report(out, encoder, st, head, labels, res, table, picks, truth, scores, timings)
+    report = write_report(out, encoder, st, head, labels, res, table, picks, truth, scores, timings, cpu)
     write_json(out / "results.json", {"encoder": encoder, "head": head, "kept_epoch": res.kept_epoch, "table": table,
                                       "picks": [{k: v for k, v in p.items() if not k.startswith("_")} for p in picks],
                                       "timings": timings, "cpu_seconds": cpu})

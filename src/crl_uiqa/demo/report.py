@@ -51,45 +51,52 @@ def model_views_figure(model, image: np.ndarray, size):
 
 
 
-def write_report(out, encoder, st, head, labels, res, table, picks, truth, scores, timings) -> Path:
-    """The demo's HTML report; ``truth`` maps test-frame path keys (:func:`~crl_uiqa.tables.path_key`) to their
-    manifest rows."""
+def write_report(out, encoder, st, head, labels, res, table, picks, truth, scores, timings, cpu=None) -> Path:
+    """The demo's HTML report, for someone who just installed crl-uiqa: what the demo did and found, the pictures,
+    what to run on their own images, and the developer details (settings, times, seeds, files) collapsed at the
+    end. ``truth`` maps test-frame path keys (:func:`~crl_uiqa.tables.path_key`) to their manifest rows; ``cpu``
+    the CPU seconds per stage."""
     from ..io import read_gray
-    from ..reporting.figures import quality_curve, ranked_strip, score_scatter, shade_ineligible, training_curves
-    from ..reporting.html import Report
+    from ..reporting.figures import quality_curve, score_scatter, shade_ineligible, training_curves
+    from ..reporting.html import SCORE_SCALE, Report
     from ..tables import path_key
 
     size = tuple(res.model.config.image_size)
+    out = Path(out)
+    n_train = len(res.train_paths) + len(res.val_paths)
     rep = Report("crl-uiqa demo — simulated fetal abdomen sweeps")
-    rep.add_text("Everything here was produced offline by `crl-uiqa demo`: simulated B-mode sweeps, quality "
-                 "pseudo-labels from the distance to reference standard planes (paper Eq. 1-3), and a quality model "
-                 "trained with score consistency and relativity co-learning (Eq. 4-7). Ground truth comes from the "
-                 "simulator, so accuracies are measured, not assumed.")
-    rep.add_key_values({"embedding network P(·)": encoder, "training frames": len(res.train_paths) + len(res.val_paths),
-                        "k": st.k, "Yeo-Johnson λ": labels.lmbda, "head": head, "epochs": max(int(r["epoch"]) for r in res.history),
-                        "kept epoch": res.kept_epoch, "image size": "x".join(map(str, size)),
-                        "best frame": _pick_rule_text(st), "time": _timings_text(timings)})
+    rep.add_text(
+        f"The demo simulated ultrasound sweeps of a fetal abdomen, rated the {n_train} frames of "
+        f"{st.n_train_sweeps} of them by how much each resembles reference standard planes (no one labelled anything) and "
+        f"trained a quality model on those ratings. It then scored {len(picks)} sweeps the model had never seen, whose "
+        "true quality the simulator knows frame by frame, to check how well the model ranks frames and picks the "
+        "best one.")
+
+    rep.add_heading("What it found")
+    rep.add_text(_findings_text(table, picks))
     rep.add_text(_encoder_meaning(encoder))
-    rep.add_text("Terms used in this report:\n\n"
-                 "- **P(·)**: the pretrained ultrasound plane classifier whose features define how close a frame is "
-                 "to a good standard plane (paper Eq. 1).\n"
-                 "- **k**: how many of the nearest reference planes are averaged in that distance (Eq. 1).\n"
-                 "- **Yeo-Johnson λ**: the exponent of the power transform, fitted by maximum likelihood, that makes "
-                 "the distances closer to Gaussian before they are scaled to pseudo-labels in [0, 1] (Eq. 2-3).\n"
-                 "- **val_srcc**: Spearman rank correlation between the model's scores and the pseudo-labels on the "
-                 "validation frames held out from training (1 = same order).\n"
-                 "- **val_strong_accuracy**: how often a validation frame scores above its strongly corrupted view.\n"
-                 "- **Pairwise accuracy**: the share of pairs with a known better frame that the scores put in the "
-                 "right order (ties count half; 0.5 is chance).")
-    rep.add_heading("Pairwise accuracy on held-out sweeps")
-    rep.add_table(table, caption="Accuracy T/(T+F) on simulated pairs (ties 0.5) with bootstrap 95% interval; "
-                  "columns after 'pairs' split by what differs in the pair.")
-    rep.add_heading("Best frame of each held-out sweep")
-    rep.add_table([{k: v for k, v in p.items() if not k.startswith("_")} for p in picks])
+    rep.add_heading("Best frame of each held-out sweep", level=3)
+    rep.add_text(f"Picked by {_pick_rule_text(st)}. True quality is the simulator's (higher = better).")
+    rep.add_table([{"sweep": p["sweep"], "frame picked": p["picked_frame"], "true best frame": p["true_best_frame"],
+                    "frames apart": p["frame_error"], "true quality picked": p["picked_true_quality"],
+                    "true quality best": p["best_true_quality"], "eligible frames": p["eligible_frames"]}
+                   for p in picks])
+    rep.add_heading("Pairwise accuracy on held-out sweeps", level=3)
+    types = [k for k in table[0] if k not in ("method", "accuracy", "ci_low", "ci_high", "pairs")] if table else []
+    rep.add_text("Accuracy T/(T+F) on simulated pairs with a known better frame (ties 0.5; 0.5 is chance), with its "
+                 "bootstrap 95% interval" + (f"; the last columns: the accuracy on the pairs that differ in "
+                                             f"{' or in '.join(types)}." if types else "."))
+    rep.add_table([{"method": r["method"], "accuracy": r["accuracy"],
+                    "95% interval": f"{r['ci_low']:.3f} – {r['ci_high']:.3f}", "pairs": r["pairs"],
+                    **{f"{t} pairs": r.get(t, float("nan")) for t in types}} for r in table])
+
+    rep.add_heading("Pictures")
+    rep.add_note(SCORE_SCALE)
+    rep.add_heading("Quality along each held-out sweep", level=3)
     for p in picks:
         best = p["_picked"]
-        what = (f"CRL-UIQA score along the sweep, smoothed over ±{p['smooth']:g} frames (Gaussian, as `select "
-                f"--smooth`)" if p["smooth"] else "CRL-UIQA score along the sweep")
+        what = (f"CRL-UIQA score along the sweep, smoothed over ±{p['smooth']:g} frames (Gaussian, as select "
+                f"--smooth does)" if p["smooth"] else "CRL-UIQA score along the sweep")
         fig = quality_curve(p["_smoothed"], best=best, title=f"{p['sweep']}: predicted quality "
                             f"(true best frame {p['true_best_frame']})", thumbnails={best: read_gray(p["_paths"][best])})
         if p["eligible_frames"] and not p["_eligible"].all():
@@ -97,20 +104,139 @@ def write_report(out, encoder, st, head, labels, res, table, picks, truth, score
             fig.axes[0].legend(loc="best", fontsize=8, framealpha=0.85)
         rep.add_figure(fig, caption=f"{p['sweep']}: {what}; the pick is marked. {_plane_check_text(p, st)}")
     order = np.argsort(-scores.scores)
-    ranked = [order[i] for i in np.linspace(0, len(order) - 1, 8).round().astype(int)]
-    rep.add_heading("Frames ranked best to worst")
-    rep.add_figure(ranked_strip([read_gray(scores.paths[i]) for i in ranked], [scores.scores[i] for i in ranked]),
-                   caption="Eight held-out frames spread over the ranking, best first.")
+    ranked = [int(order[i]) for i in np.linspace(0, len(order) - 1, 8).round().astype(int)]
+    rank = {int(i): r for r, i in enumerate(order, start=1)}
+    rep.add_heading("Frames ranked best to worst", level=3)
+    rep.add_text(f"Eight of the {len(order)} held-out frames spread over the model's ranking, best first, with the "
+                 "simulator's true quality of each.")
+    rows = [truth[path_key(scores.paths[i])] for i in ranked]
+    rep.add_thumbnails([read_gray(scores.paths[i]) for i in ranked],
+                       [f"#{rank[i]} · score {scores.scores[i]:.3f}" for i in ranked],
+                       [f"{r['sweep']} frame {r['frame']}\ntrue quality {float(r['true_quality']):.3f}" for r in rows])
     tq = [float(truth[path_key(p)]["true_quality"]) for p in scores.paths]
     rep.add_figure(score_scatter(tq, scores.scores, xlabel="simulator true quality", ylabel="CRL-UIQA score"),
                    caption="Predicted score against the simulator's ground truth on held-out frames.")
-    rep.add_heading("Views (as the paper's Fig. 2)")
+    rep.add_heading("Views (as the paper's Fig. 2)", level=3)
     src = read_gray(scores.paths[int(order[0])])
     fig, caption = model_views_figure(res.model, src, size)
     rep.add_figure(fig, caption="The best-scored held-out frame with its weak and strong views. " + caption)
-    rep.add_heading("Training")
-    rep.add_figure(training_curves(res.history), caption="Per-epoch losses and validation metrics.")
-    return rep.write(Path(out) / "report.html")
+
+    rep.add_heading("Next: your own images")
+    rep.add_text(_next_steps_text(out))
+
+    rep.add_heading("For developers")
+    with rep.details("Settings, times, seed, terms, training curves and the files of this folder"):
+        rep.add_text("Everything here was produced offline by `crl-uiqa demo`: simulated B-mode sweeps, quality "
+                     "pseudo-labels from the distance to reference standard planes (paper Eq. 1-3), and a quality "
+                     "model trained with score consistency and relativity co-learning (Eq. 4-7). Ground truth comes "
+                     "from the simulator, so accuracies are measured, not assumed.")
+        settings = {"embedding network P(·)": encoder, "training frames": n_train, "k": st.k,
+                    "Yeo-Johnson λ": labels.lmbda, "head": head, "epochs": max(int(r["epoch"]) for r in res.history),
+                    "kept epoch": res.kept_epoch, "image size": "x".join(map(str, size)),
+                    "best frame": _pick_rule_text(st), "seed": f"{st.seed} (--seed: the simulation and the training)",
+                    "time": _timings_text(timings)}
+        if cpu:
+            settings["CPU time"] = _timings_text(cpu)
+        rep.add_key_values(settings)
+        rep.add_text("Terms used in this report:\n\n"
+                     "- **P(·)**: the pretrained ultrasound plane classifier whose features define how close a frame "
+                     "is to a good standard plane (paper Eq. 1).\n"
+                     "- **k**: how many of the nearest reference planes are averaged in that distance (Eq. 1).\n"
+                     "- **Yeo-Johnson λ**: the exponent of the power transform, fitted by maximum likelihood, that "
+                     "makes the distances closer to Gaussian before they are scaled to pseudo-labels in [0, 1] "
+                     "(Eq. 2-3).\n"
+                     "- **val_srcc**: Spearman rank correlation between the model's scores and the pseudo-labels on "
+                     "the validation frames held out from training (1 = same order).\n"
+                     "- **val_strong_accuracy**: how often a validation frame scores above its strongly corrupted "
+                     "view.\n"
+                     "- **Pairwise accuracy**: the share of pairs with a known better frame that the scores put in the "
+                     "right order (ties count half; 0.5 is chance).")
+        rep.add_heading("Training", level=3)
+        rep.add_figure(training_curves(res.history), caption="Per-epoch losses and validation metrics.")
+        rep.add_heading("Files in this folder", level=3)
+        rep.add_text(_files_text(out))
+    return rep.write(out / "report.html")
+
+
+def _findings_text(table: list[dict], picks: list[dict]) -> str:
+    """What the demo found, in words: each held-out sweep's pick against its truly best frame, and whether training
+    beat the distance score the model started from (pairwise accuracy, with what the 95% intervals allow)."""
+    lines = []
+    for p in picks:
+        if p["frame_error"] == 0:
+            lines.append(f"- **{p['sweep']}**: picked frame {p['picked_frame']}, the truly best frame itself "
+                         f"(true quality {p['best_true_quality']:.3f}).")
+        else:
+            lines.append(f"- **{p['sweep']}**: picked frame {p['picked_frame']}; the truly best is frame "
+                         f"{p['true_best_frame']}, {p['frame_error']} frame{'s' * (p['frame_error'] != 1)} away "
+                         f"(true quality {p['picked_true_quality']:.3f} against {p['best_true_quality']:.3f}).")
+    text = ""
+    if picks:
+        errors = [p["frame_error"] for p in picks]
+        text = (f"**Best frames.** In each of the {len(picks)} held-out sweeps the demo picked one frame by the "
+                f"model's scores (the rule is given with the table below): on average {np.mean(errors):.1f} frames from the truly best one, exactly on it in "
+                f"{sum(e == 0 for e in errors)} of {len(picks)} sweeps, within 2 frames in "
+                f"{sum(e <= 2 for e in errors)} of {len(picks)}.\n\n" + "\n".join(lines))
+    by = {r["method"]: r for r in table}
+    model, dist = by.get("CRL-UIQA"), by.get("distance score (no training)")
+    if model and dist:
+        diff = model["accuracy"] - dist["accuracy"]
+        verdict = ("the trained model ranks better than the distance score it started from" if diff > 0 else
+                   "the trained model ranks worse than the distance score it started from" if diff < 0 else
+                   "the two rank these pairs equally well")
+        overlap = model["ci_low"] <= dist["ci_high"] and dist["ci_low"] <= model["ci_high"]
+        sure = (" The two 95% intervals overlap, so on this many pairs the difference is not certain."
+                if overlap and diff else " The two 95% intervals do not overlap." if diff else "")
+        others = [r for r in table if r is not model and r is not dist]
+        rest = ""
+        if others:
+            top = max(others, key=lambda r: r["accuracy"])
+            rest = (f" Of the other image-quality methods compared, the best ({top['method']}) reached "
+                    f"{top['accuracy']:.3f}.")
+        text += (f"\n\n**Ranking.** On {model['pairs']} pairs of held-out frames where the simulator knows which "
+                 f"is better, the trained model put {model['accuracy']:.1%} in the right order (pairwise accuracy "
+                 f"{model['accuracy']:.3f}; 0.5 is chance) and the distance score it was trained from, without "
+                 f"training, {dist['accuracy']:.1%} ({dist['accuracy']:.3f}): {verdict}" + (
+                     f", by {abs(diff) * 100:.1f} percentage points." if diff else ".") + sure + rest)
+    return text
+
+
+def _next_steps_text(out: Path) -> str:
+    """The commands that do on the user's own images what the demo did (as in the README, "Use it on your data")."""
+    import shlex
+
+    o = shlex.quote(str(out))
+    return (
+        "What you need: a folder of frames (PNG, JPEG, BMP, TIFF; or videos and DICOM cine loops for `select`) and "
+        "a few dozen reference standard planes that a sonographer considers good. No quality labels. The README "
+        "(\"Use it on your data\") and `crl-uiqa COMMAND --help` say more.\n\n"
+        "- **Train a model on your frames**, pseudo-labels and co-learning in one step: "
+        "`crl-uiqa fit --images frames/ --references best_planes/ --out run/`\n"
+        "- **Score images** (higher = better): `crl-uiqa score --model run/ --images new_frames/ --out scores.csv`\n"
+        "- **See the scores in a page** (histogram, best and worst images; `--pairs` adds the accuracy on pairs "
+        "you know): `crl-uiqa report --scores scores.csv --pairs pairs.csv --out report.html`\n"
+        "- **Pick the best frames of scans** (video or DICOM), with a plane check: `crl-uiqa select --model run/ "
+        "--input scan1.mp4 scan2.dcm --plane abdominal --top 3 --min-gap 2 --out picks/`\n\n"
+        f"To try `report` first on what the demo scored: `crl-uiqa report --scores {shlex.quote(str(out / 'scores.csv'))} "
+        f"--pairs {shlex.quote(str(out / 'data' / 'pairs.csv'))} --out {shlex.quote(str(out / 'scores-report.html'))}`. "
+        f"The demo's model ({o}/model) was trained on simulated sweeps: train your own on your images.")
+
+
+def _files_text(out: Path) -> str:
+    """What each file the demo wrote holds (a bullet list for the report)."""
+    files = [("data/", "the simulated sweeps (train/, test/, references/), manifest.csv with every frame's ground "
+                       "truth, pairs.csv with the held-out pairs of known order, simulation.json")]
+    if (out / "encoder").exists():
+        files.append(("encoder/", "the fallback plane classifier trained by the demo"))
+    files += [("model/", "the trained model (model.safetensors, model.json, history.csv): what `--model` of score "
+                         "and select takes"),
+              ("labels.csv", "the pseudo-label of every training frame"),
+              ("scores.csv", "the CRL-UIQA score of every held-out frame (path,score), as `crl-uiqa score` writes"),
+              ("frames.csv", "every held-out frame: ground truth, probability of the abdominal plane, every method's "
+                             "score"),
+              ("results.json", "the tables of this report, the times and CPU seconds of each stage"),
+              ("report.html", "this page")]
+    return f"In {out}:\n\n" + "\n".join(f"- `{name}`: {what}" for name, what in files)
 
 
 def _pick_rule_text(st: DemoSettings) -> str:

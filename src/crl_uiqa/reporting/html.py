@@ -21,7 +21,8 @@ import io
 import math
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -89,13 +90,27 @@ figcaption { color: var(--muted); font-size: 0.88em; margin-top: 4px; }
 .grid img { display: block; margin: 0 auto; border: 1px solid var(--line); border-radius: 3px;
   image-rendering: auto; background: #000; }
 .grid figcaption { max-width: 220px; word-break: break-word; }
+.thumbs { display: grid; grid-template-columns: repeat(auto-fill, minmax(230px, 1fr)); gap: 14px;
+  margin: 10px 0 22px; }
+.thumbs figure { margin: 0; min-width: 0; }
+.thumbs img, .thumbs .noimg { display: block; width: 100%; height: auto; border: 1px solid var(--line);
+  border-radius: 3px; background: #000; }
+.thumbs .noimg { aspect-ratio: 4 / 3; display: flex; align-items: center; justify-content: center; color: #fff;
+  font-size: 0.85em; }
+.thumbs figcaption { margin-top: 3px; font-size: 0.85em; line-height: 1.35; white-space: pre-wrap;
+  overflow-wrap: anywhere; }
+.thumbs figcaption strong { color: var(--fg); font-variant-numeric: tabular-nums; }
+@media (max-width: 640px) { .thumbs { grid-template-columns: repeat(2, minmax(0, 1fr)); gap: 10px; } }
+details.more { border: 1px solid var(--line); border-radius: 6px; padding: 4px 14px; margin: 10px 0 18px; }
+details.more > summary { cursor: pointer; font-weight: 600; padding: 4px 0; }
+details.more[open] > summary { border-bottom: 1px solid var(--line); margin-bottom: 8px; }
 p.empty { color: var(--muted); font-style: italic; }
 .note { background: var(--soft); border-left: 3px solid var(--accent); padding: 6px 12px; margin: 10px 0 16px; }
 .note p { margin: 4px 0; }
 ul.links { padding-left: 20px; }
 ul.links li { overflow-wrap: anywhere; }
 @media print { body { background: #fff; } main { box-shadow: none; max-width: none; padding: 0; }
-  figure, table, .grid figure { break-inside: avoid; } nav.toc { display: none; } }
+  figure, table, .grid figure, .thumbs figure { break-inside: avoid; } nav.toc { display: none; } }
 """
 
 
@@ -355,28 +370,89 @@ class Report:
             Longer side of each thumbnail in pixels (images are only shrunk).
         """
         images = list(images)
-        if captions is not None:
-            captions = [str(c) for c in captions]
-            if len(captions) != len(images):
-                raise InputError(f"add_images: got {len(captions)} captions for {len(images)} images")
+        captions = self._captions("add_images", captions, len(images))
         if not images:
             self._blocks.append('<p class="empty">(no images)</p>')
             return self
         parts = ['<div class="grid">']
         for i, image in enumerate(images):
-            try:
-                png = image_to_png(image, size=size)
-            except ValueError as exc:
-                raise reworded(exc, f"add_images: image {i}: {exc}", ImageError) from None
             cap = captions[i] if captions is not None else ""
             parts.append(
-                f'<figure><img src="{png_data_uri(png)}" alt="{_esc(cap or f"image {i + 1}")}">'
+                f'<figure><img src="{self._image_uri("add_images", i, image, size)}" '
+                f'alt="{_esc(cap or f"image {i + 1}")}">'
                 + (f"<figcaption>{_esc(cap)}</figcaption>" if cap else "")
                 + "</figure>"
             )
         parts.append("</div>")
         self._blocks.append("".join(parts))
         return self
+
+    def add_thumbnails(self, images: Sequence[np.ndarray | None], titles: Sequence[str],
+                       captions: Sequence[str] | None = None, *, size: int = 256) -> Report:
+        """Add a responsive grid of thumbnails, each scaled to its cell: several per row on a wide screen, two
+        per row on a phone (e.g. the best and worst images of a score report).
+
+        Parameters
+        ----------
+        images : list of ndarray or None
+            Grayscale images ``(H, W)`` in [0, 1]; ``None`` keeps the place of an image that could not be read
+            (a dark box saying so).
+        titles : list of str
+            One short line per image, shown in bold (e.g. the rank and score).
+        captions : list of str, optional
+            More text per image (e.g. the file name; each line of it is a line under the title); long names wrap.
+        size : int
+            Longer side of each embedded image in pixels (images are only shrunk).
+        """
+        images = list(images)
+        titles = self._captions("add_thumbnails", titles, len(images), "titles")
+        captions = self._captions("add_thumbnails", captions, len(images))
+        if not images:
+            self._blocks.append('<p class="empty">(no images)</p>')
+            return self
+        parts = ['<div class="thumbs">']
+        for i, image in enumerate(images):
+            cap = captions[i] if captions is not None else ""
+            alt = _esc(f"{titles[i]} {cap}".strip().replace("\n", " "))
+            if image is None:
+                pic = f'<div class="noimg" role="img" aria-label="{alt}">not readable</div>'
+            else:
+                pic = f'<img src="{self._image_uri("add_thumbnails", i, image, size)}" alt="{alt}">'
+            text = "<br>".join(_esc(line) for line in cap.splitlines())
+            parts.append(f"<figure>{pic}<figcaption><strong>{_esc(titles[i])}</strong>"
+                         + (f"<br>{text}" if text else "") + "</figcaption></figure>")
+        parts.append("</div>")
+        self._blocks.append("".join(parts))
+        return self
+
+    @staticmethod
+    def _captions(method: str, captions: Sequence[str] | None, n: int, what: str = "captions") -> list[str] | None:
+        """``captions`` as strings, checked to be one per image."""
+        if captions is None:
+            return None
+        captions = [str(c) for c in captions]
+        if len(captions) != n:
+            raise InputError(f"{method}: got {len(captions)} {what} for {n} images")
+        return captions
+
+    @staticmethod
+    def _image_uri(method: str, i: int, image: np.ndarray, size: int) -> str:
+        """The data URI of image ``i`` shrunk to ``size``; an unusable image is an :class:`ImageError` naming it."""
+        try:
+            png = image_to_png(image, size=size)
+        except ValueError as exc:
+            raise reworded(exc, f"{method}: image {i}: {exc}", ImageError) from None
+        return png_data_uri(png)
+
+    @contextmanager
+    def details(self, summary: str) -> Iterator[Report]:
+        """A collapsed section: what is added inside the ``with`` block shows when the reader opens ``summary``
+        (e.g. settings and timings for developers at the end of a report for users)."""
+        self._blocks.append(f'<details class="more"><summary>{_esc(summary)}</summary>')
+        try:
+            yield self
+        finally:
+            self._blocks.append("</details>")
 
     # -- output ----------------------------------------------------------------
     def to_html(self) -> str:

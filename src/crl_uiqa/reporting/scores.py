@@ -192,32 +192,25 @@ def _read_thumb(record: ScoreRecord, failures: dict[str, str]) -> np.ndarray | N
     return np.clip(np.asarray(pil, dtype=np.float32), 0.0, 1.0)
 
 
-def _label(record: ScoreRecord) -> str:
-    """Short caption for an image: its folder and file name, shortened to 24 characters."""
-    name = "/".join(Path(record.key).parts[-2:])
-    return name if len(name) <= 24 else name[:11] + "\u2026" + name[-12:]
-
-
 def _strip(report: Report, records: list[ScoreRecord], title: str, failures: dict[str, str],
            has_truth: bool, first_rank: int = 1) -> None:
-    from .figures import ranked_strip
-
-    shown = [(r, _read_thumb(r, failures)) for r in records]
-    if all(img is None for _, img in shown):
-        report.add_text(f"{title}: none of the images could be read.")
+    """Thumbnails of ``records`` (ranked) in a grid that wraps (two per row on a phone): rank, score, folder and
+    file name (whole, wrapped), the true quality when known."""
+    report.add_heading(title, level=3)
+    thumbs = [_read_thumb(r, failures) for r in records]
+    if all(img is None for img in thumbs):
+        report.add_text("None of these images could be read.")
         return
-    labels = []
-    for k, (r, img) in enumerate(shown):
-        lab = _label(r)
-        if img is None:  # keep its place (and the ranks) with a black placeholder
-            shown[k] = (r, np.zeros((48, 64), dtype=np.float32))
-            lab += "\n(unreadable)"
+    titles = [f"#{first_rank + k} \u00b7 score {r.score:.3f}" for k, r in enumerate(records)]
+    captions = []
+    for r, img in zip(records, thumbs):
+        lines = ["/".join(Path(r.key).parts[-2:])]  # folder and file; the table below has the whole path
         if has_truth:
-            lab += f"\ntrue {_parse_float(r.extra.get('true_quality'), 'true_quality'):.3f}"
-        labels.append(lab)
-    fig = ranked_strip([img for _, img in shown], [r.score for r, _ in shown], labels=labels,
-                       n=len(shown), title=title, first_rank=first_rank)
-    report.add_figure(fig, caption=f"{title}; caption: rank, score, file")
+            lines.append(f"true quality {_parse_float(r.extra.get('true_quality'), 'true_quality'):.3f}")
+        if img is None:
+            lines.append("(unreadable)")
+        captions.append("\n".join(lines))
+    report.add_thumbnails(thumbs, titles, captions, size=THUMB_SIZE)
 
 
 #: Columns that say the rows are frames of scans (sweeps), not unrelated stills.
