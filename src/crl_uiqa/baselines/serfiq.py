@@ -42,6 +42,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import ConfigError, ImageError, InputError
+from ..validate import MAX_COUNT
 from ._network import check_array_images, check_integer, check_positive_int, check_size, load_sononet
 
 __all__ = ["serfiq_quality", "dropout_masks", "stochastic_embeddings", "serfiq_score"]
@@ -201,6 +202,8 @@ def serfiq_score(
     passes = check_positive_int(passes, "passes")
     if passes < 2:
         raise ConfigError(f"passes must be at least 2 (SER-FIQ compares stochastic passes), got {passes}")
+    if passes > MAX_COUNT:  # torch sizes the dropout masks by it
+        raise ConfigError(f"passes must be <= {MAX_COUNT}, got {passes}")
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= float(dropout) < 1.0:
         raise ConfigError(f"dropout must be a rate in [0, 1), got {dropout!r}")
     if embedding not in _EMBEDDINGS:
