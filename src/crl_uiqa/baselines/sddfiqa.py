@@ -112,7 +112,10 @@ def _check_labels(labels, n: int) -> np.ndarray:
         raise InputError("labels are required")
     if isinstance(labels, (str, bytes)):
         raise InputError("labels must be a sequence with one label per image, not a string")
-    lab = list(labels)
+    try:
+        lab = list(labels)
+    except TypeError:  # a number, not a sequence
+        raise InputError(f"labels must be a sequence with one label per image, got {labels!r}") from None
     if len(lab) != n:
         raise InputError(f"{len(lab)} labels for {n} images")
     for i, v in enumerate(lab):
