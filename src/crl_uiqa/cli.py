@@ -158,7 +158,10 @@ def _dispatch(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"{prefix}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (CRLUIQAError, OSError, ValueError) as exc:
+    # What the user gave (a CRLUIQAError), or a path the system refused (an OSError). A plain ValueError is
+    # neither: crl-uiqa checks what it is given before numpy, torch, PIL... see it, so one from a library is a
+    # bug, reported below as such.
+    except (CRLUIQAError, OSError) as exc:
         if args.verbose:
             traceback.print_exc()
         if isinstance(exc, OSError) and not isinstance(exc, CRLUIQAError):
