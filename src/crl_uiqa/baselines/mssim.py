@@ -322,10 +322,12 @@ def mssim_score(
 
     Raises
     ------
-    ValueError
-        On empty lists, non-2-D or non-finite images, an unknown reduction or
-        method, different shapes with ``size=None``, or images too small for
-        MS-SSIM.
+    crl_uiqa.errors.InputError
+        On empty lists, non-2-D or non-finite images, different shapes with
+        ``size=None``, or images too small for SSIM or MS-SSIM.
+    crl_uiqa.errors.ConfigError
+        An unknown reduction or method, or a ``size`` that is not (height,
+        width) within 11 to 8192 pixels per side.
     """
     if reduction not in _REDUCTIONS:
         raise ConfigError(f"unknown reduction {reduction!r}; use one of {', '.join(_REDUCTIONS)}")

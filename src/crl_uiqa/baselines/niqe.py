@@ -237,9 +237,14 @@ def fit_niqe_model(
 
     Raises
     ------
-    ValueError
-        On bad, constant or too small images, or fewer than two kept patches
-        with defined features.
+    crl_uiqa.errors.ConfigError
+        A ``patch_size`` that is not an even integer >= 8, a ``sharpness``
+        that is not a number in [0, 1].
+    crl_uiqa.errors.InputError
+        On bad images (empty list, non-2-D, non-finite), or fewer than two
+        kept patches with defined features.
+    crl_uiqa.errors.ImageError
+        On constant or too small images.
     """
     _check_patch_size(patch_size)
     if isinstance(sharpness, bool) or not isinstance(sharpness, numbers.Real) or not 0.0 <= sharpness <= 1.0:
@@ -288,8 +293,12 @@ def niqe_score(images: Sequence[np.ndarray], model: NIQEModel | None = None) -> 
 
     Raises
     ------
-    ValueError
-        On an empty list, non-2-D, non-finite, constant or too small images.
+    crl_uiqa.errors.InputError
+        On an empty list, non-2-D or non-finite images.
+    crl_uiqa.errors.ImageError
+        On constant or too small images.
+    crl_uiqa.errors.ArgumentTypeError
+        A ``model`` that is not a :class:`NIQEModel`.
     """
     from ..progress import progress
 

@@ -67,7 +67,7 @@ def serfiq_quality(embeddings) -> np.ndarray | float:
 
     Raises
     ------
-    ValueError
+    crl_uiqa.errors.InputError
         Wrong number of dimensions, T < 2, D = 0, or NaN/inf values.
     """
     import torch
@@ -188,8 +188,13 @@ def serfiq_score(
 
     Raises
     ------
-    ValueError
-        Bad images or parameters (the message names ``images[i]``).
+    crl_uiqa.errors.InputError
+        Bad images (the message names ``images[i]``).
+    crl_uiqa.errors.ImageError
+        An image whose network output is NaN or infinite.
+    crl_uiqa.errors.ConfigError
+        Bad parameters (``passes``, ``dropout``, ``embedding``, ``seed``,
+        ``batch_size``, ``size``).
     FileNotFoundError
         SonoNet weights not found.
     """
