@@ -171,3 +171,10 @@ def test_run_baseline_takes_one_array_or_a_stack_and_raises_crl_uiqa_errors():
         run_baseline("brisque", [imgs[0] * 255])
     with pytest.raises(InputError, match="empty"):
         run_baseline("brisque", [])
+
+
+def test_an_option_value_nested_too_deeply_for_json_is_kept_as_text():
+    """json.loads recursed past Python's limit on ``--option size=[[[[...`` (a RecursionError, reported as a bug);
+    such a value is kept as the text given, which the method then refuses as it refuses any wrong value."""
+    deep = "[" * 100_000 + "]" * 100_000
+    assert parse_options([f"size={deep}"]) == {"size": deep}

@@ -139,3 +139,13 @@ def test_halving_is_matlab_average_and_decimate_with_symmetric_border():
     t = torch.arange(15, dtype=torch.float32).reshape(1, 3, 5)
     want = torch.tensor([[[3.0, 5.0, 6.5], [10.5, 12.5, 14.0]]])  # last row/column averaged with itself
     torch.testing.assert_close(_halve(t), want)
+
+
+@pytest.mark.parametrize("size, match", [((10**9, 10**9), "at most 8192"), ((float("inf"), 64), r"\(height, width\)")])
+def test_a_size_too_large_to_allocate_is_a_config_error(size, match):
+    """size=[1e9,1e9] was a RuntimeError from torch.empty, size=[Infinity,64] an OverflowError from int()."""
+    from crl_uiqa.errors import ConfigError
+
+    img = np.zeros((32, 32), np.float32)
+    with pytest.raises(ConfigError, match=match):
+        mssim_score([img], [img], size=size)

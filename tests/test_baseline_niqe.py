@@ -203,3 +203,24 @@ def test_bad_model_and_fit_arguments_raise():
         fit_niqe_model([camera_crop(), np.full((192, 192), 0.3, np.float32)])
     with pytest.raises(ValueError, match="reference_images"):
         fit_niqe_model([])
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(sharpness="nan"), "sharpness must be in"), (dict(sharpness=[1, 2]), "sharpness must be in"),
+    (dict(sharpness=float("nan")), "sharpness must be in"), (dict(patch_size="x"), "patch_size must be an even"),
+    (dict(patch_size=float("nan")), "patch_size must be an even"), (dict(patch_size=float("inf")), "even integer"),
+])
+def test_settings_of_the_wrong_type_are_config_errors(kw, match):
+    """``--option sharpness=nan`` (a string) was a TypeError and ``patch_size=nan`` a bare int() ValueError."""
+    from crl_uiqa.errors import ConfigError
+
+    img = fake_ultrasound()
+    with pytest.raises(ConfigError, match=match):
+        fit_niqe_model([img], **kw)
+
+
+def test_a_model_that_is_not_a_niqe_model_is_an_argument_type_error():
+    from crl_uiqa.errors import ArgumentTypeError
+
+    with pytest.raises(ArgumentTypeError, match="model must be a NIQEModel"):  # was an AttributeError
+        niqe_score([fake_ultrasound()], model="nope")

@@ -196,3 +196,12 @@ def test_sddfiqa_star_with_the_default_anchored_settings_trains_the_papers_head(
                        train_config=tc, model_config=ModelConfig(image_size=(32, 40), **m_over))
     assert res.model.config.head == "paper" and tuple(res.model.config.image_size) == (32, 40)
     assert [r["epoch"] for r in res.history][-1] == settings(paper=True)[0]["epochs"]
+
+
+def test_labels_that_are_not_a_sequence_are_an_input_error():
+    """``--option labels=5`` was a TypeError ("'int' object is not iterable"), reported as a crl-uiqa bug."""
+    from crl_uiqa.errors import InputError
+
+    e = np.random.default_rng(0).normal(size=(6, 4))
+    with pytest.raises(InputError, match="labels must be a sequence with one label per image, got 5"):
+        sddfiqa_from_embeddings(e, 5)

@@ -137,6 +137,7 @@ def test_no_dropout_gives_quality_one(net, images):
         ({"embedding": "logits"}, "embedding must be one of"),
         ({"size": (8, 8)}, "at least 16x16"),
         ({"seed": "x"}, "seed must be an integer"),
+        ({"passes": 10**20}, "passes must be <= 2147483647"),  # was a TypeError from torch.rand
     ],
 )
 def test_bad_options(net, images, kwargs, match):

@@ -149,6 +149,10 @@ def test_bad_inputs():
         calibrate_margins(x, lambda t: t.mean(dim=(1, 2, 3)), ["gaussian_noise"], k=1)
     with pytest.raises(ValueError, match="floor"):
         margin_weights({"a": 1.0}, floor=1.0)
+    from crl_uiqa.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="floor must be in"):  # float("x") was a bare ValueError
+        margin_weights({"a": 1.0}, floor="x")
     with pytest.raises(ValueError, match="cannot be calibrated"):
         margin_weights({"a": 0.0, "b": -1.0})
 

@@ -151,6 +151,24 @@ def test_bad_json_beside_a_format_2_model_names_the_file(run):
     assert "model.json" in str(ei.value)
 
 
+def test_deeply_nested_json_beside_a_model_is_one_line(run, images, tmp_path, capsys):
+    """json's decoder recurses once per bracket: 100000 of them were a RecursionError, reported as a crl-uiqa bug."""
+    (run / "model.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ModelError, match="nested too deeply"):
+        load_model(run)
+    rc, err = _score(run, images, tmp_path, capsys)
+    assert rc == errors.EXIT_USER and len(err) == 1 and str(run / "model.json") in err[0], err
+
+
+def test_deeply_nested_embedded_description_is_a_damaged_model(tmp_path):
+    d = tmp_path / "deep"
+    d.mkdir()
+    text = "[" * 100_000 + "]" * 100_000
+    save_file({"w": torch.zeros(2)}, str(d / "model.safetensors"), metadata={"crl_uiqa": text})
+    with pytest.raises(ModelError, match="not valid JSON"):
+        load_tensors(d / "model.safetensors")
+
+
 def test_missing_model_config_is_one_line(tmp_path, images, capsys):
     d = tmp_path / "nocfg"
     save_tensors(d / "model.safetensors", {"w": torch.zeros(2)}, {"history": []})

@@ -259,6 +259,8 @@ def test_n_boot_zero_gives_no_interval_and_negative_is_refused():
             pairwise_accuracy(SCORES, PAIRS, n_boot=bad)
         with pytest.raises(ConfigError, match="n_boot"):
             bootstrap_ci(np.array([1.0, 0.0]), n_boot=bad)
+    with pytest.raises(ConfigError, match="n_boot .--n-boot. must be <= 2147483647"):  # was numpy's ValueError
+        bootstrap_ci(np.array([1.0, 0.0]), n_boot=10**20)
 
 
 def test_a_csv_that_is_not_utf8_is_one_line_naming_it(tmp_path):

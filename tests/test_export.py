@@ -372,3 +372,19 @@ def test_cli_export_skips_unreadable_check_images(run_dir, tmp_path, capsys):
     none = tmp_path / "none.pt"
     assert main(["export", "--model", str(run_dir), "--out", str(none), "--check-images", str(folder / "broken.png")]) == 1
     assert "none of the 1 --check-images could be read" in capsys.readouterr().err and not none.exists()
+
+
+def test_runtime_threads_and_foreign_metadata_are_user_errors(tmp_path):
+    """--threads 99999999999999999999 was a TypeError from ONNX Runtime's options; an export whose crl-uiqa
+    metadata is a JSON list (or nested past the recursion limit) was an AttributeError (a RecursionError)."""
+    from pathlib import Path
+
+    from crl_uiqa.errors import ConfigError, ModelError
+    from crl_uiqa.runtime import _parse_meta
+
+    for bad in (10**20, -1, 1.5):
+        with pytest.raises(ConfigError, match=r"threads \(--threads\)"):
+            load_runtime(tmp_path / "missing.onnx", "onnx", threads=bad)
+    for text in ("[1, 2]", "7", "[" * 100_000 + "]" * 100_000):
+        with pytest.raises(ModelError, match="x.onnx: not a crl-uiqa export"):
+            _parse_meta(text, Path("x.onnx"))

@@ -273,6 +273,15 @@ def test_iter_batches_empty_list():
         list(iter_batches([], num_workers=0))
 
 
+def test_iter_batches_refuses_a_batch_size_no_loader_takes(tmp_path):
+    """--batch-size 99999999999999999999 was a ValueError from itertools.islice inside torch's DataLoader."""
+    from crl_uiqa.errors import ConfigError
+
+    p = str(_png8(tmp_path / "a.png", np.zeros((6, 8), np.uint8)))
+    with pytest.raises(ConfigError, match=r"batch_size \(--batch-size\) must be <= 2147483647"):
+        list(iter_batches([p], batch_size=10**20, num_workers=0))
+
+
 def test_a_scan_given_as_an_image_says_what_it_is(tmp_path):
     """A DICOM file or a video given where images are read (score, embed, predict) is named as a scan and pointed
     to `select`, not called 'unknown or corrupt'; bytes that are no format at all still are."""

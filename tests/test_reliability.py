@@ -75,6 +75,38 @@ def test_cli_bug_asks_for_a_report_and_v_gives_the_traceback(monkeypatch, tmp_pa
     assert "Traceback" in capsys.readouterr().err
 
 
+def test_cli_a_user_error_raised_in_a_command_is_one_line_exit_1(monkeypatch, tmp_path, capsys):
+    from crl_uiqa.commands import score
+
+    def refuse(args):
+        raise errors.InputError(f"{tmp_path / 'x.csv'}: no rows")
+
+    monkeypatch.setattr(score, "run", refuse)
+    assert main(["score", "--model", "m", "--images", "i", "--out", str(tmp_path / "s.csv")]) == errors.EXIT_USER
+    assert _err_lines(capsys) == [f"crl-uiqa score: error: {tmp_path / 'x.csv'}: no rows"]
+
+
+def test_cli_a_plain_value_error_from_a_library_is_a_bug_exit_3(monkeypatch, tmp_path, capsys):
+    """crl-uiqa raises CRLUIQAError for what the user gave (test_error_policy); a bare ValueError that reaches the
+    command line comes from a library (numpy, torch, PIL...) that was handed something crl-uiqa did not check: a
+    bug to report, not the user's fault. It used to be printed as a user error with exit 1."""
+    from crl_uiqa.commands import score
+
+    def library(args):
+        import numpy as np
+
+        np.zeros(2).reshape(3)  # ValueError: cannot reshape array of size 2 into shape (3,)
+
+    monkeypatch.setattr(score, "run", library)
+    argv = ["score", "--model", "m", "--images", "i", "--out", str(tmp_path / "s.csv")]
+    assert main(argv) == errors.EXIT_BUG
+    err = capsys.readouterr().err
+    assert "crl-uiqa score: internal error at " in err and "ValueError: cannot reshape array of size 2" in err
+    assert "This is a bug in crl-uiqa" in err and "please report" in err and "Traceback" not in err
+    assert not isinstance(ValueError(), CRLUIQAError)  # the user errors stay ValueErrors for Python callers:
+    assert issubclass(errors.InputError, ValueError) and issubclass(errors.ConfigError, ValueError)
+
+
 def test_cli_oserror_names_the_path(monkeypatch, tmp_path, capsys):
     import errno
     import os

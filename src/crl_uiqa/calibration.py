@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import zlib
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
@@ -166,7 +167,7 @@ def _check_families(families: Sequence[str]) -> tuple[str, ...]:
         raise ConfigError(f"families must be a non-empty sequence of family names, got {families!r}")
     out: list[str] = []
     for f in families:
-        get_family(f)  # ValueError naming the unknown family and listing the valid ones
+        get_family(f)  # ConfigError naming the unknown family and listing the valid ones
         if f not in out:
             out.append(f)
     return tuple(out)
@@ -266,9 +267,14 @@ def calibration_table(
 
     Raises
     ------
-    ValueError
-        Empty or malformed references, ``k >= N``, unknown family, degree
-        outside (0, 1], or an embedding of the wrong shape or with NaN/inf.
+    crl_uiqa.errors.InputError
+        Empty or malformed references (not a (N, 1, H, W) float tensor of
+        finite values in [0, 1]).
+    crl_uiqa.errors.ConfigError
+        ``k`` not a positive integer or ``k >= N``, unknown family, degree
+        outside (0, 1], or an embedding of the wrong shape.
+    crl_uiqa.errors.ModelError
+        An embedding with NaN/inf.
     """
     x = _check_references(reference_images, k)
     fams = _check_families(families)
@@ -314,12 +320,14 @@ def margin_weights(slopes: Mapping[str, float], *, floor: float = FLOOR, warn: b
 
     Raises
     ------
-    ValueError
-        No slopes, ``floor`` outside (0, 1), or no family with a positive slope.
+    crl_uiqa.errors.InputError
+        No slopes.
+    crl_uiqa.errors.ConfigError
+        ``floor`` not a number in (0, 1), or no family with a positive slope.
     """
     if not slopes:
         raise InputError("no slopes to turn into margin weights")
-    if not 0.0 < float(floor) < 1.0:
+    if isinstance(floor, bool) or not isinstance(floor, numbers.Real) or not 0.0 < float(floor) < 1.0:
         raise ConfigError(f"floor must be in (0, 1), got {floor!r}")
     s = {f: float(v) for f, v in slopes.items()}
     blind = [f for f, v in s.items() if not v > 0]  # also catches NaN

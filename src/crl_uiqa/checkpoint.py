@@ -84,6 +84,8 @@ def read_json_object(path: str | os.PathLike, what: str = "JSON file") -> dict:
         raise ModelError(f"{path}: not a {what} (not UTF-8 text)") from None
     except json.JSONDecodeError as exc:
         raise ModelError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    except RecursionError:  # json's decoder recurses once per nested [ or {
+        raise ModelError(f"{path}: not a {what} (its JSON is nested too deeply)") from None
     if not isinstance(obj, dict):
         raise ModelError(f"{path}: a {what} must hold a JSON object, found {type(obj).__name__}")
     return obj
@@ -115,7 +117,7 @@ def load_tensors(path: str | os.PathLike, device: str | torch.device = "cpu", *,
     if META_KEY in header:
         try:
             meta = json.loads(header[META_KEY])
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             raise ModelError(f"{path}: its embedded description is not valid JSON (damaged file)") from None
         if not isinstance(meta, dict):
             raise ModelError(f"{path}: its embedded description is not a JSON object (damaged file)")

@@ -109,10 +109,10 @@ def run_command(args: argparse.Namespace) -> int:
     """Run a parsed command; turn every failure into an exit code (README, "Reliability").
 
     * a :class:`~crl_uiqa.errors.CRLUIQAError` (bad input, setting, model or
-      output), an ``OSError`` on a user path, or a ``ValueError`` with a message
-      for the user: one line ``crl-uiqa CMD: error: ...``, exit 1;
-    * anything else is a bug: one line saying so and asking for a report, exit 3;
-      ``-v`` prints the full traceback.
+      output) or an ``OSError`` on a user path: one line
+      ``crl-uiqa CMD: error: ...``, exit 1;
+    * anything else is a bug, a plain ``ValueError`` from a library included (crl-uiqa raises CRLUIQAError for
+      what the user gave): one line saying so and asking for a report, exit 3; ``-v`` prints the full traceback.
     """
     new_folders = _new_out_folders(args)
     code = _dispatch(args)
@@ -158,7 +158,10 @@ def _dispatch(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"{prefix}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (CRLUIQAError, OSError, ValueError) as exc:
+    # What the user gave (a CRLUIQAError), or a path the system refused (an OSError). A plain ValueError is
+    # neither: crl-uiqa checks what it is given before numpy, torch, PIL... see it, so one from a library is a
+    # bug, reported below as such.
+    except (CRLUIQAError, OSError) as exc:
         if args.verbose:
             traceback.print_exc()
         if isinstance(exc, OSError) and not isinstance(exc, CRLUIQAError):

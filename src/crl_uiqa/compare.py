@@ -138,7 +138,7 @@ def _read_cache(csv_path: Path, key: str, paths: list[str]) -> tuple[dict[str, f
         if meta.get("key") != key:
             return None
         scores = {r.path: r.value for r in read_score_table(csv_path)}
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return None
     if any(p not in scores for p in paths):
         return None

@@ -21,6 +21,7 @@ from scipy import stats
 
 from .errors import ConfigError, InputError
 from .tables import Pair, csv_folder, on_disk, pair_keys, read_pairs, read_score_table, score_keys, table_base
+from .validate import MAX_COUNT
 
 __all__ = ["Pair", "pair_outcomes", "bootstrap_ci", "check_n_boot", "pairwise_accuracy", "correlations",
            "read_scores", "read_pairs", "align", "evaluate_files", "format_result"]
@@ -33,9 +34,11 @@ def pair_outcomes(better: np.ndarray, worse: np.ndarray) -> np.ndarray:
 
 
 def check_n_boot(n_boot) -> int:
-    """``n_boot`` if it is an integer >= 0 (0: no bootstrap interval), else :class:`ConfigError`."""
+    """``n_boot`` if it is an integer in [0, 2**31 - 1] (0: no bootstrap interval), else :class:`ConfigError`."""
     if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 0:
         raise ConfigError(f"n_boot (--n-boot) must be an integer >= 0 (0: no bootstrap interval), got {n_boot!r}")
+    if n_boot > MAX_COUNT:
+        raise ConfigError(f"n_boot (--n-boot) must be <= {MAX_COUNT}, got {n_boot}")
     return int(n_boot)
 
 

@@ -138,7 +138,7 @@ def format_from_path(path: str | os.PathLike) -> str:
 
     Raises
     ------
-    ValueError
+    crl_uiqa.errors.ConfigError
         For any other suffix.
     """
     name = str(path).lower()
@@ -261,9 +261,12 @@ def export_model(
     Raises
     ------
     ExportCheckError
-        The scores differ by more than ``atol`` (nothing is written).
-    ValueError
-        Unknown format/exporter, missing onnx/onnxscript packages.
+        The scores differ by more than ``atol`` (nothing is written); a
+        :class:`crl_uiqa.errors.ModelError`.
+    crl_uiqa.errors.ConfigError
+        Unknown format/exporter, a bad ``atol``, ``opset`` or ``n_random``.
+    crl_uiqa.errors.MissingDependencyError
+        Missing onnx/onnxscript packages.
     """
     import torch
 

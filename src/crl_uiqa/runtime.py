@@ -229,7 +229,9 @@ class OnnxRuntime(Runtime):
 def _parse_meta(text: str, path: Path) -> dict:
     try:
         meta = json.loads(text) if text else {}
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
+        meta = {}
+    if not isinstance(meta, dict):  # valid JSON, but not crl-uiqa's description (a list, a number)
         meta = {}
     size = meta.get("image_size")
     if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
@@ -269,12 +271,12 @@ def load_runtime(
     device : str or torch.device
         Device of the torch and torchscript runtimes (ONNX runs on the CPU).
     threads : int, optional
-        ONNX Runtime intra-op threads (default: the CPU cores).
+        ONNX Runtime intra-op threads (default, or 0: the CPU cores).
 
     Raises
     ------
     crl_uiqa.errors.ConfigError
-        Unknown kind, a file of another format.
+        Unknown kind, a file of another format, ``threads`` not an integer in [0, 2**31 - 1].
     crl_uiqa.errors.ModelError
         A file that is not a readable crl-uiqa export.
     crl_uiqa.errors.MissingDependencyError
@@ -282,8 +284,11 @@ def load_runtime(
     crl_uiqa.errors.NotFoundError
         No model at ``source`` (a ``FileNotFoundError``; the others are ``ValueError``).
     """
+    from . import validate
     from .model import QualityModel
 
+    if threads is not None:  # 0: the default; ONNX Runtime takes a C int
+        validate.integer(validate.flag("threads"), threads, minimum=0, maximum=validate.MAX_COUNT)
     key = str(kind).strip().lower()
     if key == "auto":
         if isinstance(source, QualityModel):

@@ -165,7 +165,8 @@ def run_baseline(
         Torch device, for methods that take one.
     **options
         Further keyword arguments of the method's function (e.g.
-        ``reduction="max"`` for mssim); unknown ones raise ``ValueError``.
+        ``reduction="max"`` for mssim); unknown ones raise
+        :class:`~crl_uiqa.errors.ConfigError`.
 
     Returns
     -------

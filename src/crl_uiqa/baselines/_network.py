@@ -164,7 +164,7 @@ def sononet_features(images: Sequence[np.ndarray], model, device, *, size: tuple
 
     Returns ``{name: float64 array (N, D)}`` for each name of ``outputs``
     (see :func:`sononet_outputs`); a NaN or infinite output raises a
-    ValueError naming ``images[i]``.
+    :class:`crl_uiqa.errors.ImageError` naming ``images[i]``.
     """
     import torch
 

@@ -240,9 +240,11 @@ def brisque_score(images: Sequence[np.ndarray]) -> np.ndarray:
 
     Raises
     ------
-    ValueError
-        On an empty list, non-2-D, non-finite, too small or constant images,
-        or an image whose features are undefined.
+    crl_uiqa.errors.InputError
+        On an empty list, non-2-D or non-finite images.
+    crl_uiqa.errors.ImageError
+        On too small or constant images, or an image whose features are
+        undefined.
     """
     from ..progress import progress
 

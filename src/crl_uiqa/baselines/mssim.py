@@ -41,6 +41,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import ConfigError, InputError
+from ..validate import MAX_IMAGE_SIDE
 from ._nss import check_images
 
 __all__ = ["ssim_matrix", "ms_ssim_matrix", "mssim_score"]
@@ -59,10 +60,12 @@ def _check_size(size) -> tuple[int, int] | None:
         return None
     try:
         h, w = (int(v) for v in size)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an infinite side
         raise ConfigError(f"size must be (height, width) or None, got {size!r}") from None
     if h <= 2 * _RADIUS or w <= 2 * _RADIUS:
         raise ConfigError(f"size must be larger than {2 * _RADIUS}x{2 * _RADIUS} pixels, got {size!r}")
+    if max(h, w) > MAX_IMAGE_SIDE:  # every image is resized to it: a huge size would fail allocating the stack
+        raise ConfigError(f"size must be at most {MAX_IMAGE_SIDE} pixels per side, got {size!r}")
     return h, w
 
 
@@ -319,10 +322,12 @@ def mssim_score(
 
     Raises
     ------
-    ValueError
-        On empty lists, non-2-D or non-finite images, an unknown reduction or
-        method, different shapes with ``size=None``, or images too small for
-        MS-SSIM.
+    crl_uiqa.errors.InputError
+        On empty lists, non-2-D or non-finite images, different shapes with
+        ``size=None``, or images too small for SSIM or MS-SSIM.
+    crl_uiqa.errors.ConfigError
+        An unknown reduction or method, or a ``size`` that is not (height,
+        width) within 11 to 8192 pixels per side.
     """
     if reduction not in _REDUCTIONS:
         raise ConfigError(f"unknown reduction {reduction!r}; use one of {', '.join(_REDUCTIONS)}")

@@ -47,6 +47,8 @@ means better quality.
 from __future__ import annotations
 
 import logging
+import math
+import numbers
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Sequence
@@ -54,7 +56,7 @@ from typing import Sequence
 import numpy as np
 from scipy.special import gamma as _gamma
 
-from ..errors import ConfigError, ImageError, InputError, ModelError
+from ..errors import ArgumentTypeError, ConfigError, ImageError, InputError, ModelError
 from ._nss import (
     aggd_fit,
     check_images,
@@ -131,8 +133,10 @@ class NIQEModel:
 
 
 def _check_patch_size(patch_size: int) -> None:
-    if int(patch_size) != patch_size or patch_size < 8 or patch_size % 2:
-        raise ConfigError(f"patch_size must be an even integer >= 8, got {patch_size}")
+    whole = (isinstance(patch_size, numbers.Real) and not isinstance(patch_size, bool) and math.isfinite(patch_size)
+             and int(patch_size) == patch_size)
+    if not whole or patch_size < 8 or patch_size % 2:
+        raise ConfigError(f"patch_size must be an even integer >= 8, got {patch_size!r}")
 
 
 @lru_cache(maxsize=1)
@@ -233,13 +237,18 @@ def fit_niqe_model(
 
     Raises
     ------
-    ValueError
-        On bad, constant or too small images, or fewer than two kept patches
-        with defined features.
+    crl_uiqa.errors.ConfigError
+        A ``patch_size`` that is not an even integer >= 8, a ``sharpness``
+        that is not a number in [0, 1].
+    crl_uiqa.errors.InputError
+        On bad images (empty list, non-2-D, non-finite), or fewer than two
+        kept patches with defined features.
+    crl_uiqa.errors.ImageError
+        On constant or too small images.
     """
     _check_patch_size(patch_size)
-    if not 0.0 <= sharpness <= 1.0:
-        raise ConfigError(f"sharpness must be in [0, 1], got {sharpness}")
+    if isinstance(sharpness, bool) or not isinstance(sharpness, numbers.Real) or not 0.0 <= sharpness <= 1.0:
+        raise ConfigError(f"sharpness must be in [0, 1], got {sharpness!r}")
     from ..progress import progress
 
     refs = check_images(reference_images, "reference_images")
@@ -284,14 +293,20 @@ def niqe_score(images: Sequence[np.ndarray], model: NIQEModel | None = None) -> 
 
     Raises
     ------
-    ValueError
-        On an empty list, non-2-D, non-finite, constant or too small images.
+    crl_uiqa.errors.InputError
+        On an empty list, non-2-D or non-finite images.
+    crl_uiqa.errors.ImageError
+        On constant or too small images.
+    crl_uiqa.errors.ArgumentTypeError
+        A ``model`` that is not a :class:`NIQEModel`.
     """
     from ..progress import progress
 
     imgs = check_images(images)
     if model is None:
         model = live_niqe_model()
+    elif not isinstance(model, NIQEModel):
+        raise ArgumentTypeError(f"model must be a NIQEModel (from fit_niqe_model) or None, got {type(model).__name__}")
     p = int(model.patch_size)
     for i, img in enumerate(imgs):  # fail before the long loop
         if np.ptp(img) == 0 or (img.shape[0] // p) * (img.shape[1] // p) < 2:

@@ -27,7 +27,7 @@ Choices for ultrasound, documented:
 * the distance is **unsigned**, as in the reference code (``signed=True``
   gives it the sign of ``mean(S^P) - mean(S^N)``, so an image closer to other
   classes than to its own scores below one that separates them);
-* negatives are needed: a set with a single class raises ``ValueError``
+* negatives are needed: a set with a single class raises ``InputError``
   (there is no honest fallback: the references are positives, not
   negatives). An image that is alone in its class has no positives (the
   reference code asserts this never happens); it gets the lowest score, 0,
@@ -112,7 +112,10 @@ def _check_labels(labels, n: int) -> np.ndarray:
         raise InputError("labels are required")
     if isinstance(labels, (str, bytes)):
         raise InputError("labels must be a sequence with one label per image, not a string")
-    lab = list(labels)
+    try:
+        lab = list(labels)
+    except TypeError:  # a number, not a sequence
+        raise InputError(f"labels must be a sequence with one label per image, got {labels!r}") from None
     if len(lab) != n:
         raise InputError(f"{len(lab)} labels for {n} images")
     for i, v in enumerate(lab):
@@ -165,8 +168,10 @@ def sddfiqa_from_embeddings(
 
     Raises
     ------
-    ValueError
-        Bad shapes, NaN/inf, label count mismatch, a single class, or every class a singleton.
+    crl_uiqa.errors.InputError
+        Bad shapes, NaN/inf, bad labels or a label count mismatch, a single class, or every class a singleton.
+    crl_uiqa.errors.ConfigError
+        ``n_pairs``, ``repetitions`` or ``chunk_size`` not a positive integer, ``seed`` not an integer.
     """
     from scipy.stats import wasserstein_distance
 
@@ -271,8 +276,14 @@ def sddfiqa_score(
 
     Raises
     ------
-    ValueError
-        Bad images or options, or a single class (negatives are needed).
+    crl_uiqa.errors.InputError
+        Bad images or labels, fewer than 2 images, or a single class
+        (negatives are needed).
+    crl_uiqa.errors.ConfigError
+        Bad options (``n_pairs``, ``repetitions``, ``batch_size``, ``seed``,
+        ``size``...).
+    crl_uiqa.errors.ImageError
+        An image whose network output is NaN or infinite.
     """
     imgs = check_array_images(images)
     if len(imgs) < 2:

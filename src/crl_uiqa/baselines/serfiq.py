@@ -42,6 +42,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import ConfigError, ImageError, InputError
+from ..validate import MAX_COUNT
 from ._network import check_array_images, check_integer, check_positive_int, check_size, load_sononet
 
 __all__ = ["serfiq_quality", "dropout_masks", "stochastic_embeddings", "serfiq_score"]
@@ -66,7 +67,7 @@ def serfiq_quality(embeddings) -> np.ndarray | float:
 
     Raises
     ------
-    ValueError
+    crl_uiqa.errors.InputError
         Wrong number of dimensions, T < 2, D = 0, or NaN/inf values.
     """
     import torch
@@ -187,8 +188,13 @@ def serfiq_score(
 
     Raises
     ------
-    ValueError
-        Bad images or parameters (the message names ``images[i]``).
+    crl_uiqa.errors.InputError
+        Bad images (the message names ``images[i]``).
+    crl_uiqa.errors.ImageError
+        An image whose network output is NaN or infinite.
+    crl_uiqa.errors.ConfigError
+        Bad parameters (``passes``, ``dropout``, ``embedding``, ``seed``,
+        ``batch_size``, ``size``).
     FileNotFoundError
         SonoNet weights not found.
     """
@@ -201,6 +207,8 @@ def serfiq_score(
     passes = check_positive_int(passes, "passes")
     if passes < 2:
         raise ConfigError(f"passes must be at least 2 (SER-FIQ compares stochastic passes), got {passes}")
+    if passes > MAX_COUNT:  # torch sizes the dropout masks by it
+        raise ConfigError(f"passes must be <= {MAX_COUNT}, got {passes}")
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= float(dropout) < 1.0:
         raise ConfigError(f"dropout must be a rate in [0, 1), got {dropout!r}")
     if embedding not in _EMBEDDINGS:

@@ -190,9 +190,12 @@ def detection_weighted_score(
 
     Raises
     ------
-    ValueError
-        Malformed files, or none of ``paths`` appearing in the detections
-        (almost always a path mismatch).
+    crl_uiqa.errors.InputError
+        Malformed files or mappings, or none of ``paths`` appearing in the
+        detections (almost always a path mismatch).
+    crl_uiqa.errors.ConfigError
+        A structure weight that is not a finite number >= 0, or mapped
+        ``structure_weights`` that are empty or sum to 0.
     """
     if isinstance(paths, (str, os.PathLike)):
         raise InputError("paths must be a sequence of image paths, not a single path")
@@ -286,8 +289,10 @@ def weighted_score(
 
     Raises
     ------
-    ValueError
-        Bad images or options, conflicting options, unknown plane names.
+    crl_uiqa.errors.InputError
+        Bad images, or ``paths`` not one per image.
+    crl_uiqa.errors.ConfigError
+        Bad or conflicting options, unknown plane names.
     """
     from ..classify import plane_index
 

@@ -340,7 +340,7 @@ def option_value(raw: str):
 
     try:
         value = json.loads(raw)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         value = raw
     return tuple(value) if isinstance(value, list) else value
 

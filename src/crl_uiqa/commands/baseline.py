@@ -6,7 +6,7 @@ are available here without changes.
 """
 from __future__ import annotations
 
-from ..errors import ConfigError, InputError, reworded
+from ..errors import ConfigError, CRLUIQAError, InputError, reworded
 from ._common import add_crop, add_device, crop_tuple, option_value, read_images, report_failures
 
 
@@ -98,7 +98,7 @@ def run(args) -> int:
     try:
         scores = run_baseline(args.name, images, references=references, weights=args.weights,
                               device=args.device, **options)
-    except ValueError as exc:
+    except CRLUIQAError as exc:  # named with the files; a library's own ValueError is a bug, not rephrased
         raise reworded(exc, name_files(str(exc), paths, ref_paths)) from None
     except ImportError as exc:  # a missing optional dependency: its message says what to install
         from ..cli import CLIError

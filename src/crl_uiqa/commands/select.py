@@ -56,6 +56,7 @@ def run(args) -> int:
     import sys
     from pathlib import Path
 
+    from ..errors import CRLUIQAError
     from ..reporting.selection import scan_folder, write_selection, write_summary
     from ..runtime import load_runtime
     from ..video.select import SUMMARY_COLUMNS, _load_plane_model, select_frames
@@ -79,7 +80,7 @@ def run(args) -> int:
                 frame_rate=args.frame_rate, crop=args.crop, region=args.region, smooth=args.smooth,
                 batch_size=args.batch_size, progress=not args.quiet,
             )
-        except (FileNotFoundError, ValueError) as exc:
+        except (CRLUIQAError, FileNotFoundError) as exc:  # that scan's fault; any other exception is a bug
             if not several:
                 raise
             print(f"crl-uiqa select: error: {exc}", file=sys.stderr)

@@ -111,7 +111,7 @@ def get_family(name: str) -> Corruption:
 
     Raises
     ------
-    ValueError
+    crl_uiqa.errors.ConfigError
         If ``name`` is unknown; the message lists the valid families.
     """
     try:
@@ -150,8 +150,10 @@ def corrupt(
 
     Raises
     ------
-    ValueError
-        Unknown family, bad image shape/range or degree outside [0, 1].
+    crl_uiqa.errors.ConfigError
+        Unknown family, or a degree outside [0, 1] (or not one per image).
+    crl_uiqa.errors.InputError
+        Bad image shape/range.
     """
     return get_family(family)(images, degree, generator)
 

@@ -96,7 +96,7 @@ def check_images(images: Tensor) -> None:
 
     Raises
     ------
-    ValueError
+    crl_uiqa.errors.InputError
         If ``images`` is not a floating tensor of shape (B, 1, H, W) with values
         in [0, 1] (NaN included).
     """
@@ -118,7 +118,7 @@ def as_degree(degree: Tensor | float, batch: int, device: torch.device) -> Tenso
 
     Raises
     ------
-    ValueError
+    crl_uiqa.errors.ConfigError
         If the shape does not match the batch or a value lies outside [0, 1].
     """
     if isinstance(degree, Tensor):

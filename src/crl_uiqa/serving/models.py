@@ -182,7 +182,7 @@ class PlaneChecker:
         return self.model is not None
 
     def check(self, plane: str) -> str:
-        """The canonical class name of ``plane`` (``ValueError`` when unknown or the check is off)."""
+        """The canonical class name of ``plane`` (``ConfigError`` when unknown or the check is off)."""
         if not self.available:
             raise ConfigError(f"the plane check is not available: {self.reason}")
         from ..classify import plane_index

@@ -85,7 +85,7 @@ class RegionPolicy:
     @classmethod
     def create(cls, crop: Region | Sequence[int] | str | None = None, region: str = "auto",
                frames: int = REGION_FRAMES, margin: int = 2) -> RegionPolicy:
-        """Validate and build a policy (a bad mode, box or frame count raises :class:`ValueError`)."""
+        """Validate and build a policy (a bad mode, box or frame count raises :class:`crl_uiqa.errors.ConfigError`)."""
         mode = str(region).strip().lower()
         if mode not in REGION_MODES:
             raise ConfigError(f"region must be one of {', '.join(REGION_MODES)}, got {region!r}")

@@ -224,7 +224,7 @@ def open_camera(index: int) -> tuple[Iterator[Frame], float | None]:
 
     Raises
     ------
-    ValueError
+    crl_uiqa.errors.ScanError
         When no backend can open the camera.
     """
     index = int(index)

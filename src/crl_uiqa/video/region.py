@@ -100,7 +100,7 @@ class Region:
 
         Raises
         ------
-        ValueError
+        crl_uiqa.errors.ConfigError
             If the text is not four non-negative integers with a positive size.
         """
         parts = [p for p in str(text).replace(",", " ").split() if p]
@@ -138,7 +138,7 @@ class Region:
 
         Raises
         ------
-        ValueError
+        crl_uiqa.errors.ConfigError
             If the box lies entirely outside the frame.
         """
         h, w = int(shape[0]), int(shape[1])
@@ -163,8 +163,10 @@ class Region:
 
         Raises
         ------
-        ValueError
+        crl_uiqa.errors.ConfigError
             If the box does not fit inside the image.
+        crl_uiqa.errors.InputError
+            If ``image`` is not (H, W) or (H, W, C).
         """
         image = np.asarray(image)
         if image.ndim < 2:

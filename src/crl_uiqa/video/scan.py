@@ -1030,9 +1030,9 @@ def scan_kind(path: str | os.PathLike) -> str:
 
     Raises
     ------
-    FileNotFoundError
-        If the file or folder does not exist.
-    ValueError
+    crl_uiqa.errors.NotFoundError
+        If the file or folder does not exist (also a ``FileNotFoundError``).
+    crl_uiqa.errors.ScanError
         If the extension is not supported and the file is not DICOM.
     """
     p = Path(path)
@@ -1097,8 +1097,14 @@ def open_scan(
         The path does not exist (or a pattern/folder matches no image).
     ScanReadError
         The header is unreadable (during iteration: a corrupt frame).
-    ValueError
-        Unsupported file type, bad arguments, a missing decoder, or a path that is not UTF-8.
+    crl_uiqa.errors.ScanError
+        Unsupported file type.
+    crl_uiqa.errors.ConfigError
+        Bad arguments (not a path, ``every``, ``fps``, ``frame_rate``, ``crop``).
+    crl_uiqa.errors.MissingDependencyError
+        A missing decoder package (PyAV, pydicom).
+    crl_uiqa.errors.InputError
+        A path that is not UTF-8.
     """
     from ..files import check_utf8_names  # noqa: PLC0415
 

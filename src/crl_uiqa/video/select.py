@@ -239,8 +239,10 @@ def resolve_region(scan: ScanSource, *, crop: Region | Sequence[int] | str | Non
 
     Raises
     ------
-    ValueError
-        Unknown mode, a crop box that does not fit the frames, or
+    crl_uiqa.errors.ConfigError
+        Unknown mode, or a crop box that is malformed or does not fit the
+        frames.
+    crl_uiqa.errors.ScanError
         ``region="dicom"`` for a scan without a DICOM region.
     """
     return RegionPolicy.create(crop, region).known(scan.shape, getattr(scan, "region", None), scan.path)
@@ -265,7 +267,7 @@ class SelectionSettings:
     def create(cls, *, top_k: Any = 1, min_gap: Any = 1.0, smooth: Any = 0.0, batch_size: Any = FRAME_BATCH,
                plane: str | None = None, plane_threshold: Any = 0.5, crop: Any = None, region: str = "auto",
                region_frames: Any = REGION_FRAMES) -> SelectionSettings:
-        """Validate everything before any work (a bad value raises :class:`ValueError`)."""
+        """Validate everything before any work (a bad value raises :class:`~crl_uiqa.errors.ConfigError`)."""
         from .. import validate as v
 
         top_k = v.integer("top_k (--top)", top_k, minimum=1)
@@ -487,9 +489,16 @@ def select_frames(
 
     Raises
     ------
-    FileNotFoundError, ValueError
-        Missing scan, unreadable header (:class:`ScanReadError`), bad argument.
-        A read error *during* the scan is not raised: see ``result.error``.
+    crl_uiqa.errors.NotFoundError
+        Missing scan (also a ``FileNotFoundError``).
+    crl_uiqa.errors.ScanError
+        Unreadable header (:class:`ScanReadError`), unsupported file type.
+    crl_uiqa.errors.ConfigError
+        A bad argument.
+    crl_uiqa.errors.ModelError
+        A model that cannot be loaded.
+
+    A read error *during* the scan is not raised: see ``result.error``.
     """
     from ..progress import progress as _progress
     from ..runtime import Runtime, load_runtime
