@@ -107,6 +107,38 @@ def test_cli_a_plain_value_error_from_a_library_is_a_bug_exit_3(monkeypatch, tmp
     assert issubclass(errors.InputError, ValueError) and issubclass(errors.ConfigError, ValueError)
 
 
+def test_cli_out_of_memory_is_one_line_exit_1_with_what_to_lower(monkeypatch, tmp_path, capsys):
+    """Running out of memory is neither bad input nor a bug: one line saying so and which settings ask for less."""
+    from crl_uiqa.commands import score
+
+    def hungry(args):
+        import numpy as np
+
+        np.empty(2**62, dtype=np.uint8)  # MemoryError: Unable to allocate 4.00 EiB ...
+
+    monkeypatch.setattr(score, "run", hungry)
+    assert main(["score", "--model", "m", "--images", "i", "--out", str(tmp_path / "s.csv")]) == errors.EXIT_USER
+    (line,) = _err_lines(capsys)
+    assert line.startswith("crl-uiqa score: error: out of memory: Unable to allocate") and "--batch-size" in line
+
+
+def test_cli_a_very_long_message_is_cut_in_its_middle(monkeypatch, tmp_path, capsys):
+    """A pasted value of 10000 characters in an error does not flood the terminal: start and end kept."""
+    from crl_uiqa import cli
+    from crl_uiqa.commands import score
+
+    message = "--option size=" + "[" * 10000 + " is nested too deeply"
+
+    def refuse(args):
+        raise errors.ConfigError(message)
+
+    monkeypatch.setattr(score, "run", refuse)
+    assert main(["score", "--model", "m", "--images", "i", "--out", str(tmp_path / "s.csv")]) == errors.EXIT_USER
+    (line,) = _err_lines(capsys)
+    assert line.startswith("crl-uiqa score: error: --option size=[[[") and line.endswith("[[ is nested too deeply")
+    assert f"[... {len(message) - cli.MAX_MESSAGE} characters ...]" in line and len(line) < cli.MAX_MESSAGE + 60
+
+
 def test_cli_oserror_names_the_path(monkeypatch, tmp_path, capsys):
     import errno
     import os

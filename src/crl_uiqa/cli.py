@@ -170,6 +170,13 @@ def _dispatch(args: argparse.Namespace) -> int:
             msg = str(exc) or type(exc).__name__
         print(f"{prefix}: error: {_one_line(msg)}", file=sys.stderr)
         return EXIT_USER
+    except MemoryError as exc:  # not a bug and not bad input: the run asked for more memory than there is
+        if args.verbose:
+            traceback.print_exc()
+        detail = _one_line(str(exc))
+        print(f"{prefix}: error: out of memory{': ' + detail if detail else ''}; free memory, or ask for less "
+              "(a smaller --batch-size, --image-size or fewer images at once)", file=sys.stderr)
+        return EXIT_USER
     except Exception as exc:  # a bug: say so, and how to get the details
         if args.verbose:
             traceback.print_exc()
@@ -298,8 +305,17 @@ def _add_csv_images(found, args: argparse.Namespace, option: str, csv_path: str,
                     found.add_file(what, base / os.path.expanduser(name), listed=option == "labels")
 
 
+#: the longest message printed whole; a longer one (a pasted value of 10000 characters) is cut in its middle
+MAX_MESSAGE = 1000
+
+
 def _one_line(msg: str) -> str:
-    return " ".join(msg.split()) if "\n" in msg else msg
+    """``msg`` on one line, at most :data:`MAX_MESSAGE` characters: its start and end kept, the middle cut."""
+    msg = " ".join(msg.split()) if "\n" in msg else msg
+    if len(msg) > MAX_MESSAGE:
+        cut = len(msg) - MAX_MESSAGE
+        msg = f"{msg[:MAX_MESSAGE * 2 // 3]} [... {cut} characters ...] {msg[-(MAX_MESSAGE // 3):]}"
+    return msg
 
 
 if __name__ == "__main__":  # pragma: no cover

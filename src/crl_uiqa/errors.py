@@ -18,7 +18,7 @@ from types import ModuleType
 
 #: exit codes of the ``crl-uiqa`` command (README, "Reliability")
 EXIT_OK = 0
-EXIT_USER = 1  # bad input, settings, model or output: one line on stderr
+EXIT_USER = 1  # bad input, settings, model or output, or out of memory: one line on stderr
 EXIT_USAGE = 2  # command-line syntax (argparse)
 EXIT_BUG = 3  # an unexpected exception (a library's own ValueError included): a bug, please report it
 EXIT_INTERRUPTED = 130
