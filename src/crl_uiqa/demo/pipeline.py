@@ -352,14 +352,15 @@ def run_demo(settings: DemoSettings | None = None) -> DemoResult:
         what += "; the default, see --head"
     window = tc.crop_size(size)
     on = f" on {window[0]}x{window[1]} windows" if window and tuple(window) != tuple(size) else ""
-    _say(f"[4/6] co-learning ({what}): {tc.epochs} epochs at {size[0]}x{size[1]}{on}, lr {tc.lr:g}")
+    _say(f"[4/6] co-learning ({what}): {tc.epochs} epoch{'s' if tc.epochs != 1 else ''} at {size[0]}x{size[1]}{on}, lr {tc.lr:g}")
     anchored = dict(references=ref_paths, anchor_transform=(labels.lmbda, float(labels.smoothed.min()),
                                                             float(labels.smoothed.max()))) if head == "anchored" else {}
     res = train(embs.paths, labels.label, config=tc, model_config=mc, weights=weights, run_dir=out / "model",
                 device=dev, progress=st.progress, **anchored)
     timings["train"] = time.perf_counter() - t
     cpu["train"] = _cpu_seconds() - c
-    kept = f", kept epoch {res.kept_epoch} of {tc.epochs}" if tc.select == "best" else ""
+    ran = max((int(r["epoch"]) for r in res.history), default=0)  # 0: not trained (too few images: the warning)
+    kept = f", kept epoch {res.kept_epoch} of {ran}" if tc.select == "best" else ""
     _say(f"      {timings['train']:.0f} s{kept}")
 
     _say("[5/6] scoring held-out sweeps and comparing with baselines")
