@@ -166,7 +166,8 @@ def compare(images: Path, reference: Path) -> dict[str, dict[str, float]]:
     return summary
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this script (tests/test_doc_commands.py parses the documented commands with it)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     a = sub.add_parser("images", help="write the public image set as 8-bit PNGs")
@@ -174,7 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("compare", help="score the set and compare with the reference scores")
     c.add_argument("--images", type=Path, default=Path("bench-out/matlab-images"))
     c.add_argument("--reference", type=Path, default=DEFAULT_REFERENCE)
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.cmd == "images":
         build_images(args.out)
     else:

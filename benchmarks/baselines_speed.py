@@ -74,7 +74,8 @@ def forward_seconds(images, weights, batch_size: int) -> float:
     return time.perf_counter() - t0
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this script (tests/test_doc_commands.py parses the documented commands with it)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=1000, help="images to score (default 1000)")
     ap.add_argument("--references", type=int, default=45, help="MSSIM reference images (default 45, the paper's n)")
@@ -86,7 +87,11 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     ap.add_argument("--batch-size", type=int, default=16, help="SonoNet batch size (default 16)")
     ap.add_argument("--out", default=str(ROOT / "bench-out" / "baselines_speed.json"), help="JSON output")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
 
     import torch
 

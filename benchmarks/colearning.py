@@ -253,7 +253,8 @@ def before_after(dev, args, out: Path) -> tuple[list[dict], dict]:
     return table, {"label_seconds": round(t_labels, 1), "score_speed": speed}
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this script (tests/test_doc_commands.py parses the documented commands with it)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--hc18", default=None)
     ap.add_argument("--lr", type=float, default=1e-3)
@@ -277,7 +278,11 @@ def main(argv=None) -> int:
     ap.add_argument("--speed-images", type=int, default=256, help="before-after: images of the score-speed check")
     ap.add_argument("--n-train", type=int, default=0, help="before-after: first N training images only (quick check)")
     ap.add_argument("--n-test", type=int, default=0, help="before-after: pairs of the first N test images only")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
 
 
     from crl_uiqa.ablation import format_table, run_ablation

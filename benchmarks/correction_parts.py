@@ -64,12 +64,17 @@ def _accuracy(c: np.ndarray, mild: np.ndarray, severe: np.ndarray, cols: list[in
     return float(np.mean([np.mean((a > b) + 0.5 * (a == b)) for a, b in pairs]))
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this script (tests/test_doc_commands.py parses the documented commands with it)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True, help="a trained run folder (model.safetensors + model.json)")
     ap.add_argument("--families", required=True, help="comma list of families with pairs in bench-out/lofo")
     ap.add_argument("--threads", type=int, default=2)
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
 
     import torch
 

@@ -62,12 +62,18 @@ def _model(size):
     return model
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this script (tests/test_doc_commands.py parses the documented commands with it)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", nargs=2, type=int, default=[224, 288])
     ap.add_argument("--batch-size", type=int, default=48, help="images per forward (default 48 = 16 x 3 views)")
     ap.add_argument("--reps", type=int, default=6)
     ap.add_argument("--options", nargs="+", choices=OPTIONS, default=list(OPTIONS))
+    return ap
+
+
+def main(argv=None) -> int:
+    ap = build_parser()
     args = ap.parse_args(argv)
     if args.batch_size < 3 or args.batch_size % 3:
         ap.error("--batch-size must be a multiple of 3 (source, weak and strong views of each image)")

@@ -64,15 +64,20 @@ def _measure(method: str, path: Path) -> dict:
             "seconds": round(seconds, 3)}
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this script (tests/test_doc_commands.py parses the documented commands with it)."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--side", type=int, default=7000, help="the images are SIDE x SIDE pixels")
+    ap.add_argument("--repeat", type=int, default=2, help="runs per method and image (the lowest peak is kept)")
+    return ap
+
+
 def main(argv=None) -> int:
     import numpy as np
     from _run_info import command, machine, uptime
     from PIL import Image
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--side", type=int, default=7000, help="the images are SIDE x SIDE pixels")
-    ap.add_argument("--repeat", type=int, default=2, help="runs per method and image (the lowest peak is kept)")
-    args = ap.parse_args(argv)
+    args = build_parser().parse_args(argv)
     out_dir = ROOT / "bench-out" / "decode_memory"
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)

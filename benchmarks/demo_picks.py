@@ -312,13 +312,18 @@ def layers(seeds: list[int], threads: int | None) -> dict:
     return {"seeds": seeds, "summary": summary}
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this script (tests/test_doc_commands.py parses the documented commands with it)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("what", choices=["run", "evaluate", "layers"])
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--configs", default="sononet,fallback")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     seeds, configs = _ints(args.seeds), _names(args.configs)
     if args.what == "run":
         run(seeds, configs, args.threads)

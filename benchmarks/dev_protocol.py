@@ -331,7 +331,8 @@ def build_dev_protocol(hc18_dir: str | os.PathLike | None = None, out_dir: str |
     return proto
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this script (tests/test_doc_commands.py parses the documented commands with it)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--hc18", default=None, help="HC18 folder holding images/ (default: $CRL_UIQA_SHARED/data/hc18 "
@@ -339,7 +340,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="output folder (default: bench-out/dev in the repository)")
     ap.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
     ap.add_argument("--force", action="store_true", help="rebuild even if the folder is complete")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     t0 = time.perf_counter()
     try:
         proto = build_dev_protocol(args.hc18, args.out, args.seed, force=args.force)

@@ -48,11 +48,16 @@ def statistics(paths: list[str]) -> np.ndarray:
     return torch.cat(out).numpy()
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this script (tests/test_doc_commands.py parses the documented commands with it)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pairs", default=str(ROOT / "bench-out" / "lofo" / "pairs.csv"))
     ap.add_argument("--references", default=str(ROOT / "bench-out" / "dev" / "references.txt"))
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     from crl_uiqa.reference_stats import MIN_SCALE
 
     root = Path(args.pairs).parent

@@ -503,7 +503,8 @@ def format_default_markdown(result: dict) -> str:
 
 
 # --------------------------------------------------------------------------- main
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this script (tests/test_doc_commands.py parses the documented commands with it)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--hc18", default=None, help="HC18 folder (default: see dev_protocol.py)")
     ap.add_argument("--weights", default=None,
@@ -537,7 +538,11 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-all", action="store_true",
                     help="--mode default: no all-families reference run")
     ap.add_argument("--retrain", action="store_true", help="--mode default: train anew even when a run is finished")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
 
     import torch
     from scipy import stats

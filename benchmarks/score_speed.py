@@ -52,7 +52,8 @@ def _worker_costs(paths, size) -> dict:
             "worker_ms_per_image": round(1000 * (t_dec + t_res) / n, 2)}
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this script (tests/test_doc_commands.py parses the documented commands with it)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--hc18", default=None)
     ap.add_argument("--n", type=int, default=400)
@@ -62,7 +63,11 @@ def main(argv=None) -> int:
                     help="anchored: the default model (trunk to block4 + correction head; random anchor, same "
                     "speed); paper: the paper's head on block5")
     ap.add_argument("--amp", choices=["off", "bf16"], default="off", help="bf16: bfloat16 autocast on the CPU")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
 
     import torch
 

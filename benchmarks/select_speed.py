@@ -138,7 +138,8 @@ def live_batch_rates(rt, video: Path, batch_size: int, repeats: int) -> dict:
     return {"frames": int(sel.n_scored), "rates": rates, "max_abs_diff": diff}
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this script (tests/test_doc_commands.py parses the documented commands with it)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=60.0, help="clip length (default 60)")
     ap.add_argument("--fps", type=int, default=30, help="clip frame rate (default 30)")
@@ -152,7 +153,11 @@ def main(argv=None) -> int:
                     help="also time live --no-realtime batched vs batch 1 vs select on the clip")
     ap.add_argument("--repeats", type=int, default=1, help="rounds of the --live-batch timings (default 1)")
     ap.add_argument("--json", default=None, help="write the results here")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
 
     import _run_info as run_info
     import torch

@@ -111,7 +111,8 @@ def in_browser(url: str, scan: Path, shot: Path, plane: str | None, top_k: int) 
     return seconds
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this script (tests/test_doc_commands.py parses the documented commands with it)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--fps", type=int, default=30)
@@ -122,7 +123,11 @@ def main(argv=None) -> int:
     ap.add_argument("--top", type=int, default=5)
     ap.add_argument("--screenshot", default=None, metavar="PNG")
     ap.add_argument("--skip-select", action="store_true", help="skip the in-process select timing")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
 
     import torch
     from select_speed import make_capture, parse_size

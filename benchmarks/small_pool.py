@@ -80,7 +80,8 @@ def write_results(name: str, script: str, argv, rows: list[dict], t_all: float, 
     return meta
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this script (tests/test_doc_commands.py parses the documented commands with it)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--hc18", default=None)
     ap.add_argument("--pools", type=int, default=4)
@@ -92,7 +93,11 @@ def main(argv=None) -> int:
                     help="training settings over the defaults (repeatable; '' = the defaults)")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--tag", default="default")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
 
     from crl_uiqa.evaluation import align, read_pairs
     from crl_uiqa.training import selection_criterion

@@ -52,7 +52,8 @@ def _accuracy(scores: dict, pairs: list) -> dict:
     return out
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this script (tests/test_doc_commands.py parses the documented commands with it)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--pool-size", type=int, default=40)
@@ -64,7 +65,11 @@ def main(argv=None) -> int:
                     help="training settings over the defaults (repeatable; '' = the defaults)")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--tag", default="default")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     n_pool_max = args.train_sweeps * args.frames
     if not 2 <= args.pool_size <= n_pool_max:
