@@ -245,9 +245,15 @@ class JobQueue:
             status, message = "done", ""
         except JobCancelled:
             status, message = "cancelled", "cancelled"
+        except MemoryError as exc:  # not a bug and not bad input: the scan asked for more memory than there is
+            log.warning("job %s ran out of memory", job.id, exc_info=True)
+            detail = one_line(str(exc))
+            status, message = "failed", job.public_message(
+                f"out of memory while scoring {job.name}{': ' + detail if detail else ''}; free memory, or upload "
+                "a shorter scan or one with smaller frames (or choose a larger 'every')")
         except Exception as exc:  # the message is for the user; the trace for the log
             log.warning("job %s failed: %s", job.id, exc, exc_info=not isinstance(exc, (CRLUIQAError, OSError)))
-            status, message = "failed", job.public_message(_one_line(exc))
+            status, message = "failed", job.public_message(one_line(str(exc) or type(exc).__name__))
         finally:
             if job.cancel.is_set() and status == "done":
                 status, message = "cancelled", "cancelled"
@@ -263,8 +269,9 @@ class JobQueue:
                 self._remove_files(job)
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
+def one_line(text: str) -> str:
+    """``text`` on one line of at most 500 characters (a job's message, an error's detail)."""
+    text = " ".join(str(text).split())
     return text if len(text) <= 500 else text[:497] + "..."
 
 
