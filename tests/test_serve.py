@@ -553,6 +553,20 @@ def test_another_host_name_is_refused_with_a_json_line(served):
     assert client.get("/api/config", headers={"host": "localhost:8000"}).status_code == 200
 
 
+def test_scan_frames_above_the_pixel_limit_fail_before_decoding(served, scans, monkeypatch):
+    # a still image above --max-pixels was refused from its header; a video or DICOM frame of any size was decoded
+    # (an 8192x8192 H.264 of 0.8 MB took 3.4 GB, then a MemoryError in the region detection)
+    app, client = served
+    monkeypatch.setenv("CRL_UIQA_MAX_PIXELS", "5000")
+    for scan, size in ((scans["video"], "128x96"), (scans["dicom"], "128x96")):
+        body = scored(client, [scan], model="brightness")
+        assert body["status"] == "failed", body
+        assert body["message"].startswith(f"{scan.name}: ") and f"{size} = 0.0 megapixels" in body["message"]
+        assert "--max-pixels" in body["message"] and str(app.state.workdir) not in body["message"]
+    monkeypatch.delenv("CRL_UIQA_MAX_PIXELS")
+    assert scored(client, [scans["dicom"]], model="brightness")["status"] == "done"
+
+
 class OutOfMemoryRuntime(MeanRuntime):
     def _run(self, batch):
         raise MemoryError
