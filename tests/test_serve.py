@@ -352,6 +352,9 @@ def test_expiry_and_shutdown_delete_every_file(scans):
     scored(client, [scans["dicom"]])
     app.state.close()
     assert not workdir.exists()
+    # an upload after the stop is refused as such (it said "4 uploads are already waiting")
+    r = upload(client, [scans["dicom"]])
+    assert r.status_code == 429 and r.json()["detail"] == "the server is shutting down"
 
 
 def test_only_the_newest_finished_jobs_are_kept(scans):

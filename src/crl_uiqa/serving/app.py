@@ -332,7 +332,7 @@ async def create_scan(
 ):
     jobs, settings = server.jobs, server.settings
     if not jobs.has_room():
-        raise HTTPException(429, str(QueueFull.of(settings.queue_size)), headers={"Retry-After": "30"})
+        raise HTTPException(429, str(jobs.refusal()), headers={"Retry-After": "30"})
     try:
         options = ScanOptions(model=model.strip(), top_k=top_k, min_gap=min_gap, smooth=smooth,
                               plane=plane.strip(), plane_threshold=plane_threshold, every=every, fps=fps)

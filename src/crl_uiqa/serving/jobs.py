@@ -132,6 +132,12 @@ class JobQueue:
         """Whether a new upload would be accepted now."""
         return not self._stop.is_set() and not self._waiting.full()
 
+    def refusal(self) -> QueueFull:
+        """Why a new upload is not accepted now (the server is stopping, or the queue is full)."""
+        if self._stop.is_set():
+            return QueueFull("the server is shutting down")
+        return QueueFull.of(self.settings.queue_size)
+
     def new_job(self, name: str, kind: str, options: ScanOptions) -> Job:
         """A job with a fresh id and an empty folder (not queued yet; see :meth:`submit`)."""
         jid = new_job_id()
@@ -143,14 +149,13 @@ class JobQueue:
         """Queue ``job``; raises :class:`QueueFull` (and deletes the job's folder) when the queue is full."""
         self.expire()
         with self._lock:
-            if self._stop.is_set():
-                self._remove_files(job)
-                raise QueueFull("the server is shutting down")
             try:
+                if self._stop.is_set():
+                    raise queue.Full
                 self._waiting.put_nowait(job)
             except queue.Full:
                 self._remove_files(job)
-                raise QueueFull.of(self.settings.queue_size) from None
+                raise self.refusal() from None
             self._jobs[job.id] = job
         log.info("job %s queued (%s, %s)", job.id, job.kind, job.name)
         return job
