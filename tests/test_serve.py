@@ -548,12 +548,14 @@ def test_chunked_upload_with_a_content_length_is_refused_before_its_body_is_read
 def test_another_host_name_is_refused_with_a_json_line(served):
     # the refusal (DNS rebinding) was Starlette's plain text "Invalid host header", not {"detail": ...}
     _, client = served
-    for host in ("evil.example", "evil.example:8000", "127.0.0.1.nip.io", "", "[::1"):
+    for host in ("evil.example", "evil.example:8000", "127.0.0.1.nip.io", "", "[::1", "evil.example@testserver",
+                 "testserver:http"):
         r = client.get("/api/config", headers={"host": host})
         assert r.status_code == 400, host
         detail = r.json()["detail"]
         assert "Host" in detail and "testserver" in detail and "\n" not in detail
-    assert client.get("/api/config", headers={"host": "localhost:8000"}).status_code == 200
+    for host in ("localhost:8000", "TESTSERVER", "127.0.0.1"):
+        assert client.get("/api/config", headers={"host": host}).status_code == 200
 
 
 def test_scan_frames_above_the_pixel_limit_fail_before_decoding(served, scans, monkeypatch):

@@ -36,7 +36,6 @@ from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Sequence
-from urllib.parse import urlsplit
 
 try:
     from fastapi import APIRouter, Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
@@ -69,6 +68,8 @@ log = logging.getLogger(__name__)
 __all__ = ["create_app"]
 
 _ID = re.compile(r"^[0-9a-f]{32}$")
+#: a Host header: a name or an [IPv6 address], then maybe a port
+_HOST = re.compile(r"(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9.-]+))(?::[0-9]{1,5})?")
 _API_DESCRIPTION = (
     "Score every frame of an ultrasound scan and pick its best frames, as `crl-uiqa select` does. "
     "Upload with `POST /api/scans` (multipart field `files`: one video or DICOM file, or several still "
@@ -271,13 +272,12 @@ def _protect(app, settings: ServeSettings) -> None:
 
 
 def _host_allowed(header: str | None, hosts: Sequence[str]) -> bool:
-    """Whether a Host header names one of ``hosts`` (``*.example.com`` matches its sub-domains)."""
-    try:
-        host = urlsplit(f"//{header}").hostname if header else None
-    except ValueError:  # "[::1" or a port that is not a number
+    """Whether a Host header names one of ``hosts`` (``*.example.com`` matches its sub-domains); a header that is
+    not a plain ``name[:port]`` or ``[ipv6][:port]`` (``evil.example@127.0.0.1``) names none."""
+    m = _HOST.fullmatch(header or "")
+    if m is None:
         return False
-    if not host:
-        return False
+    host = (m.group(1) or m.group(2)).lower()
     return any(host == h.strip("[]") or (h.startswith("*.") and host.endswith(h[1:])) for h in hosts)
 
 
