@@ -352,6 +352,9 @@ def test_expiry_and_shutdown_delete_every_file(scans):
     scored(client, [scans["dicom"]])
     app.state.close()
     assert not workdir.exists()
+    # an upload after the stop is refused as such (it said "4 uploads are already waiting")
+    r = upload(client, [scans["dicom"]])
+    assert r.status_code == 429 and r.json()["detail"] == "the server is shutting down"
 
 
 def test_only_the_newest_finished_jobs_are_kept(scans):
@@ -515,3 +518,96 @@ def test_cli_weights_option_has_the_common_name(capsys):
         main(["serve", "--help"])
     out = capsys.readouterr().out
     assert "--weights" in out and "--plane-weights" not in out
+
+
+# ----------------------------------------------------------------------------- hostile requests (serve trial)
+
+
+def test_chunked_upload_with_a_content_length_is_refused_before_its_body_is_read(scans):
+    # Transfer-Encoding wins over Content-Length (RFC 9112), so a small Content-Length in front of a chunked body
+    # got past the size check and the whole body was read (spooled to disk) before _store refused it
+    app, client = make_client([("brightness", MeanRuntime())], max_upload_bytes=200_000)
+    sent = []
+
+    def body():
+        for _ in range(50):
+            sent.append(1)
+            yield b"\x00" * 10_000  # 500 kB in all
+
+    try:
+        r = client.post("/api/scans", content=body(), headers={
+            "content-type": "multipart/form-data; boundary=x", "content-length": "100", "transfer-encoding": "chunked"})
+        assert r.status_code == 411, r.text
+        assert "Content-Length" in r.json()["detail"] and len(sent) <= 1
+        assert list(app.state.workdir.iterdir()) == []
+        assert scored(client, [scans["dicom"]])["status"] == "done"  # the next good upload still works
+    finally:
+        app.state.close()
+
+
+def test_another_host_name_is_refused_with_a_json_line(served):
+    # the refusal (DNS rebinding) was Starlette's plain text "Invalid host header", not {"detail": ...}
+    _, client = served
+    for host in ("evil.example", "evil.example:8000", "127.0.0.1.nip.io", "", "[::1", "evil.example@testserver",
+                 "testserver:http"):
+        r = client.get("/api/config", headers={"host": host})
+        assert r.status_code == 400, host
+        detail = r.json()["detail"]
+        assert "Host" in detail and "testserver" in detail and "\n" not in detail
+    for host in ("localhost:8000", "TESTSERVER", "127.0.0.1"):
+        assert client.get("/api/config", headers={"host": host}).status_code == 200
+
+
+def test_scan_frames_above_the_pixel_limit_fail_before_decoding(served, scans, monkeypatch):
+    # a still image above --max-pixels was refused from its header; a video or DICOM frame of any size was decoded
+    # (an 8192x8192 H.264 of 0.8 MB took 3.4 GB, then a MemoryError in the region detection)
+    app, client = served
+    monkeypatch.setenv("CRL_UIQA_MAX_PIXELS", "5000")
+    for scan, size in ((scans["video"], "128x96"), (scans["dicom"], "128x96")):
+        body = scored(client, [scan], model="brightness")
+        assert body["status"] == "failed", body
+        assert body["message"].startswith(f"{scan.name}: ") and f"{size} = 0.0 megapixels" in body["message"]
+        assert "--max-pixels" in body["message"] and str(app.state.workdir) not in body["message"]
+    monkeypatch.delenv("CRL_UIQA_MAX_PIXELS")
+    assert scored(client, [scans["dicom"]], model="brightness")["status"] == "done"
+
+
+class OutOfMemoryRuntime(MeanRuntime):
+    def _run(self, batch):
+        raise MemoryError
+
+
+def test_a_job_out_of_memory_is_a_clear_line_and_the_worker_goes_on(scans):
+    # the job's message was "MemoryError"
+    app, client = make_client([("oom", OutOfMemoryRuntime()), ("brightness", MeanRuntime())])
+    try:
+        body = scored(client, [scans["dicom"]], model="oom")
+        assert body["status"] == "failed" and body["message"].startswith("out of memory while scoring loop.dcm")
+        assert scored(client, [scans["dicom"]], model="brightness")["status"] == "done"
+    finally:
+        app.state.close()
+
+
+def test_hostile_names_and_parts_get_a_short_clear_line(served, scans):
+    app, client = served
+    done = scored(client, [scans["dicom"]], model="brightness", top_k=1)
+    # a 5000-character file name was echoed whole in the 404 detail
+    r = client.get(f"/api/scans/{done['id']}/files/" + "x" * 5000)
+    assert r.status_code == 404 and len(r.json()["detail"]) <= 500 and r.json()["detail"].startswith("no file 'xxx")
+    r = client.get(f"/api/scans/{done['id']}/frames/{'9' * 4000}.png")
+    assert r.status_code == 404 and len(r.json()["detail"]) <= 500
+    # a part without a file name (a plain form field) said "Expected UploadFile, received: <class 'str'>"
+    for files in ([("files", ("", scans["dicom"].read_bytes()))], None):
+        r = client.post("/api/scans", files=files, data=None if files else {"files": "hello"})
+        assert r.status_code == 422, r.text
+        assert r.json()["detail"] == ("files: each part must be a file with a file name (multipart/form-data, "
+                                      "like curl -F files=@scan.mp4), not a plain form field")
+    # names are shown, never used as paths, and the report escapes them
+    name = '<img src=x onerror="alert(1)">../../x.dcm'
+    body = wait(client, client.post("/api/scans", files=[("files", (name, scans["dicom"].read_bytes()))]).json()["id"])
+    assert body["status"] == "done" and body["name"] == "x.dcm"
+    name = "<img src=x onerror=alert(1)>.dcm"
+    body = wait(client, client.post("/api/scans", files=[("files", (name, scans["dicom"].read_bytes()))]).json()["id"])
+    assert body["status"] == "done" and body["name"] == name
+    html = client.get(body["result"]["downloads"]["report.html"]).text
+    assert "<img src=x" not in html and "&lt;img src=x" in html

@@ -40,10 +40,12 @@ from typing import Annotated, Any, Sequence
 try:
     from fastapi import APIRouter, Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
     from fastapi.encoders import jsonable_encoder
+    from fastapi.exception_handlers import http_exception_handler
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import FileResponse, JSONResponse, Response
     from fastapi.staticfiles import StaticFiles
     from starlette.concurrency import run_in_threadpool
+    from starlette.exceptions import HTTPException as StarletteHTTPException
     try:  # python-multipart parses the uploads (module renamed in 0.0.13)
         import python_multipart  # noqa: F401
     except ImportError:
@@ -57,7 +59,7 @@ except ImportError as _exc:  # pragma: no cover - depends on the install
 
 from ..sniff import SNIFF_BYTES, UnsupportedContent, sniff
 from .engine import DOWNLOADS, render_frame, run_selection
-from .jobs import JobQueue, QueueFull, job_status
+from .jobs import JobQueue, QueueFull, job_status, one_line
 from .models import ModelRegistry, PlaneChecker
 from .settings import ScanOptions, ServeSettings
 
@@ -66,6 +68,8 @@ log = logging.getLogger(__name__)
 __all__ = ["create_app"]
 
 _ID = re.compile(r"^[0-9a-f]{32}$")
+#: a Host header: a name or an [IPv6 address], then maybe a port
+_HOST = re.compile(r"(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9.-]+))(?::[0-9]{1,5})?")
 _API_DESCRIPTION = (
     "Score every frame of an ultrasound scan and pick its best frames, as `crl-uiqa select` does. "
     "Upload with `POST /api/scans` (multipart field `files`: one video or DICOM file, or several still "
@@ -209,18 +213,22 @@ def create_app(
 # -- protections -------------------------------------------------------------------------------
 
 def _protect(app, settings: ServeSettings) -> None:
-    """Trusted hosts, the upload size from Content-Length, security headers, one-line validation errors."""
-    if "*" not in settings.allowed_hosts:
-        from starlette.middleware.trustedhost import TrustedHostMiddleware
-
-        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(settings.allowed_hosts))
+    """Trusted hosts, the upload size from Content-Length, security headers, one-line errors."""
+    hosts = [h.lower() for h in settings.allowed_hosts]
 
     @app.middleware("http")
     async def limits_and_headers(request: Request, call_next):
+        if "*" not in hosts and not _host_allowed(request.headers.get("host"), hosts):
+            # a page of another origin resolving to this machine (DNS rebinding) is refused
+            return JSONResponse({"detail": one_line(
+                f"this server answers only to the Host names {', '.join(hosts)}, not "
+                f"{request.headers.get('host', '')!r} (serve another name with --allow-host NAME)")}, status_code=400)
         if request.method in ("POST", "PUT", "PATCH"):
             length = request.headers.get("content-length")
-            if length is None:
-                return JSONResponse({"detail": "uploads must say their size (Content-Length)"}, status_code=411)
+            # a Transfer-Encoding overrides Content-Length (RFC 9112): a chunked body says nothing of its size
+            if length is None or "transfer-encoding" in request.headers:
+                return JSONResponse({"detail": "uploads must say their size (Content-Length), not be sent in chunks"},
+                                    status_code=411)
             try:
                 n = int(length)
             except ValueError:
@@ -241,13 +249,36 @@ def _protect(app, settings: ServeSettings) -> None:
             response.headers.setdefault("Cache-Control", "no-store")
         return response
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        # every detail is one short line, whatever it echoes (a 5000-character file name in a URL)
+        if isinstance(exc.detail, str):
+            exc = StarletteHTTPException(exc.status_code, one_line(exc.detail), headers=exc.headers)
+        return await http_exception_handler(request, exc)
+
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
         parts = []
         for err in exc.errors():
-            where = ".".join(str(x) for x in err.get("loc", ()) if x not in ("body", "path", "query"))
-            parts.append(f"{where}: {err.get('msg', 'invalid')}" if where else str(err.get("msg", "invalid")))
-        return JSONResponse({"detail": "; ".join(parts) or "invalid request"}, status_code=422)
+            loc = [x for x in err.get("loc", ()) if x not in ("body", "path", "query")]
+            where = ".".join(str(x) for x in loc)
+            if loc and loc[0] == "files" and len(loc) > 1:  # a part without a file name is a plain form field
+                parts.append("files: each part must be a file with a file name (multipart/form-data, like "
+                             "curl -F files=@scan.mp4), not a plain form field")
+            else:
+                parts.append(f"{where}: {err.get('msg', 'invalid')}" if where else str(err.get("msg", "invalid")))
+        return JSONResponse({"detail": one_line("; ".join(dict.fromkeys(parts)) or "invalid request")},
+                            status_code=422)
+
+
+def _host_allowed(header: str | None, hosts: Sequence[str]) -> bool:
+    """Whether a Host header names one of ``hosts`` (``*.example.com`` matches its sub-domains); a header that is
+    not a plain ``name[:port]`` or ``[ipv6][:port]`` (``evil.example@127.0.0.1``) names none."""
+    m = _HOST.fullmatch(header or "")
+    if m is None:
+        return False
+    host = (m.group(1) or m.group(2)).lower()
+    return any(host == h.strip("[]") or (h.startswith("*.") and host.endswith(h[1:])) for h in hosts)
 
 
 # -- page ------------------------------------------------------------------------------------------
@@ -301,7 +332,7 @@ async def create_scan(
 ):
     jobs, settings = server.jobs, server.settings
     if not jobs.has_room():
-        raise HTTPException(429, str(QueueFull.of(settings.queue_size)), headers={"Retry-After": "30"})
+        raise HTTPException(429, str(jobs.refusal()), headers={"Retry-After": "30"})
     try:
         options = ScanOptions(model=model.strip(), top_k=top_k, min_gap=min_gap, smooth=smooth,
                               plane=plane.strip(), plane_threshold=plane_threshold, every=every, fps=fps)

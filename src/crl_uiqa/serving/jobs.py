@@ -132,6 +132,12 @@ class JobQueue:
         """Whether a new upload would be accepted now."""
         return not self._stop.is_set() and not self._waiting.full()
 
+    def refusal(self) -> QueueFull:
+        """Why a new upload is not accepted now (the server is stopping, or the queue is full)."""
+        if self._stop.is_set():
+            return QueueFull("the server is shutting down")
+        return QueueFull.of(self.settings.queue_size)
+
     def new_job(self, name: str, kind: str, options: ScanOptions) -> Job:
         """A job with a fresh id and an empty folder (not queued yet; see :meth:`submit`)."""
         jid = new_job_id()
@@ -143,14 +149,13 @@ class JobQueue:
         """Queue ``job``; raises :class:`QueueFull` (and deletes the job's folder) when the queue is full."""
         self.expire()
         with self._lock:
-            if self._stop.is_set():
-                self._remove_files(job)
-                raise QueueFull("the server is shutting down")
             try:
+                if self._stop.is_set():
+                    raise queue.Full
                 self._waiting.put_nowait(job)
             except queue.Full:
                 self._remove_files(job)
-                raise QueueFull.of(self.settings.queue_size) from None
+                raise self.refusal() from None
             self._jobs[job.id] = job
         log.info("job %s queued (%s, %s)", job.id, job.kind, job.name)
         return job
@@ -245,9 +250,15 @@ class JobQueue:
             status, message = "done", ""
         except JobCancelled:
             status, message = "cancelled", "cancelled"
+        except MemoryError as exc:  # not a bug and not bad input: the scan asked for more memory than there is
+            log.warning("job %s ran out of memory", job.id, exc_info=True)
+            detail = one_line(str(exc))
+            status, message = "failed", job.public_message(
+                f"out of memory while scoring {job.name}{': ' + detail if detail else ''}; free memory, or upload "
+                "a shorter scan or one with smaller frames (or choose a larger 'every')")
         except Exception as exc:  # the message is for the user; the trace for the log
             log.warning("job %s failed: %s", job.id, exc, exc_info=not isinstance(exc, (CRLUIQAError, OSError)))
-            status, message = "failed", job.public_message(_one_line(exc))
+            status, message = "failed", job.public_message(one_line(str(exc) or type(exc).__name__))
         finally:
             if job.cancel.is_set() and status == "done":
                 status, message = "cancelled", "cancelled"
@@ -263,8 +274,9 @@ class JobQueue:
                 self._remove_files(job)
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
+def one_line(text: str) -> str:
+    """``text`` on one line of at most 500 characters (a job's message, an error's detail)."""
+    text = " ".join(str(text).split())
     return text if len(text) <= 500 else text[:497] + "..."
 
 
