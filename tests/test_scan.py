@@ -385,6 +385,23 @@ def test_dicom_monochrome2_8bit(cine8):
         np.testing.assert_allclose(f.image, ref[f.index] / 255.0, atol=1e-6)
 
 
+def test_frames_above_the_pixel_limit_are_refused_from_the_header(cine8, videos, monkeypatch):
+    """A still image above --max-pixels was refused from its header; a video's or DICOM's frames of any size were
+    decoded (the serve trial: an 8192x8192 H.264 of 0.8 MB took 3.4 GB). open_scan refuses them before decoding,
+    for select, live and export as for serve."""
+    from crl_uiqa.errors import ScanError
+
+    for path in (cine8[0], videos["mp4"]):
+        rows, cols = open_scan(path).shape
+        monkeypatch.setenv("CRL_UIQA_MAX_PIXELS", str(rows * cols))  # at the limit: still read
+        assert open_scan(path).shape == (rows, cols)
+        monkeypatch.setenv("CRL_UIQA_MAX_PIXELS", str(rows * cols - 1))
+        with pytest.raises(ScanError, match=rf"image too large: {cols}x{rows} = .*--max-pixels") as info:
+            open_scan(path)
+        assert str(info.value).startswith(f"{path}: ") and "\n" not in str(info.value)
+        monkeypatch.delenv("CRL_UIQA_MAX_PIXELS")
+
+
 def test_dicom_sampling_and_crops(cine8):
     path, ref = cine8
     assert [f.index for f in open_scan(path, every=4)] == [0, 4, 8]

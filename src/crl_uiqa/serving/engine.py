@@ -86,7 +86,6 @@ def run_selection(job: Job, models: ModelRegistry, planes: PlaneChecker, setting
 
     ``device`` runs the plane check (the model's runtime keeps its own device).
     """
-    from ..io import _too_large, max_pixels
     from ..video.scan import open_scan
     from ..video.select import select_frames, write_selection
 
@@ -96,9 +95,7 @@ def run_selection(job: Job, models: ModelRegistry, planes: PlaneChecker, setting
     frame_rate = STILLS_FRAME_RATE if job.kind == "image" else None
     job.phase = "reading the scan"
     scan = open_scan(job.input, every=opts.every, fps=opts.fps, frame_rate=frame_rate)
-    (rows, cols), limit = scan.shape, max_pixels()
-    if rows * cols > limit:  # as a still image is refused from its header, before a frame is decoded
-        raise ScanError(f"{job.input}: {_too_large(cols, rows, limit)}")
+    # (open_scan refuses frames above --max-pixels from the header, as a still image is refused)
     if scan.n_frames and scan.n_frames > settings.max_frames:
         raise FrameLimit(f"the scan has {scan.n_frames} frames; this server accepts at most {settings.max_frames} "
                          "(--max-frames)")

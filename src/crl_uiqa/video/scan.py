@@ -1098,7 +1098,8 @@ def open_scan(
     ScanReadError
         The header is unreadable (during iteration: a corrupt frame).
     crl_uiqa.errors.ScanError
-        Unsupported file type.
+        Unsupported file type, or a video's or DICOM's frames above
+        :func:`crl_uiqa.io.max_pixels` (``--max-pixels``).
     crl_uiqa.errors.ConfigError
         Bad arguments (not a path, ``every``, ``fps``, ``frame_rate``, ``crop``).
     crl_uiqa.errors.MissingDependencyError
@@ -1115,8 +1116,19 @@ def open_scan(
     check_utf8_names([str(path)])  # its name goes into every output: refused before any frame is decoded
     kind = scan_kind(path)
     frame_rate = _check_fps(frame_rate, "frame_rate")
-    if kind == "video":
-        return VideoScan(path, every=every, fps=fps, crop=crop, frame_rate=frame_rate)
-    if kind == "dicom":
-        return DicomScan(path, every=every, fps=fps, crop=crop, frame_rate=frame_rate)
-    return ImageSequenceScan(path, every=every, fps=fps, crop=crop, frame_rate=frame_rate)
+    if kind in ("video", "dicom"):
+        scan = (VideoScan if kind == "video" else DicomScan)(path, every=every, fps=fps, crop=crop,
+                                                              frame_rate=frame_rate)
+        _check_frame_pixels(scan, path)
+        return scan
+    return ImageSequenceScan(path, every=every, fps=fps, crop=crop, frame_rate=frame_rate)  # read_gray checks
+
+
+def _check_frame_pixels(scan: ScanSource, path: str | os.PathLike) -> None:
+    """Refuse a video's or DICOM's frames above :func:`crl_uiqa.io.max_pixels` from the header, before one is
+    decoded, as a still image is refused (an 8192x8192 H.264 of 0.8 MB decodes to 3.4 GB)."""
+    from ..io import _too_large, max_pixels  # noqa: PLC0415
+
+    (rows, cols), limit = scan.shape, max_pixels()
+    if rows * cols > limit:
+        raise ScanError(f"{path}: {_too_large(cols, rows, limit)}")
