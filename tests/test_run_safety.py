@@ -68,22 +68,27 @@ from crl_uiqa.training import TrainConfig, train
 
 paths, labels, run, weights, where, threads = json.loads(sys.argv[1])
 torch.set_num_threads(threads)  # as the test process: bit-equality needs the same reduction order
-real_write_json, real_save_file = ck.write_json, ck.save_file
+from crl_uiqa.files import atomic_path
+real_write_json, real_serialize, real_write_bytes = ck.write_json, ck.serialize_tensors, ck.write_bytes
+epoch = [None]
 
 def write_json(path, obj):  # the JSON copy of the epoch-2 checkpoint: die before it
     if where == "between" and path.name == "last.json" and obj.get("epoch") == 1:
         os.kill(os.getpid(), signal.SIGKILL)
     return real_write_json(path, obj)
 
-def save_file(tensors, filename, metadata=None):  # die half-way through writing the epoch-2 checkpoint
-    if where == "mid-write" and json.loads(metadata["crl_uiqa"]).get("epoch") == 1:
-        real_save_file(tensors, filename, metadata=metadata)
-        size = os.path.getsize(filename)
-        os.truncate(filename, size // 2)
-        os.kill(os.getpid(), signal.SIGKILL)
-    return real_save_file(tensors, filename, metadata=metadata)
+def serialize_tensors(tensors, metadata=None):  # note which epoch's checkpoint is being written
+    epoch[0] = json.loads(metadata["crl_uiqa"]).get("epoch")
+    return real_serialize(tensors, metadata=metadata)
 
-ck.write_json, ck.save_file = write_json, save_file
+def write_bytes(path, data):  # die half-way through writing the epoch-2 checkpoint
+    if where == "mid-write" and path.name == "last.safetensors" and epoch[0] == 1:
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(data[: len(data) // 2])
+            os.kill(os.getpid(), signal.SIGKILL)
+    return real_write_bytes(path, data)
+
+ck.write_json, ck.serialize_tensors, ck.write_bytes = write_json, serialize_tensors, write_bytes
 
 import crl_uiqa.training as tr
 real_loss, calls = tr.total_loss, [0]
