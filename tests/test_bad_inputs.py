@@ -483,6 +483,18 @@ def test_a_full_disk_while_exporting_torchscript_is_one_line(tmp_path, monkeypat
     assert out.read_bytes() == b"previous export" and not list(tmp_path.glob(".m.pt*"))
 
 
+def test_ctrl_c_while_the_commands_load_is_one_line(monkeypatch, capsys):
+    # a Ctrl-C in the first second (importing torch and scipy, before the command ran) printed Python's traceback
+    import crl_uiqa.cli as cli
+
+    def interrupted(name, *args, **kw):  # the user's Ctrl-C, arriving in the middle of an import
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli.importlib, "import_module", interrupted)
+    assert main(["score", "--help"]) == errors.EXIT_INTERRUPTED
+    assert capsys.readouterr().err.splitlines() == ["crl-uiqa: interrupted"]
+
+
 # ----------------------------------------------------------------------------- property-based
 SEED_PNG = png_bytes(good((12, 10)))
 
