@@ -293,6 +293,24 @@ def test_an_output_file_that_is_an_input_is_refused_before_any_work(tmp_path, ca
     assert "is also an input (--model" in err
 
 
+def test_the_files_written_beside_an_out_file_are_kept_off_the_inputs(tmp_path, capsys):
+    # rerunning the skipped images (--images s.csv.skipped.csv --out s.csv) deleted that list on a clean run, and
+    # embed --out e.npy replaced an --images e.paths.txt path list with its own paths (fault trial, 2026-12-03)
+    imgs = _gray_pngs(tmp_path / "imgs")
+    model = tmp_path / "model"  # never loaded: the check comes first
+    model.mkdir()
+    skipped = tmp_path / "s.csv.skipped.csv"
+    skipped.write_text(f"path,reason\n{imgs[0]},cannot decode image\n")
+    for command in (["score", "--model", str(model)], ["classify"], ["baseline", "brisque"], ["embed"]):
+        err = _refused([*command, "--images", str(skipped), "--out", str(tmp_path / "s.csv")], capsys, skipped)
+        assert f"--out's list of skipped images {skipped} is also an input (--images {skipped})" in err, err
+    listing = tmp_path / "e.paths.txt"
+    listing.write_text(f"# the images to embed\n{imgs[0]}\n")
+    err = _refused(["embed", "--images", str(listing), "--out", str(tmp_path / "e.npy")], capsys, listing)
+    assert f"--out's list of paths {listing} is also an input (--images {listing})" in err
+    assert not (tmp_path / "s.csv").exists() and not (tmp_path / "e.npy").exists()
+
+
 def test_an_output_reaching_an_input_through_a_link_is_refused(tmp_path, capsys):
     imgs = _gray_pngs(tmp_path / "imgs")
     link = tmp_path / "alias.png"

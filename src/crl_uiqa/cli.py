@@ -206,6 +206,17 @@ OUT_KIND = {"baseline": "file", "classify": "file", "embed": "file", "export": "
 
 #: options naming files a command writes besides --out
 EXTRA_OUTPUTS = {"live": ("plot", "best", "csv")}
+#: files a command writes beside its --out file: the list of skipped images (``report_failures``; a clean run
+#: removes it), and embed's paths beside a .npy: kept off the inputs as --out is (``--images s.csv.skipped.csv``,
+#: rerunning the skipped images, deleted that list)
+SIDE_OUTPUTS = {
+    "baseline": lambda out: [("--out's list of skipped images", str(out) + ".skipped.csv")],
+    "classify": lambda out: [("--out's list of skipped images", str(out) + ".skipped.csv")],
+    "embed": lambda out: [("--out's list of skipped images", str(out) + ".skipped.csv")]
+    + ([("--out's list of paths", str(Path(out).with_suffix(".paths.txt")))] if Path(out).suffix == ".npy" else []),
+    "pseudo-label": lambda out: [("--out's list of skipped images", str(out) + ".skipped.csv")],
+    "score": lambda out: [("--out's list of skipped images", str(out) + ".skipped.csv")],
+}
 #: options naming images or frames: folders are searched recursively, patterns and manifests expanded
 LISTED_INPUTS = ("images", "references", "train_images", "check_images", "input")
 #: options naming other inputs: files or folders (a run folder, a weights folder)
@@ -244,6 +255,8 @@ def _check_out(args: argparse.Namespace) -> None:
     for _, value in extra:  # live's --csv under /proc/x failed only after the whole stream was scored
         check_output_file(value)
     files = extra + ([("--out", out)] if out and kind == "file" else [])
+    if out and kind == "file" and args.command in SIDE_OUTPUTS:
+        files += SIDE_OUTPUTS[args.command](out)
     folders = [("--out", out)] if out and kind == "dir" else []
     check_outputs_apart(_inputs_of(args), files, folders)
 
