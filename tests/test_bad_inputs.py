@@ -495,6 +495,18 @@ def test_ctrl_c_while_the_commands_load_is_one_line(monkeypatch, capsys):
     assert capsys.readouterr().err.splitlines() == ["crl-uiqa: interrupted"]
 
 
+def test_an_out_is_written_in_place_of_a_link_never_through_it(tmp_path):
+    # --out naming a symbolic link: the link is replaced by the new file and what it pointed to is not written
+    # (a link planted in an output folder cannot send a write outside it); README "Outputs are atomic"
+    (tmp_path / "elsewhere.csv").write_text("precious\n")
+    (tmp_path / "out").mkdir()
+    link = tmp_path / "out" / "s.csv"
+    link.symlink_to(tmp_path / "elsewhere.csv")
+    write_text(link, "path,score\n")
+    assert not link.is_symlink() and link.read_text() == "path,score\n"
+    assert (tmp_path / "elsewhere.csv").read_text() == "precious\n"
+
+
 # ----------------------------------------------------------------------------- property-based
 SEED_PNG = png_bytes(good((12, 10)))
 
