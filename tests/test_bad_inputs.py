@@ -491,8 +491,14 @@ def test_ctrl_c_while_the_commands_load_is_one_line(monkeypatch, capsys):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(cli.importlib, "import_module", interrupted)
+    # torch's import cut short before it set its logger's level: its exit handler printed 3 lines at INFO after ours
+    import logging
+
+    monkeypatch.setattr(logging.getLogger("torch"), "level", logging.NOTSET)
+    monkeypatch.setattr(logging.getLogger(), "level", logging.INFO)  # as the command line sets it
     assert main(["score", "--help"]) == errors.EXIT_INTERRUPTED
     assert capsys.readouterr().err.splitlines() == ["crl-uiqa: interrupted"]
+    assert logging.getLogger("torch").getEffectiveLevel() == logging.WARNING
 
 
 def test_an_out_is_written_in_place_of_a_link_never_through_it(tmp_path):

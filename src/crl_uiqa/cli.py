@@ -54,8 +54,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _main(argv)
     except KeyboardInterrupt:  # Ctrl-C while the command modules (torch, scipy) load, before _dispatch takes over
-        print("crl-uiqa: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return _interrupted("crl-uiqa")
+
+
+def _interrupted(prefix: str) -> int:
+    """Say that the command was interrupted, in one line.
+
+    A Ctrl-C in the middle of importing torch leaves its logger at the root's INFO (torch sets WARNING once
+    its import finishes), so torch's exit handler would print its cache statistics after that line.
+    """
+    print(f"{prefix}: interrupted", file=sys.stderr)
+    torch_log = logging.getLogger("torch")
+    if torch_log.level == logging.NOTSET:
+        torch_log.setLevel(logging.WARNING)
+    return EXIT_INTERRUPTED
 
 
 def _main(argv: list[str] | None) -> int:
@@ -164,8 +176,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         _check_out(args)
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        print(f"{prefix}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return _interrupted(prefix)
     # What the user gave (a CRLUIQAError), or a path the system refused (an OSError). A plain ValueError is
     # neither: crl-uiqa checks what it is given before numpy, torch, PIL... see it, so one from a library is a
     # bug, reported below as such.
