@@ -419,6 +419,100 @@ def test_a_killed_writers_temporary_is_removed_on_the_next_write(tmp_path):
     assert out.read_text() == "ok" and not list(tmp_path.glob(".s.csv.*"))
 
 
+def _disk_full_at(monkeypatch, name_part: str):
+    """Make the operating system refuse (ENOSPC) writes of the temporaries whose name holds ``name_part``, after
+    some bytes went out; the other writes go through."""
+    real = Path.write_bytes
+
+    def full(self, data):
+        if name_part not in self.name:
+            return real(self, data)
+        real(self, data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+
+
+def test_a_full_disk_while_writing_a_checkpoint_is_one_line_and_keeps_the_last_one(tmp_path, monkeypatch):
+    # safetensors' own writer reported a full disk as a SafetensorError: fit, train and demo ended with exit 3
+    # ("internal error ... SafetensorError: ... No space left on device (os error 28)"), fault trial 2026-12-03
+    import torch
+
+    from crl_uiqa.checkpoint import load_tensors, save_tensors
+
+    path = tmp_path / "last.safetensors"
+    save_tensors(path, {"w": torch.zeros(64)}, {"epoch": 0})
+    _disk_full_at(monkeypatch, "last.safetensors")
+    with pytest.raises(OutputError, match=f"{path}: cannot write last.safetensors: No space left on device"):
+        save_tensors(path, {"w": torch.ones(64)}, {"epoch": 1})
+    monkeypatch.undo()
+    tensors, meta = load_tensors(path)
+    assert meta["epoch"] == 0 and float(tensors["w"].sum()) == 0.0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.json", "last.safetensors"]
+
+
+@pytest.mark.parametrize("fail_at", ["emb.npy", "emb.paths.txt", "emb.safetensors"])
+def test_a_full_disk_while_writing_embeddings_keeps_the_previous_pair(tmp_path, monkeypatch, fail_at):
+    # numpy's writer said "1536 requested and 992 written" (no cause, no errno) and safetensors' a SafetensorError
+    # (exit 3); a full disk at the .paths.txt left the new vectors beside the previous run's paths
+    from crl_uiqa.embed import Embeddings
+
+    out = tmp_path / ("emb.safetensors" if fail_at.endswith("safetensors") else "emb.npy")
+    Embeddings(["a.png", "b.png"], np.zeros((2, 3), np.float32), "block4").save(out)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    _disk_full_at(monkeypatch, fail_at)
+    with pytest.raises(OutputError, match=f"{tmp_path / fail_at}: cannot write {fail_at}: No space left on device"):
+        Embeddings(["c.png", "d.png", "e.png"], np.ones((3, 3), np.float32), "block4").save(out)
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # both files as they were, no temporary
+    assert Embeddings.load(out).paths == ["a.png", "b.png"]
+
+
+def test_a_full_disk_while_exporting_torchscript_is_one_line(tmp_path, monkeypatch):
+    # torch.jit.save's own writer aborted the process on a full disk (SIGABRT, a C++ traceback of 15 lines) and
+    # left its temporary file behind
+    from crl_uiqa.export import export_model
+
+    out = tmp_path / "m.pt"
+    out.write_bytes(b"previous export")
+    model = _model(tmp_path)
+    _disk_full_at(monkeypatch, "m.pt")
+    with pytest.raises(OutputError, match=f"{out}: cannot write m.pt: No space left on device"):
+        export_model(model, out, "torchscript", check=False)
+    monkeypatch.undo()
+    assert out.read_bytes() == b"previous export" and not list(tmp_path.glob(".m.pt*"))
+
+
+def test_ctrl_c_while_the_commands_load_is_one_line(monkeypatch, capsys):
+    # a Ctrl-C in the first second (importing torch and scipy, before the command ran) printed Python's traceback
+    import crl_uiqa.cli as cli
+
+    def interrupted(name, *args, **kw):  # the user's Ctrl-C, arriving in the middle of an import
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli.importlib, "import_module", interrupted)
+    # torch's import cut short before it set its logger's level: its exit handler printed 3 lines at INFO after ours
+    import logging
+
+    monkeypatch.setattr(logging.getLogger("torch"), "level", logging.NOTSET)
+    monkeypatch.setattr(logging.getLogger(), "level", logging.INFO)  # as the command line sets it
+    assert main(["score", "--help"]) == errors.EXIT_INTERRUPTED
+    assert capsys.readouterr().err.splitlines() == ["crl-uiqa: interrupted"]
+    assert logging.getLogger("torch").getEffectiveLevel() == logging.WARNING
+
+
+def test_an_out_is_written_in_place_of_a_link_never_through_it(tmp_path):
+    # --out naming a symbolic link: the link is replaced by the new file and what it pointed to is not written
+    # (a link planted in an output folder cannot send a write outside it); README "Outputs are atomic"
+    (tmp_path / "elsewhere.csv").write_text("precious\n")
+    (tmp_path / "out").mkdir()
+    link = tmp_path / "out" / "s.csv"
+    link.symlink_to(tmp_path / "elsewhere.csv")
+    write_text(link, "path,score\n")
+    assert not link.is_symlink() and link.read_text() == "path,score\n"
+    assert (tmp_path / "elsewhere.csv").read_text() == "precious\n"
+
+
 # ----------------------------------------------------------------------------- property-based
 SEED_PNG = png_bytes(good((12, 10)))
 

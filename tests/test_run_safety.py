@@ -68,22 +68,27 @@ from crl_uiqa.training import TrainConfig, train
 
 paths, labels, run, weights, where, threads = json.loads(sys.argv[1])
 torch.set_num_threads(threads)  # as the test process: bit-equality needs the same reduction order
-real_write_json, real_save_file = ck.write_json, ck.save_file
+from crl_uiqa.files import atomic_path
+real_write_json, real_serialize, real_write_bytes = ck.write_json, ck.serialize_tensors, ck.write_bytes
+epoch = [None]
 
 def write_json(path, obj):  # the JSON copy of the epoch-2 checkpoint: die before it
     if where == "between" and path.name == "last.json" and obj.get("epoch") == 1:
         os.kill(os.getpid(), signal.SIGKILL)
     return real_write_json(path, obj)
 
-def save_file(tensors, filename, metadata=None):  # die half-way through writing the epoch-2 checkpoint
-    if where == "mid-write" and json.loads(metadata["crl_uiqa"]).get("epoch") == 1:
-        real_save_file(tensors, filename, metadata=metadata)
-        size = os.path.getsize(filename)
-        os.truncate(filename, size // 2)
-        os.kill(os.getpid(), signal.SIGKILL)
-    return real_save_file(tensors, filename, metadata=metadata)
+def serialize_tensors(tensors, metadata=None):  # note which epoch's checkpoint is being written
+    epoch[0] = json.loads(metadata["crl_uiqa"]).get("epoch")
+    return real_serialize(tensors, metadata=metadata)
 
-ck.write_json, ck.save_file = write_json, save_file
+def write_bytes(path, data):  # die half-way through writing the epoch-2 checkpoint
+    if where == "mid-write" and path.name == "last.safetensors" and epoch[0] == 1:
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(data[: len(data) // 2])
+            os.kill(os.getpid(), signal.SIGKILL)
+    return real_write_bytes(path, data)
+
+ck.write_json, ck.serialize_tensors, ck.write_bytes = write_json, serialize_tensors, write_bytes
 
 import crl_uiqa.training as tr
 real_loss, calls = tr.total_loss, [0]
@@ -286,6 +291,24 @@ def test_an_output_file_that_is_an_input_is_refused_before_any_work(tmp_path, ca
     err = _refused(["export", "--model", str(model), "--out", str(model / "model.safetensors")], capsys,
                    model / "model.safetensors")
     assert "is also an input (--model" in err
+
+
+def test_the_files_written_beside_an_out_file_are_kept_off_the_inputs(tmp_path, capsys):
+    # rerunning the skipped images (--images s.csv.skipped.csv --out s.csv) deleted that list on a clean run, and
+    # embed --out e.npy replaced an --images e.paths.txt path list with its own paths (fault trial, 2026-12-03)
+    imgs = _gray_pngs(tmp_path / "imgs")
+    model = tmp_path / "model"  # never loaded: the check comes first
+    model.mkdir()
+    skipped = tmp_path / "s.csv.skipped.csv"
+    skipped.write_text(f"path,reason\n{imgs[0]},cannot decode image\n")
+    for command in (["score", "--model", str(model)], ["classify"], ["baseline", "brisque"], ["embed"]):
+        err = _refused([*command, "--images", str(skipped), "--out", str(tmp_path / "s.csv")], capsys, skipped)
+        assert f"--out's list of skipped images {skipped} is also an input (--images {skipped})" in err, err
+    listing = tmp_path / "e.paths.txt"
+    listing.write_text(f"# the images to embed\n{imgs[0]}\n")
+    err = _refused(["embed", "--images", str(listing), "--out", str(tmp_path / "e.npy")], capsys, listing)
+    assert f"--out's list of paths {listing} is also an input (--images {listing})" in err
+    assert not (tmp_path / "s.csv").exists() and not (tmp_path / "e.npy").exists()
 
 
 def test_an_output_reaching_an_input_through_a_link_is_refused(tmp_path, capsys):

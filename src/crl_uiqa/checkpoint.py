@@ -30,10 +30,11 @@ from typing import Any, Iterable
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as serialize_tensors
 
 from .errors import ModelError, NotFoundError, OutputError
-from .files import _json_default, atomic_path, write_json
+from .files import _json_default, write_bytes, write_json
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +69,9 @@ def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta
     clean = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     meta = {"format_version": FORMAT_VERSION, **meta}
     text = _meta_text(meta)
-    with atomic_path(path) as tmp:
-        save_file(clean, str(tmp), metadata={META_KEY: text, SUM_KEY: content_digest(clean, text)})
+    # serialized in memory and written by Python: safetensors' own file writer reports a full disk as a
+    # SafetensorError, not the OSError (ENOSPC) that write_bytes turns into one line naming the file
+    write_bytes(path, serialize_tensors(clean, metadata={META_KEY: text, SUM_KEY: content_digest(clean, text)}))
     if sidecar:
         write_json(path.with_suffix(".json"), json.loads(text))
     return path

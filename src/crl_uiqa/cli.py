@@ -51,6 +51,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C while the command modules (torch, scipy) load, before _dispatch takes over
+        return _interrupted("crl-uiqa")
+
+
+def _interrupted(prefix: str) -> int:
+    """Say that the command was interrupted, in one line.
+
+    A Ctrl-C in the middle of importing torch leaves its logger at the root's INFO (torch sets WARNING once
+    its import finishes), so torch's exit handler would print its cache statistics after that line.
+    """
+    print(f"{prefix}: interrupted", file=sys.stderr)
+    torch_log = logging.getLogger("torch")
+    if torch_log.level == logging.NOTSET:
+        torch_log.setLevel(logging.WARNING)
+    return EXIT_INTERRUPTED
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -156,8 +176,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         _check_out(args)
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        print(f"{prefix}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return _interrupted(prefix)
     # What the user gave (a CRLUIQAError), or a path the system refused (an OSError). A plain ValueError is
     # neither: crl-uiqa checks what it is given before numpy, torch, PIL... see it, so one from a library is a
     # bug, reported below as such.
@@ -198,6 +217,17 @@ OUT_KIND = {"baseline": "file", "classify": "file", "embed": "file", "export": "
 
 #: options naming files a command writes besides --out
 EXTRA_OUTPUTS = {"live": ("plot", "best", "csv")}
+#: files a command writes beside its --out file: the list of skipped images (``report_failures``; a clean run
+#: removes it), and embed's paths beside a .npy: kept off the inputs as --out is (``--images s.csv.skipped.csv``,
+#: rerunning the skipped images, deleted that list)
+SIDE_OUTPUTS = {
+    "baseline": lambda out: [("--out's list of skipped images", str(out) + ".skipped.csv")],
+    "classify": lambda out: [("--out's list of skipped images", str(out) + ".skipped.csv")],
+    "embed": lambda out: [("--out's list of skipped images", str(out) + ".skipped.csv")]
+    + ([("--out's list of paths", str(Path(out).with_suffix(".paths.txt")))] if Path(out).suffix == ".npy" else []),
+    "pseudo-label": lambda out: [("--out's list of skipped images", str(out) + ".skipped.csv")],
+    "score": lambda out: [("--out's list of skipped images", str(out) + ".skipped.csv")],
+}
 #: options naming images or frames: folders are searched recursively, patterns and manifests expanded
 LISTED_INPUTS = ("images", "references", "train_images", "check_images", "input")
 #: options naming other inputs: files or folders (a run folder, a weights folder)
@@ -236,6 +266,8 @@ def _check_out(args: argparse.Namespace) -> None:
     for _, value in extra:  # live's --csv under /proc/x failed only after the whole stream was scored
         check_output_file(value)
     files = extra + ([("--out", out)] if out and kind == "file" else [])
+    if out and kind == "file" and args.command in SIDE_OUTPUTS:
+        files += SIDE_OUTPUTS[args.command](out)
     folders = [("--out", out)] if out and kind == "dir" else []
     check_outputs_apart(_inputs_of(args), files, folders)
 

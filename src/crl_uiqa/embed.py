@@ -28,20 +28,30 @@ class Embeddings:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Save as ``.npy`` (vectors only, paths in a sibling ``.paths.txt``) or ``.safetensors``."""
-        from .files import atomic_path, write_text
+        import io
+
+        from .files import atomic_path, text_bytes, write_bytes
 
         path = Path(path)
         check_one_line_paths(self.paths)
+        # serialized in memory, then written by Python: the libraries' own file writers report a full disk as
+        # SafetensorError or "N requested and M written", not the OSError (ENOSPC) that files.py names in one line
         if path.suffix == ".safetensors":
-            from safetensors.numpy import save_file
+            from safetensors.numpy import save
 
-            with atomic_path(path) as tmp:
-                save_file({"embeddings": self.vectors}, str(tmp), metadata={"layer": self.layer, "paths": "\n".join(self.paths)})
+            write_bytes(path, save({"embeddings": self.vectors},
+                                   metadata={"layer": self.layer, "paths": "\n".join(self.paths)}))
         elif path.suffix == ".npy":
+            buf = io.BytesIO()
+            np.save(buf, self.vectors)
+            # the vectors and their paths are one output: both are written before either replaces its previous
+            # version, so a failure (a full disk at the second file) never pairs new vectors with old paths
+            side = path.with_suffix(".paths.txt")
+            listing = text_bytes(side, "\n".join(self.paths) + "\n")
             with atomic_path(path) as tmp:
-                with open(tmp, "wb") as fh:
-                    np.save(fh, self.vectors)
-            write_text(path.with_suffix(".paths.txt"), "\n".join(self.paths) + "\n")
+                tmp.write_bytes(buf.getvalue())
+                with atomic_path(side) as side_tmp:  # inside: a failure here is named by the file it is about
+                    side_tmp.write_bytes(listing)
         else:
             raise ConfigError(f"embedding output must end in .npy or .safetensors, got {path}")
         return path

@@ -495,7 +495,11 @@ def _export_torchscript(model, example, path: Path, meta: dict) -> str:
 
     with _quiet_torch_export(), torch.no_grad():
         traced = torch.jit.trace(model, (example,), check_trace=False)
-        torch.jit.save(traced, str(path), _extra_files={META_KEY: json.dumps(meta)})
+        # saved in memory, then written by Python: torch's own file writer aborts the whole process (a C++
+        # exception in a destructor) when the disk fills, leaving its temporary file behind
+        buf = io.BytesIO()
+        torch.jit.save(traced, buf, _extra_files={META_KEY: json.dumps(meta)})
+    path.write_bytes(buf.getvalue())
     return "trace"
 
 

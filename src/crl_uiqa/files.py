@@ -266,13 +266,17 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
+    return write_bytes(path, text_bytes(path, text))
+
+
+def text_bytes(path: str | os.PathLike, text: str) -> bytes:
+    """``text`` in UTF-8 for the file ``path``, or :class:`OutputError` naming it (a name that is not UTF-8)."""
     try:
-        data = text.encode("utf-8")
+        return text.encode("utf-8")
     except UnicodeEncodeError as exc:  # a file name in another encoding, read from the disk as surrogates
         bad = exc.object[max(0, exc.start - 40):exc.end + 20].encode("utf-8", "surrogateescape")
         raise OutputError(f"{path}: cannot write a file name that is not UTF-8 ({bad!r}); "
                           f"{_RENAME_NOT_UTF8}") from None
-    return write_bytes(path, data)
 
 
 _RENAME_NOT_UTF8 = ("outputs are UTF-8 and keep names exactly, so rename such files to UTF-8 first "
