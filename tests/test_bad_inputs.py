@@ -30,7 +30,7 @@ from PIL import Image
 from crl_uiqa import errors
 from crl_uiqa.cli import main
 from crl_uiqa.errors import ConfigError, CRLUIQAError, OutputError, WeightsError
-from crl_uiqa.files import atomic_path, write_csv, write_text
+from crl_uiqa.files import atomic_path, read_csv, write_csv, write_text
 from crl_uiqa.io import MIN_IMAGE_SIDE, ImageReadError, iter_batches, list_images, read_gray, read_manifest
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -151,6 +151,32 @@ def test_score_skips_and_lists_bad_images_and_a_clean_rerun_drops_the_list(corpu
     rc = main(["score", "--model", str(tmp_path / "m"), "--images", str(corpus["good.png"]), "--out", str(out),
                "--workers", "0", "--quiet"])
     assert rc == 0 and not (tmp_path / "s.csv.skipped.csv").exists()  # no stale list from the earlier run
+
+
+def test_the_skipped_list_reruns_the_same_files_from_another_folder(corpus, tmp_path, monkeypatch, capsys):
+    """OUT.skipped.csv is a path list for --images, whose relative paths are read from the list's folder: images
+    given relative to the working folder were listed as given, so rerunning the list (after fixing the files)
+    found none of them (the fault trial). They are now listed relative to the list's folder."""
+    import shutil
+
+    from crl_uiqa.model import ModelConfig, build_model, save_model
+
+    save_model(build_model(ModelConfig(image_size=(32, 40)), pretrained=False), tmp_path / "m")
+    (tmp_path / "imgs").mkdir()
+    for name in ("good.png", "truncated.png"):
+        shutil.copy(corpus[name], tmp_path / "imgs" / name)
+    monkeypatch.chdir(tmp_path)
+    rc = main(["score", "--model", "m", "--images", "imgs", "--out", "out/s.csv", "--workers", "0", "--quiet"])
+    assert rc == 0 and "cannot decode" in capsys.readouterr().err
+    listed = read_csv(tmp_path / "out" / "s.csv.skipped.csv")
+    assert [r["path"] for r in listed] == [os.path.join("..", "imgs", "truncated.png")]
+    shutil.copy(corpus["good2.png"], tmp_path / "imgs" / "truncated.png")  # the user fixes the file
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    rc = main(["score", "--model", "../m", "--images", str(tmp_path / "out" / "s.csv.skipped.csv"), "--out", "t.csv",
+               "--workers", "0", "--quiet"])
+    rows = read_csv(tmp_path / "elsewhere" / "t.csv")
+    assert rc == 0 and len(rows) == 1 and Path(rows[0]["path"]).resolve() == (tmp_path / "imgs" / "truncated.png")
 
 
 def test_train_skips_and_lists_bad_images_in_the_run_folder(corpus, tmp_path, capsys, sononet16_path):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 
@@ -131,8 +132,23 @@ def report_failures(failures, out_path=None, *, side=None) -> None:
     if side is not None:
         from ..files import write_csv
 
-        write_csv(side, [{"path": f.path, "reason": f.reason} for f in failures], ["path", "reason"])
+        folder = os.path.abspath(Path(side).parent)
+        write_csv(side, [{"path": _listed_path(f.path, folder), "reason": f.reason} for f in failures],
+                  ["path", "reason"])
         print(f"the list is in {side}", file=sys.stderr)
+
+
+def _listed_path(path, folder: str) -> str:
+    """``path`` as a list in ``folder`` names it: a relative path is read from the list's own folder (as every
+    path list given to ``--images`` is), so a path given relative to the working folder is rewritten relative
+    to ``folder``; ``--images OUT.skipped.csv`` then finds the same files from anywhere."""
+    path = str(path)
+    if os.path.isabs(path):
+        return path
+    try:
+        return os.path.relpath(os.path.abspath(path), folder)
+    except ValueError:  # another drive (Windows): no relative path between them
+        return os.path.abspath(path)
 
 
 # --amp choice -> the ``amp`` setting of TrainConfig and score_paths (crl_uiqa.devices.autocast_enabled)
