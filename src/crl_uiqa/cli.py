@@ -217,17 +217,9 @@ OUT_KIND = {"baseline": "file", "classify": "file", "embed": "file", "export": "
 
 #: options naming files a command writes besides --out
 EXTRA_OUTPUTS = {"live": ("plot", "best", "csv")}
-#: files a command writes beside its --out file: the list of skipped images (``report_failures``; a clean run
-#: removes it), and embed's paths beside a .npy: kept off the inputs as --out is (``--images s.csv.skipped.csv``,
-#: rerunning the skipped images, deleted that list)
-SIDE_OUTPUTS = {
-    "baseline": lambda out: [("--out's list of skipped images", str(out) + ".skipped.csv")],
-    "classify": lambda out: [("--out's list of skipped images", str(out) + ".skipped.csv")],
-    "embed": lambda out: [("--out's list of skipped images", str(out) + ".skipped.csv")]
-    + ([("--out's list of paths", str(Path(out).with_suffix(".paths.txt")))] if Path(out).suffix == ".npy" else []),
-    "pseudo-label": lambda out: [("--out's list of skipped images", str(out) + ".skipped.csv")],
-    "score": lambda out: [("--out's list of skipped images", str(out) + ".skipped.csv")],
-}
+#: commands that list the images they skipped beside their --out file (``report_failures``: OUT.skipped.csv; a clean
+#: run removes it)
+SKIPPED_LISTS = ("baseline", "classify", "embed", "pseudo-label", "score")
 #: options naming images or frames: folders are searched recursively, patterns and manifests expanded
 LISTED_INPUTS = ("images", "references", "train_images", "check_images", "input")
 #: options naming other inputs: files or folders (a run folder, a weights folder)
@@ -266,10 +258,26 @@ def _check_out(args: argparse.Namespace) -> None:
     for _, value in extra:  # live's --csv under /proc/x failed only after the whole stream was scored
         check_output_file(value)
     files = extra + ([("--out", out)] if out and kind == "file" else [])
-    if out and kind == "file" and args.command in SIDE_OUTPUTS:
-        files += SIDE_OUTPUTS[args.command](out)
+    if out and kind == "file":
+        files += _side_outputs(args.command, out)
     folders = [("--out", out)] if out and kind == "dir" else []
     check_outputs_apart(_inputs_of(args), files, folders)
+
+
+def _side_outputs(command: str, out: str) -> list[tuple[str, str]]:
+    """The files ``command`` writes beside its --out file, kept off the inputs as --out is (``--images
+    s.csv.skipped.csv``, rerunning the skipped images, deleted that list): its list of skipped images, and embed's
+    paths beside a .npy."""
+    files = []
+    if command in SKIPPED_LISTS:
+        from .commands._common import skipped_list_path
+
+        files.append(("--out's list of skipped images", str(skipped_list_path(out))))
+    if command == "embed" and Path(out).suffix == ".npy":
+        from .embed import paths_file  # the command imports it anyway
+
+        files.append(("--out's list of paths", str(paths_file(out))))
+    return files
 
 
 def _values(args: argparse.Namespace, option: str) -> list[str]:

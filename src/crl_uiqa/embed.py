@@ -17,6 +17,11 @@ from .io import Crop, ReadFailure, iter_batches
 log = logging.getLogger(__name__)
 
 
+def paths_file(path: str | os.PathLike) -> Path:
+    """The list of image paths beside a ``.npy`` of embeddings (``X.npy`` -> ``X.paths.txt``)."""
+    return Path(path).with_suffix(".paths.txt")
+
+
 @dataclass
 class Embeddings:
     """Embeddings of the readable images, in input order, and the files that failed."""
@@ -46,7 +51,7 @@ class Embeddings:
             np.save(buf, self.vectors)
             # the vectors and their paths are one output: both are written before either replaces its previous
             # version, so a failure (a full disk at the second file) never pairs new vectors with old paths
-            side = path.with_suffix(".paths.txt")
+            side = paths_file(path)
             listing = text_bytes(side, "\n".join(self.paths) + "\n")
             with atomic_path(path) as tmp:
                 tmp.write_bytes(buf.getvalue())
@@ -69,7 +74,7 @@ class Embeddings:
             layer = meta.get("layer", "")
         else:
             vec = np.load(path, allow_pickle=False)
-            side = path.with_suffix(".paths.txt")
+            side = paths_file(path)
             # "\n" alone ends a line, as save wrote it (splitlines would also split names at \r, \x85, \u2028...)
             text = side.read_bytes().decode("utf-8").removesuffix("\n") if side.exists() else ""  # no newline translation
             paths = text.split("\n") if text else []

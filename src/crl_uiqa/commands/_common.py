@@ -111,6 +111,11 @@ def read_images(paths: list[str], crop, strict: bool, failures: list, desc: str,
     return images, kept
 
 
+def skipped_list_path(out_path: str | os.PathLike) -> Path:
+    """Where a command whose --out is a file lists the images it skipped: ``OUT.skipped.csv``."""
+    return Path(str(out_path) + ".skipped.csv")
+
+
 def report_failures(failures, out_path=None, *, side=None) -> None:
     """Print skipped files, and write them to ``side`` (default ``OUT.skipped.csv``) when there are any.
 
@@ -119,7 +124,7 @@ def report_failures(failures, out_path=None, *, side=None) -> None:
     import sys
 
     if side is None and out_path is not None:
-        side = Path(str(out_path) + ".skipped.csv")
+        side = skipped_list_path(out_path)
     if not failures:
         if side is not None:
             Path(side).unlink(missing_ok=True)
