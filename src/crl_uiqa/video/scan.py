@@ -1126,7 +1126,7 @@ def open_scan(
 
 def _check_frame_pixels(scan: ScanSource, path: str | os.PathLike) -> None:
     """Refuse a video's or DICOM's frames above :func:`crl_uiqa.io.max_pixels` from the header, before one is
-    decoded, as a still image is refused (an 8192x8192 H.264 of 0.8 MB decodes to 3.4 GB)."""
+    decoded, as a still image is refused (a 0.5 MB H.264 of 8192x8192 frames took 3.3 GB: BENCHMARKS.md)."""
     from ..io import _too_large, max_pixels  # noqa: PLC0415
 
     (rows, cols), limit = scan.shape, max_pixels()
