@@ -223,15 +223,25 @@ def test_best_frame_plane_check_picks_among_eligible_frames_of_the_scores_smooth
 
 def test_views_figure_accepts_a_resize_that_overshoots_one():
     """Antialiased resizing of a sharp 0/1 image overshoots 1 by a rounding error; the corruptions refuse values
-    outside [0, 1], so the report's Fig. 2 crashed on such a frame (found with the anchored head at 224x288)."""
+    outside [0, 1], so the report's Fig. 2 crashed on such a frame (found with the anchored head at 224x288).
+    ``to_tensor`` clips the overshoot, so a batch read by ``iter_batches`` can be corrupted as it is."""
     import numpy as np
     import torch
+    from torch.nn import functional as F
 
+    from crl_uiqa.corruptions import ULTRASOUND_FAMILIES, sample_strong_views
     from crl_uiqa.demo.report import model_views_figure as _views_figure
     from crl_uiqa.io import to_tensor
 
     img = (np.random.default_rng(0).random((256, 320)) > 0.5).astype(np.float32)
-    assert float(to_tensor(img, (224, 288)).max()) > 1.0  # the case this test is about
+    raw = F.interpolate(torch.from_numpy(img)[None, None], size=(224, 288), mode="bilinear", antialias=True,
+                        align_corners=False)
+    assert float(raw.max()) > 1.0  # the case this test is about
+    x = to_tensor(img, (224, 288))
+    assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0
+    torch.testing.assert_close(x, raw[0].clamp(0.0, 1.0), rtol=0, atol=0)
+    views, _, _ = sample_strong_views(x[None], ULTRASOUND_FAMILIES, generator=torch.Generator().manual_seed(0))
+    assert views.shape == (1, 1, 224, 288)
 
     class Mean(torch.nn.Module):
         def forward(self, x):

@@ -490,13 +490,17 @@ def write_gray_png(path: str | os.PathLike, image: np.ndarray) -> Path:
 
 # --------------------------------------------------------------------------- batching
 def to_tensor(image: np.ndarray, size: tuple[int, int] | None):
-    """(H, W) float array -> (1, h, w) float tensor resized to ``size`` (antialiased bilinear)."""
+    """(H, W) float array in [0, 1] -> (1, h, w) float tensor resized to ``size`` (antialiased bilinear).
+
+    The resize's weights sum to 1 only up to rounding, so a white pixel can come out at 1 + 1e-7; the
+    result is clipped back to [0, 1], the range every consumer (corruptions, figures) checks.
+    """
     import torch
     from torch.nn import functional as F
 
     t = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
     if size is not None and tuple(t.shape[-2:]) != tuple(size):
-        t = F.interpolate(t, size=tuple(size), mode="bilinear", antialias=True, align_corners=False)
+        t = F.interpolate(t, size=tuple(size), mode="bilinear", antialias=True, align_corners=False).clamp_(0.0, 1.0)
     return t[0]
 
 

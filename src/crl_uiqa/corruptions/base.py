@@ -110,7 +110,7 @@ def check_images(images: Tensor) -> None:
         raise InputError(f"images must be at least 2x2 pixels, got {tuple(images.shape[-2:])}")
     if images.numel() and not bool(((images >= 0) & (images <= 1)).all()):
         lo, hi = float(images.min()), float(images.max())
-        raise InputError(f"images must have values in [0, 1], got range [{lo:.4g}, {hi:.4g}] (or NaN)")
+        raise InputError(f"images must have values in [0, 1], got range [{lo:.9g}, {hi:.9g}] (or NaN)")
 
 
 def as_degree(degree: Tensor | float, batch: int, device: torch.device) -> Tensor:

@@ -24,8 +24,7 @@ def model_views_figure(model, image: np.ndarray, size):
     from ..io import to_tensor
     from ..reporting.figures import views_caption, views_figure
 
-    # antialiased resizing can overshoot [0, 1] by a rounding error, which the corruptions refuse
-    x = to_tensor(image, size)[None].clamp_(0.0, 1.0)
+    x = to_tensor(image, size)[None]
     g = torch.Generator().manual_seed(0)
     weak = [(x.flip(-1), "h-flip"), (x.flip(-2), "v-flip"), (rotate(x, torch.tensor([12.0])), "rot 12°"),
             (rotate(x.flip(-1), torch.tensor([-10.0])), "h-flip + rot -10°")]
