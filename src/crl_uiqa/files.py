@@ -200,7 +200,10 @@ def output_lock(folder: str | os.PathLike) -> Iterator[None]:
     path = Path(folder) / LOCK_NAME
     for _ in range(100):  # a holder may remove the file between our open and our lock: lock the new file then
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)  # NFS locks a file open for writing only
+            except PermissionError:  # left by a killed run of another user: locks need no writing elsewhere
+                fd = os.open(path, os.O_RDONLY)
         except OSError as exc:
             raise OutputError(f"{folder}: cannot create the lock file {LOCK_NAME} ({exc.strerror or exc})") from None
         if not _try_lock(fd):
