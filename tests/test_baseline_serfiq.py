@@ -137,7 +137,11 @@ def test_no_dropout_gives_quality_one(net, images):
         ({"embedding": "logits"}, "embedding must be one of"),
         ({"size": (8, 8)}, "at least 16x16"),
         ({"seed": "x"}, "seed must be an integer"),
-        ({"passes": 10**20}, "passes must be <= 2147483647"),  # was a TypeError from torch.rand
+        ({"passes": 10**20}, "passes must be <= 11096 at size 224x288"),  # was a TypeError from torch.rand
+        # and a RuntimeError from torch (terabytes of dropout masks); the bound follows the maps' size
+        ({"passes": 2**31 - 1}, r"passes must be <= 11096 at size 224x288 \(the dropout masks, made up front, "
+                                r"would take 3.87e\+05 GiB; at most 2 GiB\), got 2147483647"),
+        ({"passes": 2**21, "size": (64, 64)}, "passes must be <= 174762 at size 64x64"),
     ],
 )
 def test_bad_options(net, images, kwargs, match):

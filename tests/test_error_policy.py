@@ -88,7 +88,7 @@ def test_simulate_refuses_settings_with_config_errors():
 
     with pytest.raises(ConfigError, match="unknown plane 'elbow'"):
         simulate_frame("elbow")
-    with pytest.raises(ConfigError, match="n_frames must be >= 1"):
+    with pytest.raises(ConfigError, match=r"n_frames \(--frames\) must be >= 1"):
         sweep_parameters("abdomen", 0, seed=0)
     with pytest.raises(ConfigError, match="range noise must lie within"):
         sweep_parameters("abdomen", 3, seed=0, noise=(0.0, 2.0))

@@ -7,6 +7,7 @@ from scipy import stats
 
 from crl_uiqa.errors import ConfigError, InputError
 from crl_uiqa.evaluation import (
+    MAX_N_BOOT,
     bootstrap_ci,
     correlations,
     evaluate_files,
@@ -259,8 +260,26 @@ def test_n_boot_zero_gives_no_interval_and_negative_is_refused():
             pairwise_accuracy(SCORES, PAIRS, n_boot=bad)
         with pytest.raises(ConfigError, match="n_boot"):
             bootstrap_ci(np.array([1.0, 0.0]), n_boot=bad)
-    with pytest.raises(ConfigError, match="n_boot .--n-boot. must be <= 2147483647"):  # was numpy's ValueError
-        bootstrap_ci(np.array([1.0, 0.0]), n_boot=10**20)
+    for huge in (10**20, 2**31 - 1):  # numpy's ValueError; then 2**31 - 1 resamples asked for 32 GiB
+        with pytest.raises(ConfigError, match=f"n_boot .--n-boot. must be <= {MAX_N_BOOT}, got {huge}"):
+            bootstrap_ci(np.array([1.0, 0.0]), n_boot=huge)
+
+
+def test_the_bootstrap_is_drawn_in_blocks_as_one_draw():
+    """Memory stays within a block of draws whatever n_boot x pairs, and the interval is that of one draw."""
+    o = np.random.default_rng(1).integers(0, 2, 3001).astype(float)  # 3001 pairs: blocks of 698 resamples
+    rng = np.random.default_rng(4)
+    means = o[rng.integers(0, o.size, size=(2000, o.size))].mean(axis=1)
+    assert bootstrap_ci(o, n_boot=2000, seed=4) == (np.quantile(means, 0.025), np.quantile(means, 0.975))
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        bootstrap_ci(o[:1000], n_boot=50_000)  # drawn at once: 50_000 x 1000 indices and outcomes, 800 MB
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 2**20, peak
 
 
 def test_a_csv_that_is_not_utf8_is_one_line_naming_it(tmp_path):

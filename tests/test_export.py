@@ -385,6 +385,9 @@ def test_runtime_threads_and_foreign_metadata_are_user_errors(tmp_path):
     for bad in (10**20, -1, 1.5):
         with pytest.raises(ConfigError, match=r"threads \(--threads\)"):
             load_runtime(tmp_path / "missing.onnx", "onnx", threads=bad)
+    # a C int was no bound: ONNX Runtime starts every thread when it opens the model (100000 crashed it)
+    with pytest.raises(ConfigError, match=r"threads \(--threads\) must be <= 1024, got 2147483647"):
+        load_runtime(tmp_path / "missing.onnx", "onnx", threads=2**31 - 1)
     for text in ("[1, 2]", "7", "[" * 100_000 + "]" * 100_000):
         with pytest.raises(ModelError, match="x.onnx: not a crl-uiqa export"):
             _parse_meta(text, Path("x.onnx"))

@@ -397,3 +397,56 @@ def test_an_empty_out_is_refused(tmp_path, capsys, monkeypatch):
         assert main(argv) == 1
         assert "--out must not be empty" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- one run at a time in an output folder
+SIM = ["simulate", "--quiet", "--sweeps", "1", "--reference-sweeps", "0", "--test-sweeps", "0", "--frames", "2",
+       "--size", "32", "32", "--pairs", "0"]
+HOLDER = """
+import sys, time
+from crl_uiqa.files import output_lock
+with output_lock(sys.argv[1]):
+    print("locked", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_second_run_into_a_folder_being_written_is_refused_before_any_work(tmp_path, capsys):
+    from crl_uiqa.files import LOCK_NAME, output_lock
+
+    out = tmp_path / "sim"
+    out.mkdir()
+    with output_lock(out):  # a run writing there (the same lock the command line takes)
+        err = _refused([*SIM, "--out", str(out)], capsys)
+        assert err == (f"crl-uiqa simulate: error: {out}: another crl-uiqa run is writing into this folder; wait for "
+                       "it to end, or choose another --out")
+        assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]  # nothing written or replaced
+        with pytest.raises(OutputError, match="another crl-uiqa run"):
+            with output_lock(out):
+                pass
+    assert list(out.iterdir()) == []  # an ended run removes its lock file
+    assert main([*SIM, "--out", str(out)]) == 0
+    assert not (out / LOCK_NAME).exists() and (out / "simulation.json").is_file()  # nothing but the outputs
+
+
+def test_the_lock_of_a_killed_run_blocks_nothing(tmp_path, capsys):
+    from crl_uiqa.files import LOCK_NAME, output_lock
+
+    out = tmp_path / "sim"
+    out.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(out)], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        err = _refused([*SIM, "--out", str(out)], capsys)  # another process holds it
+        assert "another crl-uiqa run is writing into this folder" in err
+    finally:
+        proc.kill()  # SIGKILL: no clean-up runs
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert (out / LOCK_NAME).exists()  # left behind, but the system dropped the lock with the process
+    with output_lock(out):
+        pass
+    (out / LOCK_NAME).touch()
+    assert main([*SIM, "--out", str(out)]) == 0
+    assert not (out / LOCK_NAME).exists()

@@ -444,6 +444,8 @@ def test_cli_checks_settings_before_loading(tmp_path, capsys):
     assert "--queue" in capsys.readouterr().err
     assert main(["serve", "--model", str(tmp_path), "--max-files", "5000"]) == 1
     assert "--max-files" in capsys.readouterr().err
+    assert main(["serve", "--model", str(tmp_path), "--threads", str(2**31 - 1)]) == 1
+    assert "--threads must be <= 1024" in capsys.readouterr().err
 
 
 def test_cli_starts_uvicorn_with_its_settings(run_dir, tmp_path, monkeypatch, capsys):

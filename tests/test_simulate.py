@@ -356,3 +356,27 @@ def test_bad_settings_cost_no_previous_simulation(tmp_path, capsys):
 
     with pytest.raises(ConfigError, match="must not be empty"):
         simulate_dataset("", n_train_sweeps=1, n_reference_sweeps=0, n_test_sweeps=0, n_frames=2, size=(64, 64))
+
+
+def test_counts_are_bounded_before_any_work(tmp_path, capsys):
+    """--sweeps 99999999999 ran until stopped: every count is bounded by what it costs, in the API (one policy) and
+    so on the command line, before the output folder is made."""
+    from crl_uiqa.data.simulate import MAX_DATASET_FRAMES, MAX_FRAMES, MAX_SWEEP_PIXELS, sweep_parameters
+    from crl_uiqa.errors import ConfigError
+
+    for bad, words in ((["--sweeps", "99999999999"], ("--sweeps", f"at most {MAX_DATASET_FRAMES}")),
+                       (["--test-sweeps", str(2**31 - 1)], ("--test-sweeps", "fewer sweeps")),
+                       (["--frames", str(MAX_FRAMES + 1)], ("--frames", f"<= {MAX_FRAMES}")),
+                       (["--frames", "100", "--size", "4096", "4096"], ("--frames", "6.2 GiB", "at most 64 frames"))):
+        out = tmp_path / "new"
+        assert main(["simulate", "--quiet", "--out", str(out), *bad]) == 1
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and all(w in err for w in words), err
+        assert not out.exists()
+    with pytest.raises(ConfigError, match=r"n_frames \(--frames\) must be <= "):
+        sweep_parameters("abdomen", 2**31 - 1, seed=0)  # a parameter dict a frame, made up front
+    with pytest.raises(ConfigError, match="GiB"):
+        simulate_sweep("abdomen", MAX_SWEEP_PIXELS // (48 * 64) + 1, seed=0, size=(48, 64))  # one array up front
+    with pytest.raises(ConfigError, match="must be an integer"):
+        simulate_dataset(tmp_path / "d", n_train_sweeps=1.5)
+    assert not (tmp_path / "d").exists()

@@ -6,6 +6,7 @@ exposes ``register(subparsers)``; this file only discovers and dispatches them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
@@ -174,7 +175,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     prefix = f"crl-uiqa {args.command}"
     try:
         _check_out(args)
-        return int(args.func(args) or 0)
+        with _out_lock(args):
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return _interrupted(prefix)
     # What the user gave (a CRLUIQAError), or a path the system refused (an OSError). A plain ValueError is
@@ -262,6 +264,17 @@ def _check_out(args: argparse.Namespace) -> None:
         files += _side_outputs(args.command, out)
     folders = [("--out", out)] if out and kind == "dir" else []
     check_outputs_apart(_inputs_of(args), files, folders)
+
+
+def _out_lock(args: argparse.Namespace):
+    """The lock on a command's --out folder for the whole run (:func:`crl_uiqa.files.output_lock`): a second run
+    into it is refused before any work. A file output needs none: it is replaced whole, never mixed."""
+    out = getattr(args, "out", None)
+    if not out or OUT_KIND.get(args.command) != "dir":
+        return contextlib.nullcontext()
+    from .files import output_lock
+
+    return output_lock(out)
 
 
 def _side_outputs(command: str, out: str) -> list[tuple[str, str]]:

@@ -21,9 +21,8 @@ from scipy import stats
 
 from .errors import ConfigError, InputError
 from .tables import Pair, csv_folder, on_disk, pair_keys, read_pairs, read_score_table, score_keys, table_base
-from .validate import MAX_COUNT
 
-__all__ = ["Pair", "pair_outcomes", "bootstrap_ci", "check_n_boot", "pairwise_accuracy", "correlations",
+__all__ = ["Pair", "pair_outcomes", "bootstrap_ci", "check_n_boot", "MAX_N_BOOT", "pairwise_accuracy", "correlations",
            "read_scores", "read_pairs", "align", "evaluate_files", "format_result"]
 
 
@@ -33,12 +32,22 @@ def pair_outcomes(better: np.ndarray, worse: np.ndarray) -> np.ndarray:
     return np.where(b > w, 1.0, np.where(b == w, 0.5, 0.0))
 
 
+#: most bootstrap resamples: their means are held at once (8 bytes each, and as much again for the quantiles:
+#: 2**31 - 1 would take 32 GiB, and took terabytes when all the draws were made at once, a MemoryError after all
+#: the scoring), each draws one index per pair, and the Monte-Carlo error of a 95 % percentile interval is already
+#: far below the interval's width at 10**4
+MAX_N_BOOT = 10**6
+#: pair indices drawn at once by :func:`bootstrap_ci` (16 MiB of them, and as much of the outcomes they pick)
+_BOOT_DRAWS = 2**21
+
+
 def check_n_boot(n_boot) -> int:
-    """``n_boot`` if it is an integer in [0, 2**31 - 1] (0: no bootstrap interval), else :class:`ConfigError`."""
+    """``n_boot`` if it is an integer in [0, :data:`MAX_N_BOOT`] (0: no bootstrap interval), else
+    :class:`ConfigError`."""
     if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 0:
         raise ConfigError(f"n_boot (--n-boot) must be an integer >= 0 (0: no bootstrap interval), got {n_boot!r}")
-    if n_boot > MAX_COUNT:
-        raise ConfigError(f"n_boot (--n-boot) must be <= {MAX_COUNT}, got {n_boot}")
+    if n_boot > MAX_N_BOOT:
+        raise ConfigError(f"n_boot (--n-boot) must be <= {MAX_N_BOOT}, got {n_boot}")
     return int(n_boot)
 
 
@@ -51,7 +60,11 @@ def bootstrap_ci(outcomes: np.ndarray, *, n_boot: int = 2000, level: float = 0.9
     if o.size == 0 or n_boot == 0:
         return (float("nan"), float("nan"))
     rng = np.random.default_rng(seed)
-    means = o[rng.integers(0, o.size, size=(n_boot, o.size))].mean(axis=1)
+    # the resamples a block at a time, so that memory does not grow with n_boot x pairs (the generator draws the
+    # same numbers whatever the blocks: the intervals are those of one draw of all of them)
+    step = max(1, _BOOT_DRAWS // o.size)
+    means = np.concatenate([o[rng.integers(0, o.size, size=(min(step, n_boot - i), o.size))].mean(axis=1)
+                            for i in range(0, n_boot, step)])
     a = (1 - level) / 2
     return float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
 

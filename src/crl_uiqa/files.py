@@ -14,6 +14,8 @@ naming the destination, and the destination keeps its previous content.
 before any work: a folder where a file is expected, a path under a regular
 file, a folder that cannot be written. :func:`check_outputs_apart` refuses an
 output that is one of the command's inputs, or a folder that holds them.
+:func:`output_lock` holds an output folder for one run, so that two runs never
+fill it at once.
 
 CSV cells are written exactly as given, file paths included: a path that starts
 with ``=``, ``+``, ``-`` or ``@`` stays as it is, because programs join the
@@ -178,6 +180,77 @@ def check_output_dir(path: str | os.PathLike) -> Path:
         raise OutputError(f"{path}: cannot create the folder ({exc.strerror or exc})") from None
     _probe_writable(path, path)
     return path
+
+
+#: the lock file :func:`output_lock` keeps in an output folder while a run writes there (hidden: never read as an
+#: image, never listed as an output)
+LOCK_NAME = ".crl-uiqa.lock"
+
+
+@contextlib.contextmanager
+def output_lock(folder: str | os.PathLike) -> Iterator[None]:
+    """Hold the output folder ``folder`` (it must exist) for a run: another holder is refused with
+    :class:`OutputError`, before any work.
+
+    The lock is the operating system's advisory lock on ``folder/.crl-uiqa.lock`` (``flock`` on POSIX, ``msvcrt``
+    byte lock on Windows), which the system drops when the process ends, killed or not: a lock file left by a
+    killed run blocks nothing, and the next run takes it over. A run that ends removes it. Where neither lock
+    exists, or the file system has no locks (some network shares), the folder is not locked.
+    """
+    path = Path(folder) / LOCK_NAME
+    for _ in range(100):  # a holder may remove the file between our open and our lock: lock the new file then
+        try:
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)  # NFS locks a file open for writing only
+            except PermissionError:  # left by a killed run of another user: locks need no writing elsewhere
+                fd = os.open(path, os.O_RDONLY)
+        except OSError as exc:
+            raise OutputError(f"{folder}: cannot create the lock file {LOCK_NAME} ({exc.strerror or exc})") from None
+        if not _try_lock(fd):
+            os.close(fd)
+            raise OutputError(f"{folder}: another crl-uiqa run is writing into this folder; wait for it to end, "
+                              "or choose another --out")
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except OSError:  # removed by the holder that just ended
+            same = False
+        if same:
+            break
+        os.close(fd)
+    else:  # pragma: no cover - 100 runs ending while this one starts
+        raise OutputError(f"{folder}: could not lock the folder (its lock file {LOCK_NAME} keeps changing)")
+    try:
+        yield
+    finally:
+        if os.name != "nt":  # removed while locked, so that no one locks the old file after us (see above)
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        os.close(fd)  # drops the lock
+        if os.name == "nt":  # Windows removes no open file: a run that opened it meanwhile keeps it
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+
+def _try_lock(fd: int) -> bool:
+    """Take the exclusive lock on the open file ``fd`` without waiting; False when another process holds it."""
+    try:
+        import fcntl
+    except ImportError:
+        fcntl = None
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        else:
+            try:
+                import msvcrt
+            except ImportError:  # neither: no lock (documented above)
+                return True
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+    except OSError as exc:
+        # held by another process; any other error is a file system without locks (ENOLCK, EOPNOTSUPP on some
+        # network shares): not locked, as without fcntl
+        return exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES, errno.EDEADLK)
+    return True
 
 
 class InputSet:

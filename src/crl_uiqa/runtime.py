@@ -45,10 +45,26 @@ Device: TypeAlias = "str | torch.device"
 #: What :func:`load_runtime` (and ``select``/``live``) take as a model.
 ModelSource: TypeAlias = "Runtime | QualityModel | str | os.PathLike"
 
-__all__ = ["Device", "ModelSource", "RUNTIMES", "Runtime", "TorchRuntime", "TorchScriptRuntime", "OnnxRuntime", "load_runtime", "cpu_cores"]
+__all__ = ["Device", "ModelSource", "RUNTIMES", "Runtime", "TorchRuntime", "TorchScriptRuntime", "OnnxRuntime", "load_runtime", "cpu_cores",
+           "check_threads", "MAX_THREADS"]
 
 #: Runtime kinds accepted by :func:`load_runtime`.
 RUNTIMES = ("torch", "torchscript", "onnx")
+
+
+#: most threads ``--threads`` may ask for: ONNX Runtime starts them all when it opens a model (1024 took 14 s on two
+#: cores, 4096 over 100 s, and 100000 crashed it: a C int was no bound), and threads beyond the cores only wait
+MAX_THREADS = 1024
+
+
+def check_threads(threads: Any) -> int | None:
+    """``threads`` (``--threads``) if None or an integer in [0, :data:`MAX_THREADS`] (None and 0: the CPU cores),
+    else :class:`ConfigError`."""
+    from . import validate
+
+    if threads is None:
+        return None
+    return validate.integer(validate.flag("threads"), threads, minimum=0, maximum=MAX_THREADS)
 
 
 def cpu_cores() -> int:
@@ -276,7 +292,7 @@ def load_runtime(
     Raises
     ------
     crl_uiqa.errors.ConfigError
-        Unknown kind, a file of another format, ``threads`` not an integer in [0, 2**31 - 1].
+        Unknown kind, a file of another format, ``threads`` not an integer in [0, :data:`MAX_THREADS`].
     crl_uiqa.errors.ModelError
         A file that is not a readable crl-uiqa export.
     crl_uiqa.errors.MissingDependencyError
@@ -284,11 +300,9 @@ def load_runtime(
     crl_uiqa.errors.NotFoundError
         No model at ``source`` (a ``FileNotFoundError``; the others are ``ValueError``).
     """
-    from . import validate
     from .model import QualityModel
 
-    if threads is not None:  # 0: the default; ONNX Runtime takes a C int
-        validate.integer(validate.flag("threads"), threads, minimum=0, maximum=validate.MAX_COUNT)
+    check_threads(threads)
     key = str(kind).strip().lower()
     if key == "auto":
         if isinstance(source, QualityModel):

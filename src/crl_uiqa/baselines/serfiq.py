@@ -42,7 +42,6 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import ConfigError, ImageError, InputError
-from ..validate import MAX_COUNT
 from ._network import check_array_images, check_integer, check_positive_int, check_size, load_sononet
 
 __all__ = ["serfiq_quality", "dropout_masks", "stochastic_embeddings", "serfiq_score"]
@@ -142,6 +141,22 @@ def stochastic_embeddings(model, fmap, mask_block5, mask_adapt=None, embedding: 
     return e.unflatten(0, (b, t))
 
 
+#: most bytes the dropout masks of all passes may take: they are made up front, one per pass and dropout site, and
+#: the passes of an image run as one batch (passes below 2**31 took terabytes: a torch RuntimeError, an internal
+#: error, once the first images were read)
+MAX_MASK_BYTES = 2**31
+
+
+def _check_mask_memory(passes: int, size: tuple[int, int]) -> None:
+    """Refuse ``passes`` whose dropout masks (float32, SonoNet-16's 128 block5 + 64 adaptation maps of a sixteenth
+    of ``size`` a pass) would take more than :data:`MAX_MASK_BYTES`."""
+    per_pass = 4 * (128 + 64) * (size[0] // 16) * (size[1] // 16)
+    if passes * per_pass > MAX_MASK_BYTES:
+        raise ConfigError(f"passes must be <= {MAX_MASK_BYTES // per_pass} at size {size[0]}x{size[1]} (the dropout "
+                          f"masks, made up front, would take {passes * per_pass / 2**30:.3g} GiB; at most 2 GiB), "
+                          f"got {passes}")
+
+
 def serfiq_score(
     images: Sequence[np.ndarray],
     weights=None,
@@ -207,8 +222,6 @@ def serfiq_score(
     passes = check_positive_int(passes, "passes")
     if passes < 2:
         raise ConfigError(f"passes must be at least 2 (SER-FIQ compares stochastic passes), got {passes}")
-    if passes > MAX_COUNT:  # torch sizes the dropout masks by it
-        raise ConfigError(f"passes must be <= {MAX_COUNT}, got {passes}")
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= float(dropout) < 1.0:
         raise ConfigError(f"dropout must be a rate in [0, 1), got {dropout!r}")
     if embedding not in _EMBEDDINGS:
@@ -216,6 +229,7 @@ def serfiq_score(
     seed = check_integer(seed, "seed")
     batch_size = check_positive_int(batch_size, "batch_size")
     size = check_size(size)
+    _check_mask_memory(passes, size)
     model, dev = load_sononet(weights, device)
 
     masks = None

@@ -76,7 +76,7 @@ def add_engine(group, device_use: str = "the torch engines") -> None:
     group.add_argument("--runtime", choices=["auto", "torch", "torchscript", "onnx"], default="auto",
                        help="inference engine (default auto: from the --model file type, torch for run directories)")
     add_device(group, f"used by {device_use}")
-    group.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: CPU cores)")
+    group.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: CPU cores; at most 1024)")
 
 
 def crop_tuple(value):

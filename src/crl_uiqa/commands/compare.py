@@ -50,7 +50,7 @@ def register(sub) -> None:
     g.add_argument("--option", action="append", default=[], metavar="METHOD.KEY=VALUE",
                    help="extra method option, VALUE parsed as JSON when possible, repeatable (e.g. "
                    "--option serfiq.passes=20 --option sddfiqa.signed=true --option mssim.reduction=max)")
-    g.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for the 95%% intervals (default 2000; 0: no interval)")
+    g.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for the 95%% intervals (default 2000, at most 1000000; 0: no interval)")
     g.add_argument("--no-cache", action="store_true", help="recompute every method even when cached scores match")
     add_crop(p)
     add_crop(p, "--reference-crop", "references (default: --crop)")

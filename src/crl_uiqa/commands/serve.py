@@ -48,7 +48,7 @@ def register(sub) -> None:
     g.add_argument("--runtime", choices=["auto", "torch", "torchscript", "onnx"], default="auto",
                    help="inference engine (default auto: from the --model file type, torch for run folders)")
     add_device(g, "used by the torch engines")
-    g.add_argument("--threads", type=int, default=None, help="torch/ONNX Runtime threads (default: all cores)")
+    g.add_argument("--threads", type=int, default=None, help="torch/ONNX Runtime threads (default: all cores; at most 1024)")
     add_frame_batch(g)
     g.add_argument("--weights", default=None, metavar="PATH",
                    help="SonoNet-16 weights for the plane check (default: $CRL_UIQA_WEIGHTS_DIR, the copy packaged "
@@ -61,13 +61,14 @@ def settings_from_args(args):
     """:class:`ServeSettings` from the command line (:class:`ConfigError` on bad values)."""
     from pathlib import Path
 
+    from ..runtime import MAX_THREADS
     from ..serving.settings import LOCAL_HOSTS, ServeSettings
 
     validate.integer("--port", args.port, minimum=1, maximum=65535)
     validate.real("--max-upload-mb", args.max_upload_mb, minimum=0, strict_min=True)
     validate.real("--keep-minutes", args.keep_minutes, minimum=0, strict_min=True)
     if args.threads is not None:
-        validate.integer("--threads", args.threads, minimum=1)
+        validate.integer("--threads", args.threads, minimum=1, maximum=MAX_THREADS)
     hosts = list(LOCAL_HOSTS) + list(args.allow_host)
     if args.host in ("0.0.0.0", "::", ""):
         hosts = ["*"]

@@ -96,6 +96,16 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: most pixels a sweep may have (frames x H x W): :func:`simulate_sweep` holds them at once, as float32 (4 GiB)
+MAX_SWEEP_PIXELS = 2**30
+#: most frames a sweep of :func:`simulate_dataset` may have (--frames): over a minute at 30 frames/s, and the pairs
+#: of a test sweep compare every two of its frames (:func:`make_pairs`: 2 million comparisons at 2000 frames, about
+#: 10 s and 130 MB, growing with the square)
+MAX_FRAMES = 2000
+#: most frames a dataset may render (planes x all its sweeps x frames): about 6 hours at the default 256 x 320
+#: (20 ms a frame), with a manifest row a frame held in memory
+MAX_DATASET_FRAMES = 1_000_000
+
 #: tolerance (1/e point) of each Gaussian penalty in ``true_quality``; ``offset``
 #: depends on the plane (see :func:`quality_factors`).
 QUALITY_TOLERANCES: dict[str, float] = {
@@ -541,9 +551,7 @@ def sweep_parameters(plane: str, n_frames: int, *, seed: int,
     """Per-frame parameters of a sweep (without rendering); see :func:`simulate_sweep`."""
     if plane not in PLANES:
         raise ConfigError(f"unknown plane {plane!r}; choose one of {', '.join(PLANES)}")
-    n = int(n_frames)
-    if n < 1:
-        raise ConfigError(f"n_frames must be >= 1, got {n_frames!r}")
+    n = _check_frames(n_frames)
     rg = _check_ranges(ranges)
     rng = np.random.default_rng(seed)
     anat = plane_anatomy(plane)
@@ -625,6 +633,20 @@ def sweep_parameters(plane: str, n_frames: int, *, seed: int,
     return frames
 
 
+def _check_frames(n_frames: Any, size=None, *, minimum: int = 1, maximum: int = MAX_SWEEP_PIXELS // 32**2) -> int:
+    """``n_frames`` if it is an integer in [minimum, maximum] and, with ``size``, a sweep of that many frames stays
+    within :data:`MAX_SWEEP_PIXELS`; else :class:`ConfigError`. The default maximum is that bound at the smallest
+    frames (32 x 32, :func:`~crl_uiqa.data.bmode.check_size`): a frame's parameters take less than its pixels."""
+    n = validate.integer("n_frames (--frames)", n_frames, minimum=minimum, maximum=maximum)
+    if size is not None:
+        h, w = _bmode.check_size(size)
+        if n * h * w > MAX_SWEEP_PIXELS:
+            raise ConfigError(f"a sweep of {n} frames of {h}x{w} pixels (--frames, --size) would take "
+                              f"{n * h * w * 4 / 2**30:.1f} GiB; at most {MAX_SWEEP_PIXELS // (h * w)} frames of "
+                              "that size (4 GiB): ask for fewer frames or smaller ones")
+    return n
+
+
 def simulate_sweep(plane: str, n_frames: int, *, seed: int, size=(256, 320),
                    **ranges: tuple[float, float]) -> tuple[np.ndarray, list[dict]]:
     """Simulate a freehand sweep of the probe through a standard plane.
@@ -662,6 +684,7 @@ def simulate_sweep(plane: str, n_frames: int, *, seed: int, size=(256, 320),
         ``simulate_frame(plane, **{k: t[k] for k in PARAMETERS}, seed=t["seed"], size=size)``
         reproduces the frame exactly.
     """
+    _check_frames(n_frames, size)
     params = sweep_parameters(plane, n_frames, seed=seed, **ranges)
     h, w = _bmode.check_size(size)
     frames = np.empty((len(params), h, w), dtype=np.float32)
@@ -882,15 +905,15 @@ def simulate_dataset(
             raise ConfigError(f"unknown plane {p!r}; choose from {', '.join(PLANES)}")
     if len(set(planes)) != len(planes):
         raise ConfigError(f"planes must not repeat, got {planes!r}")
-    counts = {"n_train_sweeps": n_train_sweeps, "n_reference_sweeps": n_reference_sweeps,
-              "n_test_sweeps": n_test_sweeps}
-    for name, value in counts.items():
-        if int(value) != value or value < 0:
-            raise ConfigError(f"{name} must be a non-negative integer, got {value!r}")
-    if n_train_sweeps < 1:
-        raise ConfigError("n_train_sweeps must be >= 1")
-    if int(n_frames) != n_frames or n_frames < 2:
-        raise ConfigError(f"n_frames must be an integer >= 2, got {n_frames!r}")
+    n_train_sweeps = validate.integer("n_train_sweeps (--sweeps)", n_train_sweeps, minimum=1)
+    n_reference_sweeps = validate.integer("n_reference_sweeps (--reference-sweeps)", n_reference_sweeps, minimum=0)
+    n_test_sweeps = validate.integer("n_test_sweeps (--test-sweeps)", n_test_sweeps, minimum=0)
+    n_frames = _check_frames(n_frames, size, minimum=2, maximum=MAX_FRAMES)
+    sweeps = n_train_sweeps + n_reference_sweeps + n_test_sweeps
+    if (total := len(planes) * sweeps * n_frames) > MAX_DATASET_FRAMES:
+        raise ConfigError(f"the simulation would render {total} frames ({len(planes)} "
+                          f"plane(s) x {sweeps} sweeps (--sweeps + --reference-sweeps + --test-sweeps) x {n_frames} "
+                          f"frames (--frames)); at most {MAX_DATASET_FRAMES}: ask for fewer sweeps or frames")
     h, w = _bmode.check_size(size)
     train_ranges = dict(ranges or {})
     ref_ranges = dict(REFERENCE_RANGES if reference_ranges is None else reference_ranges)
