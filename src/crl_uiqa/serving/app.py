@@ -57,11 +57,12 @@ except ImportError as _exc:  # pragma: no cover - depends on the install
         f"crl-uiqa serve needs FastAPI, uvicorn and python-multipart: pip install 'crl-uiqa[serve]' ({_exc})"
     ) from None
 
+from ..errors import one_line
 from ..sniff import SNIFF_BYTES, UnsupportedContent, sniff
 from .engine import DOWNLOADS, render_frame, run_selection
-from .jobs import JobQueue, QueueFull, job_status, one_line
+from .jobs import JobQueue, QueueFull, job_status
 from .models import ModelRegistry, PlaneChecker
-from .settings import ScanOptions, ServeSettings
+from .settings import MAX_DETAIL, ScanOptions, ServeSettings
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +223,8 @@ def _protect(app, settings: ServeSettings) -> None:
             # a page of another origin resolving to this machine (DNS rebinding) is refused
             return JSONResponse({"detail": one_line(
                 f"this server answers only to the Host names {', '.join(hosts)}, not "
-                f"{request.headers.get('host', '')!r} (serve another name with --allow-host NAME)")}, status_code=400)
+                f"{request.headers.get('host', '')!r} (serve another name with --allow-host NAME)", MAX_DETAIL)},
+                status_code=400)
         if request.method in ("POST", "PUT", "PATCH"):
             length = request.headers.get("content-length")
             # a Transfer-Encoding overrides Content-Length (RFC 9112): a chunked body says nothing of its size
@@ -253,7 +255,7 @@ def _protect(app, settings: ServeSettings) -> None:
     async def http_error(request: Request, exc: StarletteHTTPException):
         # every detail is one short line, whatever it echoes (a 5000-character file name in a URL)
         if isinstance(exc.detail, str):
-            exc = StarletteHTTPException(exc.status_code, one_line(exc.detail), headers=exc.headers)
+            exc = StarletteHTTPException(exc.status_code, one_line(exc.detail, MAX_DETAIL), headers=exc.headers)
         return await http_exception_handler(request, exc)
 
     @app.exception_handler(RequestValidationError)
@@ -267,7 +269,7 @@ def _protect(app, settings: ServeSettings) -> None:
                              "curl -F files=@scan.mp4), not a plain form field")
             else:
                 parts.append(f"{where}: {err.get('msg', 'invalid')}" if where else str(err.get("msg", "invalid")))
-        return JSONResponse({"detail": one_line("; ".join(dict.fromkeys(parts)) or "invalid request")},
+        return JSONResponse({"detail": one_line("; ".join(dict.fromkeys(parts)) or "invalid request", MAX_DETAIL)},
                             status_code=422)
 
 

@@ -15,6 +15,8 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 MiB = 2**20
 #: Most files one multipart request may carry (Starlette's parser limit).
 MAX_FILES = 1000
+#: Longest error detail or job message the server sends (``errors.one_line`` cuts a longer one in its middle).
+MAX_DETAIL = 500
 
 
 @dataclass(frozen=True)
