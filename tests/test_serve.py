@@ -527,6 +527,7 @@ def _call_with_a_stalling_body(app, chunks, *, content_length=10_000):
     """Call the ASGI app with a POST whose body sends ``chunks`` and then stalls (a client trickling its upload):
     the status, the JSON body and the headers of the response."""
     import asyncio
+    import concurrent.futures
     import json
 
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
@@ -549,7 +550,9 @@ def _call_with_a_stalling_body(app, chunks, *, content_length=10_000):
 
         await asyncio.wait_for(app(scope, receive, send), 10)
 
-    asyncio.run(call())
+    # in a thread of its own: the session's Playwright (browser tests) keeps an event loop running in this one
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(lambda: asyncio.run(call())).result(timeout=20)
     start = next(m for m in sent if m["type"] == "http.response.start")
     body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
     return start["status"], json.loads(body), {k.decode().lower(): v.decode() for k, v in start["headers"]}
