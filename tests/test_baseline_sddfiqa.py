@@ -98,8 +98,8 @@ def test_more_repetitions_reduce_the_sampling_noise(rng):
         (X, "AABB", {}, "not a string"),
         (X[:1], ["A"], {}, "shape"),
         (np.array([[np.nan, 1.0], [1.0, 0.0]]), ["A", "B"], {}, "NaN"),
-        (X, LABELS, {"n_pairs": 0}, "n_pairs must be a positive integer"),
-        (X, LABELS, {"repetitions": 1.5}, "repetitions must be a positive integer"),
+        (X, LABELS, {"n_pairs": 0}, "n_pairs must be >= 1, got 0"),
+        (X, LABELS, {"repetitions": 1.5}, "repetitions must be an integer, got 1.5"),
     ],
 )
 def test_bad_input(emb, labels, kwargs, match):

@@ -135,7 +135,7 @@ def test_bad_inputs():
         calibrate_margins(x, stats_embed, ["gaussian_noise", "sharpen"], k=1)
     with pytest.raises(ValueError, match="k=4 must be smaller than the number of references"):
         calibrate_margins(x, stats_embed, ["gaussian_noise"], k=4)
-    with pytest.raises(ValueError, match="k must be a positive integer"):
+    with pytest.raises(ValueError, match="k must be >= 1"):
         calibrate_margins(x, stats_embed, ["gaussian_noise"], k=0)
     with pytest.raises(ValueError, match="non-empty sequence"):
         calibrate_margins(x, stats_embed, [], k=1)
@@ -151,7 +151,7 @@ def test_bad_inputs():
         margin_weights({"a": 1.0}, floor=1.0)
     from crl_uiqa.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="floor must be in"):  # float("x") was a bare ValueError
+    with pytest.raises(ConfigError, match="floor must be a number"):  # float("x") was a bare ValueError
         margin_weights({"a": 1.0}, floor="x")
     with pytest.raises(ValueError, match="cannot be calibrated"):
         margin_weights({"a": 0.0, "b": -1.0})

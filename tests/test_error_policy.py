@@ -101,7 +101,7 @@ def test_compare_refuses_methods_and_options_with_config_errors(tmp_path):
     pairs.write_text("better,worse\na.png,b.png\n")
     with pytest.raises(ConfigError, match="unknown method 'nope'"):
         compare_methods(pairs, "nope", images=tmp_path)
-    with pytest.raises(ConfigError, match="k must be a positive integer"):
+    with pytest.raises(ConfigError, match="k must be >= 1, got 0"):
         compare_methods(pairs, "mssim", images=tmp_path, k=0)
 
 
@@ -118,7 +118,7 @@ def test_calibration_refuses_bad_references_and_settings():
         calibrate_margins(refs, embed, ["gaussian_blur"], k=4)
     with pytest.raises(ConfigError, match="degrees must be a non-empty sequence"):
         calibrate_margins(refs, embed, ["gaussian_blur"], k=2, degrees=[0.0])
-    with pytest.raises(ConfigError, match="floor must be in"):
+    with pytest.raises(ConfigError, match="floor must be < 1, got 2"):
         margin_weights({"gaussian_blur": 1.0}, floor=2.0)
 
 

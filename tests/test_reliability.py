@@ -124,7 +124,6 @@ def test_cli_out_of_memory_is_one_line_exit_1_with_what_to_lower(monkeypatch, tm
 
 def test_cli_a_very_long_message_is_cut_in_its_middle(monkeypatch, tmp_path, capsys):
     """A pasted value of 10000 characters in an error does not flood the terminal: start and end kept."""
-    from crl_uiqa import cli
     from crl_uiqa.commands import score
 
     message = "--option size=" + "[" * 10000 + " is nested too deeply"
@@ -136,7 +135,23 @@ def test_cli_a_very_long_message_is_cut_in_its_middle(monkeypatch, tmp_path, cap
     assert main(["score", "--model", "m", "--images", "i", "--out", str(tmp_path / "s.csv")]) == errors.EXIT_USER
     (line,) = _err_lines(capsys)
     assert line.startswith("crl-uiqa score: error: --option size=[[[") and line.endswith("[[ is nested too deeply")
-    assert f"[... {len(message) - cli.MAX_MESSAGE} characters ...]" in line and len(line) < cli.MAX_MESSAGE + 60
+    assert "characters ...]" in line and len(line) <= errors.MAX_MESSAGE + len("crl-uiqa score: error: ")
+    assert line.endswith(errors.one_line(message))
+
+
+@pytest.mark.parametrize("limit", [500, 1000])
+def test_one_line_is_the_one_shortening_policy(limit):
+    """One line of at most ``limit`` characters; a long text keeps its start and its end, and says how much of its
+    middle is cut (the command line's errors at 1000, the server's details at 500)."""
+    assert errors.one_line("short  message") == "short  message"  # a line is kept as it is, spaces and all
+    assert errors.one_line("a\n  b\r\nc\n", limit) == "a b c"
+    text = "start " + "x" * 10_000 + "\nthe end"
+    out = errors.one_line(text, limit)
+    assert len(out) <= limit and "\n" not in out
+    assert out.startswith("start xxx") and out.endswith("xxx the end")
+    head, _, rest = out.partition(" [... ")
+    cut, _, end = rest.partition(" characters ...] ")
+    assert len(head) + int(cut) + len(end) == len(" ".join(text.split()))  # what is cut is counted right
 
 
 def test_cli_oserror_names_the_path(monkeypatch, tmp_path, capsys):

@@ -525,6 +525,75 @@ def test_cli_weights_option_has_the_common_name(capsys):
 # ----------------------------------------------------------------------------- hostile requests (serve trial)
 
 
+def _call_with_a_stalling_body(app, chunks, *, content_length=10_000):
+    """Call the ASGI app with a POST whose body sends ``chunks`` and then stalls (a client trickling its upload):
+    the status, the JSON body and the headers of the response."""
+    import asyncio
+    import concurrent.futures
+    import json
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/api/scans", "raw_path": b"/api/scans", "query_string": b"", "root_path": "",
+             "headers": [(b"host", b"testserver"), (b"content-length", str(content_length).encode()),
+                         (b"content-type", b"multipart/form-data; boundary=x")],
+             "client": ("127.0.0.1", 5000), "server": ("testserver", 80)}
+    sent = []
+
+    async def call():
+        pending = [{"type": "http.request", "body": c, "more_body": True} for c in chunks]
+
+        async def receive():
+            if pending:
+                return pending.pop(0)
+            await asyncio.Event().wait()  # the client sends nothing more and does not hang up
+
+        async def send(message):
+            sent.append(message)
+
+        await asyncio.wait_for(app(scope, receive, send), 10)
+
+    # in a thread of its own: the session's Playwright (browser tests) keeps an event loop running in this one
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(lambda: asyncio.run(call())).result(timeout=20)
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return start["status"], json.loads(body), {k.decode().lower(): v.decode() for k, v in start["headers"]}
+
+
+def test_a_stalled_upload_body_is_ended_with_408(scans):
+    # uvicorn has no body timeout: a client that sent part of its upload and then paused held its connection
+    # (and the request) forever
+    app, _ = make_client([("brightness", MeanRuntime())], body_timeout=0.05)
+    try:
+        status, body, headers = _call_with_a_stalling_body(app, [b"--x\r\n", b"Content-Disposition: form-da"])
+        assert status == 408 and headers["connection"] == "close"
+        assert body["detail"] == ("the upload paused more than 0.05 s (--body-timeout); send the request body "
+                                  "without stalling")
+        assert list(app.state.workdir.iterdir()) == []
+    finally:
+        app.state.close()
+    # a body that keeps trickling is ended by the deadline of the whole body
+    app, _ = make_client([("brightness", MeanRuntime())], body_timeout=5, body_deadline=0.05)
+    try:
+        status, body, _ = _call_with_a_stalling_body(app, [b"--x\r\n"])
+        assert status == 408 and body["detail"].startswith("the upload took more than 0.05 s in all")
+    finally:
+        app.state.close()
+
+
+def test_body_timeouts_are_validated_settings(run_dir, capsys):
+    from crl_uiqa.errors import ConfigError
+
+    for bad in (0, -1, float("nan"), "60"):
+        with pytest.raises(ConfigError, match="body_timeout .--body-timeout. must be"):
+            ServeSettings(body_timeout=bad)
+    with pytest.raises(ConfigError, match="body_deadline must be"):
+        ServeSettings(body_deadline=0)
+    assert main(["serve", "--model", str(run_dir), "--body-timeout", "0"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == "crl-uiqa serve: error: body_timeout (--body-timeout) must be > 0, got 0"
+
+
 def test_chunked_upload_with_a_content_length_is_refused_before_its_body_is_read(scans):
     # Transfer-Encoding wins over Content-Length (RFC 9112), so a small Content-Length in front of a chunked body
     # got past the size check and the whole body was read (spooled to disk) before _store refused it
@@ -588,6 +657,26 @@ def test_a_job_out_of_memory_is_a_clear_line_and_the_worker_goes_on(scans):
         assert scored(client, [scans["dicom"]], model="brightness")["status"] == "done"
     finally:
         app.state.close()
+
+
+def test_a_file_name_too_long_for_the_multipart_parser_is_a_clear_line(served, scans):
+    # python-multipart refuses a part header longer than 4224 bytes; the client got "Invalid multipart data."
+    limit = getattr(pytest.importorskip("python_multipart.multipart"), "DEFAULT_MAX_HEADER_SIZE", None)
+    if limit is None:
+        pytest.skip("this python-multipart has no limit on a part's header")
+    _, client = served
+    r = client.post("/api/scans", files=[("files", ("x" * 5000 + ".dcm", scans["dicom"].read_bytes()))])
+    assert r.status_code == 400, r.text
+    assert r.json()["detail"] == (f"files: a file name is too long (the header of a part, file name included, may be "
+                                  f"at most {limit} bytes); rename the file")
+    # other broken multipart bodies keep the parser's words
+    r = client.post("/api/scans", content=b"--x\r\nnot a header line\r\n\r\n--x--\r\n",
+                    headers={"content-type": "multipart/form-data; boundary=x"})
+    assert r.status_code == 400 and "file name" not in r.json()["detail"]
+    # a long name under the limit is taken, and shown cut
+    body = wait(client, client.post("/api/scans", files=[("files", ("y" * 4000 + ".dcm", scans["dicom"].read_bytes()))],
+                                    data={"model": "brightness"}).json()["id"])
+    assert body["status"] == "done" and len(body["name"]) == 120
 
 
 def test_hostile_names_and_parts_get_a_short_clear_line(served, scans):

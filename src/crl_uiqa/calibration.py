@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import logging
 import math
-import numbers
 import zlib
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
@@ -59,6 +58,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from . import validate
 from .corruptions import ULTRASOUND_FAMILIES, corrupt, get_family
 from .errors import ConfigError, InputError, ModelError
 
@@ -195,8 +195,7 @@ def _check_references(images: Tensor, k: int) -> Tensor:
         raise InputError(f"reference_images must be a float tensor in [0, 1], got {images.dtype}")
     if not torch.isfinite(images).all() or images.min() < 0 or images.max() > 1:
         raise InputError("reference_images must hold finite values in [0, 1]")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ConfigError(f"k must be a positive integer, got {k!r}")
+    k = validate.integer("k", k, minimum=1)
     if k >= n:
         raise ConfigError(f"k={k} must be smaller than the number of references ({n}): each reference is left out "
                          "of its own distance, so only N - 1 neighbours remain")
@@ -327,8 +326,7 @@ def margin_weights(slopes: Mapping[str, float], *, floor: float = FLOOR, warn: b
     """
     if not slopes:
         raise InputError("no slopes to turn into margin weights")
-    if isinstance(floor, bool) or not isinstance(floor, numbers.Real) or not 0.0 < float(floor) < 1.0:
-        raise ConfigError(f"floor must be in (0, 1), got {floor!r}")
+    floor = validate.real("floor", floor, minimum=0, maximum=1, strict_min=True, strict_max=True)
     s = {f: float(v) for f, v in slopes.items()}
     blind = [f for f, v in s.items() if not v > 0]  # also catches NaN
     if len(blind) == len(s):

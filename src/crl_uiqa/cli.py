@@ -17,7 +17,16 @@ from pathlib import Path
 
 from . import __version__
 from . import commands as _commands
-from .errors import EXIT_BUG, EXIT_INTERRUPTED, EXIT_USAGE, EXIT_USER, CRLUIQAError, OutputError, describe_os_error
+from .errors import (
+    EXIT_BUG,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    EXIT_USER,
+    CRLUIQAError,
+    OutputError,
+    describe_os_error,
+    one_line,
+)
 
 
 class CLIError(CRLUIQAError):
@@ -189,12 +198,12 @@ def _dispatch(args: argparse.Namespace) -> int:
             msg = describe_os_error(exc)
         else:
             msg = str(exc) or type(exc).__name__
-        print(f"{prefix}: error: {_one_line(msg)}", file=sys.stderr)
+        print(f"{prefix}: error: {one_line(msg)}", file=sys.stderr)
         return EXIT_USER
     except MemoryError as exc:  # not a bug and not bad input: the run asked for more memory than there is
         if args.verbose:
             traceback.print_exc()
-        detail = _one_line(str(exc))
+        detail = one_line(str(exc))
         print(f"{prefix}: error: out of memory{': ' + detail if detail else ''}; free memory, or ask for less "
               "(a smaller --batch-size, --image-size or fewer images at once)", file=sys.stderr)
         return EXIT_USER
@@ -203,7 +212,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             traceback.print_exc()
         where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
         at = f" at {Path(where.filename).name}:{where.lineno}" if where else ""
-        print(f"{prefix}: internal error{at}: {type(exc).__name__}: {_one_line(str(exc))}\n"
+        print(f"{prefix}: internal error{at}: {type(exc).__name__}: {one_line(str(exc))}\n"
               f"This is a bug in crl-uiqa {__version__}; please report it to the crl-uiqa issue tracker"
               + ("" if args.verbose else " with the full traceback printed by `crl-uiqa -v " + str(args.command) + " ...`."),
               file=sys.stderr)
@@ -356,19 +365,6 @@ def _add_csv_images(found, args: argparse.Namespace, option: str, csv_path: str,
             if name:
                 for base in bases:
                     found.add_file(what, base / os.path.expanduser(name), listed=option == "labels")
-
-
-#: the longest message printed whole; a longer one (a pasted value of 10000 characters) is cut in its middle
-MAX_MESSAGE = 1000
-
-
-def _one_line(msg: str) -> str:
-    """``msg`` on one line, at most :data:`MAX_MESSAGE` characters: its start and end kept, the middle cut."""
-    msg = " ".join(msg.split()) if "\n" in msg else msg
-    if len(msg) > MAX_MESSAGE:
-        cut = len(msg) - MAX_MESSAGE
-        msg = f"{msg[:MAX_MESSAGE * 2 // 3]} [... {cut} characters ...] {msg[-(MAX_MESSAGE // 3):]}"
-    return msg
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -58,6 +58,7 @@ from typing import Any
 
 import numpy as np
 
+from . import validate
 from .errors import ConfigError, ImageError, InputError, NotFoundError, reworded
 from .tables import Pair, csv_folder, path_key, read_pairs
 
@@ -563,10 +564,8 @@ def _check_options(options, k, chunk_size) -> dict[str, dict]:
     bad = sorted(set(options) - set(available_methods()))
     if bad:
         raise ConfigError(f"options given for unknown method(s) {', '.join(bad)}")
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ConfigError(f"k must be a positive integer, got {k!r}")
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ConfigError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    validate.integer("k", k, minimum=1)
+    validate.integer("chunk_size", chunk_size, minimum=1)
     return options
 
 

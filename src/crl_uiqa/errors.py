@@ -125,6 +125,29 @@ def optional_import(
     return found
 
 
+#: the longest message shown whole; a longer one (a pasted value of 10000 characters) is cut in its middle
+MAX_MESSAGE = 1000
+
+
+def one_line(text: object, limit: int = MAX_MESSAGE) -> str:
+    """``text`` as one line of at most ``limit`` characters: the one shortening policy of every message a user
+    sees (the command line's errors, the server's details and job messages).
+
+    A text of several lines has its white space folded into single spaces; a longer one keeps its start (two
+    thirds) and its end (where a message names what went wrong) around ``[... N characters ...]``.
+    """
+    text = str(text)
+    if text.splitlines() != [text]:
+        text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    keep = limit - len(f" [... {len(text)} characters ...] ")  # the mark is never longer than this one
+    if keep < 3:
+        return text[:limit]
+    head = keep * 2 // 3
+    return f"{text[:head]} [... {len(text) - keep} characters ...] {text[len(text) - (keep - head):]}"
+
+
 def describe_os_error(exc: OSError) -> str:
     """One line for an ``OSError``, naming its path (``[Errno 28] No space left on device: 'out.csv'``)."""
     reason = exc.strerror or str(exc) or type(exc).__name__
@@ -137,6 +160,6 @@ def describe_os_error(exc: OSError) -> str:
 __all__ = [
     "CRLUIQAError", "ConfigError", "ArgumentTypeError", "InputError", "ImageError", "ScanError", "WeightsError", "ModelError",
     "NotFoundError", "OutputError", "NotFittedError", "MissingDependencyError", "optional_import", "describe_os_error",
-    "reworded",
+    "reworded", "one_line", "MAX_MESSAGE",
     "EXIT_OK", "EXIT_USER", "EXIT_USAGE", "EXIT_BUG", "EXIT_INTERRUPTED",
 ]

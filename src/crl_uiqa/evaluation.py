@@ -19,6 +19,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from scipy import stats
 
+from . import validate
 from .errors import ConfigError, InputError
 from .tables import Pair, csv_folder, on_disk, pair_keys, read_pairs, read_score_table, score_keys, table_base
 
@@ -44,18 +45,13 @@ _BOOT_DRAWS = 2**21
 def check_n_boot(n_boot) -> int:
     """``n_boot`` if it is an integer in [0, :data:`MAX_N_BOOT`] (0: no bootstrap interval), else
     :class:`ConfigError`."""
-    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 0:
-        raise ConfigError(f"n_boot (--n-boot) must be an integer >= 0 (0: no bootstrap interval), got {n_boot!r}")
-    if n_boot > MAX_N_BOOT:
-        raise ConfigError(f"n_boot (--n-boot) must be <= {MAX_N_BOOT}, got {n_boot}")
-    return int(n_boot)
+    return validate.integer("n_boot (--n-boot)", n_boot, minimum=0, maximum=MAX_N_BOOT)
 
 
 def bootstrap_ci(outcomes: np.ndarray, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of ``outcomes`` (NaN, NaN for no outcomes or ``n_boot=0``)."""
     n_boot = check_n_boot(n_boot)
-    if not 0 < level < 1:
-        raise ConfigError(f"level must lie in (0, 1), got {level!r}")
+    level = validate.real("level", level, minimum=0, maximum=1, strict_min=True, strict_max=True)
     o = np.asarray(outcomes, dtype=np.float64)
     if o.size == 0 or n_boot == 0:
         return (float("nan"), float("nan"))

@@ -303,8 +303,9 @@ def load_image_cache(paths: Sequence[str], size: tuple[int, int], *, crop=None, 
 
 def split_train_val(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Random split of ``range(n)`` (at least one image on each side when val_fraction > 0)."""
-    if not 0 <= val_fraction < 1:
-        raise ConfigError("val_fraction must be in [0, 1)")
+    from . import validate
+
+    val_fraction = validate.real("val_fraction", val_fraction, minimum=0, maximum=1, strict_max=True)
     perm = np.random.default_rng(seed).permutation(n)
     n_val = int(round(n * val_fraction))
     if val_fraction > 0:

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import ConfigError, ImageError, InputError, ModelError
 
-__all__ = ["check_array_images", "check_size", "check_positive_int", "check_integer", "load_sononet",
+__all__ = ["check_array_images", "check_size", "load_sononet",
            "iter_tensor_batches", "sononet_outputs", "sononet_features"]
 
 #: Tolerance on the [0, 1] value range (interpolation may overshoot slightly).
@@ -88,20 +88,6 @@ def check_size(size) -> tuple[int, int]:
     if h < 16 or w < 16:
         raise ConfigError(f"size must be at least 16x16 pixels (SonoNet halves it four times), got {size!r}")
     return h, w
-
-
-def check_positive_int(value, name: str) -> int:
-    """``value`` as a positive int, or a ConfigError (a ValueError) naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def check_integer(value, name: str) -> int:
-    """``value`` as an int (any integer, e.g. a seed), or a ConfigError (a ValueError) naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ConfigError(f"{name} must be an integer, got {value!r}")
-    return int(value)
 
 
 def load_sononet(weights=None, device=None):

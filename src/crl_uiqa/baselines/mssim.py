@@ -40,8 +40,9 @@ from typing import Sequence
 
 import numpy as np
 
+from .. import validate
 from ..errors import ConfigError, InputError
-from ..validate import MAX_IMAGE_SIDE
+from ..validate import MAX_COUNT, MAX_IMAGE_SIDE
 from ._nss import check_images
 
 __all__ = ["ssim_matrix", "ms_ssim_matrix", "mssim_score"]
@@ -173,10 +174,9 @@ def _pair_means(x, y, threads: int | None, pairs_per_batch: int, want_cs: bool, 
 
 
 def _check_run_args(pairs_per_batch: int, threads: int | None) -> None:
-    if pairs_per_batch < 1:
-        raise ConfigError(f"pairs_per_batch must be >= 1, got {pairs_per_batch}")
-    if threads is not None and threads < 1:
-        raise ConfigError(f"threads must be >= 1, got {threads}")
+    validate.integer("pairs_per_batch", pairs_per_batch, minimum=1, maximum=MAX_COUNT)
+    if threads is not None:
+        validate.integer("threads", threads, minimum=1, maximum=MAX_COUNT)
 
 
 def _stack_pair(images, references, size):

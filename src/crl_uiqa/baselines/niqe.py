@@ -47,8 +47,6 @@ means better quality.
 from __future__ import annotations
 
 import logging
-import math
-import numbers
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Sequence
@@ -56,6 +54,7 @@ from typing import Sequence
 import numpy as np
 from scipy.special import gamma as _gamma
 
+from .. import validate
 from ..errors import ArgumentTypeError, ConfigError, ImageError, InputError, ModelError
 from ._nss import (
     aggd_fit,
@@ -133,10 +132,8 @@ class NIQEModel:
 
 
 def _check_patch_size(patch_size: int) -> None:
-    whole = (isinstance(patch_size, numbers.Real) and not isinstance(patch_size, bool) and math.isfinite(patch_size)
-             and int(patch_size) == patch_size)
-    if not whole or patch_size < 8 or patch_size % 2:
-        raise ConfigError(f"patch_size must be an even integer >= 8, got {patch_size!r}")
+    if validate.integer("patch_size", patch_size, minimum=8) % 2:
+        raise ConfigError(f"patch_size must be an even integer, got {patch_size!r}")
 
 
 @lru_cache(maxsize=1)
@@ -247,8 +244,7 @@ def fit_niqe_model(
         On constant or too small images.
     """
     _check_patch_size(patch_size)
-    if isinstance(sharpness, bool) or not isinstance(sharpness, numbers.Real) or not 0.0 <= sharpness <= 1.0:
-        raise ConfigError(f"sharpness must be in [0, 1], got {sharpness!r}")
+    validate.real("sharpness", sharpness, minimum=0, maximum=1)
     from ..progress import progress
 
     refs = check_images(reference_images, "reference_images")

@@ -47,11 +47,10 @@ from typing import Sequence
 
 import numpy as np
 
+from .. import validate
 from ..errors import InputError
 from ._network import (
     check_array_images,
-    check_integer,
-    check_positive_int,
     check_size,
     load_sononet,
     sononet_features,
@@ -180,10 +179,10 @@ def sddfiqa_from_embeddings(
         raise InputError(f"embeddings must have shape (N >= 2, D >= 1), got {e.shape}")
     if not np.isfinite(e).all():
         raise InputError("embeddings contain NaN or inf")
-    n_pairs = check_positive_int(n_pairs, "n_pairs")
-    repetitions = check_positive_int(repetitions, "repetitions")
-    chunk_size = check_positive_int(chunk_size, "chunk_size")
-    seed = check_integer(seed, "seed")
+    n_pairs = validate.integer("n_pairs", n_pairs, minimum=1)
+    repetitions = validate.integer("repetitions", repetitions, minimum=1)
+    chunk_size = validate.integer("chunk_size", chunk_size, minimum=1)
+    seed = validate.integer("seed", seed)
     codes = _check_labels(labels, e.shape[0])
     n = e.shape[0]
     classes, counts = np.unique(codes, return_counts=True)
@@ -290,7 +289,7 @@ def sddfiqa_score(
         raise InputError(f"SDD-FIQA compares images with each other: it needs at least 2 images, got {len(imgs)}")
     if labels is not None:
         _check_labels(labels, len(imgs))  # fail before running the network
-    batch_size = check_positive_int(batch_size, "batch_size")
+    batch_size = validate.integer("batch_size", batch_size, minimum=1)
     model, dev = load_sononet(weights, device)
     feats = sononet_features(imgs, model, dev, size=check_size(size), batch_size=batch_size,
                              outputs=("block5",) if labels is not None else ("block5", "probs"),

@@ -41,8 +41,9 @@ from typing import Sequence
 
 import numpy as np
 
+from .. import validate
 from ..errors import ConfigError, ImageError, InputError
-from ._network import check_array_images, check_integer, check_positive_int, check_size, load_sononet
+from ._network import check_array_images, check_size, load_sononet
 
 __all__ = ["serfiq_quality", "dropout_masks", "stochastic_embeddings", "serfiq_score"]
 
@@ -219,15 +220,14 @@ def serfiq_score(
     from ._network import iter_tensor_batches
 
     imgs = check_array_images(images)
-    passes = check_positive_int(passes, "passes")
-    if passes < 2:
-        raise ConfigError(f"passes must be at least 2 (SER-FIQ compares stochastic passes), got {passes}")
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= float(dropout) < 1.0:
-        raise ConfigError(f"dropout must be a rate in [0, 1), got {dropout!r}")
+    # at least 2: SER-FIQ compares stochastic passes; at most what the dropout masks may take (_check_mask_memory,
+    # always below validate.MAX_COUNT, with a message that says why)
+    passes = validate.integer("passes", passes, minimum=2)
+    dropout = validate.real("dropout", dropout, minimum=0, maximum=1, strict_max=True)
     if embedding not in _EMBEDDINGS:
         raise ConfigError(f"embedding must be one of {', '.join(_EMBEDDINGS)}, got {embedding!r}")
-    seed = check_integer(seed, "seed")
-    batch_size = check_positive_int(batch_size, "batch_size")
+    seed = validate.integer("seed", seed)
+    batch_size = validate.integer("batch_size", batch_size, minimum=1)
     size = check_size(size)
     _check_mask_memory(passes, size)
     model, dev = load_sononet(weights, device)

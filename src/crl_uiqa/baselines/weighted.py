@@ -39,9 +39,10 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from .. import validate
 from ..errors import ConfigError, InputError
 from ..tables import path_key
-from ._network import check_array_images, check_positive_int, check_size, load_sononet, sononet_features
+from ._network import check_array_images, check_size, load_sononet, sononet_features
 
 log = logging.getLogger(__name__)
 
@@ -311,7 +312,7 @@ def weighted_score(
         return detection_weighted_score(paths, detections, structure_weights)
     if plane is not None and class_weights is not None:
         raise ConfigError("give either plane or class_weights, not both")
-    batch_size = check_positive_int(batch_size, "batch_size")
+    batch_size = validate.integer("batch_size", batch_size, minimum=1)
     size = check_size(size)
     model, dev = load_sononet(weights, device)
     names = tuple(getattr(model, "class_names", ()))

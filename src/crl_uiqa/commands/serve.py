@@ -38,6 +38,9 @@ def register(sub) -> None:
                    help="most still images per upload (default and largest: 1000)")
     g.add_argument("--queue", type=int, default=4, metavar="N",
                    help="uploads that may wait behind the one being scored; more are refused (default 4)")
+    g.add_argument("--body-timeout", type=float, default=60, metavar="S",
+                   help="end an upload whose body pauses longer than S seconds between two chunks with 408 "
+                   "(default 60; a whole body may take at most an hour)")
     g.add_argument("--keep-minutes", type=float, default=60, metavar="MIN",
                    help="delete an upload and its results this long after it finished (default 60)")
     g.add_argument("--workdir", default=None, metavar="DIR",
@@ -78,6 +81,7 @@ def settings_from_args(args):
         max_upload_bytes=int(args.max_upload_mb * 2**20), max_frames=args.max_frames, max_files=args.max_files,
         queue_size=args.queue, job_ttl=float(args.keep_minutes) * 60, batch_size=args.batch_size,
         workdir=Path(args.workdir) if args.workdir else None, allowed_hosts=tuple(hosts),
+        body_timeout=args.body_timeout,
     )
 
 

@@ -19,11 +19,13 @@ GET      ``/api/scans/{id}/files/{name}``       downloads: frames.csv, picks.csv
 =======  =====================================  ===========================================
 
 Errors are JSON ``{"detail": "one line"}`` with 400 (bad upload), 404
-(unknown job, frame or file), 409 (not finished), 411/413 (size), 415
-(content not a scan), 422 (bad option) or 429 (queue full).
+(unknown job, frame or file), 408 (the upload's body stalled), 409 (not
+finished), 411/413 (size), 415 (content not a scan), 422 (bad option) or 429
+(queue full).
 """
 from __future__ import annotations
 
+import asyncio
 import atexit
 import logging
 import re
@@ -50,6 +52,10 @@ try:
         import python_multipart  # noqa: F401
     except ImportError:
         import multipart  # noqa: F401
+    try:  # its limit on one header line of a part (Content-Disposition with the file name)
+        from python_multipart.multipart import DEFAULT_MAX_HEADER_SIZE as _PART_HEADER_BYTES
+    except ImportError:  # older versions have none
+        _PART_HEADER_BYTES = None
 except ImportError as _exc:  # pragma: no cover - depends on the install
     from ..errors import MissingDependencyError
 
@@ -57,11 +63,12 @@ except ImportError as _exc:  # pragma: no cover - depends on the install
         f"crl-uiqa serve needs FastAPI, uvicorn and python-multipart: pip install 'crl-uiqa[serve]' ({_exc})"
     ) from None
 
+from ..errors import one_line
 from ..sniff import SNIFF_BYTES, UnsupportedContent, sniff
 from .engine import DOWNLOADS, render_frame, run_selection
-from .jobs import JobQueue, QueueFull, job_status, one_line
+from .jobs import JobQueue, QueueFull, job_status
 from .models import ModelRegistry, PlaneChecker
-from .settings import ScanOptions, ServeSettings
+from .settings import MAX_DETAIL, ScanOptions, ServeSettings
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +222,9 @@ def create_app(
 def _protect(app, settings: ServeSettings) -> None:
     """Trusted hosts, the upload size from Content-Length, security headers, one-line errors."""
     hosts = [h.lower() for h in settings.allowed_hosts]
+    # added first, so it runs inside the middleware below: its 408 then reaches the exception handlers (raised
+    # through the outer middleware's own receive, it came out as FastAPI's "There was an error parsing the body")
+    app.add_middleware(BodyTimeout, idle=settings.body_timeout, total=settings.body_deadline)
 
     @app.middleware("http")
     async def limits_and_headers(request: Request, call_next):
@@ -222,7 +232,8 @@ def _protect(app, settings: ServeSettings) -> None:
             # a page of another origin resolving to this machine (DNS rebinding) is refused
             return JSONResponse({"detail": one_line(
                 f"this server answers only to the Host names {', '.join(hosts)}, not "
-                f"{request.headers.get('host', '')!r} (serve another name with --allow-host NAME)")}, status_code=400)
+                f"{request.headers.get('host', '')!r} (serve another name with --allow-host NAME)", MAX_DETAIL)},
+                status_code=400)
         if request.method in ("POST", "PUT", "PATCH"):
             length = request.headers.get("content-length")
             # a Transfer-Encoding overrides Content-Length (RFC 9112): a chunked body says nothing of its size
@@ -252,8 +263,12 @@ def _protect(app, settings: ServeSettings) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
         # every detail is one short line, whatever it echoes (a 5000-character file name in a URL)
+        if exc.status_code == 400 and _PART_HEADER_BYTES is not None and _part_header_limit_exceeded(exc):
+            # python-multipart refuses a longer part header as "Invalid multipart data.", naming nothing
+            exc = StarletteHTTPException(400, f"files: a file name is too long (the header of a part, file name "
+                                         f"included, may be at most {_PART_HEADER_BYTES} bytes); rename the file")
         if isinstance(exc.detail, str):
-            exc = StarletteHTTPException(exc.status_code, one_line(exc.detail), headers=exc.headers)
+            exc = StarletteHTTPException(exc.status_code, one_line(exc.detail, MAX_DETAIL), headers=exc.headers)
         return await http_exception_handler(request, exc)
 
     @app.exception_handler(RequestValidationError)
@@ -267,8 +282,54 @@ def _protect(app, settings: ServeSettings) -> None:
                              "curl -F files=@scan.mp4), not a plain form field")
             else:
                 parts.append(f"{where}: {err.get('msg', 'invalid')}" if where else str(err.get("msg", "invalid")))
-        return JSONResponse({"detail": one_line("; ".join(dict.fromkeys(parts)) or "invalid request")},
+        return JSONResponse({"detail": one_line("; ".join(dict.fromkeys(parts)) or "invalid request", MAX_DETAIL)},
                             status_code=422)
+
+
+class BodyTimeout:
+    """ASGI middleware that ends a request whose body stalls: more than ``idle`` seconds without a chunk, or more
+    than ``total`` seconds for the whole body, is a 408 (uvicorn has no body timeout, so a client trickling an upload
+    held its connection forever). Only the body is timed: once it is complete, ``receive`` is passed through (a
+    response streaming to a slow client waits on it for the disconnect)."""
+
+    def __init__(self, app, *, idle: float, total: float):
+        self.app, self.idle, self.total = app, idle, total
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.total
+        body_done = False
+
+        async def timed_receive():
+            nonlocal body_done
+            if body_done:
+                return await receive()
+            left = deadline - loop.time()
+            try:
+                message = await asyncio.wait_for(receive(), min(self.idle, max(left, 0.0)))
+            except asyncio.TimeoutError:
+                if left <= self.idle:
+                    why = f"took more than {self.total:g} s in all"
+                else:
+                    why = f"paused more than {self.idle:g} s (--body-timeout)"
+                raise HTTPException(408, f"the upload {why}; send the request body without stalling",
+                                    headers={"Connection": "close"}) from None
+            body_done = message["type"] != "http.request" or not message.get("more_body", False)
+            return message
+
+        return await self.app(scope, timed_receive, send)
+
+
+def _part_header_limit_exceeded(exc: BaseException) -> bool:
+    """Whether ``exc`` comes from python-multipart's limit on a part's header line (a very long file name)."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if type(exc).__name__ == "MultipartParseError" and "header size" in str(exc):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
 
 
 def _host_allowed(header: str | None, hosts: Sequence[str]) -> bool:

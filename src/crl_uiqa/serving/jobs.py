@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import CRLUIQAError
-from .settings import ScanOptions, ServeSettings
+from ..errors import CRLUIQAError, one_line
+from .settings import MAX_DETAIL, ScanOptions, ServeSettings
 
 log = logging.getLogger(__name__)
 
@@ -252,13 +252,13 @@ class JobQueue:
             status, message = "cancelled", "cancelled"
         except MemoryError as exc:  # not a bug and not bad input: the scan asked for more memory than there is
             log.warning("job %s ran out of memory", job.id, exc_info=True)
-            detail = one_line(str(exc))
+            detail = one_line(str(exc), MAX_DETAIL)
             status, message = "failed", job.public_message(
                 f"out of memory while scoring {job.name}{': ' + detail if detail else ''}; free memory, or upload "
                 "a shorter scan or one with smaller frames (or choose a larger 'every')")
         except Exception as exc:  # the message is for the user; the trace for the log
             log.warning("job %s failed: %s", job.id, exc, exc_info=not isinstance(exc, (CRLUIQAError, OSError)))
-            status, message = "failed", job.public_message(one_line(str(exc) or type(exc).__name__))
+            status, message = "failed", job.public_message(one_line(str(exc) or type(exc).__name__, MAX_DETAIL))
         finally:
             if job.cancel.is_set() and status == "done":
                 status, message = "cancelled", "cancelled"
@@ -272,12 +272,6 @@ class JobQueue:
                 gone = job.id not in self._jobs
             if gone:  # deleted while running
                 self._remove_files(job)
-
-
-def one_line(text: str) -> str:
-    """``text`` on one line of at most 500 characters (a job's message, an error's detail)."""
-    text = " ".join(str(text).split())
-    return text if len(text) <= 500 else text[:497] + "..."
 
 
 def job_status(job: Job, queue_: JobQueue | None = None) -> dict[str, Any]:

@@ -15,6 +15,8 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 MiB = 2**20
 #: Most files one multipart request may carry (Starlette's parser limit).
 MAX_FILES = 1000
+#: Longest error detail or job message the server sends (``errors.one_line`` cuts a longer one in its middle).
+MAX_DETAIL = 500
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,13 @@ class ServeSettings:
     allowed_hosts : tuple of str
         Host headers accepted (protects a local server from DNS rebinding);
         ``("*",)`` accepts any.
+    body_timeout : float
+        Seconds a request body may pause between two chunks; a longer pause
+        ends the request with 408 (uvicorn has no such timeout: a client that
+        trickles its upload would hold its connection forever).
+    body_deadline : float
+        Seconds a whole request body may take (408 after that, however it
+        trickles in).
     """
 
     max_upload_bytes: int = 1024 * MiB
@@ -58,6 +67,8 @@ class ServeSettings:
     batch_size: int = 32
     workdir: Path | None = None
     allowed_hosts: tuple[str, ...] = field(default=LOCAL_HOSTS)
+    body_timeout: float = 60.0
+    body_deadline: float = 3600.0
 
     def __post_init__(self) -> None:
         for name, flag in (("max_upload_bytes", "--max-upload-mb"), ("max_frames", "--max-frames"),
@@ -66,6 +77,8 @@ class ServeSettings:
         # the multipart parser (Starlette) refuses more than 1000 files per request whatever we allow
         validate.integer("max_files (--max-files)", self.max_files, minimum=1, maximum=MAX_FILES)
         validate.real("job_ttl (--keep-minutes)", self.job_ttl, minimum=0, strict_min=True)
+        validate.real("body_timeout (--body-timeout)", self.body_timeout, minimum=0, strict_min=True)
+        validate.real("body_deadline", self.body_deadline, minimum=0, strict_min=True)
         if not self.allowed_hosts:
             raise ConfigError("allowed_hosts must name at least one host (or '*')")
 
