@@ -38,8 +38,10 @@ smallest distances to the references) and with the deviation-from-references
 feature (:mod:`crl_uiqa.reference_stats`, negated). Per layer it prints the
 within-sweep Spearman correlation with each factor of the true quality and
 the frame error of its picks (smoothed over +-3 frames); then sums of two
-layers' scores, each standardised on the training frames. No training, so
-seeds are cheap (about 35 s each on 2 cores).
+layers' scores, each standardised on the training frames; then half-oracles
+(:data:`HALF_ORACLES`): one factor taken exactly from the simulator plus a
+layer's score for the other, to tell which factor the encoder fails to supply.
+No training, so seeds are cheap (about 35 s each on 2 cores).
 
 Usage::
 
@@ -205,6 +207,11 @@ def evaluate(seeds: list[int], configs: list[str]) -> dict:
 
 LAYER_SOURCES = ("block1", "block2", "block3", "block4", "block5", "adaptation", "deviation")
 LAYER_SUMS = (("adaptation", "block3"), ("adaptation", "block2"), ("adaptation", "deviation"), ("block5", "block3"))
+#: half-oracles: one factor of the true quality exactly (its log, from the simulator) plus a layer's standardised
+#: score for the other, weighted as chosen on seeds 0-2 (2026-12-03): which factor the encoder fails to supply.
+HALF_ORACLES = (("plane_closeness", "block1", 0.5), ("plane_closeness", "block2", 0.5),
+                ("plane_closeness", "block3", 0.5), ("plane_closeness", "deviation", 0.5),
+                ("acquisition_factor", "adaptation", 1.0))
 
 
 def _layer_features(seed: int) -> dict:
@@ -294,20 +301,23 @@ def layers(seeds: list[int], threads: int | None) -> dict:
             m = m[np.argsort(test["frame"][m])]
             sweeps.append({"frame": test["frame"][m].astype(int), **{k: test[k][m] for k in ("true_quality", *ORACLES)},
                            **{name: s[m] for name, s in z.items()}})
+            sw = sweeps[-1]
+            for factor, layer, weight in HALF_ORACLES:
+                sw[f"{factor} (truth) + {weight:g} {layer}"] = np.log(sw[factor]) + weight * sw[layer]
         res = {name: {"frame_errors": [frame_error(sw, name, 3.0) for sw in sweeps],
                       **{k: [float(spearmanr(sw[name], sw[k])[0]) for sw in sweeps] for k in ORACLES}}
-               for name in z}
+               for name in sweeps[0] if name not in ("frame", "true_quality", *ORACLES)}
         per_seed[seed] = res
         print(f"seed {seed}: {time.perf_counter() - t:.0f} s", flush=True)
     print(f"# {run_info.uptime()}")
     summary = {}
-    print(f"{'score':<24} {'rho plane':>9} {'rho acq':>8} {'mean err':>8} {'within 2':>8}  frame errors")
+    print(f"{'score':<44} {'rho plane':>9} {'rho acq':>8} {'mean err':>8} {'within 2':>8}  frame errors")
     for name in per_seed[seeds[0]]:
         errs = np.concatenate([per_seed[s][name]["frame_errors"] for s in seeds])
         rho = {k: float(np.nanmean(np.concatenate([per_seed[s][name][k] for s in seeds]))) for k in ORACLES}
         summary[name] = {"rho_" + k: v for k, v in rho.items()} | {
             "mean_error": float(errs.mean()), "within_2": float(np.mean(errs <= 2)), "frame_errors": errs.tolist()}
-        print(f"{name:<24} {rho['plane_closeness']:>+9.2f} {rho['acquisition_factor']:>+8.2f} {errs.mean():>8.2f} "
+        print(f"{name:<44} {rho['plane_closeness']:>+9.2f} {rho['acquisition_factor']:>+8.2f} {errs.mean():>8.2f} "
               f"{np.mean(errs <= 2):>8.2f}  {' '.join(map(str, errs))}")
     return {"seeds": seeds, "summary": summary}
 
