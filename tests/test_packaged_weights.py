@@ -129,9 +129,10 @@ def test_packaged_sononet16_classifies_13_of_13_examples(no_env, examples_dir):
 def test_pyproject_ships_the_weight_files():
     """A wheel or a non-editable install carries the files only if package-data names them."""
     import fnmatch
+    import sys
     from pathlib import Path
 
-    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    tomllib = pytest.importorskip("tomllib" if sys.version_info >= (3, 11) else "tomli")  # tomli: pytest's, on 3.10
 
     root = Path(__file__).resolve().parents[1]
     globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]

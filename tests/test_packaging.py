@@ -19,7 +19,8 @@ from crl_uiqa.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = Path(crl_uiqa.__file__).resolve().parent
-tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+# tomllib is Python 3.11+; on 3.10 its model, tomli, comes with pytest (one of pytest's own requirements there)
+tomllib = pytest.importorskip("tomllib" if sys.version_info >= (3, 11) else "tomli")
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 
 

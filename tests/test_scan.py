@@ -248,6 +248,30 @@ def test_a_mirrored_video_is_read_as_a_player_shows_it(tmp_path, name):
     np.testing.assert_allclose(frames[0].image, expected, atol=0.03)
 
 
+@pytest.mark.parametrize("name", ["ccw90", "180", "cw90", "hflip", "transpose"])
+def test_a_display_matrix_is_honoured_by_the_installed_pyav(tmp_path, name):
+    """The two tests above skip on a PyAV that cannot write a display matrix (av 12 is one), so the reading
+    path of such a PyAV went untested: av 11 (built on FFmpeg 5.1) hands frames over without the matrix and read
+    these videos as stored, silently. Here the matrix is written into the MP4's track header (``tkhd``, the nine
+    big-endian int32 values FFmpeg's muxer writes there) of a plain video, so every PyAV is held to it."""
+    import struct
+
+    frame = np.full((48, 64), 20, np.uint8)
+    frame[:16, :24] = 235
+    path = write_video(tmp_path / f"{name}.mp4", [frame] * 3, stream_options={"crf": "0"})
+    data = bytearray(path.read_bytes())
+    identity = struct.pack(">9i", *_matrix(1, 0, 0, 1))
+    at = data.index(identity, data.index(b"tkhd"))  # the track's matrix, not the movie header's before it
+    m = _matrix(*ORIENTATIONS[name])
+    data[at:at + 36] = struct.pack(">9i", *m)
+    path.write_bytes(bytes(data))
+    scan = open_scan(path)
+    frames = list(scan)
+    expected = _shown(frame, m) / 255.0
+    assert scan.shape == expected.shape == frames[0].image.shape
+    np.testing.assert_allclose(frames[0].image, expected, atol=0.03)
+
+
 def test_unrotated_video_keeps_its_shape(videos):
     scan = open_scan(videos["mp4"])
     assert scan.shape == (H, W) and next(iter(scan)).image.shape == (H, W)
