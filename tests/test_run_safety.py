@@ -403,12 +403,26 @@ def test_an_empty_out_is_refused(tmp_path, capsys, monkeypatch):
 SIM = ["simulate", "--quiet", "--sweeps", "1", "--reference-sweeps", "0", "--test-sweeps", "0", "--frames", "2",
        "--size", "32", "32", "--pairs", "0"]
 HOLDER = """
-import sys, time
+import sys
 from crl_uiqa.files import output_lock
 with output_lock(sys.argv[1]):
     print("locked", flush=True)
-    time.sleep(600)
+    sys.stdin.readline()  # until the test closes our input (or kills us)
 """
+
+
+def _holder(out: Path) -> subprocess.Popen:
+    """Another process holding ``out``, as another run does; close its stdin to end it cleanly."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(out)], env=env, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def _release(proc: subprocess.Popen) -> None:
+    proc.stdin.close()
+    assert proc.wait(timeout=60) == 0
 
 
 def test_a_second_run_into_a_folder_being_written_is_refused_before_any_work(tmp_path, capsys):
@@ -416,17 +430,98 @@ def test_a_second_run_into_a_folder_being_written_is_refused_before_any_work(tmp
 
     out = tmp_path / "sim"
     out.mkdir()
-    with output_lock(out):  # a run writing there (the same lock the command line takes)
+    proc = _holder(out)  # a run writing there (the same lock the command line takes)
+    try:
         err = _refused([*SIM, "--out", str(out)], capsys)
         assert err == (f"crl-uiqa simulate: error: {out}: another crl-uiqa run is writing into this folder; wait for "
-                       "it to end, or choose another --out")
+                       "it to end, or choose another folder (--out)")
         assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]  # nothing written or replaced
         with pytest.raises(OutputError, match="another crl-uiqa run"):
             with output_lock(out):
                 pass
+    finally:
+        _release(proc)
     assert list(out.iterdir()) == []  # an ended run removes its lock file
-    assert main([*SIM, "--out", str(out)]) == 0
+    assert main([*SIM, "--out", str(out)]) == 0  # the command's lock, and simulate_dataset's nested in it
     assert not (out / LOCK_NAME).exists() and (out / "simulation.json").is_file()  # nothing but the outputs
+
+
+def test_the_python_functions_that_fill_a_folder_hold_it_too(tmp_path):
+    """CRLUIQA.fit(run_dir=...) and simulate_dataset() take the command line's lock: another process filling the
+    folder makes them refuse before anything there is replaced (--overwrite's deletions included)."""
+    from crl_uiqa import CRLUIQA
+    from crl_uiqa.data import simulate_dataset
+    from crl_uiqa.files import LOCK_NAME
+
+    paths, _ = _images(tmp_path)
+    run, sim = tmp_path / "run", tmp_path / "sim"
+    run.mkdir()
+    old = {"labels.csv": b"path,label\n", "model.safetensors": b"a finished run"}
+    for name, data in old.items():
+        (run / name).write_bytes(data)
+    simulate_dataset(sim, n_train_sweeps=1, n_reference_sweeps=0, n_test_sweeps=0, n_frames=2, size=(32, 32),
+                     n_pairs=0, progress=False)
+    sim_files = {p: p.read_bytes() for p in sim.rglob("*") if p.is_file()}
+    est = CRLUIQA(image_size=SIZE, epochs=1, device="cpu", num_workers=0, progress=False)
+    for folder, call in ((run, lambda: est.fit(paths, paths[:3], run_dir=run, overwrite=True)),
+                         (sim, lambda: simulate_dataset(sim, n_train_sweeps=1, n_reference_sweeps=0, n_test_sweeps=0,
+                                                        n_frames=3, size=(32, 32), n_pairs=0, progress=False))):
+        proc = _holder(folder)
+        try:
+            with pytest.raises(OutputError) as info:
+                call()
+            assert str(info.value) == (f"{folder}: another crl-uiqa run is writing into this folder; wait for it "
+                                       "to end, or choose another folder (--out)")
+        finally:
+            _release(proc)
+    assert sorted(p.name for p in run.iterdir()) == sorted(old)  # nothing deleted, replaced or added
+    assert all((run / name).read_bytes() == data for name, data in old.items())
+    assert {p: p.read_bytes() for p in sim.rglob("*") if p.is_file()} == sim_files
+    assert not (sim / LOCK_NAME).exists()
+
+
+def test_another_thread_is_another_run_and_nested_holds_are_one(tmp_path):
+    import threading
+
+    from crl_uiqa.data import simulate_dataset
+    from crl_uiqa.files import LOCK_NAME, output_lock
+
+    out = tmp_path / "sim"
+    out.mkdir()
+    tiny = dict(n_train_sweeps=1, n_reference_sweeps=0, n_test_sweeps=0, n_frames=2, size=(32, 32), n_pairs=0,
+                progress=False)
+    held, done = threading.Event(), threading.Event()
+
+    def hold():
+        with output_lock(out):
+            held.set()
+            done.wait(60)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    try:
+        assert held.wait(60)
+        with pytest.raises(OutputError, match="another crl-uiqa run"):
+            simulate_dataset(out, **tiny)  # this thread: another run, refused
+    finally:
+        done.set()
+        thread.join(60)
+    assert list(out.iterdir()) == []
+    with output_lock(out):  # the command line's hold, then the function's own nested in it (the same thread)
+        with output_lock(tmp_path / "." / "sim"):  # the same folder by another name
+            pass
+        assert (out / LOCK_NAME).exists()  # an inner hold that ends releases nothing
+        simulate_dataset(out, **tiny)
+        assert (out / LOCK_NAME).exists()
+    assert not (out / LOCK_NAME).exists() and (out / "simulation.json").is_file()
+
+
+def test_a_call_that_fails_leaves_no_folder_it_created(tmp_path):
+    from crl_uiqa import CRLUIQA
+
+    with pytest.raises(ConfigError, match="larger than the number of references"):
+        CRLUIQA(device="cpu").fit([], [], run_dir=tmp_path / "new" / "run")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_the_lock_of_a_killed_run_blocks_nothing(tmp_path, capsys):
@@ -434,10 +529,8 @@ def test_the_lock_of_a_killed_run_blocks_nothing(tmp_path, capsys):
 
     out = tmp_path / "sim"
     out.mkdir()
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(out)], env=env, stdout=subprocess.PIPE, text=True)
+    proc = _holder(out)
     try:
-        assert proc.stdout.readline().strip() == "locked"
         err = _refused([*SIM, "--out", str(out)], capsys)  # another process holds it
         assert "another crl-uiqa run is writing into this folder" in err
     finally:

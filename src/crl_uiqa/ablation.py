@@ -11,6 +11,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from .files import holds_output_dir
 from .model import ModelConfig
 from .training import TrainConfig
 
@@ -23,6 +24,7 @@ ABLATION_ROWS: list[tuple[str, dict]] = [
 ]
 
 
+@holds_output_dir("out_dir")
 def run_ablation(images, references, pairs_csv, out_dir, *, k: int = 5, layer: str = "block4",
                  backbone: str = "sononet16", weights=None, train_config: TrainConfig | None = None,
                  model_config: ModelConfig | None = None, rows: list | None = None, device="auto", crop=None,

@@ -163,12 +163,11 @@ def _new_out_folders(args: argparse.Namespace) -> list[Path]:
         value = getattr(args, option, None)
         if value and str(value).strip():
             folders.append(Path(value).parent)
+    from .files import missing_folders
+
     missing: list[Path] = []
     for folder in folders:
-        for f in (folder, *folder.parents):
-            if os.path.lexists(f) or f in missing:
-                break
-            missing.append(f)
+        missing += [f for f in missing_folders(folder) if f not in missing]
     return sorted(missing, key=lambda f: len(f.parts), reverse=True)
 
 
@@ -277,7 +276,8 @@ def _check_out(args: argparse.Namespace) -> None:
 
 def _out_lock(args: argparse.Namespace):
     """The lock on a command's --out folder for the whole run (:func:`crl_uiqa.files.output_lock`): a second run
-    into it is refused before any work. A file output needs none: it is replaced whole, never mixed."""
+    into it is refused before any work. A file output needs none: it is replaced whole, never mixed. The Python
+    functions the command calls take the same lock on the folders they fill, nested in this one."""
     out = getattr(args, "out", None)
     if not out or OUT_KIND.get(args.command) != "dir":
         return contextlib.nullcontext()

@@ -60,6 +60,7 @@ import numpy as np
 
 from . import validate
 from .errors import ConfigError, ImageError, InputError, NotFoundError, reworded
+from .files import holds_output_dir
 from .tables import Pair, csv_folder, path_key, read_pairs
 
 log = logging.getLogger(__name__)
@@ -443,6 +444,7 @@ def _skip_reason_for(exc: BaseException) -> str:
 
 
 # ----------------------------------------------------------------------------- the comparison
+@holds_output_dir("out_dir")
 def compare_methods(
     pairs_csv: str | os.PathLike,
     methods: str | Sequence[str] | None = None,

@@ -19,6 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from .errors import ConfigError, InputError, NotFittedError
+from .files import holds_output_dir
 from .model import ModelConfig
 from .training import TrainConfig
 
@@ -187,6 +188,7 @@ class CRLUIQA:
         self.warnings_: list[str] = []
 
     # ------------------------------------------------------------------ fit
+    @holds_output_dir("run_dir")
     def fit(self, images, references, *, run_dir=None, resume: bool = False, overwrite: bool = False, crop=None,
             reference_crop=None, val_pairs=None) -> CRLUIQA:
         """Pseudo-label ``images`` against ``references`` and train the quality model.
@@ -277,6 +279,7 @@ class CRLUIQA:
         logging.getLogger(__name__).info("calibrated margin weights: %s",
                                          ", ".join(f"{f}={w:.3f}" for f, w in weights.items()))
 
+    @holds_output_dir("run_dir")
     def fit_labels(self, paths: Sequence[str], labels: Sequence[float], *, run_dir=None, resume: bool = False,
                    overwrite: bool = False, crop=None, val_pairs=None, references=None, reference_crop=None,
                    anchor_transform=None) -> CRLUIQA:

@@ -15,7 +15,9 @@ before any work: a folder where a file is expected, a path under a regular
 file, a folder that cannot be written. :func:`check_outputs_apart` refuses an
 output that is one of the command's inputs, or a folder that holds them.
 :func:`output_lock` holds an output folder for one run, so that two runs never
-fill it at once.
+fill it at once; :func:`holds_output_dir` makes a Python function that fills a
+folder hold it for each call (the command line holds its --out folder too, and
+the two nest).
 
 CSV cells are written exactly as given, file paths included: a path that starts
 with ``=``, ``+``, ``-`` or ``@`` stays as it is, because programs join the
@@ -27,15 +29,20 @@ from __future__ import annotations
 import contextlib
 import csv
 import errno
+import functools
+import inspect
 import io
 import json
 import os
 import re
 import tempfile
+import threading
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 from .errors import CRLUIQAError, InputError, NotFoundError, OutputError
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 _TMP_TAG = "crl-uiqa"
 _TMP_PID = re.compile(r"\." + _TMP_TAG + r"-(\d+)-[^/]*\.tmp")
@@ -187,6 +194,10 @@ def check_output_dir(path: str | os.PathLike) -> Path:
 LOCK_NAME = ".crl-uiqa.lock"
 
 
+#: the folders this thread holds (:func:`output_lock`): real path -> how many nested holds
+_HELD = threading.local()
+
+
 @contextlib.contextmanager
 def output_lock(folder: str | os.PathLike) -> Iterator[None]:
     """Hold the output folder ``folder`` (it must exist) for a run: another holder is refused with
@@ -196,7 +207,34 @@ def output_lock(folder: str | os.PathLike) -> Iterator[None]:
     byte lock on Windows), which the system drops when the process ends, killed or not: a lock file left by a
     killed run blocks nothing, and the next run takes it over. A run that ends removes it. Where neither lock
     exists, or the file system has no locks (some network shares), the folder is not locked.
+
+    Re-entrant within one thread: a thread that already holds ``folder`` (the same folder by its real path) holds
+    it again at no cost, and only its outermost hold releases it; so the command line, which holds its --out
+    folder for the whole run, calls the Python functions that hold their own folder (``CRLUIQA.fit(run_dir=...)``,
+    ``simulate_dataset``...) without refusing itself. Another thread of the same process is another run: it is
+    refused as another process is, each thread taking its own lock (except where the system's lock is one per
+    process: ``flock`` emulated by ``fcntl`` locks on NFS, where threads of one process are not kept apart).
     """
+    key = os.path.realpath(folder)
+    held: dict[str, int] = _HELD.__dict__.setdefault("folders", {})
+    if key in held:  # this thread holds it already (an outer call): nothing to take, nothing to release
+        held[key] += 1
+        try:
+            yield
+        finally:
+            held[key] -= 1
+        return
+    with _os_lock(folder):
+        held[key] = 1
+        try:
+            yield
+        finally:
+            del held[key]
+
+
+@contextlib.contextmanager
+def _os_lock(folder: str | os.PathLike) -> Iterator[None]:
+    """The operating system's lock of :func:`output_lock`, taken once per hold."""
     path = Path(folder) / LOCK_NAME
     for _ in range(100):  # a holder may remove the file between our open and our lock: lock the new file then
         try:
@@ -209,7 +247,7 @@ def output_lock(folder: str | os.PathLike) -> Iterator[None]:
         if not _try_lock(fd):
             os.close(fd)
             raise OutputError(f"{folder}: another crl-uiqa run is writing into this folder; wait for it to end, "
-                              "or choose another --out")
+                              "or choose another folder (--out)")
         try:
             same = os.path.samestat(os.fstat(fd), os.stat(path))
         except OSError:  # removed by the holder that just ended
@@ -229,6 +267,61 @@ def output_lock(folder: str | os.PathLike) -> Iterator[None]:
         if os.name == "nt":  # Windows removes no open file: a run that opened it meanwhile keeps it
             with contextlib.suppress(OSError):
                 os.unlink(path)
+
+
+def missing_folders(folder: str | os.PathLike) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, deepest first: what creating it makes."""
+    missing = []
+    for f in (Path(folder), *Path(folder).parents):
+        if os.path.lexists(f):
+            break
+        missing.append(f)
+    return missing
+
+
+@contextlib.contextmanager
+def holding_output_dir(folder: str | os.PathLike | None) -> Iterator[Path | None]:
+    """Create the output folder ``folder`` (:func:`check_output_dir`) and hold it (:func:`output_lock`) while the
+    block runs; a block that fails removes the folders it created if they are empty. ``None``: no folder, no lock."""
+    if folder is None:
+        yield None
+        return
+    folder = Path(folder)
+    new = missing_folders(folder)
+    try:
+        check_output_dir(folder)
+        with output_lock(folder):
+            yield folder
+    except BaseException:
+        for f in new:  # deepest first; a folder that is not empty stays
+            try:
+                f.rmdir()
+            except OSError:
+                break
+        raise
+
+
+def holds_output_dir(parameter: str) -> Callable[[F], F]:
+    """Decorate a function that fills the folder given as its argument ``parameter`` (None: no folder): each call
+    creates and holds it (:func:`holding_output_dir`) before the function runs, so that two runs, in two processes
+    or two threads, never fill one folder at once; a call made while this thread holds it already (the command
+    line's lock on its --out) nests in that hold."""
+    def decorate(fn: F) -> F:
+        signature = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def held(*args: Any, **kwargs: Any) -> Any:
+            try:
+                bound = signature.bind(*args, **kwargs)
+            except TypeError:  # a wrong call: Python's own error, from the function
+                return fn(*args, **kwargs)
+            bound.apply_defaults()
+            with holding_output_dir(bound.arguments[parameter]):
+                return fn(*args, **kwargs)
+
+        return held  # type: ignore[return-value]
+
+    return decorate
 
 
 def _try_lock(fd: int) -> bool:

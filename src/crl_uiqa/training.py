@@ -35,7 +35,7 @@ from .devices import autocast as _autocast
 from .devices import autocast_enabled
 from .embed import resolve_device
 from .errors import ConfigError, InputError, ModelError, NotFoundError
-from .files import write_csv
+from .files import holds_output_dir, write_csv
 from .io import iter_batches, list_references
 from .losses import LossWeights, total_loss
 from .model import ModelConfig, QualityModel, build_model, load_model, save_model  # noqa: F401 - kept importable from here
@@ -495,6 +495,7 @@ class _Validation:
         return m
 
 
+@holds_output_dir("run_dir")
 def train(
     paths: Sequence[str],
     labels: Sequence[float],

@@ -70,7 +70,7 @@ from scipy.special import ndtr
 
 from .. import validate
 from ..errors import ConfigError
-from ..files import write_bytes, write_csv, write_json
+from ..files import holds_output_dir, write_bytes, write_csv, write_json
 from . import anatomy as _anat
 from . import bmode as _bmode
 from .anatomy import PLANES, Ellipsoid, plane_anatomy
@@ -826,6 +826,7 @@ def make_pairs(rows: Iterable[Mapping[str, Any]], *, margin: float = 0.15, n_pai
     return [{"better": b, "worse": w, "type": t} for _, b, w, t in candidates]
 
 
+@holds_output_dir("out_dir")
 def simulate_dataset(
     out_dir,
     *,

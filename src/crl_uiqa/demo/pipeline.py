@@ -272,7 +272,17 @@ def _check_demo_folder(out: Path) -> None:
 
 
 def run_demo(settings: DemoSettings | None = None) -> DemoResult:
-    """Run the demo (see the module docstring) and return where the report is."""
+    """Run the demo (see the module docstring) and return where the report is.
+
+    The demo's folder is held for the run (:func:`crl_uiqa.files.output_lock`): a second demo into it is refused."""
+    from ..files import holding_output_dir
+
+    st = settings or DemoSettings()
+    with holding_output_dir(st.out_dir):
+        return _run_demo(st)
+
+
+def _run_demo(st: DemoSettings) -> DemoResult:
     from ..backbones import get_backbone
     from ..data.simulate import simulate_dataset
     from ..embed import compute_embeddings, resolve_device
@@ -285,7 +295,6 @@ def run_demo(settings: DemoSettings | None = None) -> DemoResult:
     from ..tables import pair_keys, path_key, read_pairs, score_keys
     from ..training import TrainConfig, train
 
-    st = settings or DemoSettings()
     out = Path(st.out_dir)
     _check_demo_folder(out)
     t_start = time.perf_counter()
