@@ -274,6 +274,38 @@ def test_report_input_checks(rng):
     assert "data:image/png;base64," in rep.to_html()
 
 
+def test_counts_and_sizes_are_whole_numbers_or_one_line_config_errors(rng, score_folder, tmp_path):
+    from crl_uiqa.baselines import _nss
+    from crl_uiqa.errors import ConfigError
+    from crl_uiqa.report_scores import build_score_report
+
+    fig = F.score_scatter([1, 2, 3], [3, 1, 2], xlabel="a", ylabel="b")
+    img = np.full((10, 40), 0.5)
+    cases = [
+        (lambda: F.fig_to_png(fig, dpi=50.0), "fig_to_png: dpi must be an integer, got 50.0"),
+        (lambda: F.fig_to_png(fig, dpi=0), "fig_to_png: dpi must be >= 1, got 0"),
+        (lambda: F.ranked_strip(_images(rng, 3), [1, 2, 3], n=2.5), "ranked_strip: n must be an integer, got 2.5"),
+        (lambda: F.score_histogram([1, 2, 3], bins="4"), "score_histogram: bins must be an integer, got '4'"),
+        (lambda: image_to_png(img, size=20.0), "size must be an integer, got 20.0"),
+        (lambda: Report("r").add_images([img], size=0), "size must be >= 1, got 0"),  # the size, not "image 0"
+        (lambda: build_score_report(score_folder / "scores.csv", tmp_path / "r.html", top=2.0),
+         "top (--top) must be an integer, got 2.0"),
+        (lambda: build_score_report(score_folder / "scores.csv", tmp_path / "r.html", max_groups=None),
+         "max_groups must be an integer, got None"),
+        (lambda: _nss.gaussian_window(7.0), "window size must be an integer, got 7.0"),
+        (lambda: _nss.gaussian_window(6), "window size must be odd, got 6"),
+    ]
+    for call, message in cases:
+        with pytest.raises(ConfigError) as info:
+            call()
+        assert str(info.value) == message
+    assert not (tmp_path / "r.html").exists()
+    # valid whole numbers keep working, numpy's included
+    assert _png_size(image_to_png(img, size=np.int64(20))) == (20, 5)
+    assert _png_size(F.fig_to_png(fig, dpi=np.int32(50))) == (250, 210)
+    assert _nss.gaussian_window(np.int64(7)).shape == (7, 7)
+
+
 def test_report_thumbnails_escape_wrap_and_keep_the_place_of_a_missing_image(rng):
     rep = Report("t", timestamp=TS)
     imgs = _images(rng, 2, (40, 60))

@@ -37,6 +37,7 @@ import numpy as np
 import scipy.ndimage
 from scipy.special import gamma as _gamma
 
+from .. import validate
 from ..errors import ConfigError, InputError
 
 # One image validator for every baseline (grayscale (H, W) in [0, 1], errors naming ``images[i]``).
@@ -102,8 +103,9 @@ def gaussian_window(size: int = 7, sigma: float = 7 / 6) -> np.ndarray:
     numpy.ndarray
         (size, size) float64 weights.
     """
-    if int(size) != size or size < 1 or size % 2 == 0:
-        raise ConfigError(f"window size must be a positive odd integer, got {size}")
+    size = validate.integer("window size", size, minimum=1)
+    if size % 2 == 0:
+        raise ConfigError(f"window size must be odd, got {size}")
     half = (size - 1) / 2
     x = np.arange(-half, half + 1)
     xx, yy = np.meshgrid(x, x)

@@ -21,7 +21,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ..errors import ArgumentTypeError, ConfigError, ImageError, InputError
+from .. import validate
+from ..errors import ArgumentTypeError, ImageError, InputError
 
 __all__ = [
     "quality_curve",
@@ -303,12 +304,11 @@ def ranked_strip(
         raise InputError(f"ranked_strip: got {len(labels)} labels for {y.size} images")
     if y.size == 0:
         raise InputError("ranked_strip: no images to show")
-    if int(n) != n or n < 1:
-        raise ConfigError(f"ranked_strip: n must be a positive integer, got {n!r}")
+    n = validate.integer("ranked_strip: n", n, minimum=1)
     # stable descending order, NaN last
     key = np.where(np.isnan(y), -np.inf, y)
     order = np.argsort(-key, kind="stable")
-    order = np.concatenate([order[~np.isnan(y[order])], order[np.isnan(y[order])]])[: int(n)]
+    order = np.concatenate([order[~np.isnan(y[order])], order[np.isnan(y[order])]])[:n]
     shown = [_as_image(images[i], f"image {i}") for i in order]
 
     cols = min(len(shown), STRIP_COLUMNS)
@@ -374,9 +374,7 @@ def views_figure(
 
     weak_v = _check(weak, "weak")
     strong_v = _check(strong, "strong")
-    cols = int(columns) if columns else min(6, max(1, len(weak_v), len(strong_v)))
-    if cols < 1:
-        raise ConfigError("columns must be at least 1")
+    cols = validate.integer("columns", columns, minimum=1) if columns else min(6, max(1, len(weak_v), len(strong_v)))
     rows_of = lambda v: max(1, math.ceil(len(v) / cols)) if v else 0  # noqa: E731
     n_weak_rows, n_strong_rows = rows_of(weak_v), rows_of(strong_v)
     n_rows = max(1, n_weak_rows + n_strong_rows)
@@ -563,12 +561,11 @@ def score_histogram(scores: Sequence[float] | np.ndarray, *, title: str = "", bi
         raise InputError("score_histogram: no finite scores")
     if bins is None:
         bins = int(min(40, max(5, round(y.size / 5))))
-    if int(bins) != bins or bins < 1:
-        raise ConfigError(f"score_histogram: bins must be a positive integer, got {bins!r}")
+    bins = validate.integer("score_histogram: bins", bins, minimum=1)
     fig = _new_figure(7.0, 2.8)
     ax = fig.add_subplot()
     lo, hi = float(y.min()), float(y.max())
-    ax.hist(y, bins=int(bins), range=(lo - 0.5, hi + 0.5) if hi == lo else None, color="#2b6cb0",
+    ax.hist(y, bins=bins, range=(lo - 0.5, hi + 0.5) if hi == lo else None, color="#2b6cb0",
             edgecolor="white")
     med = float(np.median(y))
     ax.axvline(med, color="#c53030", linestyle="--", linewidth=1.2, label=f"median {med:.3f}")
@@ -662,8 +659,7 @@ def fig_to_png(fig: Figure, dpi: int = 100) -> bytes:
     """
     if not isinstance(fig, Figure):
         raise ArgumentTypeError(f"fig_to_png: expected a matplotlib Figure, got {type(fig).__name__}")
-    if dpi <= 0:
-        raise ConfigError(f"fig_to_png: dpi must be positive, got {dpi}")
+    dpi = validate.integer("fig_to_png: dpi", dpi, minimum=1)
     if getattr(fig, _PLAIN_TEXT, False):
         _plain_text(fig)
     buf = io.BytesIO()

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import __version__
+from .. import __version__, validate
 from ..errors import ArgumentTypeError, ConfigError, ImageError, InputError, reworded
 from ..files import write_text
 
@@ -184,9 +184,8 @@ def image_to_png(image: np.ndarray, *, size: int | None = None) -> bytes:
     u8 = np.round(np.clip(arr, 0.0, 1.0) * 255.0).astype(np.uint8)
     img = Image.fromarray(u8, mode="L")
     if size is not None:
-        if size < 1:
-            raise ConfigError(f"size must be a positive number of pixels, got {size}")
-        img.thumbnail((int(size), int(size)), Image.Resampling.LANCZOS)
+        size = validate.integer("size", size, minimum=1)  # pixels
+        img.thumbnail((size, size), Image.Resampling.LANCZOS)
     buf = io.BytesIO()
     img.save(buf, format="PNG", optimize=True)
     return buf.getvalue()
@@ -440,6 +439,8 @@ class Report:
         """The data URI of image ``i`` shrunk to ``size``; an unusable image is an :class:`ImageError` naming it."""
         try:
             png = image_to_png(image, size=size)
+        except ConfigError:  # the size: a setting, not this image
+            raise
         except ValueError as exc:
             raise reworded(exc, f"{method}: image {i}: {exc}", ImageError) from None
         return png_data_uri(png)

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import validate
 from ..errors import ConfigError, InputError
 from ..tables import csv_folder, path_key, read_pairs, read_score_table, table_base
 from .html import SCORE_SCALE, Report
@@ -267,10 +268,8 @@ def build_score_report(
     Path
         ``out``.
     """
-    if int(top) != top or top < 1:
-        raise ConfigError(f"--top must be a positive integer, got {top!r}")
-    if max_groups < 0:
-        raise ConfigError(f"max_groups must be >= 0, got {max_groups}")
+    top = validate.integer("top (--top)", top, minimum=1)
+    max_groups = validate.integer("max_groups", max_groups, minimum=0)
     scores_csv = Path(scores_csv)
     records = load_scores(scores_csv, root)
     groups = group_records(records, group_by)
@@ -283,7 +282,7 @@ def build_score_report(
     ranked = _summary_section(report, scores_csv, records, groups, truth if has_truth else None)
     if pairs_csv is not None:
         _pairs_section(report, pairs_csv, records, root)
-    _best_worst_section(report, ranked, int(top), failures, has_truth)
+    _best_worst_section(report, ranked, top, failures, has_truth)
     _groups_section(report, groups, failures, max_groups if curves else 0, curves)
     if has_truth:
         from .figures import score_scatter
