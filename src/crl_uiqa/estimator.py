@@ -195,7 +195,8 @@ class CRLUIQA:
 
         ``run_dir`` holding a run is refused unless ``resume`` (same images,
         references and settings, checked by ``run_dir/fit.json``) or
-        ``overwrite``.
+        ``overwrite``. ``run_dir`` is held for the call (:func:`crl_uiqa.files.output_lock`): while another run
+        fills it, the call is refused with :class:`~crl_uiqa.errors.OutputError` before anything there changes.
         """
         import os
 

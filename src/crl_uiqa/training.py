@@ -528,6 +528,8 @@ def train(
     ``overwrite`` (the default of this low-level function; the ``fit`` and
     ``train`` commands and :class:`~crl_uiqa.estimator.CRLUIQA` default to
     refusing). A resumed run must train on the same paths and labels.
+    ``run_dir`` is held for the call (:func:`crl_uiqa.files.output_lock`):
+    while another run fills it, the call is refused before anything there changes.
     The anchored head (``model_config.head == "anchored"``) needs the
     ``references`` (image paths): their embeddings and the pseudo-label map
     (``anchor_transform`` = (Yeo-Johnson lambda or None, lo, hi) of Eq. 2-3;

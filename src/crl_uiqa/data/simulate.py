@@ -863,7 +863,9 @@ def simulate_dataset(
     Sweep ids are ``<plane>_s<NNN>``, numbered per plane over train, reference
     and test sweeps in this order. Everything is deterministic for ``seed``
     (same bytes). Writing into a folder that holds a previous simulation
-    replaces it; a folder with other ``train``/``test`` content is refused.
+    replaces it; a folder with other ``train``/``test`` content is refused. The
+    folder is held for the call (:func:`crl_uiqa.files.output_lock`): while
+    another run fills it, the call is refused before anything there changes.
 
     Parameters
     ----------
