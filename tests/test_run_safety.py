@@ -543,3 +543,22 @@ def test_the_lock_of_a_killed_run_blocks_nothing(tmp_path, capsys):
     (out / LOCK_NAME).touch()
     assert main([*SIM, "--out", str(out)]) == 0
     assert not (out / LOCK_NAME).exists()
+
+
+def test_an_empty_folder_name_is_a_config_error_before_the_working_folder_is_touched(tmp_path, monkeypatch):
+    """``""`` would be the working folder: it was probed and locked before the function's own check, so with another
+    run in the working folder simulate_dataset("") said "another crl-uiqa run is writing into" '.', not that the
+    name is empty; fit(run_dir="") trained into the working folder."""
+    from crl_uiqa import CRLUIQA
+    from crl_uiqa.data import simulate_dataset
+
+    monkeypatch.chdir(tmp_path)
+    proc = _holder(tmp_path)  # another run in the working folder
+    try:
+        with pytest.raises(ConfigError, match=r"^out_dir must not be empty \(it would be the working folder\)"):
+            simulate_dataset("", n_train_sweeps=1, n_reference_sweeps=0, n_test_sweeps=0, n_frames=2, size=(32, 32))
+        with pytest.raises(ConfigError, match="^run_dir must not be empty"):
+            CRLUIQA(device="cpu").fit([], [], run_dir=" ")
+    finally:
+        _release(proc)
+    assert list(tmp_path.iterdir()) == []

@@ -40,7 +40,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
-from .errors import CRLUIQAError, InputError, NotFoundError, OutputError
+from .errors import ConfigError, CRLUIQAError, InputError, NotFoundError, OutputError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -280,12 +280,16 @@ def missing_folders(folder: str | os.PathLike) -> list[Path]:
 
 
 @contextlib.contextmanager
-def holding_output_dir(folder: str | os.PathLike | None) -> Iterator[Path | None]:
+def holding_output_dir(folder: str | os.PathLike | None, what: str = "the output folder") -> Iterator[Path | None]:
     """Create the output folder ``folder`` (:func:`check_output_dir`) and hold it (:func:`output_lock`) while the
-    block runs; a block that fails removes the folders it created if they are empty. ``None``: no folder, no lock."""
+    block runs; a block that fails removes the folders it created if they are empty. ``None``: no folder, no lock.
+    An empty name (``""``, which would be the working folder) is a :class:`ConfigError` naming ``what``, before the
+    working folder is probed or locked."""
     if folder is None:
         yield None
         return
+    if not str(folder).strip():
+        raise ConfigError(f"{what} must not be empty (it would be the working folder); give a folder")
     folder = Path(folder)
     new = missing_folders(folder)
     try:
@@ -316,7 +320,7 @@ def holds_output_dir(parameter: str) -> Callable[[F], F]:
             except TypeError:  # a wrong call: Python's own error, from the function
                 return fn(*args, **kwargs)
             bound.apply_defaults()
-            with holding_output_dir(bound.arguments[parameter]):
+            with holding_output_dir(bound.arguments[parameter], parameter):
                 return fn(*args, **kwargs)
 
         return held  # type: ignore[return-value]
