@@ -17,9 +17,10 @@ MAX_IMAGE_SIDE = 8192
 #: largest value a setting used inside float32 training may take (torch's SGD refuses a larger lr or weight decay
 #: with an overflow, and a larger loss weight makes every loss inf)
 MAX_FLOAT32 = 3.4028234663852886e38
-#: largest count a setting that sizes something (a batch, a thread pool, a bootstrap) may take: a C int, which every
-#: library behind them takes (a --batch-size above sys.maxsize was a ValueError from inside torch's data loader,
-#: --threads above a C int a TypeError from ONNX Runtime, --n-boot above numpy's largest dimension a ValueError)
+#: largest count a setting that sizes something (a batch, pairs per batch) may take when nothing smaller bounds it: a
+#: C int, which every library behind them takes (a --batch-size above sys.maxsize was a ValueError from inside torch's
+#: data loader). Counts that cost more have their own, smaller bounds: --threads (runtime.MAX_THREADS), --n-boot
+#: (evaluation.MAX_N_BOOT), SER-FIQ's passes (their dropout masks), simulate's frames (crl_uiqa.data.simulate)
 MAX_COUNT = 2**31 - 1
 #: largest random seed: the training draws from generators seeded with seed * 1_000_003 + epoch, which must fit
 #: torch's 64-bit seed (2**32 - 1, numpy's legacy bound, leaves room for any number of epochs)
