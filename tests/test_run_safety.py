@@ -7,6 +7,7 @@ bit for bit (CPU).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -562,3 +563,39 @@ def test_an_empty_folder_name_is_a_config_error_before_the_working_folder_is_tou
     finally:
         _release(proc)
     assert list(tmp_path.iterdir()) == []
+
+
+FORKING_HOLDER = """
+import os, sys, time
+from crl_uiqa.files import output_lock
+with output_lock(sys.argv[1]):
+    child = os.fork()  # as a DataLoader worker is forked during a run
+    if child == 0:
+        time.sleep(120)  # outlives the run (the test kills it)
+        os._exit(0)
+    print(child, flush=True)
+    sys.stdin.readline()
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX fork")
+def test_a_killed_run_s_forked_children_do_not_keep_its_folder_locked(tmp_path):
+    """flock belongs to the open file, which a fork shares: a DataLoader worker (or any child) that outlived a killed
+    run kept its folder locked, so the next run was refused although the run was gone."""
+    from crl_uiqa.files import output_lock
+
+    out = tmp_path / "run"
+    out.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.Popen([sys.executable, "-c", FORKING_HOLDER, str(out)], env=env, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    child = int(proc.stdout.readline())
+    try:
+        proc.kill()
+        proc.wait(timeout=60)
+        os.kill(child, 0)  # the child lives on
+        with output_lock(out):
+            pass
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)

@@ -196,6 +196,23 @@ LOCK_NAME = ".crl-uiqa.lock"
 
 #: the folders this thread holds (:func:`output_lock`): real path -> how many nested holds
 _HELD = threading.local()
+#: the descriptors of the lock files this process holds (:func:`_os_lock`)
+_LOCK_FDS: set[int] = set()
+
+
+def _forget_locks_in_child() -> None:
+    """In a forked child (a DataLoader worker...): close the inherited lock descriptors. ``flock`` belongs to the open
+    file, which the fork shares, so a child that outlived a killed run (workers notice within seconds, other children
+    maybe never) kept its folder locked; the child holds no folder."""
+    for fd in _LOCK_FDS:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _LOCK_FDS.clear()
+    _HELD.__dict__.clear()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_forget_locks_in_child)
 
 
 @contextlib.contextmanager
@@ -204,7 +221,8 @@ def output_lock(folder: str | os.PathLike) -> Iterator[None]:
     :class:`OutputError`, before any work.
 
     The lock is the operating system's advisory lock on ``folder/.crl-uiqa.lock`` (``flock`` on POSIX, ``msvcrt``
-    byte lock on Windows), which the system drops when the process ends, killed or not: a lock file left by a
+    byte lock on Windows), which the system drops when the process ends, killed or not (a forked child, such as a
+    DataLoader worker, closes its copy, so it does not keep the lock after the run): a lock file left by a
     killed run blocks nothing, and the next run takes it over. A run that ends removes it. Where neither lock
     exists, or the file system has no locks (some network shares), the folder is not locked.
 
@@ -253,20 +271,29 @@ def _os_lock(folder: str | os.PathLike) -> Iterator[None]:
         except OSError:  # removed by the holder that just ended
             same = False
         if same:
+            _LOCK_FDS.add(fd)
             break
         os.close(fd)
     else:  # pragma: no cover - 100 runs ending while this one starts
         raise OutputError(f"{folder}: could not lock the folder (its lock file {LOCK_NAME} keeps changing)")
+    owner = os.getpid()
     try:
         yield
     finally:
-        if os.name != "nt":  # removed while locked, so that no one locks the old file after us (see above)
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-        os.close(fd)  # drops the lock
-        if os.name == "nt":  # Windows removes no open file: a run that opened it meanwhile keeps it
-            with contextlib.suppress(OSError):
-                os.unlink(path)
+        if os.getpid() == owner:  # not a forked child leaving the block: the lock, its file and fd are the parent's
+            _release(fd, path)
+
+
+def _release(fd: int, path: Path) -> None:
+    """Drop the lock of :func:`_os_lock` on ``fd`` and remove its file ``path``."""
+    if os.name != "nt":  # removed while locked, so that no one locks the old file after us (see above)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+    _LOCK_FDS.discard(fd)
+    os.close(fd)  # drops the lock
+    if os.name == "nt":  # Windows removes no open file: a run that opened it meanwhile keeps it
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 def missing_folders(folder: str | os.PathLike) -> list[Path]:
