@@ -599,3 +599,36 @@ def test_a_killed_run_s_forked_children_do_not_keep_its_folder_locked(tmp_path):
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(child, signal.SIGKILL)
+
+
+def test_another_thread_is_refused_even_where_the_system_lock_is_one_per_process(tmp_path, monkeypatch):
+    """On NFS, flock is emulated by fcntl locks, one per process: a second thread took the "lock" too, and its
+    release dropped the first thread's. The process keeps its own list of held folders, so it is refused there."""
+    import threading
+
+    from crl_uiqa import files
+    from crl_uiqa.files import output_lock
+
+    monkeypatch.setattr(files, "_try_lock", lambda fd: True)  # a lock that never refuses within this process
+    out = tmp_path / "run"
+    out.mkdir()
+    held, done, errors = threading.Event(), threading.Event(), []
+
+    def hold():
+        with output_lock(out):
+            held.set()
+            done.wait(60)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    try:
+        assert held.wait(60)
+        with pytest.raises(OutputError, match="another crl-uiqa run is writing into this folder"):
+            with output_lock(tmp_path / "." / "run"):
+                errors.append("not refused")
+    finally:
+        done.set()
+        thread.join(60)
+    assert errors == [] and list(out.iterdir()) == []
+    with output_lock(out):  # released: free again
+        pass

@@ -198,6 +198,9 @@ LOCK_NAME = ".crl-uiqa.lock"
 _HELD = threading.local()
 #: the descriptors of the lock files this process holds (:func:`_os_lock`)
 _LOCK_FDS: set[int] = set()
+#: the folders any thread of this process holds (real paths), and the lock that guards the set
+_PROCESS_HELD: set[str] = set()
+_PROCESS_GUARD = threading.Lock()
 
 
 def _forget_locks_in_child() -> None:
@@ -209,6 +212,9 @@ def _forget_locks_in_child() -> None:
             os.close(fd)
     _LOCK_FDS.clear()
     _HELD.__dict__.clear()
+    _PROCESS_HELD.clear()
+    global _PROCESS_GUARD
+    _PROCESS_GUARD = threading.Lock()  # another thread may have held it at the fork
 
 
 if hasattr(os, "register_at_fork"):  # POSIX
@@ -230,8 +236,9 @@ def output_lock(folder: str | os.PathLike) -> Iterator[None]:
     it again at no cost, and only its outermost hold releases it; so the command line, which holds its --out
     folder for the whole run, calls the Python functions that hold their own folder (``CRLUIQA.fit(run_dir=...)``,
     ``simulate_dataset``...) without refusing itself. Another thread of the same process is another run: it is
-    refused as another process is, each thread taking its own lock (except where the system's lock is one per
-    process: ``flock`` emulated by ``fcntl`` locks on NFS, where threads of one process are not kept apart).
+    refused as another process is, by the process's own list of held folders, whatever the system's lock does
+    within one process (``flock`` emulated by ``fcntl`` locks on NFS is one lock per process, which a second
+    thread's lock would have shared and its release dropped).
     """
     key = os.path.realpath(folder)
     held: dict[str, int] = _HELD.__dict__.setdefault("folders", {})
@@ -242,12 +249,25 @@ def output_lock(folder: str | os.PathLike) -> Iterator[None]:
         finally:
             held[key] -= 1
         return
-    with _os_lock(folder):
-        held[key] = 1
-        try:
-            yield
-        finally:
-            del held[key]
+    with _PROCESS_GUARD:
+        if key in _PROCESS_HELD:  # another thread of this process
+            raise _busy(folder)
+        _PROCESS_HELD.add(key)
+    try:
+        with _os_lock(folder):
+            held[key] = 1
+            try:
+                yield
+            finally:
+                del held[key]
+    finally:
+        with _PROCESS_GUARD:
+            _PROCESS_HELD.discard(key)
+
+
+def _busy(folder: str | os.PathLike) -> OutputError:
+    return OutputError(f"{folder}: another crl-uiqa run is writing into this folder; wait for it to end, or choose "
+                       "another folder (--out)")
 
 
 @contextlib.contextmanager
@@ -264,8 +284,7 @@ def _os_lock(folder: str | os.PathLike) -> Iterator[None]:
             raise OutputError(f"{folder}: cannot create the lock file {LOCK_NAME} ({exc.strerror or exc})") from None
         if not _try_lock(fd):
             os.close(fd)
-            raise OutputError(f"{folder}: another crl-uiqa run is writing into this folder; wait for it to end, "
-                              "or choose another folder (--out)")
+            raise _busy(folder)
         try:
             same = os.path.samestat(os.fstat(fd), os.stat(path))
         except OSError:  # removed by the holder that just ended
