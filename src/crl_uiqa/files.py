@@ -309,6 +309,12 @@ def _release(fd: int, path: Path) -> None:
         with contextlib.suppress(OSError):
             os.unlink(path)
     _LOCK_FDS.discard(fd)
+    if os.name == "nt":  # Windows frees the lock of a closed file only "after a delay": unlock it now
+        with contextlib.suppress(ImportError, OSError):
+            import msvcrt
+
+            os.lseek(fd, 0, os.SEEK_SET)
+            msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
     os.close(fd)  # drops the lock
     if os.name == "nt":  # Windows removes no open file: a run that opened it meanwhile keeps it
         with contextlib.suppress(OSError):

@@ -922,7 +922,8 @@ def simulate_dataset(
     ref_ranges = dict(REFERENCE_RANGES if reference_ranges is None else reference_ranges)
     _check_ranges(train_ranges)
     _check_ranges(ref_ranges)
-    # every setting before the output folder is touched: a bad one must not cost the previous simulation there
+    # every setting before anything in the output folder changes (the lock of holds_output_dir comes first and
+    # leaves nothing): a bad one must not cost the previous simulation there
     seed = validate.integer("seed (--seed)", seed, minimum=0)
     n_pairs = validate.integer("n_pairs (--pairs)", n_pairs, minimum=0)
     pair_margin = validate.real("pair_margin (--pair-margin)", pair_margin, minimum=0.0, strict_min=True)
