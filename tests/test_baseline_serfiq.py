@@ -131,8 +131,8 @@ def test_no_dropout_gives_quality_one(net, images):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"passes": 1}, "passes must be >= 2, got 1"),
-        ({"passes": 2.5}, "passes must be an integer, got 2.5"),
+        ({"passes": 1}, r"passes \(SER-FIQ compares stochastic passes\) must be >= 2, got 1"),
+        ({"passes": 2.5}, r"passes \(SER-FIQ compares stochastic passes\) must be an integer, got 2.5"),
         ({"dropout": 1.0}, "dropout"),
         ({"embedding": "logits"}, "embedding must be one of"),
         ({"size": (8, 8)}, "at least 16x16"),

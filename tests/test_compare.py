@@ -162,7 +162,7 @@ def test_n_boot_zero_means_no_interval_and_negative_is_refused_before_any_work(t
     assert "| mssim | 1.000 |  |" in capsys.readouterr().out
     assert main([*base, "--n-boot", "-5", "--out", str(tiny / "nb-5")]) == 1
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
-    assert err == ["crl-uiqa compare: error: n_boot (--n-boot) must be >= 0, got -5"]
+    assert err == ["crl-uiqa compare: error: n_boot (--n-boot; 0: no bootstrap interval) must be >= 0, got -5"]
 
 
 def test_a_self_pair_stops_the_comparison(tiny):

@@ -261,7 +261,7 @@ def test_n_boot_zero_gives_no_interval_and_negative_is_refused():
         with pytest.raises(ConfigError, match="n_boot"):
             bootstrap_ci(np.array([1.0, 0.0]), n_boot=bad)
     for huge in (10**20, 2**31 - 1):  # numpy's ValueError; then 2**31 - 1 resamples asked for 32 GiB
-        with pytest.raises(ConfigError, match=f"n_boot .--n-boot. must be <= {MAX_N_BOOT}, got {huge}"):
+        with pytest.raises(ConfigError, match=f"n_boot .--n-boot; 0: no bootstrap interval. must be <= {MAX_N_BOOT}, got {huge}"):
             bootstrap_ci(np.array([1.0, 0.0]), n_boot=huge)
 
 

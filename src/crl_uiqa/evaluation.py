@@ -45,7 +45,7 @@ _BOOT_DRAWS = 2**21
 def check_n_boot(n_boot) -> int:
     """``n_boot`` if it is an integer in [0, :data:`MAX_N_BOOT`] (0: no bootstrap interval), else
     :class:`ConfigError`."""
-    return validate.integer("n_boot (--n-boot)", n_boot, minimum=0, maximum=MAX_N_BOOT)
+    return validate.integer("n_boot (--n-boot; 0: no bootstrap interval)", n_boot, minimum=0, maximum=MAX_N_BOOT)
 
 
 def bootstrap_ci(outcomes: np.ndarray, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:

@@ -222,7 +222,7 @@ def serfiq_score(
     imgs = check_array_images(images)
     # at least 2: SER-FIQ compares stochastic passes; at most what the dropout masks may take (_check_mask_memory,
     # always below validate.MAX_COUNT, with a message that says why)
-    passes = validate.integer("passes", passes, minimum=2)
+    passes = validate.integer("passes (SER-FIQ compares stochastic passes)", passes, minimum=2)
     dropout = validate.real("dropout", dropout, minimum=0, maximum=1, strict_max=True)
     if embedding not in _EMBEDDINGS:
         raise ConfigError(f"embedding must be one of {', '.join(_EMBEDDINGS)}, got {embedding!r}")
