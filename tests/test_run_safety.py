@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -417,6 +418,10 @@ def _holder(out: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(out)], env=env, stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True)
+    ready, _, _ = select.select([proc.stdout], [], [], 120)  # a child stuck before its first line fails, not hangs
+    if not ready:
+        proc.kill()
+        pytest.fail("the holder process did not report its lock within 120 s")
     assert proc.stdout.readline().strip() == "locked"
     return proc
 
@@ -609,7 +614,7 @@ def test_another_thread_is_refused_even_where_the_system_lock_is_one_per_process
     from crl_uiqa import files
     from crl_uiqa.files import output_lock
 
-    monkeypatch.setattr(files, "_try_lock", lambda fd: True)  # a lock that never refuses within this process
+    monkeypatch.setattr(files, "_try_lock", lambda fd, path=None: True)  # a lock that never refuses within this process
     out = tmp_path / "run"
     out.mkdir()
     held, done, errors = threading.Event(), threading.Event(), []
@@ -632,3 +637,27 @@ def test_another_thread_is_refused_even_where_the_system_lock_is_one_per_process
     assert errors == [] and list(out.iterdir()) == []
     with output_lock(out):  # released: free again
         pass
+
+
+def test_a_file_system_without_locks_is_not_locked_and_says_so(tmp_path, monkeypatch, caplog):
+    """Some network shares refuse flock (ENOLCK, EOPNOTSUPP): the run goes on unlocked, as documented, and a warning
+    says that the folder is not kept from a second run (before, nothing said so)."""
+    import errno
+    import logging
+
+    fcntl = pytest.importorskip("fcntl")
+    from crl_uiqa.files import LOCK_NAME, output_lock
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    out = tmp_path / "share"
+    out.mkdir()
+    with caplog.at_level(logging.WARNING, logger="crl_uiqa.files"):
+        with output_lock(out):
+            assert (out / LOCK_NAME).exists()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{out}: the file system refused a lock (No locks available); this folder is not kept from a second run "
+        "writing into it"]
+    assert list(out.iterdir()) == []

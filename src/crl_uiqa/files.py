@@ -33,6 +33,7 @@ import functools
 import inspect
 import io
 import json
+import logging
 import os
 import re
 import tempfile
@@ -282,7 +283,7 @@ def _os_lock(folder: str | os.PathLike) -> Iterator[None]:
                 fd = os.open(path, os.O_RDONLY)
         except OSError as exc:
             raise OutputError(f"{folder}: cannot create the lock file {LOCK_NAME} ({exc.strerror or exc})") from None
-        if not _try_lock(fd):
+        if not _try_lock(fd, path):
             os.close(fd)
             raise _busy(folder)
         try:
@@ -380,8 +381,9 @@ def holds_output_dir(parameter: str) -> Callable[[F], F]:
     return decorate
 
 
-def _try_lock(fd: int) -> bool:
-    """Take the exclusive lock on the open file ``fd`` without waiting; False when another process holds it."""
+def _try_lock(fd: int, path: Path | None = None) -> bool:
+    """Take the exclusive lock on the open file ``fd`` (the lock file ``path``) without waiting; False when another
+    process holds it."""
     try:
         import fcntl
     except ImportError:
@@ -397,8 +399,12 @@ def _try_lock(fd: int) -> bool:
             msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
     except OSError as exc:
         # held by another process; any other error is a file system without locks (ENOLCK, EOPNOTSUPP on some
-        # network shares): not locked, as without fcntl
-        return exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES, errno.EDEADLK)
+        # network shares): not locked, as without fcntl, and said so
+        if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES, errno.EDEADLK):
+            return False
+        logging.getLogger(__name__).warning(
+            "%s: the file system refused a lock (%s); this folder is not kept from a second run writing into it",
+            path.parent if path is not None else "output folder", exc.strerror or exc)
     return True
 
 
