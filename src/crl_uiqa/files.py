@@ -195,13 +195,11 @@ def check_output_dir(path: str | os.PathLike) -> Path:
 LOCK_NAME = ".crl-uiqa.lock"
 
 
-#: the folders this thread holds (:func:`output_lock`): real path -> how many nested holds
-_HELD = threading.local()
 #: the descriptors of the lock files this process holds (:func:`_os_lock`)
 _LOCK_FDS: set[int] = set()
-#: the folders any thread of this process holds (real paths), and the lock that guards the set
-_PROCESS_HELD: set[str] = set()
-_PROCESS_GUARD = threading.Lock()
+#: the folders this process holds (real paths) -> the thread holding each (:func:`output_lock`), and their guard
+_HOLDERS: dict[str, int] = {}
+_GUARD = threading.Lock()
 
 
 def _forget_locks_in_child() -> None:
@@ -212,10 +210,9 @@ def _forget_locks_in_child() -> None:
         with contextlib.suppress(OSError):
             os.close(fd)
     _LOCK_FDS.clear()
-    _HELD.__dict__.clear()
-    _PROCESS_HELD.clear()
-    global _PROCESS_GUARD
-    _PROCESS_GUARD = threading.Lock()  # another thread may have held it at the fork
+    _HOLDERS.clear()
+    global _GUARD
+    _GUARD = threading.Lock()  # another thread may have held it at the fork
 
 
 if hasattr(os, "register_at_fork"):  # POSIX
@@ -241,29 +238,22 @@ def output_lock(folder: str | os.PathLike) -> Iterator[None]:
     within one process (``flock`` emulated by ``fcntl`` locks on NFS is one lock per process, which a second
     thread's lock would have shared and its release dropped).
     """
-    key = os.path.realpath(folder)
-    held: dict[str, int] = _HELD.__dict__.setdefault("folders", {})
-    if key in held:  # this thread holds it already (an outer call): nothing to take, nothing to release
-        held[key] += 1
-        try:
-            yield
-        finally:
-            held[key] -= 1
+    key, me = os.path.realpath(folder), threading.get_ident()
+    with _GUARD:
+        holder = _HOLDERS.get(key)
+        if holder is None:
+            _HOLDERS[key] = me
+    if holder == me:  # this thread holds it already (an outer call): nothing to take, nothing to release
+        yield
         return
-    with _PROCESS_GUARD:
-        if key in _PROCESS_HELD:  # another thread of this process
-            raise _busy(folder)
-        _PROCESS_HELD.add(key)
+    if holder is not None:  # another thread of this process
+        raise _busy(folder)
     try:
         with _os_lock(folder):
-            held[key] = 1
-            try:
-                yield
-            finally:
-                del held[key]
+            yield
     finally:
-        with _PROCESS_GUARD:
-            _PROCESS_HELD.discard(key)
+        with _GUARD:
+            _HOLDERS.pop(key, None)
 
 
 def _busy(folder: str | os.PathLike) -> OutputError:

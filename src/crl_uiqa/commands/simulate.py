@@ -49,7 +49,7 @@ def run(args) -> int:
     from ..files import read_csv
 
     planes = PLANES if args.plane == "all" else (args.plane,)
-    # every setting is checked by simulate_dataset, before it touches --out
+    # every setting is checked by simulate_dataset, before anything in --out changes
     ds = simulate_dataset(
         args.out, planes=planes, n_train_sweeps=args.sweeps,
         n_reference_sweeps=args.reference_sweeps, n_test_sweeps=args.test_sweeps,
