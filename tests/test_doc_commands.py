@@ -183,6 +183,11 @@ def _segments(text: str) -> list[list[str]]:
     return [s for s in segments if s]
 
 
+#: wrappers whose options come before the command, and which of their options take a value
+_WRAPPER_VALUE_OPTIONS = {"env": ("-u", "--unset", "-C", "--chdir"), "time": ("-f", "-o", "--format", "--output"),
+                          "timeout": ("-s", "-k", "--signal", "--kill-after")}
+
+
 def _strip_prefixes(words: list[str]) -> list[str]:
     """``OMP_NUM_THREADS=1 nice -n 10 /usr/bin/time -v env -u X crl-uiqa ...`` -> ``crl-uiqa ...``."""
     w = list(words)
@@ -191,25 +196,18 @@ def _strip_prefixes(words: list[str]) -> list[str]:
         name = head.rsplit("/", 1)[-1]
         if re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", head):
             w = w[1:]
-        elif name == "env":
+        elif name in _WRAPPER_VALUE_OPTIONS:
             w = w[1:]
             while w and w[0].startswith("-"):
-                w = w[2:] if w[0] in ("-u", "--unset", "-C", "--chdir") else w[1:]
+                w = w[2:] if w[0] in _WRAPPER_VALUE_OPTIONS[name] else w[1:]
+            if name == "timeout":
+                w = w[1:]  # the duration
         elif name == "nice":
             w = w[1:]
             if w and w[0] in ("-n", "--adjustment"):
                 w = w[2:]
             elif w and re.match(r"^-\d+$|^--adjustment=", w[0]):
                 w = w[1:]
-        elif name == "time":
-            w = w[1:]
-            while w and w[0].startswith("-"):
-                w = w[2:] if w[0] in ("-f", "-o", "--format", "--output") else w[1:]
-        elif name == "timeout":
-            w = w[1:]
-            while w and w[0].startswith("-"):
-                w = w[2:] if w[0] in ("-s", "-k", "--signal", "--kill-after") else w[1:]
-            w = w[1:]  # the duration
         elif name == "taskset":
             w = w[1:]
             w = w[2:] if w and w[0] in ("-c", "--cpu-list") else w[1:]

@@ -486,16 +486,13 @@ def test_the_python_functions_that_fill_a_folder_hold_it_too(tmp_path):
     assert not (sim / LOCK_NAME).exists()
 
 
-def test_another_thread_is_another_run_and_nested_holds_are_one(tmp_path):
+@contextlib.contextmanager
+def _held_by_another_thread(out: Path):
+    """Another thread of this process holds ``out`` (:func:`crl_uiqa.files.output_lock`) while the block runs."""
     import threading
 
-    from crl_uiqa.data import simulate_dataset
-    from crl_uiqa.files import LOCK_NAME, output_lock
+    from crl_uiqa.files import output_lock
 
-    out = tmp_path / "sim"
-    out.mkdir()
-    tiny = dict(n_train_sweeps=1, n_reference_sweeps=0, n_test_sweeps=0, n_frames=2, size=(32, 32), n_pairs=0,
-                progress=False)
     held, done = threading.Event(), threading.Event()
 
     def hold():
@@ -507,11 +504,23 @@ def test_another_thread_is_another_run_and_nested_holds_are_one(tmp_path):
     thread.start()
     try:
         assert held.wait(60)
-        with pytest.raises(OutputError, match="another crl-uiqa run"):
-            simulate_dataset(out, **tiny)  # this thread: another run, refused
+        yield
     finally:
         done.set()
         thread.join(60)
+
+
+def test_another_thread_is_another_run_and_nested_holds_are_one(tmp_path):
+    from crl_uiqa.data import simulate_dataset
+    from crl_uiqa.files import LOCK_NAME, output_lock
+
+    out = tmp_path / "sim"
+    out.mkdir()
+    tiny = dict(n_train_sweeps=1, n_reference_sweeps=0, n_test_sweeps=0, n_frames=2, size=(32, 32), n_pairs=0,
+                progress=False)
+    with _held_by_another_thread(out):
+        with pytest.raises(OutputError, match="another crl-uiqa run"):
+            simulate_dataset(out, **tiny)  # this thread: another run, refused
     assert list(out.iterdir()) == []
     with output_lock(out):  # the command line's hold, then the function's own nested in it (the same thread)
         with output_lock(tmp_path / "." / "sim"):  # the same folder by another name
@@ -609,31 +618,17 @@ def test_a_killed_run_s_forked_children_do_not_keep_its_folder_locked(tmp_path):
 def test_another_thread_is_refused_even_where_the_system_lock_is_one_per_process(tmp_path, monkeypatch):
     """On NFS, flock is emulated by fcntl locks, one per process: a second thread took the "lock" too, and its
     release dropped the first thread's. The process keeps its own list of held folders, so it is refused there."""
-    import threading
-
     from crl_uiqa import files
     from crl_uiqa.files import output_lock
 
     monkeypatch.setattr(files, "_try_lock", lambda fd, path=None: True)  # a lock that never refuses within this process
     out = tmp_path / "run"
     out.mkdir()
-    held, done, errors = threading.Event(), threading.Event(), []
-
-    def hold():
-        with output_lock(out):
-            held.set()
-            done.wait(60)
-
-    thread = threading.Thread(target=hold)
-    thread.start()
-    try:
-        assert held.wait(60)
+    errors = []
+    with _held_by_another_thread(out):
         with pytest.raises(OutputError, match="another crl-uiqa run is writing into this folder"):
             with output_lock(tmp_path / "." / "run"):
                 errors.append("not refused")
-    finally:
-        done.set()
-        thread.join(60)
     assert errors == [] and list(out.iterdir()) == []
     with output_lock(out):  # released: free again
         pass
