@@ -29,7 +29,7 @@ from PIL import Image
 
 from crl_uiqa import errors
 from crl_uiqa.cli import main
-from crl_uiqa.errors import ConfigError, CRLUIQAError, OutputError, WeightsError
+from crl_uiqa.errors import ConfigError, CRLUIQAError, InputError, OutputError, WeightsError
 from crl_uiqa.files import atomic_path, read_csv, write_csv, write_text
 from crl_uiqa.io import MIN_IMAGE_SIDE, ImageReadError, iter_batches, list_images, read_gray, read_manifest
 
@@ -221,6 +221,60 @@ def test_bad_manifests_are_clear(tmp_path, text, match):
         read_manifest(m)
 
 
+def test_a_manifest_row_without_its_path_cell_is_named(tmp_path):
+    """A row shorter than the header's path column was an IndexError, exit 3 (trial 4)."""
+    m = tmp_path / "m.csv"
+    m.write_text("label,path\n3\n4,b.png\n")
+    with pytest.raises(InputError, match=r"m.csv, line 2: no path in the path column"):
+        read_manifest(m)
+
+
+BROKEN_TABLES = {
+    # the csv module's own error (a field above its 128 KiB limit) was an internal error, exit 3
+    "huge-field": (b"path,score\na.png,1\nb.png,2," + b"x" * 200_000 + b"\n", "line 3: not a readable CSV (field larger"),
+    # os.stat of a path holding NUL raised a bare ValueError in report (exit 3); score listed it as undecodable
+    "nul": (b"path,score\na.png,1\nb\x00.png,2\n", "line 3: a NUL character"),
+    # one of two columns of one name was used in silence: DictReader kept the last, the manifest the first
+    "repeated-column": (b"path,score,score\na.png,1,5\nb.png,2,6\n", "names column 'score' more than once"),
+}
+
+
+@pytest.mark.parametrize("command", ["score", "report", "evaluate", "train"])
+@pytest.mark.parametrize("kind", sorted(BROKEN_TABLES))
+def test_a_broken_table_is_one_line_naming_file_and_line(tmp_path, capsys, command, kind):
+    data, match = BROKEN_TABLES[kind]
+    if command == "score" and kind == "repeated-column":
+        data = data.replace(b"path,score,score", b"path,path,score")
+        match = "names column 'path' more than once"
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(data)
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("better,worse\na.png,b.png\n")
+    argv = {
+        "score": ["score", "--model", str(_model(tmp_path)), "--images", str(bad), "--out", str(tmp_path / "s.csv")],
+        "report": ["report", "--scores", str(bad), "--out", str(tmp_path / "r.html")],
+        "evaluate": ["evaluate", "--scores", str(bad), "--pairs", str(pairs)],
+        "train": ["train", "--labels", str(bad), "--out", str(tmp_path / "run"), "--workers", "0", "--quiet"],
+    }[command]
+    if command == "train":
+        bad.write_bytes(data.replace(b",score", b",pseudo_label"))
+        match = match.replace("'score'", "'pseudo_label'")
+    rc = main(argv)
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert rc == errors.EXIT_USER and len(err) == 1, err
+    assert f"{bad}" in err[0] and match in err[0], err
+    assert not (tmp_path / "s.csv").exists() and not (tmp_path / "r.html").exists()
+
+
+def test_a_path_list_holding_nul_is_refused(tmp_path):
+    from crl_uiqa.io import read_path_list
+
+    lst = tmp_path / "l.txt"
+    lst.write_bytes(b"a.png\nb\x00.png\n")
+    with pytest.raises(InputError, match=r"l.txt, line 2: a NUL character"):
+        read_path_list(lst)
+
+
 @pytest.mark.parametrize("text, match", [
     ("path,score\na.png,1\n", "path,pseudo_label"), ("path,pseudo_label\na.png,high\n", "non-numeric"),
     ("", "path,pseudo_label"), ("\xff\xfe\x00garbage", "path,pseudo_label|UTF-8|decode"),
@@ -358,6 +412,15 @@ def test_bad_out_is_refused_before_any_work(tmp_path, capsys, corpus, where, mat
     (line,) = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert rc == errors.EXIT_USER and match in line and str(out) in line and "no-model" not in line
     assert (tmp_path / "plain.txt").read_text() == "keep me"
+
+
+def test_a_file_out_ending_in_a_slash_is_refused_before_any_work(tmp_path, capsys, corpus):
+    """`--out scores/` wrote a file named scores, then failed on scores/.skipped.csv after the work (trial 4)."""
+    out = f"{tmp_path / 'scores'}/"
+    rc = main(["score", "--model", str(_model(tmp_path)), "--images", str(corpus["good.png"]), "--out", out])
+    (line,) = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert rc == errors.EXIT_USER and f"{out}: ends in /, so names a folder; a file name is expected" in line
+    assert not (tmp_path / "scores").exists()
 
 
 def test_fit_out_that_is_a_file_is_refused(tmp_path, capsys):

@@ -164,6 +164,10 @@ def _probe_writable(folder: Path, what: Path) -> None:
 
 def check_output_file(path: str | os.PathLike) -> Path:
     """Check, before any work, that the file ``path`` can be written (its folder is created)."""
+    if isinstance(path, str) and path.endswith(tuple(filter(None, (os.sep, os.altsep)))):
+        # a folder by its spelling: Path() drops the slash, so `--out scores/` wrote a file named scores and then
+        # failed on scores/.skipped.csv, after all the work
+        raise OutputError(f"{path}: ends in {path[-1]}, so names a folder; a file name is expected")
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"{path}: is a folder, a file name is expected")
@@ -569,13 +573,66 @@ def not_utf8(path: str | os.PathLike, exc: UnicodeDecodeError) -> InputError:
                       "save it as UTF-8")
 
 
+def refuse_nul(path: str | os.PathLike, text: str) -> None:
+    """Refuse a text table (a CSV, a path list) holding a NUL character, naming its line: text has none, so the file
+    is binary or damaged, and a path holding one cannot be opened (``os.stat`` raised a bare ``ValueError``)."""
+    nul = text.find("\0")
+    if nul >= 0:
+        raise InputError(f"{path}, line {text.count(chr(10), 0, nul) + 1}: a NUL character, which text never holds: "
+                         "not a text file (a binary or damaged one)")
+
+
+def csv_records(path: str | os.PathLike) -> list[list[str]]:
+    """The rows of the CSV file ``path`` (``csv.reader``'s lists): UTF-8 (a BOM dropped), no NUL character, and the
+    ``csv`` module's own errors (a field above its 128 KiB limit...) as one line naming the file and the line, as
+    every other problem of a table."""
+    path = Path(path)
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            text = fh.read()
+    except UnicodeDecodeError as exc:
+        raise not_utf8(path, exc) from None
+    refuse_nul(path, text)
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        return list(reader)
+    except csv.Error as exc:
+        raise InputError(f"{path}, line {reader.line_num}: not a readable CSV ({exc})") from None
+
+
+def refuse_repeated_columns(path: str | os.PathLike, header: Sequence[str | None]) -> None:
+    """Refuse a header naming one column twice: a reader would take one of them and ignore the other in silence
+    (``csv.DictReader`` keeps the last, a column index the first), so which one is meant cannot be told."""
+    seen: set[str] = set()
+    for name in header:
+        if not name:
+            continue
+        if name not in seen:
+            seen.add(name)
+            continue
+        raise InputError(f"{path}: the header names column {name!r} more than once; keep one (which of them is "
+                         "meant cannot be told)")
+
+
 def read_csv(path: str | os.PathLike) -> list[dict[str, str]]:
-    """Read a CSV with a header row into a list of dicts (clear errors if absent or not UTF-8 text)."""
+    """Read a CSV with a header row into a list of dicts (clear errors if absent, not UTF-8 text, not a CSV, or with a
+    column named twice)."""
     path = Path(path)
     if not path.is_file():
         raise NotFoundError(f"CSV file not found: {path}")
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as fh:
-            return list(csv.DictReader(fh))
-    except UnicodeDecodeError as exc:
-        raise not_utf8(path, exc) from None
+    rows = csv_records(path)
+    if not rows:
+        return []
+    header = rows[0]
+    refuse_repeated_columns(path, header)
+    out: list[dict] = []
+    for row in rows[1:]:  # as csv.DictReader: blank lines skipped, surplus cells under None, missing ones None
+        if not row:
+            continue
+        record: dict = dict(zip(header, row))
+        if len(row) > len(header):
+            record[None] = row[len(header):]
+        for name in header[len(row):]:
+            record[name] = None
+        out.append(record)
+    return out

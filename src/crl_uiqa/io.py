@@ -209,6 +209,9 @@ def read_path_list(path: str | os.PathLike) -> list[str]:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise InputError(f"path list {path} is not UTF-8 text") from None
+    from .files import refuse_nul
+
+    refuse_nul(path, text)
     lines = [ln.strip() for ln in text.splitlines()]
     paths = [ln if Path(ln).is_absolute() else str(path.parent / ln) for ln in lines if ln and not ln.startswith("#")]
     if not paths:
@@ -218,31 +221,28 @@ def read_path_list(path: str | os.PathLike) -> list[str]:
 
 def read_manifest(path: str | os.PathLike) -> Manifest:
     """Read a manifest CSV with a ``path`` column (or headerless ``path[,label]`` rows)."""
-    import csv
+    from .files import csv_records, refuse_repeated_columns
 
     path = Path(path)
     if not path.is_file():
         raise NotFoundError(f"manifest not found: {path}")
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as fh:
-            rows = [r for r in csv.reader(fh) if r and any(c.strip() for c in r)]
-    except UnicodeDecodeError as exc:
-        from .files import not_utf8
-
-        raise not_utf8(path, exc) from None
+    rows = [(line, r) for line, r in enumerate(csv_records(path), start=1) if r and any(c.strip() for c in r)]
     if not rows:
         raise InputError(f"manifest {path} is empty")
-    header = [c.strip() for c in rows[0]]
+    header = [c.strip() for c in rows[0][1]]
     if "path" in header:
+        refuse_repeated_columns(path, header)
         body = rows[1:]
     else:  # headerless path[,label]
-        header = ["path", "label"][: len(rows[0])] + [f"col{i}" for i in range(2, len(rows[0]))]
+        header = ["path", "label"][: len(header)] + [f"col{i}" for i in range(2, len(header))]
         body = rows
     idx = header.index("path")
     base = path.parent
     paths, columns = [], {h: [] for h in header if h != "path"}
-    for r in body:
-        raw = r[idx].strip()
+    for line, r in body:
+        raw = r[idx].strip() if idx < len(r) else ""
+        if not raw:
+            raise InputError(f"{path}, line {line}: no path in the path column")
         q = Path(raw)
         paths.append(raw if q.is_absolute() else str(base / q))
         for j, h in enumerate(header):
