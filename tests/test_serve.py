@@ -29,6 +29,7 @@ from PIL import Image  # noqa: E402
 
 from _helpers import MeanRuntime, fan_frames, tiny_run, write_dicom_cine, write_video  # noqa: E402
 from crl_uiqa.cli import main  # noqa: E402
+from crl_uiqa.errors import OutputError  # noqa: E402
 from crl_uiqa.serving import ScanOptions, ServeSettings, create_app  # noqa: E402
 from crl_uiqa.serving.jobs import JobQueue  # noqa: E402
 from crl_uiqa.sniff import UnsupportedContent, sniff  # noqa: E402
@@ -449,6 +450,14 @@ def test_cli_checks_settings_before_loading(tmp_path, capsys):
     assert "--max-files" in capsys.readouterr().err
     assert main(["serve", "--model", str(tmp_path), "--threads", str(2**31 - 1)]) == 1
     assert "--threads must be <= 1024" in capsys.readouterr().err
+    # a file as --workdir was "DIR: File exists", after the models were loaded (trial 4); in the API an OSError
+    (tmp_path / "notes.txt").write_text("keep")
+    assert main(["serve", "--model", str(tmp_path / "missing"), "--workdir", str(tmp_path / "notes.txt")]) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.endswith("notes.txt: is a file, a folder is expected"), line
+    with pytest.raises(OutputError, match="notes.txt/sub: .*notes.txt is a file, not a folder"):
+        create_app([("brightness", MeanRuntime())], settings=ServeSettings(workdir=tmp_path / "notes.txt" / "sub"))
+    assert (tmp_path / "notes.txt").read_text() == "keep"
 
 
 def test_cli_starts_uvicorn_with_its_settings(run_dir, tmp_path, monkeypatch, capsys):

@@ -72,6 +72,10 @@ def settings_from_args(args):
     validate.real("--keep-minutes", args.keep_minutes, minimum=0, strict_min=True)
     if args.threads is not None:
         validate.integer("--threads", args.threads, minimum=1, maximum=MAX_THREADS)
+    if args.workdir:  # a file given as --workdir failed with "DIR: File exists" after the models were loaded
+        from ..files import check_output_dir
+
+        check_output_dir(args.workdir)
     hosts = list(LOCAL_HOSTS) + list(args.allow_host)
     if args.host in ("0.0.0.0", "::", ""):
         hosts = ["*"]

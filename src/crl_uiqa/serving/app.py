@@ -64,6 +64,7 @@ except ImportError as _exc:  # pragma: no cover - depends on the install
     ) from None
 
 from ..errors import one_line
+from ..files import check_output_dir
 from ..sniff import SNIFF_BYTES, UnsupportedContent, sniff
 from .engine import DOWNLOADS, render_frame, run_selection
 from .jobs import JobQueue, QueueFull, job_status
@@ -100,8 +101,8 @@ class ServerState:
 
     def __init__(self, registry: ModelRegistry, planes: PlaneChecker, settings: ServeSettings, device: str):
         self.registry, self.planes, self.settings = registry, planes, settings
-        if settings.workdir is not None:
-            Path(settings.workdir).mkdir(parents=True, exist_ok=True)
+        if settings.workdir is not None:  # a file, or a path under one, is an OutputError naming it (was "File exists")
+            check_output_dir(settings.workdir)
         self.root = Path(tempfile.mkdtemp(prefix="crl-uiqa-serve-", dir=settings.workdir))
         self.jobs = JobQueue(settings, lambda job: run_selection(job, registry, planes, settings, device=device),
                              self.root)
