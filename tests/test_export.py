@@ -296,10 +296,12 @@ def test_bad_opset_and_atol_are_refused_before_any_work(tmp_path, capsys):
     for atol in (float("nan"), -1.0, 0.0, float("inf")):
         with pytest.raises(ConfigError, match=r"atol \(--atol\) must be a finite number > 0"):
             export_model(nowhere, tmp_path / "x.onnx", atol=atol)
-    for extra in (["--opset", "0"], ["--atol", "nan"], ["--atol", "-1"]):
+    # --max-check-images 0 used none of --check-images, and the check said OK over random images (trial 4)
+    for extra in (["--opset", "0"], ["--atol", "nan"], ["--atol", "-1"], ["--max-check-images", "0"],
+                  ["--check-images", str(nowhere), "--max-check-images", "-2"]):
         assert main(["export", "--model", str(nowhere), "--out", str(tmp_path / "x.onnx"), *extra]) == 1
         err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
-        assert len(err) == 1 and ("opset" in err[0] or "atol" in err[0]), err
+        assert len(err) == 1 and any(o in err[0] for o in ("opset", "atol", "--max-check-images must be >= 1")), err
     assert not list(tmp_path.iterdir())
 
 

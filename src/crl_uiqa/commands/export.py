@@ -42,8 +42,11 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from .. import validate
     from ..export import check_export_settings, default_export_path, export_model, format_from_path
 
+    # 0 or less used none of --check-images, and the check still said OK over the random images alone
+    validate.integer("--max-check-images", args.max_check_images, minimum=1)
     fmt = args.format or (format_from_path(args.out) if args.out else "onnx")
     check_export_settings(fmt, atol=args.atol, exporter=args.exporter, opset=args.opset)  # before reading images
     out = args.out or default_export_path(args.model, fmt)
