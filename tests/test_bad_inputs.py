@@ -266,6 +266,22 @@ def test_a_broken_table_is_one_line_naming_file_and_line(tmp_path, capsys, comma
     assert not (tmp_path / "s.csv").exists() and not (tmp_path / "r.html").exists()
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_a_folder_or_pipe_given_as_a_file_is_not_called_missing(tmp_path, capsys):
+    """A folder given as --scores, a FIFO or device as --images, were "not found" though they exist (trial 4)."""
+    from crl_uiqa.io import list_images
+
+    os.mkfifo(tmp_path / "pipe.png")
+    (tmp_path / "s.csv").mkdir()
+    with pytest.raises(InputError, match="pipe.png: not a regular file, folder, pattern or list"):
+        list_images(str(tmp_path / "pipe.png"))
+    with pytest.raises(InputError, match="s.csv: is a folder, a CSV file is expected"):
+        read_csv(tmp_path / "s.csv")
+    assert main(["report", "--scores", str(tmp_path / "s.csv"), "--out", str(tmp_path / "r.html")]) == 1
+    (line,) = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert line.endswith("s.csv: is a folder, a CSV file is expected"), line
+
+
 def test_a_path_list_holding_nul_is_refused(tmp_path):
     from crl_uiqa.io import read_path_list
 

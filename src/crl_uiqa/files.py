@@ -619,6 +619,9 @@ def read_csv(path: str | os.PathLike) -> list[dict[str, str]]:
     column named twice)."""
     path = Path(path)
     if not path.is_file():
+        if path.exists():  # a folder (or a pipe) was "CSV file not found"
+            raise InputError(f"{path}: is {'a folder' if path.is_dir() else 'not a regular file'}, a CSV file is "
+                             "expected")
         raise NotFoundError(f"CSV file not found: {path}")
     rows = csv_records(path)
     if not rows:

@@ -148,6 +148,8 @@ def _list_source(source: str | os.PathLike) -> list[str]:
         if not paths:
             raise InputError(f"the pattern {src} matches no image")
         return paths
+    if p.exists():  # a FIFO, a device, a socket: "not found" sent the user looking for a file that is there
+        raise InputError(f"{src}: not a regular file, folder, pattern or list (a pipe or a device?)")
     raise NotFoundError(f"image source not found: {src}")
 
 
