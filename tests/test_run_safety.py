@@ -329,6 +329,13 @@ def test_live_best_frame_cannot_replace_an_input_frame(tmp_path, capsys):
     err = _refused(["live", "--model", str(tmp_path / "m"), "--input", str(tmp_path / "frames"), "--no-realtime",
                     "--best", str(frames[0])], capsys, *frames)
     assert err.startswith("crl-uiqa live: error: --best") and "is also an input (--input" in err
+    # a new picture in the frames' folder was read as a frame by the next run (trial 4); a CSV there is fine
+    for option, name in (("--best", "best.png"), ("--plot", "sub/curve.png")):
+        err = _refused(["live", "--model", str(tmp_path / "m"), "--input", str(tmp_path / "frames"), "--no-realtime",
+                        option, str(tmp_path / "frames" / name)], capsys, *frames)
+        assert f"{option} {tmp_path / 'frames' / name} is inside the --input folder" in err, err
+        assert "would be read as an input next time" in err
+    assert sorted(p.name for p in (tmp_path / "frames").iterdir()) == sorted(p.name for p in frames)
 
 
 def test_an_output_folder_among_the_inputs_is_refused(tmp_path, capsys):

@@ -438,7 +438,8 @@ def check_outputs_apart(inputs: InputSet, files: Sequence[tuple[str, str | os.Pa
 
     ``files``/``folders``: (option, path) of the files and folders the command
     writes. A file output must not be an input file (the same file also through
-    a link); a folder output must not be an input folder, nor lie inside a
+    a link), nor be an image inside a folder listed recursively for inputs; a
+    folder output must not be an input folder, nor lie inside a
     folder listed recursively for inputs, nor directly hold input images or
     frames (its figures and frames would be read as inputs next time). Two file
     outputs must not be one file (each would replace the other).
@@ -460,6 +461,16 @@ def check_outputs_apart(inputs: InputSet, files: Sequence[tuple[str, str | os.Pa
         if hit is not None:
             raise OutputError(f"{option} {path} is also an input ({hit[0]} {hit[1]}); crl-uiqa never writes over "
                               "what it reads: choose another path")
+    from .io import IMAGE_EXTENSIONS
+
+    for option, path in files:  # `live --best seq/best.png`: the next run read the picture as a frame of seq
+        if Path(path).suffix.lower() not in IMAGE_EXTENSIONS:
+            continue  # a CSV or a report beside the inputs is fine: never read as one
+        real = os.path.realpath(os.path.abspath(path))
+        for in_option, folder, listed in inputs.folders:
+            if listed and _inside(real, folder):
+                raise OutputError(f"{option} {path} is inside the {in_option} folder {folder}: an image written "
+                                  "there would be read as an input next time; choose a path outside it")
     for option, path in folders:
         real = os.path.realpath(path)
         for in_option, folder, listed in inputs.folders:
