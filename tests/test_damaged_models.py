@@ -58,6 +58,15 @@ def test_intact_model_loads_and_scores(run, images, tmp_path, capsys):
     assert rc == 0 and not err and (tmp_path / "s.csv").exists()
 
 
+def test_a_model_json_given_as_the_model_says_to_give_its_run(run, images, tmp_path, capsys):
+    """`--model run/model.json` was read as a safetensors: "damaged ... header too large" (trial 4)."""
+    rc, err = _score(run / "model.json", images, tmp_path, capsys)
+    assert rc == errors.EXIT_USER and len(err) == 1, err
+    assert f"{run / 'model.json'}: the JSON description of a model, not the model; give its run folder {run}" in err[0]
+    with pytest.raises(ModelError, match="give its run folder"):
+        load_model(run / "model.json")
+
+
 def _rewrite_tensor(run: Path, fn) -> None:
     """Change one weight and re-save it with the *original* header (as a damaged copy would be)."""
     from safetensors import safe_open

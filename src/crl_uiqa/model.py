@@ -394,6 +394,9 @@ def load_model(run_dir: str | Path, device="cpu", *, allow_plugins: bool | None 
     if not p.is_file():
         raise NotFoundError(f"no model at {run_dir} (expected a run folder from fit or train, holding "
                             "model.safetensors and model.json)")
+    if p.suffix.lower() == ".json":  # was read as a safetensors: "damaged ... header too large"
+        raise ModelError(f"{p}: the JSON description of a model, not the model; give its run folder {p.parent} (or "
+                         "its model.safetensors)")
     tensors, meta = load_tensors(p, device=device)
     if not isinstance(meta.get("model_config"), dict):
         raise ModelError(f"{p}: no model_config in its description: not a crl-uiqa quality model")
