@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -28,6 +29,7 @@ from crl_uiqa.data.bmode import (
     sampled_gaussian_transfer,
     speckle_envelope,
 )
+from crl_uiqa.errors import ConfigError
 from crl_uiqa.files import read_csv
 
 SMALL = (96, 120)
@@ -292,6 +294,26 @@ def test_simulate_dataset_deterministic_and_rerunnable(tmp_path):
         simulate_dataset(tmp_path / "c", **kw)
     with pytest.raises(ValueError, match="unknown plane"):
         simulate_dataset(tmp_path / "d", **{**kw, "planes": ("liver",)})
+
+
+def test_a_rerun_never_deletes_what_no_simulation_wrote(tmp_path):
+    """A rerun deleted train/, references/ and test/ whole, with the files a user had put there (trial 4)."""
+    kw = dict(n_train_sweeps=1, n_reference_sweeps=1, n_test_sweeps=1, n_frames=3, size=(32, 40), progress=False)
+    ds = simulate_dataset(tmp_path / "sim", planes=("abdomen", "head"), **kw)
+    (ds.root / ".manifest.csv.crl-uiqa-99999-x.tmp.csv").write_text("a killed write's temporary")
+    (ds.train_dir / ".0000.png.crl-uiqa-99999-y.tmp.png").write_text("one of ours too")
+    simulate_dataset(ds.root, **kw)  # the simulation's own files alone: replaced
+    mine = [ds.train_dir / "notes.txt", ds.test_dir / "abdomen_s002" / "my_frame.png", ds.references_dir / "x.png"]
+    for p in mine:
+        p.write_text("mine")
+        before = sorted(q for q in ds.root.rglob("*"))
+        with pytest.raises(ConfigError, match=f"and also {re.escape(str(p))}, which no simulation writes"):
+            simulate_dataset(ds.root, **{**kw, "n_frames": 4})
+        assert sorted(q for q in ds.root.rglob("*")) == before and p.read_text() == "mine"
+        p.unlink()
+    (ds.test_dir / "outside").symlink_to(tmp_path)
+    with pytest.raises(ConfigError, match="test/outside, which no simulation writes"):
+        simulate_dataset(ds.root, **kw)
 
 
 def test_make_pairs_rule_and_balance():

@@ -125,6 +125,12 @@ def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
     return removed
 
 
+def is_temporary(name: str) -> bool:
+    """Whether the file name ``name`` is one of crl-uiqa's temporaries (``.NAME.crl-uiqa-PID-*.tmp*``, beside the
+    file being written, left by a killed process)."""
+    return _TMP_PID.search(name) is not None
+
+
 def glob_escape(name: str) -> str:
     import glob
 

@@ -59,6 +59,8 @@ import functools
 import io
 import logging
 import math
+import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,7 +72,7 @@ from scipy.special import ndtr
 
 from .. import validate
 from ..errors import ConfigError
-from ..files import holds_output_dir, write_bytes, write_csv, write_json
+from ..files import holds_output_dir, is_temporary, write_bytes, write_csv, write_json
 from . import anatomy as _anat
 from . import bmode as _bmode
 from .anatomy import PLANES, Ellipsoid, plane_anatomy
@@ -755,16 +757,48 @@ def _sweep_seed(seed: int, plane: str, index: int) -> int:
                .generate_state(1)[0])
 
 
+#: the files a simulation writes in its folders (relative to its root, as the manifest names them): what a rerun
+#: may delete. Sweep ids are ``<plane>_s<NNN>``, frames ``<NNNN>.png``
+_SWEEP_ID = "(?:" + "|".join(map(re.escape, PLANES)) + r")_s\d{3,}"
+_WRITTEN = re.compile(rf"(?:train|test)/{_SWEEP_ID}/\d{{4,}}\.png|references/{_SWEEP_ID}\.png")
+_FOLDERS = ("train", "references", "test")
+
+
+def _not_written_by_a_simulation(root: Path, names: Iterable[str]) -> list[str]:
+    """The paths (relative to ``root``) under the folders ``names`` that no simulation writes: a user's file, a
+    link, or anything else a rerun's deleting those folders would lose."""
+    foreign = []
+    for name in names:
+        top = root / name
+        if top.is_symlink() or not top.is_dir():
+            foreign.append(name)
+            continue
+        for folder, dirs, files in os.walk(top):
+            here = Path(folder).relative_to(root).as_posix()
+            foreign += [f"{here}/{d}" for d in dirs if os.path.islink(os.path.join(folder, d))]
+            foreign += [f"{here}/{f}" for f in files
+                        if not (_WRITTEN.fullmatch(f"{here}/{f}") or is_temporary(f))]
+    return foreign
+
+
 def _prepare_out(root: Path) -> None:
     """Create ``root``; clear a previous simulation there, refuse foreign content."""
     root.mkdir(parents=True, exist_ok=True)
-    ours = ("train", "references", "test", "manifest.csv", "pairs.csv")
-    present = [name for name in ours if (root / name).exists()]
+    ours = (*_FOLDERS, "manifest.csv", "pairs.csv")
+    present = [name for name in ours if (root / name).exists() or (root / name).is_symlink()]
     if not present:
         return
     if not (root / _MARKER).is_file():
         raise ConfigError(f"{root} already contains {', '.join(present)} but is not a simulated "
                          f"dataset (no {_MARKER}); choose an empty or new output folder")
+    # a rerun deletes the previous simulation's folders whole: a file a user put there (notes, an image of their
+    # own) was lost with them
+    foreign = _not_written_by_a_simulation(root, [n for n in present if n in _FOLDERS])
+    if foreign:
+        more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
+        raise ConfigError(f"{root} holds a previous simulation, and also {root / foreign[0]}{more}, which no "
+                          "simulation writes; a new one replaces train/, references/ and test/ whole: move it out "
+                          "or choose another output folder")
     for name in present:
         target = root / name
         if target.is_dir():
