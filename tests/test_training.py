@@ -1,5 +1,6 @@
 """Co-learning end to end on a few images: learning, checkpoints, resume, scoring, fit/score/evaluate CLI."""
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -801,3 +802,43 @@ def test_the_near_chance_warning_names_only_the_measures_a_run_took():
     both = diagnose_training([{"epoch": 1, "val_srcc": 0.1, "val_strong_accuracy": 0.9}], 1, lr=0.5, steps=300,
                              n_train=500)
     assert any("SRCC with the pseudo-labels 0.100, clean-over-corrupted accuracy 0.900" in w for w in both)
+
+
+def test_validation_pairs_naming_a_missing_or_unreadable_image_are_named(tmp_path, capsys):
+    """A pair naming a missing image was found only after fit's pseudo-labels, as "no readable training image";
+    an unreadable one was "some validation-pair images cannot be read", naming none (trial 4)."""
+    from crl_uiqa.errors import InputError, NotFoundError
+    from crl_uiqa.estimator import CRLUIQA
+    from crl_uiqa.training import train
+
+    paths, labels = _images(tmp_path, n=6)
+    missing = str(tmp_path / "nope.png")
+    kw = dict(config=_cfg(epochs=1), model_config=ModelConfig(image_size=SIZE, head="paper"), num_workers=0,
+              progress=False)
+    with pytest.raises(NotFoundError, match=rf"validation pair image not found \(--val-pairs\): {missing}$"):
+        train(paths, labels, val_pairs=[(paths[0], missing)], **kw)
+    # fit checks them before the pseudo-labels: no weights are needed to be refused
+    with pytest.raises(NotFoundError, match="validation pair image not found"):
+        CRLUIQA(k=1, weights=tmp_path / "no-weights.npz").fit(paths, references=paths[:1], val_pairs=[(missing, paths[1])])
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    for pairs in ([(paths[0], str(broken))], [(paths[0], paths[1]), (paths[2], str(broken))]):
+        with pytest.raises(InputError, match=rf"validation pair image.* {re.escape(str(broken))}.*not a readable image"):
+            train(paths, labels, val_pairs=pairs, **kw)
+    assert main(["train", "--labels", str(_labels_csv(tmp_path, paths, labels)), "--out", str(tmp_path / "run"),
+                 "--paper", "--epochs", "1", "--image-size", "48", "64", "--workers", "0", "--quiet",
+                 "--val-pairs", str(_pairs_csv(tmp_path, [(paths[0], str(broken))]))]) == 1
+    err = capsys.readouterr().err
+    assert "validation pair image" in err and str(broken) in err
+
+
+def _labels_csv(tmp_path, paths, labels):
+    p = tmp_path / "labels.csv"
+    p.write_text("path,pseudo_label\n" + "".join(f"{a},{b}\n" for a, b in zip(paths, labels)))
+    return p
+
+
+def _pairs_csv(tmp_path, pairs):
+    p = tmp_path / "pairs.csv"
+    p.write_text("better,worse\n" + "".join(f"{a},{b}\n" for a, b in pairs))
+    return p

@@ -205,6 +205,7 @@ class CRLUIQA:
         from .files import write_json
         from .io import list_images, list_references
         from .pseudo_labels import label_images
+        from .training import check_val_pairs
 
         crop, reference_crop = v.crop("crop", crop), v.crop("reference_crop", reference_crop)
         run_dir = Path(run_dir) if run_dir is not None else None
@@ -214,6 +215,7 @@ class CRLUIQA:
             raise ConfigError(f"k={self.pseudo.k} (--k) is larger than the number of references n={len(ref_list)}")
         if len(img_list) < 2:
             raise InputError(f"fit needs at least 2 images, found {len(img_list)}")
+        check_val_pairs(val_pairs)  # before the pseudo-labels, not after them
         run_json = run_dir / "fit.json" if run_dir is not None else None
         run_meta: dict = {}
         if run_dir is not None:

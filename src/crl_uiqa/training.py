@@ -284,7 +284,8 @@ def _validate_labels(paths: Sequence[str], labels: Sequence[float]) -> np.ndarra
 
 
 def load_image_cache(paths: Sequence[str], size: tuple[int, int], *, crop=None, num_workers=None,
-                     progress: bool = True, desc: str = "loading") -> tuple[torch.Tensor, list[int], list]:
+                     progress: bool = True, desc: str = "loading",
+                     what: str = "training image") -> tuple[torch.Tensor, list[int], list]:
     """Decode and resize every image once into a uint8 tensor (N, 1, H, W).
 
     Training revisits each image 3 x epochs times; decoding it once keeps the
@@ -297,7 +298,8 @@ def load_image_cache(paths: Sequence[str], size: tuple[int, int], *, crop=None, 
         chunks.append((b.images * 255.0).round_().clamp_(0, 255).to(torch.uint8))
         kept.extend(b.indices)
     if not chunks:
-        raise InputError("no readable training image")
+        first = f" (the first: {failures[0].path}: {failures[0].reason})" if failures else ""
+        raise InputError(f"no readable {what}{first}")
     return torch.cat(chunks), kept, failures
 
 
@@ -550,6 +552,7 @@ def train(
     mcfg = model_config or ModelConfig()
     extra = extra_meta or {}
     q_all = _validate_labels(paths, labels)
+    check_val_pairs(val_pairs)
     dev = resolve_device(device)
     amp = autocast_enabled(cfg.amp, dev)
     window = _training_window(cfg, mcfg)  # TrainConfig.train_crop; ``crop`` is the users' crop box of every image
@@ -825,15 +828,29 @@ def _load_data(paths: Sequence[str], q_all: np.ndarray, cfg: TrainConfig, size, 
                  torch.tensor(q_all[tr_idx], dtype=torch.float32), q_all[va_idx], failures)
 
 
+def check_val_pairs(val_pairs: Sequence[Sequence[str]] | None) -> None:
+    """Refuse, before any work, validation pairs naming an image that is not a file: it was found only when they
+    were decoded, after the pseudo-labels (``fit``), as "no readable training image"."""
+    import os
+
+    missing = [p for pair in val_pairs or () for p in pair[:2] if not os.path.isfile(p)]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise NotFoundError(f"validation pair image not found (--val-pairs): {missing[0]}{more}")
+
+
 def _load_val_pairs(val_pairs, size, crop, num_workers) -> tuple[torch.Tensor, torch.Tensor]:
     """The (better, worse) validation pairs' images, decoded once; every one must be readable."""
-    b_cache, _, fb = load_image_cache([b for b, w in val_pairs], size, crop=crop, num_workers=num_workers,
-                                      progress=False)
-    w_cache, _, fw = load_image_cache([w for b, w in val_pairs], size, crop=crop, num_workers=num_workers,
-                                      progress=False)
-    if fb or fw:
-        raise InputError("some validation-pair images cannot be read")
-    return b_cache, w_cache
+    caches, failures = [], []
+    for side in (0, 1):
+        cache, _, failed = load_image_cache([pair[side] for pair in val_pairs], size, crop=crop,
+                                            num_workers=num_workers, progress=False, what="validation pair image")
+        caches.append(cache)
+        failures += failed
+    if failures:
+        raise InputError(f"validation pair image {failures[0].path} cannot be read: {failures[0].reason} (--val-pairs: "
+                         "every one must be)")
+    return caches[0], caches[1]
 
 
 def _validation_views(va_cache: torch.Tensor | None, views: StrongViews, cfg: TrainConfig) -> torch.Tensor | None:
