@@ -523,3 +523,18 @@ def test_a_one_frame_scan_is_explained_and_drawn_plainly(tmp_path):
                     "\n\n- **#1: frame 0**: the only frame.")
     ax = quality_figure(res).axes[0]
     assert ax.get_xlim() == (-1.0, 1.0)  # not an axis of +-1e-17 around the one frame
+
+
+def test_frames_below_the_smallest_side_are_refused_as_images_are(tmp_path, capsys):
+    """A 2x2 video was scored (a 2x2 image is skipped as too small); now one line naming the scan (trial 4)."""
+    from crl_uiqa.errors import ScanError
+
+    with pytest.raises(ScanError, match=r"frames: its frames are 2x6 pixels, below the model pipeline's minimum of 4"):
+        select_frames(MeanRuntime(), np.zeros((5, 2, 6), np.uint8), frame_rate=10)
+    video = _helpers.write_video(tmp_path / "tiny.mp4", [np.full((2, 2), v, np.uint8) for v in range(0, 200, 20)],
+                                 fps=10)
+    for argv in (["live", "--input", str(video), "--no-realtime"], ["select", "--input", str(video), "--out",
+                                                                      str(tmp_path / "out"), "--region", "none"]):
+        assert main([*argv, "--model", str(_helpers.tiny_run(tmp_path / "run")), "--quiet"]) == 1
+        (line,) = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+        assert line.endswith(f"{video}: its frames are 2x2 pixels, below the model pipeline's minimum of 4 per side")

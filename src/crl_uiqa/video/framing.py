@@ -118,6 +118,9 @@ class RegionPolicy:
         """
         self.check_source(where, dicom)
         shape = (int(shape[0]), int(shape[1]))
+        if shape != (0, 0) and min(shape) < MIN_IMAGE_SIDE:  # a 2x2 video was scored, where a 2x2 image is skipped
+            raise ScanError(f"{where}: its frames are {shape[0]}x{shape[1]} pixels, below the model pipeline's "
+                            f"minimum of {MIN_IMAGE_SIDE} per side")
         if self.crop is not None:
             if shape != (0, 0) and not self.crop.fits(shape):
                 raise ConfigError(f"{where}: crop box (top, left, height, width)={self.crop.as_tuple()} does not fit "
