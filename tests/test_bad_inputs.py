@@ -430,6 +430,28 @@ def test_bad_out_is_refused_before_any_work(tmp_path, capsys, corpus, where, mat
     assert (tmp_path / "plain.txt").read_text() == "keep me"
 
 
+@pytest.mark.parametrize("argv, match", [
+    # every image was decoded, each skipped as too small, then "none of the N images could be read" (trial 4)
+    (["score", "--crop", "0", "0", "3", "3"], "--crop: crop box (top, left, height, width)=(0, 0, 3, 3) is 3x3 pixels, "
+                                               "below the model pipeline's minimum of 4 per side"),
+    # the layer was refused by the first forward pass, after a batch was decoded (trial 4)
+    (["embed", "--backbone", "smallnet", "--layer", "block5"], "layer (--layer) 'block5' is not a layer of SmallNet"),
+])
+def test_a_setting_that_makes_every_image_unusable_is_refused_before_reading_any(tmp_path, capsys, corpus, argv,
+                                                                                 match, monkeypatch):
+    from crl_uiqa import io as crl_io
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("an image was read before the setting was checked")
+
+    monkeypatch.setattr(crl_io, "read_gray", no_reading)
+    extra = ["--model", str(_model(tmp_path))] if argv[0] == "score" else []
+    rc = main([*argv, *extra, "--images", str(corpus["good.png"]), "--out", str(tmp_path / "o.npy"), "--workers", "0",
+               "--quiet"])
+    (line,) = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert rc == errors.EXIT_USER and match in line, line
+
+
 def test_a_file_out_ending_in_a_slash_is_refused_before_any_work(tmp_path, capsys, corpus):
     """`--out scores/` wrote a file named scores, then failed on scores/.skipped.csv after the work (trial 4)."""
     out = f"{tmp_path / 'scores'}/"

@@ -96,6 +96,15 @@ def check_one_line_paths(paths: Sequence[str]) -> None:
 
 
 @torch.inference_mode()
+def check_layer(model: torch.nn.Module, layer: str, name: str | None = None) -> None:
+    """Refuse, before any image is read, a ``layer`` the backbone does not list in its ``embedding_layers`` (``embed
+    --layer`` was refused by the first forward pass, after decoding a batch)."""
+    layers = getattr(model, "embedding_layers", None)
+    if layers is not None and layer not in layers:
+        raise ConfigError(f"layer (--layer) {layer!r} is not a layer of {name or type(model).__name__}; choose from "
+                          f"{', '.join(layers)}")
+
+
 def compute_embeddings(
     paths: Sequence[str],
     backbone: torch.nn.Module,
@@ -114,6 +123,7 @@ def compute_embeddings(
     Images are resized to ``size`` (default: the backbone's ``input_size``).
     NaN or inf in an embedding is an error (it would poison every distance).
     """
+    check_layer(backbone, layer)
     dev = resolve_device(device)
     model = prepare_model(backbone, dev)
     size = tuple(size or getattr(backbone, "input_size", (224, 288)))

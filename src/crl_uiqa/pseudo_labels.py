@@ -214,7 +214,7 @@ def label_images(
     smaller reference set would change every label).
     """
     from .backbones import get_backbone
-    from .embed import compute_embeddings, resolve_device
+    from .embed import check_layer, compute_embeddings, resolve_device
     from .io import list_images, list_references
 
     validate.integer(validate.flag("k"), k, minimum=1)
@@ -229,9 +229,7 @@ def label_images(
     _warn_references_among_images(img_paths, ref_paths, k)
     name = backbone if isinstance(backbone, str) else type(backbone).__name__
     model = get_backbone(backbone, weights) if isinstance(backbone, str) else backbone
-    layers = getattr(model, "embedding_layers", None)
-    if layers is not None and layer not in layers:
-        raise ConfigError(f"layer (--layer) {layer!r} is not a layer of {name}; choose from {', '.join(layers)}")
+    check_layer(model, layer, name)
     common = dict(layer=layer, size=size, batch_size=batch_size, device=dev, num_workers=num_workers)
     refs = compute_embeddings(ref_paths, model, crop=reference_crop if reference_crop is not None else crop,
                               strict=True, progress="references" if progress else False, **common)

@@ -88,8 +88,12 @@ def image_size(name: str, value: Any, *, minimum: int = 1) -> tuple[int, int]:
 
 
 def crop(name: str, value: Any) -> tuple[int, int, int, int] | None:
-    """A crop box ``(top, left, height, width)`` of integers, top and left >= 0, height and width >= 1 (None: no
-    crop). Whether it fits an image is the image's business (:func:`crl_uiqa.io.apply_crop`)."""
+    """A crop box ``(top, left, height, width)`` of integers, top and left >= 0, height and width at least
+    :data:`crl_uiqa.io.MIN_IMAGE_SIDE` (None: no crop): a smaller box made every image too small to use, found only
+    after all of them were decoded. Whether it fits an image is the image's business
+    (:func:`crl_uiqa.io.apply_crop`)."""
+    from .io import MIN_IMAGE_SIDE
+
     if value is None:
         return None
     try:
@@ -102,4 +106,7 @@ def crop(name: str, value: Any) -> tuple[int, int, int, int] | None:
     if top < 0 or left < 0 or h < 1 or w < 1:
         raise ConfigError(f"a crop box TOP LEFT HEIGHT WIDTH needs top, left >= 0 and height, width >= 1; "
                           f"got {top} {left} {h} {w}")
+    if min(h, w) < MIN_IMAGE_SIDE:  # the words of crl_uiqa.video.framing.RegionPolicy, which refuses it for scans
+        raise ConfigError(f"{name}: crop box (top, left, height, width)=({top}, {left}, {h}, {w}) is {h}x{w} pixels, "
+                          f"below the model pipeline's minimum of {MIN_IMAGE_SIDE} per side")
     return top, left, h, w
