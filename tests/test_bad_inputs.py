@@ -452,6 +452,19 @@ def test_a_setting_that_makes_every_image_unusable_is_refused_before_reading_any
     assert rc == errors.EXIT_USER and match in line, line
 
 
+def test_an_embeddings_out_of_another_kind_is_refused_before_any_work(tmp_path, capsys, corpus, monkeypatch):
+    """`embed --out e.txt` embedded every image, then refused the suffix when saving (trial 4)."""
+    from crl_uiqa import embed
+
+    def no_embedding(*args, **kwargs):
+        raise AssertionError("images were embedded before --out was checked")
+
+    monkeypatch.setattr(embed, "compute_embeddings", no_embedding)
+    rc = main(["embed", "--images", str(corpus["good.png"]), "--out", str(tmp_path / "e.txt"), "--quiet"])
+    (line,) = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert rc == errors.EXIT_USER and "embedding output must end in .npy or .safetensors" in line, line
+
+
 def test_a_file_out_ending_in_a_slash_is_refused_before_any_work(tmp_path, capsys, corpus):
     """`--out scores/` wrote a file named scores, then failed on scores/.skipped.csv after the work (trial 4)."""
     out = f"{tmp_path / 'scores'}/"

@@ -58,7 +58,7 @@ class Embeddings:
                 with atomic_path(side) as side_tmp:  # inside: a failure here is named by the file it is about
                     side_tmp.write_bytes(listing)
         else:
-            raise ConfigError(f"embedding output must end in .npy or .safetensors, got {path}")
+            check_embeddings_path(path)
         return path
 
     @classmethod
@@ -95,7 +95,13 @@ def check_one_line_paths(paths: Sequence[str]) -> None:
                              "embeddings; rename it")
 
 
-@torch.inference_mode()
+def check_embeddings_path(path: str | os.PathLike) -> None:
+    """Refuse an embeddings output that is neither ``.npy`` nor ``.safetensors`` (``embed`` checks it before any
+    work: :meth:`Embeddings.save` refused it only after every image was embedded)."""
+    if Path(path).suffix not in (".npy", ".safetensors"):
+        raise ConfigError(f"embedding output must end in .npy or .safetensors, got {path}")
+
+
 def check_layer(model: torch.nn.Module, layer: str, name: str | None = None) -> None:
     """Refuse, before any image is read, a ``layer`` the backbone does not list in its ``embedding_layers`` (``embed
     --layer`` was refused by the first forward pass, after decoding a batch)."""
@@ -105,6 +111,7 @@ def check_layer(model: torch.nn.Module, layer: str, name: str | None = None) -> 
                           f"{', '.join(layers)}")
 
 
+@torch.inference_mode()
 def compute_embeddings(
     paths: Sequence[str],
     backbone: torch.nn.Module,

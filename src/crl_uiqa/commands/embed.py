@@ -18,9 +18,10 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from ..backbones import get_backbone
-    from ..embed import check_one_line_paths, compute_embeddings
+    from ..embed import check_embeddings_path, check_one_line_paths, compute_embeddings
     from ..io import list_images
 
+    check_embeddings_path(args.out)
     paths = list_images(args.images)
     check_one_line_paths(paths)  # before any work: save would refuse them at the end
     model = get_backbone(args.backbone, args.weights)
