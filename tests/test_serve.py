@@ -448,7 +448,14 @@ def test_cli_checks_settings_before_loading(tmp_path, capsys):
     assert main(["serve", "--model", str(tmp_path), "--max-files", "5000"]) == 1
     assert "--max-files" in capsys.readouterr().err
     assert main(["serve", "--model", str(tmp_path), "--threads", str(2**31 - 1)]) == 1
-    assert "--threads must be <= 1024" in capsys.readouterr().err
+    assert "threads (--threads) must be <= 1024" in capsys.readouterr().err
+    # one --threads policy with the other commands (runtime.check_threads), but torch.set_num_threads takes no 0
+    assert main(["serve", "--model", str(tmp_path), "--threads", "0"]) == 1
+    assert capsys.readouterr().err.strip() == "crl-uiqa serve: error: threads (--threads) must be >= 1, got 0"
+    # frames of a batch are held until it is full: --batch-size is bounded by what it holds, before any model loads
+    assert main(["serve", "--model", str(tmp_path), "--batch-size", "100000000"]) == 1
+    assert capsys.readouterr().err.strip() == ("crl-uiqa serve: error: batch_size (--batch-size) must be <= 4096, "
+                                               "got 100000000")
 
 
 def test_cli_starts_uvicorn_with_its_settings(run_dir, tmp_path, monkeypatch, capsys):

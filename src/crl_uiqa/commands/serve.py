@@ -64,14 +64,13 @@ def settings_from_args(args):
     """:class:`ServeSettings` from the command line (:class:`ConfigError` on bad values)."""
     from pathlib import Path
 
-    from ..runtime import MAX_THREADS
+    from ..runtime import check_threads
     from ..serving.settings import LOCAL_HOSTS, ServeSettings
 
     validate.integer("--port", args.port, minimum=1, maximum=65535)
     validate.real("--max-upload-mb", args.max_upload_mb, minimum=0, strict_min=True)
     validate.real("--keep-minutes", args.keep_minutes, minimum=0, strict_min=True)
-    if args.threads is not None:
-        validate.integer("--threads", args.threads, minimum=1, maximum=MAX_THREADS)
+    check_threads(args.threads, minimum=1)  # 0 is no thread count for torch.set_num_threads
     hosts = list(LOCAL_HOSTS) + list(args.allow_host)
     if args.host in ("0.0.0.0", "::", ""):
         hosts = ["*"]

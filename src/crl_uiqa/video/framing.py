@@ -53,7 +53,7 @@ def batch_size_setting(value: Any) -> int:
     """The frames-per-forward-pass setting, checked before any work (:class:`crl_uiqa.errors.ConfigError`)."""
     from .. import validate as v
 
-    return v.integer(v.flag("batch_size"), value, minimum=1)
+    return v.integer(v.flag("batch_size"), value, minimum=1, maximum=v.MAX_BATCH)
 
 
 def whole_frame(shape: Sequence[int]) -> RegionDetection:
