@@ -284,6 +284,9 @@ def test_iter_batches_refuses_a_batch_size_no_loader_takes(tmp_path):
         with pytest.raises(ConfigError, match=rf"^batch_size \(--batch-size\) must be <= 4096, got {huge}$"):
             list(iter_batches([p], batch_size=huge, num_workers=0))
     assert len(list(iter_batches([p], batch_size=MAX_BATCH, num_workers=0))) == 1
+    # each decoding process holds batches decoded ahead of the network (validate.MAX_WORKERS)
+    with pytest.raises(ConfigError, match=r"^workers \(--workers\) must be <= 64, got 65$"):
+        list(iter_batches([p], num_workers=65))
 
 
 def test_a_scan_given_as_an_image_says_what_it_is(tmp_path):

@@ -341,6 +341,27 @@ def test_batch_size_is_checked_before_any_work(clip, tmp_path, capsys):
     assert not (tmp_path / "sel").exists()
 
 
+def test_counts_that_hold_frames_are_bounded_before_any_work(clip, tmp_path, capsys):
+    """--top holds the images of twice as many candidates and --region-frames the frames detection looks at, at the
+    source resolution, until the scan ends or the region is found: each has a bound set by what it holds."""
+    from crl_uiqa.errors import ConfigError
+    from crl_uiqa.video.framing import MAX_REGION_FRAMES, RegionPolicy
+    from crl_uiqa.video.select import MAX_TOP_K, SelectionSettings
+
+    assert RegionPolicy.create(frames=MAX_REGION_FRAMES).frames == MAX_REGION_FRAMES
+    assert SelectionSettings.create(top_k=MAX_TOP_K).top_k == MAX_TOP_K
+    with pytest.raises(ConfigError, match=r"^region_frames \(--region-frames\) must be >= 1, got 0$"):
+        RegionPolicy.create(frames=0)
+    run = _helpers.tiny_run(tmp_path / "run", image_size=(32, 48))
+    for cmd, line in ((["live", "--region-frames", "301"], "region_frames (--region-frames) must be <= 300, got 301"),
+                      (["select", "--top", "1001", "--out", str(tmp_path / "sel")], "top_k (--top) must be <= 1000, "
+                       "got 1001")):
+        assert main([*cmd, "--model", str(run), "--input", str(clip), "--quiet"]) == 1
+        out, err = capsys.readouterr()
+        assert "received" not in out and err.strip() == f"crl-uiqa {cmd[0]}: error: {line}"
+    assert not (tmp_path / "sel").exists()
+
+
 def test_ctrl_c_mid_batch_keeps_the_batches_scored_before_it(clip):
     res = run_live(_CtrlCRuntime(at=3), clip, realtime=False, region="none", batch_size=8)
     assert res.interrupted and res.error is None

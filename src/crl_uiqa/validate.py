@@ -35,6 +35,10 @@ MAX_EPOCHS = 10_000
 #: most SGD steps --min-steps may ask for: it raises the epochs until they are reached, one epoch a step on a pool
 #: of one batch, so this bound also keeps those epochs within MAX_EPOCHS (the default floor is 60 steps)
 MAX_MIN_STEPS = MAX_EPOCHS
+#: most image decoding processes (--workers): each is a process of its own and holds up to 4 batches decoded ahead
+#: of the network (64 x 4 batches of 32 images at 224 x 288 are already 2 GiB), and decoding gains nothing from more
+#: processes than cores
+MAX_WORKERS = 64
 #: largest random seed: the training draws from generators seeded with seed * 1_000_003 + epoch, which must fit
 #: torch's 64-bit seed (2**32 - 1, numpy's legacy bound, leaves room for any number of epochs)
 MAX_SEED = 2**32 - 1
