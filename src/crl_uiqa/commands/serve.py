@@ -40,7 +40,7 @@ def register(sub) -> None:
                    help="uploads that may wait behind the one being scored; more are refused (default 4)")
     g.add_argument("--body-timeout", type=float, default=60, metavar="S",
                    help="end an upload whose body pauses longer than S seconds between two chunks with 408 "
-                   "(default 60; a whole body may take at most an hour)")
+                   "(default 60; a whole body may take at most an hour from its first chunk)")
     g.add_argument("--keep-minutes", type=float, default=60, metavar="MIN",
                    help="delete an upload and its results this long after it finished (default 60)")
     g.add_argument("--workdir", default=None, metavar="DIR",
