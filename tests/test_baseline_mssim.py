@@ -101,6 +101,14 @@ def test_bad_input_raises(kwargs, match):
         mssim_score(**args)
 
 
+def test_a_batch_of_pairs_is_bounded_as_every_batch():
+    from crl_uiqa.errors import ConfigError
+
+    imgs, refs = _images()
+    with pytest.raises(ConfigError, match=r"^pairs_per_batch must be <= 4096, got 100000000$"):  # stacked at once
+        ssim_matrix(imgs, refs, pairs_per_batch=10**8)
+
+
 # ----------------------------------------------------------------------------- MS-SSIM
 def _ms_images():
     rng = np.random.default_rng(0)

@@ -243,6 +243,15 @@ def test_export_check_failure_writes_nothing(tmp_path):
     assert 0 < res.max_abs_diff <= 10.0 and out.is_file()
 
 
+def test_cli_export_bounds_the_check_images_before_reading_them(tmp_path, capsys):
+    # they are held at once and scored as one batch (validate.MAX_BATCH); checked before the model or any image
+    rc = main(["export", "--model", str(tmp_path / "missing"), "--check-images", str(tmp_path / "none"),
+               "--max-check-images", "100000000"])
+    assert rc == 1
+    assert capsys.readouterr().err.strip() == ("crl-uiqa export: error: max_check_images (--max-check-images) must be "
+                                               "<= 4096, got 100000000")
+
+
 def test_cli_export(run_dir, tmp_path, capsys):
     out = tmp_path / "cli.pt"
     assert main(["export", "--model", str(run_dir), "--out", str(out)]) == 0
@@ -301,7 +310,7 @@ def test_bad_opset_and_atol_are_refused_before_any_work(tmp_path, capsys):
                   ["--check-images", str(nowhere), "--max-check-images", "-2"]):
         assert main(["export", "--model", str(nowhere), "--out", str(tmp_path / "x.onnx"), *extra]) == 1
         err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
-        assert len(err) == 1 and any(o in err[0] for o in ("opset", "atol", "--max-check-images must be >= 1")), err
+        assert len(err) == 1 and any(o in err[0] for o in ("opset", "atol", "(--max-check-images) must be >= 1")), err
     assert not list(tmp_path.iterdir())
 
 

@@ -274,12 +274,19 @@ def test_iter_batches_empty_list():
 
 
 def test_iter_batches_refuses_a_batch_size_no_loader_takes(tmp_path):
-    """--batch-size 99999999999999999999 was a ValueError from itertools.islice inside torch's DataLoader."""
+    """--batch-size 99999999999999999999 was a ValueError from itertools.islice inside torch's DataLoader; the images
+    of a batch are held until it is full, so the bound is what a batch may hold (validate.MAX_BATCH)."""
     from crl_uiqa.errors import ConfigError
+    from crl_uiqa.validate import MAX_BATCH
 
     p = str(_png8(tmp_path / "a.png", np.zeros((6, 8), np.uint8)))
-    with pytest.raises(ConfigError, match=r"batch_size \(--batch-size\) must be <= 2147483647"):
-        list(iter_batches([p], batch_size=10**20, num_workers=0))
+    for huge in (10**20, MAX_BATCH + 1):
+        with pytest.raises(ConfigError, match=rf"^batch_size \(--batch-size\) must be <= 4096, got {huge}$"):
+            list(iter_batches([p], batch_size=huge, num_workers=0))
+    assert len(list(iter_batches([p], batch_size=MAX_BATCH, num_workers=0))) == 1
+    # each decoding process holds batches decoded ahead of the network (validate.MAX_WORKERS)
+    with pytest.raises(ConfigError, match=r"^workers \(--workers\) must be <= 64, got 65$"):
+        list(iter_batches([p], num_workers=65))
 
 
 def test_a_scan_given_as_an_image_says_what_it_is(tmp_path):

@@ -327,14 +327,39 @@ def test_no_realtime_batches_count_forward_passes_and_real_time_does_not_batch(c
 def test_batch_size_is_checked_before_any_work(clip, tmp_path, capsys):
     from crl_uiqa.errors import ConfigError
 
-    for bad in (0, -3, 2.5, True):
+    # a batch's frames are held until it is full: 10**8 held every frame of a long video (validate.MAX_BATCH)
+    for bad in (0, -3, 2.5, True, 4097, 10**8):
         with pytest.raises(ConfigError, match=r"^batch_size \(--batch-size\) must be"):
             run_live(MeanRuntime(), clip, realtime=False, batch_size=bad)
     run = _helpers.tiny_run(tmp_path / "run", image_size=(32, 48))
-    rc = main(["live", "--model", str(run), "--input", str(clip), "--no-realtime", "--batch-size", "0", "--quiet"])
-    out, err = capsys.readouterr()
-    assert rc == 1 and "received" not in out
-    assert err.strip() == "crl-uiqa live: error: batch_size (--batch-size) must be >= 1, got 0"
+    for bad, why in (("0", ">= 1, got 0"), ("100000000", "<= 4096, got 100000000")):
+        for cmd in (["live", "--no-realtime"], ["select", "--out", str(tmp_path / "sel")]):
+            rc = main([*cmd, "--model", str(run), "--input", str(clip), "--batch-size", bad, "--quiet"])
+            out, err = capsys.readouterr()
+            assert rc == 1 and "received" not in out
+            assert err.strip() == f"crl-uiqa {cmd[0]}: error: batch_size (--batch-size) must be {why}"
+    assert not (tmp_path / "sel").exists()
+
+
+def test_counts_that_hold_frames_are_bounded_before_any_work(clip, tmp_path, capsys):
+    """--top holds the images of twice as many candidates and --region-frames the frames detection looks at, at the
+    source resolution, until the scan ends or the region is found: each has a bound set by what it holds."""
+    from crl_uiqa.errors import ConfigError
+    from crl_uiqa.video.framing import MAX_REGION_FRAMES, RegionPolicy
+    from crl_uiqa.video.select import MAX_TOP_K, SelectionSettings
+
+    assert RegionPolicy.create(frames=MAX_REGION_FRAMES).frames == MAX_REGION_FRAMES
+    assert SelectionSettings.create(top_k=MAX_TOP_K).top_k == MAX_TOP_K
+    with pytest.raises(ConfigError, match=r"^region_frames \(--region-frames\) must be >= 1, got 0$"):
+        RegionPolicy.create(frames=0)
+    run = _helpers.tiny_run(tmp_path / "run", image_size=(32, 48))
+    for cmd, line in ((["live", "--region-frames", "301"], "region_frames (--region-frames) must be <= 300, got 301"),
+                      (["select", "--top", "1001", "--out", str(tmp_path / "sel")], "top_k (--top) must be <= 1000, "
+                       "got 1001")):
+        assert main([*cmd, "--model", str(run), "--input", str(clip), "--quiet"]) == 1
+        out, err = capsys.readouterr()
+        assert "received" not in out and err.strip() == f"crl-uiqa {cmd[0]}: error: {line}"
+    assert not (tmp_path / "sel").exists()
 
 
 def test_ctrl_c_mid_batch_keeps_the_batches_scored_before_it(clip):

@@ -222,6 +222,11 @@ def test_estimator_refuses_device_k_workers():
     (["--device", "tpu"], "tpu"), (["--epochs", "0"], "epochs"), (["--strong-views", "nope"], "strong-views"),
     (["--k", "0"], "k"), (["--crop", "-1", "0", "10", "10"], "crop box"), (["--reference-crop", "0", "0", "0", "5"], "crop box"),
     (["--train-from", "block99"], "train-from"),
+    # bounded by what they cost (validate.MAX_EPOCHS, MAX_MIN_STEPS, MAX_BATCH): a run that ran, in effect, forever,
+    # and a batch held whole
+    (["--epochs", "1000000000"], "epochs (--epochs) must be <= 10000, got 1000000000"),
+    (["--min-steps", "1000000000"], "min_steps (--min-steps) must be <= 10000, got 1000000000"),
+    (["--batch-size", "100000000"], "batch_size (--batch-size) must be <= 4096, got 100000000"),
 ])
 def test_fit_checks_settings_before_any_work(tmp_path, capsys, extra, match):
     imgs = _imgs(tmp_path / "imgs")
@@ -232,6 +237,20 @@ def test_fit_checks_settings_before_any_work(tmp_path, capsys, extra, match):
     (line,) = _err_lines(capsys)
     assert rc == errors.EXIT_USER and match in line and "weights" not in line
     assert not (out / "labels.csv").exists()
+
+
+def test_train_and_demo_refuse_epochs_beyond_the_bound_before_any_work(tmp_path, capsys):
+    from crl_uiqa.validate import MAX_EPOCHS
+
+    assert TrainConfig(epochs=MAX_EPOCHS).epochs == MAX_EPOCHS
+    labels = tmp_path / "labels.csv"
+    labels.write_text("path,pseudo_label\n" + "".join(f"{p},0.5\n" for p in _imgs(tmp_path / "imgs")))
+    for cmd in (["train", "--labels", str(labels)], ["demo", "--quick"]):
+        rc = main([*cmd, "--out", str(tmp_path / "out"), "--epochs", str(MAX_EPOCHS + 1), "--quiet"])
+        (line,) = _err_lines(capsys)
+        assert rc == errors.EXIT_USER and "--epochs" in line
+        assert line.endswith(f" must be <= {MAX_EPOCHS}, got {MAX_EPOCHS + 1}")
+        assert not (tmp_path / "out").exists()
 
 
 def test_fit_k_larger_than_references_before_embedding(tmp_path, capsys):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import threading
 import time
 import zipfile
@@ -449,7 +450,14 @@ def test_cli_checks_settings_before_loading(tmp_path, capsys):
     assert main(["serve", "--model", str(tmp_path), "--max-files", "5000"]) == 1
     assert "--max-files" in capsys.readouterr().err
     assert main(["serve", "--model", str(tmp_path), "--threads", str(2**31 - 1)]) == 1
-    assert "--threads must be <= 1024" in capsys.readouterr().err
+    assert "threads (--threads) must be <= 1024" in capsys.readouterr().err
+    # one --threads policy with the other commands (runtime.check_threads), but torch.set_num_threads takes no 0
+    assert main(["serve", "--model", str(tmp_path), "--threads", "0"]) == 1
+    assert capsys.readouterr().err.strip() == "crl-uiqa serve: error: threads (--threads) must be >= 1, got 0"
+    # frames of a batch are held until it is full: --batch-size is bounded by what it holds, before any model loads
+    assert main(["serve", "--model", str(tmp_path), "--batch-size", "100000000"]) == 1
+    assert capsys.readouterr().err.strip() == ("crl-uiqa serve: error: batch_size (--batch-size) must be <= 4096, "
+                                               "got 100000000")
     # a file as --workdir was "DIR: File exists", after the models were loaded (trial 4); in the API an OSError
     (tmp_path / "notes.txt").write_text("keep")
     assert main(["serve", "--model", str(tmp_path / "missing"), "--workdir", str(tmp_path / "notes.txt")]) == 1
@@ -537,9 +545,10 @@ def test_cli_weights_option_has_the_common_name(capsys):
 # ----------------------------------------------------------------------------- hostile requests (serve trial)
 
 
-def _call_with_a_stalling_body(app, chunks, *, content_length=10_000):
+def _call_with_a_stalling_body(app, chunks, *, content_length=10_000, first_after=0.0, stall=True, on_stall=None):
     """Call the ASGI app with a POST whose body sends ``chunks`` and then stalls (a client trickling its upload):
-    the status, the JSON body and the headers of the response."""
+    the status, the JSON body and the headers of the response. ``first_after``: seconds before the first chunk;
+    ``stall=False``: the last chunk ends the body; ``on_stall()`` is called once when the body stalls."""
     import asyncio
     import concurrent.futures
     import json
@@ -552,11 +561,17 @@ def _call_with_a_stalling_body(app, chunks, *, content_length=10_000):
     sent = []
 
     async def call():
-        pending = [{"type": "http.request", "body": c, "more_body": True} for c in chunks]
+        pending = [{"type": "http.request", "body": c, "more_body": stall or i < len(chunks) - 1}
+                   for i, c in enumerate(chunks)]
+        waited = []
 
         async def receive():
+            if first_after and not waited:  # the request arrived; its body comes later
+                waited.append(await asyncio.sleep(first_after))
             if pending:
                 return pending.pop(0)
+            if on_stall is not None:
+                on_stall()
             await asyncio.Event().wait()  # the client sends nothing more and does not hang up
 
         async def send(message):
@@ -590,6 +605,68 @@ def test_a_stalled_upload_body_is_ended_with_408(scans):
         status, body, _ = _call_with_a_stalling_body(app, [b"--x\r\n"])
         assert status == 408 and body["detail"].startswith("the upload took more than 0.05 s in all")
     finally:
+        app.state.close()
+
+
+def _multipart(*parts: tuple[str, bytes], last_complete: bool = True) -> bytes:
+    """A multipart/form-data body (boundary ``x``) of file ``parts`` (name, content) in the field ``files``;
+    ``last_complete=False`` stops in the middle of the last part's content."""
+    body = b""
+    for name, content in parts:
+        body += (b"--x\r\nContent-Disposition: form-data; name=\"files\"; filename=\"" + name.encode()
+                 + b"\"\r\nContent-Type: application/octet-stream\r\n\r\n" + content + b"\r\n")
+    return body + b"--x--\r\n" if last_complete else body[:-2]
+
+
+def test_the_whole_body_deadline_starts_at_its_first_chunk(scans):
+    # a request whose body starts later than the request (the app reading it later, a client that sent its headers
+    # first) had that wait counted in the hour; until the first chunk only the pause between chunks is timed
+    app, _ = make_client([("brightness", MeanRuntime())], body_timeout=30, body_deadline=0.5)
+    try:
+        body = _multipart(("notes.txt", b"not a scan at all"))
+        status, detail, _ = _call_with_a_stalling_body(app, [body[:20], body[20:]], content_length=len(body),
+                                                       first_after=1.5, stall=False)
+        assert status == 415 and "notes.txt" in detail["detail"]  # read to the end and refused for what it is
+    finally:
+        app.state.close()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="open files are listed in /proc/self/fd (Linux)")
+def test_a_408_mid_upload_leaves_no_temporary_file(scans, tmp_path, monkeypatch):
+    """The parts parsed before a 408 are spooled to temporary files (on disk above 1 MiB); they are closed, and so
+    removed, when the request ends, not left to the garbage collector."""
+    import gc
+    import tempfile
+
+    app, _ = make_client([("brightness", MeanRuntime())], body_timeout=0.2)
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spool))  # where Starlette's SpooledTemporaryFile rolls over to
+
+    def files_held() -> list[str]:
+        held = []
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                target = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:  # the listing's own descriptor, closed meanwhile
+                continue
+            if target.startswith(str(spool)):
+                held.append(target)
+        return held + [str(p) for p in spool.iterdir()]
+
+    during = []
+    body = _multipart(("a.png", bytes(3 * 2**20)), ("b.png", b"the second part, cut off"), last_complete=False)
+    chunks = [body[i:i + 2**16] for i in range(0, len(body), 2**16)]
+    gc.disable()  # what is left for the garbage collector stays there
+    try:
+        status, detail, headers = _call_with_a_stalling_body(app, chunks, content_length=len(body) + 100,
+                                                             on_stall=lambda: during.extend(files_held()))
+        assert status == 408 and headers["connection"] == "close"
+        assert detail["detail"].startswith("the upload paused more than 0.2 s")
+        assert during, "the 3 MiB part was not on disk while the body stalled: the check below would see nothing"
+        assert files_held() == []
+    finally:
+        gc.enable()
         app.state.close()
 
 

@@ -142,9 +142,9 @@ class CRLUIQA:
                         **train_kwargs}  # as given: get_params returns them, so clone() makes the same estimator
         self.pseudo = PseudoLabelConfig(k, layer, backbone, smoothing)
         resolve_device(device)  # refuse --device tpu (or an absent CUDA) before any work
-        v.integer("batch_size_eval", batch_size_eval, minimum=1)
+        v.integer("batch_size_eval", batch_size_eval, minimum=1, maximum=v.MAX_BATCH)
         if num_workers is not None:
-            v.integer(v.flag("workers"), num_workers, minimum=0)
+            v.integer(v.flag("workers"), num_workers, minimum=0, maximum=v.MAX_WORKERS)
         for name, value in (("progress", progress), ("calibrate_margins", calibrate_margins), ("paper", paper)):
             v.boolean(name, value)
         if image_size is not None:

@@ -588,10 +588,10 @@ def iter_batches(
 
     if len(paths) == 0:
         raise InputError("no images to read")
-    validate.integer(validate.flag("batch_size"), batch_size, minimum=1, maximum=validate.MAX_COUNT)
+    validate.integer(validate.flag("batch_size"), batch_size, minimum=1, maximum=validate.MAX_BATCH)
     max_pixels()  # a bad $CRL_UIQA_MAX_PIXELS is a setting error here, not a failure in every worker
     if num_workers is not None:
-        validate.integer(validate.flag("workers"), num_workers, minimum=0)
+        validate.integer(validate.flag("workers"), num_workers, minimum=0, maximum=validate.MAX_WORKERS)
     # Errors are raised here in the main process, not in the dataset: a DataLoader worker
     # re-raises an ImageReadError as a RuntimeError wrapping the worker's traceback text.
     ds = ImageDataset(paths, size=size, crop=crop, strict=False)

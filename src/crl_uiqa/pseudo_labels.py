@@ -218,7 +218,7 @@ def label_images(
     from .io import list_images, list_references
 
     validate.integer(validate.flag("k"), k, minimum=1)
-    validate.integer(validate.flag("batch_size"), batch_size, minimum=1)
+    validate.integer(validate.flag("batch_size"), batch_size, minimum=1, maximum=validate.MAX_BATCH)
     dev = resolve_device(device)
     img_paths = list_images(images)
     ref_paths = list_references(references)

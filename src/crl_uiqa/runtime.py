@@ -57,14 +57,15 @@ RUNTIMES = ("torch", "torchscript", "onnx")
 MAX_THREADS = 1024
 
 
-def check_threads(threads: Any) -> int | None:
-    """``threads`` (``--threads``) if None or an integer in [0, :data:`MAX_THREADS`] (None and 0: the CPU cores),
-    else :class:`ConfigError`."""
+def check_threads(threads: Any, *, minimum: int = 0) -> int | None:
+    """``threads`` (``--threads``) if None or an integer in [``minimum``, :data:`MAX_THREADS`] (None and 0: the CPU
+    cores), else :class:`ConfigError`. ``serve`` gives ``minimum=1``: its value also goes to
+    ``torch.set_num_threads``, which takes no 0."""
     from . import validate
 
     if threads is None:
         return None
-    return validate.integer(validate.flag("threads"), threads, minimum=0, maximum=MAX_THREADS)
+    return validate.integer(validate.flag("threads"), threads, minimum=minimum, maximum=MAX_THREADS)
 
 
 def cpu_cores() -> int:

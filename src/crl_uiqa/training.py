@@ -90,8 +90,8 @@ class TrainConfig:
         from . import validate as v
 
         f = v.flag
-        v.integer(f("epochs"), self.epochs, minimum=1)
-        v.integer(f("batch_size"), self.batch_size, minimum=1)
+        v.integer(f("epochs"), self.epochs, minimum=1, maximum=v.MAX_EPOCHS)
+        v.integer(f("batch_size"), self.batch_size, minimum=1, maximum=v.MAX_BATCH)
         v.real(f("lr"), self.lr, minimum=0, strict_min=True, maximum=v.MAX_FLOAT32)
         v.real(f("momentum"), self.momentum, minimum=0, maximum=1, strict_max=True)
         v.real(f("weight_decay"), self.weight_decay, minimum=0, maximum=v.MAX_FLOAT32)
@@ -129,7 +129,7 @@ class TrainConfig:
         elif self.train_crop is not None:
             self.train_crop = v.image_size(f("train_crop"), self.train_crop, minimum=1)
         v.choice(f("select"), self.select, ("last", "best"))
-        v.integer(f("min_steps"), self.min_steps, minimum=0)
+        v.integer(f("min_steps"), self.min_steps, minimum=0, maximum=v.MAX_MIN_STEPS)
         v.integer(f("min_val_pairs"), self.min_val_pairs, minimum=0, maximum=MAX_VAL_PAIRS)
         v.integer(f("min_train_images"), self.min_train_images, minimum=0)
 

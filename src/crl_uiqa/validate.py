@@ -19,9 +19,26 @@ MAX_IMAGE_SIDE = 8192
 MAX_FLOAT32 = 3.4028234663852886e38
 #: largest count a setting that sizes something (a batch, pairs per batch) may take when nothing smaller bounds it: a
 #: C int, which every library behind them takes (a --batch-size above sys.maxsize was a ValueError from inside torch's
-#: data loader). Counts that cost more have their own, smaller bounds: --threads (runtime.MAX_THREADS), --n-boot
-#: (evaluation.MAX_N_BOOT), SER-FIQ's passes (their dropout masks), simulate's frames (crl_uiqa.data.simulate)
+#: data loader). Counts that cost more have their own, smaller bounds: --batch-size, --epochs and --min-steps (below),
+#: --threads (runtime.MAX_THREADS), --n-boot (evaluation.MAX_N_BOOT), SER-FIQ's passes (their dropout masks),
+#: simulate's frames (crl_uiqa.data.simulate)
 MAX_COUNT = 2**31 - 1
+#: most items (images or frames) one forward pass may take (--batch-size of every command, training's included: each
+#: of its images brings 3 views): they are held until the batch is full, at the model's input size, and then go
+#: through the network at once; 4096 frames of 224 x 288 are 1 GiB of float32 input alone and several times that in
+#: activations, and a video's frames are otherwise streamed (--batch-size 100000000 on a long video held every frame)
+MAX_BATCH = 4096
+#: most training epochs (--epochs): each passes over the whole training pool and scores the validation views (about
+#: 10 s on 754 images on 2 CPU cores at the defaults, README), so 10000 is over a day of it and about 300 times the
+#: paper's 35; a larger value ran, in effect, forever
+MAX_EPOCHS = 10_000
+#: most SGD steps --min-steps may ask for: it raises the epochs until they are reached, one epoch a step on a pool
+#: of one batch, so this bound also keeps those epochs within MAX_EPOCHS (the default floor is 60 steps)
+MAX_MIN_STEPS = MAX_EPOCHS
+#: most image decoding processes (--workers): each is a process of its own and holds up to 4 batches decoded ahead
+#: of the network (64 x 4 batches of 32 images at 224 x 288 are already 2 GiB), and decoding gains nothing from more
+#: processes than cores
+MAX_WORKERS = 64
 #: largest random seed: the training draws from generators seeded with seed * 1_000_003 + epoch, which must fit
 #: torch's 64-bit seed (2**32 - 1, numpy's legacy bound, leaves room for any number of epochs)
 MAX_SEED = 2**32 - 1

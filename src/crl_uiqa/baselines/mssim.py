@@ -174,7 +174,7 @@ def _pair_means(x, y, threads: int | None, pairs_per_batch: int, want_cs: bool, 
 
 
 def _check_run_args(pairs_per_batch: int, threads: int | None) -> None:
-    validate.integer("pairs_per_batch", pairs_per_batch, minimum=1, maximum=MAX_COUNT)
+    validate.integer("pairs_per_batch", pairs_per_batch, minimum=1, maximum=validate.MAX_BATCH)  # a batch of pairs at once
     if threads is not None:
         validate.integer("threads", threads, minimum=1, maximum=MAX_COUNT)
 

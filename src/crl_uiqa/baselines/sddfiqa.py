@@ -289,7 +289,7 @@ def sddfiqa_score(
         raise InputError(f"SDD-FIQA compares images with each other: it needs at least 2 images, got {len(imgs)}")
     if labels is not None:
         _check_labels(labels, len(imgs))  # fail before running the network
-    batch_size = validate.integer("batch_size", batch_size, minimum=1)
+    batch_size = validate.integer("batch_size", batch_size, minimum=1, maximum=validate.MAX_BATCH)
     model, dev = load_sononet(weights, device)
     feats = sononet_features(imgs, model, dev, size=check_size(size), batch_size=batch_size,
                              outputs=("block5",) if labels is not None else ("block5", "probs"),

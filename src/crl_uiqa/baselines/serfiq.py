@@ -227,7 +227,7 @@ def serfiq_score(
     if embedding not in _EMBEDDINGS:
         raise ConfigError(f"embedding must be one of {', '.join(_EMBEDDINGS)}, got {embedding!r}")
     seed = validate.integer("seed", seed)
-    batch_size = validate.integer("batch_size", batch_size, minimum=1)
+    batch_size = validate.integer("batch_size", batch_size, minimum=1, maximum=validate.MAX_BATCH)
     size = check_size(size)
     _check_mask_memory(passes, size)
     model, dev = load_sononet(weights, device)

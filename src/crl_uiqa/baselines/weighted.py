@@ -312,7 +312,7 @@ def weighted_score(
         return detection_weighted_score(paths, detections, structure_weights)
     if plane is not None and class_weights is not None:
         raise ConfigError("give either plane or class_weights, not both")
-    batch_size = validate.integer("batch_size", batch_size, minimum=1)
+    batch_size = validate.integer("batch_size", batch_size, minimum=1, maximum=validate.MAX_BATCH)
     size = check_size(size)
     model, dev = load_sononet(weights, device)
     names = tuple(getattr(model, "class_names", ()))

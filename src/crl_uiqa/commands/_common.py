@@ -5,6 +5,8 @@ import argparse
 import os
 from pathlib import Path
 
+from ..validate import MAX_BATCH, MAX_EPOCHS, MAX_MIN_STEPS, MAX_WORKERS
+
 
 def add_crop(parser: argparse.ArgumentParser, flag: str = "--crop", what: str = "images") -> None:
     parser.add_argument(
@@ -39,8 +41,8 @@ def add_device(group, what: str = "") -> None:
 def add_runtime(parser: argparse.ArgumentParser, batch_size: int = 32) -> None:
     g = parser.add_argument_group("runtime")
     add_device(g)
-    g.add_argument("--batch-size", type=int, default=batch_size, help=f"images per forward pass (default {batch_size})")
-    g.add_argument("--workers", type=int, default=None, help="image decoding processes (default: cores - 1, max 4)")
+    g.add_argument("--batch-size", type=int, default=batch_size, help=f"images per forward pass (default {batch_size}, at most {MAX_BATCH})")
+    g.add_argument("--workers", type=int, default=None, help=f"image decoding processes (default: cores - 1, max 4; at most {MAX_WORKERS})")
     g.add_argument("--strict", action="store_true",
                    help="stop at the first unreadable image instead of skipping and listing it")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -68,7 +70,7 @@ def add_frame_batch(group, note: str = "") -> None:
     from ..video.framing import FRAME_BATCH
 
     group.add_argument("--batch-size", type=int, default=FRAME_BATCH,
-                       help=f"frames per forward pass (default {FRAME_BATCH}){note}")
+                       help=f"frames per forward pass (default {FRAME_BATCH}, at most {MAX_BATCH}){note}")
 
 
 def add_engine(group, device_use: str = "the torch engines") -> None:
@@ -167,8 +169,8 @@ def add_training(parser: argparse.ArgumentParser, calibrate_margins: bool = Fals
     have the reference planes at hand, i.e. ``fit``).
     """
     g = parser.add_argument_group("co-learning (paper defaults)")
-    g.add_argument("--epochs", type=int, default=None, help="training epochs (default and paper: see the README)")
-    g.add_argument("--batch-size", type=int, default=16, help="source images per step; each brings 3 views (paper: 16)")
+    g.add_argument("--epochs", type=int, default=None, help=f"training epochs (default and paper: see the README; at most {MAX_EPOCHS})")
+    g.add_argument("--batch-size", type=int, default=16, help=f"source images per step; each brings 3 views (paper: 16; at most {MAX_BATCH})")
     g.add_argument("--lr", type=float, default=None, help="SGD learning rate (default and paper: see the README)")
     g.add_argument("--momentum", type=float, default=0.937, help="SGD momentum (YOLOv5 default, as the paper says)")
     g.add_argument("--weight-decay", type=float, default=5e-4, help="weight decay (YOLOv5 default)")
@@ -207,7 +209,8 @@ def add_training(parser: argparse.ArgumentParser, calibrate_margins: bool = Fals
     g.add_argument("--select", choices=["best", "last"], default=None,
                    help="epoch kept: best by the label-free validation criterion (default) or last (paper)")
     g.add_argument("--min-steps", type=int, default=None,
-                   help="raise --epochs until the run makes at least this many SGD steps (small image pools)")
+                   help=f"raise --epochs until the run makes at least this many SGD steps (small image pools; at most "
+                   f"{MAX_MIN_STEPS})")
     g.add_argument("--min-val-pairs", type=int, default=None,
                    help="corrupted views of each validation image until the epoch-selection criterion counts at "
                    "least this many clean-over-corrupted pairs (default 300: every pool gets several views per "
@@ -379,5 +382,5 @@ def val_pairs_arg(path):
 def add_runtime_eval(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("runtime")
     add_device(g)
-    g.add_argument("--workers", type=int, default=None, help="image decoding processes (default: cores - 1, max 4)")
+    g.add_argument("--workers", type=int, default=None, help=f"image decoding processes (default: cores - 1, max 4; at most {MAX_WORKERS})")
     g.add_argument("--quiet", action="store_true", help="no progress bars")

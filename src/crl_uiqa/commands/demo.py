@@ -17,7 +17,7 @@ def register(sub) -> None:
                    "224x288, trained on 112x144 windows; paper: the paper's head trained end to end at 112x144, 8 "
                    "epochs at lr 1e-2; auto (default): anchored (it beat its teacher and picked closer frames with "
                    "either encoder; BENCHMARKS.md)")
-    p.add_argument("--epochs", type=int, default=None, help="training epochs (default: 6 anchored, 8 paper)")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (default: 6 anchored, 8 paper; at most 10000)")
     p.add_argument("--encoder", choices=["auto", "sononet", "fallback"], default="auto",
                    help="P(.): auto (default) uses SonoNet-16 when its weights are found, else the fallback; sononet "
                    "requires the weights; fallback trains a SonoNet-16 on simulated planes in the demo, as a machine "

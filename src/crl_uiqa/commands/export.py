@@ -1,6 +1,7 @@
 """``crl-uiqa export``: a trained model as ONNX or TorchScript, checked against PyTorch."""
 from __future__ import annotations
 
+from .. import validate
 from ._common import add_crop, crop_tuple
 
 
@@ -29,7 +30,7 @@ def register(sub) -> None:
                    help="largest allowed |exported - PyTorch| score difference, a finite number > 0 (default 1e-4)")
     p.add_argument("--check-images", nargs="+", default=None, metavar="IMAGES",
                    help="real images (folders, globs, manifest CSVs, path lists) scored in the check besides random ones")
-    p.add_argument("--max-check-images", type=int, default=32, help="use at most this many check images (default 32)")
+    p.add_argument("--max-check-images", type=int, default=32, help="use at most this many check images (default 32, at most 4096)")
     add_crop(p, what="check images")
     p.add_argument("--no-check", action="store_true", help="skip the comparison with PyTorch")
     p.add_argument("--exporter", choices=["auto", "dynamo", "legacy"], default="auto",
@@ -42,11 +43,11 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from .. import validate
     from ..export import check_export_settings, default_export_path, export_model, format_from_path
 
-    # 0 or less used none of --check-images, and the check still said OK over the random images alone
-    validate.integer("--max-check-images", args.max_check_images, minimum=1)
+    # 0 or less used none of --check-images, and the check still said OK over the random images alone; the check
+    # images are held at once and scored as one batch (export.compare_scores): a batch's bound
+    validate.integer(validate.flag("max_check_images"), args.max_check_images, minimum=1, maximum=validate.MAX_BATCH)
     fmt = args.format or (format_from_path(args.out) if args.out else "onnx")
     check_export_settings(fmt, atol=args.atol, exporter=args.exporter, opset=args.opset)  # before reading images
     out = args.out or default_export_path(args.model, fmt)

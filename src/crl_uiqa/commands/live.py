@@ -28,7 +28,7 @@ def register(sub) -> None:
                    "--batch-size frames per forward pass as select does")
     p.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="stop after this long")
     add_scan_region(p, "the first --region-frames frames")
-    p.add_argument("--region-frames", type=int, default=15, help="frames used to detect the region (default 15)")
+    p.add_argument("--region-frames", type=int, default=15, help="frames used to detect the region (default 15, at most 300)")
     p.add_argument("--plot", default=None, metavar="PNG", help="save the quality-over-time plot here at the end")
     p.add_argument("--best", default=None, metavar="PNG", help="save the best frame here at the end")
     p.add_argument("--csv", default=None, metavar="CSV", help="save frame,time,quality of the scored frames here")

@@ -34,7 +34,7 @@ def register(sub) -> None:
                    help="SonoNet-16 weight file or folder (default: $CRL_UIQA_WEIGHTS_DIR, the packaged weights, the cache, a download)")
     g.add_argument("--plane-weights", dest="weights", default=None, help=argparse.SUPPRESS)  # the old spelling
     g = p.add_argument_group("picking")
-    g.add_argument("--top", type=int, default=1, metavar="K", help="number of frames to pick per scan (default 1)")
+    g.add_argument("--top", type=int, default=1, metavar="K", help="number of frames to pick per scan (default 1, at most 1000)")
     g.add_argument("--min-gap", type=float, default=1.0, metavar="SECONDS",
                    help="smallest time between two picks: non-maximum suppression in time (default 1.0)")
     g.add_argument("--smooth", type=float, default=0.0, metavar="SECONDS",

@@ -40,7 +40,7 @@ def register(sub) -> None:
                    help="uploads that may wait behind the one being scored; more are refused (default 4)")
     g.add_argument("--body-timeout", type=float, default=60, metavar="S",
                    help="end an upload whose body pauses longer than S seconds between two chunks with 408 "
-                   "(default 60; a whole body may take at most an hour)")
+                   "(default 60; a whole body may take at most an hour from its first chunk)")
     g.add_argument("--keep-minutes", type=float, default=60, metavar="MIN",
                    help="delete an upload and its results this long after it finished (default 60)")
     g.add_argument("--workdir", default=None, metavar="DIR",
@@ -64,14 +64,13 @@ def settings_from_args(args):
     """:class:`ServeSettings` from the command line (:class:`ConfigError` on bad values)."""
     from pathlib import Path
 
-    from ..runtime import MAX_THREADS
+    from ..runtime import check_threads
     from ..serving.settings import LOCAL_HOSTS, ServeSettings
 
     validate.integer("--port", args.port, minimum=1, maximum=65535)
     validate.real("--max-upload-mb", args.max_upload_mb, minimum=0, strict_min=True)
     validate.real("--keep-minutes", args.keep_minutes, minimum=0, strict_min=True)
-    if args.threads is not None:
-        validate.integer("--threads", args.threads, minimum=1, maximum=MAX_THREADS)
+    check_threads(args.threads, minimum=1)  # 0 is no thread count for torch.set_num_threads
     if args.workdir:  # a file given as --workdir failed with "DIR: File exists" after the models were loaded
         from ..files import check_output_dir
 

@@ -110,13 +110,15 @@ class DemoSettings:
         if self.encoder == "fallback" and self.weights:
             raise ConfigError("--encoder fallback trains its own encoder: leave out --weights")
         if self.epochs is not None:
-            v.integer("--epochs", self.epochs, minimum=1)
+            v.integer("--epochs", self.epochs, minimum=1, maximum=v.MAX_EPOCHS)
+        if self.min_steps is not None:
+            v.integer("min_steps", self.min_steps, minimum=0, maximum=v.MAX_MIN_STEPS)
         if self.lr is not None:
             v.real("--lr", self.lr, minimum=0, strict_min=True)
         v.real("classifier_closeness", self.classifier_closeness, minimum=0, maximum=1, strict_min=True)
         self.smooth = v.real("--smooth", self.smooth, minimum=0)
         self.plane_threshold = v.real("--plane-threshold", self.plane_threshold, minimum=0, maximum=1)
-        v.integer("seed (--seed)", self.seed, minimum=0)
+        v.integer("seed (--seed)", self.seed, minimum=0, maximum=v.MAX_SEED)
 
     def model_size(self, head: str, fallback: bool) -> tuple[int, int]:
         """The size the demo's model scores at: SonoNet-16's own 224x288 for the anchored head on SonoNet-16

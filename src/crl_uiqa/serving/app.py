@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import logging
+import math
 import re
 import shutil
 import tempfile
@@ -48,6 +49,7 @@ try:
     from fastapi.staticfiles import StaticFiles
     from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException as StarletteHTTPException
+    from starlette.formparsers import MultiPartException
     try:  # python-multipart parses the uploads (module renamed in 0.0.13)
         import python_multipart  # noqa: F401
     except ImportError:
@@ -264,7 +266,10 @@ def _protect(app, settings: ServeSettings) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
         # every detail is one short line, whatever it echoes (a 5000-character file name in a URL)
-        if exc.status_code == 400 and _PART_HEADER_BYTES is not None and _part_header_limit_exceeded(exc):
+        stalled = _in_chain(exc, lambda e: isinstance(e, _BodyStalled))
+        if stalled is not None:  # BodyTimeout's 408, which the multipart parser raised again as a 400
+            exc = stalled
+        elif exc.status_code == 400 and _PART_HEADER_BYTES is not None and _part_header_limit_exceeded(exc):
             # python-multipart refuses a longer part header as "Invalid multipart data.", naming nothing
             exc = StarletteHTTPException(400, f"files: a file name is too long (the header of a part, file name "
                                          f"included, may be at most {_PART_HEADER_BYTES} bytes); rename the file")
@@ -289,9 +294,15 @@ def _protect(app, settings: ServeSettings) -> None:
 
 class BodyTimeout:
     """ASGI middleware that ends a request whose body stalls: more than ``idle`` seconds without a chunk, or more
-    than ``total`` seconds for the whole body, is a 408 (uvicorn has no body timeout, so a client trickling an upload
-    held its connection forever). Only the body is timed: once it is complete, ``receive`` is passed through (a
-    response streaming to a slow client waits on it for the disconnect)."""
+    than ``total`` seconds for the whole body, counted from its first chunk, is a 408 (uvicorn has no body timeout,
+    so a client trickling an upload held its connection forever). Only the body is timed: once it is complete,
+    ``receive`` is passed through (a response streaming to a slow client waits on it for the disconnect).
+
+    The 408 is raised from ``receive``, inside the multipart parser, as a :class:`_BodyStalled`: also a
+    ``MultiPartException``, so that every Starlette version closes the temporary files of the parts already parsed
+    (from 0.36, the oldest FastAPI 0.110 takes, to at least early 2026 it closed them on that exception only and
+    left them to garbage collection on any other) and then raises it as a 400 with the same message, which
+    :func:`_protect`'s handler turns back into this 408."""
 
     def __init__(self, app, *, idle: float, total: float):
         self.app, self.idle, self.total = app, idle, total
@@ -300,14 +311,14 @@ class BodyTimeout:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.total
+        deadline = None  # the whole body's, from its first chunk (the app may read the body later than it arrives)
         body_done = False
 
         async def timed_receive():
-            nonlocal body_done
+            nonlocal body_done, deadline
             if body_done:
                 return await receive()
-            left = deadline - loop.time()
+            left = math.inf if deadline is None else deadline - loop.time()
             try:
                 message = await asyncio.wait_for(receive(), min(self.idle, max(left, 0.0)))
             except asyncio.TimeoutError:
@@ -315,22 +326,38 @@ class BodyTimeout:
                     why = f"took more than {self.total:g} s in all"
                 else:
                     why = f"paused more than {self.idle:g} s (--body-timeout)"
-                raise HTTPException(408, f"the upload {why}; send the request body without stalling",
-                                    headers={"Connection": "close"}) from None
+                raise _BodyStalled(f"the upload {why}; send the request body without stalling") from None
+            if deadline is None:
+                deadline = loop.time() + self.total
             body_done = message["type"] != "http.request" or not message.get("more_body", False)
             return message
 
         return await self.app(scope, timed_receive, send)
 
 
-def _part_header_limit_exceeded(exc: BaseException) -> bool:
-    """Whether ``exc`` comes from python-multipart's limit on a part's header line (a very long file name)."""
+class _BodyStalled(StarletteHTTPException, MultiPartException):
+    """The 408 of :class:`BodyTimeout` (its connection closed). A ``MultiPartException`` too: the multipart parser
+    closes its temporary files on that one in every Starlette version; Starlette then raises it again as a 400
+    naming ``message``, and the error handler finds this exception behind that 400 and answers 408."""
+
+    def __init__(self, detail: str):
+        StarletteHTTPException.__init__(self, 408, detail, headers={"Connection": "close"})
+        self.message = detail
+
+
+def _in_chain(exc: BaseException | None, test) -> BaseException | None:
+    """The first of ``exc`` and the exceptions it was raised from or during (8 at most) for which ``test`` holds."""
     seen = 0
     while exc is not None and seen < 8:
-        if type(exc).__name__ == "MultipartParseError" and "header size" in str(exc):
-            return True
+        if test(exc):
+            return exc
         exc, seen = exc.__cause__ or exc.__context__, seen + 1
-    return False
+    return None
+
+
+def _part_header_limit_exceeded(exc: BaseException) -> bool:
+    """Whether ``exc`` comes from python-multipart's limit on a part's header line (a very long file name)."""
+    return _in_chain(exc, lambda e: type(e).__name__ == "MultipartParseError" and "header size" in str(e)) is not None
 
 
 def _host_allowed(header: str | None, hosts: Sequence[str]) -> bool:

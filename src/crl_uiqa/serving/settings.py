@@ -71,9 +71,12 @@ class ServeSettings:
     body_deadline: float = 3600.0
 
     def __post_init__(self) -> None:
+        from ..video.framing import batch_size_setting
+
         for name, flag in (("max_upload_bytes", "--max-upload-mb"), ("max_frames", "--max-frames"),
-                           ("queue_size", "--queue"), ("max_jobs", None), ("batch_size", "--batch-size")):
+                           ("queue_size", "--queue"), ("max_jobs", None)):
             validate.integer(f"{name} ({flag})" if flag else name, getattr(self, name), minimum=1)
+        batch_size_setting(self.batch_size)  # select's frames per pass, refused here before the server starts
         # the multipart parser (Starlette) refuses more than 1000 files per request whatever we allow
         validate.integer("max_files (--max-files)", self.max_files, minimum=1, maximum=MAX_FILES)
         validate.real("job_ttl (--keep-minutes)", self.job_ttl, minimum=0, strict_min=True)

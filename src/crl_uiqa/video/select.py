@@ -64,7 +64,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: most frames ``top_k`` (``--top``) may pick: the images of at least twice as many candidates are held, cut to the
+#: region at the source resolution, until the scan ends (:class:`~crl_uiqa.video.temporal.CandidatePool`; 2000 frames
+#: of 800 x 600 are 3.6 GiB as float32), and a longer list of picks, however far apart, is no longer a selection
+MAX_TOP_K = 1000
+
 __all__ = [
+    "MAX_TOP_K",
     "Pick",
     "SelectionResult",
     "SelectionSettings",
@@ -270,7 +276,7 @@ class SelectionSettings:
         """Validate everything before any work (a bad value raises :class:`~crl_uiqa.errors.ConfigError`)."""
         from .. import validate as v
 
-        top_k = v.integer("top_k (--top)", top_k, minimum=1)
+        top_k = v.integer("top_k (--top)", top_k, minimum=1, maximum=MAX_TOP_K)
         batch_size = batch_size_setting(batch_size)
         min_gap = v.real(v.flag("min_gap"), min_gap, minimum=0)
         smooth = v.real(v.flag("smooth"), smooth, minimum=0)
