@@ -107,10 +107,8 @@ def image_size(name: str, value: Any, *, minimum: int = 1) -> tuple[int, int]:
 def crop(name: str, value: Any) -> tuple[int, int, int, int] | None:
     """A crop box ``(top, left, height, width)`` of integers, top and left >= 0, height and width at least
     :data:`crl_uiqa.io.MIN_IMAGE_SIDE` (None: no crop): a smaller box made every image too small to use, found only
-    after all of them were decoded. Whether it fits an image is the image's business
+    after all of them were decoded (:func:`crop_side`). Whether it fits an image is the image's business
     (:func:`crl_uiqa.io.apply_crop`)."""
-    from .io import MIN_IMAGE_SIDE
-
     if value is None:
         return None
     try:
@@ -123,7 +121,17 @@ def crop(name: str, value: Any) -> tuple[int, int, int, int] | None:
     if top < 0 or left < 0 or h < 1 or w < 1:
         raise ConfigError(f"a crop box TOP LEFT HEIGHT WIDTH needs top, left >= 0 and height, width >= 1; "
                           f"got {top} {left} {h} {w}")
-    if min(h, w) < MIN_IMAGE_SIDE:  # the words of crl_uiqa.video.framing.RegionPolicy, which refuses it for scans
-        raise ConfigError(f"{name}: crop box (top, left, height, width)=({top}, {left}, {h}, {w}) is {h}x{w} pixels, "
-                          f"below the model pipeline's minimum of {MIN_IMAGE_SIDE} per side")
+    crop_side((top, left, h, w), name)
     return top, left, h, w
+
+
+def crop_side(box: tuple[int, int, int, int], name: str | None = None) -> None:
+    """Refuse a crop box ``(top, left, height, width)`` with a side below :data:`crl_uiqa.io.MIN_IMAGE_SIDE`: every
+    image or frame cut to it would be too small to use (:func:`crop` for images, and
+    :class:`crl_uiqa.video.framing.RegionPolicy` for scans, say it in these words)."""
+    from .io import MIN_IMAGE_SIDE
+
+    h, w = box[2], box[3]
+    if min(h, w) < MIN_IMAGE_SIDE:
+        raise ConfigError(f"{name + ': ' if name else ''}crop box (top, left, height, width)={tuple(box)} is {h}x{w} "
+                          f"pixels, below the model pipeline's minimum of {MIN_IMAGE_SIDE} per side")

@@ -97,9 +97,8 @@ class RegionPolicy:
 
         frames = v.integer(v.flag("region_frames"), frames, minimum=1, maximum=MAX_REGION_FRAMES)
         box = None if crop is None else Region.coerce(crop)
-        if box is not None and min(box.height, box.width) < MIN_IMAGE_SIDE:  # every frame would be that small
-            raise ConfigError(f"crop box (top, left, height, width)={box.as_tuple()} is {box.height}x{box.width} "
-                             f"pixels, below the model pipeline's minimum of {MIN_IMAGE_SIDE} per side")
+        if box is not None:  # every frame would be too small to use
+            v.crop_side(box.as_tuple())
         return cls(box, mode, int(frames), int(margin))
 
     @property
