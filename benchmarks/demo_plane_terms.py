@@ -231,8 +231,10 @@ def seed_scores(net: _Net, seed: int) -> list[dict]:
     fan = (refs > 0).any(dim=0, keepdim=True) | (test > 0).any(dim=0, keepdim=True)
     ref_mean = float(((refs * fan).sum(dim=(1, 2, 3)) / fan.sum()).mean())
     k = min(st.k, len(ref_p))
-    posed = posed_references(refs, fan, net.size)
-    R, A, T = net(refs), net(posed), net(train)
+    centres = {"anatomy centre": _anatomy_centre(net.size),
+               "image centre": ((net.size[0] - 1) / 2, (net.size[1] - 1) / 2)}
+    posed = {where: posed_references(refs, fan, net.size, centre=c) for where, c in centres.items()}
+    R, A, T = net(refs), net(posed["anatomy centre"]), net(train)
 
     def dist(emb, layer, refs_emb=R, kk=k):
         return -topk_mean_distance(emb[layer], refs_emb[layer], kk, device="cpu")
@@ -257,14 +259,10 @@ def seed_scores(net: _Net, seed: int) -> list[dict]:
         for kk in (1, 3, 6):
             scores[f"{layer}, references k={kk}"] = z(dist(raw, layer, R, min(kk, len(ref_p))), layer)
             scores[f"{layer}, posed references k={kk}"] = z(dist(raw, layer, A, kk), layer)
-    image_centre = posed_references(refs, fan, net.size, centre=((net.size[0] - 1) / 2, (net.size[1] - 1) / 2))
     for where, half, top in NCC:
-        p = posed if where == "anatomy centre" else image_centre
-        centre = _anatomy_centre(net.size) if where == "anatomy centre" else ((net.size[0] - 1) / 2,
-                                                                                (net.size[1] - 1) / 2)
-        tr = template_scores(train, p, centre, half, top)
-        scores[f"template NCC, {where}, half {half}, top{top}"] = (template_scores(test, p, centre, half, top)
-                                                                   - tr.mean()) / tr.std()
+        tr = template_scores(train, posed[where], centres[where], half, top)
+        scores[f"template NCC, {where}, half {half}, top{top}"] = (
+            template_scores(test, posed[where], centres[where], half, top) - tr.mean()) / tr.std()
     acq = z(dist(raw, "block2"), "block2")
     scores[f"{NCC_CHOSEN} + {NCC_CHOSEN_ADAPTATION:g} adaptation"] = (
         scores[NCC_CHOSEN] + NCC_CHOSEN_ADAPTATION * scores["adaptation, references k=3"])
