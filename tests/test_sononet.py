@@ -200,3 +200,16 @@ def test_smallnet_as_quality_trunk(sononet16_path):
 
     m = build_model(ModelConfig(backbone="smallnet", image_size=(112, 144)), weights=sononet16_path.parent)
     assert m(torch.rand(2, 1, 112, 144)).shape == (2,)
+
+
+def test_class_maps_average_to_the_logits(model, batch):
+    """The category-specific maps (weakly supervised localisation) are what the logits average: one map per class
+    at 1/16 of the input size, for SonoNet-16 and SmallNet."""
+    from crl_uiqa.backbones.sononet import SmallNet
+
+    with torch.inference_mode():
+        maps = model.eval().class_maps(batch)
+        assert maps.shape == (2, 14, 14, 18)
+        torch.testing.assert_close(maps.mean(dim=(2, 3)), model(batch), rtol=1e-5, atol=1e-5)
+        small = SmallNet().eval()
+        torch.testing.assert_close(small.class_maps(batch).mean(dim=(2, 3)), small(batch), rtol=1e-5, atol=1e-5)

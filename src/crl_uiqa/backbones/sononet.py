@@ -138,7 +138,12 @@ class SonoNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits (B, 14) for gray images (B, 1, H, W) in [0, 1]."""
-        return self.adaptation(self.feature_maps(x)).mean(dim=(2, 3))
+        return self.class_maps(x).mean(dim=(2, 3))
+
+    def class_maps(self, x: torch.Tensor) -> torch.Tensor:
+        """The category-specific feature maps (B, 14, h, w) whose global averages are the logits: where in the
+        image each class is seen (SonoNet's weakly supervised localisation, Baumgartner et al. 2017)."""
+        return self.adaptation(self.feature_maps(x))
 
     def embedding_map(self, x: torch.Tensor, layer: str) -> torch.Tensor:
         """The feature map (B, D, h, w) whose global average is ``embed(x, layer)``, for ``block1``..``block5``
@@ -203,7 +208,11 @@ class SmallNet(nn.Module):
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.adaptation[1](F.relu(self.adaptation[0](self.feature_maps(x)))).mean(dim=(2, 3))
+        return self.class_maps(x).mean(dim=(2, 3))
+
+    def class_maps(self, x: torch.Tensor) -> torch.Tensor:
+        """The class maps (B, 14, h, w) whose global averages are the logits (see :meth:`SonoNet.class_maps`)."""
+        return self.adaptation[1](F.relu(self.adaptation[0](self.feature_maps(x))))
 
     def embedding_map(self, x: torch.Tensor, layer: str) -> torch.Tensor:
         """The feature map whose global average is ``embed(x, layer)`` (``block1``..``block4``, ``adaptation``)."""
