@@ -77,6 +77,9 @@ CONFIGS = {
     "fallback": {"encoder": "fallback", "head": "auto"},
 }
 MODEL, TEACHER = "CRL-UIQA", "distance score (no training)"
+#: weights of the plane match beside the model's (or the teacher's) score that ``evaluate`` tries
+#: (:func:`crl_uiqa.demo.pipeline.pick_scores`: both standardised over the sweep)
+MATCH_WEIGHTS = (0.25, 0.5, 1.0, 2.0)
 
 
 def _ints(text: str) -> list[int]:
@@ -131,6 +134,13 @@ def load(path: Path) -> dict[str, dict[str, np.ndarray]]:
                       "model": np.array([float(r[MODEL]) for r in rows]),
                       "teacher": np.array([float(r[TEACHER]) for r in rows]),
                       "plane_probability": np.array([float(r["plane_probability"]) for r in rows])}
+        if "plane_match" in rows[0]:  # frames.csv since 2026-12-03: the plane match, and picks that add it
+            from crl_uiqa.demo.pipeline import pick_scores
+
+            out[sweep]["plane_match"] = np.array([float(r["plane_match"]) for r in rows])
+            for src in ("model", "teacher"):
+                for w in MATCH_WEIGHTS:
+                    out[sweep][f"{src}+{w:g}match"] = pick_scores(out[sweep][src], out[sweep]["plane_match"], w)
     return out
 
 
@@ -175,9 +185,16 @@ def oracles(sweeps: list[dict], smooth: float = 3.0, noise=(0.1, 0.2, 0.3), repe
 def evaluate(seeds: list[int], configs: list[str]) -> dict:
     strategies = [(src, w, None) for src in ("model", "teacher") for w in (0, 1, 2, 3, 4, 5, 6)]
     strategies += [("model", w, 0.5) for w in (0, 3, 4)]
+    strategies += [("plane_match", 3, None), ("plane_match", 3, 0.5)]
+    strategies += [(f"{src}+{w:g}match", 3, plane) for src in ("model", "teacher") for w in MATCH_WEIGHTS
+                   for plane in (None, 0.5)]
     results = {}
     for cfg in configs:
         data = {s: load(OUT / f"{cfg}_s{s}.csv") for s in seeds if (OUT / f"{cfg}_s{s}.csv").exists()}
+        old = [s for s, d in data.items() if "plane_match" not in next(iter(d.values()))]
+        if old:  # frames.csv of a run before the plane match: only the strategies it can score
+            print(f"{cfg}: seeds {old} were cached before the plane match; run them again to compare it")
+            data = {s: d for s, d in data.items() if s not in old}
         if not data:
             print(f"{cfg}: nothing cached for seeds {seeds}")
             continue

@@ -24,6 +24,7 @@ def _check_outputs(out):
     rows = list(csv.DictReader((out / "frames.csv").open()))
     assert rows and list(rows[0])[:len(FRAME_COLUMNS)] == FRAME_COLUMNS and set(methods) <= set(rows[0])
     assert all(0.0 <= float(r["plane_probability"]) <= 1.0 for r in rows)
+    assert all(-1.0 <= float(r["plane_match"]) <= 1.0 for r in rows)
     assert {r["sweep"] for r in rows} == {p["sweep"] for p in res["picks"]}
     assert (out / "model" / "model.safetensors").exists()
     return html, res
@@ -143,6 +144,9 @@ def test_demo_settings_refused_before_any_work(tmp_path):
     for bad in (-0.1, 1.5, float("nan")):
         with pytest.raises(ConfigError, match="--plane-threshold"):
             DemoSettings(out_dir=tmp_path, plane_threshold=bad)
+    for bad in (-1, float("inf"), "1"):
+        with pytest.raises(ConfigError, match="--plane-match"):
+            DemoSettings(out_dir=tmp_path, plane_match=bad)
     # the anchored head's settings are pinned in the demo (the project's defaults may move on), on the demo's
     # layer and size, on whole frames; they build valid configurations
     from crl_uiqa.model import ModelConfig
@@ -169,7 +173,27 @@ def test_demo_settings_refused_before_any_work(tmp_path):
 
     args = build_parser().parse_args(["demo"])
     assert args.smooth == DEMO_SMOOTH and args.plane_threshold == DEMO_PLANE_THRESHOLD == 0.5
+    from crl_uiqa.demo import DEMO_PLANE_MATCH
+
+    assert args.plane_match == DEMO_PLANE_MATCH == DemoSettings(out_dir=tmp_path).plane_match
     assert DemoSettings(out_dir=tmp_path).plane_threshold == DEMO_PLANE_THRESHOLD
+
+
+def test_pick_scores_add_the_plane_match_standardised_over_the_sweep():
+    import numpy as np
+
+    from crl_uiqa.demo import pick_scores
+
+    model = np.array([1.0, 2.0, 3.0])  # mean 2, sd sqrt(2/3)
+    match = np.array([0.5, 0.1, 0.3])  # mean 0.3, sd sqrt(0.08/3)
+    np.testing.assert_array_equal(pick_scores(model, match, 0.0), model)  # weight 0: the model's scores
+    z_model = np.array([-1.0, 0.0, 1.0]) / np.sqrt(2 / 3)
+    z_match = np.array([0.2, -0.2, 0.0]) / np.sqrt(0.08 / 3)
+    np.testing.assert_allclose(pick_scores(model, match, 0.5), z_model + 0.5 * z_match, rtol=1e-12)
+    # with enough weight the plane match moves the pick from the model's best frame (2) to its own (0)
+    assert int(np.argmax(pick_scores(model, match, 0.5))) == 2 and int(np.argmax(pick_scores(model, match, 2))) == 0
+    # a flat term adds nothing (no division by zero)
+    np.testing.assert_allclose(pick_scores(model, np.full(3, 0.4), 1.0), z_model, rtol=1e-12)
 
 
 def test_best_frame_smoothing_prefers_a_stretch_of_good_frames_to_a_lone_spike():

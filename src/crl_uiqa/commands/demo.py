@@ -32,6 +32,10 @@ def register(sub) -> None:
                    help="pick only among frames whose probability of the abdominal plane (the encoder's classifier) "
                    "is at least P, as select --plane; a sweep with no such frame is picked on all its frames; "
                    "0: every frame (default 0.5; BENCHMARKS.md)")
+    p.add_argument("--plane-match", type=float, default=0.0, metavar="W",
+                   help="pick on the model's score plus W times the plane match (template matching against the "
+                   "reference planes), each standardised over the sweep; 0: the model's score alone "
+                   "(default 0; BENCHMARKS.md)")
     add_device(p)
     p.add_argument("--quick", action="store_true", help="a smaller data set (for tests and slow machines)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -45,7 +49,7 @@ def run(args) -> int:
 
     st = DemoSettings(out_dir=Path(args.out), seed=args.seed, head=args.head, epochs=args.epochs,
                       encoder=args.encoder, weights=args.weights, device=args.device, smooth=args.smooth,
-                      plane_threshold=args.plane_threshold,
+                      plane_threshold=args.plane_threshold, plane_match=args.plane_match,
                       progress=not args.quiet)
     if args.quick:
         quick(st)

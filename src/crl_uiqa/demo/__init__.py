@@ -12,6 +12,7 @@ from .pipeline import (
     DEMO_ANCHORED,
     DEMO_OUTPUTS,
     DEMO_PLANE,
+    DEMO_PLANE_MATCH,
     DEMO_PLANE_THRESHOLD,
     DEMO_SMOOTH,
     ENCODERS,
@@ -23,10 +24,11 @@ from .pipeline import (
     best_frame,
     demo_head,
     demo_training,
+    pick_scores,
     quick,
     run_demo,
 )
 
-__all__ = ["CLASSIFIER_PLANES", "DEMO_ANCHORED", "DEMO_OUTPUTS", "DEMO_PLANE", "DEMO_PLANE_THRESHOLD", "DEMO_SMOOTH",
-           "ENCODERS", "FRAME_COLUMNS", "HEADS", "SONONET_SIZE", "DemoResult", "DemoSettings", "best_frame",
-           "demo_head", "demo_training", "quick", "run_demo"]
+__all__ = ["CLASSIFIER_PLANES", "DEMO_ANCHORED", "DEMO_OUTPUTS", "DEMO_PLANE", "DEMO_PLANE_MATCH",
+           "DEMO_PLANE_THRESHOLD", "DEMO_SMOOTH", "ENCODERS", "FRAME_COLUMNS", "HEADS", "SONONET_SIZE", "DemoResult",
+           "DemoSettings", "best_frame", "demo_head", "demo_training", "pick_scores", "quick", "run_demo"]

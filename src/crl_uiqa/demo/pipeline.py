@@ -65,6 +65,9 @@ DEMO_SMOOTH = 3.0
 # seeds 0-2 (kept off then) and won on the ten seeds measured since, with both encoders (mean frame error 4.55 ->
 # 4.42 with SonoNet-16, 4.78 -> 3.75 with the fallback; BENCHMARKS.md "Demo: the plane check on ten seeds").
 DEMO_PLANE_THRESHOLD = 0.5
+# The weight of the plane match (template matching against the reference planes, crl_uiqa.plane_match) beside the
+# model's score in the demo's picks, both standardised over the sweep.
+DEMO_PLANE_MATCH = 0.0
 
 
 @dataclass
@@ -98,6 +101,9 @@ class DemoSettings:
     smooth: float = DEMO_SMOOTH
     # ... among the frames whose probability of the abdominal plane is at least this (0: every frame)
     plane_threshold: float = DEMO_PLANE_THRESHOLD
+    # ... on the model's score plus this times the plane match (crl_uiqa.plane_match), each standardised over the
+    # sweep's frames (0: the model's score alone)
+    plane_match: float = DEMO_PLANE_MATCH
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -118,6 +124,7 @@ class DemoSettings:
         v.real("classifier_closeness", self.classifier_closeness, minimum=0, maximum=1, strict_min=True)
         self.smooth = v.real("--smooth", self.smooth, minimum=0)
         self.plane_threshold = v.real("--plane-threshold", self.plane_threshold, minimum=0, maximum=1)
+        self.plane_match = v.real("--plane-match", self.plane_match, minimum=0, maximum=100)
         v.integer("seed (--seed)", self.seed, minimum=0, maximum=v.MAX_SEED)
 
     def model_size(self, head: str, fallback: bool) -> tuple[int, int]:
@@ -163,6 +170,49 @@ def best_frame(frames, scores, smooth: float = 0.0, eligible=None) -> tuple[int,
         raise InputError("no finite score among the eligible frames of the sweep" if eligible is not None
                          else "no finite score in the sweep")
     return taken[0], smoothed
+
+
+def pick_scores(model, match, weight: float) -> np.ndarray:
+    """The scores a sweep's best frame is picked on: the model's ``model`` plus ``weight`` times the plane match
+    ``match`` (:mod:`crl_uiqa.plane_match`), each standardised over the sweep's frames; ``weight`` 0: the model's
+    scores as they are."""
+    model = np.asarray(model, dtype=np.float64)
+    if weight == 0:
+        return model
+
+    def z(x):
+        x = np.asarray(x, dtype=np.float64)
+        mean, sd = float(np.nanmean(x)), float(np.nanstd(x))
+        flat = sd <= 1e-12 * max(1.0, abs(mean))  # one value throughout (up to rounding): it ranks nothing
+        return np.zeros_like(x) if flat else (x - mean) / sd
+
+    return z(model) + weight * z(match)
+
+
+def _plane_match(net, ref_paths, test_paths, net_size) -> dict[str, float]:
+    """The plane match of each held-out frame (path -> value), with templates cut from the references about where
+    the encoder's class map of the demo's plane locates it (:mod:`crl_uiqa.plane_match`), matched at
+    SonoNet-16's 224x288."""
+    from ..io import iter_batches
+    from ..plane_match import PlaneTemplates, class_centres
+
+    def load(paths, size):
+        return torch.cat([b.images for b in iter_batches(paths, size=size, batch_size=64, num_workers=0)])
+
+    refs = load(ref_paths, SONONET_SIZE)
+    seen = refs if tuple(net_size) == SONONET_SIZE else load(ref_paths, tuple(net_size))  # as the encoder sees them
+    device = next(net.parameters()).device
+    with torch.inference_mode():
+        net.eval()
+        maps = net.class_maps(seen.to(device))[:, _plane_class(net)].float().cpu()
+    centres = class_centres(maps)
+    # one centre for every reference, their mean: steadier than each reference's own on demo seeds 0-4
+    # (BENCHMARKS.md "Demo: the plane match")
+    templates = PlaneTemplates(refs, np.repeat(centres.mean(axis=0, keepdims=True), len(centres), axis=0))
+    out = {}
+    for b in iter_batches(test_paths, size=SONONET_SIZE, batch_size=64, num_workers=0):
+        out.update(zip([test_paths[i] for i in b.indices], templates.score(b.images).tolist()))
+    return out
 
 
 def demo_head(head: str) -> str:
@@ -389,6 +439,7 @@ def _run_demo(st: DemoSettings) -> DemoResult:
     probs = compute_embeddings(test_paths, net, progress=st.progress and "plane probabilities of held-out frames",
                                **{**kw, "layer": "probs"})
     plane_p = score_keys(dict(zip(probs.paths, probs.vectors[:, _plane_class(net)].tolist())))
+    match = score_keys(_plane_match(net, ref_paths, test_paths, kw["size"] or SONONET_SIZE))
     test_imgs = load_images(test_paths)
     ref_imgs = load_images(ref_paths)
     for name in st.baselines:
@@ -417,13 +468,13 @@ def _run_demo(st: DemoSettings) -> DemoResult:
     by_sweep: dict[str, list[tuple[int, str, float, float]]] = {}
     for p, s in s_crl.items():
         r = truth[p]
-        by_sweep.setdefault(r["sweep"], []).append((int(r["frame"]), p, s, float(r["true_quality"])))
+        by_sweep.setdefault(r["sweep"], []).append((int(r["frame"]), p, s, float(r["true_quality"]), match[p]))
     smooth = st.smooth
     picks = []
     for sweep, rows in sorted(by_sweep.items()):
         rows.sort()
         frames = np.array([r[0] for r in rows])
-        pred = np.array([r[2] for r in rows])
+        pred = pick_scores(np.array([r[2] for r in rows]), np.array([r[4] for r in rows]), st.plane_match)
         tq = np.array([r[3] for r in rows])
         ok = np.array([plane_p[r[1]] >= st.plane_threshold for r in rows])
         # a sweep in which no frame passes the plane check is picked on all its frames (the demo needs a pick)
@@ -434,7 +485,7 @@ def _run_demo(st: DemoSettings) -> DemoResult:
                       "best_true_quality": float(tq[bt]), "smooth": smooth, "eligible_frames": int(ok.sum()),
                       "_picked": bp, "_smoothed": smoothed, "_eligible": ok, "_tq": tq, "_paths": [r[1] for r in rows]})
 
-    write_csv(out / "frames.csv", _frame_rows(methods, plane_p, truth), FRAME_COLUMNS + list(methods))
+    write_csv(out / "frames.csv", _frame_rows(methods, plane_p, match, truth), FRAME_COLUMNS + list(methods))
 
     _say("[6/6] writing the report")
     report = write_report(out, encoder, st, head, labels, res, table, picks, truth, scores, timings, cpu)
@@ -442,12 +493,12 @@ def _run_demo(st: DemoSettings) -> DemoResult:
                                       "picks": [{k: v for k, v in p.items() if not k.startswith("_")} for p in picks],
                                       "timings": timings, "cpu_seconds": cpu})
     total = time.perf_counter() - t_start
-    print_summary(table, picks, encoder, report, total, sum(cpu.values()), st.plane_threshold)
+    print_summary(table, picks, encoder, report, total, sum(cpu.values()), st.plane_threshold, st.plane_match)
     return DemoResult(report, table, picks, encoder, total, timings)
 
 
 FRAME_COLUMNS = ["path", "sweep", "frame", "true_quality", "plane_closeness", "acquisition_factor",
-                 "plane_probability"]
+                 "plane_probability", "plane_match"]
 
 
 def _plane_class(net) -> int:
@@ -458,12 +509,14 @@ def _plane_class(net) -> int:
     return names.index(DEMO_PLANE) if DEMO_PLANE in names else plane_index(DEMO_PLANE, names or None)
 
 
-def _frame_rows(methods: dict[str, dict[str, float]], plane_p: dict[str, float], truth: dict[str, dict]) -> list[dict]:
+def _frame_rows(methods: dict[str, dict[str, float]], plane_p: dict[str, float], match: dict[str, float],
+                truth: dict[str, dict]) -> list[dict]:
     """One row per held-out frame (``frames.csv``): the simulator's ground truth, the encoder's probability of the
-    demo's plane and every method's score."""
+    demo's plane, the plane match and every method's score."""
     rows = []
     for p, r in sorted(truth.items(), key=lambda kv: (kv[1]["sweep"], int(kv[1]["frame"]))):
-        row = {"path": r["path"], **{c: r[c] for c in FRAME_COLUMNS[1:-1]}, "plane_probability": plane_p.get(p)}
+        row = {"path": r["path"], **{c: r[c] for c in FRAME_COLUMNS[1:-2]}, "plane_probability": plane_p.get(p),
+               "plane_match": match.get(p)}
         row.update({name: sc.get(p, float("nan")) for name, sc in methods.items()})
         rows.append(row)
     return rows

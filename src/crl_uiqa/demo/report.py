@@ -94,8 +94,10 @@ def write_report(out, encoder, st, head, labels, res, table, picks, truth, score
     rep.add_heading("Quality along each held-out sweep", level=3)
     for p in picks:
         best = p["_picked"]
-        what = (f"CRL-UIQA score along the sweep, smoothed over ±{p['smooth']:g} frames (Gaussian, as select "
-                f"--smooth does)" if p["smooth"] else "CRL-UIQA score along the sweep")
+        scored = (f"CRL-UIQA score plus {st.plane_match:g} × the plane match, each standardised over the sweep,"
+                  if st.plane_match else "CRL-UIQA score")
+        what = (f"{scored} along the sweep, smoothed over ±{p['smooth']:g} frames (Gaussian, as select "
+                f"--smooth does)" if p["smooth"] else f"{scored} along the sweep")
         fig = quality_curve(p["_smoothed"], best=best, title=f"{p['sweep']}: predicted quality "
                             f"(true best frame {p['true_best_frame']})", thumbnails={best: read_gray(p["_paths"][best])})
         if p["eligible_frames"] and not p["_eligible"].all():
@@ -173,7 +175,7 @@ def _findings_text(table: list[dict], picks: list[dict]) -> str:
     if picks:
         errors = [p["frame_error"] for p in picks]
         text = (f"**Best frames.** In each of the {len(picks)} held-out sweeps the demo picked one frame by the "
-                f"model's scores (the rule is given with the table below): on average {np.mean(errors):.1f} frames from the truly best one, exactly on it in "
+                f"rule given with the table below: on average {np.mean(errors):.1f} frames from the truly best one, exactly on it in "
                 f"{sum(e == 0 for e in errors)} of {len(picks)} sweeps, within 2 frames in "
                 f"{sum(e <= 2 for e in errors)} of {len(picks)}.\n\n" + "\n".join(lines))
     by = {r["method"]: r for r in table}
@@ -241,6 +243,9 @@ def _files_text(out: Path) -> str:
 def _pick_rule_text(st: DemoSettings) -> str:
     """How the demo picks the best frame of a sweep, in one line (the report's settings table)."""
     rule = f"top score smoothed over ±{st.smooth:g} frames" if st.smooth else "top raw score"
+    if st.plane_match:
+        rule = (f"{rule} of the CRL-UIQA score plus {st.plane_match:g} × the plane match (template matching against "
+                "the reference planes), each standardised over the sweep")
     if st.plane_threshold > 0:
         rule += f", among frames with p(abdominal plane) ≥ {st.plane_threshold:g} (all frames where none)"
     return rule
@@ -281,7 +286,8 @@ def _encoder_meaning(encoder: str) -> str:
             "method on this simulator, not on patients.")
 
 
-def print_summary(table, picks, encoder, report, total, cpu_total=None, plane_threshold=0.0) -> None:
+def print_summary(table, picks, encoder, report, total, cpu_total=None, plane_threshold=0.0,
+                  plane_match=0.0) -> None:
     types = [k for k in table[0] if k not in ("method", "accuracy", "ci_low", "ci_high", "pairs")]
     print()
     print(f"P(.): {encoder}")
@@ -296,8 +302,12 @@ def print_summary(table, picks, encoder, report, total, cpu_total=None, plane_th
     for p in picks:
         print(f"{p['sweep']:<20}{p['picked_frame']:>8}{p['true_best_frame']:>11}{p['frame_error']:>16}"
               f"{p['picked_true_quality']:>16.3f} / {p['best_true_quality']:.3f}")
+    scored = (f"the CRL-UIQA scores plus {plane_match:g} x the plane match (each standardised over the sweep; "
+              "--plane-match 0: the scores alone)" if plane_match else "the CRL-UIQA scores")
     if picks and picks[0]["smooth"]:
-        print(f"(picked on the CRL-UIQA scores smoothed over +-{picks[0]['smooth']:g} frames; --smooth 0: the top raw score)")
+        print(f"(picked on {scored} smoothed over +-{picks[0]['smooth']:g} frames; --smooth 0: the top raw score)")
+    elif picks:
+        print(f"(picked on {scored})")
     if picks and plane_threshold:
         print(f"(only frames with p(abdominal plane) >= {plane_threshold:g} could be picked: "
               + ", ".join(f"{p['eligible_frames']} of {len(p['_eligible'])}" for p in picks)
