@@ -568,7 +568,19 @@ def _check_options(options, k, chunk_size) -> dict[str, dict]:
         raise ConfigError(f"options given for unknown method(s) {', '.join(bad)}")
     validate.integer("k", k, minimum=1)
     validate.integer("chunk_size", chunk_size, minimum=1)
+    _check_detector_files(options.get("weighted", {}))
     return options
+
+
+def _check_detector_files(weighted: Mapping[str, Any]) -> None:
+    """Read the weighted score's detector files (``--detections``, ``--structure-weights``) before any scoring: they
+    are settings, so a malformed one is a one-line error, not a "failed" row after the other methods ran."""
+    from .baselines.weighted import read_detections, read_structure_weights
+
+    for key, read in (("detections", read_detections), ("structure_weights", read_structure_weights)):
+        value = weighted.get(key)
+        if isinstance(value, (str, os.PathLike)):
+            read(value)
 
 
 def _test_set(raw_pairs: list[Pair], pairs_csv: Path, images, root) -> tuple[list[str], list[Pair]]:
