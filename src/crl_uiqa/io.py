@@ -96,27 +96,28 @@ def set_max_pixels(value: int) -> None:
 
 
 # --------------------------------------------------------------------------- listing
-def list_images(source: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
+def list_images(source: str | os.PathLike | Sequence[str | os.PathLike], *, tell: bool = True) -> list[str]:
     """List the image paths of ``source`` (see the module docstring), in a stable order.
 
     Raises :class:`crl_uiqa.errors.NotFoundError` (a ``FileNotFoundError``) when the source does not exist, each
     entry of a list or tuple of sources included (the entries of a ``.txt`` list or manifest are listed unchecked:
     reading skips a missing one and lists it), and :class:`crl_uiqa.errors.InputError` (a ``ValueError``) when it
-    holds no image.
+    holds no image. ``tell=False``: no line about a folder's files that are not images (for a caller that reads
+    folders as scans, where DICOM files are frames and videos are said by the scan reader).
     """
     if isinstance(source, (list, tuple)):
         out: list[str] = []
         for s in source:
-            out.extend(list_images(s))
+            out.extend(list_images(s, tell=tell))
         return out
     from .files import check_utf8_names
 
-    paths = _list_source(source)
+    paths = _list_source(source, tell)
     check_utf8_names(paths)
     return paths
 
 
-def _list_source(source: str | os.PathLike) -> list[str]:
+def _list_source(source: str | os.PathLike, tell: bool = True) -> list[str]:
     """:func:`list_images` of one source."""
     if not isinstance(source, (str, os.PathLike)):
         # str() of an array would be read as a glob pattern ("[[0. 0. ...]] matches no image")
@@ -133,7 +134,8 @@ def _list_source(source: str | os.PathLike) -> list[str]:
                  if (q.is_file() or (q.is_symlink() and not q.exists()))
                  and not any(part.startswith(".") for part in q.relative_to(p).parts)]
         paths = sorted(str(q) for q in found if q.suffix.lower() in IMAGE_EXTENSIONS)
-        _tell_not_read(src, [q for q in found if q.suffix.lower() not in IMAGE_EXTENSIONS])
+        if tell:
+            _tell_not_read(src, [q for q in found if q.suffix.lower() not in IMAGE_EXTENSIONS])
         if not paths:
             raise InputError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under folder {src}")
         return paths
