@@ -266,12 +266,29 @@ def read_gray(path: str | os.PathLike, crop: Crop | None = None) -> np.ndarray:
     ``(top, left, height, width)``. Images above :func:`max_pixels` are
     refused from their header, before decoding.
     """
+    path = str(path)
+    arr = _open_image(path, decode=True)
+    if crop is not None:
+        arr = apply_crop(arr, crop, path)
+    if arr.size == 0:
+        raise ImageReadError(path, "image has no pixels")
+    return arr
+
+
+def check_image(path: str | os.PathLike) -> None:
+    """Refuse, cheaply, a file :func:`read_gray` would refuse from its header: missing, empty, not an image (a
+    video, a DICOM, unknown bytes), above :func:`max_pixels`, several frames. The pixels are not decoded, so data
+    damaged past the header is found by :func:`read_gray` alone. Raises :class:`ImageReadError`."""
+    _open_image(str(path), decode=False)
+
+
+def _open_image(path: str, decode: bool) -> np.ndarray | None:
+    """:func:`read_gray`'s one reader: open ``path``, check its header, and (``decode``) decode it to gray."""
     import errno
     import warnings
 
     from PIL import Image, UnidentifiedImageError
 
-    path = str(path)
     limit = max_pixels()
     if Image.MAX_IMAGE_PIXELS is not None and limit > Image.MAX_IMAGE_PIXELS:
         Image.MAX_IMAGE_PIXELS = limit  # the user raised our limit above PIL's: theirs to decide
@@ -288,8 +305,10 @@ def read_gray(path: str | os.PathLike, crop: Crop | None = None) -> np.ndarray:
                 if frames > 1:
                     raise ImageReadError(path, f"a {im.format} of {frames} frames (pages), not one image: reading "
                                          "its first frame alone would hide the others; save them as separate images")
+                if not decode:
+                    return None
                 im.load()
-                arr = _file_gray(im, path)
+                return _file_gray(im, path)
     except ImageReadError:
         raise
     except FileNotFoundError:
@@ -315,11 +334,6 @@ def read_gray(path: str | os.PathLike, crop: Crop | None = None) -> np.ndarray:
         raise ImageReadError(path, f"cannot decode image ({exc})") from None  # truncated / corrupt data
     except Exception as exc:  # noqa: BLE001 - any failure of the decoder on hostile bytes is a bad image
         raise ImageReadError(path, f"cannot decode image ({type(exc).__name__}: {exc})") from None
-    if crop is not None:
-        arr = apply_crop(arr, crop, path)
-    if arr.size == 0:
-        raise ImageReadError(path, "image has no pixels")
-    return arr
 
 
 def _file_gray(im, what: str) -> np.ndarray:
