@@ -333,7 +333,29 @@ def _open_image(path: str, decode: bool) -> np.ndarray | None:
             raise ImageReadError(path, f"cannot open ({exc.strerror})") from None
         raise ImageReadError(path, f"cannot decode image ({exc})") from None  # truncated / corrupt data
     except Exception as exc:  # noqa: BLE001 - any failure of the decoder on hostile bytes is a bad image
-        raise ImageReadError(path, f"cannot decode image ({type(exc).__name__}: {exc})") from None
+        raise ImageReadError(path, _png_text_limit(exc) or f"cannot decode image ({type(exc).__name__}: {exc})") \
+            from None
+
+
+def _png_text_limit(exc: Exception) -> str | None:
+    """Why a PNG was refused by Pillow's limit on its text chunks (metadata), in words, or None for another error.
+
+    Pillow refuses a compressed text chunk (zTXt, iTXt) that unpacks to more than ``PngImagePlugin.MAX_TEXT_CHUNK``
+    (1 MiB), and text chunks above ``MAX_TEXT_MEMORY`` (64 MiB) in all: a guard against decompression bombs, kept
+    here (the pixels are fine, but the limit is not ours to lift for every image)."""
+    if not isinstance(exc, ValueError):
+        return None
+    from PIL import PngImagePlugin
+
+    text = str(exc)
+    for name, what in (("MAX_TEXT_CHUNK", "a compressed text chunk (metadata) that unpacks to more than"),
+                       ("MAX_TEXT_MEMORY", "text chunks (metadata) of more than")):
+        if name in text:
+            limit = getattr(PngImagePlugin, name)
+            return (f"the PNG holds {what} {limit / 2**20:g} MiB, above Pillow's safety limit against "
+                    f"decompression bombs (PngImagePlugin.{name}), so its pixels are not read; save the image "
+                    "again without that text metadata")
+    return None
 
 
 def _file_gray(im, what: str) -> np.ndarray:
