@@ -444,6 +444,11 @@ def _skip_reason_for(exc: BaseException) -> str:
 
 
 # ----------------------------------------------------------------------------- the comparison
+#: what :func:`compare_methods` writes into its folder: the tables and each method's score cache (and sddfiqa*'s run
+#: in sddfiqa_star/)
+COMPARE_OUTPUTS = ("compare.csv", "compare.md", "compare.json", "scores_*.csv", "scores_*.json")
+
+
 @holds_output_dir("out_dir")
 def compare_methods(
     pairs_csv: str | os.PathLike,
@@ -550,6 +555,11 @@ def compare_methods(
         train_config=train_config, model_config=model_config, chunk_size=chunk_size, num_workers=num_workers,
         progress=progress, out_dir=Path(out_dir) if out_dir is not None else None,
     )
+    if ctx.out_dir is not None:  # a file of the user's named like an output: refused before any scoring
+        from .checkpoint import RUN_FILES
+        from .files import check_outputs_free
+
+        check_outputs_free(ctx.out_dir, [*COMPARE_OUTPUTS, *(f"sddfiqa_star/{f}" for f in RUN_FILES)])
     _sign(ctx, images, references, train_images)
     rows = [_row(get_method(m), ctx, pairs, options.get(m, {}), n_boot, use_cache) for m in wanted]
     if ctx.out_dir is not None:
