@@ -748,3 +748,17 @@ def test_a_file_written_where_no_name_was_checked_up_front_is_refused_at_the_wri
     assert (out / "sub" / OUTPUTS_RECORD).read_text() == "y.csv\n"
     write_text(out / "x.csv", "replaced")  # outside a held folder (a --out file named by the user): written
     assert (out / "x.csv").read_text() == "replaced"
+
+
+def test_select_without_reports_leaves_a_users_report_html_alone(tmp_path, capsys):
+    """`select --no-report` writes no report.html, so a user's file of that name is no obstacle (and is kept)."""
+    paths, _ = _images(tmp_path / "imgs", n=3)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report.html").write_text("mine")
+    argv = ["select", "--model", str(_tiny_model(tmp_path / "run")), "--input", str(tmp_path / "imgs"), "--region",
+            "none", "--quiet", "--out", str(out)]
+    assert main([*argv, "--no-report"]) == 0
+    assert (out / "report.html").read_text() == "mine" and (out / "frames.csv").is_file()
+    capsys.readouterr()
+    _refused(argv, capsys, out / "report.html")  # with reports: refused, the file kept

@@ -64,7 +64,8 @@ def run(args) -> int:
 
     out = Path(args.out)
     # a file of the user's named like an output: refused before any scan is read, not replaced at the end
-    check_selection_outputs(out, [_scan_name(Path(s)) for s in args.input] if len(args.input) > 1 else None)
+    check_selection_outputs(out, [_scan_name(Path(s)) for s in args.input] if len(args.input) > 1 else None,
+                            report=not args.no_report)
     runtime = load_runtime(args.model, args.runtime, device=args.device, threads=args.threads)
     plane_model = None
     if args.plane:

@@ -33,21 +33,27 @@ SELECTION_FILES = ("best_*_frame*.png", "frames.csv", "picks.csv", "quality.png"
 SUMMARY_FILES = ("summary.csv", "report.html")
 
 
-def check_selection_outputs(out_dir: str | os.PathLike, scan_names: Sequence[str] | None = None) -> None:
+def check_selection_outputs(out_dir: str | os.PathLike, scan_names: Sequence[str] | None = None, *,
+                            report: bool = True) -> None:
     """Refuse, before any scan is read, a file in ``out_dir`` that ``select`` would replace and no crl-uiqa run wrote
     (:func:`crl_uiqa.files.check_outputs_free`). ``scan_names``: the names of several scans, each written to its
-    folder (:func:`scan_folder`); None: one scan, written into ``out_dir`` itself."""
+    folder (:func:`scan_folder`); None: one scan, written into ``out_dir`` itself. ``report``: HTML reports too."""
     from ..files import check_outputs_free, glob_escape
 
-    names = [*SUMMARY_FILES]
+    files = _selection_files(report)
+    names = list(SUMMARY_FILES if report else SUMMARY_FILES[:1])
     if scan_names is None:
-        names += SELECTION_FILES
+        names += files
     else:
         used: set[str] = set()
         for name in scan_names:
             folder = glob_escape(scan_folder(out_dir, name, used).name)
-            names += [f"{folder}/{n}" for n in SELECTION_FILES]
+            names += [f"{folder}/{n}" for n in files]
     check_outputs_free(out_dir, names)
+
+
+def _selection_files(report: bool) -> tuple[str, ...]:
+    return SELECTION_FILES if report else tuple(n for n in SELECTION_FILES if n != "report.html")
 
 
 def scan_folder(out_dir: str | os.PathLike, name: str, used: set[str] | None = None) -> Path:
@@ -122,7 +128,7 @@ def write_selection(result: SelectionResult, out_dir: str | os.PathLike, *, repo
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    check_outputs_free(out, SELECTION_FILES)
+    check_outputs_free(out, _selection_files(report))
     written: dict[str, Path] = {}
     digits = max(4, len(str(int(result.frames.max())))) if result.n_scored else 4
     for p in result.picks:
