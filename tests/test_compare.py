@@ -186,3 +186,28 @@ def test_user_text_in_markdown_tables_cannot_shift_columns_or_render_as_html():
     assert lines[0] == "| method | accuracy | 95% CI | a\\|b | &lt;img src=x onerror=alert(1)&gt; | pairs | seconds | note |"
     assert lines[2] == "| mssim | 0.750 | [0.500, 1.000] | 0.500 | 1.000 | 4 | 0.2 | x \\| y |"
     assert markdown.cell("a&b\nc") == "a&amp;b c"
+
+
+@pytest.mark.parametrize("which", ["detections", "structure-weights"])
+def test_a_malformed_detector_file_is_refused_before_any_scoring(tiny, capsys, which):
+    """--detections and --structure-weights are settings: a malformed one stops the run (exit 1, one line naming
+    the file and line) before any method is scored; it was a "failed" weighted row, exit 0."""
+    from crl_uiqa.cli import main
+
+    good = {"detections": "path,structure,confidence\ntest/clean0.png,stomach,0.9\n",
+            "structure-weights": "structure,weight\nstomach,1\n"}
+    bad = {"detections": "path,structure,confidence\ntest/clean0.png,stomach,high\n",
+           "structure-weights": "structure,weight\nstomach,-1\n"}
+    files = {}
+    for name in good:
+        files[name] = tiny / f"{name}.csv"
+        files[name].write_text(bad[name] if name == which else good[name])
+    out = tiny / "cmp"
+    rc = main(["compare", "--pairs", str(tiny / "pairs.csv"), "--images", str(tiny / "test"), "--references",
+               str(tiny / "refs"), "--methods", "mssim,weighted", "--option", "mssim.size=null", "--out", str(out),
+               "--detections", str(files["detections"]), "--structure-weights", str(files["structure-weights"]),
+               "--n-boot", "10", "--quiet", "--workers", "0"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert f"{files[which]}, line 2" in err and len(err.strip().splitlines()) == 1
+    assert not (out / "compare.csv").exists() and not list(out.glob("scores_*"))  # nothing was scored

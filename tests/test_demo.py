@@ -285,7 +285,7 @@ def test_demo_never_replaces_a_users_file(tmp_path, capsys):
     mine.write_text("mine")
     assert main(["demo", "--quick", "--quiet", "--out", str(mine.parent)]) == 1
     err = capsys.readouterr().err
-    assert "already holds report.html but no earlier demo" in err and len(err.strip().splitlines()) == 1
+    assert f"{mine}: no crl-uiqa run wrote this file" in err and len(err.strip().splitlines()) == 1
     assert mine.read_text() == "mine" and sorted(p.name for p in mine.parent.iterdir()) == ["report.html"]
 
 

@@ -512,3 +512,52 @@ def test_score_of_a_12bit_tiff_is_the_score_of_the_same_image_at_16_bits(tmp_pat
     (batch,) = iter_batches([str(folder / "a12.tif"), str(folder / "b16.png")], size=(48, 64), num_workers=0)
     assert float(batch.images[1].max()) == 1.0
     np.testing.assert_allclose(batch.images[0].numpy(), batch.images[1].numpy(), rtol=0, atol=1e-6)
+
+
+def test_a_png_over_pillows_text_limit_is_skipped_with_the_reason_in_words(tmp_path, monkeypatch, capsys):
+    """A PNG whose text metadata is over Pillow's safety limit was skipped as "cannot decode image (ValueError:
+    Decompressed data too large for PngImagePlugin.MAX_TEXT_CHUNK)", as if its pixels were damaged; the limit
+    stays (no global change), and the line now says what was refused and what to do."""
+    from PIL import PngImagePlugin
+
+    from crl_uiqa.cli import main
+    from crl_uiqa.io import ImageReadError
+
+    pixels = (np.arange(48 * 64) % 251).astype(np.uint8).reshape(48, 64)
+    big = PngImagePlugin.PngInfo()
+    big.add_text("comment", "x" * (PngImagePlugin.MAX_TEXT_CHUNK + 1), zip=True)  # zTXt: unpacks past 1 MiB
+    Image.fromarray(pixels).save(tmp_path / "ztext.png", pnginfo=big)
+    limit = PngImagePlugin.MAX_TEXT_CHUNK
+    with pytest.raises(ImageReadError, match=r"unpacks to more than 1 MiB, above Pillow's safety limit against "
+                                             r"decompression bombs \(PngImagePlugin.MAX_TEXT_CHUNK\), so its pixels "
+                                             r"are not read; save the image again without that text metadata$"):
+        read_gray(tmp_path / "ztext.png")
+    assert PngImagePlugin.MAX_TEXT_CHUNK == limit  # the safety limit is kept
+    many = PngImagePlugin.PngInfo()
+    many.add_text("comment", "y" * 4000)
+    Image.fromarray(pixels).save(tmp_path / "text.png", pnginfo=many)
+    np.testing.assert_array_equal(read_gray(tmp_path / "text.png"), pixels / np.float32(255))  # under the limits
+    monkeypatch.setattr(PngImagePlugin, "MAX_TEXT_MEMORY", 2000)  # the limit on all text, made small to test it
+    with pytest.raises(ImageReadError, match=r"text chunks \(metadata\) of more than 0.0019\d* MiB, .*"
+                                             r"\(PngImagePlugin.MAX_TEXT_MEMORY\)"):
+        read_gray(tmp_path / "text.png")
+    monkeypatch.undo()
+    # what `score` says: one line per skipped image, in its list of skipped images too
+    (tmp_path / "imgs").mkdir()
+    for name in ("ztext.png", "text.png"):
+        os.replace(tmp_path / name, tmp_path / "imgs" / name)
+    rc = main(["score", "--model", str(_tiny_run(tmp_path)), "--images", str(tmp_path / "imgs"), "--out",
+               str(tmp_path / "s.csv"), "--workers", "0"])
+    assert rc == 0
+    skipped = (tmp_path / "s.csv.skipped.csv").read_text()
+    assert "ztext.png" in skipped and "PngImagePlugin.MAX_TEXT_CHUNK" in skipped and "cannot decode" not in skipped
+    assert "text.png" in (tmp_path / "s.csv").read_text()
+
+
+def _tiny_run(tmp_path):
+    from crl_uiqa.model import ModelConfig, build_model
+    from crl_uiqa.training import save_model
+
+    torch.manual_seed(0)
+    save_model(build_model(ModelConfig(image_size=(48, 64)), pretrained=False), tmp_path / "run")
+    return tmp_path / "run"

@@ -663,3 +663,102 @@ def test_a_file_system_without_locks_is_not_locked_and_says_so(tmp_path, monkeyp
         f"{out}: the file system refused a lock (No locks available); this folder is not kept from a second run "
         "writing into it"]
     assert list(out.iterdir()) == []
+
+
+def _tiny_model(run: Path) -> Path:
+    from crl_uiqa.model import build_model
+    from crl_uiqa.training import save_model
+
+    torch.manual_seed(0)
+    save_model(build_model(ModelConfig(image_size=SIZE), pretrained=False), run)
+    return run
+
+
+@pytest.mark.parametrize("command, mine", [
+    ("select", "report.html"), ("select", "frames.csv"), ("select several", "spike/picks.csv"),
+    ("compare", "compare.md"), ("compare", "scores_mssim.csv"), ("simulate", "simulation.json"),
+    ("train", "history.csv"), ("ablate", "ablation.csv"), ("ablate", "smoothing_l_c/model.json"),
+    ("demo", "report.html"), ("demo", "model/history.csv"),
+])
+def test_a_file_of_the_user_named_like_an_output_is_never_replaced(tmp_path, capsys, command, mine):
+    """`select --out DIR` replaced a user's own report.html and frames.csv there in silence (the names its help
+    documents); every command whose --out is a folder now refuses, before any work, a file named like one of its
+    outputs that no crl-uiqa run wrote, in one line naming it and what to do. Its own files it replaces as before."""
+    from crl_uiqa.files import OUTPUTS_RECORD
+
+    paths, labels = _images(tmp_path / "imgs", n=6)
+    (tmp_path / "pairs.csv").write_text(f"better,worse\n{paths[5]},{paths[0]}\n{paths[4]},{paths[1]}\n")
+    (tmp_path / "labels.csv").write_text("path,pseudo_label\n" + "".join(f"{p},{q}\n" for p, q in zip(paths, labels)))
+    run = _tiny_model(tmp_path / "run")
+    several = tmp_path / "spike"
+    several.mkdir()
+    write_gray_png(several / "f0.png", np.full(SIZE, 0.5))
+    out = tmp_path / "out"
+    argv = {
+        "select": ["select", "--model", str(run), "--input", str(tmp_path / "imgs"), "--region", "none", "--quiet"],
+        "select several": ["select", "--model", str(run), "--input", str(tmp_path / "imgs"), str(several),
+                           "--region", "none", "--quiet"],
+        "compare": ["compare", "--pairs", str(tmp_path / "pairs.csv"), "--images", str(tmp_path / "imgs"),
+                    "--references", paths[5], "--methods", "mssim", "--option", "mssim.size=null", "--n-boot", "0",
+                    "--quiet", "--workers", "0"],
+        "simulate": SIM,
+        "train": ["train", "--labels", str(tmp_path / "labels.csv"), "--paper", "--epochs", "1", "--image-size",
+                  str(SIZE[0]), str(SIZE[1]), "--workers", "0", "--quiet", "--overwrite"],  # deleted the file
+        "ablate": ["ablate", "--images", str(tmp_path / "imgs"), "--references", paths[5], "--pairs",
+                   str(tmp_path / "pairs.csv"), "--k", "1", "--quiet"],
+        "demo": ["demo", "--quiet"],
+    }[command] + ["--out", str(out)]
+    (out / mine).parent.mkdir(parents=True)
+    (out / mine).write_text("mine")
+    if command == "demo" and "/" in mine:  # beside an earlier demo's data: the old check took the folder for a demo's
+        (out / "data").mkdir()
+        (out / "data" / "simulation.json").write_text("{}")
+        (out / OUTPUTS_RECORD).write_text("data/simulation.json\n")
+    before = sorted(p for p in out.rglob("*"))
+    err = _refused(argv, capsys, out / mine)
+    assert err == (f"crl-uiqa {command.split()[0]}: error: {out / mine}: no crl-uiqa run wrote this file, and this "
+                   "run writes one of that name there; move it out of the folder, or choose another output folder "
+                   "(--out): crl-uiqa never replaces a file of yours")
+    assert sorted(p for p in out.rglob("*")) == before  # before any work: nothing written
+    if command in ("select", "compare", "simulate", "train"):  # the command's own files it replaces, run after run
+        (out / mine).unlink()
+        for _ in range(2):
+            assert main(argv) == 0, capsys.readouterr().err
+        capsys.readouterr()
+        (out / "notes.txt").write_text("mine too")  # a file no output is named like stays, and is no obstacle
+        assert main(argv) == 0 and (out / "notes.txt").read_text() == "mine too"
+
+
+def test_a_file_written_where_no_name_was_checked_up_front_is_refused_at_the_write(tmp_path):
+    """The write itself (files.atomic_path) refuses to replace a file in a held folder that no run wrote, and
+    records what it writes, so a later run replaces it."""
+    from crl_uiqa.files import OUTPUTS_RECORD, holding_output_dir, write_text
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "x.csv").write_text("mine")
+    with holding_output_dir(out):
+        with pytest.raises(OutputError, match=r"x.csv: no crl-uiqa run wrote this file"):
+            write_text(out / "x.csv", "ours")
+        write_text(out / "sub" / "y.csv", "ours")
+    assert (out / "x.csv").read_text() == "mine"
+    assert (out / OUTPUTS_RECORD).read_text() == "sub/y.csv\n"
+    with holding_output_dir(out / "sub"):  # a run into the sub-folder: the record above lists the file
+        write_text(out / "sub" / "y.csv", "ours again")
+    assert (out / "sub" / OUTPUTS_RECORD).read_text() == "y.csv\n"
+    write_text(out / "x.csv", "replaced")  # outside a held folder (a --out file named by the user): written
+    assert (out / "x.csv").read_text() == "replaced"
+
+
+def test_select_without_reports_leaves_a_users_report_html_alone(tmp_path, capsys):
+    """`select --no-report` writes no report.html, so a user's file of that name is no obstacle (and is kept)."""
+    paths, _ = _images(tmp_path / "imgs", n=3)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report.html").write_text("mine")
+    argv = ["select", "--model", str(_tiny_model(tmp_path / "run")), "--input", str(tmp_path / "imgs"), "--region",
+            "none", "--quiet", "--out", str(out)]
+    assert main([*argv, "--no-report"]) == 0
+    assert (out / "report.html").read_text() == "mine" and (out / "frames.csv").is_file()
+    capsys.readouterr()
+    _refused(argv, capsys, out / "report.html")  # with reports: refused, the file kept

@@ -538,3 +538,32 @@ def test_frames_below_the_smallest_side_are_refused_as_images_are(tmp_path, caps
         assert main([*argv, "--model", str(_helpers.tiny_run(tmp_path / "run")), "--quiet"]) == 1
         (line,) = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
         assert line.endswith(f"{video}: its frames are 2x2 pixels, below the model pipeline's minimum of 4 per side")
+
+
+def test_a_folder_with_videos_says_it_skips_them(spike_video, tmp_path, capsys, caplog):
+    """A folder is one scan of its image frames: videos in it were skipped without a word (select and live); now a
+    warning naming how many and how to score one, and an error when the folder holds only videos."""
+    from crl_uiqa.io import write_gray_png
+
+    run = _tiny_run(tmp_path)
+    only = tmp_path / "only"
+    only.mkdir()
+    shutil.copy(spike_video, only / "a.mp4")
+    for command in (["select", "--out", str(tmp_path / "o1")], ["live", "--no-realtime"]):
+        rc = main([command[0], "--model", str(run), "--input", str(only), *command[1:], "--quiet"])
+        err = capsys.readouterr().err
+        assert rc == 1
+        assert f"{only}: holds 1 video file(s) and no image frames" in err and f"--input {only / 'a.mp4'}" in err
+        assert len(err.strip().splitlines()) == 1
+    mixed = tmp_path / "mixed"
+    shutil.copytree(only, mixed)
+    for i in range(3):
+        write_gray_png(mixed / f"{i:02d}.png", np.full((H, W), 0.2 + 0.1 * i))
+    for command in (["select", "--out", str(tmp_path / "o2")], ["live", "--no-realtime"]):
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            rc = main([command[0], "--model", str(run), "--input", str(mixed), *command[1:], "--quiet"])
+        assert rc == 0
+        said = [r.getMessage() for r in caplog.records if "video file(s)" in r.getMessage()]
+        assert len(said) == 1 and said[0].startswith(f"{mixed}: 1 video file(s) in the folder skipped")
+        assert f"--input {mixed / 'a.mp4'}" in said[0]

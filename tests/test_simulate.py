@@ -29,7 +29,7 @@ from crl_uiqa.data.bmode import (
     sampled_gaussian_transfer,
     speckle_envelope,
 )
-from crl_uiqa.errors import ConfigError
+from crl_uiqa.errors import ConfigError, OutputError
 from crl_uiqa.files import read_csv
 
 SMALL = (96, 120)
@@ -290,7 +290,8 @@ def test_simulate_dataset_deterministic_and_rerunnable(tmp_path):
     assert len(read_csv(a.manifest_csv)) == 3 + 1 + 3
     # a folder that holds foreign data is refused
     (tmp_path / "c" / "train").mkdir(parents=True)
-    with pytest.raises(ValueError, match="not a simulated dataset"):
+    (tmp_path / "c" / "train" / "mine.png").write_text("mine")
+    with pytest.raises(OutputError, match="c/train/mine.png: no crl-uiqa run wrote this file"):
         simulate_dataset(tmp_path / "c", **kw)
     with pytest.raises(ValueError, match="unknown plane"):
         simulate_dataset(tmp_path / "d", **{**kw, "planes": ("liver",)})
@@ -307,12 +308,12 @@ def test_a_rerun_never_deletes_what_no_simulation_wrote(tmp_path):
     for p in mine:
         p.write_text("mine")
         before = sorted(q for q in ds.root.rglob("*"))
-        with pytest.raises(ConfigError, match=f"and also {re.escape(str(p))}, which no simulation writes"):
+        with pytest.raises(OutputError, match=f"^{re.escape(str(p))}: no crl-uiqa run wrote this file"):
             simulate_dataset(ds.root, **{**kw, "n_frames": 4})
         assert sorted(q for q in ds.root.rglob("*")) == before and p.read_text() == "mine"
         p.unlink()
     (ds.test_dir / "outside").symlink_to(tmp_path)
-    with pytest.raises(ConfigError, match="test/outside, which no simulation writes"):
+    with pytest.raises(OutputError, match="test/outside: no crl-uiqa run wrote this file"):
         simulate_dataset(ds.root, **kw)
 
 
@@ -374,7 +375,6 @@ def test_bad_settings_cost_no_previous_simulation(tmp_path, capsys):
         assert word in err and len(err.strip().splitlines()) == 1, err
         assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == before
     from crl_uiqa.data.simulate import simulate_dataset
-    from crl_uiqa.errors import ConfigError
 
     with pytest.raises(ConfigError, match="must not be empty"):
         simulate_dataset("", n_train_sweeps=1, n_reference_sweeps=0, n_test_sweeps=0, n_frames=2, size=(64, 64))
@@ -384,7 +384,6 @@ def test_counts_are_bounded_before_any_work(tmp_path, capsys):
     """--sweeps 99999999999 ran until stopped: every count is bounded by what it costs, in the API (one policy) and
     so on the command line, before the output folder is made."""
     from crl_uiqa.data.simulate import MAX_DATASET_FRAMES, MAX_FRAMES, MAX_SWEEP_PIXELS, sweep_parameters
-    from crl_uiqa.errors import ConfigError
 
     for bad, words in ((["--sweeps", "99999999999"], ("--sweeps", f"at most {MAX_DATASET_FRAMES}")),
                        (["--test-sweeps", str(2**31 - 1)], ("--test-sweeps", "fewer sweeps")),

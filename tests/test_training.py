@@ -842,3 +842,29 @@ def _pairs_csv(tmp_path, pairs):
     p = tmp_path / "pairs.csv"
     p.write_text("better,worse\n" + "".join(f"{a},{b}\n" for a, b in pairs))
     return p
+
+
+def test_an_undecodable_validation_pair_image_is_refused_before_the_pseudo_labels(tmp_path, capsys):
+    """A --val-pairs image that exists but is no image was found only when the pairs were decoded, after fit's
+    pseudo-labels (minutes of work); the up-front check now opens each one's header through the image reader."""
+    from crl_uiqa.errors import InputError
+    from crl_uiqa.estimator import CRLUIQA
+
+    paths, _ = _images(tmp_path, n=6)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"not the rest of a png")
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"\0\0\0\x18ftypisom" + bytes(64))
+    for bad, why in ((broken, "not a readable image"), (video, "a video")):
+        # no weights: the old code stopped there, at the pseudo-labels, before it looked at the pairs' pixels
+        with pytest.raises(InputError, match=rf"validation pair image {re.escape(str(bad))} cannot be read: {why}.*"
+                                             r"pair 2, its worse image"):
+            CRLUIQA(k=1, weights=tmp_path / "no-weights.npz").fit(
+                paths, references=paths[:1], val_pairs=[(paths[0], paths[1]), (paths[2], str(bad))])
+    rc = main(["fit", "--images", *paths[1:], "--references", paths[0], "--weights", str(tmp_path / "none.npz"),
+               "--k", "1", "--out", str(tmp_path / "run"),
+               "--val-pairs", str(_pairs_csv(tmp_path, [(paths[1], str(broken))])),
+               "--quiet", "--workers", "0"])
+    err = capsys.readouterr().err
+    assert rc == 1 and len(err.strip().splitlines()) == 1
+    assert f"validation pair image {broken} cannot be read" in err and "pair 1, its worse image" in err

@@ -35,9 +35,10 @@ def run_ablation(images, references, pairs_csv, out_dir, *, k: int = 5, layer: s
     the same distances.
     """
     from .backbones import get_backbone
+    from .checkpoint import RUN_FILES
     from .embed import compute_embeddings, resolve_device
     from .evaluation import pairwise_accuracy
-    from .files import write_csv, write_json
+    from .files import check_outputs_free, write_csv, write_json
     from .io import list_images, list_references
     from .pseudo_labels import pseudo_labels_from_distances, topk_mean_distance
     from .scoring import score_paths
@@ -51,6 +52,14 @@ def run_ablation(images, references, pairs_csv, out_dir, *, k: int = 5, layer: s
     root = root if root is not None else Path(pairs_csv).parent
     pairs = pair_keys(read_pairs(pairs_csv), root)
     test_paths = sorted({p for pr in pairs for p in pr[:2]})
+    if rows is None:
+        wanted = ABLATION_ROWS
+    else:  # names of ABLATION_ROWS, or (name, options) with any TrainConfig field among the options
+        named = dict(ABLATION_ROWS)
+        wanted = [(r, named[r]) if isinstance(r, str) else tuple(r) for r in rows]
+    # a file of the user's named like an output: refused before any work (the rows' runs: train checks each again)
+    check_outputs_free(out_dir, ["ablation.csv", "ablation.json",
+                                 *(f"{_run_folder(name)}/{f}" for name, _ in wanted for f in RUN_FILES)])
 
     net = get_backbone(backbone, weights)
     common = dict(layer=layer, device=dev, num_workers=num_workers, crop=crop)
@@ -75,24 +84,18 @@ def run_ablation(images, references, pairs_csv, out_dir, *, k: int = 5, layer: s
         d_small = topk_mean_distance(small.vectors, refs.vectors, k, device=dev)
         table.append(summarise(f"distance score at {mc.image_size[0]}x{mc.image_size[1]} (no training)",
                                dict(zip(small.paths, -d_small)), 0.0))
-    if rows is None:
-        wanted = ABLATION_ROWS
-    else:  # names of ABLATION_ROWS, or (name, options) with any TrainConfig field among the options
-        named = dict(ABLATION_ROWS)
-        wanted = [(r, named[r]) if isinstance(r, str) else tuple(r) for r in rows]
     for name, opts in wanted:
         t0 = time.perf_counter()
         opts = dict(opts)
         pl = pseudo_labels_from_distances(dist, k=k, smoothing=opts.pop("smoothing", True))
         cfg = replace(tc, **opts)
-        slug = "".join(c if c.isalnum() else " " for c in name).split()
         # the anchored head (the default) starts at its teacher, the distance to these references through this
         # row's label map (Eq. 2-3, smoothed or not), as in fit; without them every row failed after the labelling
         anchor = {} if mc.head != "anchored" else dict(
             references=ref_list, reference_crop=crop,
             anchor_transform=(pl.lmbda, float(pl.smoothed.min()), float(pl.smoothed.max())))
         res = train(embs.paths, pl.label, config=cfg, model_config=mc, weights=weights,
-                    run_dir=out_dir / "_".join(slug).lower(), device=dev, crop=crop, num_workers=num_workers,
+                    run_dir=out_dir / _run_folder(name), device=dev, crop=crop, num_workers=num_workers,
                     progress=progress, **anchor)
         sc = score_paths(res.model, test_paths, device=dev, crop=crop, num_workers=num_workers, progress=False)
         table.append(summarise(name, sc.as_dict(), time.perf_counter() - t0))
@@ -113,3 +116,8 @@ def format_table(table: list[dict]) -> str:
     return markdown.table(head, ([r["configuration"], f"{r['accuracy']:.3f}", f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]",
                                   *[f"{r[t]:.3f}" if t in r else "" for t in types], f"{r['seconds']}"]
                                  for r in table))
+
+
+def _run_folder(name: str) -> str:
+    """The folder of an ablation row's run: its name's words, lower case, joined by ``_``."""
+    return "_".join("".join(c if c.isalnum() else " " for c in name).split()).lower()

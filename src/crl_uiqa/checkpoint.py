@@ -159,15 +159,23 @@ def check_run_dir(run_dir: str | os.PathLike, *, resume: bool, overwrite: bool,
                   files: Iterable[str] = RUN_FILES) -> None:
     """Refuse to start a new run over an interrupted or finished one unless ``overwrite`` (which removes it).
 
-    Also refuses a ``run_dir`` that is a file or cannot be created or written.
+    Also refuses a ``run_dir`` that is a file or cannot be created or written, and, even with ``overwrite``, a file
+    named like a run's that no crl-uiqa run wrote (:func:`crl_uiqa.files.check_outputs_free`; a run folder from before
+    records were kept is recognised by its ``model.json`` or ``last.json``). ``resume`` takes the files present as
+    the run's own.
     """
-    from .files import check_output_dir
+    from .files import OUTPUTS_RECORD, adopt_outputs, check_output_dir, check_outputs_free
 
     run_dir = Path(run_dir)
     check_output_dir(run_dir)
-    present = [f for f in files if (run_dir / f).exists()]
-    if resume or not present:
+    present = [f for f in files if (run_dir / f).exists() or (run_dir / f).is_symlink()]
+    if not present:
         return
+    if resume:
+        adopt_outputs(run_dir, present)
+        return
+    earlier = not (run_dir / OUTPUTS_RECORD).exists() and any((run_dir / f).is_file() for f in ("model.json", "last.json"))
+    check_outputs_free(run_dir, present, also=lambda rel: earlier)
     if not overwrite:
         state = "a finished" if "model.safetensors" in present else "an interrupted"
         raise OutputError(f"{run_dir} already holds {state} run ({', '.join(present)}); continue it with --resume "

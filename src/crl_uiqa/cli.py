@@ -332,7 +332,8 @@ def _inputs_of(args: argparse.Namespace):
                 found.add_file(flag, v, listed=listed and Path(v).suffix.lower() in IMAGE_EXTENSIONS)
             if listed and (os.path.isdir(v) or os.path.exists(v) or glob.has_magic(v)):
                 try:
-                    for f in list_images(v):
+                    # select's and live's --input is read as scans, whose reader says what a folder skips
+                    for f in list_images(v, tell=option != "input"):
                         found.add_file(flag, f, listed=True)
                 except (CRLUIQAError, OSError, ValueError):
                     pass

@@ -444,6 +444,11 @@ def _skip_reason_for(exc: BaseException) -> str:
 
 
 # ----------------------------------------------------------------------------- the comparison
+#: what :func:`compare_methods` writes into its folder: the tables and each method's score cache (and sddfiqa*'s run
+#: in sddfiqa_star/)
+COMPARE_OUTPUTS = ("compare.csv", "compare.md", "compare.json", "scores_*.csv", "scores_*.json")
+
+
 @holds_output_dir("out_dir")
 def compare_methods(
     pairs_csv: str | os.PathLike,
@@ -550,6 +555,11 @@ def compare_methods(
         train_config=train_config, model_config=model_config, chunk_size=chunk_size, num_workers=num_workers,
         progress=progress, out_dir=Path(out_dir) if out_dir is not None else None,
     )
+    if ctx.out_dir is not None:  # a file of the user's named like an output: refused before any scoring
+        from .checkpoint import RUN_FILES
+        from .files import check_outputs_free
+
+        check_outputs_free(ctx.out_dir, [*COMPARE_OUTPUTS, *(f"sddfiqa_star/{f}" for f in RUN_FILES)])
     _sign(ctx, images, references, train_images)
     rows = [_row(get_method(m), ctx, pairs, options.get(m, {}), n_boot, use_cache) for m in wanted]
     if ctx.out_dir is not None:
@@ -568,7 +578,19 @@ def _check_options(options, k, chunk_size) -> dict[str, dict]:
         raise ConfigError(f"options given for unknown method(s) {', '.join(bad)}")
     validate.integer("k", k, minimum=1)
     validate.integer("chunk_size", chunk_size, minimum=1)
+    _check_detector_files(options.get("weighted", {}))
     return options
+
+
+def _check_detector_files(weighted: Mapping[str, Any]) -> None:
+    """Read the weighted score's detector files (``--detections``, ``--structure-weights``) before any scoring: they
+    are settings, so a malformed one is a one-line error, not a "failed" row after the other methods ran."""
+    from .baselines.weighted import read_detections, read_structure_weights
+
+    for key, read in (("detections", read_detections), ("structure_weights", read_structure_weights)):
+        value = weighted.get(key)
+        if isinstance(value, (str, os.PathLike)):
+            read(value)
 
 
 def _test_set(raw_pairs: list[Pair], pairs_csv: Path, images, root) -> tuple[list[str], list[Pair]]:

@@ -19,6 +19,18 @@ fill it at once; :func:`holds_output_dir` makes a Python function that fills a
 folder hold it for each call (the command line holds its --out folder too, and
 the two nest).
 
+**Nothing a user put in an output folder is replaced** (one policy, here): a run
+replaces a file there only if an earlier crl-uiqa run wrote it. Each file written
+into a held folder is recorded, before it is moved into place, in the folder's
+record :data:`OUTPUTS_RECORD` (one relative path per line, appended: a line is
+one small write, and a line cut by a kill has no newline and counts for nothing);
+:func:`check_outputs_free` refuses, before any work, a file under one of a run's
+output names that no record lists, and :func:`atomic_path` refuses such a file at
+the write itself, for an output a command did not name up front. Names, not
+contents, are recorded: a copied or moved folder keeps its record (a checksum
+would be as robust only at the cost of reading every output again), and an output
+a user edited in place stays the run's.
+
 CSV cells are written exactly as given, file paths included: a path that starts
 with ``=``, ``+``, ``-`` or ``@`` stays as it is, because programs join the
 outputs on these strings (README, "Reliability": open such CSVs in a
@@ -96,6 +108,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give outputs the usual mode
+        _claim(path)
         os.replace(tmp_path, path)
     except BaseException as exc:
         with contextlib.suppress(OSError):
@@ -264,6 +277,142 @@ def output_lock(folder: str | os.PathLike) -> Iterator[None]:
     finally:
         with _GUARD:
             _HOLDERS.pop(key, None)
+
+
+#: the record of the files crl-uiqa runs wrote in an output folder (hidden: never read as an image; see the module
+#: docstring)
+OUTPUTS_RECORD = ".crl-uiqa-outputs"
+
+
+def _held_folder(real_parent: str) -> str | None:
+    """The innermost folder this thread holds (:func:`output_lock`) that holds ``real_parent`` (a real path)."""
+    me = threading.get_ident()
+    with _GUARD:
+        held = [k for k, t in _HOLDERS.items() if t == me and _inside(real_parent, k)]
+    return max(held, key=len) if held else None
+
+
+def _recorded(folder: str, cache: dict[str, set[str]] | None = None) -> set[str]:
+    """The paths the record of ``folder`` lists (whole lines only); ``cache``: records read before, by folder."""
+    if cache is not None:
+        if folder not in cache:
+            cache[folder] = _recorded(folder)
+        return cache[folder]
+    try:
+        with open(os.path.join(folder, OUTPUTS_RECORD), "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return set()
+    return {line.decode("utf-8", "surrogateescape") for line in data.split(b"\n")[:-1] if line}
+
+
+def _ours(real: str, cache: dict[str, set[str]] | None = None) -> bool:
+    """Whether an earlier run recorded writing the file ``real`` (a real path): in the record of its own folder or
+    of any folder above it (a run records in its own --out, which a later run's --out may lie inside or above)."""
+    folder = os.path.dirname(real)
+    while True:
+        if os.path.relpath(real, folder).replace(os.sep, "/") in _recorded(folder, cache):
+            return True
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return False
+        folder = parent
+
+
+def _not_ours(path: Path, more: str = "") -> OutputError:
+    return OutputError(f"{path}{more}: no crl-uiqa run wrote this file, and this run writes one of that name there; "
+                       "move it out of the folder, or choose another output folder (--out): crl-uiqa never replaces "
+                       "a file of yours")
+
+
+def _record(folder: str, rel: str) -> None:
+    """Append ``rel`` to the record of ``folder``: one write of one line."""
+    line = rel.encode("utf-8", "surrogateescape") + b"\n"
+    try:
+        fd = os.open(os.path.join(folder, OUTPUTS_RECORD), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise _output_error(Path(folder) / OUTPUTS_RECORD, exc) from None
+
+
+def _claim(path: Path) -> None:
+    """Before ``path`` is replaced by a new output: inside a folder this thread holds, refuse a file there that no
+    run recorded writing, and record ``path`` as written. Outside held folders (a command's --out file, named by the
+    user to be written), nothing."""
+    real_parent = os.path.realpath(path.parent)
+    held = _held_folder(real_parent)
+    if held is None:
+        return
+    real = os.path.join(real_parent, path.name)
+    rel = os.path.relpath(real, held).replace(os.sep, "/")
+    if os.path.lexists(real):
+        if not _ours(real):
+            raise _not_ours(path)
+        if rel in _recorded(held):
+            return
+    _record(held, rel)
+
+
+def foreign_outputs(folder: str | os.PathLike, names: Iterable[str],
+                    also: Callable[[str], bool] | None = None) -> list[str]:
+    """The files under ``folder`` that a run writing ``names`` there would replace, and that no crl-uiqa run wrote.
+
+    ``names``: paths relative to ``folder``, glob patterns (``best_*.png``) or folders (everything inside counts,
+    as a run that replaces a folder whole does). A file is a run's when a record lists it (:data:`OUTPUTS_RECORD`,
+    :func:`_ours`) or ``also(relative path)`` says so (a command's own rule for folders written before records:
+    the simulator's layout). Links inside a named folder count as foreign; temporaries and records do not.
+    """
+    import glob as _glob
+
+    root = Path(folder)
+    real_root = os.path.realpath(root)
+    found: list[str] = []
+    cache: dict[str, set[str]] = {}
+
+    def check(rel: str) -> None:
+        if (also is not None and also(rel)) or _ours(os.path.join(real_root, *rel.split("/")), cache):
+            return
+        if rel not in found:
+            found.append(rel)
+
+    for name in names:
+        targets = ([os.path.relpath(p, root).replace(os.sep, "/") for p in _glob.glob(str(root / name))]
+                   if _glob.has_magic(name) else [name])
+        for rel in targets:
+            target = root / rel
+            if target.is_dir() and not target.is_symlink():
+                for here, dirs, files in os.walk(target):
+                    base = Path(here).relative_to(root).as_posix()
+                    found.extend(f"{base}/{d}" for d in dirs if os.path.islink(os.path.join(here, d)))
+                    for f in files:
+                        if f != OUTPUTS_RECORD and f != LOCK_NAME and not is_temporary(f):
+                            check(f"{base}/{f}")
+            elif os.path.lexists(target):
+                check(rel)
+    return found
+
+
+def check_outputs_free(folder: str | os.PathLike, names: Iterable[str],
+                       also: Callable[[str], bool] | None = None) -> None:
+    """Refuse, before any work, an output folder holding a file under one of the run's output ``names`` that no
+    crl-uiqa run wrote (:func:`foreign_outputs`): one line naming it and what to do."""
+    foreign = foreign_outputs(folder, names, also)
+    if foreign:
+        more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
+        raise _not_ours(Path(folder) / foreign[0], more)
+
+
+def adopt_outputs(folder: str | os.PathLike, names: Iterable[str]) -> None:
+    """Record the files ``names`` (relative to ``folder``, those that exist) as a run's own: for a run told that
+    the folder holds its earlier run (``--resume``, ``--overwrite``), also one written before records existed."""
+    real = os.path.realpath(folder)
+    present = _recorded(real)
+    for name in names:
+        if name not in present and os.path.lexists(os.path.join(real, name)):
+            _record(real, name)
 
 
 def _busy(folder: str | os.PathLike) -> OutputError:

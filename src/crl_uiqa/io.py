@@ -96,27 +96,28 @@ def set_max_pixels(value: int) -> None:
 
 
 # --------------------------------------------------------------------------- listing
-def list_images(source: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
+def list_images(source: str | os.PathLike | Sequence[str | os.PathLike], *, tell: bool = True) -> list[str]:
     """List the image paths of ``source`` (see the module docstring), in a stable order.
 
     Raises :class:`crl_uiqa.errors.NotFoundError` (a ``FileNotFoundError``) when the source does not exist, each
     entry of a list or tuple of sources included (the entries of a ``.txt`` list or manifest are listed unchecked:
     reading skips a missing one and lists it), and :class:`crl_uiqa.errors.InputError` (a ``ValueError``) when it
-    holds no image.
+    holds no image. ``tell=False``: no line about a folder's files that are not images (for a caller that reads
+    folders as scans, where DICOM files are frames and videos are said by the scan reader).
     """
     if isinstance(source, (list, tuple)):
         out: list[str] = []
         for s in source:
-            out.extend(list_images(s))
+            out.extend(list_images(s, tell=tell))
         return out
     from .files import check_utf8_names
 
-    paths = _list_source(source)
+    paths = _list_source(source, tell)
     check_utf8_names(paths)
     return paths
 
 
-def _list_source(source: str | os.PathLike) -> list[str]:
+def _list_source(source: str | os.PathLike, tell: bool = True) -> list[str]:
     """:func:`list_images` of one source."""
     if not isinstance(source, (str, os.PathLike)):
         # str() of an array would be read as a glob pattern ("[[0. 0. ...]] matches no image")
@@ -133,7 +134,8 @@ def _list_source(source: str | os.PathLike) -> list[str]:
                  if (q.is_file() or (q.is_symlink() and not q.exists()))
                  and not any(part.startswith(".") for part in q.relative_to(p).parts)]
         paths = sorted(str(q) for q in found if q.suffix.lower() in IMAGE_EXTENSIONS)
-        _tell_not_read(src, [q for q in found if q.suffix.lower() not in IMAGE_EXTENSIONS])
+        if tell:
+            _tell_not_read(src, [q for q in found if q.suffix.lower() not in IMAGE_EXTENSIONS])
         if not paths:
             raise InputError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under folder {src}")
         return paths
@@ -264,12 +266,29 @@ def read_gray(path: str | os.PathLike, crop: Crop | None = None) -> np.ndarray:
     ``(top, left, height, width)``. Images above :func:`max_pixels` are
     refused from their header, before decoding.
     """
+    path = str(path)
+    arr = _open_image(path, decode=True)
+    if crop is not None:
+        arr = apply_crop(arr, crop, path)
+    if arr.size == 0:
+        raise ImageReadError(path, "image has no pixels")
+    return arr
+
+
+def check_image(path: str | os.PathLike) -> None:
+    """Refuse, cheaply, a file :func:`read_gray` would refuse from its header: missing, empty, not an image (a
+    video, a DICOM, unknown bytes), above :func:`max_pixels`, several frames. The pixels are not decoded, so data
+    damaged past the header is found by :func:`read_gray` alone. Raises :class:`ImageReadError`."""
+    _open_image(str(path), decode=False)
+
+
+def _open_image(path: str, decode: bool) -> np.ndarray | None:
+    """:func:`read_gray`'s one reader: open ``path``, check its header, and (``decode``) decode it to gray."""
     import errno
     import warnings
 
     from PIL import Image, UnidentifiedImageError
 
-    path = str(path)
     limit = max_pixels()
     if Image.MAX_IMAGE_PIXELS is not None and limit > Image.MAX_IMAGE_PIXELS:
         Image.MAX_IMAGE_PIXELS = limit  # the user raised our limit above PIL's: theirs to decide
@@ -286,8 +305,10 @@ def read_gray(path: str | os.PathLike, crop: Crop | None = None) -> np.ndarray:
                 if frames > 1:
                     raise ImageReadError(path, f"a {im.format} of {frames} frames (pages), not one image: reading "
                                          "its first frame alone would hide the others; save them as separate images")
+                if not decode:
+                    return None
                 im.load()
-                arr = _file_gray(im, path)
+                return _file_gray(im, path)
     except ImageReadError:
         raise
     except FileNotFoundError:
@@ -312,12 +333,29 @@ def read_gray(path: str | os.PathLike, crop: Crop | None = None) -> np.ndarray:
             raise ImageReadError(path, f"cannot open ({exc.strerror})") from None
         raise ImageReadError(path, f"cannot decode image ({exc})") from None  # truncated / corrupt data
     except Exception as exc:  # noqa: BLE001 - any failure of the decoder on hostile bytes is a bad image
-        raise ImageReadError(path, f"cannot decode image ({type(exc).__name__}: {exc})") from None
-    if crop is not None:
-        arr = apply_crop(arr, crop, path)
-    if arr.size == 0:
-        raise ImageReadError(path, "image has no pixels")
-    return arr
+        raise ImageReadError(path, _png_text_limit(exc) or f"cannot decode image ({type(exc).__name__}: {exc})") \
+            from None
+
+
+def _png_text_limit(exc: Exception) -> str | None:
+    """Why a PNG was refused by Pillow's limit on its text chunks (metadata), in words, or None for another error.
+
+    Pillow refuses a compressed text chunk (zTXt, iTXt) that unpacks to more than ``PngImagePlugin.MAX_TEXT_CHUNK``
+    (1 MiB), and text chunks above ``MAX_TEXT_MEMORY`` (64 MiB) in all: a guard against decompression bombs, kept
+    here (the pixels are fine, but the limit is not ours to lift for every image)."""
+    if not isinstance(exc, ValueError):
+        return None
+    from PIL import PngImagePlugin
+
+    text = str(exc)
+    for name, what in (("MAX_TEXT_CHUNK", "a compressed text chunk (metadata) that unpacks to more than"),
+                       ("MAX_TEXT_MEMORY", "text chunks (metadata) of more than")):
+        if name in text:
+            limit = getattr(PngImagePlugin, name)
+            return (f"the PNG holds {what} {limit / 2**20:g} MiB, above Pillow's safety limit against "
+                    f"decompression bombs (PngImagePlugin.{name}), so its pixels are not read; save the image "
+                    "again without that text metadata")
+    return None
 
 
 def _file_gray(im, what: str) -> np.ndarray:

@@ -36,7 +36,7 @@ from .devices import autocast_enabled
 from .embed import resolve_device
 from .errors import ConfigError, InputError, ModelError, NotFoundError
 from .files import holds_output_dir, write_csv
-from .io import iter_batches, list_references
+from .io import ImageReadError, check_image, iter_batches, list_references
 from .losses import LossWeights, total_loss
 from .model import ModelConfig, QualityModel, build_model, load_model, save_model  # noqa: F401 - kept importable from here
 from .reference_stats import SIX_STATISTICS, STATISTIC_NAMES
@@ -829,14 +829,22 @@ def _load_data(paths: Sequence[str], q_all: np.ndarray, cfg: TrainConfig, size, 
 
 
 def check_val_pairs(val_pairs: Sequence[Sequence[str]] | None) -> None:
-    """Refuse, before any work, validation pairs naming an image that is not a file: it was found only when they
-    were decoded, after the pseudo-labels (``fit``), as "no readable training image"."""
+    """Refuse, before any work, validation pairs naming an image that is not a file, or one whose header the image
+    reader refuses (:func:`crl_uiqa.io.check_image`: not an image, too large, several frames): both were found
+    only when the pairs were decoded, after the pseudo-labels (``fit``, minutes of work)."""
     import os
 
     missing = [p for pair in val_pairs or () for p in pair[:2] if not os.path.isfile(p)]
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise NotFoundError(f"validation pair image not found (--val-pairs): {missing[0]}{more}")
+    for i, pair in enumerate(val_pairs or (), start=1):
+        for side, path in zip(("better", "worse"), pair[:2]):
+            try:
+                check_image(path)
+            except ImageReadError as exc:
+                raise InputError(f"validation pair image {path} cannot be read: {exc.reason} (--val-pairs: pair "
+                                 f"{i}, its {side} image; every one must be readable)") from None
 
 
 def _load_val_pairs(val_pairs, size, crop, num_workers) -> tuple[torch.Tensor, torch.Tensor]:

@@ -19,7 +19,8 @@ def register(sub) -> None:
         "bootstrap 95 % interval overall and per pair type, and print a Table-2-style table with the wall time "
         "of each method. Writes OUT/compare.csv, compare.md, compare.json and OUT/scores_<method>.csv; a rerun "
         "with unchanged inputs reuses those scores. Methods that cannot run (no model, no references, a missing "
-        "package or weight file) are listed as skipped with the reason.",
+        "package or weight file) are listed as skipped with the reason. --detections and --structure-weights are read "
+        "before any scoring: a malformed one stops the run.",
     )
     p.add_argument("--pairs", required=True, help="CSV with columns better,worse[,type]")
     p.add_argument("--images", required=True, nargs="+", metavar="SRC",

@@ -57,11 +57,15 @@ def run(args) -> int:
     from pathlib import Path
 
     from ..errors import CRLUIQAError
-    from ..reporting.selection import scan_folder, write_selection, write_summary
+    from ..reporting.selection import check_selection_outputs, scan_folder, write_selection, write_summary
     from ..runtime import load_runtime
+    from ..video.scan import _scan_name
     from ..video.select import SUMMARY_COLUMNS, _load_plane_model, select_frames
 
     out = Path(args.out)
+    # a file of the user's named like an output: refused before any scan is read, not replaced at the end
+    check_selection_outputs(out, [_scan_name(Path(s)) for s in args.input] if len(args.input) > 1 else None,
+                            report=not args.no_report)
     runtime = load_runtime(args.model, args.runtime, device=args.device, threads=args.threads)
     plane_model = None
     if args.plane:

@@ -18,7 +18,8 @@ def register(subparsers) -> None:
             "Deterministic for a seed."),
     )
     p.add_argument("--out", required=True, metavar="DIR",
-                   help="output folder (created; a previous simulation there is replaced)")
+                   help="output folder (created; a previous simulation there is replaced; a file of yours named like its "
+                   "outputs is refused)")
     p.add_argument("--plane", choices=PLANE_CHOICES, default="abdomen",
                    help="standard plane to simulate, or all three (default abdomen)")
     p.add_argument("--sweeps", type=int, default=12, metavar="N",

@@ -59,7 +59,6 @@ import functools
 import io
 import logging
 import math
-import os
 import re
 import shutil
 from dataclasses import dataclass
@@ -72,7 +71,7 @@ from scipy.special import ndtr
 
 from .. import validate
 from ..errors import ConfigError
-from ..files import holds_output_dir, is_temporary, write_bytes, write_csv, write_json
+from ..files import OUTPUTS_RECORD, check_outputs_free, holds_output_dir, write_bytes, write_csv, write_json
 from . import anatomy as _anat
 from . import bmode as _bmode
 from .anatomy import PLANES, Ellipsoid, plane_anatomy
@@ -764,44 +763,24 @@ _WRITTEN = re.compile(rf"(?:train|test)/{_SWEEP_ID}/\d{{4,}}\.png|references/{_S
 _FOLDERS = ("train", "references", "test")
 
 
-def _not_written_by_a_simulation(root: Path, names: Iterable[str]) -> list[str]:
-    """The paths (relative to ``root``) under the folders ``names`` that no simulation writes: a user's file, a
-    link, or anything else a rerun's deleting those folders would lose."""
-    foreign = []
-    for name in names:
-        top = root / name
-        if top.is_symlink() or not top.is_dir():
-            foreign.append(name)
-            continue
-        for folder, dirs, files in os.walk(top):
-            here = Path(folder).relative_to(root).as_posix()
-            foreign += [f"{here}/{d}" for d in dirs if os.path.islink(os.path.join(folder, d))]
-            foreign += [f"{here}/{f}" for f in files
-                        if not (_WRITTEN.fullmatch(f"{here}/{f}") or is_temporary(f))]
-    return foreign
-
-
 def _prepare_out(root: Path) -> None:
-    """Create ``root``; clear a previous simulation there, refuse foreign content."""
+    """Create ``root``; clear a previous simulation there, refuse foreign content (the one policy of
+    :func:`crl_uiqa.files.check_outputs_free`: what no crl-uiqa run wrote is never replaced, and a rerun deletes
+    train/, references/ and test/ whole, so everything in them counts)."""
     root.mkdir(parents=True, exist_ok=True)
-    ours = (*_FOLDERS, "manifest.csv", "pairs.csv")
+    ours = (*_FOLDERS, "manifest.csv", "pairs.csv", _MARKER)
     present = [name for name in ours if (root / name).exists() or (root / name).is_symlink()]
     if not present:
         return
-    if not (root / _MARKER).is_file():
-        raise ConfigError(f"{root} already contains {', '.join(present)} but is not a simulated "
-                         f"dataset (no {_MARKER}); choose an empty or new output folder")
-    # a rerun deletes the previous simulation's folders whole: a file a user put there (notes, an image of their
-    # own) was lost with them
-    foreign = _not_written_by_a_simulation(root, [n for n in present if n in _FOLDERS])
-    if foreign:
-        more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
-        raise ConfigError(f"{root} holds a previous simulation, and also {root / foreign[0]}{more}, which no "
-                          "simulation writes; a new one replaces train/, references/ and test/ whole: move it out "
-                          "or choose another output folder")
+    # a simulation written before crl-uiqa kept a record of its outputs (none in the folder): its marker and manifest
+    # beside its layout of files (links are refused by check_outputs_free)
+    earlier = (not (root / OUTPUTS_RECORD).exists() and all((root / n).is_file() and not (root / n).is_symlink()
+                                                            for n in (_MARKER, "manifest.csv")))
+    check_outputs_free(root, present,
+                       also=lambda rel: earlier and (rel in ours or _WRITTEN.fullmatch(rel) is not None))
     for name in present:
         target = root / name
-        if target.is_dir():
+        if target.is_dir() and not target.is_symlink():
             shutil.rmtree(target)
         else:
             target.unlink()

@@ -307,20 +307,23 @@ def _fallback_encoder(out: Path, st: DemoSettings) -> str:
     return str(path)
 
 
-#: what the demo writes into its folder
-DEMO_OUTPUTS = ("data", "encoder", "model", "labels.csv", "scores.csv", "frames.csv", "results.json", "report.html")
+#: what the demo writes into its folder: the simulated data (replaced whole, so everything in data/ counts), the
+#: fallback encoder, the model's run, the tables and the report
+DEMO_OUTPUTS = ("data", "encoder/sononet16-simulated.*", "model", "labels.csv", "scores.csv", "frames.csv",
+                "results.json", "report.html")
 
 
 def _check_demo_folder(out: Path) -> None:
-    """Refuse a folder holding files named like the demo's outputs that an earlier demo did not write (its
-    simulated data carry the simulator's marker): the demo replaces its own outputs, never a user's."""
+    """Refuse a folder holding a file named like the demo's outputs that no crl-uiqa run wrote
+    (:func:`crl_uiqa.files.check_outputs_free`): the demo replaces its own outputs, never a user's. A demo folder
+    from before crl-uiqa kept records of its outputs is recognised by its simulated data's marker."""
+    from ..checkpoint import RUN_FILES
     from ..data.simulate import _MARKER
-    from ..errors import OutputError
+    from ..files import OUTPUTS_RECORD, check_outputs_free
 
-    present = [n for n in DEMO_OUTPUTS if (out / n).exists() or (out / n).is_symlink()]
-    if present and not (out / "data" / _MARKER).is_file():
-        raise OutputError(f"{out} already holds {', '.join(present)} but no earlier demo (no data/{_MARKER}); "
-                          "choose an empty or new folder (--out)")
+    earlier = not (out / OUTPUTS_RECORD).exists() and (out / "data" / _MARKER).is_file()
+    names = [n for n in DEMO_OUTPUTS if n != "model"] + [f"model/{f}" for f in RUN_FILES]  # the run's files alone
+    check_outputs_free(out, names, also=lambda rel: earlier)
 
 
 def run_demo(settings: DemoSettings | None = None) -> DemoResult:

@@ -23,7 +23,37 @@ if TYPE_CHECKING:
     from ..video.live import LiveResult
     from ..video.select import SelectionResult
 
-__all__ = ["write_selection", "write_summary", "quality_figure", "scan_folder", "live_figure", "why_picked"]
+__all__ = ["write_selection", "write_summary", "quality_figure", "scan_folder", "live_figure", "why_picked",
+           "SELECTION_FILES", "SUMMARY_FILES", "check_selection_outputs"]
+
+#: the files :func:`write_selection` writes into a scan's folder (``best_*``: the picks), and :func:`write_summary`
+#: into the output folder
+SELECTION_FILES = ("best_*_frame*.png", "frames.csv", "picks.csv", "quality.png", "region.png", "selection.json",
+                   "report.html")
+SUMMARY_FILES = ("summary.csv", "report.html")
+
+
+def check_selection_outputs(out_dir: str | os.PathLike, scan_names: Sequence[str] | None = None, *,
+                            report: bool = True) -> None:
+    """Refuse, before any scan is read, a file in ``out_dir`` that ``select`` would replace and no crl-uiqa run wrote
+    (:func:`crl_uiqa.files.check_outputs_free`). ``scan_names``: the names of several scans, each written to its
+    folder (:func:`scan_folder`); None: one scan, written into ``out_dir`` itself. ``report``: HTML reports too."""
+    from ..files import check_outputs_free, glob_escape
+
+    files = _selection_files(report)
+    names = list(SUMMARY_FILES if report else SUMMARY_FILES[:1])
+    if scan_names is None:
+        names += files
+    else:
+        used: set[str] = set()
+        for name in scan_names:
+            folder = glob_escape(scan_folder(out_dir, name, used).name)
+            names += [f"{folder}/{n}" for n in files]
+    check_outputs_free(out_dir, names)
+
+
+def _selection_files(report: bool) -> tuple[str, ...]:
+    return SELECTION_FILES if report else tuple(n for n in SELECTION_FILES if n != "report.html")
 
 
 def scan_folder(out_dir: str | os.PathLike, name: str, used: set[str] | None = None) -> Path:
@@ -91,13 +121,14 @@ def write_selection(result: SelectionResult, out_dir: str | os.PathLike, *, repo
     dict
         Name -> path of every file written.
     """
-    from ..files import write_bytes, write_csv, write_json
+    from ..files import check_outputs_free, write_bytes, write_csv, write_json
     from ..io import write_gray_png
     from ..video.select import FRAME_COLUMNS, PICK_COLUMNS
     from .figures import fig_to_png
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    check_outputs_free(out, _selection_files(report))
     written: dict[str, Path] = {}
     digits = max(4, len(str(int(result.frames.max())))) if result.n_scored else 4
     for p in result.picks:
@@ -284,11 +315,12 @@ def write_summary(results: Sequence[SelectionResult], out_dir: str | os.PathLike
     ``errors`` lists ``(scan, message)`` of scans that could not be opened at all; ``folders`` the
     folder each result was written to (:func:`write_selection`), which the page links to.
     """
-    from ..files import write_csv
+    from ..files import check_outputs_free, write_csv
     from ..video.select import SUMMARY_COLUMNS
     from .html import SCORE_SCALE, Report
 
     out = Path(out_dir)
+    check_outputs_free(out, SUMMARY_FILES if report else SUMMARY_FILES[:1])
     rows = [r.summary_row() for r in results]
     rows += [{"scan": s, "frames_scored": 0, "eligible": 0, "best_frame": "", "time": "", "score": "", "error": m}
              for s, m in errors]

@@ -71,7 +71,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from ..errors import ConfigError, NotFoundError, ScanError, optional_import
+from ..errors import ConfigError, InputError, NotFoundError, ScanError, optional_import
 from ..io import IMAGE_EXTENSIONS as _IO_IMAGE_EXTENSIONS
 from ..io import ImageReadError, read_gray, scaled_gray
 from ..sniff import DICOM_EXTENSIONS, SNIFF_BYTES, VIDEO_EXTENSIONS, UnsupportedContent, is_dicom_file, sniff
@@ -937,11 +937,10 @@ def _list_images(path: Path) -> list[Path]:
         ]
         what = f"the pattern {text!r}"
     elif path.is_dir():
-        files = [
-            p
-            for p in path.iterdir()
-            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS | DICOM_EXTENSIONS
-        ]
+        entries = [p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")]
+        files = [p for p in entries if p.suffix.lower() in IMAGE_EXTENSIONS | DICOM_EXTENSIONS]
+        _tell_videos(path, sorted((p for p in entries if p.suffix.lower() in VIDEO_EXTENSIONS),
+                                  key=lambda p: natural_key(p.name)), frames=bool(files))
         what = f"the folder {path}"
     else:
         files = [path]
@@ -951,6 +950,20 @@ def _list_images(path: Path) -> list[Path]:
             f"no image files match {what} (looked for {', '.join(sorted(IMAGE_EXTENSIONS | DICOM_EXTENSIONS))})"
         )
     return sorted(files, key=lambda p: natural_key(p.name))
+
+
+def _tell_videos(folder: Path, videos: list[Path], *, frames: bool) -> None:
+    """A folder is one scan of its image frames: say so when it also holds videos, which it skips (a warning), or
+    holds only videos (an error); either way, name how to score a video (give the file)."""
+    if not videos:
+        return
+    import shlex
+
+    how = (f"a folder is read as one scan of its image frames; to score a video, give the file itself (e.g. --input "
+           f"{shlex.quote(str(videos[0]))})")
+    if not frames:
+        raise InputError(f"{folder}: holds {len(videos)} video file(s) and no image frames; {how}")
+    log.warning("%s: %d video file(s) in the folder skipped; %s", folder, len(videos), how)
 
 
 class ImageSequenceScan(ScanSource):
