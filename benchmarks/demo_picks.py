@@ -212,7 +212,7 @@ def evaluate(seeds: list[int], configs: list[str]) -> dict:
         from scipy.stats import spearmanr
 
         sweeps = [sw for d in data.values() for sw in d.values()]
-        for src in ("model", "teacher", "plane_probability"):
+        for src in ("model", "teacher", "plane_probability", "plane_match", "model+0.5match"):
             rho = {f: float(np.nanmean([spearmanr(sw[src], sw[f])[0] for sw in sweeps])) for f in ORACLES}
             results[f"{cfg}: spearman {src}"] = rho
             print(f"within-sweep Spearman of {src:<18} with " + ", ".join(f"{f} {v:+.2f}" for f, v in rho.items()))

@@ -22,9 +22,15 @@ templates cut from the reference planes.
 * **The plane match of a frame** (:meth:`PlaneTemplates.score`): its best
   normalised cross-correlation with any template at any shift, in [-1, 1].
 
-The settings were chosen on the demo's held-out sweeps of seeds 0-4 and
-confirmed on seeds that no choice looked at (BENCHMARKS.md, "Demo: the plane
-match"). Images are gray tensors (N, 1, H, W) in [0, 1], all of one size.
+The settings (``SIGMA``, ``POOL``, ``HALF``, ``ROTATION_STEP``) are those of
+the template term measured in BENCHMARKS.md ("Demo: acquisition normalisation,
+posed references and template matching"); the class-map centre replaces the
+simulator's anatomy centre used there. On the demo's held-out sweeps the plane
+match follows the plane closeness better than SonoNet-16's own plane terms, but
+the demo's picks on the model's score plus it were not better on seeds that no
+choice looked at (BENCHMARKS.md, "Demo: the plane match"), so the demo keeps it
+off by default (``crl-uiqa demo --plane-match W`` turns it on). Images are gray
+tensors (N, 1, H, W) in [0, 1], all of one size.
 """
 from __future__ import annotations
 
