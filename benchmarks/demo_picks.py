@@ -21,7 +21,10 @@ the trained model's or the distance score's frame of highest score after
 Gaussian smoothing over +-W frames (``crl_uiqa.demo.best_frame``, the policy
 of ``select --smooth``), optionally only among frames whose plane probability
 is at least a threshold (``select --plane``; the demo's pick since 2026-12-02 is
-``model smooth 3 plane>=0.5``). It prints, per configuration and
+``model smooth 3 plane>=0.5``); on runs whose ``frames.csv`` has the plane match
+(:mod:`crl_uiqa.plane_match`, since 2026-12-03) also on the plane match alone
+and on the model's (or the distance score's) score plus ``MATCH_WEIGHTS`` x it,
+each standardised over the sweep (``crl-uiqa demo --plane-match``). It prints, per configuration and
 strategy, the frame error of every held-out sweep of every seed, their mean
 and maximum, and the share within 2 frames; then oracles from the simulator's
 ground truth (:func:`oracles`): picks on the plane closeness alone, on the

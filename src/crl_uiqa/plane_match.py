@@ -26,10 +26,11 @@ The settings (``SIGMA``, ``POOL``, ``HALF``, ``ROTATION_STEP``) are those of
 the template term measured in BENCHMARKS.md ("Demo: acquisition normalisation,
 posed references and template matching"); the class-map centre replaces the
 simulator's anatomy centre used there. On the demo's held-out sweeps the plane
-match follows the plane closeness better than SonoNet-16's own plane terms, but
-the demo's picks on the model's score plus it were not better on seeds that no
-choice looked at (BENCHMARKS.md, "Demo: the plane match"), so the demo keeps it
-off by default (``crl-uiqa demo --plane-match W`` turns it on). Images are gray
+match follows the plane closeness better than SonoNet-16's own plane terms on
+the seeds it was chosen on, and the demo's picks on the model's score plus it
+land closer on average on seeds no choice looked at, about as often within 2
+frames (BENCHMARKS.md, "Demo: the plane match"); ``crl-uiqa demo --plane-match
+W`` turns it on (off by default for now). Images are gray
 tensors (N, 1, H, W) in [0, 1], all of one size.
 """
 from __future__ import annotations

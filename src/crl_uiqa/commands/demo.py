@@ -35,8 +35,8 @@ def register(sub) -> None:
     p.add_argument("--plane-match", type=float, default=0.0, metavar="W",
                    help="pick on the model's score plus W times the plane match (template matching against the "
                    "reference planes about where the encoder's class map puts the plane), each standardised over the "
-                   "sweep; 0: the model's score alone (default 0: --plane-match 0.5 --plane-threshold 0 picked better "
-                   "on average but not more often within 2 frames on unseen seeds; BENCHMARKS.md)")
+                   "sweep; 0: the model's score alone (default 0; --plane-match 0.5 --plane-threshold 0 picked closer "
+                   "on average on unseen seeds, about as often within 2 frames; BENCHMARKS.md)")
     add_device(p)
     p.add_argument("--quick", action="store_true", help="a smaller data set (for tests and slow machines)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -67,8 +67,8 @@ DEMO_SMOOTH = 3.0
 DEMO_PLANE_THRESHOLD = 0.5
 # The weight of the plane match (template matching against the reference planes, crl_uiqa.plane_match) beside the
 # model's score in the demo's picks, both standardised over the sweep. 0.5 without the plane check was the best
-# rule on demo seeds 0-4, but on seeds 10-14 it landed fewer picks within 2 frames than the demo's rule with
-# SonoNet-16 (10 of 20 against 11), so it stays off (BENCHMARKS.md "Demo: the plane match").
+# rule on demo seeds 0-4 and, on seeds 10-19, picked closer on average with about as many picks within 2 frames
+# (SonoNet-16 24 of 40 against 23); not yet the default (BENCHMARKS.md "Demo: the plane match").
 DEMO_PLANE_MATCH = 0.0
 
 
