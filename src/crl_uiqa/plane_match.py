@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import validate as v
+from .corruptions.base import gaussian_radius
 from .errors import ConfigError, InputError
 
 #: Gaussian smoothing (pixels) before pooling: speckle is finer than the anatomy's outline.
@@ -83,12 +84,11 @@ def class_centres(class_maps: Tensor, fraction: float = CENTRE_FRACTION) -> np.n
 
 
 def _gaussian(x: Tensor, sigma: float) -> Tensor:
-    r = max(1, int(3 * sigma + 0.5))
-    t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
-    k = torch.exp(-t ** 2 / (2 * sigma * sigma))
-    k = k / k.sum()
-    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
-    return F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1))
+    """Gaussian smoothing of ``x`` (N, 1, H, W), replicated borders: kornia's, as the blur corruption's."""
+    import kornia
+
+    ks = 2 * gaussian_radius(sigma, min(x.shape[2:])) + 1
+    return kornia.filters.gaussian_blur2d(x, (ks, ks), (sigma, sigma), border_type="replicate")
 
 
 def _check_images(images: Tensor, what: str) -> None:
