@@ -46,10 +46,14 @@ def test_demo_quick_uses_packaged_sononet(quick_demo):
     cap = re.search(r"The best-scored held-out frame with its weak and strong views\. ([^<]*)</figcaption>", html)
     assert cap and "Source score" in cap.group(1) and "largest change" in cap.group(1)
     assert "score should hold" not in html
-    # the picks' plane check (as select --plane) is stated: the rule in the settings, per sweep in the captions
-    assert "among frames with p(abdominal plane) ≥ 0.5" in html
-    assert all(0 <= p["eligible_frames"] <= 40 for p in res["picks"])
-    assert len(re.findall(r"<figcaption>[^<]*Plane check: ", html)) == len(res["picks"])
+    # the pick rule (the model's score plus the plane match, no plane check by default) is stated: in the
+    # settings, and per sweep in the captions
+    assert "the CRL-UIQA score plus 0.5 × the plane match" in html and "among frames with p(abdominal" not in html
+    assert "<th>eligible frames</th>" not in html  # no plane check: no column that would say "all" on every row
+    frames = [r["sweep"] for r in csv.DictReader((quick_demo / "frames.csv").open())]
+    assert all(p["eligible_frames"] == frames.count(p["sweep"]) for p in res["picks"])  # every frame could be picked
+    assert len(re.findall(r"<figcaption>[^<]*the pick score \(the CRL-UIQA score plus 0.5 × the plane match, each "
+                          r"standardised over the sweep\)[^<]*No plane check", html)) == len(res["picks"])
     _check_reader_order(html, res)
 
 
@@ -84,20 +88,26 @@ def _check_reader_order(html, res):
 def test_demo_quick_fallback(tmp_path, capsys):
     """--encoder fallback: the path of a machine without SonoNet-16 weights, forced while the packaged copy is
     there; with --head auto the anchored head (it starts at the fallback's distance score). The output folder is
-    reached through a symlink (as /tmp is on macOS): the ground truth is matched by path key, not resolved path."""
+    reached through a symlink (as /tmp is on macOS): the ground truth is matched by path key, not resolved path.
+    With the flags that restore the picks before the plane match: the plane check alone, stated in the report."""
     (tmp_path / "real").mkdir()
     try:
         (tmp_path / "link").symlink_to(tmp_path / "real", target_is_directory=True)
     except OSError:  # no symlinks on this file system: the plain path still tests the fallback
         (tmp_path / "link").mkdir()
     out = tmp_path / "link" / "demo"
-    assert main(["demo", "--quick", "--encoder", "fallback", "--out", str(out), "--quiet"]) == 0
+    assert main(["demo", "--quick", "--encoder", "fallback", "--out", str(out), "--quiet",
+                 "--plane-match", "0", "--plane-threshold", "0.5"]) == 0
     text = capsys.readouterr().out
+    assert "only frames with p(abdominal plane) >= 0.5 could be picked" in text and "plane match" not in text
     assert "FALLBACK" in text and "report:" in text and "anchored head" in text
     html, res = _check_outputs(out)
     assert res["encoder"].startswith("FALLBACK") and (out / "encoder").exists()
     assert res["head"] == "anchored" and res["kept_epoch"] in (0, 1)
     assert "Encoder: fallback" in html
+    assert "among frames with p(abdominal plane) ≥ 0.5" in html and "plane match" not in html.split("<h2")[2]
+    assert "<th>eligible frames</th>" in html
+    assert len(re.findall(r"<figcaption>[^<]*CRL-UIQA score along the sweep[^<]*Plane check: ", html)) == len(res["picks"])
     _check_reader_order(html, res)
     assert "<code>encoder/</code>" in html  # the fallback classifier's folder is listed among the files
     rows = list(csv.DictReader((out / "frames.csv").open()))
@@ -172,10 +182,10 @@ def test_demo_settings_refused_before_any_work(tmp_path):
     from crl_uiqa.demo import DEMO_PLANE_THRESHOLD, DEMO_SMOOTH
 
     args = build_parser().parse_args(["demo"])
-    assert args.smooth == DEMO_SMOOTH and args.plane_threshold == DEMO_PLANE_THRESHOLD == 0.5
+    assert args.smooth == DEMO_SMOOTH and args.plane_threshold == DEMO_PLANE_THRESHOLD == 0.0
     from crl_uiqa.demo import DEMO_PLANE_MATCH
 
-    assert args.plane_match == DEMO_PLANE_MATCH == DemoSettings(out_dir=tmp_path).plane_match
+    assert args.plane_match == DEMO_PLANE_MATCH == DemoSettings(out_dir=tmp_path).plane_match == 0.5
     assert DemoSettings(out_dir=tmp_path).plane_threshold == DEMO_PLANE_THRESHOLD
 
 

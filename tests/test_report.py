@@ -56,6 +56,12 @@ def test_quality_curve_marks_best_and_picks(rng):
     assert list(lines["picked"].get_xdata()) == [1.0, 5.0]
     assert fig.axes[0].get_title() == "sweep"
     assert fig.axes[0].get_xlabel() == "frame"
+    assert fig.axes[0].get_ylabel() == "quality score (higher = better)" and "score" in lines
+    # a curve that is not a quality score (the demo's pick score) says so on the axis, legend and thumbnail
+    fig = F.quality_curve(scores, title="sweep", score_name="pick score", thumbnails={3: rng.random((8, 10))})
+    assert fig.axes[0].get_ylabel() == "pick score (higher = better)"
+    assert "pick score" in [ln.get_label() for ln in fig.axes[0].lines]
+    assert fig.axes[1].get_title() == "best: frame 3\npick score 0.900"
 
 
 def test_shade_ineligible_shades_each_stretch_once_half_a_frame_wide():

@@ -29,8 +29,9 @@ simulator's anatomy centre used there. On the demo's held-out sweeps the plane
 match follows the plane closeness better than SonoNet-16's own plane terms on
 the seeds it was chosen on, and the demo's picks on the model's score plus it
 land closer on average on seeds no choice looked at, about as often within 2
-frames (BENCHMARKS.md, "Demo: the plane match"); ``crl-uiqa demo --plane-match
-W`` turns it on (off by default for now). Images are gray
+frames (BENCHMARKS.md, "Demo: the plane match"). ``crl-uiqa demo`` picks on
+the model's score plus 0.5 times it (``--plane-match W`` sets the weight, 0 turns
+it off). Images are gray
 tensors (N, 1, H, W) in [0, 1], all of one size.
 """
 from __future__ import annotations

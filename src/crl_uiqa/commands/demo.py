@@ -28,15 +28,15 @@ def register(sub) -> None:
     p.add_argument("--smooth", type=float, default=3.0, metavar="FRAMES",
                    help="pick each held-out sweep's best frame on its scores smoothed over +-FRAMES frames "
                    "(Gaussian, as select --smooth); 0: the top raw score (default 3; BENCHMARKS.md)")
-    p.add_argument("--plane-threshold", type=float, default=0.5, metavar="P",
+    p.add_argument("--plane-threshold", type=float, default=0.0, metavar="P",
                    help="pick only among frames whose probability of the abdominal plane (the encoder's classifier) "
                    "is at least P, as select --plane; a sweep with no such frame is picked on all its frames; "
-                   "0: every frame (default 0.5; BENCHMARKS.md)")
-    p.add_argument("--plane-match", type=float, default=0.0, metavar="W",
+                   "0: every frame (default 0: the plane match below replaced it; BENCHMARKS.md)")
+    p.add_argument("--plane-match", type=float, default=0.5, metavar="W",
                    help="pick on the model's score plus W times the plane match (template matching against the "
                    "reference planes about where the encoder's class map puts the plane), each standardised over the "
-                   "sweep; 0: the model's score alone (default 0; --plane-match 0.5 --plane-threshold 0 picked closer "
-                   "on average on unseen seeds, about as often within 2 frames; BENCHMARKS.md)")
+                   "sweep; 0: the model's score alone (default 0.5, which picked closer than the plane check on "
+                   "unseen seeds; --plane-match 0 --plane-threshold 0.5 restores the picks before it; BENCHMARKS.md)")
     add_device(p)
     p.add_argument("--quick", action="store_true", help="a smaller data set (for tests and slow machines)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

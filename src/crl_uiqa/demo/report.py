@@ -78,7 +78,8 @@ def write_report(out, encoder, st, head, labels, res, table, picks, truth, score
     rep.add_text(f"Picked by {_pick_rule_text(st)}. True quality is the simulator's (higher = better).")
     rep.add_table([{"sweep": p["sweep"], "frame picked": p["picked_frame"], "true best frame": p["true_best_frame"],
                     "frames apart": p["frame_error"], "true quality picked": p["picked_true_quality"],
-                    "true quality best": p["best_true_quality"], "eligible frames": p["eligible_frames"]}
+                    "true quality best": p["best_true_quality"],
+                    **({"eligible frames": p["eligible_frames"]} if st.plane_threshold > 0 else {})}
                    for p in picks])
     rep.add_heading("Pairwise accuracy on held-out sweeps", level=3)
     types = [k for k in table[0] if k not in ("method", "accuracy", "ci_low", "ci_high", "pairs")] if table else []
@@ -94,12 +95,13 @@ def write_report(out, encoder, st, head, labels, res, table, picks, truth, score
     rep.add_heading("Quality along each held-out sweep", level=3)
     for p in picks:
         best = p["_picked"]
-        scored = (f"CRL-UIQA score plus {st.plane_match:g} × the plane match, each standardised over the sweep,"
-                  if st.plane_match else "CRL-UIQA score")
+        scored = (f"the pick score (the CRL-UIQA score plus {st.plane_match:g} × the plane match, each standardised "
+                  "over the sweep)" if st.plane_match else "CRL-UIQA score")
         what = (f"{scored} along the sweep, smoothed over ±{p['smooth']:g} frames (Gaussian, as select "
                 f"--smooth does)" if p["smooth"] else f"{scored} along the sweep")
         fig = quality_curve(p["_smoothed"], best=best, title=f"{p['sweep']}: predicted quality "
-                            f"(true best frame {p['true_best_frame']})", thumbnails={best: read_gray(p["_paths"][best])})
+                            f"(true best frame {p['true_best_frame']})", thumbnails={best: read_gray(p["_paths"][best])},
+                            score_name="pick score" if st.plane_match else "score")
         if p["eligible_frames"] and not p["_eligible"].all():
             shade_ineligible(fig.axes[0], np.arange(len(p["_eligible"])), p["_eligible"])
             fig.axes[0].legend(loc="best", fontsize=8, framealpha=0.85)
@@ -233,8 +235,8 @@ def _files_text(out: Path) -> str:
                          "and select takes"),
               ("labels.csv", "the pseudo-label of every training frame"),
               ("scores.csv", "the CRL-UIQA score of every held-out frame (path,score), as `crl-uiqa score` writes"),
-              ("frames.csv", "every held-out frame: ground truth, probability of the abdominal plane, every method's "
-                             "score"),
+              ("frames.csv", "every held-out frame: ground truth, probability of the abdominal plane, plane match, "
+                             "every method's score"),
               ("results.json", "the tables of this report, the times and CPU seconds of each stage"),
               ("report.html", "this page")]
     return f"In {out}:\n\n" + "\n".join(f"- `{name}`: {what}" for name, what in files)

@@ -135,6 +135,7 @@ def quality_curve(
     thumbnails: Any = None,
     xlabel: str | None = None,
     mark_best: bool = True,
+    score_name: str = "score",
 ) -> Figure:
     """Quality score along a sweep or scan, with the chosen frame(s) marked.
 
@@ -162,6 +163,11 @@ def quality_curve(
         x-axis label; ``"time (s)"`` when ``times`` is given, else ``"frame"``.
     mark_best : bool
         ``False``: mark no best frame at all (e.g. when no frame was eligible).
+    score_name : str
+        What the curve is, in a word or two, for the legend, the y axis and the
+        thumbnail's title: ``"score"`` (a quality score); e.g. ``"pick score"``
+        for a combination the best frame is picked on, which is not a quality
+        score on the model's scale.
 
     Returns
     -------
@@ -223,9 +229,9 @@ def quality_curve(
         for spine in tax.spines.values():
             spine.set_edgecolor(BEST_COLOR)
             spine.set_linewidth(2.5)
-        tax.set_title(f"best: {where(best_i)}\nscore {_fmt_value(y[best_i])}", fontsize=9, color=BEST_COLOR)
+        tax.set_title(f"best: {where(best_i)}\n{score_name} {_fmt_value(y[best_i])}", fontsize=9, color=BEST_COLOR)
 
-    ax.plot(x, y, color="#1f77b4", linewidth=1.3, marker="." if n <= 200 else None, markersize=4, label="score")
+    ax.plot(x, y, color="#1f77b4", linewidth=1.3, marker="." if n <= 200 else None, markersize=4, label=score_name)
     if pick_idx:
         ax.plot(x[pick_idx], y[pick_idx], linestyle="none", marker="v", markersize=8,
                 color=PICK_COLOR, markeredgecolor="black", markeredgewidth=0.5, label="picked", zorder=3)
@@ -239,7 +245,7 @@ def quality_curve(
         ax.set_xlim(finite_x[0] - 1.0, finite_x[0] + 1.0)
     ax.ticklabel_format(axis="x", useOffset=False)
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("quality score (higher = better)")
+    ax.set_ylabel(("quality score" if score_name == "score" else score_name) + " (higher = better)")
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best", fontsize=8, framealpha=0.85)
     if title:
