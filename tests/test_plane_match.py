@@ -53,6 +53,32 @@ def test_posed_rotates_and_mirrors_about_the_centre():
     assert out[2, 0, 4, 1] == pytest.approx(1.0)  # mirrored about the centre column
 
 
+def test_posed_scales_about_the_centre():
+    """Scale 2 about (4, 6): output pixel p shows the source at centre + (p - centre) / 2; on a linear ramp
+    (exact under bilinear interpolation) the output is the ramp halved about the centre."""
+    yy, xx = torch.meshgrid(torch.arange(9.0), torch.arange(13.0), indexing="ij")
+    img = (xx + 10 * yy).view(1, 9, 13)
+    out = _posed(img, (4.0, 6.0), [0.0], mirror=False, scales=(1.0, 2.0))
+    assert out.shape == (2, 1, 9, 13)
+    torch.testing.assert_close(out[0, 0], img[0], rtol=0, atol=1e-4)  # scale 1: unchanged
+    want = (6 + (xx - 6) / 2) + 10 * (4 + (yy - 4) / 2)
+    torch.testing.assert_close(out[1, 0], want, rtol=0, atol=1e-4)
+
+
+def test_templates_at_a_larger_scale_match_a_larger_anatomy():
+    ref = _ellipse()
+    bigger = _ellipse(a=22.0 * 1.25, b=12.0 * 1.25)
+    one = PlaneTemplates(ref, [[0.5, 0.5]], pool=2, half=12, sigma=1.0)
+    two = PlaneTemplates(ref, [[0.5, 0.5]], pool=2, half=12, sigma=1.0, scales=(1.0, 1.25))
+    assert len(two.templates) == 2 * len(one.templates)
+    torch.testing.assert_close(two.templates[:len(one.templates)], one.templates, rtol=0, atol=0)  # scale 1 first
+    assert two.score(ref)[0] == pytest.approx(1.0, abs=1e-4)  # the reference still matches itself
+    assert two.score(bigger)[0] > one.score(bigger)[0] + 0.05 and two.score(bigger)[0] > 0.97
+    for bad in ((), (0.0,), (1.0, float("nan")), "1", 1.0):
+        with pytest.raises(ConfigError, match="scales"):
+            PlaneTemplates(ref, [[0.5, 0.5]], pool=2, half=12, scales=bad)
+
+
 def test_a_reference_matches_itself_shifted_and_rotated_by_a_step():
     ref = _ellipse()
     pt = PlaneTemplates(ref, [[0.5, 0.5]], pool=2, half=12, sigma=1.0)

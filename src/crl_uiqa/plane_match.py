@@ -100,23 +100,27 @@ def _check_images(images: Tensor, what: str) -> None:
         raise InputError(f"{what} hold a non-finite value")
 
 
-def _posed(image: Tensor, centre: tuple[float, float], angles: list[float], mirror: bool) -> Tensor:
+def _posed(image: Tensor, centre: tuple[float, float], angles: list[float], mirror: bool,
+           scales: tuple[float, ...] = (1.0,)) -> Tensor:
     """``image`` (1, H, W), and its mirror image about the centre column, rotated by each of ``angles`` (degrees)
-    about ``centre`` (pixels, row and column): (len(angles) * (1 + mirror), 1, H, W); outside the image is 0."""
+    and enlarged by each of ``scales`` about ``centre`` (pixels, row and column):
+    (len(scales) * len(angles) * (1 + mirror), 1, H, W); outside the image is 0."""
     _, h, w = image.shape
     cy, cx = centre
     rows, cols = torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64)
     gy, gx = torch.meshgrid(rows - cy, cols - cx, indexing="ij")
     grids = []
-    for flip in ([False, True] if mirror else [False]):
-        for deg in angles:
-            a = math.radians(deg)
-            sy = math.sin(a) * gx + math.cos(a) * gy  # the source pixel of each output pixel (inverse rotation)
-            sx = math.cos(a) * gx - math.sin(a) * gy
-            if flip:
-                sx = -sx
-            # grid_sample's coordinates (align_corners=False): pixel p is at (2 p + 1) / size - 1
-            grids.append(torch.stack([(2 * (sx + cx) + 1) / w - 1, (2 * (sy + cy) + 1) / h - 1], dim=-1))
+    for scale in scales:
+        for flip in ([False, True] if mirror else [False]):
+            for deg in angles:
+                a = math.radians(deg)
+                # the source pixel of each output pixel (inverse rotation and scaling)
+                sy = (math.sin(a) * gx + math.cos(a) * gy) / scale
+                sx = (math.cos(a) * gx - math.sin(a) * gy) / scale
+                if flip:
+                    sx = -sx
+                # grid_sample's coordinates (align_corners=False): pixel p is at (2 p + 1) / size - 1
+                grids.append(torch.stack([(2 * (sx + cx) + 1) / w - 1, (2 * (sy + cy) + 1) / h - 1], dim=-1))
     grid = torch.stack(grids).to(image.dtype)
     src = image.unsqueeze(0).expand(len(grids), -1, -1, -1)
     return F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
@@ -133,15 +137,21 @@ class PlaneTemplates:
         (N, 2) where the anatomy is in each reference, as fractions of H and W (:func:`class_centres`).
     sigma, pool, half, rotation_step, mirror
         See the module docstring; the defaults are the measured ones.
+    scales : sequence of float
+        Sizes of the anatomy the templates are posed at, relative to the references' (each > 0); ``(1.0,)``:
+        the references' own size.
     """
 
     def __init__(self, references: Tensor, centres, *, sigma: float = SIGMA, pool: int = POOL, half: int = HALF,
-                 rotation_step: int = ROTATION_STEP, mirror: bool = True):
+                 rotation_step: int = ROTATION_STEP, mirror: bool = True, scales=(1.0,)):
         _check_images(references, "references")
         self.sigma = v.real("sigma", sigma, minimum=0, strict_min=True, maximum=100)
         self.pool = v.integer("pool", pool, minimum=1, maximum=64)
         self.half = v.integer("half", half, minimum=1, maximum=1024)
         step = v.integer("rotation_step", rotation_step, minimum=0, maximum=360)
+        if isinstance(scales, (str, bytes)) or not hasattr(scales, "__len__") or not 1 <= len(scales) <= 32:
+            raise ConfigError(f"scales must be a sequence of 1 to 32 numbers; got {scales!r}")
+        self.scales = tuple(v.real("scales", x, minimum=0.1, maximum=10) for x in scales)
         centres = np.asarray(centres, dtype=np.float64)
         if centres.shape != (len(references), 2) or not np.isfinite(centres).all():
             raise InputError(f"centres must be ({len(references)}, 2) finite fractions; got shape {centres.shape}")
@@ -157,7 +167,7 @@ class PlaneTemplates:
         tpls = []
         for img, (fr, fc) in zip(refs, centres.clip(0, 1)):
             centre = (fr * h - 0.5, fc * w - 0.5)
-            posed = _posed(img, centre, angles, mirror) * mask
+            posed = _posed(img, centre, angles, mirror, self.scales) * mask
             pooled = self._prepare(posed)
             r = int(np.clip(round((centre[0] + 0.5) / self.pool), self.half, ph - self.half))
             c = int(np.clip(round((centre[1] + 0.5) / self.pool), self.half, pw - self.half))

@@ -196,10 +196,10 @@ def pick_scores(model, match, weight: float) -> np.ndarray:
     return z(model) + weight * z(match)
 
 
-def _plane_match(net, ref_paths, test_paths, net_size) -> dict[str, float]:
+def _plane_match(net, ref_paths, test_paths, net_size, scales=(1.0,)) -> dict[str, float]:
     """The plane match of each held-out frame (path -> value), with templates cut from the references about where
-    the encoder's class map of the demo's plane locates it (:mod:`crl_uiqa.plane_match`), matched at
-    SonoNet-16's 224x288."""
+    the encoder's class map of the demo's plane locates it (:mod:`crl_uiqa.plane_match`), posed at ``scales``,
+    matched at SonoNet-16's 224x288."""
     from ..io import iter_batches
     from ..plane_match import PlaneTemplates, class_centres
 
@@ -215,7 +215,8 @@ def _plane_match(net, ref_paths, test_paths, net_size) -> dict[str, float]:
     centres = class_centres(maps)
     # one centre for every reference, their mean: steadier than each reference's own on demo seeds 0-4
     # (BENCHMARKS.md "Demo: the plane match")
-    templates = PlaneTemplates(refs, np.repeat(centres.mean(axis=0, keepdims=True), len(centres), axis=0))
+    templates = PlaneTemplates(refs, np.repeat(centres.mean(axis=0, keepdims=True), len(centres), axis=0),
+                               scales=scales)
     out = {}
     for b in iter_batches(test_paths, size=SONONET_SIZE, batch_size=64, num_workers=0):
         out.update(zip([test_paths[i] for i in b.indices], templates.score(b.images).tolist()))
