@@ -762,3 +762,37 @@ def test_select_without_reports_leaves_a_users_report_html_alone(tmp_path, capsy
     assert (out / "report.html").read_text() == "mine" and (out / "frames.csv").is_file()
     capsys.readouterr()
     _refused(argv, capsys, out / "report.html")  # with reports: refused, the file kept
+
+
+def test_a_select_folder_from_before_records_is_rerun_in_place_but_a_lookalike_is_not(tmp_path, capsys):
+    """A `select` output folder written before crl-uiqa kept records (no record file) is recognised by its
+    selection.json (one scan) or summary.csv (several scans) and replaced by the next run, as a recorded one is;
+    a user's folder with a report.html and a selection.json that is not select's is still refused."""
+    import json
+
+    from crl_uiqa.files import OUTPUTS_RECORD
+
+    _images(tmp_path / "imgs", n=4)
+    several = tmp_path / "spike"
+    several.mkdir()
+    write_gray_png(several / "f0.png", np.full(SIZE, 0.5))
+    run = _tiny_model(tmp_path / "run")
+    base = ["select", "--model", str(run), "--region", "none", "--quiet"]
+    for name, inputs in (("one", [str(tmp_path / "imgs")]), ("several", [str(tmp_path / "imgs"), str(several)])):
+        out = tmp_path / name
+        argv = [*base, "--input", *inputs, "--out", str(out)]
+        assert main(argv) == 0, capsys.readouterr().err
+        for record in out.rglob(OUTPUTS_RECORD):  # as a version before records left the folder
+            record.unlink()
+        (out / "notes.txt").write_text("mine")
+        old = {p: p.read_bytes() for p in out.rglob("report.html")}
+        assert main(argv) == 0, capsys.readouterr().err
+        assert (out / "notes.txt").read_text() == "mine" and old and all(p.is_file() for p in old)
+        assert all(OUTPUTS_RECORD in {q.name for q in p.parent.iterdir()} for p in old)  # recorded from now on
+    capsys.readouterr()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "report.html").write_text("my report")
+    (mine / "selection.json").write_text(json.dumps({"scan": "x", "picks": []}))  # not select's keys
+    _refused([*base, "--input", str(tmp_path / "imgs"), "--out", str(mine)], capsys, mine / "report.html",
+             mine / "selection.json")

@@ -37,18 +37,70 @@ def check_selection_outputs(out_dir: str | os.PathLike, scan_names: Sequence[str
                             report: bool = True) -> None:
     """Refuse, before any scan is read, a file in ``out_dir`` that ``select`` would replace and no crl-uiqa run wrote
     (:func:`crl_uiqa.files.check_outputs_free`). ``scan_names``: the names of several scans, each written to its
-    folder (:func:`scan_folder`); None: one scan, written into ``out_dir`` itself. ``report``: HTML reports too."""
-    from ..files import check_outputs_free, glob_escape
+    folder (:func:`scan_folder`); None: one scan, written into ``out_dir`` itself. ``report``: HTML reports too.
+    The files of a ``select`` run from before crl-uiqa kept records are recognised by its layout
+    (:func:`_adopt_earlier_selection`)."""
+    from ..files import glob_escape
 
     files = _selection_files(report)
-    names = list(SUMMARY_FILES if report else SUMMARY_FILES[:1])
+    summary = list(SUMMARY_FILES if report else SUMMARY_FILES[:1])
     if scan_names is None:
-        names += files
-    else:
-        used: set[str] = set()
-        for name in scan_names:
-            folder = glob_escape(scan_folder(out_dir, name, used).name)
-            names += [f"{folder}/{n}" for n in files]
+        _check_free(out_dir, summary + list(files))
+        return
+    _check_free(out_dir, summary)
+    used: set[str] = set()
+    for name in scan_names:
+        folder = scan_folder(out_dir, name, used)
+        _adopt_earlier_selection(folder, files)
+        _check_free(out_dir, [f"{glob_escape(folder.name)}/{n}" for n in files])
+
+
+#: what marks a folder written by ``select`` before crl-uiqa kept records of its outputs: its selection.json's keys
+_SELECTION_KEYS = {"scan", "kind", "runtime", "frames_scored", "eligible", "picks", "settings"}
+
+
+def _earlier_selection(folder: Path) -> bool:
+    """Whether ``folder`` holds a ``select`` run's outputs from before crl-uiqa kept records of them: no record,
+    and a ``selection.json`` (one scan) with select's keys or a ``summary.csv`` (several scans) with select's
+    header. Read with a size bound; anything else (a user's file of that name included) is not."""
+    import json
+
+    from ..files import OUTPUTS_RECORD
+    from ..video.select import SUMMARY_COLUMNS
+
+    if os.path.lexists(folder / OUTPUTS_RECORD):
+        return False
+    try:
+        js = folder / "selection.json"
+        if js.is_file() and not js.is_symlink() and js.stat().st_size < 1 << 24:
+            data = json.loads(js.read_bytes())
+            if isinstance(data, dict) and _SELECTION_KEYS <= set(data):
+                return True
+        sm = folder / "summary.csv"
+        if sm.is_file() and not sm.is_symlink():
+            with sm.open("rb") as fh:
+                return fh.readline(4096).decode("utf-8", "replace").strip() == ",".join(SUMMARY_COLUMNS)
+    except (OSError, ValueError):
+        return False
+    return False
+
+
+def _adopt_earlier_selection(folder: str | os.PathLike, names: Sequence[str]) -> None:
+    """Record the files of an earlier ``select`` run in ``folder`` (:func:`_earlier_selection`) named like ``names``
+    as a run's own, so this run replaces them (as it replaces a recorded run's) instead of refusing them."""
+    from ..files import adopt_outputs, foreign_outputs
+
+    folder = Path(folder)
+    if folder.is_dir() and _earlier_selection(folder):
+        adopt_outputs(folder, foreign_outputs(folder, names))
+
+
+def _check_free(out_dir: str | os.PathLike, names: Sequence[str]) -> None:
+    """:func:`crl_uiqa.files.check_outputs_free` for ``select``'s files in ``out_dir``, an earlier run's from before
+    records adopted first."""
+    from ..files import check_outputs_free
+
+    _adopt_earlier_selection(out_dir, [n for n in names if "/" not in n])
     check_outputs_free(out_dir, names)
 
 
@@ -121,14 +173,14 @@ def write_selection(result: SelectionResult, out_dir: str | os.PathLike, *, repo
     dict
         Name -> path of every file written.
     """
-    from ..files import check_outputs_free, write_bytes, write_csv, write_json
+    from ..files import write_bytes, write_csv, write_json
     from ..io import write_gray_png
     from ..video.select import FRAME_COLUMNS, PICK_COLUMNS
     from .figures import fig_to_png
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    check_outputs_free(out, _selection_files(report))
+    _check_free(out, _selection_files(report))
     written: dict[str, Path] = {}
     digits = max(4, len(str(int(result.frames.max())))) if result.n_scored else 4
     for p in result.picks:
@@ -315,12 +367,12 @@ def write_summary(results: Sequence[SelectionResult], out_dir: str | os.PathLike
     ``errors`` lists ``(scan, message)`` of scans that could not be opened at all; ``folders`` the
     folder each result was written to (:func:`write_selection`), which the page links to.
     """
-    from ..files import check_outputs_free, write_csv
+    from ..files import write_csv
     from ..video.select import SUMMARY_COLUMNS
     from .html import SCORE_SCALE, Report
 
     out = Path(out_dir)
-    check_outputs_free(out, SUMMARY_FILES if report else SUMMARY_FILES[:1])
+    _check_free(out, SUMMARY_FILES if report else SUMMARY_FILES[:1])
     rows = [r.summary_row() for r in results]
     rows += [{"scan": s, "frames_scored": 0, "eligible": 0, "best_frame": "", "time": "", "score": "", "error": m}
              for s, m in errors]
