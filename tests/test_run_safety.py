@@ -766,8 +766,8 @@ def test_select_without_reports_leaves_a_users_report_html_alone(tmp_path, capsy
 
 def test_a_select_folder_from_before_records_is_rerun_in_place_but_a_lookalike_is_not(tmp_path, capsys):
     """A `select` output folder written before crl-uiqa kept records (no record file) is recognised by its
-    selection.json (one scan) or summary.csv (several scans) and replaced by the next run, as a recorded one is;
-    a user's folder with a report.html and a selection.json that is not select's is still refused."""
+    selection.json (one scan) or summary.csv (several scans) and replaced by the next run, as a recorded one is, and
+    so is one scan's folder copied out of a several-scan run; a user's folder with a report.html and a selection.json that is not select's is still refused."""
     import json
 
     from crl_uiqa.files import OUTPUTS_RECORD
@@ -789,6 +789,14 @@ def test_a_select_folder_from_before_records_is_rerun_in_place_but_a_lookalike_i
         assert main(argv) == 0, capsys.readouterr().err
         assert (out / "notes.txt").read_text() == "mine" and old and all(p.is_file() for p in old)
         assert all(OUTPUTS_RECORD in {q.name for q in p.parent.iterdir()} for p in old)  # recorded from now on
+    # one scan's folder copied out of a several-scan run (its files are listed in the record above it, which stays
+    # behind) is recognised by its selection.json too
+    import shutil
+
+    assert main([*base, "--input", str(tmp_path / "imgs"), str(several), "--out", str(tmp_path / "fresh")]) == 0
+    shutil.copytree(tmp_path / "fresh" / "imgs", tmp_path / "copied")
+    assert not (tmp_path / "copied" / OUTPUTS_RECORD).exists()
+    assert main([*base, "--input", str(tmp_path / "imgs"), "--out", str(tmp_path / "copied")]) == 0
     capsys.readouterr()
     mine = tmp_path / "mine"
     mine.mkdir()
