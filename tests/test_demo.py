@@ -50,6 +50,7 @@ def test_demo_quick_uses_packaged_sononet(quick_demo):
     # settings, and per sweep in the captions
     assert "the CRL-UIQA score plus 0.5 × the plane match" in html and "among frames with p(abdominal" not in html
     assert "<th>eligible frames</th>" not in html  # no plane check: no column that would say "all" on every row
+    assert "The curves show the pick score, not the model&#x27;s score" in html
     frames = [r["sweep"] for r in csv.DictReader((quick_demo / "frames.csv").open())]
     assert all(p["eligible_frames"] == frames.count(p["sweep"]) for p in res["picks"])  # every frame could be picked
     assert len(re.findall(r"<figcaption>[^<]*the pick score \(the CRL-UIQA score plus 0.5 × the plane match, each "

@@ -93,6 +93,11 @@ def write_report(out, encoder, st, head, labels, res, table, picks, truth, score
     rep.add_heading("Pictures")
     rep.add_note(SCORE_SCALE)
     rep.add_heading("Quality along each held-out sweep", level=3)
+    if st.plane_match:
+        rep.add_text(f"The curves show the pick score, not the model's score: the CRL-UIQA score plus "
+                     f"{st.plane_match:g} × the plane match, each standardised over its sweep (in standard deviations "
+                     "within the sweep, so 0 is the sweep's average frame). `--plane-match 0` picks on the model's "
+                     "score alone.")
     for p in picks:
         best = p["_picked"]
         scored = (f"the pick score (the CRL-UIQA score plus {st.plane_match:g} × the plane match, each standardised "
