@@ -804,3 +804,29 @@ def test_a_select_folder_from_before_records_is_rerun_in_place_but_a_lookalike_i
     (mine / "selection.json").write_text(json.dumps({"scan": "x", "picks": []}))  # not select's keys
     _refused([*base, "--input", str(tmp_path / "imgs"), "--out", str(mine)], capsys, mine / "report.html",
              mine / "selection.json")
+
+
+def test_an_earlier_select_folder_adopts_only_selects_files_and_a_refused_run_records_nothing(tmp_path, capsys):
+    """Beside a `select` folder from before records (found by its summary.csv or selection.json), a user's own
+    report.html or quality.png is still refused, nothing is recorded by the refused run, and a selection.json nested
+    too deep to parse is a plain refusal, not an internal error."""
+    from crl_uiqa.files import OUTPUTS_RECORD
+
+    _images(tmp_path / "imgs", n=4)
+    run = _tiny_model(tmp_path / "run")
+    base = ["select", "--model", str(run), "--region", "none", "--quiet", "--input", str(tmp_path / "imgs")]
+    out = tmp_path / "old"
+    assert main([*base, "--no-report", "--out", str(out)]) == 0, capsys.readouterr().err
+    (out / OUTPUTS_RECORD).unlink()  # as a version before records left it
+    (out / "report.html").write_text("my notes")
+    (out / "quality.png").write_text("my picture")
+    _refused([*base, "--out", str(out)], capsys, out / "report.html", out / "quality.png")
+    assert not (out / OUTPUTS_RECORD).exists()
+    (out / "report.html").unlink()
+    _refused([*base, "--out", str(out)], capsys, out / "quality.png")
+    (out / "quality.png").unlink()
+    assert main([*base, "--out", str(out)]) == 0, capsys.readouterr().err  # select's own files: rerun in place
+    deep = tmp_path / "deep"
+    deep.mkdir()
+    (deep / "selection.json").write_text("[" * 100_000 + "]" * 100_000)
+    assert "no crl-uiqa run wrote" in _refused([*base, "--out", str(deep)], capsys, deep / "selection.json")

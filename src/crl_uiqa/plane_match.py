@@ -149,8 +149,14 @@ class PlaneTemplates:
         self.pool = v.integer("pool", pool, minimum=1, maximum=64)
         self.half = v.integer("half", half, minimum=1, maximum=1024)
         step = v.integer("rotation_step", rotation_step, minimum=0, maximum=360)
-        if isinstance(scales, (str, bytes)) or not hasattr(scales, "__len__") or not 1 <= len(scales) <= 32:
-            raise ConfigError(f"scales must be a sequence of 1 to 32 numbers; got {scales!r}")
+        try:
+            n_scales = -1 if isinstance(scales, (str, bytes)) else len(scales)
+        except TypeError:  # no length (a generator, a number, a 0-d array)
+            n_scales = -1
+        if not 1 <= n_scales <= 32:
+            import reprlib
+
+            raise ConfigError(f"scales must be a sequence of 1 to 32 numbers; got {reprlib.repr(scales)}")
         self.scales = tuple(v.real("scales", x, minimum=0.1, maximum=10) for x in scales)
         centres = np.asarray(centres, dtype=np.float64)
         if centres.shape != (len(references), 2) or not np.isfinite(centres).all():

@@ -39,7 +39,7 @@ def check_selection_outputs(out_dir: str | os.PathLike, scan_names: Sequence[str
     (:func:`crl_uiqa.files.check_outputs_free`). ``scan_names``: the names of several scans, each written to its
     folder (:func:`scan_folder`); None: one scan, written into ``out_dir`` itself. ``report``: HTML reports too.
     The files of a ``select`` run from before crl-uiqa kept records are recognised by its layout
-    (:func:`_adopt_earlier_selection`)."""
+    (:func:`_check_free`)."""
     from ..files import glob_escape
 
     files = _selection_files(report)
@@ -51,7 +51,6 @@ def check_selection_outputs(out_dir: str | os.PathLike, scan_names: Sequence[str
     used: set[str] = set()
     for name in scan_names:
         folder = scan_folder(out_dir, name, used)
-        _adopt_earlier_selection(folder, files)
         _check_free(out_dir, [f"{glob_escape(folder.name)}/{n}" for n in files])
 
 
@@ -59,49 +58,75 @@ def check_selection_outputs(out_dir: str | os.PathLike, scan_names: Sequence[str
 _SELECTION_KEYS = {"scan", "kind", "runtime", "frames_scored", "eligible", "picks", "settings"}
 
 
-def _earlier_selection(folder: Path) -> bool:
-    """Whether ``folder`` holds a ``select`` run's outputs from before crl-uiqa kept records of them: no record,
-    and a ``selection.json`` (one scan) with select's keys or a ``summary.csv`` (several scans) with select's
-    header. Read with a size bound; anything else (a user's file of that name included) is not."""
+def _select_wrote(path: Path) -> bool:
+    """Whether the file ``path`` reads as the ``select`` output of its name: a selection.json with select's keys, a
+    CSV with select's header, a PNG, an HTML page crl-uiqa generated. Read with a size bound; a link, anything
+    unreadable or anything else (a user's file of that name) is not."""
     import json
 
-    from ..files import OUTPUTS_RECORD
-    from ..video.select import SUMMARY_COLUMNS
+    from ..video.select import FRAME_COLUMNS, PICK_COLUMNS, SUMMARY_COLUMNS
 
-    if os.path.lexists(folder / OUTPUTS_RECORD):
-        return False
+    headers = {"summary.csv": SUMMARY_COLUMNS, "frames.csv": FRAME_COLUMNS, "picks.csv": PICK_COLUMNS}
     try:
-        js = folder / "selection.json"
-        if js.is_file() and not js.is_symlink() and js.stat().st_size < 1 << 24:
-            data = json.loads(js.read_bytes())
-            if isinstance(data, dict) and _SELECTION_KEYS <= set(data):
-                return True
-        sm = folder / "summary.csv"
-        if sm.is_file() and not sm.is_symlink():
-            with sm.open("rb") as fh:
-                return fh.readline(4096).decode("utf-8", "replace").strip() == ",".join(SUMMARY_COLUMNS)
-    except (OSError, ValueError):
+        if path.is_symlink() or not path.is_file():
+            return False
+        if path.name == "selection.json":
+            if path.stat().st_size >= 1 << 24:
+                return False
+            data = json.loads(path.read_bytes())
+            return isinstance(data, dict) and _SELECTION_KEYS <= set(data)
+        with path.open("rb") as fh:
+            head = fh.read(4096)
+        if path.name in headers:
+            return head.split(b"\n", 1)[0].decode("utf-8", "replace").strip() == ",".join(headers[path.name])
+        if path.suffix == ".png":
+            return head.startswith(b"\x89PNG\r\n\x1a\n")
+        if path.name == "report.html":
+            return b'<meta name="generator" content="crl-uiqa ' in head
+    except (OSError, ValueError, RecursionError):  # RecursionError: JSON nested deeper than the parser goes
         return False
     return False
 
 
-def _adopt_earlier_selection(folder: str | os.PathLike, names: Sequence[str]) -> None:
-    """Record the files of an earlier ``select`` run in ``folder`` (:func:`_earlier_selection`) named like ``names``
-    as a run's own, so this run replaces them (as it replaces a recorded run's) instead of refusing them."""
-    from ..files import adopt_outputs, foreign_outputs
+def _earlier_selection(folder: Path) -> bool:
+    """Whether ``folder`` holds a ``select`` run's outputs from before crl-uiqa kept records of them: no record,
+    and a ``selection.json`` (one scan) with select's keys or a ``summary.csv`` (several scans) with select's
+    header (:func:`_select_wrote`)."""
+    from ..files import OUTPUTS_RECORD
 
-    folder = Path(folder)
-    if folder.is_dir() and _earlier_selection(folder):
-        adopt_outputs(folder, foreign_outputs(folder, names))
+    if os.path.lexists(folder / OUTPUTS_RECORD):
+        return False
+    return _select_wrote(folder / "selection.json") or _select_wrote(folder / "summary.csv")
 
 
 def _check_free(out_dir: str | os.PathLike, names: Sequence[str]) -> None:
-    """:func:`crl_uiqa.files.check_outputs_free` for ``select``'s files in ``out_dir``, an earlier run's from before
-    records adopted first."""
-    from ..files import check_outputs_free
+    """:func:`crl_uiqa.files.check_outputs_free` for ``select``'s files in ``out_dir`` (``names`` in it or in a scan's
+    folder just below it), counting as a run's the files of an earlier ``select`` run from before records
+    (:func:`_earlier_selection`) that read as select's (:func:`_select_wrote`): a user's file beside them (a
+    report.html of their own next to a --no-report run's files) is still refused. Only when nothing is refused are
+    those files recorded as a run's (in their own folder's record), so this run replaces them; a refused run
+    records nothing."""
+    from ..files import adopt_outputs, check_outputs_free, foreign_outputs
 
-    _adopt_earlier_selection(out_dir, [n for n in names if "/" not in n])
-    check_outputs_free(out_dir, names)
+    root = Path(out_dir)
+    earlier: dict[str, bool] = {}
+
+    def old_select(rel: str) -> bool:
+        parent = rel.rpartition("/")[0]
+        if "/" in parent:
+            return False
+        if parent not in earlier:
+            folder = root / parent if parent else root
+            earlier[parent] = folder.is_dir() and not folder.is_symlink() and _earlier_selection(folder)
+        return earlier[parent] and _select_wrote(root / rel)
+
+    check_outputs_free(root, names, also=old_select)
+    by_folder: dict[str, list[str]] = {}
+    for rel in foreign_outputs(root, names):  # every one an earlier run's (old_select), or the check refused it
+        parent, _, name = rel.rpartition("/")
+        by_folder.setdefault(parent, []).append(name)
+    for parent, files in by_folder.items():
+        adopt_outputs(root / parent if parent else root, files)
 
 
 def _selection_files(report: bool) -> tuple[str, ...]:
