@@ -819,7 +819,9 @@ def test_an_earlier_select_folder_adopts_only_selects_files_and_a_refused_run_re
     assert main([*base, "--no-report", "--out", str(out)]) == 0, capsys.readouterr().err
     (out / OUTPUTS_RECORD).unlink()  # as a version before records left it
     (out / "report.html").write_text("my notes")
-    (out / "quality.png").write_text("my picture")
+    from PIL import Image
+
+    Image.new("L", (4, 4)).save(out / "quality.png")  # a real PNG of the user's, named like select's plot
     _refused([*base, "--out", str(out)], capsys, out / "report.html", out / "quality.png")
     assert not (out / OUTPUTS_RECORD).exists()
     (out / "report.html").unlink()

@@ -79,7 +79,9 @@ def _select_wrote(path: Path) -> bool:
             head = fh.read(4096)
         if path.name in headers:
             return head.split(b"\n", 1)[0].decode("utf-8", "replace").strip() == ",".join(headers[path.name])
-        if path.suffix == ".png":
+        if path.name == "quality.png":  # select's plot: matplotlib's PNG, which names its software up front
+            return head.startswith(b"\x89PNG\r\n\x1a\n") and b"tEXtSoftware\x00Matplotlib" in head
+        if path.suffix == ".png":  # a picked frame (best_*_frame*.png) or region.png: select's names, a PNG
             return head.startswith(b"\x89PNG\r\n\x1a\n")
         if path.name == "report.html":
             return b'<meta name="generator" content="crl-uiqa ' in head
