@@ -172,12 +172,17 @@ def evaluate(cfg: str, seeds: list[int]) -> dict:
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this script (tests/test_doc_commands.py parses the documented commands with it)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=_ints, required=True)
     p.add_argument("--configs", default="sononet", help="sononet, fallback or both, comma-separated")
-    p.add_argument("--threads", type=int, default=None)
-    args = p.parse_args(argv)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     import torch
 
     if args.threads:
