@@ -60,7 +60,7 @@ _SELECTION_KEYS = {"scan", "kind", "runtime", "frames_scored", "eligible", "pick
 
 def _select_wrote(path: Path) -> bool:
     """Whether the file ``path`` reads as the ``select`` output of its name: a selection.json with select's keys, a
-    CSV with select's header, a PNG, an HTML page crl-uiqa generated. Read with a size bound; a link, anything
+    CSV with select's header, a PNG (matplotlib's for quality.png), an HTML page crl-uiqa generated. Read with a size bound; a link, anything
     unreadable or anything else (a user's file of that name) is not."""
     import json
 
