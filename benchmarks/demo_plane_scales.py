@@ -72,8 +72,6 @@ def _ints(text: str) -> list[int]:
 
 def matches(cfg: str, seed: int) -> dict[tuple[str, int], dict[str, float]]:
     """{(sweep, frame): {scale set: plane match}} for the held-out frames of the demo of ``seed``."""
-    import torch  # noqa: F401
-
     from crl_uiqa.backbones import get_backbone
     from crl_uiqa.data.simulate import simulate_dataset
     from crl_uiqa.demo import DEMO_PLANE, SONONET_SIZE, DemoSettings

@@ -121,13 +121,6 @@ def test_bad_inputs_get_one_line_errors():
 
 
 def test_scales_without_a_length_or_too_many_are_one_short_config_error():
-    import numpy as np
-    import pytest
-    import torch
-
-    from crl_uiqa.errors import ConfigError
-    from crl_uiqa.plane_match import PlaneTemplates
-
     refs = torch.rand(1, 1, 96, 96)
     for bad in (np.array(2.0), (s for s in [1.0]), list(range(1, 100_000))):
         with pytest.raises(ConfigError) as err:

@@ -122,9 +122,12 @@ def _check_free(out_dir: str | os.PathLike, names: Sequence[str]) -> None:
             earlier[parent] = folder.is_dir() and not folder.is_symlink() and _earlier_selection(folder)
         return earlier[parent] and _select_wrote(root / rel)
 
+    found = foreign_outputs(root, names)
+    if not found:  # the usual case: nothing unrecorded, so nothing to recognise or adopt
+        return
     check_outputs_free(root, names, also=old_select)
     by_folder: dict[str, list[str]] = {}
-    for rel in foreign_outputs(root, names):  # every one an earlier run's (old_select), or the check refused it
+    for rel in found:  # every one an earlier run's (old_select), or the check refused it
         parent, _, name = rel.rpartition("/")
         by_folder.setdefault(parent, []).append(name)
     for parent, files in by_folder.items():
