@@ -28,8 +28,15 @@ each standardised over the sweep (``crl-uiqa demo --plane-match``). It prints, p
 strategy, the frame error of every held-out sweep of every seed, their mean
 and maximum, and the share within 2 frames; then oracles from the simulator's
 ground truth (:func:`oracles`): picks on the plane closeness alone, on the
-acquisition factor alone, and on the true quality with per-frame noise — how
-much a score must see for the 2-frame goal.
+acquisition factor alone, and on the true quality exactly or with per-frame
+noise — how much a score must see for the 2-frame goal; the sweeps where a
+frame more than 2 frames from the best is within 10 % of its true quality
+(:func:`near_ties`); per strategy also the true quality of the pick as a
+fraction of the best (:func:`pick_quality`); and half-oracles of the demo's own
+terms (:data:`DEMO_HALF_ORACLES`): the exact plane closeness plus the trained
+model, the exact acquisition factor plus the plane match (or the encoder's
+plane probability) — how far each of the demo's terms would go with a perfect
+partner.
 
 ``layers`` asks which of SonoNet-16's layers could carry the pick at all: it
 simulates each seed's demo data again (the demo's own settings), embeds the
@@ -46,11 +53,23 @@ layers' scores, each standardised on the training frames; then half-oracles
 layer's score for the other, to tell which factor the encoder fails to supply.
 No training, so seeds are cheap (about 35 s each on 2 cores).
 
+``probe`` asks what any head on SonoNet-16's frozen pooled features could do,
+given the answers: it fits probes to the simulator's true quality (as a
+fraction of each sweep's best, centred within the sweep, as the features are)
+from every held-out frame's pooled embeddings (:data:`PROBE_SETS`) — ridge
+regression and a one-hidden-layer network, each penalty chosen by
+leave-one-seed-out error — on one half of the seeds, scores the other half,
+and the reverse, then picks every sweep's best frame from the out-of-seed
+predictions as the demo picks (smoothed over +-3 frames). Supervised with
+labels no user has, it is a ceiling for a read-out of these features, not a
+method; the features of each seed are cached in ``bench-out/demo_picks/probe``.
+
 Usage::
 
     python benchmarks/demo_picks.py run --seeds 0,1,2 --configs sononet,fallback [--threads 1]
     python benchmarks/demo_picks.py evaluate --seeds 0,1,2 --configs sononet,fallback
     python benchmarks/demo_picks.py layers --seeds 0,1,2,3,4,5,6,7,8,9
+    python benchmarks/demo_picks.py probe --seeds 0,1,2,3,4,10,11,12,13,14
 
 Choose on some seeds, confirm on seeds not looked at before choosing
 (BENCHMARKS.md "Demo: best-frame picks across seeds").
@@ -147,9 +166,9 @@ def load(path: Path) -> dict[str, dict[str, np.ndarray]]:
     return out
 
 
-def frame_error(sweep: dict[str, np.ndarray], source: str, smooth: float, plane: float | None = None) -> int:
-    """Frames between the pick of ``source`` (smoothed over +-``smooth`` frames; among frames with plane
-    probability >= ``plane`` when any) and the true best frame."""
+def pick(sweep: dict[str, np.ndarray], source: str, smooth: float, plane: float | None = None) -> int:
+    """Position of the pick of ``source`` (smoothed over +-``smooth`` frames; among frames with plane
+    probability >= ``plane`` when any)."""
     from crl_uiqa.demo import best_frame
 
     scores = sweep[source].astype(np.float64)
@@ -157,14 +176,26 @@ def frame_error(sweep: dict[str, np.ndarray], source: str, smooth: float, plane:
         _, smoothed = best_frame(sweep["frame"], scores, smooth)
         scores = np.where(sweep["plane_probability"] >= plane, smoothed, np.nan)
         smooth = 0.0
-    pos, _ = best_frame(sweep["frame"], scores, smooth)
+    return best_frame(sweep["frame"], scores, smooth)[0]
+
+
+def frame_error(sweep: dict[str, np.ndarray], source: str, smooth: float, plane: float | None = None) -> int:
+    """Frames between the pick of ``source`` (:func:`pick`) and the true best frame."""
+    pos = pick(sweep, source, smooth, plane)
     return abs(int(sweep["frame"][pos]) - int(sweep["frame"][int(np.argmax(sweep["true_quality"]))]))
+
+
+def pick_quality(sweep: dict[str, np.ndarray], source: str, smooth: float, plane: float | None = None) -> float:
+    """The true quality of the pick of ``source`` (:func:`pick`) as a fraction of the sweep's best: what the
+    pick costs whoever reads the frame, where the frame error only counts the distance."""
+    q = sweep["true_quality"]
+    return float(q[pick(sweep, source, smooth, plane)] / q.max())
 
 
 ORACLES = ("plane_closeness", "acquisition_factor")
 
 
-def oracles(sweeps: list[dict], smooth: float = 3.0, noise=(0.1, 0.2, 0.3), repeats: int = 50) -> dict:
+def oracles(sweeps: list[dict], smooth: float = 3.0, noise=(0.0, 0.1, 0.2, 0.3), repeats: int = 50) -> dict:
     """What a pick needs to see, from the simulator's ground truth of the cached sweeps: the frame error of
     picks on each factor of the true quality alone (log plane closeness: a perfect plane detector blind to the
     acquisition; log acquisition factor: the reverse), and on log true quality plus per-frame Gaussian noise
@@ -178,10 +209,47 @@ def oracles(sweeps: list[dict], smooth: float = 3.0, noise=(0.1, 0.2, 0.3), repe
     rng = np.random.default_rng(0)
     for sd in noise:
         errs = []
-        for _ in range(repeats):
+        for _ in range(repeats if sd > 0 else 1):
             errs += [frame_error({**sw, "oracle": np.log(np.maximum(sw["true_quality"], 1e-300))
                                   + rng.normal(0.0, sd, sw["true_quality"].size)}, "oracle", smooth) for sw in sweeps]
-        out[f"true quality x exp(N(0, {sd:g}))"] = np.array(errs)
+        out[f"true quality x exp(N(0, {sd:g}))" if sd > 0 else "true quality exactly"] = np.array(errs)
+    return out
+
+
+def near_ties(sweeps: list[dict], within: float = 0.9, frames: int = 2) -> int:
+    """How many of ``sweeps`` hold a frame more than ``frames`` from the true best whose true quality is at least
+    ``within`` of the best's: where a score with that much error may rightly pick far from the best."""
+    n = 0
+    for sw in sweeps:
+        q = sw["true_quality"]
+        far = np.abs(np.arange(q.size) - int(np.argmax(q))) > frames
+        n += bool((q[far] >= within * q.max()).any())
+    return n
+
+
+#: half-oracles of the demo's own terms: one factor of the true quality exactly (its log, standardised over the
+#: sweep) plus the demo's standardised term for the other, with the weights of :data:`HALF_ORACLES` (0.5 beside the
+#: exact plane, 1 beside the exact acquisition): how far a perfect plane term would take the demo's trained model, and
+#: a perfect acquisition term the plane match
+DEMO_HALF_ORACLES = (("plane_closeness", "model", 0.5), ("acquisition_factor", "plane_match", 1.0),
+                     ("acquisition_factor", "plane_probability", 1.0))
+
+
+def demo_half_oracles(sweeps: list[dict], smooth: float = 3.0) -> dict:
+    """Frame errors of :data:`DEMO_HALF_ORACLES` on ``sweeps`` (as :func:`load` gives them; the plane match's
+    row only where they have it), smoothed over +-``smooth`` frames as the demo picks."""
+    from crl_uiqa.demo.pipeline import pick_scores
+
+    out = {}
+    for factor, term, weight in DEMO_HALF_ORACLES:
+        if not all(term in sw for sw in sweeps):
+            continue
+        errs = []
+        for sw in sweeps:
+            exact = np.log(np.maximum(sw[factor], 1e-300))
+            other = np.log(np.maximum(sw[term], 1e-6)) if term == "plane_probability" else sw[term]
+            errs.append(frame_error({**sw, "oracle": pick_scores(exact, other, weight)}, "oracle", smooth))
+        out[f"{factor} + {weight:g} x {term}"] = np.array(errs)
     return out
 
 
@@ -191,6 +259,7 @@ def evaluate(seeds: list[int], configs: list[str]) -> dict:
     strategies += [("plane_match", 3, None), ("plane_match", 3, 0.5)]
     strategies += [(f"{src}+{w:g}match", 3, plane) for src in ("model", "teacher") for w in MATCH_WEIGHTS
                    for plane in (None, 0.5)]
+    strategies += [("model+0.5match", w, None) for w in (0, 1, 2, 4)]  # the demo's rule at other smoothing widths
     results = {}
     for cfg in configs:
         data = {s: load(OUT / f"{cfg}_s{s}.csv") for s in seeds if (OUT / f"{cfg}_s{s}.csv").exists()}
@@ -209,8 +278,11 @@ def evaluate(seeds: list[int], configs: list[str]) -> dict:
             errs = {s: [frame_error(sw, src, w, plane) for sw in data[s].values()] for s in data}
             flat = np.concatenate([np.asarray(v) for v in errs.values()])
             tag = f"{src} smooth {w}" + (f" plane>={plane}" if plane is not None else "")
+            rel = np.array([pick_quality(sw, src, w, plane) for s in data for sw in data[s].values()])
             results[f"{cfg}: {tag}"] = {str(s): v for s, v in errs.items()}
-            print(f"{tag:<26} mean {flat.mean():5.2f}  max {flat.max():>2}  within 2: {np.mean(flat <= 2):.2f}   "
+            results[f"{cfg}: {tag}: quality of the pick / the best"] = rel.tolist()
+            print(f"{tag:<26} mean {flat.mean():5.2f}  max {flat.max():>2}  within 2: {np.mean(flat <= 2):.2f}  "
+                  f"pick/best quality: median {np.median(rel):.2f} >=0.9 {np.mean(rel >= 0.9):.2f}   "
                   + "   ".join(f"s{s}: {', '.join(map(str, v))}" for s, v in errs.items()))
         from scipy.stats import spearmanr
 
@@ -219,9 +291,12 @@ def evaluate(seeds: list[int], configs: list[str]) -> dict:
             rho = {f: float(np.nanmean([spearmanr(sw[src], sw[f])[0] for sw in sweeps])) for f in ORACLES}
             results[f"{cfg}: spearman {src}"] = rho
             print(f"within-sweep Spearman of {src:<18} with " + ", ".join(f"{f} {v:+.2f}" for f, v in rho.items()))
-        for tag, errs in oracles(sweeps).items():
+        for tag, errs in {**oracles(sweeps), **demo_half_oracles(sweeps)}.items():
             results[f"{cfg}: oracle {tag}"] = {"mean": float(errs.mean()), "within_2": float(np.mean(errs <= 2))}
             print(f"oracle {tag:<32} mean {errs.mean():5.2f}  max {errs.max():>2}  within 2: {np.mean(errs <= 2):.2f}")
+        ties = near_ties(sweeps)
+        results[f"{cfg}: near ties"] = ties
+        print(f"sweeps with a frame more than 2 frames from the best at >= 0.9 of its true quality: {ties} of {len(sweeps)}")
     return results
 
 
@@ -342,10 +417,146 @@ def layers(seeds: list[int], threads: int | None) -> dict:
     return {"seeds": seeds, "summary": summary}
 
 
+#: feature sets of ``probe``: the demo's anchor layer, the early layers that see the acquisition (section "which
+#: SonoNet-16 layer sees which factor"), everything the frozen encoder gives
+PROBE_SETS = {"adaptation": ("adaptation",), "block1-3 + statistics": ("block1", "block2", "block3", "stats"),
+              "every layer + statistics": (*LAYER_SOURCES[:-1], "stats")}
+#: ridge penalties ``probe`` chooses among (leave one seed out), on standardised features
+PROBE_ALPHAS = tuple(float(a) for a in np.logspace(-2, 4, 13))
+#: weight decays of the probe's one-hidden-layer network, chosen the same way
+PROBE_DECAYS = (1e-4, 1e-3, 1e-2, 1e-1)
+
+
+def _probe_features(seed: int) -> dict:
+    """The held-out frames of ``seed``'s demo data: every layer's pooled SonoNet-16 embedding, the image
+    statistics, sweep, frame and ground truth (:func:`_layer_features`), cached in ``OUT/probe`` (an .npz,
+    read without pickle)."""
+    path = OUT / "probe" / f"features_s{seed}.npz"
+    if not path.exists():
+        test = _layer_features(seed)["test"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, **{k: np.asarray(v) for k, v in test.items() if k != "paths"})
+        tmp.replace(path)
+    with np.load(path, allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}
+
+
+def _centred(x: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """``x`` less the mean of its group (each held-out sweep): the pick compares frames of one sweep only."""
+    out = np.array(x, dtype=np.float64)
+    for g in np.unique(groups):
+        out[groups == g] -= out[groups == g].mean(axis=0)
+    return out
+
+
+def _ridge(x: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:
+    return np.linalg.solve(x.T @ x + alpha * np.eye(x.shape[1]), x.T @ y)
+
+
+def _mlp(x: np.ndarray, y: np.ndarray, decay: float, seed: int = 0):
+    """A one-hidden-layer network (64 units, ReLU) fitted to ``y`` by full-batch Adam (lr 1e-2, 300 steps,
+    weight decay ``decay``); returns its prediction function."""
+    import torch
+
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Linear(x.shape[1], 64), torch.nn.ReLU(), torch.nn.Linear(64, 1)).double()
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-2, weight_decay=decay)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    for _ in range(300):
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(net(xt).squeeze(1), yt).backward()
+        opt.step()
+
+    def predict(z: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return net(torch.from_numpy(z)).squeeze(1).numpy()
+    return predict
+
+
+def _fit_probe(kind: str, x: np.ndarray, y: np.ndarray, seeds: np.ndarray):
+    """The probe ``kind`` (``ridge`` or ``mlp``) fitted on (x, y), its penalty chosen by leave-one-seed-out
+    squared error; returns (prediction function, the penalty)."""
+    grid = PROBE_ALPHAS if kind == "ridge" else PROBE_DECAYS
+
+    def fit(xa, ya, penalty):
+        if kind == "ridge":
+            w = _ridge(xa, ya, penalty)
+            return lambda z: z @ w
+        return _mlp(xa, ya, penalty)
+
+    def cv_error(penalty):
+        err = 0.0
+        for s in np.unique(seeds):
+            f = fit(x[seeds != s], y[seeds != s], penalty)
+            err += float(np.sum((f(x[seeds == s]) - y[seeds == s]) ** 2))
+        return err
+    best = min(grid, key=cv_error)
+    return fit(x, y, best), best
+
+
+def probe(seeds: list[int], threads: int | None) -> dict:
+    """See the module docstring (``probe``)."""
+    import torch
+    from scipy.stats import spearmanr
+
+    if threads:
+        torch.set_num_threads(threads)
+    if len(seeds) < 4:
+        raise SystemExit("probe needs at least 4 seeds: two halves, each with two seeds to choose the penalty")
+    print(f"# {run_info.machine()}; {run_info.uptime()}", flush=True)
+    feats = {}
+    for seed in seeds:
+        t = time.perf_counter()
+        feats[seed] = _probe_features(seed)
+        print(f"seed {seed}: features in {time.perf_counter() - t:.0f} s", flush=True)
+    cat = {k: np.concatenate([feats[s][k] for s in seeds]) for k in feats[seeds[0]]}
+    seed_of = np.concatenate([np.full(len(feats[s]["frame"]), s) for s in seeds])
+    group = np.array([f"{s}/{w}" for s, w in zip(seed_of, cat["sweep"])])
+    target = cat["true_quality"].copy()
+    for g in np.unique(group):  # the true quality as a fraction of its sweep's best: the pick is within a sweep
+        target[group == g] /= target[group == g].max()
+    target = _centred(target, group)
+    halves = (seeds[: len(seeds) // 2], seeds[len(seeds) // 2:])
+    summary = {}
+    print(f"{'probe, features':<36} {'rho quality':>11} {'rho plane':>9} {'rho acq':>8} {'mean err':>8} "
+          f"{'within 2':>8} {'pick/best':>9}  penalties")
+    for name, layers_ in PROBE_SETS.items():
+        x = _centred(np.concatenate([cat[k] for k in layers_], axis=1), group)
+        for kind in ("ridge", "mlp"):
+            pred, penalties = np.zeros(len(target)), []
+            for train, test in (halves, halves[::-1]):  # every sweep scored by a probe that never saw its seed
+                tr, te = np.isin(seed_of, train), np.isin(seed_of, test)
+                mu, sd = x[tr].mean(axis=0), x[tr].std(axis=0) + 1e-12
+                f, penalty = _fit_probe(kind, (x[tr] - mu) / sd, target[tr], seed_of[tr])
+                pred[te] = f((x[te] - mu) / sd)
+                penalties.append(penalty)
+            sweeps = []
+            for g in np.unique(group):
+                m = np.flatnonzero(group == g)
+                m = m[np.argsort(cat["frame"][m])]
+                sweeps.append({"frame": cat["frame"][m].astype(int), "probe": pred[m],
+                               **{k: cat[k][m] for k in ("true_quality", *ORACLES)}})
+            errs = np.array([frame_error(sw, "probe", 3.0) for sw in sweeps])
+            rel = np.array([pick_quality(sw, "probe", 3.0) for sw in sweeps])
+            rho = {k: float(np.mean([spearmanr(sw["probe"], sw[k])[0] for sw in sweeps]))
+                   for k in ("true_quality", *ORACLES)}
+            tag = f"{kind}, {name}"
+            summary[tag] = {**{"rho_" + k: v for k, v in rho.items()}, "mean_error": float(errs.mean()),
+                            "within_2": int((errs <= 2).sum()), "sweeps": len(errs),
+                            "median_pick_over_best": float(np.median(rel)), "penalties": penalties,
+                            "frame_errors": errs.tolist()}
+            print(f"{tag:<36} {rho['true_quality']:>+11.2f} {rho['plane_closeness']:>+9.2f} "
+                  f"{rho['acquisition_factor']:>+8.2f} {errs.mean():>8.2f} {int((errs <= 2).sum()):>4} of {len(errs)} "
+                  f"{np.median(rel):>9.2f}  {', '.join(f'{p:g}' for p in penalties)}", flush=True)
+    print(f"# {run_info.uptime()}")
+    return {"seeds": seeds, "halves": [list(h) for h in halves], "summary": summary}
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line of this script (tests/test_doc_commands.py parses the documented commands with it)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("what", choices=["run", "evaluate", "layers"])
+    ap.add_argument("what", choices=["run", "evaluate", "layers", "probe"])
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--configs", default="sononet,fallback")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
@@ -357,10 +568,10 @@ def main(argv: list[str] | None = None) -> int:
     seeds, configs = _ints(args.seeds), _names(args.configs)
     if args.what == "run":
         run(seeds, configs, args.threads)
-    elif args.what == "layers":
-        res = layers(seeds, args.threads)
+    elif args.what in ("layers", "probe"):
+        res = (layers if args.what == "layers" else probe)(seeds, args.threads)
         OUT.mkdir(parents=True, exist_ok=True)
-        (OUT / f"layers_{'-'.join(map(str, seeds))}.json").write_text(json.dumps(
+        (OUT / f"{args.what}_{'-'.join(map(str, seeds))}.json").write_text(json.dumps(
             {"command": run_info.command("demo_picks.py", argv), "machine": run_info.machine(), **res}, indent=1))
     else:
         res = evaluate(seeds, configs)
