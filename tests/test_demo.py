@@ -158,6 +158,8 @@ def test_demo_settings_refused_before_any_work(tmp_path):
     for bad in (-1, float("inf"), "1"):
         with pytest.raises(ConfigError, match="--plane-match"):
             DemoSettings(out_dir=tmp_path, plane_match=bad)
+        with pytest.raises(ConfigError, match="--plane-classifier"):
+            DemoSettings(out_dir=tmp_path, plane_classifier=bad)
     # the anchored head's settings are pinned in the demo (the project's defaults may move on), on the demo's
     # layer and size, on whole frames; they build valid configurations
     from crl_uiqa.model import ModelConfig
@@ -187,13 +189,18 @@ def test_demo_settings_refused_before_any_work(tmp_path):
     from crl_uiqa.demo import DEMO_PLANE_MATCH
 
     assert args.plane_match == DEMO_PLANE_MATCH == DemoSettings(out_dir=tmp_path).plane_match == 0.5
+    from crl_uiqa.demo.pipeline import DEMO_PLANE_CLASSIFIER
+
+    assert args.plane_classifier == DEMO_PLANE_CLASSIFIER == DemoSettings(out_dir=tmp_path).plane_classifier
     assert DemoSettings(out_dir=tmp_path).plane_threshold == DEMO_PLANE_THRESHOLD
 
 
 def test_pick_scores_add_the_plane_match_standardised_over_the_sweep():
     import numpy as np
+    import pytest
 
     from crl_uiqa.demo import pick_scores
+    from crl_uiqa.errors import InputError
 
     model = np.array([1.0, 2.0, 3.0])  # mean 2, sd sqrt(2/3)
     match = np.array([0.5, 0.1, 0.3])  # mean 0.3, sd sqrt(0.08/3)
@@ -205,6 +212,17 @@ def test_pick_scores_add_the_plane_match_standardised_over_the_sweep():
     assert int(np.argmax(pick_scores(model, match, 0.5))) == 2 and int(np.argmax(pick_scores(model, match, 2))) == 0
     # a flat term adds nothing (no division by zero)
     np.testing.assert_allclose(pick_scores(model, np.full(3, 0.4), 1.0), z_model, rtol=1e-12)
+    # the plane classifier's term: the logit of its probabilities, standardised, times its weight
+    p = np.array([0.5, 0.1, 0.9])  # logits 0, -log 9, log 9: mean 0, sd log(9) sqrt(2/3)
+    z_logit = np.array([0.0, -1.0, 1.0]) / np.sqrt(2 / 3)
+    np.testing.assert_allclose(pick_scores(model, match, 0.5, p, 2.0), z_model + 0.5 * z_match + 2 * z_logit,
+                               rtol=1e-12)
+    np.testing.assert_allclose(pick_scores(model, match, 0.0, p, 1.0), z_model + z_logit, rtol=1e-12)
+    # probabilities of 0 and 1 are clipped to 1e-6 and 1 - 1e-6 (logits -+13.8), not infinite
+    np.testing.assert_allclose(pick_scores(np.zeros(3), match, 0.0, np.array([0.0, 0.5, 1.0]), 1.0),
+                               np.array([-1.0, 0.0, 1.0]) / np.sqrt(2 / 3), rtol=1e-9, atol=1e-9)
+    with pytest.raises(InputError, match="classifier"):
+        pick_scores(model, match, 0.5, None, 1.0)
 
 
 def test_best_frame_smoothing_prefers_a_stretch_of_good_frames_to_a_lone_spike():
