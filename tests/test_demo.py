@@ -33,6 +33,7 @@ def _check_outputs(out):
 def test_demo_quick_uses_packaged_sononet(quick_demo):
     html, res = _check_outputs(quick_demo)
     assert res["encoder"].startswith("SonoNet-16, published") and "SonoNet16.safetensors" in res["encoder"]
+    assert res["pick_rule"] == {"smooth": 3.0, "plane_match": 0.5, "plane_classifier": 0.0, "plane_threshold": 0.0}
     assert not (quick_demo / "encoder").exists()  # no fallback trained
     assert set(res["cpu_seconds"]) == set(res["timings"]) and all(v >= 0 for v in res["cpu_seconds"].values())
     assert "Encoder: SonoNet-16 with its published weights" in html
@@ -84,6 +85,33 @@ def _check_reader_order(html, res):
     assert dev.index('<details class="more"><summary>') < dev.index("<th>time</th>") < dev.index("</details>")
     assert "<th>seed</th><td>0 (--seed" in dev and "<th>CPU time</th>" in dev and "<code>results.json</code>" in dev
     assert html.count("<details") == 1 and "<details open" not in html
+
+
+def test_demo_quick_sononet_with_the_plane_classifier_term(tmp_path, capsys):
+    """--plane-classifier 1 beside SonoNet-16: the demo trains the plane classifier on simulated planes too, writes
+    its probability of every held-out frame and picks on the three terms, as the report and the summary say."""
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out), "--quiet", "--plane-classifier", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "plus 0.5 x the plane match plus 1 x the logit of the plane classifier's p(abdominal plane)" in text
+    html, res = _check_outputs(out)
+    assert res["encoder"].startswith("SonoNet-16, published") and (out / "encoder").is_dir()
+    assert res["pick_rule"]["plane_classifier"] == 1.0
+    assert "plus 1 × the logit of the plane classifier&#x27;s p(abdominal plane)" in html
+    assert "`--plane-match 0 --plane-classifier 0`" not in html and "--plane-match 0 --plane-classifier 0" in html
+    rows = list(csv.DictReader((out / "frames.csv").open()))
+    assert all(0.0 <= float(r["classifier_probability"]) <= 1.0 for r in rows)
+    # the pick is the top of the three standardised terms smoothed over +-3 frames, recomputed from frames.csv
+    import numpy as np
+
+    from crl_uiqa.demo import best_frame, pick_scores
+
+    for p in res["picks"]:
+        sw = sorted((r for r in rows if r["sweep"] == p["sweep"]), key=lambda r: int(r["frame"]))
+        col = {c: np.array([float(r[c]) for r in sw]) for c in ("CRL-UIQA", "plane_match", "classifier_probability")}
+        score = pick_scores(col["CRL-UIQA"], col["plane_match"], 0.5, col["classifier_probability"], 1.0)
+        pos, _ = best_frame([int(r["frame"]) for r in sw], score, 3.0)
+        assert int(sw[pos]["frame"]) == p["picked_frame"]
 
 
 def test_demo_quick_fallback(tmp_path, capsys):

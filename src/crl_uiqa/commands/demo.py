@@ -41,7 +41,7 @@ def register(sub) -> None:
                    help="add W times the logit of p(abdominal plane) from a plane classifier trained on simulated "
                    "planes (the fallback encoder), standardised over the sweep, to the pick score; with SonoNet-16 "
                    "weights the demo then trains that classifier too (about 100 s on 2 cores). 0: no such term "
-                   "(default 0; BENCHMARKS.md)")
+                   "(default 0: weight 1 lost the rule fixed in advance with the fallback encoder; BENCHMARKS.md)")
     add_device(p)
     p.add_argument("--quick", action="store_true", help="a smaller data set (for tests and slow machines)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -80,8 +80,11 @@ DEMO_PLANE_THRESHOLD = 0.0
 DEMO_PLANE_MATCH = 0.5
 # The weight of the plane classifier's term in the demo's picks: the standardised logit of p(abdominal plane) from
 # the plane classifier trained on simulated planes (the fallback encoder; with SonoNet-16 weights the demo trains it
-# too, for the pick alone), added to the pick score above. 0: no such term, and no classifier trained beside
-# SonoNet-16 (BENCHMARKS.md "Demo: a plane classifier trained on simulated planes as a third term").
+# too, for the picks alone, about 100 s on 2 cores), added to the pick score above. Weight 1 was chosen on seeds 0, 1
+# and 10-14 (39 of 56 picks within 2 frames against the demo's 31) and failed the rule fixed before seeds 15-24 were
+# scored: with SonoNet-16 27 of 40 within 2 frames as the demo, mean 2.68 against 2.92; with the fallback 18 against
+# 20, mean 4.15 both (BENCHMARKS.md "Demo: a plane classifier trained on simulated planes as a third term"). So it is
+# off by default; --plane-classifier W adds it.
 DEMO_PLANE_CLASSIFIER = 0.0
 
 
@@ -541,6 +544,9 @@ def _run_demo(st: DemoSettings) -> DemoResult:
     _say("[6/6] writing the report")
     report = write_report(out, encoder, st, head, labels, res, table, picks, truth, scores, timings, cpu)
     write_json(out / "results.json", {"encoder": encoder, "head": head, "kept_epoch": res.kept_epoch, "table": table,
+                                      "pick_rule": {"smooth": st.smooth, "plane_match": st.plane_match,
+                                                    "plane_classifier": st.plane_classifier,
+                                                    "plane_threshold": st.plane_threshold},
                                       "picks": [{k: v for k, v in p.items() if not k.startswith("_")} for p in picks],
                                       "timings": timings, "cpu_seconds": cpu})
     total = time.perf_counter() - t_start
