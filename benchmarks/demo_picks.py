@@ -174,6 +174,8 @@ def load(path: Path) -> dict[str, dict[str, np.ndarray]]:
                       "model": np.array([float(r[MODEL]) for r in rows]),
                       "teacher": np.array([float(r[TEACHER]) for r in rows]),
                       "plane_probability": np.array([float(r["plane_probability"]) for r in rows])}
+        if rows[0].get("classifier_probability"):  # the demo's plane classifier (trained on simulated planes)
+            out[sweep]["classifier_probability"] = np.array([float(r["classifier_probability"]) for r in rows])
         if "plane_match" in rows[0]:  # frames.csv since 2026-12-03: the plane match, and picks that add it
             from crl_uiqa.demo.pipeline import pick_scores
 
@@ -199,13 +201,21 @@ def pick(sweep: dict[str, np.ndarray], source: str, smooth: float, plane: float 
 
 def _add_sim_plane(sweeps: dict[str, dict[str, np.ndarray]], seed: int) -> None:
     """Add the :data:`SIM_PLANE_WEIGHTS` pick scores to ``sweeps`` (one cached run of ``seed``, as :func:`load`
-    gives it) where the fallback run of ``seed`` is cached: its p(abdominal plane) of the same frames."""
+    gives it) from the run's own plane classifier's probabilities (``classifier_probability``, runs since
+    2026-12-03 evening), else where the fallback run of ``seed`` is cached: its p(abdominal plane) of the same
+    frames."""
     from crl_uiqa.demo.pipeline import pick_scores
 
-    path = OUT / f"fallback_s{seed}.csv"
-    if not path.exists() or not all("plane_match" in sw for sw in sweeps.values()):
+    if not all("plane_match" in sw for sw in sweeps.values()):
         return
-    fallback = load(path)
+    path = OUT / f"fallback_s{seed}.csv"
+    if all("classifier_probability" in sw for sw in sweeps.values()):
+        fallback = {name: {"true_quality": sw["true_quality"], "plane_probability": sw["classifier_probability"]}
+                    for name, sw in sweeps.items()}
+    elif path.exists():
+        fallback = load(path)
+    else:
+        return
     for name, sw in sweeps.items():
         other = fallback.get(name)
         if other is None or not np.allclose(other["true_quality"], sw["true_quality"], rtol=1e-9, atol=0):

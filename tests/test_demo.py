@@ -33,6 +33,7 @@ def _check_outputs(out):
 def test_demo_quick_uses_packaged_sononet(quick_demo):
     html, res = _check_outputs(quick_demo)
     assert res["encoder"].startswith("SonoNet-16, published") and "SonoNet16.safetensors" in res["encoder"]
+    assert res["pick_rule"] == {"smooth": 3.0, "plane_match": 0.5, "plane_classifier": 0.0, "plane_threshold": 0.0}
     assert not (quick_demo / "encoder").exists()  # no fallback trained
     assert set(res["cpu_seconds"]) == set(res["timings"]) and all(v >= 0 for v in res["cpu_seconds"].values())
     assert "Encoder: SonoNet-16 with its published weights" in html
@@ -84,6 +85,33 @@ def _check_reader_order(html, res):
     assert dev.index('<details class="more"><summary>') < dev.index("<th>time</th>") < dev.index("</details>")
     assert "<th>seed</th><td>0 (--seed" in dev and "<th>CPU time</th>" in dev and "<code>results.json</code>" in dev
     assert html.count("<details") == 1 and "<details open" not in html
+
+
+def test_demo_quick_sononet_with_the_plane_classifier_term(tmp_path, capsys):
+    """--plane-classifier 1 beside SonoNet-16: the demo trains the plane classifier on simulated planes too, writes
+    its probability of every held-out frame and picks on the three terms, as the report and the summary say."""
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out), "--quiet", "--plane-classifier", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "plus 0.5 x the plane match plus 1 x the logit of the plane classifier's p(abdominal plane)" in text
+    html, res = _check_outputs(out)
+    assert res["encoder"].startswith("SonoNet-16, published") and (out / "encoder").is_dir()
+    assert res["pick_rule"]["plane_classifier"] == 1.0
+    assert "plus 1 × the logit of the plane classifier&#x27;s p(abdominal plane)" in html
+    assert "`--plane-match 0 --plane-classifier 0`" not in html and "--plane-match 0 --plane-classifier 0" in html
+    rows = list(csv.DictReader((out / "frames.csv").open()))
+    assert all(0.0 <= float(r["classifier_probability"]) <= 1.0 for r in rows)
+    # the pick is the top of the three standardised terms smoothed over +-3 frames, recomputed from frames.csv
+    import numpy as np
+
+    from crl_uiqa.demo import best_frame, pick_scores
+
+    for p in res["picks"]:
+        sw = sorted((r for r in rows if r["sweep"] == p["sweep"]), key=lambda r: int(r["frame"]))
+        col = {c: np.array([float(r[c]) for r in sw]) for c in ("CRL-UIQA", "plane_match", "classifier_probability")}
+        score = pick_scores(col["CRL-UIQA"], col["plane_match"], 0.5, col["classifier_probability"], 1.0)
+        pos, _ = best_frame([int(r["frame"]) for r in sw], score, 3.0)
+        assert int(sw[pos]["frame"]) == p["picked_frame"]
 
 
 def test_demo_quick_fallback(tmp_path, capsys):
@@ -158,6 +186,8 @@ def test_demo_settings_refused_before_any_work(tmp_path):
     for bad in (-1, float("inf"), "1"):
         with pytest.raises(ConfigError, match="--plane-match"):
             DemoSettings(out_dir=tmp_path, plane_match=bad)
+        with pytest.raises(ConfigError, match="--plane-classifier"):
+            DemoSettings(out_dir=tmp_path, plane_classifier=bad)
     # the anchored head's settings are pinned in the demo (the project's defaults may move on), on the demo's
     # layer and size, on whole frames; they build valid configurations
     from crl_uiqa.model import ModelConfig
@@ -187,13 +217,18 @@ def test_demo_settings_refused_before_any_work(tmp_path):
     from crl_uiqa.demo import DEMO_PLANE_MATCH
 
     assert args.plane_match == DEMO_PLANE_MATCH == DemoSettings(out_dir=tmp_path).plane_match == 0.5
+    from crl_uiqa.demo.pipeline import DEMO_PLANE_CLASSIFIER
+
+    assert args.plane_classifier == DEMO_PLANE_CLASSIFIER == DemoSettings(out_dir=tmp_path).plane_classifier
     assert DemoSettings(out_dir=tmp_path).plane_threshold == DEMO_PLANE_THRESHOLD
 
 
 def test_pick_scores_add_the_plane_match_standardised_over_the_sweep():
     import numpy as np
+    import pytest
 
     from crl_uiqa.demo import pick_scores
+    from crl_uiqa.errors import InputError
 
     model = np.array([1.0, 2.0, 3.0])  # mean 2, sd sqrt(2/3)
     match = np.array([0.5, 0.1, 0.3])  # mean 0.3, sd sqrt(0.08/3)
@@ -205,6 +240,17 @@ def test_pick_scores_add_the_plane_match_standardised_over_the_sweep():
     assert int(np.argmax(pick_scores(model, match, 0.5))) == 2 and int(np.argmax(pick_scores(model, match, 2))) == 0
     # a flat term adds nothing (no division by zero)
     np.testing.assert_allclose(pick_scores(model, np.full(3, 0.4), 1.0), z_model, rtol=1e-12)
+    # the plane classifier's term: the logit of its probabilities, standardised, times its weight
+    p = np.array([0.5, 0.1, 0.9])  # logits 0, -log 9, log 9: mean 0, sd log(9) sqrt(2/3)
+    z_logit = np.array([0.0, -1.0, 1.0]) / np.sqrt(2 / 3)
+    np.testing.assert_allclose(pick_scores(model, match, 0.5, p, 2.0), z_model + 0.5 * z_match + 2 * z_logit,
+                               rtol=1e-12)
+    np.testing.assert_allclose(pick_scores(model, match, 0.0, p, 1.0), z_model + z_logit, rtol=1e-12)
+    # probabilities of 0 and 1 are clipped to 1e-6 and 1 - 1e-6 (logits -+13.8), not infinite
+    np.testing.assert_allclose(pick_scores(np.zeros(3), match, 0.0, np.array([0.0, 0.5, 1.0]), 1.0),
+                               np.array([-1.0, 0.0, 1.0]) / np.sqrt(2 / 3), rtol=1e-9, atol=1e-9)
+    with pytest.raises(InputError, match="classifier"):
+        pick_scores(model, match, 0.5, None, 1.0)
 
 
 def test_best_frame_smoothing_prefers_a_stretch_of_good_frames_to_a_lone_spike():

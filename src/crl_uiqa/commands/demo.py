@@ -37,6 +37,11 @@ def register(sub) -> None:
                    "reference planes about where the encoder's class map puts the plane), each standardised over the "
                    "sweep; 0: the model's score alone (default 0.5, which picked closer than the plane check on "
                    "unseen seeds; --plane-match 0 --plane-threshold 0.5 restores the picks before it; BENCHMARKS.md)")
+    p.add_argument("--plane-classifier", type=float, default=0.0, metavar="W",
+                   help="add W times the logit of p(abdominal plane) from a plane classifier trained on simulated "
+                   "planes (the fallback encoder), standardised over the sweep, to the pick score; with SonoNet-16 "
+                   "weights the demo then trains that classifier too (about 100 s on 2 cores). 0: no such term "
+                   "(default 0: weight 1 lost the rule fixed in advance with the fallback encoder; BENCHMARKS.md)")
     add_device(p)
     p.add_argument("--quick", action="store_true", help="a smaller data set (for tests and slow machines)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -51,6 +56,7 @@ def run(args) -> int:
     st = DemoSettings(out_dir=Path(args.out), seed=args.seed, head=args.head, epochs=args.epochs,
                       encoder=args.encoder, weights=args.weights, device=args.device, smooth=args.smooth,
                       plane_threshold=args.plane_threshold, plane_match=args.plane_match,
+                      plane_classifier=args.plane_classifier,
                       progress=not args.quiet)
     if args.quick:
         quick(st)

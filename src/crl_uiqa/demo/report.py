@@ -93,20 +93,20 @@ def write_report(out, encoder, st, head, labels, res, table, picks, truth, score
     rep.add_heading("Pictures")
     rep.add_note(SCORE_SCALE)
     rep.add_heading("Quality along each held-out sweep", level=3)
-    if st.plane_match:
-        rep.add_text(f"The curves show the pick score, not the model's score: the CRL-UIQA score plus "
-                     f"{st.plane_match:g} × the plane match, each standardised over its sweep (in standard deviations "
-                     "within the sweep, so 0 is the sweep's average frame). `--plane-match 0` picks on the model's "
-                     "score alone.")
+    pick_score = _pick_score_text(st)
+    if pick_score:
+        off = " ".join(flag for flag, w in (("--plane-match 0", st.plane_match),
+                                            ("--plane-classifier 0", st.plane_classifier)) if w)
+        rep.add_text(f"The curves show the pick score, not the model's score: {pick_score} (in standard deviations "
+                     f"within the sweep, so 0 is the sweep's average frame). `{off}` picks on the model's score alone.")
     for p in picks:
         best = p["_picked"]
-        scored = (f"the pick score (the CRL-UIQA score plus {st.plane_match:g} × the plane match, each standardised "
-                  "over the sweep)" if st.plane_match else "CRL-UIQA score")
+        scored = f"the pick score ({pick_score})" if pick_score else "CRL-UIQA score"
         what = (f"{scored} along the sweep, smoothed over ±{p['smooth']:g} frames (Gaussian, as select "
                 f"--smooth does)" if p["smooth"] else f"{scored} along the sweep")
         fig = quality_curve(p["_smoothed"], best=best, title=f"{p['sweep']}: predicted quality "
                             f"(true best frame {p['true_best_frame']})", thumbnails={best: read_gray(p["_paths"][best])},
-                            score_name="pick score" if st.plane_match else "score")
+                            score_name="pick score" if pick_score else "score")
         if p["eligible_frames"] and not p["_eligible"].all():
             shade_ineligible(fig.axes[0], np.arange(len(p["_eligible"])), p["_eligible"])
             fig.axes[0].legend(loc="best", fontsize=8, framealpha=0.85)
@@ -235,24 +235,41 @@ def _files_text(out: Path) -> str:
     files = [("data/", "the simulated sweeps (train/, test/, references/), manifest.csv with every frame's ground "
                        "truth, pairs.csv with the held-out pairs of known order, simulation.json")]
     if (out / "encoder").exists():
-        files.append(("encoder/", "the fallback plane classifier trained by the demo"))
+        files.append(("encoder/", "the plane classifier the demo trained on simulated planes (P(·) without "
+                                  "SonoNet-16 weights; beside SonoNet-16, for the picks' plane classifier term)"))
     files += [("model/", "the trained model (model.safetensors, model.json, history.csv): what `--model` of score "
                          "and select takes"),
               ("labels.csv", "the pseudo-label of every training frame"),
               ("scores.csv", "the CRL-UIQA score of every held-out frame (path,score), as `crl-uiqa score` writes"),
               ("frames.csv", "every held-out frame: ground truth, probability of the abdominal plane, plane match, "
-                             "every method's score"),
+                             "the plane classifier's probability of it, every method's score"),
               ("results.json", "the tables of this report, the times and CPU seconds of each stage"),
               ("report.html", "this page")]
     return f"In {out}:\n\n" + "\n".join(f"- `{name}`: {what}" for name, what in files)
 
 
+def _pick_score_text(st: DemoSettings, times: str = "×", detail: bool = False) -> str | None:
+    """What the demo picks on when it is not the CRL-UIQA score alone, e.g. "the CRL-UIQA score plus 0.5 × the
+    plane match, each standardised over the sweep" (``None``: the score alone); ``detail`` says what each term is.
+    The one wording of the pick score for the report and the terminal summary."""
+    terms = []
+    if st.plane_match:
+        terms.append(f"{st.plane_match:g} {times} the plane match"
+                     + (" (template matching against the reference planes)" if detail else ""))
+    if st.plane_classifier:
+        terms.append(f"{st.plane_classifier:g} {times} the logit of the plane classifier's p(abdominal plane)"
+                     + (" (a classifier trained on simulated planes, as the fallback encoder is)" if detail else ""))
+    if not terms:
+        return None
+    return "the CRL-UIQA score plus " + " plus ".join(terms) + ", each standardised over the sweep"
+
+
 def _pick_rule_text(st: DemoSettings) -> str:
     """How the demo picks the best frame of a sweep, in one line (the report's settings table)."""
     rule = f"top score smoothed over ±{st.smooth:g} frames" if st.smooth else "top raw score"
-    if st.plane_match:
-        rule = (f"{rule} of the CRL-UIQA score plus {st.plane_match:g} × the plane match (template matching against "
-                "the reference planes), each standardised over the sweep")
+    pick_score = _pick_score_text(st, detail=True)
+    if pick_score:
+        rule = f"{rule} of {pick_score}"
     if st.plane_threshold > 0:
         rule += f", among frames with p(abdominal plane) ≥ {st.plane_threshold:g} (all frames where none)"
     return rule
@@ -293,8 +310,7 @@ def _encoder_meaning(encoder: str) -> str:
             "method on this simulator, not on patients.")
 
 
-def print_summary(table, picks, encoder, report, total, cpu_total=None, plane_threshold=0.0,
-                  plane_match=0.0) -> None:
+def print_summary(table, picks, encoder, report, total, cpu_total=None, st: DemoSettings | None = None) -> None:
     types = [k for k in table[0] if k not in ("method", "accuracy", "ci_low", "ci_high", "pairs")]
     print()
     print(f"P(.): {encoder}")
@@ -309,10 +325,11 @@ def print_summary(table, picks, encoder, report, total, cpu_total=None, plane_th
     for p in picks:
         print(f"{p['sweep']:<20}{p['picked_frame']:>8}{p['true_best_frame']:>11}{p['frame_error']:>16}"
               f"{p['picked_true_quality']:>16.3f} / {p['best_true_quality']:.3f}")
-    scored = (f"the CRL-UIQA scores plus {plane_match:g} x the plane match (each standardised over the sweep; "
-              "--plane-match 0: the scores alone)" if plane_match else "the CRL-UIQA scores")
+    plane_threshold = st.plane_threshold if st is not None else 0.0
+    pick_score = _pick_score_text(st, times="x") if st is not None else None
+    scored = pick_score or "the CRL-UIQA scores"
     if picks and picks[0]["smooth"]:
-        print(f"(picked on {scored} smoothed over +-{picks[0]['smooth']:g} frames; --smooth 0: the top raw score)")
+        print(f"(picked on {scored}, smoothed over +-{picks[0]['smooth']:g} frames; --smooth 0: the top raw score)")
     elif picks:
         print(f"(picked on {scored})")
     if picks and plane_threshold:
