@@ -325,6 +325,10 @@ def evaluate(seeds: list[int], configs: list[str]) -> dict:
         print(f"== {cfg}, seeds {', '.join(map(str, data))}; pairwise accuracy model / distance score: "
               + "; ".join(f"s{s} {acc[s][MODEL]:.3f} / {acc[s][TEACHER]:.3f}" for s in data))
         for src, w, plane in strategies:
+            lacking = [s for s, d in data.items() if any(src not in sw for sw in d.values())]
+            if lacking:  # the simulated-plane term of a seed whose fallback run is not cached (_add_sim_plane)
+                print(f"{src}: left out, seeds {lacking} have no cached fallback run to take it from")
+                continue
             errs = {s: [frame_error(sw, src, w, plane) for sw in data[s].values()] for s in data}
             flat = np.concatenate([np.asarray(v) for v in errs.values()])
             tag = f"{src} smooth {w}" + (f" plane>={plane}" if plane is not None else "")
