@@ -101,6 +101,8 @@ def test_demo_quick_sononet_with_the_plane_classifier_term(tmp_path, capsys):
     assert "`--plane-match 0 --plane-classifier 0`" not in html and "--plane-match 0 --plane-classifier 0" in html
     rows = list(csv.DictReader((out / "frames.csv").open()))
     assert all(0.0 <= float(r["classifier_probability"]) <= 1.0 for r in rows)
+    # the trained classifier's probabilities, not SonoNet-16's own (plane_probability)
+    assert any(abs(float(r["classifier_probability"]) - float(r["plane_probability"])) > 1e-3 for r in rows)
     # the pick is the top of the three standardised terms smoothed over +-3 frames, recomputed from frames.csv
     import numpy as np
 
