@@ -194,7 +194,7 @@ def best_frame(frames, scores, smooth: float = 0.0, eligible=None) -> tuple[int,
     return taken[0], smoothed
 
 
-#: plane probabilities are clipped to [PROB_CLIP, 1 - PROB_CLIP] before their logit (a probability of 0 or 1)
+#: plane probabilities are clipped to [PROB_CLIP, 1 - PROB_CLIP] before their logit, so that 0 and 1 have finite ones
 PROB_CLIP = 1e-6
 
 
