@@ -208,22 +208,21 @@ def _add_sim_plane(sweeps: dict[str, dict[str, np.ndarray]], seed: int) -> None:
 
     if not all("plane_match" in sw for sw in sweeps.values()):
         return
-    path = OUT / f"fallback_s{seed}.csv"
     if all("classifier_probability" in sw for sw in sweeps.values()):
-        fallback = {name: {"true_quality": sw["true_quality"], "plane_probability": sw["classifier_probability"]}
-                    for name, sw in sweeps.items()}
-    elif path.exists():
-        fallback = load(path)
+        probs = {name: sw["classifier_probability"] for name, sw in sweeps.items()}
     else:
-        return
+        path = OUT / f"fallback_s{seed}.csv"
+        if not path.exists():
+            return
+        fallback = load(path)
+        for name, sw in sweeps.items():
+            other = fallback.get(name)
+            if other is None or not np.allclose(other["true_quality"], sw["true_quality"], rtol=1e-9, atol=0):
+                raise SystemExit(f"{path}: sweep {name} is not the same frames as the run it is added to")
+        probs = {name: fallback[name]["plane_probability"] for name in sweeps}
     for name, sw in sweeps.items():
-        other = fallback.get(name)
-        if other is None or not np.allclose(other["true_quality"], sw["true_quality"], rtol=1e-9, atol=0):
-            raise SystemExit(f"{path}: sweep {name} is not the same frames as the run it is added to")
-        p = np.clip(other["plane_probability"], 1e-6, 1 - 1e-6)
-        logit = np.log(p / (1 - p))
-        for w in SIM_PLANE_WEIGHTS:  # pick_scores of a flat first term: w x the standardised logit
-            sw[f"model+0.5match+{w:g}simplane"] = sw["model+0.5match"] + pick_scores(np.zeros_like(logit), logit, w)
+        for w in SIM_PLANE_WEIGHTS:  # the demo's own pick score with the plane classifier's term (--plane-classifier)
+            sw[f"model+0.5match+{w:g}simplane"] = pick_scores(sw["model"], sw["plane_match"], 0.5, probs[name], w)
 
 
 def frame_error(sweep: dict[str, np.ndarray], source: str, smooth: float, plane: float | None = None) -> int:
