@@ -417,10 +417,8 @@ def _run_demo(st: DemoSettings) -> DemoResult:
         weights = _fallback_encoder(out, st)
         encoder = ("FALLBACK: SonoNet-16 architecture trained in this demo to classify simulated planes "
                    f"(abdomen, 4ch, head standard planes; background) — {weights}")
-    classifier = None  # the plane classifier trained on simulated planes, for the pick; the fallback is one
-    if "FALLBACK" in encoder:
-        classifier = weights
-    elif st.plane_classifier:
+    classifier = None  # beside SonoNet-16, a plane classifier trained on simulated planes for the picks
+    if "FALLBACK" not in encoder and st.plane_classifier:
         _say("      training a plane classifier on simulated planes for the picks (--plane-classifier)")
         classifier = _fallback_encoder(out, st)
     timings["encoder"] = time.perf_counter() - t
@@ -485,8 +483,10 @@ def _run_demo(st: DemoSettings) -> DemoResult:
                                **{**kw, "layer": "probs"})
     plane_p = score_keys(dict(zip(probs.paths, probs.vectors[:, _plane_class(net)].tolist())))
     match = score_keys(_plane_match(net, ref_paths, test_paths, kw["size"] or SONONET_SIZE))
-    classifier_p = plane_p if classifier == weights else {}
-    if classifier is not None and classifier != weights:
+    classifier_p: dict[str, float] = {}  # p(abdominal plane) of the plane classifier trained on simulated planes
+    if fallback:  # the encoder is that classifier
+        classifier_p = plane_p
+    elif classifier is not None:
         clf = get_backbone("sononet16", classifier)
         clf_probs = compute_embeddings(test_paths, clf, progress=st.progress and "plane classifier on held-out frames",
                                        **{**kw, "size": st.image_size, "layer": "probs"})
