@@ -1,7 +1,7 @@
 """Speed of ``crl-uiqa score`` against the bare model forward rate, in one run.
 
 End to end = list files + decode PNG (800x540 HC18) + resize in DataLoader
-workers + forward. Bare = the same model on an in-memory batch.
+workers + forward. Bare = the network ``score`` runs (``prepare_model``: batch norm folded) on an in-memory batch.
 
 Usage::
 
@@ -71,6 +71,7 @@ def main(argv=None) -> int:
 
     import torch
 
+    from crl_uiqa.devices import prepare_model
     from crl_uiqa.io import list_images
     from crl_uiqa.model import ModelConfig, build_model
     from crl_uiqa.scoring import score_paths
@@ -91,14 +92,14 @@ def main(argv=None) -> int:
             model = _model((h, w)).eval()
         else:
             model = build_model(ModelConfig(image_size=(h, w)), pretrained=False).eval()
-        model = model.to(memory_format=torch.channels_last)
+        bare_net = prepare_model(model, torch.device("cpu"))  # the network score runs (batch norm folded)
         x = torch.rand(args.batch_size, 1, h, w).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(amp)):
-            model(x)
+            bare_net(x)
             reps = max(2, (args.n // args.batch_size))
             t0 = time.perf_counter()
             for _ in range(reps):
-                model(x)
+                bare_net(x)
             bare = reps * args.batch_size / (time.perf_counter() - t0)
         score_paths(model, paths[: args.batch_size * 2], batch_size=args.batch_size, progress=False,
                     amp=amp)  # warm-up

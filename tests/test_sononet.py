@@ -213,3 +213,62 @@ def test_class_maps_average_to_the_logits(model, batch):
         torch.testing.assert_close(maps.mean(dim=(2, 3)), model(batch), rtol=1e-5, atol=1e-5)
         small = SmallNet().eval()
         torch.testing.assert_close(small.class_maps(batch).mean(dim=(2, 3)), small(batch), rtol=1e-5, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- batch norm folded for inference
+def test_fold_batch_norm_by_hand():
+    """A 1x1 convolution (weight 2, no bias) and a batch norm (mean 1, variance 3, eps 1, scale 4, shift 0.5) fold
+    into one convolution of weight 2 * 4 / sqrt(3 + 1) = 4 and bias (0 - 1) * 4 / 2 + 0.5 = -1.5: an input 3 gives
+    (6 - 1) / 2 * 4 + 0.5 = 10.5 either way."""
+    from crl_uiqa.devices import fold_batch_norm
+
+    conv = torch.nn.Conv2d(1, 1, 1, bias=False)
+    bn = torch.nn.BatchNorm2d(1, eps=1.0)
+    with torch.no_grad():
+        conv.weight.fill_(2.0)
+        bn.running_mean.fill_(1.0)
+        bn.running_var.fill_(3.0)
+        bn.weight.fill_(4.0)
+        bn.bias.fill_(0.5)
+    net = torch.nn.Sequential(conv, bn, torch.nn.ReLU()).eval()
+    folded = fold_batch_norm(net)
+    assert isinstance(folded[1], torch.nn.Identity) and isinstance(net[1], torch.nn.BatchNorm2d)  # a copy
+    assert float(folded[0].weight.detach()) == pytest.approx(4.0) and float(folded[0].bias.detach()) == pytest.approx(-1.5)
+    x = torch.full((1, 1, 2, 2), 3.0)
+    assert torch.allclose(folded(x), torch.full_like(x, 10.5)) and torch.allclose(net(x), folded(x))
+    # a batch norm that trains (its statistics move) or that keeps no statistics is left as it is
+    assert fold_batch_norm(net.train()) is net
+    stateless = torch.nn.Sequential(torch.nn.Conv2d(1, 1, 1), torch.nn.BatchNorm2d(1, track_running_stats=False)).eval()
+    assert fold_batch_norm(stateless) is stateless
+
+
+def test_folded_sononet_scores_as_the_original_and_leaves_it_unchanged():
+    """Every embedding layer of a SonoNet-16 with non-trivial batch-norm statistics is the same, to float rounding,
+    from :func:`prepare_model`'s folded copy; the caller's network keeps its layers and weights; SmallNet (no batch
+    norm) is returned as it is."""
+    from crl_uiqa.backbones.sononet import SmallNet
+    from crl_uiqa.devices import prepare_model
+
+    torch.manual_seed(0)
+    net = SonoNet(16)
+    for mod in net.modules():
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.running_mean.uniform_(-0.2, 0.2)
+            mod.running_var.uniform_(0.5, 2.0)
+            mod.weight.data.uniform_(0.5, 1.5)
+            mod.bias.data.uniform_(-0.1, 0.1)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    folded = prepare_model(net, torch.device("cpu"))
+    assert folded is not net and not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in folded.parameters() if p.dim() == 4)
+    after = net.state_dict()
+    assert list(after) == list(before) and all(torch.equal(after[k], before[k]) for k in before)
+    x = torch.rand(3, 1, 64, 80)
+    with torch.inference_mode():
+        for layer in SonoNet.embedding_layers:
+            a, b = net.embed(x, layer), folded.embed(x, layer)
+            assert torch.allclose(a, b, rtol=1e-4, atol=1e-5 * float(a.abs().max())), layer
+        assert torch.allclose(net.class_maps(x), folded.class_maps(x), rtol=1e-4, atol=1e-4)
+    assert prepare_model(net, torch.device("cpu"), fold=False) is net
+    small = SmallNet()
+    assert prepare_model(small, torch.device("cpu")) is small

@@ -868,3 +868,29 @@ def test_an_undecodable_validation_pair_image_is_refused_before_the_pseudo_label
     err = capsys.readouterr().err
     assert rc == 1 and len(err.strip().splitlines()) == 1
     assert f"validation pair image {broken} cannot be read" in err and "pair 1, its worse image" in err
+
+
+def test_the_frozen_trunk_is_run_folded_and_gives_the_models_outputs():
+    """Training computes a frozen trunk's outputs with a copy whose batch norms are folded
+    (``_folded_fixed_parts``): they are the model's own to float rounding, the copy does not train, and a trunk
+    that can change gets no copy (the model computes them itself)."""
+    from crl_uiqa.training import FixedImageScorer, _folded_fixed_parts, predict_cache
+
+    m = _frozen_sononet_model()
+    fixed = _folded_fixed_parts(m.train())
+    assert fixed is not None and m.training  # the model's mode is kept
+    assert not any(isinstance(mod, torch.nn.BatchNorm2d) for mod in fixed.backbone.modules())
+    assert not any(p.requires_grad for p in fixed.parameters())
+    x = torch.rand(4, 1, *SIZE)
+    m.eval()
+    with torch.no_grad():
+        for a, b in zip(m.fixed_features(x), fixed.fixed_features(x)):
+            assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+        q0, corr = m.anchored_terms(x)
+        q0f, corrf = m.anchored_terms(x, fixed.fixed_features(x))
+        assert torch.allclose(q0, q0f, atol=1e-5) and torch.allclose(corr, corrf, atol=1e-5)
+    cache = (torch.rand(5, 1, *SIZE) * 255).round().to(torch.uint8)
+    scorer = FixedImageScorer(m, cache, "cpu", False, [1 << 30], batch_size=2, fixed=fixed)
+    assert np.allclose(scorer(), predict_cache(m, cache, "cpu", batch_size=2), atol=1e-5)
+    for kw in ({"train_from": "block4"}, {"freeze_bn": False}):
+        assert _folded_fixed_parts(_frozen_sononet_model(**kw, reference_stats=False)) is None

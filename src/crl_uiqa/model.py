@@ -277,11 +277,14 @@ class QualityModel(nn.Module):
             raise ConfigError("teacher_score needs the anchored head")
         return self.anchor(self.anchor_map(x).mean(dim=(2, 3)))
 
-    def anchored_terms(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(teacher term q(x), learned correction), each (B,), from one trunk pass; their sum is the score."""
+    def anchored_terms(self, x: torch.Tensor, features: tuple[torch.Tensor | None, ...] | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(teacher term q(x), learned correction), each (B,), from one trunk pass; their sum is the score.
+        ``features``: :meth:`fixed_features` of ``x`` computed already (training computes a frozen trunk's with
+        its batch norms folded), so the trunk does not run again."""
         if self.config.head != "anchored":
             raise ConfigError("anchored_terms needs the anchored head")
-        f, q0, stats = self.fixed_features(x)
+        f, q0, stats = self.fixed_features(x) if features is None else features
         return q0, self._correction(f, stats)
 
     @property

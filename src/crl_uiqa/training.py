@@ -382,19 +382,20 @@ class FixedImageScorer:
     """
 
     def __init__(self, model: QualityModel, cache: torch.Tensor, device, amp: bool, budget: list[int],
-                 batch_size: int = 64) -> None:
+                 batch_size: int = 64, fixed: QualityModel | None = None) -> None:
         self.model, self.cache, self.device, self.amp, self.batch_size = model, cache, device, amp, batch_size
         self.features: list[tuple] | None = None
         if model.trunk_frozen and cache.shape[0] > 0:
-            self.features = self._fixed(budget)
+            self.features = self._fixed(budget, fixed or model)
 
-    def _fixed(self, budget: list[int]) -> list[tuple] | None:
+    def _fixed(self, budget: list[int], net: QualityModel) -> list[tuple] | None:
         self.model.eval()
+        net.eval()
         out, used = [], 0
         with torch.no_grad():
             for i in range(0, self.cache.shape[0], self.batch_size):
                 with _autocast(self.device, self.amp):
-                    feats = self.model.fixed_features(_batch_of(self.cache, i, self.batch_size, self.device))
+                    feats = net.fixed_features(_batch_of(self.cache, i, self.batch_size, self.device))
                 used += sum(t.numel() * t.element_size() for t in feats if t is not None)
                 if used > budget[0]:
                     return None
@@ -462,16 +463,16 @@ class _Validation:
     views, the validation pairs), each set scored by a :class:`FixedImageScorer`."""
 
     def __init__(self, model: QualityModel, val_cache, val_q, device, strong_cache: torch.Tensor | None, amp: bool,
-                 val_pairs=None) -> None:
+                 val_pairs=None, fixed: QualityModel | None = None) -> None:
         budget = [FIXED_FEATURES_BUDGET]
         self.val_q = val_q
         self.clean = strong = pairs = None
         if val_cache is not None and val_cache.shape[0] > 0:
-            self.clean = FixedImageScorer(model, val_cache, device, amp, budget)
+            self.clean = FixedImageScorer(model, val_cache, device, amp, budget, fixed=fixed)
             if strong_cache is not None:
-                strong = FixedImageScorer(model, strong_cache, device, amp, budget)
+                strong = FixedImageScorer(model, strong_cache, device, amp, budget, fixed=fixed)
             if val_pairs is not None:
-                pairs = tuple(FixedImageScorer(model, c, device, amp, budget) for c in val_pairs)
+                pairs = tuple(FixedImageScorer(model, c, device, amp, budget, fixed=fixed) for c in val_pairs)
         self.strong, self.pairs = strong, pairs
 
     def __call__(self) -> dict:
@@ -581,7 +582,8 @@ def train(
     vp_cache = _load_val_pairs(val_pairs, mcfg.image_size, crop, num_workers) if val_pairs else None
     views = strong_views_of(cfg)  # the run's families only, also for the validation views and without L_r
     va_strong = _validation_views(data.va_cache, views, cfg)
-    evaluate = _Validation(model, data.va_cache, data.q_va, dev, va_strong, amp, vp_cache)  # frozen parts run once
+    fixed = _folded_fixed_parts(model)  # a frozen trunk's outputs, computed with its batch norms folded
+    evaluate = _Validation(model, data.va_cache, data.q_va, dev, va_strong, amp, vp_cache, fixed)  # frozen parts once
     # epoch 0 is the model before training; every epoch trained ends with a checkpoint
     n = data.tr_cache.shape[0]
     steps = math.ceil(n / cfg.batch_size)
@@ -597,7 +599,7 @@ def train(
         t0 = time.perf_counter()
         lr = cfg.lr * _lr_factor(sched, epoch)
         sums = _train_epoch(model, opt, data.tr_cache, data.q_tr, cfg=cfg, head=mcfg.head, epoch=epoch, epochs=epochs,
-                            lr=lr, window=window, views=views, dev=dev, amp=amp, progress=progress)
+                            lr=lr, window=window, views=views, dev=dev, amp=amp, progress=progress, fixed=fixed)
         row = {"epoch": epoch + 1, "lr": lr, **{k: v / n for k, v in sums.items()}, **evaluate()}
         row["seconds"] = time.perf_counter() - t0
         best.consider(row, model)
@@ -610,6 +612,27 @@ def train(
             on_epoch(row)
     kept_epoch, warnings = _keep_and_diagnose(model, best, history, cfg, mcfg.head, epochs, steps, n, untrained)
     return _finish_run(model, history, run_dir, data, cfg, extra, kept_epoch, warnings)
+
+
+def _folded_fixed_parts(model: QualityModel) -> QualityModel | None:
+    """What computes the outputs of a frozen trunk (:attr:`QualityModel.trunk_frozen`) in training: a copy of the
+    model with its batch norms folded into the convolutions (:func:`crl_uiqa.devices.fold_batch_norm`; the same
+    outputs to float rounding, a fifth less time), made once the teacher is set; None when the trunk trains or
+    nothing folds (the model computes them itself)."""
+    from .devices import fold_batch_norm
+
+    if not model.trunk_frozen:
+        return None
+    was = model.training
+    try:
+        folded = fold_batch_norm(model.eval())
+    finally:
+        model.train(was)
+    if folded is model:
+        return None
+    for p in folded.parameters():
+        p.requires_grad_(False)
+    return folded.to(memory_format=torch.channels_last)
 
 
 def _training_window(cfg: TrainConfig, mcfg: ModelConfig) -> tuple[int, int] | None:
@@ -937,13 +960,14 @@ def _epoch_zero(model: QualityModel, evaluate: Callable[[], dict], best: _BestEp
 
 def _train_epoch(model: QualityModel, opt: torch.optim.Optimizer, tr_cache: torch.Tensor, q_tr: torch.Tensor, *,
                  cfg: TrainConfig, head: str, epoch: int, epochs: int, lr: float, window: tuple[int, int] | None,
-                 views: StrongViews, dev, amp: bool, progress: bool) -> dict[str, float]:
+                 views: StrongViews, dev, amp: bool, progress: bool, fixed: QualityModel | None = None) -> dict[str, float]:
     """One pass over the training images at learning rate ``lr``: the loss terms summed over the images.
 
     The shuffling, the crops and the views come from one generator seeded
     with (``cfg.seed``, ``epoch``), drawn in batch order, so an epoch is the
     same whether or not the run was resumed before it. The strong ``views``
-    (and L_r) only with ``cfg.relativity``.
+    (and L_r) only with ``cfg.relativity``. ``fixed`` (:func:`_folded_fixed_parts`): the network that computes
+    a frozen trunk's outputs, the model's head learning on them.
     """
     from .progress import progress as _progress
 
@@ -974,14 +998,18 @@ def _train_epoch(model: QualityModel, opt: torch.optim.Optimizer, tr_cache: torc
             batch.append(cut_windows(xs, corners, window) if window is not None else xs)
         xb = torch.cat(batch).contiguous(memory_format=torch.channels_last)
         with _autocast(dev, amp):
+            feats = None
+            if fixed is not None:  # a frozen trunk: nothing in it learns, so it runs without autograd, folded
+                with torch.no_grad():
+                    feats = fixed.fixed_features(xb)
             if window is not None and head == "anchored":
                 # L_d's target for a crop is the teacher's score of that crop (its own pseudo-label under the
                 # stored map), not the whole frame's: the correction is held to the teacher on what it sees
-                q0, corr = model.anchored_terms(xb)
+                q0, corr = model.anchored_terms(xb, feats)
                 out = (q0 + corr).float()
                 q = q0[: x.shape[0]].detach().float()
             else:
-                out = model(xb).float()
+                out = (model(xb) if feats is None else model.from_fixed_features(feats)).float()
         parts_out = out.split(x.shape[0])
         p = parts_out[0]
         p_weak = parts_out[1] if cfg.consistency else None
