@@ -272,3 +272,25 @@ def test_folded_sononet_scores_as_the_original_and_leaves_it_unchanged():
     assert prepare_model(net, torch.device("cpu"), fold=False) is net
     small = SmallNet()
     assert prepare_model(small, torch.device("cpu")) is small
+
+
+def test_prepare_model_folds_once_per_state_of_the_weights():
+    """A caller that scores a frame at a time gets the copy folded at the first call; a weight changed in place
+    (training, ``load_state_dict``) gives a new copy that computes with it."""
+    from crl_uiqa.devices import prepare_model
+
+    torch.manual_seed(0)
+    net = SonoNet(16)
+    cpu = torch.device("cpu")
+    first = prepare_model(net, cpu)
+    assert prepare_model(net, cpu) is first
+    x = torch.rand(2, 1, 64, 80)
+    with torch.no_grad():
+        net.blocks[0][0][1].bias.add_(0.5)  # the first batch norm's shift
+    second = prepare_model(net, cpu)
+    assert second is not first
+    with torch.inference_mode():
+        assert torch.allclose(second.embed(x, "block1"), net.eval().embed(x, "block1"), rtol=1e-4, atol=1e-5)
+        assert not torch.allclose(first.embed(x, "block1"), second.embed(x, "block1"), atol=1e-3)
+    net.load_state_dict(SonoNet(16).state_dict())
+    assert prepare_model(net, cpu) is not second

@@ -1,6 +1,8 @@
 """Where the networks run: the ``--device`` setting of every command, checked before any work."""
 from __future__ import annotations
 
+import weakref
+
 import torch
 
 from .errors import ConfigError
@@ -36,8 +38,25 @@ def prepare_model(model: torch.nn.Module, device: torch.device, *, fold: bool = 
     model = model.eval().to(device=device, memory_format=torch.channels_last)
     if not fold:
         return model
+    key = _state_key(model)
+    kept = _FOLDED.get(model)
+    if kept is not None and kept[0] == key:  # the same weights as when it was folded: the copy made then
+        return kept[1]
     folded = fold_batch_norm(model)
-    return folded if folded is model else folded.to(memory_format=torch.channels_last)
+    folded = folded if folded is model else folded.to(memory_format=torch.channels_last)
+    _FOLDED[model] = (key, folded)
+    return folded
+
+
+#: the folded copy :func:`prepare_model` made of each live model, with the state it was made from: a caller that
+#: scores a frame at a time does not copy the network for every call (the copy costs about one forward pass)
+_FOLDED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _state_key(model: torch.nn.Module) -> tuple:
+    """What a folded copy depends on: every parameter and buffer, by identity, storage and in-place version (a
+    changed weight, ``load_state_dict``, a move to another device each change it)."""
+    return tuple((id(t), t.data_ptr(), t._version, t.dtype) for t in (*model.parameters(), *model.buffers()))
 
 
 def fold_batch_norm(model: torch.nn.Module) -> torch.nn.Module:
