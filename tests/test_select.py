@@ -572,3 +572,9 @@ def test_a_folder_with_videos_says_it_skips_them(spike_video, tmp_path, capsys, 
         said = [r.getMessage() for r in caplog.records if "video file(s)" in r.getMessage()]
         assert len(said) == 1 and said[0].startswith(f"{mixed}: 1 video file(s) in the folder skipped")
         assert f"--input {mixed / 'a.mp4'}" in said[0]
+    # a quoted glob of videos is read as one scan of image frames too: it said only "no image files match" (trial 8)
+    rc = main(["select", "--model", str(run), "--input", str(only / "*.mp4"), "--out", str(tmp_path / "o3"), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 1 and len(err.strip().splitlines()) == 1
+    assert f"{only / '*.mp4'}: matches 1 video file(s) and no image frames; a glob pattern is read" in err
+    assert f"--input {only / 'a.mp4'}" in err

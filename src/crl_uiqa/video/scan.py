@@ -929,12 +929,10 @@ def _list_images(path: Path) -> list[Path]:
     text = str(path)
     if _is_pattern(text):
         # Keep images and DICOM files (also extension-less ones such as IM0001).
-        files = [
-            Path(p)
-            for p in _glob.glob(text)
-            if Path(p).is_file()
-            and (Path(p).suffix.lower() in IMAGE_EXTENSIONS | DICOM_EXTENSIONS or is_dicom_file(p))
-        ]
+        matched = [Path(p) for p in _glob.glob(text) if Path(p).is_file()]
+        files = [p for p in matched if p.suffix.lower() in IMAGE_EXTENSIONS | DICOM_EXTENSIONS or is_dicom_file(p)]
+        _tell_videos(text, sorted((p for p in matched if p.suffix.lower() in VIDEO_EXTENSIONS),
+                                  key=lambda p: natural_key(p.name)), frames=bool(files), holder="a glob pattern")
         what = f"the pattern {text!r}"
     elif path.is_dir():
         entries = [p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")]
@@ -952,18 +950,21 @@ def _list_images(path: Path) -> list[Path]:
     return sorted(files, key=lambda p: natural_key(p.name))
 
 
-def _tell_videos(folder: Path, videos: list[Path], *, frames: bool) -> None:
-    """A folder is one scan of its image frames: say so when it also holds videos, which it skips (a warning), or
-    holds only videos (an error); either way, name how to score a video (give the file)."""
+def _tell_videos(folder: Path | str, videos: list[Path], *, frames: bool, holder: str = "a folder") -> None:
+    """A folder (or a glob pattern, ``holder``) is one scan of its image frames: say so when it also holds videos,
+    which it skips (a warning), or holds only videos (an error); either way, name how to score a video (give the
+    file)."""
     if not videos:
         return
     import shlex
 
-    how = (f"a folder is read as one scan of its image frames; to score a video, give the file itself (e.g. --input "
+    how = (f"{holder} is read as one scan of its image frames; to score a video, give the file itself (e.g. --input "
            f"{shlex.quote(str(videos[0]))})")
+    where = "in the folder" if holder == "a folder" else "matching the pattern"
     if not frames:
-        raise InputError(f"{folder}: holds {len(videos)} video file(s) and no image frames; {how}")
-    log.warning("%s: %d video file(s) in the folder skipped; %s", folder, len(videos), how)
+        raise InputError(f"{folder}: {'holds' if holder == 'a folder' else 'matches'} {len(videos)} video file(s) "
+                         f"and no image frames; {how}")
+    log.warning("%s: %d video file(s) %s skipped; %s", folder, len(videos), where, how)
 
 
 class ImageSequenceScan(ScanSource):
