@@ -758,6 +758,11 @@ def test_dicom_signed_and_palette_colour(tmp_path):
         elements[f"{colour}PaletteColorLookupTableData"] = table.tobytes()
     scan = open_scan(write_dicom(tmp_path / "p.dcm", idx, photometric="PALETTE COLOR", **elements))
     np.testing.assert_allclose(next(iter(scan)).image, [[0.0, 0.299], [0.587, 0.114]], atol=1e-4)
+    # PALETTE COLOR without its tables: pydicom's ValueError was exit 3 at the first frame (trial 8); refused at open
+    from crl_uiqa.errors import ScanError
+
+    with pytest.raises(ScanError, match="q.dcm: its PALETTE COLOR lookup table cannot be applied"):
+        open_scan(write_dicom(tmp_path / "q.dcm", idx, photometric="PALETTE COLOR"))
 
 
 def test_sample_frames(cine8, videos):

@@ -688,6 +688,8 @@ class DicomScan(ScanSource):
             "VOILUTSequence" in ds or ("WindowCenter" in ds and "WindowWidth" in ds))
         if self._voi:  # a VOI that cannot be applied is refused at open, before any frame is scored
             self._displayed(np.zeros((1, 1), dtype=np.int32 if self._signed else np.uint16))
+        if self.photometric == "PALETTE COLOR" and self._video_codec is None:  # so is a palette without its table
+            self._convert(np.zeros((1, 1), dtype=np.uint16 if self._bits_stored > 8 else np.uint8))
         self._times, self.fps, self.timing = _dicom_times(ds, self.n_frames, frame_rate)
         if self._video_codec is None:
             self._check_decoder()
@@ -731,7 +733,10 @@ class DicomScan(ScanSource):
         if self.photometric == "PALETTE COLOR":
             from pydicom.pixels import apply_color_lut  # noqa: PLC0415
 
-            rgb = apply_color_lut(arr, self._meta)
+            try:
+                rgb = apply_color_lut(arr, self._meta)
+            except (ValueError, KeyError, AttributeError, IndexError, TypeError) as exc:  # a missing or broken table
+                raise ScanError(f"{self.path}: its PALETTE COLOR lookup table cannot be applied ({exc})") from None
             return _to_gray(rgb, max_value=float(np.iinfo(rgb.dtype).max), what=str(self.path))
         if self._voi:
             image = self._displayed(arr)
