@@ -423,3 +423,15 @@ def test_an_edited_export_description_is_one_line_before_any_frame(onnx_export, 
         with pytest.raises(ModelError, match=match):
             load_runtime(edited, "onnx")
     assert load_runtime(onnx_export.path, "onnx").image_size == onnx_export.image_size
+
+
+def test_a_model_that_is_no_path_is_an_argument_type_error(tmp_path):
+    """select_frames(None, frames) was a TypeError from pathlib, not a CRLUIQAError (trial 8)."""
+    from crl_uiqa.errors import ArgumentTypeError
+    from crl_uiqa.video.select import select_frames
+
+    for bad in (None, 3, ["run"]):
+        with pytest.raises(ArgumentTypeError, match="model must be a run folder or exported file"):
+            load_runtime(bad)
+    with pytest.raises(ArgumentTypeError, match="got NoneType"):
+        select_frames(None, np.zeros((3, 30, 30), np.uint8))

@@ -323,6 +323,11 @@ def load_runtime(
     from .model import QualityModel
 
     check_threads(threads)
+    if not isinstance(source, (QualityModel, str, os.PathLike)):  # None was a TypeError deep in pathlib
+        from .errors import ArgumentTypeError
+
+        raise ArgumentTypeError(f"model must be a run folder or exported file (a path) or a QualityModel, got "
+                                f"{type(source).__name__}")
     key = str(kind).strip().lower()
     if key == "auto":
         if isinstance(source, QualityModel):
