@@ -1062,6 +1062,9 @@ def scan_kind(path: str | os.PathLike) -> str:
         raise NotFoundError(f"scan not found: {p}")
     if p.is_dir():
         return "images"
+    if not p.is_file():  # a named pipe waited for ever for a writer (reading its header), a device too
+        raise ScanError(f"{p}: not a regular file or folder (a pipe or a device?); a scan is read from a file "
+                        "(a camera: give its index to live, --input 0)")
     ext = p.suffix.lower()
     if ext in VIDEO_EXTENSIONS:
         return "video"
