@@ -653,6 +653,27 @@ def test_an_out_is_written_in_place_of_a_link_never_through_it(tmp_path):
     assert (tmp_path / "elsewhere.csv").read_text() == "precious\n"
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_an_out_that_is_a_device_pipe_or_stream_is_refused_and_kept(tmp_path, capsys):
+    """`--out /dev/null` replaced the system's /dev/null with a regular file when run as root, and `--out
+    /dev/stdout` replaced that link (trial 8): an output that is a device, a pipe, a socket or a link to a process's
+    stream is refused before any work, by the command line's check and by the writer itself."""
+    fifo = tmp_path / "pipe.csv"
+    os.mkfifo(fifo)
+    to_fifo = tmp_path / "to-pipe.csv"
+    to_fifo.symlink_to(fifo)
+    stream = tmp_path / "stdout.csv"
+    stream.symlink_to("/proc/self/fd/1")
+    for out in (fifo, to_fifo, stream):
+        rc = main(["score", "--model", str(tmp_path / "no-model"), "--images", str(tmp_path), "--out", str(out)])
+        err = capsys.readouterr().err
+        assert rc == errors.EXIT_USER and "is a device, pipe, socket or process stream" in err, err
+        with pytest.raises(OutputError, match="device, pipe, socket or process stream"):
+            write_text(out, "path,score\n")
+    assert fifo.is_fifo() and to_fifo.is_symlink() and stream.is_symlink()  # (never tried on /dev/null itself: a
+    # regression run as root would replace it)
+
+
 # ----------------------------------------------------------------------------- property-based
 SEED_PNG = png_bytes(good((12, 10)))
 

@@ -136,6 +136,13 @@ def test_cli(tiny, capsys):
     assert main(["compare", "--pairs", str(tiny / "pairs.csv"), "--images", str(tiny / "test"), "--out",
                  str(tiny / "cli"), "--detections", "d.csv"]) == 1
     assert "--detections and --structure-weights go together" in capsys.readouterr().err
+    # every method asked for skipped: nothing was measured, so the run is not a success (trial 8: exit 0)
+    rc = main(["compare", "--pairs", str(tiny / "pairs.csv"), "--images", str(tiny / "test"), "--methods",
+               "crl-uiqa", "--out", str(tiny / "cli"), "--n-boot", "10", "--quiet", "--workers", "0"])
+    captured = capsys.readouterr()
+    err = [ln for ln in captured.err.splitlines() if "error" in ln]
+    assert rc == 1 and len(err) == 1 and "no method could be evaluated (crl-uiqa: skipped, needs a trained model" in err[0]
+    assert "skipped: needs a trained model" in captured.out  # the table that says why is still printed and written
 
 
 def test_method_slug():

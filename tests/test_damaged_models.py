@@ -192,6 +192,26 @@ def test_model_config_with_wrong_values_is_one_line(tmp_path):
         load_model(d)
 
 
+@pytest.mark.parametrize("edit, match", [
+    ({"proj_channels": 10**9}, "proj_channels must be <= 4096"),
+    ({"head": "anchored", "anchor": {"layer": "block4", "k": 2, "n_references": 10**9, "dim": 64}}, "more than"),
+    ({"head": "anchored", "anchor": {"layer": "block4", "k": 2, "n_references": 4, "dim": 10**8}}, "more than"),
+    ({"head": "anchored", "anchor": {"layer": "block4", "k": "abc", "n_references": 4, "dim": 64}}, "anchor k must"),
+    ({"head": "anchored", "anchor": {"layer": "block4", "k": None, "n_references": 4, "dim": 64}}, "anchor k must"),
+    ({"head": "anchored", "anchor": {"layer": "block4", "k": 2.7, "n_references": 4, "dim": 64}}, "anchor k must"),
+    ({"head": "anchored", "anchor": {"layer": "block4", "k": 2, "n_references": 4, "dim": 64, "smoothing": "no"}},
+     "anchor smoothing"),
+])
+def test_model_config_sizes_and_anchor_values_are_checked_before_building(tmp_path, images, capsys, edit, match):
+    """A description with a valid checksum (or a format-1 sidecar, which has none) is still data: sizes that would
+    allocate hundreds of GB before the tensors are compared, and anchor values int() cannot read, were exit 3
+    (trial 8: 'can't allocate memory: you tried to allocate 512000000000 bytes', 'invalid literal for int()')."""
+    d = tmp_path / "edited"
+    save_tensors(d / "model.safetensors", {"w": torch.zeros(2)}, {"model_config": {"image_size": list(SIZE), **edit}})
+    rc, err = _score(d, images, tmp_path, capsys)
+    assert rc == errors.EXIT_USER and len(err) == 1 and "invalid model_config" in err[0] and match in err[0]
+
+
 def test_a_foreign_safetensors_is_refused(tmp_path):
     d = tmp_path / "foreign"
     d.mkdir()

@@ -166,6 +166,18 @@ def test_demo_without_weights_falls_back_and_encoder_sononet_says_so(tmp_path, m
     assert not out.exists() or not any(out.iterdir())  # nothing simulated
 
 
+def test_demo_weights_given_must_exist_and_load_before_any_work(tmp_path, capsys):
+    """A --weights that is missing or not a weight file is refused in one line before anything is simulated;
+    it never falls back silently to the fallback encoder (trial 8: a missing path ran the fallback demo)."""
+    (tmp_path / "notes.npz").write_text("not weights")
+    for given in (tmp_path / "missing.npz", tmp_path / "notes.npz"):
+        out = tmp_path / f"demo-{given.stem}"
+        assert main(["demo", "--quick", "--weights", str(given), "--out", str(out), "--quiet"]) == 1
+        err = capsys.readouterr().err
+        assert str(given) in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+        assert not out.exists()  # nothing simulated
+
+
 def test_demo_settings_refused_before_any_work(tmp_path):
     import pytest
 

@@ -402,3 +402,36 @@ def test_runtime_threads_and_foreign_metadata_are_user_errors(tmp_path):
     for text in ("[1, 2]", "7", "[" * 100_000 + "]" * 100_000):
         with pytest.raises(ModelError, match="x.onnx: not a crl-uiqa export"):
             _parse_meta(text, Path("x.onnx"))
+
+
+def test_an_edited_export_description_is_one_line_before_any_frame(onnx_export, tmp_path):
+    """An ONNX export whose crl_uiqa.json gives another image size than its graph takes failed inside ONNX Runtime at
+    the first batch, and one of 100000 x 100000 asked for 40 GB while resizing the first frames (exit 3, trial 8)."""
+    import json
+
+    onnx = pytest.importorskip("onnx")
+    from crl_uiqa.errors import ModelError
+    from crl_uiqa.runtime import META_KEY
+
+    for size, match in (([100000, 100000], "100000x100000 is not between 1 and 8192"),
+                        ([96, 128], "does not take \\(batch, 1, 96, 128\\) images")):
+        m = onnx.load(str(onnx_export.path))
+        prop = next(p for p in m.metadata_props if p.key == META_KEY)
+        prop.value = json.dumps({**json.loads(prop.value), "image_size": size})
+        edited = tmp_path / f"edited-{size[0]}.onnx"
+        onnx.save(m, str(edited))
+        with pytest.raises(ModelError, match=match):
+            load_runtime(edited, "onnx")
+    assert load_runtime(onnx_export.path, "onnx").image_size == onnx_export.image_size
+
+
+def test_a_model_that_is_no_path_is_an_argument_type_error(tmp_path):
+    """select_frames(None, frames) was a TypeError from pathlib, not a CRLUIQAError (trial 8)."""
+    from crl_uiqa.errors import ArgumentTypeError
+    from crl_uiqa.video.select import select_frames
+
+    for bad in (None, 3, ["run"]):
+        with pytest.raises(ArgumentTypeError, match="model must be a run folder or exported file"):
+            load_runtime(bad)
+    with pytest.raises(ArgumentTypeError, match="got NoneType"):
+        select_frames(None, np.zeros((3, 30, 30), np.uint8))

@@ -311,6 +311,10 @@ def test_a_scan_given_as_an_image_says_what_it_is(tmp_path):
         with pytest.raises(ImageReadError) as exc:
             read_gray(path)
         assert exc.value.reason.startswith(f"{what}, not an image") and "crl-uiqa select" in exc.value.reason
+    named_png = tmp_path / "clip.png"  # a video under an image's name is named by its bytes (trial 8)
+    named_png.write_bytes(video.read_bytes())
+    with pytest.raises(ImageReadError, match=r"^.*a video \(MP4 in a file named \.png: rename it \.mp4\), not an image"):
+        read_gray(named_png)
     junk = tmp_path / "junk.png"
     junk.write_bytes(b"\x00" * 200)
     with pytest.raises(ImageReadError, match="not a readable image"):

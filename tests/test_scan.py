@@ -8,6 +8,7 @@ PNG sequences written with Pillow, and truncated copies of each.
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 import numpy as np
@@ -758,6 +759,11 @@ def test_dicom_signed_and_palette_colour(tmp_path):
         elements[f"{colour}PaletteColorLookupTableData"] = table.tobytes()
     scan = open_scan(write_dicom(tmp_path / "p.dcm", idx, photometric="PALETTE COLOR", **elements))
     np.testing.assert_allclose(next(iter(scan)).image, [[0.0, 0.299], [0.587, 0.114]], atol=1e-4)
+    # PALETTE COLOR without its tables: pydicom's ValueError was exit 3 at the first frame (trial 8); refused at open
+    from crl_uiqa.errors import ScanError
+
+    with pytest.raises(ScanError, match="q.dcm: its PALETTE COLOR lookup table cannot be applied"):
+        open_scan(write_dicom(tmp_path / "q.dcm", idx, photometric="PALETTE COLOR"))
 
 
 def test_sample_frames(cine8, videos):
@@ -819,3 +825,15 @@ def test_sources_and_errors_pickle(cine8, videos):
         assert [f.index for f in scan][:2] == [0, 4]
     err = pickle.loads(pickle.dumps(ScanReadError("a.mp4", 3, "broken")))
     assert (str(err.path), err.frame_index, err.message) == ("a.mp4", 3, "broken")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_a_named_pipe_is_refused_not_waited_on(tmp_path):
+    """select or live on a named pipe (pipe.mp4) waited for ever for a writer while reading its header (trial 8);
+    it is refused as score refuses one."""
+    from crl_uiqa.errors import ScanError
+
+    for name in ("pipe.mp4", "pipe.dcm", "pipe"):
+        os.mkfifo(tmp_path / name)
+        with pytest.raises(ScanError, match=f"{name}: not a regular file or folder \\(a pipe or a device\\?\\)"):
+            open_scan(tmp_path / name)

@@ -466,8 +466,13 @@ def test_plane_threshold_out_of_range_is_refused_without_a_plane_too(tmp_path, c
     assert select_frames(MeanRuntime(), frames, frame_rate=10, plane_threshold=1.0).n_scored == 3
     run = _helpers.tiny_run(tmp_path / "run")
     rc = main(["select", "--model", str(run), "--input", str(tmp_path / "nothing-read.mp4"), "--plane-threshold",
-               "1.5", "--out", str(tmp_path / "picks"), "--quiet"])
+               "1.5", "--plane", "abdominal", "--out", str(tmp_path / "picks"), "--quiet"])
     assert rc == 1 and "--plane-threshold) must be <= 1, got 1.5" in capsys.readouterr().err
+    # a valid threshold without --plane checked nothing, silently (trial 8): refused before any work
+    rc = main(["select", "--model", str(run), "--input", str(tmp_path / "nothing-read.mp4"), "--plane-threshold",
+               "0.8", "--out", str(tmp_path / "picks"), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "--plane-threshold needs --plane" in err and not (tmp_path / "picks").exists()
 
 
 def test_frames_that_are_neither_a_path_nor_in_memory_get_one_clear_line():
@@ -567,3 +572,9 @@ def test_a_folder_with_videos_says_it_skips_them(spike_video, tmp_path, capsys, 
         said = [r.getMessage() for r in caplog.records if "video file(s)" in r.getMessage()]
         assert len(said) == 1 and said[0].startswith(f"{mixed}: 1 video file(s) in the folder skipped")
         assert f"--input {mixed / 'a.mp4'}" in said[0]
+    # a quoted glob of videos is read as one scan of image frames too: it said only "no image files match" (trial 8)
+    rc = main(["select", "--model", str(run), "--input", str(only / "*.mp4"), "--out", str(tmp_path / "o3"), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 1 and len(err.strip().splitlines()) == 1
+    assert f"{only / '*.mp4'}: matches 1 video file(s) and no image frames; a glob pattern is read" in err
+    assert f"--input {only / 'a.mp4'}" in err

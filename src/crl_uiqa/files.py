@@ -93,6 +93,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         if path.is_dir():
             raise OutputError(f"{path}: is a folder, a file name is expected")
+        _refuse_special_file(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(path)
         # realpath: tempfile makes the folder absolute by its text, which moves "link/../x" away from where the
@@ -117,6 +118,23 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
                 exc.errno in _WRITE_ERRNOS or exc.filename in (None, str(tmp_path), str(path))):
             raise _output_error(path, exc) from None
         raise
+
+
+def _refuse_special_file(path: Path) -> None:
+    """Refuse an output that is a device, a pipe or a socket, or a link to one (``--out /dev/null``,
+    ``/dev/stdout``): an output replaces its path with a new regular file, so run as root it replaced the
+    system's ``/dev/null`` itself, and ``/dev/stdout`` is a link that would be replaced, not written through."""
+    import stat
+
+    try:
+        mode = path.stat().st_mode  # through links: a broken link, or nothing there, is replaced as before
+    except OSError:
+        return
+    stream = path.is_symlink() and os.readlink(path).startswith("/proc/")  # /dev/stdout: whatever fd 1 is now
+    if stream or not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise OutputError(f"{path}: is a device, pipe, socket or process stream{' (through a link)' if path.is_symlink() else ''}, "
+                          "not a file: crl-uiqa writes each output as a new file that replaces its path; give a file "
+                          "name")
 
 
 def _output_error(path: Path, exc: OSError) -> OutputError:
@@ -190,6 +208,7 @@ def check_output_file(path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"{path}: is a folder, a file name is expected")
+    _refuse_special_file(path)
     _refuse_blocking_file(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

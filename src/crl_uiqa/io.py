@@ -375,7 +375,7 @@ def _upright(im):
 
 def _unidentified(path: str) -> str:
     """Why Pillow could not open ``path``: a scan (DICOM, video) is named as one, anything else is not an image."""
-    from .sniff import DICOM_EXTENSIONS, VIDEO_EXTENSIONS, is_dicom_file
+    from .sniff import DICOM_EXTENSIONS, SNIFF_BYTES, VIDEO_EXTENSIONS, UnsupportedContent, is_dicom_file, sniff
 
     ext = Path(path).suffix.lower()
     if ext in DICOM_EXTENSIONS or is_dicom_file(path):
@@ -383,7 +383,14 @@ def _unidentified(path: str) -> str:
     elif ext in VIDEO_EXTENSIONS:
         what = f"a video ({ext})"
     else:
-        return "not a readable image (unknown or corrupt format)"
+        try:  # a video under an image's name (clip.png) is named by its bytes, as the web page's uploads are
+            with open(path, "rb") as fh:
+                found = sniff(fh.read(SNIFF_BYTES))
+        except (OSError, UnsupportedContent):
+            found = None
+        if found is None or found.kind != "video":
+            return "not a readable image (unknown or corrupt format)"
+        what = f"a video ({found.format} in a file named {ext or 'without an extension'}: rename it {found.suffix})"
     return (f"{what}, not an image ({', '.join(IMAGE_EXTENSIONS)}): scans are read by `crl-uiqa select` "
             "(Python: crl_uiqa.video.scan.open_scan), or export their frames as images")
 

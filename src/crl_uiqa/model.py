@@ -65,6 +65,11 @@ from .reference_stats import SIX_STATISTICS, ReferenceDeviation, check_statistic
 #: plus the statistics features; ``deviation``, the deviation-from-references features only (a pool too small for
 #: the conv head, :attr:`crl_uiqa.training.TrainConfig.min_train_images`)
 CORRECTIONS = ("full", "deviation")
+#: most channels of the head's projection (64 by default): a model.json's value sizes weights made before loading
+MAX_PROJ_CHANNELS = 4096
+#: most numbers one buffer or weight sized by a model's description may hold (1 GiB of float32: 2**28 is, e.g.,
+#: 100000 reference embeddings of 2048 dimensions); a larger one was allocated before the file's tensors were compared
+MAX_MODEL_ELEMENTS = 2**28
 
 
 @dataclass
@@ -88,7 +93,7 @@ class ModelConfig:
         from .backbones import check_backbone_name, min_input_size, trunk_blocks
 
         check_backbone_name(self.backbone)
-        v.integer("proj_channels", self.proj_channels, minimum=1)
+        v.integer("proj_channels", self.proj_channels, minimum=1, maximum=MAX_PROJ_CHANNELS)
         v.choice(v.flag("activation"), self.activation, ("linear", "sigmoid"))
         self.image_size = v.image_size(v.flag("image_size"), self.image_size, minimum=min_input_size(self.backbone))
         v.boolean("freeze_bn", self.freeze_bn)
@@ -104,6 +109,16 @@ class ModelConfig:
         v.choice(v.flag("head"), self.head, ("paper", "anchored"))
         if not isinstance(self.anchor, dict):
             raise ConfigError(f"anchor must be a dict, got {type(self.anchor).__name__}")
+        for key in ("k", "n_references", "dim"):  # sizes of the head's buffers: a model.json is data, not a program
+            if key in self.anchor:
+                v.integer(f"anchor {key}", self.anchor[key], minimum=1)
+        if "smoothing" in self.anchor:
+            v.boolean("anchor smoothing", self.anchor["smoothing"])
+        n, d = self.anchor.get("n_references", 1), self.anchor.get("dim", 1)
+        if n * d > MAX_MODEL_ELEMENTS or d * self.proj_channels * 9 > MAX_MODEL_ELEMENTS:
+            raise ConfigError(f"anchor n_references={n}, dim={d} and proj_channels={self.proj_channels} make "
+                              f"buffers or weights of more than {MAX_MODEL_ELEMENTS} numbers: not a model crl-uiqa "
+                              "wrote (damaged or edited)")
         if self.anchor.get("reference_stats") not in (None, False, *REFERENCE_STATS_MODES):
             raise ConfigError(f"anchor reference_stats must be norm, each or off, got {self.anchor['reference_stats']!r}")
         if self.anchor.get("correction", "full") not in CORRECTIONS:

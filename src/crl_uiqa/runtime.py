@@ -227,13 +227,20 @@ class OnnxRuntime(Runtime):
         if len(inputs) != 1:
             raise ModelError(f"{path}: expected a model with one input, found {len(inputs)}")
         self.input_name = inputs[0].name
+        shape = inputs[0].shape
         if META_KEY in props:
             meta = _parse_meta(props[META_KEY], path)
         else:  # an ONNX model not written by crl-uiqa: take H, W from the input shape
-            shape = inputs[0].shape
             if len(shape) != 4 or not all(isinstance(v, int) for v in shape[2:]):
                 raise ModelError(f"{path}: cannot tell the input image size from the input shape {shape}")
-            meta = {"image_size": [shape[2], shape[3]]}
+            meta = {"image_size": _checked_size([shape[2], shape[3]], path)}
+        # what the frames are resized to must be what the graph takes (one gray channel): an edited description
+        # or a colour model failed inside ONNX Runtime at the first batch
+        fixed = [v if isinstance(v, int) else None for v in shape[1:]] if len(shape) == 4 else None
+        if fixed is None or fixed[0] not in (None, 1) or any(
+                f is not None and f != v for f, v in zip(fixed[1:], meta["image_size"])):
+            raise ModelError(f"{path}: its input {shape} does not take (batch, 1, {meta['image_size'][0]}, "
+                             f"{meta['image_size'][1]}) images, the size its {META_KEY} description gives")
         super().__init__(meta["image_size"], str(path), meta)
 
     def _run(self, batch):
@@ -253,7 +260,19 @@ def _parse_meta(text: str, path: Path) -> dict:
     size = meta.get("image_size")
     if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
         raise ModelError(f"{path}: not a crl-uiqa export (its {META_KEY} metadata with the image size is missing)")
+    _checked_size(size, path)
     return meta
+
+
+def _checked_size(size: list[int], path: Path) -> list[int]:
+    """An export's image size, at most :data:`crl_uiqa.validate.MAX_IMAGE_SIDE` a side as a model's (frames are
+    resized to it before the model sees them: an edited 100000 x 100000 asked for 40 GB)."""
+    from .validate import MAX_IMAGE_SIDE
+
+    if not all(isinstance(v, int) and 1 <= v <= MAX_IMAGE_SIDE for v in size):
+        raise ModelError(f"{path}: its image size {size[0]}x{size[1]} is not between 1 and {MAX_IMAGE_SIDE} pixels a "
+                         "side: not a model crl-uiqa exported (damaged or edited)")
+    return list(size)
 
 
 def _import_onnxruntime():
@@ -304,6 +323,11 @@ def load_runtime(
     from .model import QualityModel
 
     check_threads(threads)
+    if not isinstance(source, (QualityModel, str, os.PathLike)):  # None was a TypeError deep in pathlib
+        from .errors import ArgumentTypeError
+
+        raise ArgumentTypeError(f"model must be a run folder or exported file (a path) or a QualityModel, got "
+                                f"{type(source).__name__}")
     key = str(kind).strip().lower()
     if key == "auto":
         if isinstance(source, QualityModel):

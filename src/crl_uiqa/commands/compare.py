@@ -98,4 +98,9 @@ def run(args) -> int:
     )
     print(format_table(rows))
     print(f"\nwritten to {Path(args.out) / 'compare.csv'}, compare.md, compare.json")
+    if not any(r["status"] == "ok" for r in rows):  # as score's "none of the images could be read": nothing measured
+        from ..errors import InputError
+
+        raise InputError("no method could be evaluated (" + "; ".join(f"{r['method']}: {r['status']}, {r['note']}"
+                                                                      for r in rows) + ")")
     return 0

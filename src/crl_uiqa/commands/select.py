@@ -28,8 +28,8 @@ def register(sub) -> None:
     g.add_argument("--plane", default=None, metavar="NAME",
                    help="require this SonoNet plane (e.g. 4CH, abdominal, brain-tv); frames below "
                    "--plane-threshold are not eligible. Default: no plane check")
-    g.add_argument("--plane-threshold", type=float, default=0.5, metavar="P",
-                   help="smallest probability of the target plane (default 0.5)")
+    g.add_argument("--plane-threshold", type=float, default=None, metavar="P",
+                   help="smallest probability of the target plane (default 0.5); needs --plane")
     g.add_argument("--weights", default=None, metavar="PATH",
                    help="SonoNet-16 weight file or folder (default: $CRL_UIQA_WEIGHTS_DIR, the packaged weights, the cache, a download)")
     g.add_argument("--plane-weights", dest="weights", default=None, help=argparse.SUPPRESS)  # the old spelling
@@ -62,6 +62,12 @@ def run(args) -> int:
     from ..video.scan import _scan_name
     from ..video.select import SUMMARY_COLUMNS, _load_plane_model, select_frames
 
+    if args.plane_threshold is not None and not args.plane:  # a threshold without a plane checked nothing
+        from ..errors import ConfigError
+
+        raise ConfigError("--plane-threshold needs --plane NAME (the plane whose probability it bounds); "
+                          "without --plane no frame is checked")
+    plane_threshold = 0.5 if args.plane_threshold is None else args.plane_threshold
     out = Path(args.out)
     # a file of the user's named like an output: refused before any scan is read, not replaced at the end
     check_selection_outputs(out, [_scan_name(Path(s)) for s in args.input] if len(args.input) > 1 else None,
@@ -79,7 +85,7 @@ def run(args) -> int:
     for scan in args.input:
         try:
             res = select_frames(
-                runtime, scan, device=args.device, plane=args.plane, plane_threshold=args.plane_threshold,
+                runtime, scan, device=args.device, plane=args.plane, plane_threshold=plane_threshold,
                 plane_model=plane_model, top_k=args.top, min_gap=args.min_gap, every=args.every, fps=args.fps,
                 frame_rate=args.frame_rate, crop=args.crop, region=args.region, smooth=args.smooth,
                 batch_size=args.batch_size, progress=not args.quiet,

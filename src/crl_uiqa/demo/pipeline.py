@@ -311,8 +311,16 @@ def _say(msg: str) -> None:
 
 
 def _find_sononet(weights) -> str | None:
+    """The SonoNet-16 weight file, or None when none is found; a ``--weights`` the user gave must be there and
+    load (a wrong path or file is refused before any work, never replaced by the fallback encoder)."""
     from ..weights import resolve_weights
 
+    if weights is not None:
+        from ..backbones import get_backbone
+
+        found = str(resolve_weights("SonoNet16.npz", weights, download=False))
+        get_backbone("sononet16", found)  # WeightsError now, not after the simulation
+        return found
     try:
         return str(resolve_weights("SonoNet16.npz", weights, download=False))
     except FileNotFoundError:

@@ -688,6 +688,8 @@ class DicomScan(ScanSource):
             "VOILUTSequence" in ds or ("WindowCenter" in ds and "WindowWidth" in ds))
         if self._voi:  # a VOI that cannot be applied is refused at open, before any frame is scored
             self._displayed(np.zeros((1, 1), dtype=np.int32 if self._signed else np.uint16))
+        if self.photometric == "PALETTE COLOR" and self._video_codec is None:  # so is a palette without its table
+            self._convert(np.zeros((1, 1), dtype=np.uint16 if self._bits_stored > 8 else np.uint8))
         self._times, self.fps, self.timing = _dicom_times(ds, self.n_frames, frame_rate)
         if self._video_codec is None:
             self._check_decoder()
@@ -731,7 +733,10 @@ class DicomScan(ScanSource):
         if self.photometric == "PALETTE COLOR":
             from pydicom.pixels import apply_color_lut  # noqa: PLC0415
 
-            rgb = apply_color_lut(arr, self._meta)
+            try:
+                rgb = apply_color_lut(arr, self._meta)
+            except (ValueError, KeyError, AttributeError, IndexError, TypeError) as exc:  # a missing or broken table
+                raise ScanError(f"{self.path}: its PALETTE COLOR lookup table cannot be applied ({exc})") from None
             return _to_gray(rgb, max_value=float(np.iinfo(rgb.dtype).max), what=str(self.path))
         if self._voi:
             image = self._displayed(arr)
@@ -929,12 +934,10 @@ def _list_images(path: Path) -> list[Path]:
     text = str(path)
     if _is_pattern(text):
         # Keep images and DICOM files (also extension-less ones such as IM0001).
-        files = [
-            Path(p)
-            for p in _glob.glob(text)
-            if Path(p).is_file()
-            and (Path(p).suffix.lower() in IMAGE_EXTENSIONS | DICOM_EXTENSIONS or is_dicom_file(p))
-        ]
+        matched = [Path(p) for p in _glob.glob(text) if Path(p).is_file()]
+        files = [p for p in matched if p.suffix.lower() in IMAGE_EXTENSIONS | DICOM_EXTENSIONS or is_dicom_file(p)]
+        _tell_videos(text, sorted((p for p in matched if p.suffix.lower() in VIDEO_EXTENSIONS),
+                                  key=lambda p: natural_key(p.name)), frames=bool(files), holder="a glob pattern")
         what = f"the pattern {text!r}"
     elif path.is_dir():
         entries = [p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")]
@@ -952,18 +955,21 @@ def _list_images(path: Path) -> list[Path]:
     return sorted(files, key=lambda p: natural_key(p.name))
 
 
-def _tell_videos(folder: Path, videos: list[Path], *, frames: bool) -> None:
-    """A folder is one scan of its image frames: say so when it also holds videos, which it skips (a warning), or
-    holds only videos (an error); either way, name how to score a video (give the file)."""
+def _tell_videos(folder: Path | str, videos: list[Path], *, frames: bool, holder: str = "a folder") -> None:
+    """A folder (or a glob pattern, ``holder``) is one scan of its image frames: say so when it also holds videos,
+    which it skips (a warning), or holds only videos (an error); either way, name how to score a video (give the
+    file)."""
     if not videos:
         return
     import shlex
 
-    how = (f"a folder is read as one scan of its image frames; to score a video, give the file itself (e.g. --input "
+    how = (f"{holder} is read as one scan of its image frames; to score a video, give the file itself (e.g. --input "
            f"{shlex.quote(str(videos[0]))})")
+    where = "in the folder" if holder == "a folder" else "matching the pattern"
     if not frames:
-        raise InputError(f"{folder}: holds {len(videos)} video file(s) and no image frames; {how}")
-    log.warning("%s: %d video file(s) in the folder skipped; %s", folder, len(videos), how)
+        raise InputError(f"{folder}: {'holds' if holder == 'a folder' else 'matches'} {len(videos)} video file(s) "
+                         f"and no image frames; {how}")
+    log.warning("%s: %d video file(s) %s skipped; %s", folder, len(videos), where, how)
 
 
 class ImageSequenceScan(ScanSource):
@@ -1056,6 +1062,9 @@ def scan_kind(path: str | os.PathLike) -> str:
         raise NotFoundError(f"scan not found: {p}")
     if p.is_dir():
         return "images"
+    if not p.is_file():  # a named pipe waited for ever for a writer (reading its header), a device too
+        raise ScanError(f"{p}: not a regular file or folder (a pipe or a device?); a scan is read from a file "
+                        "(a camera: give its index to live, --input 0)")
     ext = p.suffix.lower()
     if ext in VIDEO_EXTENSIONS:
         return "video"
