@@ -81,6 +81,24 @@ def test_smooth_scores_hand_values():
         smooth_scores(t, s, -1.0)
 
 
+def test_smooth_scores_in_blocks_is_the_whole_computation(monkeypatch):
+    """A window as long as the scan is computed a few rows at a time (``SMOOTH_BLOCK``): the same values as in one
+    block, on irregular times with a missing score, and a frames x frames matrix is never made."""
+    import crl_uiqa.video.temporal as temporal
+
+    rng = np.random.default_rng(0)
+    t = np.cumsum(rng.uniform(0.01, 0.1, 300))
+    s = rng.random(300)
+    s[17] = np.nan
+    whole = [smooth_scores(t, s, sec) for sec in (0.2, 1.0, 1e9)]
+    monkeypatch.setattr(temporal, "SMOOTH_BLOCK", 7)  # 7 window entries at a time: a row or two per block
+    for sec, expected in zip((0.2, 1.0, 1e9), whole):
+        np.testing.assert_allclose(smooth_scores(t, s, sec), expected, rtol=1e-12, atol=0)
+        np.testing.assert_allclose(smooth_scores(t, s, sec, start=50, stop=61), expected[50:61], rtol=1e-12, atol=0)
+    # a window longer than the scan: every frame's smoothed score is the weighted mean of all finite scores
+    np.testing.assert_allclose(whole[2], np.full(300, np.nanmean(s)), rtol=1e-9)
+
+
 def test_temporal_nms_distinct_moments():
     t = np.arange(10.0)
     s = [1, 2, 9, 8.5, 3, 2, 7, 6.9, 1, 0]

@@ -68,19 +68,30 @@ def smooth_scores(times: Sequence[float], scores: Sequence[float], seconds: floa
     idx = np.arange(start, stop)
     lo = np.searchsorted(t, t[idx] - seconds - eps, side="left")
     hi = np.searchsorted(t, t[idx] + seconds + eps, side="right")
-    width = int((hi - lo).max())
-    cols = lo[:, None] + np.arange(width)[None, :]
-    inside = cols < hi[:, None]
-    cols = np.minimum(cols, t.size - 1)
-    dt = (t[cols] - t[idx][:, None]) / sigma
-    w = np.exp(-0.5 * dt * dt) * inside
-    vals = s[cols]
-    ok = np.isfinite(vals)
-    w = np.where(ok, w, 0.0)
-    num = (w * np.where(ok, vals, 0.0)).sum(axis=1)
-    den = w.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+    out = np.empty(idx.size, dtype=np.float64)
+    # rows in blocks of at most SMOOTH_BLOCK window entries: a window as long as the scan (--smooth 1e9) made one
+    # frames x frames matrix at the end of the stream, 13 GB for a 10-minute 30 fps video
+    rows = max(1, SMOOTH_BLOCK // max(1, int((hi - lo).max())))
+    for b in range(0, idx.size, rows):
+        i, lo_b, hi_b = idx[b : b + rows], lo[b : b + rows], hi[b : b + rows]
+        width = int((hi_b - lo_b).max())
+        cols = lo_b[:, None] + np.arange(width)[None, :]
+        inside = cols < hi_b[:, None]
+        cols = np.minimum(cols, t.size - 1)
+        dt = (t[cols] - t[i][:, None]) / sigma
+        w = np.exp(-0.5 * dt * dt) * inside
+        vals = s[cols]
+        ok = np.isfinite(vals)
+        w = np.where(ok, w, 0.0)
+        num = (w * np.where(ok, vals, 0.0)).sum(axis=1)
+        den = w.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[b : b + rows] = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+    return out
+
+
+#: most (frame, window frame) entries :func:`smooth_scores` holds at once, per array (16 MiB of float64)
+SMOOTH_BLOCK = 1 << 21
 
 
 def _rank_order(scores: np.ndarray, candidates: np.ndarray) -> np.ndarray:
