@@ -294,3 +294,38 @@ def test_prepare_model_folds_once_per_state_of_the_weights():
         assert not torch.allclose(first.embed(x, "block1"), second.embed(x, "block1"), atol=1e-3)
     net.load_state_dict(SonoNet(16).state_dict())
     assert prepare_model(net, cpu) is not second
+
+
+def test_prepare_model_in_inference_mode_keeps_the_model_trainable_and_frees_it():
+    """Scoring calls prepare_model in inference mode: the caller's model is still trainable afterwards, the copy can
+    be run with gradients, a model made in inference mode (no version counters) is folded without the cache, and a
+    model is freed when its caller drops it (also one with nothing to fold, kept as itself)."""
+    import gc
+    import weakref
+
+    from crl_uiqa.backbones.sononet import SmallNet
+    from crl_uiqa.devices import _FOLDED, prepare_model
+
+    cpu = torch.device("cpu")
+    torch.manual_seed(0)
+    net = SonoNet(16)
+    x = torch.rand(1, 1, 64, 80)
+    with torch.inference_mode():
+        folded = prepare_model(net, cpu)
+    assert not any(p.is_inference() for p in (*net.parameters(), *folded.parameters()))
+    net.train()
+    net.embed(x, "block2").sum().backward()  # the caller's model trains after scoring
+    assert net.blocks[0][0][0].weight.grad is not None
+    xg = x.clone().requires_grad_(True)
+    folded.embed(xg, "block2").sum().backward()  # so does a gradient through the copy (a saliency map)
+    assert xg.grad is not None and float(xg.grad.abs().sum()) > 0
+    with torch.inference_mode():
+        made_in_inference = SonoNet(16)
+    a, b = prepare_model(made_in_inference, cpu), prepare_model(made_in_inference, cpu)
+    assert a is not b and not any(isinstance(m, torch.nn.BatchNorm2d) for m in a.modules())
+    small = SmallNet()
+    assert prepare_model(small, cpu) is small and prepare_model(small, cpu) is small
+    refs = [weakref.ref(net), weakref.ref(small)]
+    del net, small, folded
+    gc.collect()
+    assert all(r() is None for r in refs) and all(r() not in _FOLDED for r in refs)

@@ -894,3 +894,43 @@ def test_the_frozen_trunk_is_run_folded_and_gives_the_models_outputs():
     assert np.allclose(scorer(), predict_cache(m, cache, "cpu", batch_size=2), atol=1e-5)
     for kw in ({"train_from": "block4"}, {"freeze_bn": False}):
         assert _folded_fixed_parts(_frozen_sononet_model(**kw, reference_stats=False)) is None
+
+
+@pytest.mark.parametrize("head,window", [("anchored", True), ("anchored", False), ("paper", False)])
+def test_an_epoch_on_the_folded_trunk_trains_the_head_as_the_model_itself(head, window):
+    """One training epoch with the frozen trunk run folded (``_train_epoch(fixed=...)``) leaves the head's weights
+    and the loss where the same epoch run through the model itself leaves them, to float rounding."""
+    from crl_uiqa.backbones.sononet import SonoNet
+    from crl_uiqa.model import QualityModel
+    from crl_uiqa.training import TrainConfig, _folded_fixed_parts, _train_epoch, strong_views_of
+
+    def make():
+        if head == "anchored":
+            return _frozen_sononet_model()
+        torch.manual_seed(0)
+        net = SonoNet(16)
+        for mod in net.modules():
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                mod.running_mean.uniform_(-0.2, 0.2)
+                mod.running_var.uniform_(0.5, 2.0)
+        return QualityModel(net, ModelConfig(image_size=SIZE, head="paper", train_from="head", proj_channels=4))
+
+    g = torch.Generator().manual_seed(1)
+    cache = (torch.rand(8, 1, *SIZE, generator=g) * 255).round().to(torch.uint8)
+    q = torch.rand(8, generator=g)
+    cfg = TrainConfig(batch_size=4)
+    out = []
+    for folded in (False, True):
+        m = make()
+        opt = torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=0.05, momentum=0.9)
+        fixed = _folded_fixed_parts(m) if folded else None
+        assert (fixed is not None) == folded
+        sums = _train_epoch(m, opt, cache, q, cfg=cfg, head=head, epoch=0, epochs=1, lr=0.05,
+                            window=(SIZE[0] // 2, SIZE[1] // 2) if window else None, views=strong_views_of(cfg),
+                            dev=torch.device("cpu"), amp=False, progress=False, fixed=fixed)
+        out.append((sums, m.state_dict()))
+    (s0, w0), (s1, w1) = out
+    assert set(s0) == set(s1) and all(s1[k] == pytest.approx(s0[k], rel=1e-4, abs=1e-6) for k in s0)
+    moved = [k for k in w0 if k.startswith("fc.") and not torch.equal(w0[k], make().state_dict()[k])]
+    assert moved  # the head trained
+    assert all(torch.allclose(w0[k].float(), w1[k].float(), rtol=1e-4, atol=1e-5) for k in w0)

@@ -34,17 +34,25 @@ def prepare_model(model: torch.nn.Module, device: torch.device, *, fold: bool = 
     """The network to run for inference: ``model`` in eval mode on ``device`` with channels-last memory (faster
     convs on CPU and GPU; both set on ``model`` itself), and with ``fold`` a copy of it whose batch norms are folded
     into the convolutions before them (:func:`fold_batch_norm`), so ``model`` itself keeps its layers and weights.
-    Use the returned network."""
-    model = model.eval().to(device=device, memory_format=torch.channels_last)
+    Use the returned network, and only to run it: the copy is kept while ``model``'s parameters and buffers are the
+    same tensors, unchanged in place, and every caller gets it (a change through ``.data`` or to a plain attribute
+    such as a batch norm's ``eps`` is not seen: call :func:`fold_batch_norm` then, or ``fold=False``)."""
+    # outside inference mode even when called in it (scoring is): tensors moved or copied here stay usable for
+    # training, the caller's model's among them (its weights converted to channels-last in inference mode could
+    # not be trained any more)
+    with torch.inference_mode(False):
+        model = model.eval().to(device=device, memory_format=torch.channels_last)
     if not fold:
         return model
     key = _state_key(model)
-    kept = _FOLDED.get(model)
+    kept = _FOLDED.get(model) if key is not None else None
     if kept is not None and kept[0] == key:  # the same weights as when it was folded: the copy made then
-        return kept[1]
-    folded = fold_batch_norm(model)
-    folded = folded if folded is model else folded.to(memory_format=torch.channels_last)
-    _FOLDED[model] = (key, folded)
+        return model if kept[1] is None else kept[1].eval()
+    with torch.inference_mode(False):
+        folded = fold_batch_norm(model)
+        folded = folded if folded is model else folded.to(memory_format=torch.channels_last)
+    if key is not None:  # nothing folded: no copy to keep (a value holding the model would keep it alive for ever)
+        _FOLDED[model] = (key, None if folded is model else folded)
     return folded
 
 
@@ -53,17 +61,22 @@ def prepare_model(model: torch.nn.Module, device: torch.device, *, fold: bool = 
 _FOLDED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _state_key(model: torch.nn.Module) -> tuple:
+def _state_key(model: torch.nn.Module) -> tuple | None:
     """What a folded copy depends on: every parameter and buffer, by identity, storage and in-place version (a
-    changed weight, ``load_state_dict``, a move to another device each change it)."""
-    return tuple((id(t), t.data_ptr(), t._version, t.dtype) for t in (*model.parameters(), *model.buffers()))
+    changed weight, ``load_state_dict``, a move to another device each change it); None for a model with tensors
+    made in inference mode, which keep no version (folded anew at every call)."""
+    tensors = (*model.parameters(), *model.buffers())
+    if any(t.is_inference() for t in tensors):
+        return None
+    return tuple((id(t), t.data_ptr(), t._version, t.dtype) for t in tensors)
 
 
 def fold_batch_norm(model: torch.nn.Module) -> torch.nn.Module:
     """A copy of ``model`` for inference in which each 2-D convolution followed by a batch norm in eval mode (the
     two adjacent in one ``nn.Sequential``, as SonoNet's conv-BN-ReLU layers) is one convolution with the batch
     norm's scale and shift in its weights and bias (:func:`torch.nn.utils.fusion.fuse_conv_bn_eval`); the batch
-    norm becomes an ``nn.Identity``. The scores are those of ``model`` up to float rounding (about 1e-6 relative),
+    norm becomes an ``nn.Identity``. The scores are those of ``model`` up to float rounding (about 1e-6 relative in
+    float32; under bfloat16 autocast either network rounds by about 1e-2),
     and a batch norm no longer costs a pass over every feature map (a fifth of SonoNet-16's forward time on the
     CPU; BENCHMARKS.md "Batch norm folded into the convolutions"). ``model`` itself is unchanged; it is returned
     as it is when nothing folds (no such pair, a batch norm that trains or has no running statistics)."""

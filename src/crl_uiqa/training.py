@@ -621,8 +621,9 @@ def _folded_fixed_parts(model: QualityModel) -> QualityModel | None:
     nothing folds (the model computes them itself)."""
     from .devices import fold_batch_norm
 
-    if not model.trunk_frozen:
-        return None
+    if not model.trunk_frozen or not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+                                         for m in model.backbone.modules()):
+        return None  # a trunk that trains, or one without batch norm (a copy would gain nothing)
     was = model.training
     try:
         folded = fold_batch_norm(model.eval())
