@@ -3,7 +3,8 @@
 * seeded test images of the NSS baselines (BRISQUE, NIQE): each test module
   keeps its own reference scores, keyed by these functions;
 * writers of the scans the frame-source tests read: gray videos (PyAV) and
-  ultrasound DICOM datasets (pydicom).
+  ultrasound DICOM datasets (pydicom);
+* a random SonoNet-16 whose batch norms are not the identity (:func:`random_sononet`).
 
 Optional packages (PyAV, pydicom, scikit-image) are imported inside the
 functions, so importing this module needs none of them; the test modules
@@ -18,6 +19,27 @@ import numpy as np
 import torch
 
 from crl_uiqa.runtime import Runtime
+
+# ----------------------------------------------------------------------------- networks
+
+
+def random_sononet(affine: bool = False):
+    """A SonoNet-16 seeded 0 whose batch norms have non-trivial running statistics (and, with ``affine``, scales
+    and shifts): what folding them into the convolutions, or keeping a frozen trunk's outputs, must preserve."""
+    from crl_uiqa.backbones.sononet import SonoNet
+
+    torch.manual_seed(0)
+    net = SonoNet(16)
+    with torch.no_grad():
+        for mod in net.modules():
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                mod.running_mean.uniform_(-0.2, 0.2)
+                mod.running_var.uniform_(0.5, 2.0)
+                if affine:
+                    mod.weight.uniform_(0.5, 1.5)
+                    mod.bias.uniform_(-0.1, 0.1)
+    return net
+
 
 # ----------------------------------------------------------------------------- NSS test images
 

@@ -246,17 +246,11 @@ def test_folded_sononet_scores_as_the_original_and_leaves_it_unchanged():
     """Every embedding layer of a SonoNet-16 with non-trivial batch-norm statistics is the same, to float rounding,
     from :func:`prepare_model`'s folded copy; the caller's network keeps its layers and weights; SmallNet (no batch
     norm) is returned as it is."""
+    from _helpers import random_sononet
     from crl_uiqa.backbones.sononet import SmallNet
     from crl_uiqa.devices import prepare_model
 
-    torch.manual_seed(0)
-    net = SonoNet(16)
-    for mod in net.modules():
-        if isinstance(mod, torch.nn.BatchNorm2d):
-            mod.running_mean.uniform_(-0.2, 0.2)
-            mod.running_var.uniform_(0.5, 2.0)
-            mod.weight.data.uniform_(0.5, 1.5)
-            mod.bias.data.uniform_(-0.1, 0.1)
+    net = random_sononet(affine=True)
     before = {k: v.clone() for k, v in net.state_dict().items()}
     folded = prepare_model(net, torch.device("cpu"))
     assert folded is not net and not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())

@@ -614,15 +614,10 @@ def test_an_anchored_run_with_no_image_to_validate_on_keeps_its_teacher(tmp_path
 
 def _frozen_sononet_model(train_from="head", freeze_bn=True, layer="block3", reference_stats=True):
     """A random SonoNet-16 with non-trivial batch-norm statistics, an anchored head with a non-zero correction."""
-    from crl_uiqa.backbones.sononet import SonoNet
+    from _helpers import random_sononet
     from crl_uiqa.model import QualityModel
 
-    torch.manual_seed(0)
-    net = SonoNet(16)
-    for mod in net.modules():
-        if isinstance(mod, torch.nn.BatchNorm2d):
-            mod.running_mean.uniform_(-0.2, 0.2)
-            mod.running_var.uniform_(0.5, 2.0)
+    net = random_sononet()
     dim = net.embed(torch.rand(1, 1, 48, 64), layer).shape[1]
     anchor = {"layer": layer, "k": 2, "n_references": 3, "dim": dim, "intensity_stats": True}
     if reference_stats:  # the default: the seven statistics, the black level among them
@@ -900,20 +895,14 @@ def test_the_frozen_trunk_is_run_folded_and_gives_the_models_outputs():
 def test_an_epoch_on_the_folded_trunk_trains_the_head_as_the_model_itself(head, window):
     """One training epoch with the frozen trunk run folded (``_train_epoch(fixed=...)``) leaves the head's weights
     and the loss where the same epoch run through the model itself leaves them, to float rounding."""
-    from crl_uiqa.backbones.sononet import SonoNet
+    from _helpers import random_sononet
     from crl_uiqa.model import QualityModel
     from crl_uiqa.training import TrainConfig, _folded_fixed_parts, _train_epoch, strong_views_of
 
     def make():
         if head == "anchored":
             return _frozen_sononet_model()
-        torch.manual_seed(0)
-        net = SonoNet(16)
-        for mod in net.modules():
-            if isinstance(mod, torch.nn.BatchNorm2d):
-                mod.running_mean.uniform_(-0.2, 0.2)
-                mod.running_var.uniform_(0.5, 2.0)
-        return QualityModel(net, ModelConfig(image_size=SIZE, head="paper", train_from="head", proj_channels=4))
+        return QualityModel(random_sononet(), ModelConfig(image_size=SIZE, head="paper", train_from="head", proj_channels=4))
 
     g = torch.Generator().manual_seed(1)
     cache = (torch.rand(8, 1, *SIZE, generator=g) * 255).round().to(torch.uint8)
