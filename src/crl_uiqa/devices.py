@@ -76,10 +76,10 @@ def fold_batch_norm(model: torch.nn.Module) -> torch.nn.Module:
     two adjacent in one ``nn.Sequential``, as SonoNet's conv-BN-ReLU layers) is one convolution with the batch
     norm's scale and shift in its weights and bias (:func:`torch.nn.utils.fusion.fuse_conv_bn_eval`); the batch
     norm becomes an ``nn.Identity``. The scores are those of ``model`` up to float rounding (about 1e-6 relative in
-    float32; under bfloat16 autocast either network rounds by about 1e-2),
-    and a batch norm no longer costs a pass over every feature map (a fifth of SonoNet-16's forward time on the
-    CPU; BENCHMARKS.md "Batch norm folded into the convolutions"). ``model`` itself is unchanged; it is returned
-    as it is when nothing folds (no such pair, a batch norm that trains or has no running statistics)."""
+    float32; under bfloat16 autocast either network rounds by about 1e-2), and a batch norm no longer costs a pass
+    over every feature map (a fifth of SonoNet-16's forward time on the CPU; BENCHMARKS.md "Batch norm folded into
+    the convolutions"). ``model`` itself is unchanged; it is returned as it is when nothing folds (no such pair, a
+    batch norm that trains or has no running statistics)."""
     from torch import nn
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
