@@ -100,7 +100,7 @@ def load_sononet(weights=None, device=None):
     import torch
 
     from ..backbones import get_backbone
-    from ..embed import resolve_device
+    from ..devices import prepare_model, resolve_device
 
     dev = resolve_device("auto" if device is None else device)
     if isinstance(weights, torch.nn.Module):
@@ -110,7 +110,7 @@ def load_sononet(weights=None, device=None):
     for attr in ("feature_maps", "adaptation"):
         if not hasattr(model, attr):
             raise ModelError(f"the network must be a SonoNet (it lacks {attr!r})")
-    return model.eval().to(dev), dev
+    return prepare_model(model, dev), dev  # eval, channels-last, batch norm folded (as every scoring network)
 
 
 def iter_tensor_batches(images: Sequence[np.ndarray], size: tuple[int, int], batch_size: int,
