@@ -83,24 +83,21 @@ def fold_batch_norm(model: torch.nn.Module) -> torch.nn.Module:
     from torch import nn
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-    def pairs(root: nn.Module) -> list[tuple[str, int]]:
-        found = []
-        for name, seq in root.named_modules():
-            if isinstance(seq, nn.Sequential):
-                layers = list(seq)
-                for i in range(len(layers) - 1):
-                    conv, bn = layers[i], layers[i + 1]
-                    if (type(conv) is nn.Conv2d and isinstance(bn, nn.BatchNorm2d) and not conv.training
-                            and not bn.training and bn.running_mean is not None and bn.running_var is not None):
-                        found.append((name, i))
-        return found
-
-    if not pairs(model):
+    found = []  # (the nn.Sequential's name, the convolution's index in it); a deep copy has the same names
+    for name, seq in model.named_modules():
+        if isinstance(seq, nn.Sequential):
+            layers = list(seq)
+            for i in range(len(layers) - 1):
+                conv, bn = layers[i], layers[i + 1]
+                if (type(conv) is nn.Conv2d and isinstance(bn, nn.BatchNorm2d) and not conv.training
+                        and not bn.training and bn.running_mean is not None and bn.running_var is not None):
+                    found.append((name, i))
+    if not found:
         return model
     import copy
 
     folded = copy.deepcopy(model)
-    for name, i in pairs(folded):
+    for name, i in found:
         seq = folded.get_submodule(name) if name else folded
         seq[i] = fuse_conv_bn_eval(seq[i], seq[i + 1])
         seq[i + 1] = nn.Identity()

@@ -60,14 +60,14 @@ def run(args) -> int:
     from ..reporting.selection import check_selection_outputs, scan_folder, write_selection, write_summary
     from ..runtime import load_runtime
     from ..video.scan import _scan_name
-    from ..video.select import SUMMARY_COLUMNS, _load_plane_model, select_frames
+    from ..video.select import SUMMARY_COLUMNS, SelectionSettings, _load_plane_model, select_frames
 
     if args.plane_threshold is not None and not args.plane:  # a threshold without a plane checked nothing
         from ..errors import ConfigError
 
         raise ConfigError("--plane-threshold needs --plane NAME (the plane whose probability it bounds); "
                           "without --plane no frame is checked")
-    plane_threshold = 0.5 if args.plane_threshold is None else args.plane_threshold
+    plane_threshold = SelectionSettings.plane_threshold if args.plane_threshold is None else args.plane_threshold
     out = Path(args.out)
     # a file of the user's named like an output: refused before any scan is read, not replaced at the end
     check_selection_outputs(out, [_scan_name(Path(s)) for s in args.input] if len(args.input) > 1 else None,
